@@ -1,0 +1,45 @@
+# sgbus: `make demo` and `make test` are all a fresh machine needs (see README).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export SGBUS_CACHE_DIR ?= $(HOME)/.cache/sgbus
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test lint unit integration bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==24.3.1
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP)  ## virtualenv, package (editable), pinned Kafka + OPA fetched and verified
+	@$(BIN)/sgbus stack fetch
+
+demo: setup  ## run the main job on the local stack (starts and stops what it needs)
+	$(BIN)/sgbus demo
+
+lint: setup  ## ruff and mypy
+	$(BIN)/ruff check bus schemas connectors tests
+	$(BIN)/mypy
+
+test: setup lint  ## every test: unit, policy (opa), integration (real Kafka + OPA)
+	$(BIN)/pytest
+
+unit: setup  ## fast tests only
+	$(BIN)/pytest tests/unit
+
+integration: setup  ## tests against the real local stack
+	$(BIN)/pytest -m integration
+
+bench: setup  ## benchmarks (writes docs/BENCHMARKS.md)
+	@echo "benchmarks are not implemented yet (see the benchmarks issue)"; exit 1
+
+clean:  ## remove the virtualenv and local state (not the download cache)
+	-$(BIN)/sgbus stack down
+	rm -rf $(VENV) .sgbus .pytest_cache .mypy_cache .ruff_cache

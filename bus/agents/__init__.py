@@ -1,0 +1,1 @@
+"""Thin Faust agents: move bytes between topics and call the pure services."""

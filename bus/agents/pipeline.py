@@ -1,0 +1,104 @@
+"""The ingest and route agents: ingress -> sg.events -> sg.deliver.<partner> + sg.audit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+
+from bus import logs
+from bus.exceptions import PolicyUnavailable
+from bus.ingest import ingest
+from bus.records import PseudonymisedEvent
+from bus.route import RoutePlan, delivery_latency_s
+from bus.topics import AUDIT, DLQ, EVENTS, ingress_topic
+from schemas.envelope import Agency
+
+log = logs.get("sgbus.worker")
+
+
+def register(app: faust.App, svc: Any) -> None:
+    settings, metrics = svc.settings, svc.metrics
+    raw = {"key_serializer": "raw", "value_serializer": "raw"}
+    ingress = app.topic(*[ingress_topic(a) for a in Agency], **raw)
+    events = app.topic(EVENTS, **raw)
+    audit = app.topic(AUDIT, **raw)
+    dlq = app.topic(DLQ, **raw)
+    deliver_topics: dict[str, faust.TopicT] = {}
+
+    def deliver_topic(name: str) -> faust.TopicT:
+        if name not in deliver_topics:
+            deliver_topics[name] = app.topic(name, **raw)
+        return deliver_topics[name]
+
+    @app.agent(ingress, name="sgbus.ingest")
+    async def ingest_agent(stream: faust.StreamT) -> AsyncIterator[None]:
+        async for batch in stream.take_events(500, within=settings.batch_window_s):
+            pending: list[Awaitable[Any]] = []
+            for ev in batch:
+                msg = ev.message
+                out = ingest(ev.value, svc.keyring, topic=msg.topic, partition=msg.partition, offset=msg.offset)
+                if out.event is not None:
+                    pending.append(await events.send(
+                        key=out.event.subject_key.encode(), value=out.event.model_dump_json().encode()
+                    ))
+                    metrics.events_ingested.labels(out.event.source.agency.value, out.event.event_type).inc()
+                elif out.dead_letter is not None:
+                    dl = out.dead_letter
+                    pending.append(await dlq.send(key=str(dl.dlq_id).encode(), value=dl.model_dump_json().encode()))
+                    code = dl.reasons[0]["code"] if dl.reasons else "unknown"
+                    metrics.events_rejected.labels(code).inc()
+                    metrics.dlq.labels(code).inc()
+                    log.warning("event_rejected", topic=dl.topic, offset=dl.offset, code=code,
+                                field=dl.reasons[0]["field"] if dl.reasons else "$")
+            await asyncio.gather(*pending)
+            yield None
+
+    @app.agent(events, name="sgbus.route")
+    async def route_agent(stream: faust.StreamT) -> AsyncIterator[None]:
+        async for batch in stream.take(settings.batch_size, within=settings.batch_window_s):
+            parsed: list[PseudonymisedEvent] = []
+            pending: list[Awaitable[Any]] = []
+            for value in batch:
+                try:
+                    parsed.append(PseudonymisedEvent.model_validate_json(value))
+                except ValidationError:
+                    metrics.dlq.labels("malformed_internal").inc()
+                    pending.append(await dlq.send(value=b'{"stage":"route","reason":"malformed_internal"}'))
+            plan = await _decide_with_retry(parsed)
+            for d in plan.deliveries:
+                pending.append(await deliver_topic(d.topic).send(
+                    key=d.key.encode(), value=d.event.model_dump_json().encode()
+                ))
+            for rec in plan.audits:
+                pending.append(await audit.send(key=str(rec.event_id).encode(), value=rec.model_dump_json().encode()))
+            await asyncio.gather(*pending)
+            for d in plan.deliveries:
+                metrics.deliveries.labels(d.event.recipient).inc()
+                metrics.delivery_latency_seconds.observe(delivery_latency_s(d.event))
+            for dec in plan.decisions:
+                metrics.policy_decisions.labels("allow" if dec.allow else "deny", dec.agreement or "none").inc()
+            metrics.audit_records.inc(len(plan.audits))
+            yield None
+
+    async def _decide_with_retry(parsed: list[PseudonymisedEvent]) -> RoutePlan:
+        """Fail closed: while OPA cannot answer, share nothing and hold the batch (offsets are
+        not committed), retrying with capped exponential backoff."""
+        backoff = 0.1
+        while True:
+            try:
+                with metrics.policy_eval_seconds.time():
+                    plan: RoutePlan = await svc.router.route_batch(parsed)
+                metrics.opa_up.set(1)
+                for dec in plan.decisions[:1]:
+                    metrics.policy_revision.labels(dec.revision).set(1)
+                return plan
+            except PolicyUnavailable as exc:
+                metrics.opa_up.set(0)
+                metrics.policy_retries.inc()
+                log.warning("policy_unavailable_holding_batch", events=len(parsed), retry_in_s=backoff, cause=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, settings.retry_max_backoff_s)

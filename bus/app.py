@@ -1,0 +1,44 @@
+"""Create the Faust app and wire the agents to the services they call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import faust
+
+from bus.metrics import Metrics
+from bus.policy.client import PolicyClient
+from bus.pseudonymise.keyring import Keyring
+from bus.route import Router
+from bus.settings import Settings
+
+
+@dataclass
+class Services:
+    """Everything the agents need, built once per worker process."""
+
+    settings: Settings
+    keyring: Keyring
+    metrics: Metrics
+    router: Router
+    policy: PolicyClient
+
+
+def create_app(bootstrap: str, services: Services) -> faust.App:
+    app = faust.App(
+        services.settings.app_id,
+        broker=f"kafka://{bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,  # topics are created explicitly by `sgbus stack up`
+        topic_disable_leader=True,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_every=1000,
+        broker_commit_interval=1.0,
+    )
+    from bus.agents.pipeline import register  # agents register on import of their module
+
+    register(app, services)
+    return app

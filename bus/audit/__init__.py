@@ -1,0 +1,1 @@
+"""Audit: one record per policy decision, allow or deny."""

@@ -1,0 +1,30 @@
+"""Build the audit record of one decision."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from bus.policy.decision import Decision
+from bus.records import AuditRecord, PseudonymisedEvent
+
+
+def audit_record(event: PseudonymisedEvent, decision: Decision) -> AuditRecord:
+    return AuditRecord(
+        audit_id=uuid.uuid4(),
+        event_id=event.event_id,
+        event_type=event.event_type,
+        source_org=event.source.org_id,
+        source_agency=event.source.agency.value,
+        recipient=decision.recipient,
+        decision="allow" if decision.allow else "deny",
+        agreement=decision.agreement,
+        lawful_basis=decision.lawful_basis,
+        purpose=decision.purpose,
+        fields_shared=decision.fields if decision.allow else [],
+        identifier_modes=decision.identifiers if decision.allow else {},
+        reasons=decision.reasons,
+        policy_revision=decision.revision,
+        subject_token=event.subject_key,
+        decided_at=datetime.now(UTC),
+    )

@@ -1,0 +1,275 @@
+"""The `sgbus` command line. Exit codes: 0 ok, 1 failure, 2 bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from bus.exceptions import SgbusError
+from bus.settings import Settings
+
+app = typer.Typer(help="sgbus: the secure multi-agency safeguarding event bus.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+stack_app = typer.Typer(help="Start, stop and inspect the local Kafka + OPA stack.", no_args_is_help=True)
+policy_app = typer.Typer(help="Check, test and reload the data-sharing policies.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create and rotate pseudonymisation keys.", no_args_is_help=True)
+schemas_app = typer.Typer(help="Export the event contracts.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(policy_app, name="policy")
+app.add_typer(keys_app, name="keys")
+app.add_typer(schemas_app, name="schemas")
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    _err(f"error: {message}")
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+def _stack(settings: Settings, quiet: bool = False):  # type: ignore[no-untyped-def]
+    from bus.stack import Stack
+
+    return Stack(settings.home, settings.policies_dir, progress=(lambda _m: None) if quiet else _err)
+
+
+def resolve_endpoints(settings: Settings) -> tuple[str, str]:
+    """Kafka bootstrap and OPA URL from SGBUS_* settings, else from the running local stack."""
+    from bus.stack import read_endpoints
+
+    bootstrap, opa_url = settings.kafka_bootstrap, settings.opa_url
+    if bootstrap is None or opa_url is None:
+        local_bootstrap, local_opa = read_endpoints(settings.home)
+        bootstrap = bootstrap or local_bootstrap
+        opa_url = opa_url or local_opa
+    if bootstrap is None or opa_url is None:
+        _fail(f"the local stack is not running under {settings.home}; run `sgbus stack up` "
+              "(or set SGBUS_KAFKA_BOOTSTRAP and SGBUS_OPA_URL)")
+    return bootstrap, opa_url
+
+
+# -- stack ----------------------------------------------------------------------------------
+@stack_app.command("up")
+def stack_up(as_json: Annotated[bool, typer.Option("--json", help="print status as JSON")] = False) -> None:
+    """Start Kafka (KRaft) and OPA on free loopback ports, load policies, create topics."""
+    settings = _settings()
+    status, started = _stack(settings).up()
+    if as_json:
+        typer.echo(json.dumps(status))
+    elif started:
+        typer.echo(f"started {', '.join(started)}: kafka {status['kafka_bootstrap']}, opa {status['opa_url']}")
+        typer.echo(f"state and logs in {status['home']}; stop with `sgbus stack down`")
+    else:
+        typer.echo(f"already running: kafka {status['kafka_bootstrap']}, opa {status['opa_url']} (nothing to do)")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop exactly the processes `sgbus stack up` started (by recorded pid)."""
+    stopped = _stack(_settings()).down()
+    typer.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@stack_app.command("status")
+def stack_status(as_json: Annotated[bool, typer.Option("--json", help="print status as JSON")] = False) -> None:
+    """Show whether Kafka and OPA are running, their endpoints, pids and logs."""
+    status = _stack(_settings(), quiet=True).status()
+    if as_json:
+        typer.echo(json.dumps(status))
+        return
+    for name in ("kafka", "opa"):
+        info = status[name]
+        if info["alive"]:
+            typer.echo(f"{name}: running (pid {info['pid']}, port {info['port']}, log {info['log']})")
+        else:
+            typer.echo(f"{name}: stopped")
+    if not status["running"]:
+        raise typer.Exit(1)
+
+
+@stack_app.command("fetch")
+def stack_fetch() -> None:
+    """Fetch, verify and cache the pinned Kafka jars and OPA binary (done by `up` too)."""
+    from bus import toolchain
+
+    libs, opa = toolchain.ensure_all(_err)
+    typer.echo(f"kafka {toolchain.KAFKA_VERSION}: {libs}")
+    typer.echo(f"opa {opa.version}: {opa.path}")
+
+
+# -- worker, publish, tail, demo -------------------------------------------------------------
+@app.command()
+def worker() -> None:
+    """Run the Faust agents (ingest -> route -> deliver + audit) until stopped."""
+    from bus.worker import run_worker
+
+    settings = _settings()
+    bootstrap, opa_url = resolve_endpoints(settings)
+    run_worker(settings, bootstrap, opa_url)
+
+
+@app.command()
+def publish(
+    file: Annotated[str, typer.Argument(help="file of event JSON, one per line, or - for stdin")],
+    skip_invalid: Annotated[bool, typer.Option(help="publish the valid lines even if some are invalid")] = False,
+) -> None:
+    """Validate events and publish them to sg.ingress.<agency> (idempotent producer).
+
+    By default nothing is published when any line is invalid; each invalid line is reported
+    with the field that failed, and the exit code is 2."""
+    from bus.kafka_io import idempotent_producer, iter_lines, produce_all
+    from bus.topics import ingress_topic
+    from schemas.registry import InvalidEvent, parse_event
+
+    settings = _settings()
+    stream = sys.stdin if file == "-" else None
+    if stream is None:
+        path = Path(file)
+        if not path.is_file():
+            _fail(f"no such file: {file}", 2)
+        stream = path.open()
+    records: list[tuple[str, bytes, bytes]] = []
+    bad = 0
+    for number, line in iter_lines(iter(stream)):
+        try:
+            event = parse_event(line)
+        except InvalidEvent as exc:
+            bad += 1
+            first = exc.problems[0]
+            _err(f"line {number}: {first.field}: {first.message} [{first.code}]")
+            continue
+        records.append((ingress_topic(event.source.agency), str(event.event_id).encode(), line.encode()))
+    if bad and not skip_invalid:
+        _err(f"{bad} invalid line(s); nothing published")
+        raise typer.Exit(2)
+    bootstrap, _ = resolve_endpoints(settings)
+    count = produce_all(idempotent_producer(bootstrap), records)
+    typer.echo(f"published {count} event(s)" + (f"; skipped {bad} invalid" if bad else ""), err=True)
+    if bad:
+        raise typer.Exit(2)
+
+
+@app.command()
+def tail(
+    partner: Annotated[str, typer.Argument(help="partner id, e.g. northshire-csc")],
+    max_: Annotated[int | None, typer.Option("--max", help="stop after N events")] = None,
+    timeout: Annotated[float, typer.Option(help="stop after S seconds")] = 10.0,
+) -> None:
+    """Print the events delivered to PARTNER (from the beginning) as JSON lines."""
+    from bus.kafka_io import read_topic
+    from bus.topics import deliver_topic
+
+    bootstrap, _ = resolve_endpoints(_settings())
+    try:
+        values = read_topic(bootstrap, deliver_topic(partner), max_messages=max_, timeout_s=timeout)
+    except SgbusError:
+        _fail(f"partner: unknown partner {partner} (no topic {deliver_topic(partner)})", 2)
+    for value in values:
+        typer.echo(value.decode())
+    _err(f"{len(values)} event(s) delivered to {partner}")
+
+
+@app.command()
+def demo(
+    seed: Annotated[int, typer.Option(help="seed of the synthetic events")] = 1,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for every decision")] = 180.0,
+) -> None:
+    """Stack + worker + synthetic Operation Encompass and CP-IS events; prints who got what."""
+    from bus.demo import run_demo
+
+    raise typer.Exit(run_demo(_settings(), seed=seed, timeout_s=timeout, echo=typer.echo, err=_err))
+
+
+# -- policy -----------------------------------------------------------------------------------
+@policy_app.command("check")
+def policy_check() -> None:
+    """Validate policy data (YAML) and the Rego: opa fmt and opa check --strict."""
+    from bus.policy.tooling import check_policies
+
+    problems = check_policies(_settings().policies_dir)
+    if problems:
+        for p in problems:
+            _err(p)
+        raise typer.Exit(1)
+    typer.echo("policies OK")
+
+
+@policy_app.command("test")
+def policy_test() -> None:
+    """Run the Rego tests (opa test) with coverage."""
+    from bus.policy.tooling import run_policy_tests
+
+    ok, output = run_policy_tests(_settings().policies_dir)
+    typer.echo(output)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@policy_app.command("reload")
+def policy_reload() -> None:
+    """Validate and push policies and data to the running OPA; prints the new revision."""
+    from bus.policy.loader import load_policies
+
+    settings = _settings()
+    _, opa_url = resolve_endpoints(settings)
+    loaded = load_policies(opa_url, settings.policies_dir)
+    typer.echo(f"loaded revision {loaded.revision} ({len(loaded.policy_ids)} policy module(s))")
+
+
+# -- keys -------------------------------------------------------------------------------------
+@keys_app.command("init")
+def keys_init() -> None:
+    """Create the keyring (mode 0600) if it does not exist. Key material is never printed."""
+    from bus.pseudonymise.keyring import init_keyring
+
+    path = _settings().keyring_path
+    keyring, created = init_keyring(path)
+    state = "created" if created else "already exists"
+    typer.echo(f"keyring {state} at {path} (token key {keyring.token.active}, seal key {keyring.seal.active})")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Add new active keys; old keys stay so old tokens and seals still resolve."""
+    from bus.pseudonymise.keyring import load_keyring, save_keyring
+
+    path = _settings().keyring_path
+    rotated = load_keyring(path).rotated()
+    save_keyring(rotated, path)
+    typer.echo(f"rotated: token key {rotated.token.active}, seal key {rotated.seal.active}")
+
+
+# -- schemas ----------------------------------------------------------------------------------
+@schemas_app.command("export")
+def schemas_export(directory: Annotated[Path, typer.Argument(help="output directory")]) -> None:
+    """Write one JSON Schema per event type plus the envelope."""
+    from schemas.export import export_schemas
+
+    written = export_schemas(directory)
+    typer.echo(f"wrote {len(written)} schema file(s) to {directory}")
+
+
+def main() -> None:
+    from bus import logs
+
+    logs.configure(os.environ.get("SGBUS_LOG_LEVEL", "info"))
+    try:
+        app()
+    except SgbusError as exc:
+        _err(f"error: {exc}")
+        sys.exit(1)
+    except subprocess.CalledProcessError as exc:
+        _err(f"error: {exc}")
+        sys.exit(1)

@@ -1,0 +1,109 @@
+"""`sgbus demo`: the whole pipe on the local stack with synthetic Encompass and CP-IS events."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from bus.kafka_io import idempotent_producer, produce_all, read_topic
+from bus.policy.data import load_partnership
+from bus.pseudonymise.keyring import init_keyring
+from bus.routing import candidates
+from bus.settings import Settings
+from bus.stack import Stack
+from bus.topics import AUDIT, deliver_topic, ingress_topic
+from schemas.registry import parse_event_dict
+from schemas.synthetic import Synth
+
+Echo = Callable[[str], None]
+
+
+def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`sgbus worker` in a child process, logging to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    out = log_path.open("ab")
+    child_env = {**os.environ, "SGBUS_HOME": str(settings.home.resolve()),
+                 "SGBUS_POLICIES_DIR": str(settings.policies_dir.resolve()), **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "bus", "worker"], stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=child_env)
+    out.close()
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err: Echo) -> int:
+    stack = Stack(settings.home, settings.policies_dir, progress=err)
+    status, started = stack.up()
+    worker = None
+    try:
+        init_keyring(settings.keyring_path)
+        bootstrap = status["kafka_bootstrap"]
+        partnership = load_partnership(settings.policies_dir / "data")
+        events = Synth(seed=seed).demo_set()
+        for e in events:  # fresh ids: earlier demo runs on the same stack must not count
+            e["event_id"] = str(uuid.uuid4())
+        ids = {e["event_id"] for e in events}
+        expected = sum(
+            len(candidates(partnership, e["event_type"], e["source"]["agency"], e["source"]["org_id"]))
+            for e in events
+        )
+        worker = start_worker(settings, settings.home / "demo-worker.log")
+        err(f"worker started (pid {worker.pid}); publishing {len(events)} synthetic events ...")
+        records = []
+        for e in events:
+            parse_event_dict(e)  # the demo set must itself be valid
+            records.append((ingress_topic(e["source"]["agency"]), e["event_id"].encode(), json.dumps(e).encode()))
+        produce_all(idempotent_producer(bootstrap), records)
+
+        def audits_for_demo(values: list[bytes]) -> list[dict[str, object]]:
+            return [r for r in (json.loads(v) for v in values) if r["event_id"] in ids]
+
+        audit = audits_for_demo(read_topic(
+            bootstrap, AUDIT, timeout_s=timeout_s, until=lambda vs: len(audits_for_demo(vs)) >= expected
+        ))
+        if len(audit) < expected:
+            err(f"only {len(audit)} of {expected} decisions audited within {timeout_s:.0f}s; "
+                f"see {settings.home / 'demo-worker.log'}")
+            return 1
+        titles = {e["event_id"]: e["event_type"] for e in events}
+        echo(f"{'event':<40} {'recipient':<22} {'decision':<8} agreement / reason")
+        for rec in sorted(audit, key=lambda r: (str(titles[str(r['event_id'])]), str(r["recipient"]))):
+            why = rec["agreement"] if rec["decision"] == "allow" else rec["reasons"][0]  # type: ignore[index]
+            echo(f"{titles[str(rec['event_id'])]:<40} {rec['recipient']!s:<22} {rec['decision']!s:<8} {why}")
+        delivered: Counter[str] = Counter()
+        for partner in partnership.partners:
+            values = read_topic(bootstrap, deliver_topic(partner.id), timeout_s=3.0)
+            delivered[partner.id] = sum(1 for v in values if json.loads(v)["event_id"] in ids)
+        echo("")
+        echo("deliveries per partner:")
+        for partner in partnership.partners:
+            echo(f"  {partner.id:<22} {delivered[partner.id]}")
+        allowed = sum(1 for r in audit if r["decision"] == "allow")
+        echo(f"audit records: {len(audit)} ({allowed} allowed, {len(audit) - allowed} denied)")
+        if sum(delivered.values()) != allowed:
+            err(f"delivered {sum(delivered.values())} but {allowed} shares were allowed")
+            return 1
+        return 0
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+        for name in started:
+            (stack.stop_opa if name == "opa" else stack.stop_kafka)()
+        if started:
+            err(f"stopped {', '.join(started)}")

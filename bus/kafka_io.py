@@ -1,0 +1,86 @@
+"""confluent-kafka helpers outside Faust: idempotent publishing and reading a topic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+
+from bus.exceptions import StackError
+
+
+def idempotent_producer(bootstrap: str) -> Producer:
+    return Producer({
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "log_level": 3,
+    })
+
+
+def produce_all(producer: Producer, records: list[tuple[str, bytes, bytes]], timeout_s: float = 60.0) -> int:
+    """Produce (topic, key, value) records and wait until every one is acknowledged."""
+    errors: list[str] = []
+
+    def on_delivery(err: object, _msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    for topic, key, value in records:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    remaining = producer.flush(timeout_s)
+    if remaining or errors:
+        raise StackError(f"{remaining} records unacknowledged, {len(errors)} failed: {errors[:1]}")
+    return len(records)
+
+
+def read_topic(
+    bootstrap: str, topic: str, *, max_messages: int | None = None, timeout_s: float = 10.0,
+    until: Callable[[list[bytes]], bool] | None = None,
+) -> list[bytes]:
+    """Every value in `topic` from the beginning (no consumer group, nothing committed), until
+    `max_messages`, `until(values)` holds, or `timeout_s` passes."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "sgbus-reader", "enable.auto.commit": False,
+        "isolation.level": "read_committed", "log_level": 3,
+    })
+    try:
+        md = consumer.list_topics(topic, timeout=10)
+        tmd = md.topics.get(topic)
+        if tmd is None or tmd.error is not None:
+            raise StackError(f"topic {topic} does not exist")
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in tmd.partitions])
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if max_messages is not None and len(values) >= max_messages:
+                break
+            if until is not None and until(values):
+                break
+            msg = consumer.poll(0.2)
+            if msg is None:
+                continue
+            if msg.error():
+                continue
+            value = msg.value()
+            if value is not None:
+                values.append(value)
+        return values
+    except KafkaException as exc:
+        raise StackError(f"reading {topic} failed: {exc}") from None
+    finally:
+        consumer.close()
+
+
+def iter_lines(stream: Iterator[str]) -> Iterator[tuple[int, str]]:
+    for number, line in enumerate(stream, start=1):
+        if line.strip():
+            yield number, line.rstrip("\n")

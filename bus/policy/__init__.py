@@ -1,0 +1,1 @@
+"""Policy: partnership data, the OPA client, decisions, and loading policies into OPA."""

@@ -1,0 +1,67 @@
+"""Batched decisions from a remote OPA server; any failure fails closed (PolicyUnavailable)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlparse
+
+from opa_client.opa_async import AsyncOpaClient
+from pydantic import ValidationError
+
+from bus.exceptions import PolicyUnavailable
+from bus.policy.decision import Decision
+
+PACKAGE = "sgbus/share"
+RULE = "decisions"
+
+
+class PolicyClient:
+    """One query for a whole batch of (event, recipient) requests."""
+
+    def __init__(self, opa_url: str, timeout_s: float = 2.0) -> None:
+        url = urlparse(opa_url)
+        self._timeout_s = timeout_s
+        self._client = AsyncOpaClient(
+            host=url.hostname or "127.0.0.1", port=url.port or 8181, timeout=timeout_s, retries=0
+        )
+        self._open = False
+
+    async def _ensure_open(self) -> None:
+        if not self._open:
+            await self._client._init_session()
+            self._open = True
+
+    async def close(self) -> None:
+        if self._open:
+            await self._client.close_connection()
+            self._open = False
+
+    async def healthy(self) -> bool:
+        await self._ensure_open()
+        return bool(await self._client.check_health())
+
+    async def decide_batch(self, requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
+        """Decisions in request order. Raises PolicyUnavailable on any error, timeout or
+        malformed answer, so the caller shares nothing and retries later."""
+        if not requests:
+            return []
+        today = today or datetime.now(UTC).date().isoformat()
+        try:
+            await self._ensure_open()
+            answer = await asyncio.wait_for(
+                self._client.query_rule({"today": today, "requests": requests}, PACKAGE, RULE),
+                timeout=self._timeout_s * 2,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # aiohttp and the client raise many unrelated types
+            raise PolicyUnavailable(f"OPA query failed: {type(exc).__name__}") from None
+        result = answer.get("result") if isinstance(answer, dict) else None
+        if not isinstance(result, list) or len(result) != len(requests):
+            raise PolicyUnavailable("OPA answered without one decision per request (policy not loaded?)")
+        try:
+            return [Decision.model_validate(d) for d in result]
+        except ValidationError:
+            raise PolicyUnavailable("OPA returned a malformed decision") from None

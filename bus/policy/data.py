@@ -1,0 +1,216 @@
+"""Partnership data (partners, subscriptions, agreements) from YAML, validated with file:line."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bus.exceptions import PolicyDataError
+from schemas.envelope import Agency
+from schemas.registry import EVENT_MODELS, payload_model
+
+PartnerId = str
+_ID = r"^[a-z0-9][a-z0-9-]{1,48}$"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Delivery(Model):
+    kind: Literal["topic"] = "topic"
+
+
+class Partner(Model):
+    id: PartnerId = Field(pattern=_ID)
+    name: str
+    agency: Agency
+    org_id: str = Field(description="the code this partner's events carry in source.org_id")
+    area: str
+    linkage_domain: str = Field(pattern=_ID)
+    delivery: Delivery = Field(default_factory=Delivery)
+
+    @property
+    def topic(self) -> str:
+        return f"sg.deliver.{self.id}"
+
+
+class Subscription(Model):
+    partner: PartnerId
+    event_types: list[str] = Field(min_length=1)
+    purpose: str = Field(pattern=_ID)
+
+
+class IdentifierMode(StrEnum):
+    REVEAL = "reveal"
+    TOKEN = "token"
+    DROP = "drop"
+
+
+class Condition(Model):
+    """One condition: an event attribute equals a value, or names the recipient's org."""
+
+    attribute: str | None = None
+    equals: bool | str | int | None = None
+    recipient_org_matches: str | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Condition:
+        attribute_form = self.attribute is not None and self.equals is not None
+        if attribute_form == (self.recipient_org_matches is not None):
+            raise ValueError("give either attribute + equals, or recipient_org_matches")
+        return self
+
+
+class Demographics(Model):
+    dob: Literal["full", "year_month", "drop"] = "drop"
+    postcode: Literal["full", "district", "drop"] = "drop"
+    name: Literal["full", "drop"] = "drop"
+
+
+class Agreement(Model):
+    id: str = Field(pattern=r"^[A-Z0-9][A-Z0-9-]{2,40}$")
+    title: str
+    providers: list[PartnerId] = Field(min_length=1)
+    recipients: list[PartnerId] = Field(min_length=1)
+    event_types: list[str] = Field(min_length=1)
+    purposes: list[str] = Field(min_length=1)
+    lawful_basis: list[str] = Field(min_length=1)
+    fields: list[str] = Field(description="payload fields the recipient may receive")
+    identifiers: dict[Literal["nhs_number", "upn", "la_child_id", "police_person_id"], IdentifierMode] = (
+        Field(default_factory=dict)
+    )
+    demographics: Demographics = Field(default_factory=Demographics)
+    conditions: list[Condition] = Field(default_factory=list)
+    valid_from: date
+    valid_to: date | None = None
+    retention_days: int = Field(ge=1, le=36500)
+
+
+class Partnership(Model):
+    partners: list[Partner]
+    subscriptions: list[Subscription]
+    agreements: list[Agreement]
+
+    def partner(self, partner_id: str) -> Partner | None:
+        return next((p for p in self.partners if p.id == partner_id), None)
+
+    def partner_for_source(self, agency: str, org_id: str) -> Partner | None:
+        return next((p for p in self.partners if p.agency == agency and p.org_id == org_id), None)
+
+    def as_opa_data(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["agreements"] = sorted(data["agreements"], key=lambda a: a["id"])
+        return data
+
+
+FILES = ("partners", "subscriptions", "agreements")
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the YAML node at `loc` (the deepest one that exists)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_partnership(data_dir: Path) -> Partnership:
+    """Read partners.yaml, subscriptions.yaml and agreements.yaml; raise PolicyDataError listing
+    every problem as `file:line: field: message`."""
+    raw: dict[str, Any] = {}
+    nodes: dict[str, yaml.Node | None] = {}
+    problems: list[str] = []
+    for name in FILES:
+        path = data_dir / f"{name}.yaml"
+        if not path.is_file():
+            problems.append(f"{path}: missing file")
+            continue
+        text = path.read_text()
+        try:
+            nodes[name] = yaml.compose(text)
+            loaded = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problems.append(f"{where}: not valid YAML ({getattr(exc, 'problem', 'parse error')})")
+            continue
+        if not isinstance(loaded, dict) or name not in loaded:
+            problems.append(f"{path}:1: expected a top-level key '{name}:'")
+            continue
+        raw[name] = loaded[name]
+    if problems:
+        raise PolicyDataError("\n".join(problems))
+    try:
+        partnership = Partnership.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False, include_input=False):
+            loc = err["loc"]
+            file = str(loc[0])
+            line = _line_of(nodes.get(file), loc)
+            field = ".".join(str(p) for p in loc[1:])
+            problems.append(f"{data_dir / (file + '.yaml')}:{line}: {field}: {err['msg']}")
+        raise PolicyDataError("\n".join(problems)) from None
+    problems = _cross_check(partnership, data_dir, nodes)
+    if problems:
+        raise PolicyDataError("\n".join(problems))
+    return partnership
+
+
+def _cross_check(p: Partnership, data_dir: Path, nodes: dict[str, yaml.Node | None]) -> list[str]:
+    problems = []
+    ids = {x.id for x in p.partners}
+
+    def where(file: str, *loc: int | str) -> str:
+        return f"{data_dir / (file + '.yaml')}:{_line_of(nodes.get(file), (file, *loc))}"
+
+    seen: set[str] = set()
+    for i, partner in enumerate(p.partners):
+        if partner.id in seen:
+            problems.append(f"{where('partners', i, 'id')}: id: duplicate partner id {partner.id}")
+        seen.add(partner.id)
+    for i, sub in enumerate(p.subscriptions):
+        if sub.partner not in ids:
+            problems.append(f"{where('subscriptions', i, 'partner')}: partner: unknown partner {sub.partner}")
+        for j, et in enumerate(sub.event_types):
+            if et not in EVENT_MODELS:
+                problems.append(f"{where('subscriptions', i, 'event_types', j)}: event_types: unknown event type {et}")
+    agreement_ids: set[str] = set()
+    for i, ag in enumerate(p.agreements):
+        if ag.id in agreement_ids:
+            problems.append(f"{where('agreements', i, 'id')}: id: duplicate agreement id {ag.id}")
+        agreement_ids.add(ag.id)
+        for key in ("providers", "recipients"):
+            for j, pid in enumerate(getattr(ag, key)):
+                if pid not in ids:
+                    problems.append(f"{where('agreements', i, key, j)}: {key}: unknown partner {pid}")
+        known: set[str] = set()
+        for j, et in enumerate(ag.event_types):
+            if et not in EVENT_MODELS:
+                problems.append(
+                    f"{where('agreements', i, 'event_types', j)}: event_types: unknown event type {et}"
+                )
+            else:
+                known |= set(payload_model(et).model_fields)
+        for k, field in enumerate(ag.fields):
+            if known and field not in known:
+                problems.append(
+                    f"{where('agreements', i, 'fields', k)}: fields: {field} is not a payload field "
+                    "of the agreement's event types"
+                )
+        if ag.valid_to is not None and ag.valid_to < ag.valid_from:
+            problems.append(f"{where('agreements', i, 'valid_to')}: valid_to: before valid_from")
+    return problems

@@ -1,0 +1,30 @@
+"""The decision OPA returns for one (event, recipient), as a typed model."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Demographics(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dob: str = "drop"
+    postcode: str = "drop"
+    name: str = "drop"
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: str
+    recipient: str
+    allow: bool
+    agreement: str | None = None
+    lawful_basis: list[str] = Field(default_factory=list)
+    purpose: str
+    fields: list[str] = Field(default_factory=list)
+    identifiers: dict[str, str] = Field(default_factory=dict)
+    demographics: Demographics = Field(default_factory=Demographics)
+    retention_days: int = 0
+    reasons: list[str] = Field(min_length=1)
+    revision: str

@@ -1,0 +1,61 @@
+"""Push Rego policies and validated partnership data into a running OPA server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from opa_client.opa import OpaClient
+
+from bus.exceptions import PolicyUnavailable
+from bus.policy.data import Partnership, load_partnership
+from bus.policy.revision import policy_revision, rego_files
+
+
+@dataclass(frozen=True)
+class LoadedPolicies:
+    revision: str
+    policy_ids: list[str]
+
+
+def sync_client(opa_url: str, timeout: float = 5.0) -> OpaClient:
+    url = urlparse(opa_url)
+    return OpaClient(host=url.hostname or "127.0.0.1", port=url.port or 8181, timeout=timeout, retries=0)
+
+
+def load_policies(opa_url: str, policies_dir: Path) -> LoadedPolicies:
+    """Validate the data, then upload data, revision and policies; returns the revision."""
+    partnership = load_partnership(policies_dir / "data")
+    data = partnership.as_opa_data()
+    revision = policy_revision(policies_dir, data)
+    client = sync_client(opa_url)
+    try:
+        client.update_or_create_data(data, "sgbus/partnership")
+        ids = []
+        for path in rego_files(policies_dir):
+            policy_id = str(path.relative_to(policies_dir)).removesuffix(".rego")
+            client.update_policy_from_string(path.read_text(), policy_id, rego_compat=False)
+            ids.append(policy_id)
+        # The revision goes last: a worker that sees it knows the rest is loaded.
+        client.update_or_create_data({"revision": revision}, "sgbus/meta")
+    except Exception as exc:  # the client raises several unrelated types
+        raise PolicyUnavailable(f"could not load policies into OPA at {opa_url}: {type(exc).__name__}: {exc}") from None
+    finally:
+        client.close_connection()
+    return LoadedPolicies(revision, ids)
+
+
+def fetch_partnership(opa_url: str) -> tuple[Partnership, str]:
+    """The partnership data and revision OPA has loaded (the worker routes with the same data)."""
+    client = sync_client(opa_url)
+    try:
+        data = client.get_data("sgbus")
+    except Exception as exc:  # the client raises several unrelated types
+        raise PolicyUnavailable(f"could not read policy data from OPA: {type(exc).__name__}") from None
+    finally:
+        client.close_connection()
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(result, dict) or "partnership" not in result or "meta" not in result:
+        raise PolicyUnavailable("OPA has no sgbus policy data loaded (run `sgbus policy reload`)")
+    return Partnership.model_validate(result["partnership"]), str(result["meta"]["revision"])

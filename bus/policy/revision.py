@@ -1,0 +1,22 @@
+"""The policy revision: a hash over every Rego file and the partnership data loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+
+def rego_files(policies_dir: Path, *, include_tests: bool = False) -> list[Path]:
+    files = sorted(p for p in policies_dir.rglob("*.rego") if "data" not in p.relative_to(policies_dir).parts)
+    return [p for p in files if include_tests or not p.name.endswith("_test.rego")]
+
+
+def policy_revision(policies_dir: Path, data: dict[str, Any]) -> str:
+    digest = hashlib.sha256()
+    for path in rego_files(policies_dir):
+        digest.update(str(path.relative_to(policies_dir)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    digest.update(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
+    return "sha256:" + digest.hexdigest()[:16]

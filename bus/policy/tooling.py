@@ -1,0 +1,47 @@
+"""Policy checks for partnership leads: data validation, opa fmt, opa check, opa test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from bus import toolchain
+from bus.exceptions import PolicyDataError
+from bus.policy.data import load_partnership
+
+
+def _opa(*args: str) -> subprocess.CompletedProcess[str]:
+    opa = toolchain.ensure_opa()
+    return subprocess.run([str(opa.path), *args], capture_output=True, text=True, check=False)
+
+
+def check_policies(policies_dir: Path) -> list[str]:
+    """Every problem found, as readable lines; empty when all is well."""
+    problems: list[str] = []
+    try:
+        load_partnership(policies_dir / "data")
+    except PolicyDataError as exc:
+        problems.extend(str(exc).splitlines())
+    rego_dir = str(policies_dir)
+    fmt = _opa("fmt", "--list", "--fail", rego_dir)
+    if fmt.returncode != 0:
+        files = [f for f in fmt.stdout.split() if f]
+        problems.extend(f"{f}: not formatted (run `opa fmt -w`)" for f in files)
+        if not files:
+            problems.append(fmt.stderr.strip())
+    check = _opa("check", "--strict", rego_dir)
+    if check.returncode != 0:
+        problems.append(check.stderr.strip() or check.stdout.strip())
+    return problems
+
+
+def run_policy_tests(policies_dir: Path, min_coverage: float = 90.0) -> tuple[bool, str]:
+    """(passed, report): opa test with coverage; fails below `min_coverage` percent."""
+    verbose = _opa("test", str(policies_dir))
+    cov = _opa("test", "--coverage", "--format", "json", str(policies_dir))
+    if verbose.returncode != 0 or cov.returncode != 0:
+        return False, (verbose.stdout + verbose.stderr).strip()
+    coverage = float(json.loads(cov.stdout).get("coverage", 0.0))
+    report = f"{verbose.stdout.strip()}\ncoverage: {coverage:.1f}% (minimum {min_coverage:.0f}%)"
+    return coverage >= min_coverage, report

@@ -1,0 +1,1 @@
+"""Pseudonymisation: keyed tokens, sealed identity, generalisation, per-recipient views."""

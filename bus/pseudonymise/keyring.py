@@ -1,0 +1,117 @@
+"""Key material by key id: token master keys and sealing keys; never printed or logged."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from bus.exceptions import KeyringError
+
+CONTROLLER_DOMAIN = "controller"
+
+
+def _kid() -> str:
+    return "k" + secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class KeySet:
+    """Keys of one purpose: the active key id and every key id that may still be read."""
+
+    active: str
+    keys: dict[str, bytes] = field(repr=False)
+
+    def get(self, kid: str) -> bytes:
+        try:
+            return self.keys[kid]
+        except KeyError:
+            raise KeyringError(f"unknown key id {kid}") from None
+
+    def __repr__(self) -> str:
+        return f"KeySet(active={self.active!r}, kids={sorted(self.keys)!r})"
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """`token` keys derive one HMAC key per linkage domain; `seal` keys are AES-256-GCM keys."""
+
+    token: KeySet
+    seal: KeySet
+
+    def domain_key(self, domain: str, kid: str | None = None) -> tuple[str, bytes]:
+        """(kid, HMAC key) of a linkage domain; the controller domain is one of them."""
+        kid = kid or self.token.active
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=f"sgbus-token-domain:{domain}".encode())
+        return kid, hkdf.derive(self.token.get(kid))
+
+    @classmethod
+    def generate(cls) -> Keyring:
+        tk, sk = _kid(), _kid()
+        return cls(KeySet(tk, {tk: secrets.token_bytes(32)}), KeySet(sk, {sk: secrets.token_bytes(32)}))
+
+    def rotated(self) -> Keyring:
+        tk, sk = _kid(), _kid()
+        return Keyring(
+            KeySet(tk, {**self.token.keys, tk: secrets.token_bytes(32)}),
+            KeySet(sk, {**self.seal.keys, sk: secrets.token_bytes(32)}),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        def enc(ks: KeySet) -> dict[str, Any]:
+            return {"active": ks.active,
+                    "keys": {k: base64.b64encode(v).decode() for k, v in ks.keys.items()}}
+        return {"version": 1, "token": enc(self.token), "seal": enc(self.seal)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Keyring:
+        def dec(name: str) -> KeySet:
+            part = data[name]
+            keys = {k: base64.b64decode(v) for k, v in part["keys"].items()}
+            if part["active"] not in keys or any(len(v) != 32 for v in keys.values()):
+                raise KeyringError(f"keyring {name} keys are inconsistent")
+            return KeySet(part["active"], keys)
+        try:
+            return cls(dec("token"), dec("seal"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise KeyringError(f"keyring is malformed ({type(exc).__name__})") from None
+
+
+def save_keyring(keyring: Keyring, path: Path) -> None:
+    """Write the keyring with mode 0600, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(keyring.to_json(), fh)
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+
+
+def load_keyring(path: Path) -> Keyring:
+    if not path.is_file():
+        raise KeyringError(f"no keyring at {path}; run `sgbus keys init`")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise KeyringError(f"keyring at {path} is unreadable") from None
+    return Keyring.from_json(data)
+
+
+def init_keyring(path: Path, *, exist_ok: bool = True) -> tuple[Keyring, bool]:
+    """Load the keyring at `path`, or create it; returns (keyring, created)."""
+    if path.is_file():
+        if not exist_ok:
+            raise KeyringError(f"a keyring already exists at {path}")
+        return load_keyring(path), False
+    keyring = Keyring.generate()
+    save_keyring(keyring, path)
+    return keyring, True

@@ -1,0 +1,112 @@
+"""Messages on the bus's own topics: pseudonymised events, deliveries, audit, dead letters."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.envelope import Source
+
+
+class Rec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SealedSubject(Rec):
+    """Controller tokens per identifier, and the whole subject sealed with AES-GCM."""
+
+    tokens: dict[str, str]
+    sealed: dict[str, str] = Field(repr=False)
+
+
+class PseudonymisedEvent(Rec):
+    """An event on sg.events: validated, identifiers tokenised, identity sealed."""
+
+    event_id: UUID
+    event_type: str
+    source: Source
+    occurred_at: AwareDatetime
+    recorded_at: AwareDatetime
+    ingested_at: AwareDatetime
+    classification: str
+    subject: SealedSubject
+    payload: dict[str, Any]
+
+    @property
+    def subject_key(self) -> str:
+        """Partition key: the child's controller token, so one child's events stay in order."""
+        tokens = self.subject.tokens
+        for kind in ("nhs_number", "la_child_id", "upn", "police_person_id"):
+            if kind in tokens:
+                return tokens[kind]
+        return str(self.event_id)
+
+
+class SharingContext(Rec):
+    agreement: str
+    lawful_basis: list[str]
+    purpose: str
+    policy_revision: str
+    retention_days: int
+    delivered_at: AwareDatetime
+
+
+class DeliveredSubject(Rec):
+    identifiers: dict[str, str]
+    given_name: str | None = None
+    family_name: str | None = None
+    date_of_birth: str | None = None
+    postcode: str | None = None
+
+
+class DeliveredEvent(Rec):
+    """One partner's view of an event, minimised and pseudonymised as its decision says."""
+
+    event_id: UUID
+    event_type: str
+    source: Source
+    occurred_at: AwareDatetime
+    recorded_at: AwareDatetime
+    classification: str
+    recipient: str
+    subject: DeliveredSubject
+    payload: dict[str, Any]
+    sharing: SharingContext
+
+
+class AuditRecord(Rec):
+    """One policy decision, allow or deny, with everything needed to explain it later."""
+
+    audit_id: UUID
+    event_id: UUID
+    event_type: str
+    source_org: str
+    source_agency: str
+    recipient: str
+    decision: str  # "allow" | "deny"
+    agreement: str | None
+    lawful_basis: list[str]
+    purpose: str
+    fields_shared: list[str]
+    identifier_modes: dict[str, str]
+    reasons: list[str]
+    policy_revision: str
+    subject_token: str
+    decided_at: datetime
+
+
+class DeadLetter(Rec):
+    """A rejected input: where it came from and why; never the rejected content itself."""
+
+    dlq_id: UUID
+    stage: str
+    topic: str
+    partition: int
+    offset: int
+    event_id: str | None
+    event_type: str | None
+    reasons: list[dict[str, str]]
+    rejected_at: AwareDatetime

@@ -1,0 +1,82 @@
+"""Route: candidates from subscriptions, one batched policy query, per-recipient views, audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bus.audit.records import audit_record
+from bus.policy.client import PolicyClient
+from bus.policy.data import Partnership
+from bus.policy.decision import Decision
+from bus.pseudonymise.engine import policy_attributes, recipient_view
+from bus.pseudonymise.keyring import Keyring
+from bus.records import AuditRecord, DeliveredEvent, PseudonymisedEvent
+from bus.routing import candidates
+from bus.topics import deliver_topic
+
+
+@dataclass(frozen=True)
+class Delivery:
+    topic: str
+    key: str
+    event: DeliveredEvent
+
+
+@dataclass
+class RoutePlan:
+    deliveries: list[Delivery] = field(default_factory=list)
+    audits: list[AuditRecord] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def policy_request(event: PseudonymisedEvent, recipient: str, purpose: str) -> dict[str, Any]:
+    return {
+        "event": {
+            "event_id": str(event.event_id),
+            "event_type": event.event_type,
+            "agency": event.source.agency.value,
+            "org_id": event.source.org_id,
+            "occurred_at": event.occurred_at.isoformat(),
+            "attributes": policy_attributes(event),
+        },
+        "recipient": recipient,
+        "purpose": purpose,
+    }
+
+
+class Router:
+    """Pure routing logic around one PolicyClient; the Faust agent only moves bytes."""
+
+    def __init__(self, partnership: Partnership, keyring: Keyring, policy: PolicyClient) -> None:
+        self.partnership = partnership
+        self.keyring = keyring
+        self.policy = policy
+
+    def requests_for(self, events: list[PseudonymisedEvent]) -> list[tuple[PseudonymisedEvent, dict[str, Any]]]:
+        pairs = []
+        for event in events:
+            for cand in candidates(self.partnership, event.event_type, event.source.agency.value, event.source.org_id):
+                pairs.append((event, policy_request(event, cand.recipient, cand.purpose)))
+        return pairs
+
+    async def route_batch(self, events: list[PseudonymisedEvent]) -> RoutePlan:
+        """Raises PolicyUnavailable (nothing decided, nothing shared) when OPA cannot answer."""
+        pairs = self.requests_for(events)
+        decisions = await self.policy.decide_batch([req for _, req in pairs])
+        plan = RoutePlan(decisions=decisions)
+        for (event, _req), decision in zip(pairs, decisions, strict=True):
+            plan.audits.append(audit_record(event, decision))
+            if not decision.allow:
+                continue
+            partner = self.partnership.partner(decision.recipient)
+            if partner is None:  # policy allowed a partner this worker does not know: share nothing
+                continue
+            view = recipient_view(event, decision, partner, self.keyring)
+            plan.deliveries.append(Delivery(deliver_topic(partner.id), event.subject_key, view))
+        return plan
+
+
+def delivery_latency_s(event: DeliveredEvent) -> float:
+    return max(0.0, (datetime.now(UTC) - event.recorded_at).total_seconds())

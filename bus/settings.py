@@ -1,0 +1,33 @@
+"""Typed settings from the environment (prefix SGBUS_), one object for the whole process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting has a safe default for the local stack; override with SGBUS_* variables."""
+
+    model_config = SettingsConfigDict(env_prefix="SGBUS_", extra="ignore")
+
+    home: Path = Field(default=Path(".sgbus"), description="state of the local stack and keys")
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers; default: the local stack's"
+    )
+    opa_url: str | None = Field(default=None, description="OPA base URL; default: the local stack's")
+    policies_dir: Path = Field(default=Path("policies"), description="Rego policies and data")
+    keyring: Path | None = Field(default=None, description="key file; default: $SGBUS_HOME/keyring.json")
+    app_id: str = Field(default="sgbus", description="Faust app id (consumer group)")
+    metrics_port: int = Field(default=0, description="Prometheus /metrics port (0: pick a free one)")
+    batch_size: int = Field(default=100, ge=1, le=1000, description="events per policy query")
+    batch_window_s: float = Field(default=0.05, gt=0, description="max wait to fill a batch")
+    opa_timeout_s: float = Field(default=2.0, gt=0, description="timeout of one OPA query")
+    retry_max_backoff_s: float = Field(default=5.0, gt=0, description="cap of the OPA retry backoff")
+    log_level: str = Field(default="info", description="worker log level")
+
+    @property
+    def keyring_path(self) -> Path:
+        return self.keyring if self.keyring is not None else self.home / "keyring.json"

@@ -1,0 +1,320 @@
+"""The local stack: start, check and stop a single-node KRaft Kafka and an OPA server.
+
+State (ports, pids, data, logs) lives under `$SGBUS_HOME` (default `.sgbus/`). `up` records
+what it started and `down` stops exactly those processes, by pid, after checking that each
+pid still runs the command line `up` gave it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from bus import toolchain
+from bus.exceptions import StackError
+from bus.policy.data import load_partnership
+from bus.policy.loader import load_policies
+from bus.topics import create_topics, topic_specs
+
+Progress = Callable[[str], None]
+KAFKA_HEAP = ("-Xms256m", "-Xmx512m")
+READY_TIMEOUT_S = 120.0
+
+
+def _quiet(_msg: str) -> None:
+    return None
+
+
+def free_port(preferred: int | None = None) -> int:
+    """A free 127.0.0.1 port: `preferred` if it is free, else one the OS picks."""
+    for candidate in ([preferred] if preferred else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise StackError("no free port on 127.0.0.1")
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def process_alive(pid: int | None, marker: str) -> bool:
+    """True when `pid` runs and its command line contains `marker` (guards against pid reuse)."""
+    if not pid:
+        return False
+    if _is_zombie(pid):
+        _reap(pid)
+        return False
+    return marker in _cmdline(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def stop_process(pid: int, marker: str, timeout_s: float = 30.0) -> bool:
+    """SIGTERM, wait, then SIGKILL; returns True if it was running."""
+    if not process_alive(pid, marker):
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not process_alive(pid, marker):
+            return True
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    while process_alive(pid, marker):
+        _reap(pid)
+        time.sleep(0.05)
+    return True
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Stack:
+    """The local Kafka + OPA, as started by `sgbus stack up` and by the test fixtures."""
+
+    home: Path
+    policies_dir: Path
+    progress: Progress = _quiet
+
+    def __post_init__(self) -> None:
+        self.home = self.home.resolve()
+        self.policies_dir = self.policies_dir.resolve()
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack.json"
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = json.loads(self.state_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return state
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+    def _update(self, service: str, info: dict[str, Any] | None) -> None:
+        state = self._read_state()
+        if info is None:
+            state.pop(service, None)
+        else:
+            state[service] = info
+            # Ports outlive a stop so a restarted service comes back where clients expect it.
+            ports = state.setdefault("ports", {})
+            for key in ("port", "controller_port"):
+                if key in info:
+                    ports[f"{service}_{key}"] = info[key]
+        self._write_state(state)
+
+    def _previous_port(self, name: str) -> int | None:
+        port = self._read_state().get("ports", {}).get(name)
+        return int(port) if port else None
+
+    def status(self) -> dict[str, Any]:
+        state = self._read_state()
+        out: dict[str, Any] = {"home": str(self.home)}
+        for name in ("kafka", "opa"):
+            info = state.get(name)
+            if info:
+                out[name] = {**info, "alive": process_alive(info.get("pid"), info.get("marker", "?"))}
+            else:
+                out[name] = {"alive": False}
+        out["running"] = out["kafka"]["alive"] and out["opa"]["alive"]
+        out["kafka_bootstrap"] = f"127.0.0.1:{out['kafka']['port']}" if out["kafka"]["alive"] else None
+        out["opa_url"] = f"http://127.0.0.1:{out['opa']['port']}" if out["opa"]["alive"] else None
+        return out
+
+    # -- Kafka -------------------------------------------------------------------------
+    def start_kafka(self) -> dict[str, Any]:
+        libs = toolchain.ensure_kafka(self.progress)
+        kdir = self.home / "kafka"
+        data = kdir / "data"
+        kdir.mkdir(parents=True, exist_ok=True)
+        port = free_port(self._previous_port("kafka_port"))
+        cport = free_port(self._previous_port("kafka_controller_port"))
+        if cport == port:
+            cport = free_port()
+        props = kdir / "server.properties"
+        template = resources.files("bus.toolchain").joinpath("kafka-server.properties").read_text()
+        props.write_text(
+            template.replace("@PORT@", str(port)).replace("@CONTROLLER_PORT@", str(cport))
+            .replace("@DATA_DIR@", str(data))
+        )
+        log4j = kdir / "log4j2.properties"
+        log4j.write_text(resources.files("bus.toolchain").joinpath("kafka-log4j2.properties").read_text())
+        log = kdir / "server.log"
+        java = toolchain.java_binary()
+        classpath = ":".join(str(p) for p in sorted(libs.glob("*.jar")))
+        jvm = [java, *KAFKA_HEAP, "-Djava.awt.headless=true",
+               f"-Dlog4j2.configurationFile={log4j}", f"-Dsgbus.kafka.log={log}", "-cp", classpath]
+        if not (data / "meta.properties").is_file():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            fmt = subprocess.run(
+                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                capture_output=True, text=True, check=False,
+            )
+            if fmt.returncode != 0:
+                raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+        stdout = (kdir / "stdout.log").open("ab")
+        proc = subprocess.Popen(
+            [*jvm, "kafka.Kafka", str(props)], stdout=stdout, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=kdir,
+        )
+        stdout.close()
+        info = {"pid": proc.pid, "port": port, "controller_port": cport, "marker": str(props),
+                "data_dir": str(data), "log": str(log), "version": toolchain.KAFKA_VERSION}
+        self._update("kafka", info)
+        self._wait_kafka(info)
+        return info
+
+    def _wait_kafka(self, info: dict[str, Any]) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{info['port']}", "log_level": 0})
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not process_alive(info["pid"], info["marker"]):
+                raise StackError(f"Kafka exited during start; log {info['log']}:\n{_tail(Path(info['log']))}")
+            try:
+                md = admin.list_topics(timeout=2)
+                if md.brokers:
+                    return
+            except Exception:  # not ready yet
+                time.sleep(0.2)
+        raise StackError(f"Kafka did not become ready in {READY_TIMEOUT_S:.0f}s; log {info['log']}")
+
+    def stop_kafka(self) -> bool:
+        info = self._read_state().get("kafka")
+        if not info:
+            return False
+        stopped = stop_process(info["pid"], info["marker"])
+        self._update("kafka", None)
+        return stopped
+
+    # -- OPA ---------------------------------------------------------------------------
+    def start_opa(self, load: bool = True) -> dict[str, Any]:
+        opa = toolchain.ensure_opa(self.progress)
+        odir = self.home / "opa"
+        odir.mkdir(parents=True, exist_ok=True)
+        port = free_port(self._previous_port("opa_port"))
+        config = odir / "config.yaml"
+        config.write_text("labels:\n  app: sgbus\ndecision_logs:\n  console: false\n")
+        log = odir / "opa.log"
+        out = log.open("ab")
+        proc = subprocess.Popen(
+            [str(opa.path), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error",
+             "--config-file", str(config)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=odir,
+        )
+        out.close()
+        info = {"pid": proc.pid, "port": port, "marker": str(config), "log": str(log),
+                "version": toolchain.OPA_VERSION}
+        self._update("opa", info)
+        self._wait_opa(info)
+        if load:
+            loaded = load_policies(f"http://127.0.0.1:{port}", self.policies_dir)
+            info["revision"] = loaded.revision
+            self._update("opa", info)
+        return info
+
+    def _wait_opa(self, info: dict[str, Any]) -> None:
+        url = f"http://127.0.0.1:{info['port']}/health"
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not process_alive(info["pid"], info["marker"]):
+                raise StackError(f"OPA exited during start; log {info['log']}:\n{_tail(Path(info['log']))}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback http
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        raise StackError(f"OPA did not become healthy in {READY_TIMEOUT_S:.0f}s; log {info['log']}")
+
+    def stop_opa(self) -> bool:
+        info = self._read_state().get("opa")
+        if not info:
+            return False
+        stopped = stop_process(info["pid"], info["marker"])
+        self._update("opa", None)
+        return stopped
+
+    # -- whole stack -------------------------------------------------------------------
+    def up(self) -> tuple[dict[str, Any], list[str]]:
+        """Start whatever is not running; returns (status, names of services started)."""
+        toolchain.ensure_all(self.progress)
+        status = self.status()
+        started: list[str] = []
+        partnership = load_partnership(self.policies_dir / "data")
+        if not status["kafka"]["alive"]:
+            self.progress("starting Kafka ...")
+            self.start_kafka()
+            started.append("kafka")
+        if not status["opa"]["alive"]:
+            self.progress("starting OPA ...")
+            self.start_opa()
+            started.append("opa")
+        status = self.status()
+        created = create_topics(status["kafka_bootstrap"], topic_specs(partnership))
+        if created:
+            self.progress(f"created {len(created)} topics")
+        return status, started
+
+    def down(self) -> list[str]:
+        """Stop what `up` started (by recorded pid); returns the names stopped."""
+        stopped = []
+        if self.stop_opa():
+            stopped.append("opa")
+        if self.stop_kafka():
+            stopped.append("kafka")
+        return stopped
+
+
+def read_endpoints(home: Path) -> tuple[str | None, str | None]:
+    """(kafka_bootstrap, opa_url) of a running local stack under `home`, else Nones."""
+    status = Stack(home, Path("policies")).status()
+    return status["kafka_bootstrap"], status["opa_url"]

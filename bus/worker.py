@@ -1,0 +1,53 @@
+"""Build the services and run the Faust worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import faust
+
+from bus import logs
+from bus.app import Services, create_app
+from bus.exceptions import PolicyUnavailable
+from bus.metrics import Metrics
+from bus.policy.client import PolicyClient
+from bus.policy.loader import fetch_partnership
+from bus.pseudonymise.keyring import load_keyring
+from bus.route import Router
+from bus.settings import Settings
+
+log = logs.get("sgbus.worker")
+
+
+def _wait_for_partnership(opa_url: str, metrics: Metrics):  # type: ignore[no-untyped-def]
+    """Fail closed at start too: route nothing until OPA answers with the partnership data."""
+    delay = 0.2
+    while True:
+        try:
+            partnership, revision = fetch_partnership(opa_url)
+            metrics.opa_up.set(1)
+            return partnership, revision
+        except PolicyUnavailable as exc:
+            metrics.opa_up.set(0)
+            log.warning("waiting_for_opa", cause=str(exc), retry_in_s=delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def run_worker(settings: Settings, bootstrap: str, opa_url: str) -> None:
+    keyring = load_keyring(settings.keyring_path)
+    metrics = Metrics()
+    port = metrics.serve(settings.metrics_port)
+    log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
+    partnership, revision = _wait_for_partnership(opa_url, metrics)
+    log.info("policy_loaded", revision=revision, partners=len(partnership.partners))
+    policy = PolicyClient(opa_url, timeout_s=settings.opa_timeout_s)
+    services = Services(settings=settings, keyring=keyring, metrics=metrics,
+                        router=Router(partnership, keyring, policy), policy=policy)
+    app = create_app(bootstrap, services)
+    # Faust creates its own loop; make sure one exists for this thread first.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    level = {"warning": "warn"}.get(settings.log_level, settings.log_level)
+    worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

@@ -1,0 +1,1 @@
+"""Connectors: partner-format mappers in, delivery out (built in later issues)."""

@@ -1,0 +1,127 @@
+# METADATA
+# title: Data-sharing decisions
+# description: >-
+#   Turns the partnership's agreements (data.sgbus.partnership, edited as YAML) into one
+#   decision per (event, recipient). Deny by default; every deny carries its reasons.
+package sgbus.share
+
+# METADATA
+# description: Revision of the loaded policies and data; carried by every decision.
+default revision := "unversioned"
+
+revision := data.sgbus.meta.revision
+
+# METADATA
+# description: All decisions for input.requests, in request order (one query per batch).
+# entrypoint: true
+decisions := [decide(req) | some req in input.requests]
+
+# METADATA
+# description: The decision for one request {event, recipient, purpose}.
+decide(req) := _allow(req, agreement) if {
+	applicable := _applicable(req)
+	count(applicable) > 0
+	agreement := applicable[0]
+} else := _deny(req)
+
+default _partners := []
+
+_partners := data.sgbus.partnership.partners
+
+default _agreements := []
+
+_agreements := data.sgbus.partnership.agreements
+
+_partner(id) := p if {
+	some p in _partners
+	p.id == id
+}
+
+_source_partner_ids(event) := {p.id |
+	some p in _partners
+	p.agency == event.agency
+	p.org_id == event.org_id
+}
+
+_covers(a, req) if {
+	req.event.event_type in a.event_types
+	req.recipient in a.recipients
+	some provider in _source_partner_ids(req.event)
+	provider in a.providers
+}
+
+_covering(req) := [a | some a in _agreements; _covers(a, req)]
+
+_applicable(req) := [a | some a in _covering(req); count(_failures(a, req)) == 0]
+
+_failures(a, req) := ((_not_yet_in_force(a) | _expired(a)) | _purpose_not_covered(a, req)) | _unmet_conditions(a, req)
+
+_not_yet_in_force(a) := {sprintf("%s: not in force until %s", [a.id, a.valid_from]) |
+	input.today < a.valid_from
+}
+
+_expired(a) := {sprintf("%s: expired on %s", [a.id, a.valid_to]) |
+	a.valid_to != null
+	input.today > a.valid_to
+}
+
+_purpose_not_covered(a, req) := {sprintf("%s: purpose %s is not covered", [a.id, req.purpose]) |
+	not req.purpose in a.purposes
+}
+
+_unmet_conditions(a, req) := {sprintf("%s: condition not met: %s", [a.id, _describe(c)]) |
+	some c in a.conditions
+	not _holds(c, req)
+}
+
+_holds(c, req) if {
+	c.recipient_org_matches != null
+	_partner(req.recipient).org_id == object.get(req.event.attributes, c.recipient_org_matches, null)
+}
+
+_holds(c, req) if {
+	c.attribute != null
+	object.get(req.event.attributes, c.attribute, null) == c.equals
+}
+
+_describe(c) := sprintf("recipient is the organisation named in %s", [c.recipient_org_matches]) if {
+	c.recipient_org_matches != null
+} else := sprintf("%s must be %v", [c.attribute, c.equals])
+
+_allow(req, a) := {
+	"event_id": req.event.event_id,
+	"recipient": req.recipient,
+	"allow": true,
+	"agreement": a.id,
+	"lawful_basis": a.lawful_basis,
+	"purpose": req.purpose,
+	"fields": a.fields,
+	"identifiers": a.identifiers,
+	"demographics": a.demographics,
+	"retention_days": a.retention_days,
+	"reasons": [sprintf("%s allows %s to %s for %s", [a.id, req.event.event_type, req.recipient, req.purpose])],
+	"revision": revision,
+}
+
+_deny(req) := {
+	"event_id": req.event.event_id,
+	"recipient": req.recipient,
+	"allow": false,
+	"agreement": null,
+	"lawful_basis": [],
+	"purpose": req.purpose,
+	"fields": [],
+	"identifiers": {},
+	"demographics": {"dob": "drop", "postcode": "drop", "name": "drop"},
+	"retention_days": 0,
+	"reasons": _deny_reasons(req),
+	"revision": revision,
+}
+
+_deny_reasons(req) := ["recipient is not a partner of this partnership"] if {
+	not _partner(req.recipient)
+} else := [sprintf("no agreement covers %s from %s/%s to %s", [
+	req.event.event_type, req.event.agency, req.event.org_id, req.recipient,
+])] if {
+	count(_covering(req)) == 0
+} else := sort([msg | some a in _covering(req); some msg in _failures(a, req)])

@@ -1,0 +1,1 @@
+"""Pydantic models of sgbus events; no Kafka or Faust imports here."""

@@ -1,0 +1,1 @@
+"""Event types per agency; each module defines payloads and their envelope subclasses."""

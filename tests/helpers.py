@@ -1,0 +1,22 @@
+"""Shared test helpers: synthetic events and small waits on conditions (never fixed sleeps)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T | None], timeout_s: float = 60.0, interval_s: float = 0.2,
+             what: str = "condition") -> T:
+    """Poll `probe` until it returns something truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")

@@ -1,0 +1,102 @@
+"""One real Kafka + OPA stack and one worker per test session, started with the same code as
+`sgbus stack up` and `sgbus worker`."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus.demo import start_worker, stop_worker
+from bus.kafka_io import idempotent_producer, produce_all, read_topic
+from bus.pseudonymise.keyring import init_keyring
+from bus.settings import Settings
+from bus.stack import Stack, free_port
+from bus.topics import AUDIT, ingress_topic
+from schemas.synthetic import Synth
+from tests.helpers import wait_for
+
+REPO = Path(__file__).parents[2]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass
+class Bus:
+    """Handles to the running stack and worker, plus helpers the tests share."""
+
+    stack: Stack
+    settings: Settings
+    bootstrap: str
+    opa_url: str
+    metrics_url: str
+    worker_log: Path
+
+    def publish(self, events: list[dict[str, Any]]) -> None:
+        produce_all(idempotent_producer(self.bootstrap), [
+            (ingress_topic(e["source"]["agency"]), e["event_id"].encode(), json.dumps(e).encode()) for e in events
+        ])
+
+    def publish_raw(self, agency: str, key: bytes, value: bytes) -> None:
+        produce_all(idempotent_producer(self.bootstrap), [(ingress_topic(agency), key, value)])
+
+    def records(self, topic: str, timeout_s: float = 3.0) -> list[dict[str, Any]]:
+        return [json.loads(v) for v in read_topic(self.bootstrap, topic, timeout_s=timeout_s)]
+
+    def raw_values(self, topic: str) -> list[bytes]:
+        return read_topic(self.bootstrap, topic, timeout_s=3.0)
+
+    def audits_for(self, event_ids: set[str], expected: int, timeout_s: float = 90.0) -> list[dict[str, Any]]:
+        def probe() -> list[dict[str, Any]] | None:
+            found = [r for r in self.records(AUDIT, timeout_s=1.5) if r["event_id"] in event_ids]
+            return found if len(found) >= expected else None
+        return wait_for(probe, timeout_s, what=f"{expected} audit records")
+
+    def metric(self, name: str) -> float:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310 - loopback
+            text = resp.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and (len(line) == len(name) or line[len(name)] in " {"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+@pytest.fixture(scope="session")
+def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
+    home = tmp_path_factory.mktemp("sgbus-home")
+    settings = Settings(home=home, policies_dir=REPO / "policies")
+    stack = Stack(home, REPO / "policies")
+    status, _started = stack.up()
+    worker = None
+    try:
+        init_keyring(settings.keyring_path)
+        metrics_port = free_port()
+        log = home / "worker.log"
+        worker = start_worker(settings, log, env={"SGBUS_METRICS_PORT": str(metrics_port),
+                                                  "SGBUS_RETRY_MAX_BACKOFF_S": "1.0"})
+        handle = Bus(stack, settings, status["kafka_bootstrap"], status["opa_url"],
+                     f"http://127.0.0.1:{metrics_port}/metrics", log)
+        # Ready when a canary event has been routed end to end.
+        s = Synth(seed=99)
+        canary = s.child_protection_plan(s.child())
+        handle.publish([canary])
+        handle.audits_for({canary["event_id"]}, 1, timeout_s=180)
+        yield handle
+    finally:
+        if worker is not None:
+            stop_worker(worker)
+            if os.environ.get("SGBUS_TEST_SHOW_WORKER_LOG"):
+                print((home / "worker.log").read_text())
+        stack.down()
+        assert not stack.status()["kafka"]["alive"] and not stack.status()["opa"]["alive"]

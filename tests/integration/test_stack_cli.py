@@ -1,0 +1,47 @@
+"""`sgbus stack` as a user runs it, against the session's stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.integration.conftest import Bus
+
+
+def _sgbus(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SGBUS_HOME": str(bus.settings.home), "SGBUS_POLICIES_DIR": str(bus.settings.policies_dir)}
+    return subprocess.run([sys.executable, "-m", "bus", *args], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)
+
+
+def test_status_json_reports_the_endpoints(bus: Bus) -> None:
+    result = _sgbus(bus, "stack", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["kafka_bootstrap"] == bus.bootstrap
+    assert status["opa_url"] == bus.opa_url
+    assert status["running"] is True
+
+
+def test_second_stack_up_is_a_noop_that_says_so(bus: Bus) -> None:
+    pids = (bus.stack.status()["kafka"]["pid"], bus.stack.status()["opa"]["pid"])
+    result = _sgbus(bus, "stack", "up")
+    assert result.returncode == 0, result.stderr
+    assert "already running" in result.stdout
+    assert (bus.stack.status()["kafka"]["pid"], bus.stack.status()["opa"]["pid"]) == pids
+
+
+def test_tail_prints_delivered_events_as_json_lines(bus: Bus) -> None:
+    result = _sgbus(bus, "tail", "northshire-nhs-uec", "--max", "1", "--timeout", "20")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["recipient"] == "northshire-nhs-uec"
+
+
+def test_tail_of_unknown_partner_exits_2_naming_it(bus: Bus) -> None:
+    result = _sgbus(bus, "tail", "no-such-partner", "--timeout", "2")
+    assert result.returncode == 2
+    assert "partner: unknown partner no-such-partner" in result.stderr

@@ -1,0 +1,59 @@
+"""The command line: --help everywhere, exit 2 with the field named on bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from schemas.synthetic import Synth
+
+COMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["worker"],
+            ["publish"], ["tail"], ["demo"], ["policy"], ["policy", "check"], ["policy", "test"],
+            ["policy", "reload"], ["keys", "init"], ["keys", "rotate"], ["schemas", "export"]]
+
+
+def sgbus(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bus", *args], input=stdin, capture_output=True,
+                          text=True, env=env, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "sgbus")
+def test_every_command_has_help(cmd: list[str]) -> None:
+    result = sgbus(*cmd, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout
+
+
+def test_publish_refuses_an_invalid_line_with_exit_2_naming_the_field(tmp_path: Path) -> None:
+    s = Synth(seed=2)
+    good = s.domestic_abuse_incident(s.child())
+    bad = s.domestic_abuse_incident(s.child())
+    bad["subject"]["identifiers"]["nhs_number"] = "9434765918"
+    result = sgbus("publish", "-", stdin=json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    assert result.returncode == 2
+    assert "line 2: subject.identifiers.nhs_number:" in result.stderr
+    assert "nothing published" in result.stderr
+    assert "9434765918" not in result.stderr
+
+
+def test_schemas_export_writes_one_schema_per_event_type_and_envelope(tmp_path: Path) -> None:
+    result = sgbus("schemas", "export", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    names = sorted(p.name for p in tmp_path.glob("*.schema.json"))
+    assert "envelope.schema.json" in names and len(names) == 5
+    schema = json.loads((tmp_path / "police.domestic_abuse_incident.v1.schema.json").read_text())
+    assert "x-personal-data" in json.dumps(schema)
+
+
+def test_keys_init_never_prints_key_material(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "SGBUS_HOME": str(tmp_path)}
+    result = sgbus("keys", "init", env=env)
+    assert result.returncode == 0, result.stderr
+    keyfile = json.loads((tmp_path / "keyring.json").read_text())
+    for part in ("token", "seal"):
+        for material in keyfile[part]["keys"].values():
+            assert material not in result.stdout + result.stderr

@@ -1,0 +1,58 @@
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.identifiers import (
+    NhsNumber,
+    Postcode,
+    Upn,
+    nhs_number_is_valid,
+    postcode_district,
+    upn_check_letter,
+    upn_is_valid,
+)
+
+
+@pytest.mark.parametrize("value", ["9434765919", "4010232137", "9990000018"])
+def test_valid_nhs_numbers_pass_modulus_11(value: str) -> None:
+    assert nhs_number_is_valid(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["9434765918", "943476591", "94347659190", "94347659A9", "", "0000000001", "1234567890"],
+)
+def test_invalid_nhs_numbers_are_refused(value: str) -> None:
+    assert not nhs_number_is_valid(value)
+
+
+def test_nhs_number_type_normalises_spaces_and_rejects_bad_checksum() -> None:
+    adapter = TypeAdapter(NhsNumber)
+    assert adapter.validate_python("943 476 5919") == "9434765919"
+    with pytest.raises(ValidationError, match="modulus 11"):
+        adapter.validate_python("943 476 5918")
+
+
+def test_upn_check_letter_round_trip() -> None:
+    body = "999123456789"
+    upn = upn_check_letter(body) + body
+    assert upn_is_valid(upn)
+    assert TypeAdapter(Upn).validate_python(upn.lower()) == upn
+
+
+@pytest.mark.parametrize("value", ["A99912345678", "I999123456789", "A9991234567890", "A99912345678!"])
+def test_malformed_upns_are_refused(value: str) -> None:
+    assert not upn_is_valid(value)
+
+
+def test_upn_with_wrong_check_letter_is_refused() -> None:
+    body = "999123456789"
+    good = upn_check_letter(body)
+    wrong = "B" if good != "B" else "C"
+    assert not upn_is_valid(wrong + body)
+
+
+def test_postcode_is_normalised_and_generalised_to_district() -> None:
+    assert TypeAdapter(Postcode).validate_python(" ns1   4ab ") == "NS1 4AB"
+    assert postcode_district("NS1 4AB") == "NS1"
+    with pytest.raises(ValidationError, match="UK postcode"):
+        TypeAdapter(Postcode).validate_python("12345")

@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from bus.exceptions import PolicyDataError
+from bus.policy.data import load_partnership
+from bus.routing import candidates
+
+REPO_DATA = Path(__file__).parents[2] / "policies" / "data"
+
+
+def _copy(tmp_path: Path) -> Path:
+    for f in REPO_DATA.glob("*.yaml"):
+        (tmp_path / f.name).write_text(f.read_text())
+    return tmp_path
+
+
+def test_repository_partnership_data_is_valid() -> None:
+    p = load_partnership(REPO_DATA)
+    assert {x.agency for x in p.partners} == {"police", "nhs", "school", "social_care"}
+    assert p.partner("northshire-csc") is not None
+
+
+def test_unknown_partner_in_agreement_is_reported_with_file_and_line(tmp_path: Path) -> None:
+    data = _copy(tmp_path)
+    text = (data / "agreements.yaml").read_text().replace("recipients: [northshire-nhs-uec]",
+                                                          "recipients: [northshire-nhs-typo]")
+    (data / "agreements.yaml").write_text(text)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "northshire-nhs-typo" in t)
+    with pytest.raises(PolicyDataError) as info:
+        load_partnership(data)
+    assert f"agreements.yaml:{line}: recipients: unknown partner northshire-nhs-typo" in str(info.value)
+
+
+def test_bad_identifier_mode_is_reported_with_line(tmp_path: Path) -> None:
+    data = _copy(tmp_path)
+    text = (data / "agreements.yaml").read_text().replace("{upn: token}", "{upn: publish}")
+    (data / "agreements.yaml").write_text(text)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "publish" in t)
+    with pytest.raises(PolicyDataError) as info:
+        load_partnership(data)
+    assert f"agreements.yaml:{line}: agreements.4.identifiers.upn" in str(info.value)
+
+
+def test_field_not_in_payload_is_reported(tmp_path: Path) -> None:
+    data = _copy(tmp_path)
+    text = (data / "agreements.yaml").read_text().replace("fields: [incident_at,", "fields: [shoe_size, incident_at,")
+    (data / "agreements.yaml").write_text(text)
+    with pytest.raises(PolicyDataError, match="shoe_size is not a payload field"):
+        load_partnership(data)
+
+
+def test_invalid_yaml_is_reported_with_line(tmp_path: Path) -> None:
+    data = _copy(tmp_path)
+    (data / "partners.yaml").write_text("partners:\n  - id: [unclosed\n")
+    with pytest.raises(PolicyDataError, match=r"partners.yaml:\d+: not valid YAML"):
+        load_partnership(data)
+
+
+def test_candidates_are_subscribers_except_the_publisher() -> None:
+    p = load_partnership(REPO_DATA)
+    got = {c.recipient for c in candidates(p, "police.domestic_abuse_incident.v1", "police", "NSP")}
+    assert got == {"oakfield-primary", "riverside-academy", "northshire-csc", "southshire-csc"}
+    assert candidates(p, "social_care.child_protection_plan.v1", "social_care", "N01")[0].recipient == (
+        "northshire-nhs-uec"
+    )
