@@ -54,7 +54,7 @@ class SchemaRejected(SgbusError):
         super().__init__(first + more)
 
 
-class ShareDenied(SgbusError):  # noqa: N818 - not an error: a denial is an audited outcome
+class ShareDenied(SgbusError):
     """A share was denied by policy: audited, never retried."""
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 import faust
 from pydantic import ValidationError
@@ -22,21 +22,27 @@ log = logs.get("sgbus.worker")
 
 def register(app: faust.App, svc: Any) -> None:
     settings, metrics = svc.settings, svc.metrics
-    raw = {"key_serializer": "raw", "value_serializer": "raw"}
-    ingress = app.topic(*[ingress_topic(a) for a in Agency], **raw)
-    events = app.topic(EVENTS, **raw)
-    audit = app.topic(AUDIT, **raw)
-    dlq = app.topic(DLQ, **raw)
+
+    def raw_topic(*names: str) -> faust.TopicT:
+        # Bytes in, bytes out: pydantic (de)serialises our models, not Faust's codecs.
+        return app.topic(*names, key_serializer="raw", value_serializer="raw")
+
+    ingress = raw_topic(*[ingress_topic(a) for a in Agency])
+    events = raw_topic(EVENTS)
+    audit = raw_topic(AUDIT)
+    dlq = raw_topic(DLQ)
     deliver_topics: dict[str, faust.TopicT] = {}
 
     def deliver_topic(name: str) -> faust.TopicT:
         if name not in deliver_topics:
-            deliver_topics[name] = app.topic(name, **raw)
+            deliver_topics[name] = raw_topic(name)
         return deliver_topics[name]
 
     @app.agent(ingress, name="sgbus.ingest")
-    async def ingest_agent(stream: faust.StreamT) -> AsyncIterator[None]:
-        async for batch in stream.take_events(500, within=settings.batch_window_s):
+    async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
+        # take_events (not take): the dead letter needs each message's topic and offset.
+        batches = cast(Any, stream).take_events(500, within=settings.batch_window_s)
+        async for batch in batches:
             pending: list[Awaitable[Any]] = []
             for ev in batch:
                 msg = ev.message
@@ -55,10 +61,9 @@ def register(app: faust.App, svc: Any) -> None:
                     log.warning("event_rejected", topic=dl.topic, offset=dl.offset, code=code,
                                 field=dl.reasons[0]["field"] if dl.reasons else "$")
             await asyncio.gather(*pending)
-            yield None
 
     @app.agent(events, name="sgbus.route")
-    async def route_agent(stream: faust.StreamT) -> AsyncIterator[None]:
+    async def route_agent(stream: faust.StreamT[bytes]) -> None:
         async for batch in stream.take(settings.batch_size, within=settings.batch_window_s):
             parsed: list[PseudonymisedEvent] = []
             pending: list[Awaitable[Any]] = []
@@ -82,7 +87,6 @@ def register(app: faust.App, svc: Any) -> None:
             for dec in plan.decisions:
                 metrics.policy_decisions.labels("allow" if dec.allow else "deny", dec.agreement or "none").inc()
             metrics.audit_records.inc(len(plan.audits))
-            yield None
 
     async def _decide_with_retry(parsed: list[PseudonymisedEvent]) -> RoutePlan:
         """Fail closed: while OPA cannot answer, share nothing and hold the batch (offsets are

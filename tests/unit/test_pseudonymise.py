@@ -111,7 +111,7 @@ def test_partners_in_one_linkage_domain_get_equal_tokens(keyring: Keyring) -> No
 def test_no_view_is_built_for_a_denied_decision(keyring: Keyring) -> None:
     pev = pseudonymise_at_ingest(parse_event_dict(_event()), keyring)
     with pytest.raises(ValueError, match="allowed"):
-        recipient_view(pev, _decision(allow=False, agreement=None), _partner("x", "d"), keyring)
+        recipient_view(pev, _decision(allow=False, agreement=None), _partner("csc", "mash"), keyring)
 
 
 @settings(max_examples=60, deadline=None)

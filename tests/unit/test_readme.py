@@ -1,0 +1,57 @@
+"""README snippets are real: its commands exist, its variables are the settings, its data is valid."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bus.settings import Settings
+from schemas.registry import parse_event
+
+REPO = Path(__file__).parents[2]
+README = (REPO / "README.md").read_text()
+SNIPPETS = "\n".join(re.findall(r"```sh\n(.*?)```", README, flags=re.S))
+GROUPS = {"stack", "policy", "keys", "schemas"}
+
+
+def _sgbus_commands() -> list[list[str]]:
+    commands = []
+    for line in SNIPPETS.splitlines():
+        line = line.split("#", 1)[0].strip().rstrip("&").strip()
+        if not line.startswith(".venv/bin/sgbus"):
+            continue
+        words = line.split()[1:]
+        commands.append(words[:2] if words[0] in GROUPS else words[:1])
+    return commands
+
+
+def test_quick_start_is_exactly_make_demo_and_make_test() -> None:
+    quick = README.split("## Quick start", 1)[1].split("##", 1)[0]
+    first_block = re.search(r"```sh\n(.*?)```", quick, flags=re.S)
+    assert first_block is not None
+    assert [ln.split("#")[0].strip() for ln in first_block.group(1).strip().splitlines()] == [
+        "make demo", "make test"]
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+@pytest.mark.parametrize("command", _sgbus_commands(), ids=" ".join)
+def test_every_sgbus_command_in_the_readme_exists(command: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "bus", *command, "--help"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_readme_documents_every_setting() -> None:
+    documented = set(re.findall(r"`(SGBUS_[A-Z_]+)`", README))
+    expected = {f"SGBUS_{name.upper()}" for name in Settings.model_fields} | {"SGBUS_CACHE_DIR"}
+    assert documented == expected
+
+
+def test_readme_example_file_holds_valid_events() -> None:
+    lines = (REPO / "tests/data/demo-events.jsonl").read_text().splitlines()
+    assert len(lines) >= 4
+    for line in lines:
+        parse_event(line)
