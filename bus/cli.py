@@ -251,10 +251,36 @@ def keys_rotate() -> None:
     typer.echo(f"rotated: token key {rotated.token.active}, seal key {rotated.seal.active}")
 
 
+@app.command()
+def synth(
+    seed: Annotated[int, typer.Option(help="random seed; same seed and --now, same events")] = 1,
+    count: Annotated[int, typer.Option(min=1, max=10_000_000, help="number of events")] = 10,
+    event_type: Annotated[str | None, typer.Option("--type", help="only this event type")] = None,
+    now: Annotated[str | None, typer.Option(help="anchor time (ISO 8601); default: today 00:00 UTC")] = None,
+) -> None:
+    """Print realistic, valid, synthetic events (no real people) as JSON lines."""
+    from datetime import datetime
+
+    from schemas.registry import EVENT_MODELS
+    from schemas.synthetic import Synth, default_anchor
+
+    if event_type is not None and event_type not in EVENT_MODELS:
+        _fail(f"--type: unknown event type {event_type} (one of: {', '.join(sorted(EVENT_MODELS))})", 2)
+    try:
+        anchor = datetime.fromisoformat(now) if now else default_anchor()
+    except ValueError:
+        _fail("--now: not an ISO 8601 date-time", 2)
+    if anchor.tzinfo is None:
+        _fail("--now: give a time zone, e.g. 2026-11-25T00:00:00+00:00", 2)
+    out = sys.stdout
+    for event in Synth(seed=seed, now=anchor).stream(count, event_type):
+        out.write(json.dumps(event) + "\n")
+
+
 # -- schemas ----------------------------------------------------------------------------------
 @schemas_app.command("export")
 def schemas_export(directory: Annotated[Path, typer.Argument(help="output directory")]) -> None:
-    """Write one JSON Schema per event type plus the envelope."""
+    """Write one JSON Schema per event type, the envelope, and OPA's input schema."""
     from schemas.export import export_schemas
 
     written = export_schemas(directory)

@@ -15,6 +15,7 @@ from bus.pseudonymise.keyring import Keyring
 from bus.records import AuditRecord, DeliveredEvent, PseudonymisedEvent
 from bus.routing import candidates
 from bus.topics import deliver_topic
+from schemas.policy_input import PolicyEvent, PolicyRequest
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,19 @@ class RoutePlan:
 
 
 def policy_request(event: PseudonymisedEvent, recipient: str, purpose: str) -> dict[str, Any]:
-    return {
-        "event": {
-            "event_id": str(event.event_id),
-            "event_type": event.event_type,
-            "agency": event.source.agency.value,
-            "org_id": event.source.org_id,
-            "occurred_at": event.occurred_at.isoformat(),
-            "attributes": policy_attributes(event),
-        },
-        "recipient": recipient,
-        "purpose": purpose,
-    }
+    """One entry of input.requests (schemas/policy_input.py is its contract)."""
+    return PolicyRequest(
+        event=PolicyEvent(
+            event_id=str(event.event_id),
+            event_type=event.event_type,
+            agency=event.source.agency.value,
+            org_id=event.source.org_id,
+            occurred_at=event.occurred_at.isoformat(),
+            attributes=policy_attributes(event),
+        ),
+        recipient=recipient,
+        purpose=purpose,
+    ).model_dump()
 
 
 class Router:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import ClassVar, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -59,17 +59,40 @@ class Subject(Strict):
     postcode: Postcode | None = Field(
         default=None, json_schema_extra=tag(PersonalData.DEMOGRAPHIC, Demographic.POSTCODE)
     )
+    expected_delivery_date: date | None = Field(
+        default=None, description="for an unborn child (pre-birth events) instead of date_of_birth",
+        json_schema_extra=tag(PersonalData.DEMOGRAPHIC, Demographic.DOB),
+    )
 
     @model_validator(mode="after")
     def _identifiable(self) -> Subject:
         has_name = self.given_name is not None and self.family_name is not None
-        if not self.identifiers.present() and not (has_name and self.date_of_birth is not None):
+        unborn = self.expected_delivery_date is not None and (
+            self.family_name is not None or self.identifiers.la_child_id is not None
+        )
+        if not self.identifiers.present() and not (has_name and self.date_of_birth is not None) and not unborn:
             raise ValueError("the subject needs at least one identifier, or a name and date of birth")
+        if self.date_of_birth is not None and self.expected_delivery_date is not None:
+            raise field_error("expected_delivery_date", "give date_of_birth or expected_delivery_date, not both")
         return self
+
+
+def field_error(path: str, message: str) -> ValueError:
+    """A validation error that names a field below the one being validated (see registry)."""
+    return ValueError(f"@{path}: {message}")
+
+
+def age_on(dob: date, day: date) -> int:
+    return day.year - dob.year - ((day.month, day.day) < (dob.month, dob.day))
 
 
 class Envelope(Strict):
     """Fields common to every event type; subclasses fix `event_type` and `payload`."""
+
+    #: oldest subject this event type may be about (care-leaver events allow up to 25)
+    max_age_years: ClassVar[int] = 18
+    #: pre-birth events are about an unborn child: expected_delivery_date, no date_of_birth
+    prebirth: ClassVar[bool] = False
 
     event_id: UUID
     event_type: str
@@ -89,6 +112,25 @@ class Envelope(Strict):
             if agency != source.agency.value:
                 raise ValueError(f"source.agency must be {agency} for {event_type}")
         return source
+
+    @field_validator("subject")
+    @classmethod
+    def _subject_fits_event_type(cls, subject: Subject, info: ValidationInfo) -> Subject:
+        occurred = info.data.get("occurred_at")
+        if cls.prebirth:
+            if subject.expected_delivery_date is None:
+                raise field_error("expected_delivery_date", "a pre-birth event needs the expected date of delivery")
+            if subject.date_of_birth is not None:
+                raise field_error("date_of_birth", "a pre-birth event is about an unborn child")
+        elif subject.expected_delivery_date is not None:
+            raise field_error("expected_delivery_date", "only pre-birth events have an expected date of delivery")
+        if subject.date_of_birth is not None and isinstance(occurred, datetime):
+            day = occurred.date()
+            if subject.date_of_birth > day:
+                raise field_error("date_of_birth", "is after occurred_at")
+            if age_on(subject.date_of_birth, day) >= cls.max_age_years:
+                raise field_error("date_of_birth", f"the subject must be under {cls.max_age_years} at occurred_at")
+        return subject
 
     @field_validator("occurred_at", "recorded_at")
     @classmethod

@@ -1,4 +1,4 @@
-"""Export JSON Schema for every event type and the envelope."""
+"""Export JSON Schema for every event type, the envelope, and OPA's input."""
 
 from __future__ import annotations
 
@@ -8,15 +8,29 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from schemas.envelope import Envelope
+from schemas.policy_input import PolicyInput
 from schemas.registry import EVENT_MODELS
+
+OPA_INPUT_SCHEMA = "opa-input.schema.json"
+
+
+def rendered_schemas() -> dict[str, str]:
+    """file name -> JSON text, exactly as `export_schemas` writes it."""
+    items: dict[str, type[BaseModel]] = {"envelope": Envelope, **EVENT_MODELS}
+    out = {f"{name}.schema.json": _render(model.model_json_schema()) for name, model in items.items()}
+    out[OPA_INPUT_SCHEMA] = _render(PolicyInput.model_json_schema())
+    return out
+
+
+def _render(schema: dict[str, object]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
 def export_schemas(directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    items: dict[str, type[BaseModel]] = {"envelope": Envelope, **EVENT_MODELS}
-    for name, model in items.items():
-        path = directory / f"{name}.schema.json"
-        path.write_text(json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n")
+    for name, text in rendered_schemas().items():
+        path = directory / name
+        path.write_text(text)
         written.append(path)
     return written

@@ -1,33 +1,87 @@
-"""event_type -> model, and the one parser every entry point uses to validate events."""
+"""event_type -> model, upcasters between versions, and the one parser every entry point uses."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, Union
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from schemas.envelope import Envelope
-from schemas.events.nhs import UnscheduledCareAttendanceV1
-from schemas.events.police import DomesticAbuseIncidentV1
-from schemas.events.school import AttendanceConcernV1
-from schemas.events.social_care import ChildProtectionPlanV1
+from schemas.events import nhs, police, school, social_care
 
 MAX_EVENT_BYTES = 256 * 1024
 
-EVENT_MODELS: dict[str, type[Envelope]] = {
-    "police.domestic_abuse_incident.v1": DomesticAbuseIncidentV1,
-    "nhs.unscheduled_care_attendance.v1": UnscheduledCareAttendanceV1,
-    "school.attendance_concern.v1": AttendanceConcernV1,
-    "social_care.child_protection_plan.v1": ChildProtectionPlanV1,
+_MODELS: list[type[Envelope]] = [
+    police.DomesticAbuseIncidentV1, police.DomesticAbuseIncidentV2, police.MissingEpisodeV1,
+    police.ExploitationConcernV1, police.ChildArrestedV1,
+    nhs.UnscheduledCareAttendanceV1, nhs.SafeguardingConcernV1, nhs.PrebirthConcernV1, nhs.CamhsReferralStatusV1,
+    school.AttendanceConcernV1, school.SuspensionOrExclusionV1, school.DslConcernV1, school.ElectiveHomeEducationV1,
+    social_care.ChildProtectionPlanV1, social_care.LookedAfterStatusV1, social_care.ReferralOutcomeV1,
+    social_care.StrategyDiscussionRequestV1,
+]
+
+
+def _type_name(model: type[Envelope]) -> str:
+    annotation = model.model_fields["event_type"].annotation
+    return str(annotation.__args__[0])  # type: ignore[union-attr]
+
+
+EVENT_MODELS: dict[str, type[Envelope]] = {_type_name(m): m for m in _MODELS}
+
+AnyEvent = Annotated[Union[tuple(_MODELS)], Field(discriminator="event_type")]  # type: ignore[valid-type]  # noqa: UP007
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)  # type: ignore[arg-type]
+
+
+def base_type(event_type: str) -> str:
+    """`police.domestic_abuse_incident.v2` -> `police.domestic_abuse_incident`."""
+    return event_type.rsplit(".", 1)[0]
+
+
+def version_of(event_type: str) -> int:
+    return int(event_type.rsplit(".v", 1)[1])
+
+
+def latest_type(event_type: str) -> str:
+    base = base_type(event_type)
+    return max((t for t in EVENT_MODELS if base_type(t) == base), key=version_of)
+
+
+# -- upcasters: payload of version N -> payload of version N+1 ---------------------------------
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _dai_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in payload.items() if k not in ("child_present", "child_location")}
+    if not payload.get("child_present"):
+        out["child_exposure"] = "not_present"
+    elif payload.get("child_location") == "same_room":
+        out["child_exposure"] = "witnessed"
+    else:
+        out["child_exposure"] = "heard"
+    out["notify_school_by"] = None
+    return out
+
+
+UPCASTERS: dict[str, Upcaster] = {
+    "police.domestic_abuse_incident.v1": _dai_v1_to_v2,
 }
 
-AnyEvent = Annotated[
-    DomesticAbuseIncidentV1 | UnscheduledCareAttendanceV1 | AttendanceConcernV1 | ChildProtectionPlanV1,
-    Field(discriminator="event_type"),
-]
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(AnyEvent)
+
+def read_as(event: Envelope, event_type: str) -> Envelope:
+    """Read `event` as the later version `event_type`, applying upcasters one step at a time."""
+    if base_type(event.event_type) != base_type(event_type) or version_of(event_type) < version_of(event.event_type):
+        raise ValueError(f"cannot read {event.event_type} as {event_type}")
+    data = event.model_dump(mode="json")
+    current = event.event_type
+    while current != event_type:
+        data["payload"] = UPCASTERS[current](data["payload"])
+        current = f"{base_type(current)}.v{version_of(current) + 1}"
+        data["event_type"] = current
+    return parse_event_dict(data)
 
 
+# -- parsing ----------------------------------------------------------------------------------
 class Problem(BaseModel):
     """One reason an event is invalid; never contains the offending value."""
 
@@ -63,9 +117,7 @@ def problems_from(error: ValidationError) -> list[Problem]:
         message = err["msg"]
         if code in ("union_tag_invalid", "union_tag_not_found"):
             path = "event_type"
-            message = (
-                "unknown event type" if code == "union_tag_invalid" else "event_type is missing"
-            )
+            message = "unknown event type" if code == "union_tag_invalid" else "event_type is missing"
             code = "unknown_event_type" if code == "union_tag_invalid" else "missing"
         elif code == "json_invalid":
             path, message = "$", "not valid JSON"
@@ -73,6 +125,9 @@ def problems_from(error: ValidationError) -> list[Problem]:
             path, message = "$", "an event must be a JSON object"
         if code == "value_error":
             message = message.removeprefix("Value error, ")
+            if message.startswith("@") and ": " in message:  # see envelope.field_error
+                sub, message = message[1:].split(": ", 1)
+                path = f"{path}.{sub}" if path else sub
         problems.append(Problem(field=path or "$", code=code, message=message))
     return problems
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
 from bus import toolchain
 from bus.exceptions import PolicyDataError
 from bus.policy.data import load_partnership
+from schemas.export import OPA_INPUT_SCHEMA, rendered_schemas
 
 
 def _opa(*args: str) -> subprocess.CompletedProcess[str]:
@@ -30,7 +32,12 @@ def check_policies(policies_dir: Path) -> list[str]:
         problems.extend(f"{f}: not formatted (run `opa fmt -w`)" for f in files)
         if not files:
             problems.append(fmt.stderr.strip())
-    check = _opa("check", "--strict", rego_dir)
+    # The input schema (generated from schemas/policy_input.py) lets opa check catch typos in
+    # input references; it is written to a temporary file so the check needs no export first.
+    with tempfile.TemporaryDirectory(prefix="sgbus-schema-") as tmp:
+        schema = Path(tmp) / OPA_INPUT_SCHEMA
+        schema.write_text(rendered_schemas()[OPA_INPUT_SCHEMA])
+        check = _opa("check", "--strict", "--schema", str(schema), rego_dir)
     if check.returncode != 0:
         problems.append(check.stderr.strip() or check.stdout.strip())
     return problems

@@ -45,3 +45,20 @@ def test_tail_of_unknown_partner_exits_2_naming_it(bus: Bus) -> None:
     result = _sgbus(bus, "tail", "no-such-partner", "--timeout", "2")
     assert result.returncode == 2
     assert "partner: unknown partner no-such-partner" in result.stderr
+
+
+def test_synth_1000_events_are_published_and_ingested_in_full(bus: Bus) -> None:
+    from tests.helpers import wait_for
+
+    ingested_before = bus.metric("sgbus_events_ingested_total")
+    rejected_before = bus.metric("sgbus_events_rejected_total")
+    synth = _sgbus(bus, "synth", "--seed", "1", "--count", "1000")
+    assert synth.returncode == 0, synth.stderr
+    env = {**os.environ, "SGBUS_HOME": str(bus.settings.home)}
+    published = subprocess.run([sys.executable, "-m", "bus", "publish", "-"], input=synth.stdout,
+                               capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert published.returncode == 0, published.stderr
+    assert "published 1000 event(s)" in published.stderr
+    wait_for(lambda: bus.metric("sgbus_events_ingested_total") >= ingested_before + 1000, 120,
+             what="1000 events ingested")
+    assert bus.metric("sgbus_events_rejected_total") == rejected_before

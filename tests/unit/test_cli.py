@@ -11,7 +11,7 @@ from schemas.synthetic import Synth
 
 COMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["worker"],
             ["publish"], ["tail"], ["demo"], ["policy"], ["policy", "check"], ["policy", "test"],
-            ["policy", "reload"], ["keys", "init"], ["keys", "rotate"], ["schemas", "export"]]
+            ["policy", "reload"], ["keys", "init"], ["keys", "rotate"], ["schemas", "export"], ["synth"]]
 
 
 def sgbus(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -42,7 +42,9 @@ def test_schemas_export_writes_one_schema_per_event_type_and_envelope(tmp_path: 
     result = sgbus("schemas", "export", str(tmp_path))
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in tmp_path.glob("*.schema.json"))
-    assert "envelope.schema.json" in names and len(names) == 5
+    events = [n for n in names if n.count(".") == 4]  # <agency>.<name>.v<N>.schema.json
+    assert "envelope.schema.json" in names and "opa-input.schema.json" in names
+    assert len(events) >= 16 and {n.split(".")[0] for n in events} == {"police", "nhs", "school", "social_care"}
     schema = json.loads((tmp_path / "police.domestic_abuse_incident.v1.schema.json").read_text())
     assert "x-personal-data" in json.dumps(schema)
 
@@ -57,3 +59,32 @@ def test_keys_init_never_prints_key_material(tmp_path: Path) -> None:
     for part in ("token", "seal"):
         for material in keyfile[part]["keys"].values():
             assert material not in result.stdout + result.stderr
+
+
+def test_synth_output_is_deterministic_and_valid() -> None:
+    args = ("synth", "--seed", "3", "--count", "50", "--now", "2026-11-01T00:00:00+00:00")
+    first, second = sgbus(*args), sgbus(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert len(first.stdout.splitlines()) == 50
+
+
+def test_synth_unknown_type_exits_2_naming_the_option() -> None:
+    result = sgbus("synth", "--type", "police.nope.v1")
+    assert result.returncode == 2
+    assert "--type: unknown event type police.nope.v1" in result.stderr
+
+
+@pytest.mark.parametrize(("mutate", "field"), [
+    (lambda e: e["subject"]["identifiers"].update(nhs_number="9434765918"), "subject.identifiers.nhs_number"),
+    (lambda e: e.update(event_type="police.unicorn.v1"), "event_type"),
+    (lambda e: e.update(occurred_at="2999-01-01T00:00:00+00:00"), "occurred_at"),
+    (lambda e: e["payload"].update(circumstances="x" * 300_000), "$"),
+])
+def test_publish_names_the_failing_field(mutate, field: str) -> None:  # type: ignore[no-untyped-def]
+    s = Synth(seed=2)
+    e = s.domestic_abuse_incident(s.child(min_age=5))
+    mutate(e)
+    result = sgbus("publish", "-", stdin=json.dumps(e) + "\n")
+    assert result.returncode == 2
+    assert f"line 1: {field}:" in result.stderr
