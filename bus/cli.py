@@ -228,6 +228,71 @@ def policy_reload() -> None:
     typer.echo(f"loaded revision {loaded.revision} ({len(loaded.policy_ids)} policy module(s))")
 
 
+@policy_app.command("simulate")
+def policy_simulate(
+    policies: Annotated[Path, typer.Option("--policies", help="the proposed policy set (a policies/ folder)")],
+    events: Annotated[Path, typer.Option("--events", help="events to try, JSON lines (e.g. from sgbus synth)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the changes as JSON")] = False,
+    today: Annotated[str | None, typer.Option(help="date agreements are checked against (default today)")] = None,
+) -> None:
+    """Show what a proposed policy set would change: per event, recipients added or removed and
+    fields, identifier modes or demographics changed. Nothing is loaded into OPA."""
+    from bus.policy.simulate import simulate
+    from schemas.registry import InvalidEvent, parse_event
+
+    if not (policies / "data").is_dir():
+        _fail(f"--policies: {policies} is not a policies folder (no data/ inside)", 2)
+    if not events.is_file():
+        _fail(f"--events: no such file: {events}", 2)
+    parsed = []
+    for number, line in enumerate(events.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            parsed.append(parse_event(line))
+        except InvalidEvent as exc:
+            p = exc.problems[0]
+            _fail(f"--events line {number}: {p.field}: {p.message} [{p.code}]", 2)
+    result = simulate(_settings().policies_dir, policies, parsed, today)
+    if as_json:
+        typer.echo(json.dumps(result.as_json(), indent=2))
+    else:
+        for line in result.render():
+            typer.echo(line)
+
+
+bench_app = typer.Typer(help="Benchmarks against the running local stack.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("opa")
+def bench_opa_cmd(
+    batch_sizes: Annotated[str, typer.Option(help="comma-separated requests per query")] = "1,10,100,500",
+    seconds: Annotated[float, typer.Option(min=0.5, help="seconds per batch size")] = 3.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Decisions per second from the stack's OPA: one request per query vs batched."""
+    from bus.bench.opa import bench_opa
+
+    try:
+        sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
+    except ValueError:
+        _fail("--batch-sizes: give integers separated by commas, e.g. 1,10,100", 2)
+    if not sizes or min(sizes) < 1:
+        _fail("--batch-sizes: every size must be at least 1", 2)
+    settings = _settings()
+    _, opa_url = resolve_endpoints(settings)
+    results = bench_opa(opa_url, settings.policies_dir, sizes, seconds)
+    if as_json:
+        typer.echo(json.dumps([{**r.__dict__, "decisions_per_s": round(r.decisions_per_s, 1),
+                                "ms_per_query": round(r.ms_per_query, 3)} for r in results]))
+        return
+    typer.echo(f"{'batch':>6} {'queries':>8} {'decisions':>10} {'decisions/s':>12} {'ms/query':>9}")
+    for r in results:
+        typer.echo(f"{r.batch_size:>6} {r.queries:>8} {r.decisions:>10} "
+                   f"{r.decisions_per_s:>12.0f} {r.ms_per_query:>9.2f}")
+
+
 # -- keys -------------------------------------------------------------------------------------
 @keys_app.command("init")
 def keys_init() -> None:

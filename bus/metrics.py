@@ -24,6 +24,9 @@ class Metrics:
             "sgbus_policy_eval_seconds", "Time of one batched OPA query", registry=r,
             buckets=LATENCY_BUCKETS,
         )
+        self.policy_overrides = Counter(
+            "sgbus_policy_overrides_total", "Emergency overrides applied", ["agreement"], registry=r
+        )
         self.policy_retries = Counter(
             "sgbus_policy_retries_total", "Batches held back because OPA could not answer", registry=r
         )

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from schemas.envelope import Source
+from schemas.envelope import Source, Urgency
 
 
 class Rec(BaseModel):
@@ -34,6 +34,7 @@ class PseudonymisedEvent(Rec):
     classification: str
     subject: SealedSubject
     payload: dict[str, Any]
+    urgency: Urgency | None = None
 
     @property
     def subject_key(self) -> str:
@@ -47,6 +48,7 @@ class PseudonymisedEvent(Rec):
 
 class SharingContext(Rec):
     agreement: str
+    override: bool = False
     lawful_basis: list[str]
     purpose: str
     policy_revision: str
@@ -93,6 +95,8 @@ class AuditRecord(Rec):
     fields_shared: list[str]
     identifier_modes: dict[str, str]
     reasons: list[str]
+    override: bool = False
+    override_justification: str | None = None
     policy_revision: str
     subject_token: str
     decided_at: datetime

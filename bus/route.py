@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from bus.audit.records import audit_record
+from bus.exceptions import PolicyUnavailable
 from bus.policy.client import PolicyClient
 from bus.policy.data import Partnership
 from bus.policy.decision import Decision
@@ -15,6 +18,7 @@ from bus.pseudonymise.keyring import Keyring
 from bus.records import AuditRecord, DeliveredEvent, PseudonymisedEvent
 from bus.routing import candidates
 from bus.topics import deliver_topic
+from schemas.envelope import Envelope
 from schemas.policy_input import PolicyEvent, PolicyRequest
 
 
@@ -32,8 +36,12 @@ class RoutePlan:
     decisions: list[Decision] = field(default_factory=list)
 
 
-def policy_request(event: PseudonymisedEvent, recipient: str, purpose: str) -> dict[str, Any]:
-    """One entry of input.requests (schemas/policy_input.py is its contract)."""
+def policy_request(event: PseudonymisedEvent | Envelope, recipient: str, purpose: str) -> dict[str, Any]:
+    """One entry of input.requests (schemas/policy_input.py is its contract); works on a raw
+    event too, so `sgbus policy simulate` asks exactly what the worker asks."""
+    payload: Any = getattr(event, "payload")  # noqa: B009 - every event has one
+    if not isinstance(payload, dict):
+        payload = payload.model_dump(mode="json")
     return PolicyRequest(
         event=PolicyEvent(
             event_id=str(event.event_id),
@@ -41,32 +49,60 @@ def policy_request(event: PseudonymisedEvent, recipient: str, purpose: str) -> d
             agency=event.source.agency.value,
             org_id=event.source.org_id,
             occurred_at=event.occurred_at.isoformat(),
-            attributes=policy_attributes(event),
+            attributes=policy_attributes(event.event_type, payload),
+            urgent=event.urgency is not None,
+            justification_recorded=event.urgency is not None and bool(event.urgency.justification.strip()),
         ),
         recipient=recipient,
         purpose=purpose,
     ).model_dump()
 
 
+E = TypeVar("E", PseudonymisedEvent, Envelope)
+
+
+def requests_for(partnership: Partnership, events: list[E]) -> list[tuple[E, dict[str, Any]]]:
+    """(event, policy request) for every candidate recipient of every event."""
+    pairs = []
+    for event in events:
+        for cand in candidates(partnership, event.event_type, event.source.agency.value, event.source.org_id):
+            pairs.append((event, policy_request(event, cand.recipient, cand.purpose)))
+    return pairs
+
+
+PartnershipSource = Callable[[], tuple[Partnership, str]]
+
+
 class Router:
     """Pure routing logic around one PolicyClient; the Faust agent only moves bytes."""
 
-    def __init__(self, partnership: Partnership, keyring: Keyring, policy: PolicyClient) -> None:
+    def __init__(self, partnership: Partnership, keyring: Keyring, policy: PolicyClient,
+                 revision: str = "unknown", source: PartnershipSource | None = None) -> None:
         self.partnership = partnership
         self.keyring = keyring
         self.policy = policy
+        self.revision = revision
+        self._source = source
+
+    async def _follow_revision(self, decisions: list[Decision]) -> None:
+        """After `sgbus policy reload`, decisions carry a new revision: reload the partners and
+        subscriptions the same OPA holds, so routing and policy never drift apart."""
+        latest = decisions[-1].revision if decisions else self.revision
+        if latest == self.revision or self._source is None:
+            return
+        try:
+            self.partnership, self.revision = await asyncio.to_thread(self._source)
+        except PolicyUnavailable:
+            return  # keep routing with what we have; the next batch tries again
 
     def requests_for(self, events: list[PseudonymisedEvent]) -> list[tuple[PseudonymisedEvent, dict[str, Any]]]:
-        pairs = []
-        for event in events:
-            for cand in candidates(self.partnership, event.event_type, event.source.agency.value, event.source.org_id):
-                pairs.append((event, policy_request(event, cand.recipient, cand.purpose)))
-        return pairs
+        return requests_for(self.partnership, events)
 
     async def route_batch(self, events: list[PseudonymisedEvent]) -> RoutePlan:
         """Raises PolicyUnavailable (nothing decided, nothing shared) when OPA cannot answer."""
         pairs = self.requests_for(events)
         decisions = await self.policy.decide_batch([req for _, req in pairs])
+        await self._follow_revision(decisions)
         plan = RoutePlan(decisions=decisions)
         for (event, _req), decision in zip(pairs, decisions, strict=True):
             plan.audits.append(audit_record(event, decision))

@@ -44,7 +44,9 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str) -> None:
     log.info("policy_loaded", revision=revision, partners=len(partnership.partners))
     policy = PolicyClient(opa_url, timeout_s=settings.opa_timeout_s)
     services = Services(settings=settings, keyring=keyring, metrics=metrics,
-                        router=Router(partnership, keyring, policy), policy=policy)
+                        router=Router(partnership, keyring, policy, revision,
+                                      source=lambda: fetch_partnership(opa_url)),
+                        policy=policy)
     app = create_app(bootstrap, services)
     # Faust creates its own loop; make sure one exists for this thread first.
     asyncio.set_event_loop(asyncio.new_event_loop())

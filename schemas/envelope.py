@@ -86,6 +86,14 @@ def age_on(dob: date, day: date) -> int:
     return day.year - dob.year - ((day.month, day.day) < (dob.month, dob.day))
 
 
+class Urgency(Strict):
+    """A declared urgent risk of significant harm; policy may widen sharing, only with a justification."""
+
+    urgent_risk_of_significant_harm: Literal[True]
+    justification: str = Field(min_length=20, max_length=1000, json_schema_extra=tag(PersonalData.FREE_TEXT))
+    declared_by_role: str = Field(min_length=2, max_length=80, description="e.g. duty inspector, MASH manager")
+
+
 class Envelope(Strict):
     """Fields common to every event type; subclasses fix `event_type` and `payload`."""
 
@@ -101,6 +109,7 @@ class Envelope(Strict):
     recorded_at: AwareDatetime
     subject: Subject
     classification: Literal["OFFICIAL-SENSITIVE"] = "OFFICIAL-SENSITIVE"
+    urgency: Urgency | None = None
     signature: str | None = Field(default=None, max_length=200)
 
     @field_validator("source")

@@ -19,6 +19,8 @@ class PolicyEvent(BaseModel):
     org_id: str
     occurred_at: str
     attributes: dict[str, Any] = Field(description="payload fields that are not free text")
+    urgent: bool = Field(default=False, description="urgent risk of significant harm declared")
+    justification_recorded: bool = Field(default=False, description="the declaration carries a justification")
 
 
 class PolicyRequest(BaseModel):

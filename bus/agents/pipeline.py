@@ -86,6 +86,8 @@ def register(app: faust.App, svc: Any) -> None:
                 metrics.delivery_latency_seconds.observe(delivery_latency_s(d.event))
             for dec in plan.decisions:
                 metrics.policy_decisions.labels("allow" if dec.allow else "deny", dec.agreement or "none").inc()
+                if dec.override:
+                    metrics.policy_overrides.labels(dec.agreement or "none").inc()
             metrics.audit_records.inc(len(plan.audits))
 
     async def _decide_with_retry(parsed: list[PseudonymisedEvent]) -> RoutePlan:

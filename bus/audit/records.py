@@ -24,6 +24,8 @@ def audit_record(event: PseudonymisedEvent, decision: Decision) -> AuditRecord:
         fields_shared=decision.fields if decision.allow else [],
         identifier_modes=decision.identifiers if decision.allow else {},
         reasons=decision.reasons,
+        override=decision.override,
+        override_justification=event.urgency.justification if decision.override and event.urgency else None,
         policy_revision=decision.revision,
         subject_token=event.subject_key,
         decided_at=datetime.now(UTC),

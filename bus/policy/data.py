@@ -87,8 +87,24 @@ class Agreement(Model):
     )
     demographics: Demographics = Field(default_factory=Demographics)
     conditions: list[Condition] = Field(default_factory=list)
+    areas: list[str] | None = Field(default=None, description="recipient's area must be one of these")
     valid_from: date
     valid_to: date | None = None
+    retention_days: int = Field(ge=1, le=36500)
+
+
+class Emergency(Model):
+    """The emergency override: what police and social care receive on an urgent risk of harm."""
+
+    id: str = Field(pattern=r"^[A-Z0-9][A-Z0-9-]{2,40}$")
+    title: str
+    recipient_agencies: list[Agency] = Field(min_length=1)
+    same_area_only: bool = True
+    lawful_basis: list[str] = Field(min_length=1)
+    identifiers: dict[Literal["nhs_number", "upn", "la_child_id", "police_person_id"], IdentifierMode] = (
+        Field(default_factory=dict)
+    )
+    demographics: Demographics = Field(default_factory=Demographics)
     retention_days: int = Field(ge=1, le=36500)
 
 
@@ -96,6 +112,7 @@ class Partnership(Model):
     partners: list[Partner]
     subscriptions: list[Subscription]
     agreements: list[Agreement]
+    emergency: Emergency | None = None
 
     def partner(self, partner_id: str) -> Partner | None:
         return next((p for p in self.partners if p.id == partner_id), None)
@@ -110,6 +127,7 @@ class Partnership(Model):
 
 
 FILES = ("partners", "subscriptions", "agreements")
+OPTIONAL_FILES = ("emergency",)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -134,10 +152,11 @@ def load_partnership(data_dir: Path) -> Partnership:
     raw: dict[str, Any] = {}
     nodes: dict[str, yaml.Node | None] = {}
     problems: list[str] = []
-    for name in FILES:
+    for name in FILES + OPTIONAL_FILES:
         path = data_dir / f"{name}.yaml"
         if not path.is_file():
-            problems.append(f"{path}: missing file")
+            if name in FILES:
+                problems.append(f"{path}: missing file")
             continue
         text = path.read_text()
         try:

@@ -26,5 +26,9 @@ class Decision(BaseModel):
     identifiers: dict[str, str] = Field(default_factory=dict)
     demographics: Demographics = Field(default_factory=Demographics)
     retention_days: int = 0
+    override: bool = False
     reasons: list[str] = Field(min_length=1)
     revision: str
+
+    def shares_field(self, name: str) -> bool:
+        return "*" in self.fields or name in self.fields

@@ -50,13 +50,14 @@ def pseudonymise_at_ingest(event: Envelope, keyring: Keyring) -> PseudonymisedEv
         classification=event.classification,
         subject=SealedSubject(tokens=tokens, sealed=sealed),
         payload=payload.model_dump(mode="json"),
+        urgency=event.urgency,
     )
 
 
-def policy_attributes(event: PseudonymisedEvent) -> dict[str, Any]:
+def policy_attributes(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Payload attributes OPA may see: everything except free text."""
-    free_text = tagged_fields(payload_model(event.event_type), PersonalData.FREE_TEXT)
-    return {k: v for k, v in event.payload.items() if k not in free_text}
+    free_text = tagged_fields(payload_model(event_type), PersonalData.FREE_TEXT)
+    return {k: v for k, v in payload.items() if k not in free_text}
 
 
 def recipient_view(
@@ -87,7 +88,6 @@ def recipient_view(
             demo[name] = operators.generalise_dob(value, decision.demographics.dob)
         elif kind is Demographic.POSTCODE:
             demo[name] = operators.generalise_postcode(value, decision.demographics.postcode)
-    allowed = set(decision.fields)
     return DeliveredEvent(
         event_id=event.event_id,
         event_type=event.event_type,
@@ -97,9 +97,10 @@ def recipient_view(
         classification=event.classification,
         recipient=partner.id,
         subject=DeliveredSubject(identifiers=identifiers, **demo),
-        payload={k: v for k, v in event.payload.items() if k in allowed},
+        payload={k: v for k, v in event.payload.items() if decision.shares_field(k)},
         sharing=SharingContext(
             agreement=decision.agreement,
+            override=decision.override,
             lawful_basis=decision.lawful_basis,
             purpose=decision.purpose,
             policy_revision=decision.revision,

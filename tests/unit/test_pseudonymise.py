@@ -142,3 +142,11 @@ def test_keyring_file_is_private_and_repr_hides_key_material(tmp_path: Path) -> 
     assert load_keyring(path).token.active == keyring.token.active
     again, created_again = init_keyring(path)
     assert not created_again and again.seal.active == keyring.seal.active
+
+
+def test_an_override_decision_shares_every_payload_field(keyring: Keyring) -> None:
+    raw = _event()
+    pev = pseudonymise_at_ingest(parse_event_dict(raw), keyring)
+    view = recipient_view(pev, _decision(fields=["*"], override=True), _partner("csc", "mash"), keyring)
+    assert set(view.payload) == set(raw["payload"])  # type: ignore[arg-type]
+    assert view.sharing.override is True

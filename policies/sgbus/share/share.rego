@@ -18,11 +18,11 @@ decisions := [decide(req) | some req in input.requests]
 
 # METADATA
 # description: The decision for one request {event, recipient, purpose}.
-decide(req) := _allow(req, agreement) if {
+decide(req) := _with_override(req, _allow(req, agreement)) if {
 	applicable := _applicable(req)
 	count(applicable) > 0
 	agreement := applicable[0]
-} else := _deny(req)
+} else := _with_override(req, _deny(req))
 
 default _partners := []
 
@@ -31,6 +31,10 @@ _partners := data.sgbus.partnership.partners
 default _agreements := []
 
 _agreements := data.sgbus.partnership.agreements
+
+default _emergency := null
+
+_emergency := data.sgbus.partnership.emergency
 
 _partner(id) := p if {
 	some p in _partners
@@ -54,7 +58,12 @@ _covering(req) := [a | some a in _agreements; _covers(a, req)]
 
 _applicable(req) := [a | some a in _covering(req); count(_failures(a, req)) == 0]
 
-_failures(a, req) := ((_not_yet_in_force(a) | _expired(a)) | _purpose_not_covered(a, req)) | _unmet_conditions(a, req)
+_failures(a, req) := (((_not_yet_in_force(a) | _expired(a)) | _purpose_not_covered(a, req)) | _unmet_conditions(a, req)) | _outside_area(a, req)
+
+_outside_area(a, req) := {sprintf("%s: recipient area %s is not covered", [a.id, _partner(req.recipient).area]) |
+	a.areas != null
+	not _partner(req.recipient).area in a.areas
+}
 
 _not_yet_in_force(a) := {sprintf("%s: not in force until %s", [a.id, a.valid_from]) |
 	input.today < a.valid_from
@@ -88,6 +97,52 @@ _describe(c) := sprintf("recipient is the organisation named in %s", [c.recipien
 	c.recipient_org_matches != null
 } else := sprintf("%s must be %v", [c.attribute, c.equals])
 
+# METADATA
+# description: >-
+#   Emergency override: an event declaring an urgent risk of significant harm, with a
+#   recorded justification, widens what police and social care in the source's area receive.
+#   The decision is marked override=true and keeps the reasons it would otherwise have had.
+_with_override(req, d) := _override(d) if {
+	_override_applies(req)
+} else := d
+
+_override_applies(req) if {
+	_emergency != null
+	req.event.urgent == true
+	req.event.justification_recorded == true
+	p := _partner(req.recipient)
+	p.agency in _emergency.recipient_agencies
+	_override_area_ok(req, p)
+}
+
+_override_area_ok(_, _) if _emergency.same_area_only == false
+
+_override_area_ok(req, p) if {
+	some s in _partners
+	s.agency == req.event.agency
+	s.org_id == req.event.org_id
+	s.area == p.area
+}
+
+_override(d) := object.union(d, {
+	"allow": true,
+	"override": true,
+	"agreement": _override_agreement(d),
+	"lawful_basis": array.concat(d.lawful_basis, _emergency.lawful_basis),
+	"fields": ["*"],
+	"identifiers": _emergency.identifiers,
+	"demographics": _emergency.demographics,
+	"retention_days": max([d.retention_days, _emergency.retention_days]),
+	"reasons": array.concat(
+		[sprintf("%s: urgent risk of significant harm declared with a recorded justification", [_emergency.id])],
+		[sprintf("without the override: %s", [r]) | some r in d.reasons],
+	),
+})
+
+_override_agreement(d) := d.agreement if d.allow
+
+else := _emergency.id
+
 _allow(req, a) := {
 	"event_id": req.event.event_id,
 	"recipient": req.recipient,
@@ -99,6 +154,7 @@ _allow(req, a) := {
 	"identifiers": a.identifiers,
 	"demographics": a.demographics,
 	"retention_days": a.retention_days,
+	"override": false,
 	"reasons": [sprintf("%s allows %s to %s for %s", [a.id, req.event.event_type, req.recipient, req.purpose])],
 	"revision": revision,
 }
@@ -114,6 +170,7 @@ _deny(req) := {
 	"identifiers": {},
 	"demographics": {"dob": "drop", "postcode": "drop", "name": "drop"},
 	"retention_days": 0,
+	"override": false,
 	"reasons": _deny_reasons(req),
 	"revision": revision,
 }

@@ -4,12 +4,22 @@ import data.sgbus.share
 
 _partnership := {
 	"partners": [
-		{"id": "police", "agency": "police", "org_id": "NSP"},
-		{"id": "school-a", "agency": "school", "org_id": "900001"},
-		{"id": "school-b", "agency": "school", "org_id": "900002"},
-		{"id": "csc", "agency": "social_care", "org_id": "N01"},
-		{"id": "other-csc", "agency": "social_care", "org_id": "S01"},
+		{"id": "police", "agency": "police", "org_id": "NSP", "area": "north"},
+		{"id": "school-a", "agency": "school", "org_id": "900001", "area": "north"},
+		{"id": "school-b", "agency": "school", "org_id": "900002", "area": "north"},
+		{"id": "csc", "agency": "social_care", "org_id": "N01", "area": "north"},
+		{"id": "other-csc", "agency": "social_care", "org_id": "S01", "area": "south"},
+		{"id": "yjs", "agency": "social_care", "org_id": "N01YJ", "area": "north"},
 	],
+	"emergency": {
+		"id": "EMERGENCY-X",
+		"recipient_agencies": ["police", "social_care"],
+		"same_area_only": true,
+		"lawful_basis": ["vital interests"],
+		"identifiers": {"nhs_number": "reveal"},
+		"demographics": {"dob": "full", "postcode": "full", "name": "full"},
+		"retention_days": 3000,
+	},
 	"agreements": [
 		{
 			"id": "DSA-OE",
@@ -22,6 +32,7 @@ _partnership := {
 			"identifiers": {"upn": "reveal"},
 			"demographics": {"dob": "full", "postcode": "drop", "name": "full"},
 			"conditions": [{"recipient_org_matches": "school_urn", "attribute": null, "equals": null}],
+			"areas": null,
 			"valid_from": "2025-01-01",
 			"valid_to": "2026-12-31",
 			"retention_days": 365,
@@ -37,9 +48,26 @@ _partnership := {
 			"identifiers": {"nhs_number": "token"},
 			"demographics": {"dob": "full", "postcode": "full", "name": "full"},
 			"conditions": [{"recipient_org_matches": null, "attribute": "child_present", "equals": true}],
+			"areas": null,
 			"valid_from": "2025-01-01",
 			"valid_to": null,
 			"retention_days": 2555,
+		},
+		{
+			"id": "DSA-YJ",
+			"providers": ["police"],
+			"recipients": ["yjs", "other-csc"],
+			"event_types": ["police.exp.v1"],
+			"purposes": ["youth-justice"],
+			"lawful_basis": ["CDA s.115"],
+			"fields": ["risk_level"],
+			"identifiers": {},
+			"demographics": {"dob": "full", "postcode": "drop", "name": "full"},
+			"conditions": [],
+			"areas": ["north"],
+			"valid_from": "2025-01-01",
+			"valid_to": null,
+			"retention_days": 100,
 		},
 	],
 }
@@ -51,6 +79,10 @@ _event := {
 	"org_id": "NSP",
 	"attributes": {"school_urn": "900001", "child_present": true},
 }
+
+_exp_event := object.union(_event, {"event_type": "police.exp.v1", "event_id": "e2"})
+
+_urgent_event := object.union(_event, {"urgent": true, "justification_recorded": true})
 
 _decide(recipient, purpose, event, today) := d if {
 	ds := share.decisions with input as {"today": today, "requests": [{"event": event, "recipient": recipient, "purpose": purpose}]}
@@ -69,6 +101,8 @@ _cases := [
 	{"name": "unknown recipient denies", "recipient": "nobody", "purpose": "child-protection", "event": _event, "today": "2026-01-10", "allow": false, "reason": "recipient is not a partner of this partnership"},
 	{"name": "attribute condition allows", "recipient": "csc", "purpose": "child-protection", "event": _event, "today": "2026-01-10", "allow": true, "reason": "DSA-CSC allows police.dai.v1 to csc for child-protection"},
 	{"name": "attribute condition denies", "recipient": "csc", "purpose": "child-protection", "event": object.union(_event, {"attributes": {"child_present": false}}), "today": "2026-01-10", "allow": false, "reason": "DSA-CSC: condition not met: child_present must be true"},
+	{"name": "recipient in a covered area is allowed", "recipient": "yjs", "purpose": "youth-justice", "event": _exp_event, "today": "2026-01-10", "allow": true, "reason": "DSA-YJ allows police.exp.v1 to yjs for youth-justice"},
+	{"name": "recipient outside the agreement's areas is denied", "recipient": "other-csc", "purpose": "youth-justice", "event": _exp_event, "today": "2026-01-10", "allow": false, "reason": "DSA-YJ: recipient area south is not covered"},
 	{"name": "unknown provider denies", "recipient": "csc", "purpose": "child-protection", "event": object.union(_event, {"org_id": "XXX"}), "today": "2026-01-10", "allow": false, "reason": "no agreement covers police.dai.v1 from police/XXX to csc"},
 ]
 
@@ -114,4 +148,53 @@ test_without_data_everything_is_denied if {
 		with data.sgbus.partnership as {"partners": [], "agreements": []}
 	ds[0].allow == false
 	ds[0].revision == "unversioned"
+}
+
+test_override_widens_an_allowed_share_and_is_marked if {
+	d := _decide("csc", "child-protection", _urgent_event, "2026-01-10")
+	d.allow == true
+	d.override == true
+	d.agreement == "DSA-CSC"
+	d.fields == ["*"]
+	d.identifiers == {"nhs_number": "reveal"}
+	d.retention_days == 3000
+	d.lawful_basis == ["s.47", "vital interests"]
+	"EMERGENCY-X: urgent risk of significant harm declared with a recorded justification" in d.reasons
+}
+
+test_override_allows_police_or_social_care_in_the_same_area_when_otherwise_denied if {
+	d := _decide("yjs", "child-protection", _urgent_event, "2026-01-10")
+	d.allow == true
+	d.override == true
+	d.agreement == "EMERGENCY-X"
+	"without the override: no agreement covers police.dai.v1 from police/NSP to yjs" in d.reasons
+}
+
+test_override_never_reaches_schools_or_other_areas if {
+	school := _decide("school-b", "encompass", _urgent_event, "2026-01-10")
+	school.allow == false
+	school.override == false
+	other := _decide("other-csc", "child-protection", _urgent_event, "2026-01-10")
+	other.allow == false
+	other.override == false
+}
+
+test_override_needs_a_recorded_justification if {
+	event := object.union(_event, {"urgent": true, "justification_recorded": false})
+	d := _decide("yjs", "child-protection", event, "2026-01-10")
+	d.allow == false
+	d.override == false
+}
+
+test_override_can_span_areas_when_configured if {
+	emergency := object.union(_partnership.emergency, {"same_area_only": false})
+	ds := share.decisions with input as {"today": "2026-01-10", "requests": [{"event": _urgent_event, "recipient": "other-csc", "purpose": "child-protection"}]}
+		with data.sgbus.partnership as object.union(_partnership, {"emergency": emergency})
+	ds[0].override == true
+}
+
+test_without_emergency_section_there_is_no_override if {
+	ds := share.decisions with input as {"today": "2026-01-10", "requests": [{"event": _urgent_event, "recipient": "yjs", "purpose": "child-protection"}]}
+		with data.sgbus.partnership as object.remove(_partnership, ["emergency"])
+	ds[0].allow == false
 }

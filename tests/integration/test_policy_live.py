@@ -1,0 +1,76 @@
+"""Policies on the running stack: reload without restarting the worker, and emergency overrides."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from bus.topics import deliver_topic
+from schemas.synthetic import Synth
+from tests.helpers import wait_for
+from tests.integration.conftest import REPO, Bus
+
+
+def _reload(bus: Bus, policies: Path) -> str:
+    env = {**os.environ, "SGBUS_HOME": str(bus.settings.home), "SGBUS_POLICIES_DIR": str(policies)}
+    result = subprocess.run([sys.executable, "-m", "bus", "policy", "reload"], capture_output=True, text=True,
+                            env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"loaded revision (sha256:[0-9a-f]+)", result.stdout)
+    assert match, result.stdout
+    return match.group(1)
+
+
+def test_reloaded_agreement_is_applied_by_the_running_worker(bus: Bus, tmp_path: Path) -> None:
+    proposed = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", proposed)
+    agreements = proposed / "data" / "agreements.yaml"
+    text = agreements.read_text()
+    narrowed = text.replace("child_spoken_to, child_voice, circumstances, school_urn", "child_spoken_to, school_urn")
+    assert narrowed != text
+    agreements.write_text(narrowed)
+    new_revision = _reload(bus, proposed)
+    try:
+        s = Synth(seed=41)
+        event = s.domestic_abuse_incident(s.child(min_age=5))
+        bus.publish([event])
+        audits = {a["recipient"]: a for a in bus.audits_for({event["event_id"]}, 4)}
+        csc = audits["northshire-csc"]
+        assert csc["policy_revision"] == new_revision
+        assert "circumstances" not in csc["fields_shared"] and "child_voice" not in csc["fields_shared"]
+        copy = wait_for(lambda: [r for r in bus.records(deliver_topic("northshire-csc"))
+                                 if r["event_id"] == event["event_id"]], 30, what="delivery")[0]
+        assert "circumstances" not in copy["payload"]
+        assert copy["sharing"]["policy_revision"] == new_revision
+    finally:
+        original = _reload(bus, REPO / "policies")
+    assert original != new_revision
+
+
+def test_emergency_override_widens_sharing_to_local_social_care_only_and_is_audited(bus: Bus) -> None:
+    before = bus.metric("sgbus_policy_overrides_total")
+    s = Synth(seed=42)
+    event = s.domestic_abuse_incident(s.child(min_age=5), school_urn="900001")
+    event["urgency"] = {
+        "urgent_risk_of_significant_harm": True,
+        "justification": "Threats to kill made in front of the child; weapon not recovered.",
+        "declared_by_role": "duty inspector",
+    }
+    bus.publish([event])
+    audits = {a["recipient"]: a for a in bus.audits_for({event["event_id"]}, 4)}
+    csc = audits["northshire-csc"]
+    assert csc["override"] is True and csc["decision"] == "allow"
+    assert csc["override_justification"].startswith("Threats to kill")
+    assert csc["identifier_modes"]["nhs_number"] == "reveal"
+    assert audits["southshire-csc"]["decision"] == "deny" and audits["southshire-csc"]["override"] is False
+    assert audits["oakfield-primary"]["override"] is False
+    copy = wait_for(lambda: [r for r in bus.records(deliver_topic("northshire-csc"))
+                             if r["event_id"] == event["event_id"]], 30, what="delivery")[0]
+    assert copy["sharing"]["override"] is True
+    assert set(copy["payload"]) == set(event["payload"])
+    assert copy["subject"]["identifiers"]["nhs_number"] == event["subject"]["identifiers"]["nhs_number"]
+    wait_for(lambda: bus.metric("sgbus_policy_overrides_total") >= before + 1, 30, what="override counted")

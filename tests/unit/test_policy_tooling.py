@@ -1,0 +1,112 @@
+"""Policy tooling as partnership leads use it: check, simulate (no server needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bus.policy.simulate import simulate
+from schemas.registry import parse_event
+from schemas.synthetic import Synth
+
+REPO = Path(__file__).parents[2]
+
+
+def sgbus(*args: str, policies: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ}
+    if policies is not None:
+        env["SGBUS_POLICIES_DIR"] = str(policies)
+    return subprocess.run([sys.executable, "-m", "bus", *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+
+
+@pytest.fixture
+def proposed(tmp_path: Path) -> Path:
+    target = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", target)
+    return target
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new))
+
+
+def test_policy_check_passes_on_the_repository() -> None:
+    result = sgbus("policy", "check", policies=REPO / "policies")
+    assert result.returncode == 0, result.stderr
+    assert "policies OK" in result.stdout
+
+
+def test_policy_check_fails_on_a_planted_yaml_error_naming_file_and_line(proposed: Path) -> None:
+    agreements = proposed / "data" / "agreements.yaml"
+    _edit(agreements, "retention_days: 365", "retention_days: forever")
+    line = next(i for i, t in enumerate(agreements.read_text().splitlines(), 1) if "forever" in t)
+    result = sgbus("policy", "check", policies=proposed)
+    assert result.returncode == 1
+    assert f"agreements.yaml:{line}: agreements.0.retention_days" in result.stderr
+
+
+def test_policy_check_fails_on_a_planted_rego_error(proposed: Path) -> None:
+    _edit(proposed / "sgbus" / "share" / "share.rego", "input.today < a.valid_from", "input.todya < a.valid_from")
+    result = sgbus("policy", "check", policies=proposed)
+    assert result.returncode == 1
+    assert "todya" in result.stderr and "share.rego" in result.stderr
+
+
+def test_policy_test_reports_coverage_of_at_least_90_percent() -> None:
+    result = sgbus("policy", "test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    coverage = float(result.stdout.split("coverage: ")[1].split("%")[0])
+    assert coverage >= 90
+
+
+def test_simulate_shows_a_removed_recipient_and_a_narrowed_field_list(proposed: Path) -> None:
+    agreements = proposed / "data" / "agreements.yaml"
+    _edit(agreements, "recipients: [oakfield-primary, riverside-academy]", "recipients: [riverside-academy]")
+    _edit(agreements, "child_spoken_to, child_voice, circumstances", "child_spoken_to, circumstances")
+    s = Synth(seed=4)
+    event = parse_event(json.dumps(s.domestic_abuse_incident(s.child(min_age=5), school_urn="900001")))
+    result = simulate(REPO / "policies", proposed, [event])
+    (change,) = [c for c in result.changes if not c.empty]
+    assert change.removed == ["oakfield-primary"]
+    assert change.changed == {"northshire-csc": ["fields narrowed: -child_voice"]}
+    assert result.current_revision != result.proposed_revision
+    assert any("oakfield-primary: recipient removed" in line for line in result.render())
+
+
+def test_simulate_shows_an_added_recipient_and_identifier_mode_change(proposed: Path) -> None:
+    agreements = proposed / "data" / "agreements.yaml"
+    _edit(agreements, "recipients: [northshire-csc]\n    event_types: [police.domestic_abuse_incident.v1]",
+          "recipients: [northshire-csc, southshire-csc]\n    event_types: [police.domestic_abuse_incident.v1]")
+    _edit(agreements, "identifiers: {nhs_number: token, upn: token, la_child_id: reveal, police_person_id: token}",
+          "identifiers: {nhs_number: reveal, upn: token, la_child_id: reveal, police_person_id: token}")
+    s = Synth(seed=5)
+    event = parse_event(json.dumps(s.domestic_abuse_incident(s.child(min_age=5))))
+    result = simulate(REPO / "policies", proposed, [event])
+    (change,) = [c for c in result.changes if not c.empty]
+    assert change.added == ["southshire-csc"]
+    assert change.changed["northshire-csc"] == ["identifier nhs_number: token -> reveal"]
+
+
+def test_simulate_cli_with_no_change_reports_nothing_affected(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(json.dumps(e) for e in Synth(seed=6).stream(20)) + "\n")
+    result = sgbus("policy", "simulate", "--policies", str(REPO / "policies"), "--events", str(events))
+    assert result.returncode == 0, result.stderr
+    assert "0 event(s) affected" in result.stdout
+
+
+def test_simulate_cli_names_a_bad_events_line(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"event_type": "police.nope.v1"}\n')
+    result = sgbus("policy", "simulate", "--policies", str(REPO / "policies"), "--events", str(events))
+    assert result.returncode == 2
+    assert "--events line 1: event_type" in result.stderr
