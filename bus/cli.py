@@ -293,6 +293,29 @@ def bench_opa_cmd(
                    f"{r.decisions_per_s:>12.0f} {r.ms_per_query:>9.2f}")
 
 
+@bench_app.command("redaction")
+def bench_redaction_cmd(
+    count: Annotated[int, typer.Option(min=1, help="texts in the labelled synthetic corpus")] = 2000,
+    seed: Annotated[int, typer.Option(help="corpus seed")] = 1,
+) -> None:
+    """Recall and precision of free-text redaction on a labelled synthetic corpus."""
+    from bus.bench.redaction import make_corpus, measure
+
+    for line in measure(make_corpus(count, seed)).lines():
+        typer.echo(line)
+
+
+@bench_app.command("pseudonymise")
+def bench_pseudonymise_cmd(
+    count: Annotated[int, typer.Option(min=100, help="typical events to process")] = 5000,
+) -> None:
+    """Events per second on one core: ingest pseudonymisation and one recipient view."""
+    from bus.bench.pseudonymise import bench_pseudonymise
+
+    for r in bench_pseudonymise(count):
+        typer.echo(f"{r.stage:<55} {r.per_s:>9.0f} events/s ({r.events} in {r.seconds:.2f}s)")
+
+
 # -- keys -------------------------------------------------------------------------------------
 @keys_app.command("init")
 def keys_init() -> None:

@@ -1,14 +1,24 @@
-"""Apply pseudonymisation at ingest and build each recipient's minimised view at delivery."""
+"""Apply operators at ingest and build each recipient's minimised view at delivery.
+
+Operators are chosen by the personal-data tag of each schema field and by the decision,
+never by hard-coded field names. A decision's plan is validated once and cached, then
+applied to every event that shares it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from bus.policy.data import Partner
 from bus.policy.decision import Decision
-from bus.pseudonymise import operators
 from bus.pseudonymise.keyring import CONTROLLER_DOMAIN, Keyring
+from bus.pseudonymise.operators import Operator, OperatorContext, get_operator
+from bus.pseudonymise.operators.seal import reveal, seal
+from bus.pseudonymise.operators.token import token
 from bus.records import (
     DeliveredEvent,
     DeliveredSubject,
@@ -16,30 +26,50 @@ from bus.records import (
     SealedSubject,
     SharingContext,
 )
-from schemas.envelope import Envelope, Subject, SubjectIdentifiers
+from schemas.envelope import Envelope, Subject, SubjectIdentifiers, Urgency
 from schemas.registry import payload_model
 from schemas.tags import KIND_KEY, Demographic, PersonalData, tagged_fields
 
-_IDENTIFIER_KINDS = tuple(tagged_fields(SubjectIdentifiers, PersonalData.IDENTIFIER))
-_DEMOGRAPHICS = {
-    name: Demographic(meta[KIND_KEY])
-    for name, meta in tagged_fields(Subject, PersonalData.DEMOGRAPHIC).items()
+IDENTIFIER_KINDS = tuple(tagged_fields(SubjectIdentifiers, PersonalData.IDENTIFIER))
+DEMOGRAPHICS = {
+    name: Demographic(meta[KIND_KEY]) for name, meta in tagged_fields(Subject, PersonalData.DEMOGRAPHIC).items()
 }
+_URGENCY_FREE_TEXT = tuple(tagged_fields(Urgency, PersonalData.FREE_TEXT))
+_REDACT = get_operator("redact")
 
 
 def _subject_ad(event_id: object) -> str:
     return f"{event_id}/subject"
 
 
+@lru_cache(maxsize=64)
+def free_text_fields(event_type: str) -> frozenset[str]:
+    return frozenset(tagged_fields(payload_model(event_type), PersonalData.FREE_TEXT))
+
+
+def _subject_names(subject: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(str(subject[n]) for n, kind in DEMOGRAPHICS.items() if kind is Demographic.NAME and subject.get(n))
+
+
 def pseudonymise_at_ingest(event: Envelope, keyring: Keyring) -> PseudonymisedEvent:
-    """Replace identifiers with controller tokens and seal the identity to this event."""
-    identifiers = event.subject.identifiers.present()
+    """Identifiers become controller tokens, the identity is sealed to this event, and free
+    text is redacted, so sg.events holds no raw identifier or name of the subject."""
+    subject = event.subject.model_dump(mode="json")
     tokens = {
-        kind: operators.token(keyring, CONTROLLER_DOMAIN, kind, value)
-        for kind, value in identifiers.items()
+        kind: token(keyring, CONTROLLER_DOMAIN, kind, value)
+        for kind, value in event.subject.identifiers.present().items()
     }
-    sealed = operators.seal(keyring, event.subject.model_dump(mode="json"), _subject_ad(event.event_id))
-    payload: Any = getattr(event, "payload")  # noqa: B009 - every concrete event has one
+    sealed = seal(keyring, subject, _subject_ad(event.event_id))
+    ctx = OperatorContext(keyring=keyring, names=_subject_names(subject))
+    payload: dict[str, Any] = getattr(event, "payload").model_dump(mode="json")  # noqa: B009
+    for name in free_text_fields(event.event_type):
+        if payload.get(name) is not None:
+            payload[name] = _REDACT.operate(payload[name], ctx, {})
+    urgency = event.urgency
+    if urgency is not None:
+        urgency = urgency.model_copy(update={
+            name: _REDACT.operate(getattr(urgency, name), ctx, {}) for name in _URGENCY_FREE_TEXT
+        })
     return PseudonymisedEvent(
         event_id=event.event_id,
         event_type=event.event_type,
@@ -49,15 +79,57 @@ def pseudonymise_at_ingest(event: Envelope, keyring: Keyring) -> PseudonymisedEv
         ingested_at=datetime.now(UTC),
         classification=event.classification,
         subject=SealedSubject(tokens=tokens, sealed=sealed),
-        payload=payload.model_dump(mode="json"),
-        urgency=event.urgency,
+        payload=payload,
+        urgency=urgency,
     )
 
 
 def policy_attributes(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
     """Payload attributes OPA may see: everything except free text."""
-    free_text = tagged_fields(payload_model(event_type), PersonalData.FREE_TEXT)
+    free_text = free_text_fields(event_type)
     return {k: v for k, v in payload.items() if k not in free_text}
+
+
+# -- per-recipient views --------------------------------------------------------------------------
+Rule = tuple[Operator, Mapping[str, str]]
+
+_IDENTIFIER_MODES: dict[str, tuple[str, dict[str, str]]] = {
+    "reveal": ("reveal", {}), "token": ("token", {}), "drop": ("drop", {}),
+}
+_DEMOGRAPHIC_MODES: dict[str, tuple[str, dict[str, str]]] = {
+    "full": ("keep", {}), "drop": ("drop", {}),
+    "year_month": ("generalise", {"level": "year_month"}), "district": ("generalise", {"level": "district"}),
+}
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    """Which operator each personal-data field gets for one decision; validated when built."""
+
+    identifiers: dict[str, Rule]
+    demographics: dict[str, Rule]
+
+    @staticmethod
+    def _rule(modes: Mapping[str, tuple[str, dict[str, str]]], mode: str) -> Rule:
+        name, params = modes.get(mode, ("drop", {}))  # anything unknown shares nothing
+        operator = get_operator(name)
+        operator.validate(params)
+        return operator, params
+
+
+@lru_cache(maxsize=512)
+def _plan(identifier_modes: tuple[tuple[str, str], ...], dob: str, postcode: str, name: str) -> ViewPlan:
+    modes = dict(identifier_modes)
+    per_kind = {Demographic.DOB: dob, Demographic.POSTCODE: postcode, Demographic.NAME: name}
+    return ViewPlan(
+        identifiers={k: ViewPlan._rule(_IDENTIFIER_MODES, modes.get(k, "drop")) for k in IDENTIFIER_KINDS},
+        demographics={f: ViewPlan._rule(_DEMOGRAPHIC_MODES, per_kind[kind]) for f, kind in DEMOGRAPHICS.items()},
+    )
+
+
+def plan_for(decision: Decision) -> ViewPlan:
+    d = decision.demographics
+    return _plan(tuple(sorted(decision.identifiers.items())), d.dob, d.postcode, d.name)
 
 
 def recipient_view(
@@ -66,28 +138,24 @@ def recipient_view(
     """The partner's copy: only the fields, identifier modes and demographics allowed."""
     if not decision.allow or decision.agreement is None:
         raise ValueError("a view is built only for an allowed decision")
-    subject = operators.reveal(keyring, event.subject.sealed, _subject_ad(event.event_id))
+    plan = plan_for(decision)
+    subject = reveal(keyring, event.subject.sealed, _subject_ad(event.event_id))
+    raw_ids = subject.get("identifiers") or {}
     identifiers: dict[str, str] = {}
-    for kind in _IDENTIFIER_KINDS:
-        value = (subject.get("identifiers") or {}).get(kind)
-        mode = decision.identifiers.get(kind, "drop")
-        if value is None or mode == "drop":
-            continue
-        identifiers[kind] = (
-            value if mode == "reveal"
-            else operators.token(keyring, partner.linkage_domain, kind, value)
-        )
-    demo: dict[str, str | None] = {}
-    for name, kind in _DEMOGRAPHICS.items():
-        value = subject.get(name)
+    for kind, (operator, params) in plan.identifiers.items():
+        value = raw_ids.get(kind)
         if value is None:
             continue
-        if kind is Demographic.NAME:
-            demo[name] = value if decision.demographics.name == "full" else None
-        elif kind is Demographic.DOB:
-            demo[name] = operators.generalise_dob(value, decision.demographics.dob)
-        elif kind is Demographic.POSTCODE:
-            demo[name] = operators.generalise_postcode(value, decision.demographics.postcode)
+        out = operator.operate(value, OperatorContext(keyring, kind=kind, domain=partner.linkage_domain), params)
+        if out is not None:
+            identifiers[kind] = out
+    demographics: dict[str, Any] = {}
+    for field_name, (operator, params) in plan.demographics.items():
+        value = subject.get(field_name)
+        if value is not None:
+            ctx = OperatorContext(keyring, kind=DEMOGRAPHICS[field_name].value)
+            demographics[field_name] = operator.operate(value, ctx, params)
+    # Free text in sg.events was redacted at ingest, so shared free-text fields pass as they are.
     return DeliveredEvent(
         event_id=event.event_id,
         event_type=event.event_type,
@@ -96,7 +164,7 @@ def recipient_view(
         recorded_at=event.recorded_at,
         classification=event.classification,
         recipient=partner.id,
-        subject=DeliveredSubject(identifiers=identifiers, **demo),
+        subject=DeliveredSubject(identifiers=identifiers, **demographics),
         payload={k: v for k, v in event.payload.items() if decision.shares_field(k)},
         sharing=SharingContext(
             agreement=decision.agreement,

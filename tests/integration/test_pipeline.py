@@ -57,6 +57,8 @@ def test_no_raw_nhs_number_in_events_or_deliveries_unless_revealed(bus: Bus) -> 
     child = s.child()
     nhs = child["identifiers"]["nhs_number"]
     events = [s.domestic_abuse_incident(child), s.child_protection_plan(child), s.unscheduled_care_attendance(child)]
+    # Planted in free text too: redaction at ingest must catch them.
+    events[0]["payload"]["circumstances"] = f"{child['given_name']} {child['family_name']} NHS {nhs} was present."
     bus.publish(events)
     ids = {e["event_id"] for e in events}
     audits = bus.audits_for(ids, 1 + 4 + 2)
@@ -66,6 +68,9 @@ def test_no_raw_nhs_number_in_events_or_deliveries_unless_revealed(bus: Bus) -> 
     events_topic = b"\n".join(bus.raw_values(EVENTS))
     assert nhs.encode() not in events_topic
     assert child["family_name"].encode() not in events_topic
+    csc_copy = [json.loads(v) for v in bus.raw_values(deliver_topic("northshire-csc"))
+                if json.loads(v)["event_id"] == events[0]["event_id"]][0]
+    assert csc_copy["payload"]["circumstances"] == "[NAME] NHS [NHS_NUMBER] was present."
     for partner in PARTNERS:
         ours = [v for v in bus.raw_values(deliver_topic(partner)) if json.loads(v)["event_id"] in ids]
         if partner in reveal_to:

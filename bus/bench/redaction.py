@@ -1,0 +1,159 @@
+"""Measure free-text redaction on a labelled synthetic corpus with planted values and distractors."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+from bus.pseudonymise.redact import find_spans
+from schemas.identifiers import nhs_number_check_digit
+from schemas.synthetic import FAMILY, GIVEN, synthetic_nhs_number, synthetic_upn
+
+KINDS = ("NAME", "NHS_NUMBER", "UPN", "PHONE", "EMAIL", "POSTCODE")
+
+
+@dataclass
+class Sample:
+    text: str = ""
+    names: list[str] = field(default_factory=list)
+    planted: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def add(self, chunk: str, kind: str | None = None) -> None:
+        if kind is not None:
+            self.planted.append((len(self.text), len(self.text) + len(chunk), kind))
+        self.text += chunk
+
+
+def _phone(rng: random.Random) -> str:
+    n = rng.randrange(1000)
+    return rng.choice([
+        f"07700 900{n:03d}", f"07700900{n:03d}", f"+44 7700 900{n:03d}", f"+44 (0)7700 900{n:03d}",
+        f"01632 960{n:03d}", f"(01632) 960{n:03d}", f"0161 496 0{n:03d}", f"020 7946 0{n:03d}",
+        f"0113-496-0{n:03d}", f"+441632960{n:03d}",
+    ])
+
+
+def _nhs(rng: random.Random) -> str:
+    v = synthetic_nhs_number(rng)
+    return rng.choice([v, f"{v[:3]} {v[3:6]} {v[6:]}", f"{v[:3]}-{v[3:6]}-{v[6:]}"])
+
+
+def _invalid_ten_digits(rng: random.Random) -> str:
+    while True:
+        nine = "".join(str(rng.randrange(10)) for _ in range(9))
+        check = nhs_number_check_digit(nine)
+        wrong = (check + 1) % 10 if check is not None else 0
+        candidate = nine + str(wrong)
+        if check is None or wrong != check:
+            return candidate
+
+
+def _postcode(rng: random.Random) -> str:
+    outward = rng.choice(["NS1", "NS10", "SS4", "M1", "LS6", "B12", "SW1A", "EC1V"])
+    inward = f"{rng.randrange(10)}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}"
+    form = rng.random()
+    text = f"{outward} {inward}" if form < 0.6 else f"{outward}{inward}" if form < 0.8 else f"{outward} {inward}".lower()
+    return text
+
+
+def _distractor(rng: random.Random) -> str:
+    return rng.choice([
+        f" Police ref NSP-{rng.randrange(10**6, 10**7)}.",
+        f" Seen on {rng.randrange(1, 29):02d}/{rng.randrange(1, 13):02d}/2026 at {rng.randrange(24):02d}:{rng.randrange(60):02d}.",
+        f" Missed {rng.randrange(2, 40)} sessions this term.",
+        f" Case number {_invalid_ten_digits(rng)} (not an NHS number).",
+        f" Room {rng.randrange(1, 300)}, Year {rng.randrange(1, 12)}.",
+        f" Aged {rng.randrange(2, 17)}; £{rng.randrange(5, 500)} found.",
+        " Referred by the DSL to the MASH on Monday.",
+        f" Flat {rng.randrange(1, 40)}B, block C.",
+        " Escalated to team manager; strategy discussion held.",
+    ])
+
+
+def make_corpus(count: int = 2000, seed: int = 1) -> list[Sample]:
+    rng = random.Random(seed)
+    samples = []
+    for _ in range(count):
+        given, family = rng.choice(GIVEN), rng.choice(FAMILY)
+        s = Sample(names=[given, family])
+        for _ in range(rng.randrange(1, 4)):
+            kind = rng.choice(KINDS)
+            if kind == "NAME":
+                name = rng.choice([given, family, f"{given} {family}"])
+                name = rng.choice([name, name.lower(), name.upper()])
+                if rng.random() < 0.3:
+                    s.add(name + "'s", "NAME")
+                    s.add(" mum said they had not slept.")
+                else:
+                    s.add("Spoke with ")
+                    s.add(name, "NAME")
+                    s.add(" at school.")
+            elif kind == "NHS_NUMBER":
+                s.add(rng.choice(["NHS no. ", "NHS number: ", "nhs "]))
+                s.add(_nhs(rng), "NHS_NUMBER")
+                s.add(".")
+            elif kind == "UPN":
+                s.add("UPN ")
+                upn = synthetic_upn(rng)
+                s.add(upn if rng.random() < 0.8 else upn.lower(), "UPN")
+                s.add(" on roll.")
+            elif kind == "PHONE":
+                s.add(rng.choice(["Call mum on ", "Carer's number ", "Tel: "]))
+                s.add(_phone(rng), "PHONE")
+                s.add(rng.choice([".", " after 4pm.", ""]))
+            elif kind == "EMAIL":
+                s.add("Email ")
+                local = rng.choice([f"{given}.{family}{rng.randrange(99)}".lower(), f"parent{rng.randrange(999)}"])
+                s.add(f"{local}@{rng.choice(['example.org', 'mail.example.co.uk', 'example.com'])}", "EMAIL")
+                s.add(" if needed.")
+            else:
+                s.add("Staying at 14 Acacia Road, ")
+                s.add(_postcode(rng), "POSTCODE")
+                s.add(".")
+            s.add(_distractor(rng))
+            s.add(" ")
+        samples.append(s)
+    return samples
+
+
+@dataclass
+class RedactionReport:
+    texts: int
+    planted: Counter[str]
+    found: Counter[str]
+    spans: int
+    true_spans: int
+
+    @property
+    def recall(self) -> float:
+        total = sum(self.planted.values())
+        return sum(self.found.values()) / total if total else 1.0
+
+    @property
+    def precision(self) -> float:
+        return self.true_spans / self.spans if self.spans else 1.0
+
+    def lines(self) -> list[str]:
+        out = [f"corpus: {self.texts} texts, {sum(self.planted.values())} planted values"]
+        for kind in KINDS:
+            p, f = self.planted[kind], self.found[kind]
+            out.append(f"  {kind:<11} planted {p:>5}  redacted {f:>5}  recall {100 * f / p if p else 100:6.2f}%")
+        out.append(f"recall {100 * self.recall:.2f}%  precision {100 * self.precision:.2f}% "
+                   f"({self.true_spans} of {self.spans} redactions hit a planted value)")
+        return out
+
+
+def measure(samples: list[Sample]) -> RedactionReport:
+    planted: Counter[str] = Counter()
+    found: Counter[str] = Counter()
+    spans = true_spans = 0
+    for s in samples:
+        hits = find_spans(s.text, s.names)
+        spans += len(hits)
+        for start, end, kind in s.planted:
+            planted[kind] += 1
+            if any(h.start <= start and h.end >= end for h in hits):
+                found[kind] += 1
+        true_spans += sum(1 for h in hits if any(h.start < e and h.end > b for b, e, _ in s.planted))
+    return RedactionReport(len(samples), planted, found, spans, true_spans)
