@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     opa_url: str | None = Field(default=None, description="OPA base URL; default: the local stack's")
     policies_dir: Path = Field(default=Path("policies"), description="Rego policies and data")
     keyring: Path | None = Field(default=None, description="key file; default: $SGBUS_HOME/keyring.json")
+    keyring_json: SecretStr | None = Field(
+        default=None, description="the keyring itself (JSON), e.g. from a secret store; wins over the file"
+    )
     app_id: str = Field(default="sgbus", description="Faust app id (consumer group)")
     metrics_port: int = Field(default=0, description="Prometheus /metrics port (0: pick a free one)")
     batch_size: int = Field(default=100, ge=1, le=1000, description="events per policy query")

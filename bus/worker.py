@@ -13,7 +13,7 @@ from bus.exceptions import PolicyUnavailable
 from bus.metrics import Metrics
 from bus.policy.client import PolicyClient
 from bus.policy.loader import fetch_partnership
-from bus.pseudonymise.keyring import load_keyring
+from bus.pseudonymise.keyring import keyring_from_settings
 from bus.route import Router
 from bus.settings import Settings
 
@@ -36,7 +36,8 @@ def _wait_for_partnership(opa_url: str, metrics: Metrics):  # type: ignore[no-un
 
 
 def run_worker(settings: Settings, bootstrap: str, opa_url: str) -> None:
-    keyring = load_keyring(settings.keyring_path)
+    secret = settings.keyring_json.get_secret_value() if settings.keyring_json else None
+    keyring = keyring_from_settings(settings.keyring_path, secret)
     metrics = Metrics()
     port = metrics.serve(settings.metrics_port)
     log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")

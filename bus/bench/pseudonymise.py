@@ -7,8 +7,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from bus.policy.decision import Decision
 from bus.policy.data import Partner
+from bus.policy.decision import Decision
 from bus.pseudonymise.engine import pseudonymise_at_ingest, recipient_view
 from bus.pseudonymise.keyring import Keyring
 from schemas.registry import parse_event

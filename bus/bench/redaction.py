@@ -53,14 +53,16 @@ def _postcode(rng: random.Random) -> str:
     outward = rng.choice(["NS1", "NS10", "SS4", "M1", "LS6", "B12", "SW1A", "EC1V"])
     inward = f"{rng.randrange(10)}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}{rng.choice('ABDEFGHJLNPQRSTUWXYZ')}"
     form = rng.random()
-    text = f"{outward} {inward}" if form < 0.6 else f"{outward}{inward}" if form < 0.8 else f"{outward} {inward}".lower()
-    return text
+    if form < 0.6:
+        return f"{outward} {inward}"
+    return f"{outward}{inward}" if form < 0.8 else f"{outward} {inward}".lower()
 
 
 def _distractor(rng: random.Random) -> str:
     return rng.choice([
         f" Police ref NSP-{rng.randrange(10**6, 10**7)}.",
-        f" Seen on {rng.randrange(1, 29):02d}/{rng.randrange(1, 13):02d}/2026 at {rng.randrange(24):02d}:{rng.randrange(60):02d}.",
+        f" Seen on {rng.randrange(1, 29):02d}/{rng.randrange(1, 13):02d}/2026"
+        f" at {rng.randrange(24):02d}:{rng.randrange(60):02d}.",
         f" Missed {rng.randrange(2, 40)} sessions this term.",
         f" Case number {_invalid_ten_digits(rng)} (not an NHS number).",
         f" Room {rng.randrange(1, 300)}, Year {rng.randrange(1, 12)}.",

@@ -115,3 +115,14 @@ def init_keyring(path: Path, *, exist_ok: bool = True) -> tuple[Keyring, bool]:
     keyring = Keyring.generate()
     save_keyring(keyring, path)
     return keyring, True
+
+
+def keyring_from_settings(path: Path, secret_json: str | None) -> Keyring:
+    """The keyring from the environment (a secret store's injection) if given, else from the file."""
+    if secret_json:
+        try:
+            data = json.loads(secret_json)
+        except json.JSONDecodeError:
+            raise KeyringError("SGBUS_KEYRING_JSON is not valid JSON") from None
+        return Keyring.from_json(data)
+    return load_keyring(path)

@@ -48,7 +48,7 @@ def _name_pattern(names: Iterable[str]) -> re.Pattern[str] | None:
     if not parts:
         return None
     alternatives = "|".join(re.escape(p) for p in parts)
-    return re.compile(rf"(?<![\w])(?:{alternatives})(?:['’]s)?(?![\w])", re.IGNORECASE)
+    return re.compile(rf"(?<![\w])(?:{alternatives})(?:['\u2019]s)?(?![\w])", re.IGNORECASE)
 
 
 def find_spans(text: str, names: Iterable[str] = ()) -> list[Span]:

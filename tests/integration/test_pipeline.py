@@ -68,8 +68,8 @@ def test_no_raw_nhs_number_in_events_or_deliveries_unless_revealed(bus: Bus) -> 
     events_topic = b"\n".join(bus.raw_values(EVENTS))
     assert nhs.encode() not in events_topic
     assert child["family_name"].encode() not in events_topic
-    csc_copy = [json.loads(v) for v in bus.raw_values(deliver_topic("northshire-csc"))
-                if json.loads(v)["event_id"] == events[0]["event_id"]][0]
+    csc_copy = next(json.loads(v) for v in bus.raw_values(deliver_topic("northshire-csc"))
+                    if json.loads(v)["event_id"] == events[0]["event_id"])
     assert csc_copy["payload"]["circumstances"] == "[NAME] NHS [NHS_NUMBER] was present."
     for partner in PARTNERS:
         ours = [v for v in bus.raw_values(deliver_topic(partner)) if json.loads(v)["event_id"] in ids]

@@ -124,3 +124,19 @@ def test_planted_identifiers_never_appear_in_sg_events_or_token_views(
     for raw in (nhs, upn, f"{nhs[:3]} {nhs[3:6]} {nhs[6:]}", family):
         assert raw not in events_text
         assert raw not in view_text
+
+
+def test_keyring_from_environment_wins_and_settings_never_print_it(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from bus.pseudonymise.keyring import keyring_from_settings
+    from bus.settings import Settings
+
+    secret = json.dumps(KEYRING.to_json())
+    loaded = keyring_from_settings(tmp_path / "absent.json", secret)
+    assert loaded.token.active == KEYRING.token.active
+    settings = Settings(keyring_json=SecretStr(secret))
+    material = KEYRING.to_json()["token"]["keys"][KEYRING.token.active]
+    assert material not in repr(settings) and material not in str(settings.model_dump())
+    with pytest.raises(KeyringError, match="not valid JSON"):
+        keyring_from_settings(tmp_path / "absent.json", "{nope")
