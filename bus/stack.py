@@ -109,6 +109,15 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id (URL-safe base64 of a UUID) that does not start with '-' or '_':
+    Kafka's argument parser would read a leading '-' as an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if cluster_id[0].isalnum():
+            return cluster_id
+
+
 @dataclass
 class Stack:
     """The local Kafka + OPA, as started by `sgbus stack up` and by the test fixtures."""
@@ -194,7 +203,7 @@ class Stack:
         jvm = [java, *KAFKA_HEAP, "-Djava.awt.headless=true",
                f"-Dlog4j2.configurationFile={log4j}", f"-Dsgbus.kafka.log={log}", "-cp", classpath]
         if not (data / "meta.properties").is_file():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             fmt = subprocess.run(
                 [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
                 capture_output=True, text=True, check=False,

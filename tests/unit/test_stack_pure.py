@@ -1,0 +1,28 @@
+"""Pure parts of the stack code (no processes started)."""
+
+import socket
+
+from bus.stack import free_port, new_cluster_id, process_alive
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert all(i[0].isalnum() and len(i) == 22 for i in ids)
+
+
+def test_free_port_prefers_the_given_port_and_falls_back_when_it_is_taken() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        other = free_port(taken)
+        assert other != taken
+    assert free_port(other) == other
+
+
+def test_a_pid_whose_command_line_lacks_the_marker_is_not_ours() -> None:
+    import os
+
+    assert process_alive(os.getpid(), "pytest") or process_alive(os.getpid(), "python")
+    assert not process_alive(os.getpid(), "kafka.Kafka /nonexistent/server.properties")
+    assert not process_alive(None, "x")
