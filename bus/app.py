@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import faust
 
+from bus.audit.chain import AuditStore
 from bus.metrics import Metrics
 from bus.policy.client import PolicyClient
 from bus.pseudonymise.keyring import Keyring
@@ -22,6 +23,7 @@ class Services:
     metrics: Metrics
     router: Router
     policy: PolicyClient
+    audit_store: AuditStore
 
 
 def create_app(bootstrap: str, services: Services) -> faust.App:

@@ -24,6 +24,9 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(policy_app, name="policy")
 app.add_typer(keys_app, name="keys")
 app.add_typer(schemas_app, name="schemas")
+audit_app = typer.Typer(help="Verify the audit chain and answer who received what about a child.",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 
 def _err(message: str) -> None:
@@ -314,6 +317,70 @@ def bench_pseudonymise_cmd(
 
     for r in bench_pseudonymise(count):
         typer.echo(f"{r.stage:<55} {r.per_s:>9.0f} events/s ({r.events} in {r.seconds:.2f}s)")
+
+
+# -- audit ------------------------------------------------------------------------------------
+def _audit_store(settings: Settings):  # type: ignore[no-untyped-def]
+    from bus.audit.chain import AuditStore
+
+    if not settings.audit_db_path.is_file():
+        _fail(f"no audit store at {settings.audit_db_path} (run the worker first, or set SGBUS_AUDIT_DB)")
+    return AuditStore(settings.audit_db_path)
+
+
+def _keyring(settings: Settings):  # type: ignore[no-untyped-def]
+    from bus.pseudonymise.keyring import keyring_from_settings
+
+    secret = settings.keyring_json.get_secret_value() if settings.keyring_json else None
+    return keyring_from_settings(settings.keyring_path, secret)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain and the signed checkpoints; name the first bad record."""
+    from bus.audit.chain import verify
+
+    settings = _settings()
+    result = verify(_audit_store(settings), _keyring(settings))
+    if result.ok:
+        typer.echo(f"audit OK: {result.records} records, {result.checkpoints} signed checkpoints, "
+                   f"head {result.head[:16]}")
+        return
+    _err(f"audit FAILED: {result.problem}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("trail")
+def audit_trail(
+    nhs_number: Annotated[str | None, typer.Option("--nhs-number", help="the child's NHS number")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="a controller token (psn:...)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON lines")] = False,
+) -> None:
+    """Who received what about a child, when, under which agreement, lawful basis and policy
+    revision, and which shares were denied and why."""
+    from bus.audit.trail import render, subject_tokens, trail
+    from schemas.identifiers import nhs_number_is_valid
+
+    if (nhs_number is None) == (token is None):
+        _fail("give exactly one of --nhs-number or --token", 2)
+    settings = _settings()
+    if nhs_number is not None:
+        nhs = nhs_number.replace(" ", "").replace("-", "")
+        if not nhs_number_is_valid(nhs):
+            _fail("--nhs-number: not a valid NHS number (10 digits with a modulus 11 check digit)", 2)
+        tokens = subject_tokens(_keyring(settings), "nhs_number", nhs)
+    else:
+        assert token is not None
+        if not token.startswith("psn:"):
+            _fail("--token: a controller token looks like psn:<kid>:<value>", 2)
+        tokens = {token}
+    records = trail(_audit_store(settings), tokens)
+    if as_json:
+        for r in records:
+            typer.echo(json.dumps(r))
+        return
+    for line in render(records):
+        typer.echo(line)
 
 
 # -- keys -------------------------------------------------------------------------------------

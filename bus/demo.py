@@ -7,11 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from bus.audit.chain import AuditStore, verify
+from bus.audit.trail import render, subject_tokens
 from bus.kafka_io import idempotent_producer, produce_all, read_topic
 from bus.policy.data import load_partnership
 from bus.pseudonymise.keyring import init_keyring
@@ -45,6 +49,41 @@ def stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def audit_for(event_id: str, audit: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [r for r in audit if r["event_id"] == event_id]
+
+
+def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: int, echo: Echo, err: Echo,
+                      timeout_s: float) -> int:
+    """The audit trail of the Operation Encompass child, from the hash-chained store."""
+    keyring = init_keyring(settings.keyring_path)[0]
+    nhs = event["subject"]["identifiers"]["nhs_number"]
+    tokens = subject_tokens(keyring, "nhs_number", nhs)
+    deadline = time.monotonic() + timeout_s
+    records: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        if settings.audit_db_path.is_file():
+            store = AuditStore(settings.audit_db_path)
+            records = [r for r in store.for_subject(tokens) if r["event_id"] == event["event_id"]]
+            store.close()
+            if len(records) >= expected:
+                break
+        time.sleep(0.2)
+    if len(records) < expected:
+        err(f"the audit store holds {len(records)} of {expected} records for the demo child")
+        return 1
+    echo("")
+    echo(f"audit trail of the Operation Encompass child (sgbus audit trail --nhs-number {nhs}):")
+    for line in render(records):
+        echo("  " + line)
+    store = AuditStore(settings.audit_db_path)
+    result = verify(store, keyring)
+    store.close()
+    echo(f"audit chain: {'verified' if result.ok else 'FAILED: ' + str(result.problem)} "
+         f"({result.records} records, {result.checkpoints} signed checkpoints)")
+    return 0 if result.ok else 1
 
 
 def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err: Echo) -> int:
@@ -93,13 +132,14 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         echo("")
         echo("deliveries per partner:")
         for partner in partnership.partners:
-            echo(f"  {partner.id:<22} {delivered[partner.id]}")
+            echo(f"  {partner.id:<28} {delivered[partner.id]}")
         allowed = sum(1 for r in audit if r["decision"] == "allow")
         echo(f"audit records: {len(audit)} ({allowed} allowed, {len(audit) - allowed} denied)")
         if sum(delivered.values()) != allowed:
             err(f"delivered {sum(delivered.values())} but {allowed} shares were allowed")
             return 1
-        return 0
+        return _show_audit_trail(settings, events[0], expected=len(audit_for(events[0]["event_id"], audit)),
+                                 echo=echo, err=err, timeout_s=timeout_s)
     finally:
         if worker is not None:
             stop_worker(worker)

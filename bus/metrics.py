@@ -37,6 +37,9 @@ class Metrics:
         )
         self.dlq = Counter("sgbus_dlq_total", "Messages sent to sg.dlq", ["reason"], registry=r)
         self.audit_records = Counter("sgbus_audit_records_total", "Audit records written", registry=r)
+        self.audit_stored = Counter(
+            "sgbus_audit_stored_total", "Audit records chained into the audit store", registry=r
+        )
         self.opa_up = Gauge("sgbus_opa_up", "1 when the last OPA query succeeded", registry=r)
         self.policy_revision = Gauge(
             "sgbus_policy_revision_info", "Policy revision of the last decision", ["revision"], registry=r

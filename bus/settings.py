@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     keyring_json: SecretStr | None = Field(
         default=None, description="the keyring itself (JSON), e.g. from a secret store; wins over the file"
     )
+    audit_db: Path | None = Field(default=None, description="audit store (SQLite); default: $SGBUS_HOME/audit.db")
     app_id: str = Field(default="sgbus", description="Faust app id (consumer group)")
     metrics_port: int = Field(default=0, description="Prometheus /metrics port (0: pick a free one)")
     batch_size: int = Field(default=100, ge=1, le=1000, description="events per policy query")
@@ -30,6 +31,10 @@ class Settings(BaseSettings):
     opa_timeout_s: float = Field(default=2.0, gt=0, description="timeout of one OPA query")
     retry_max_backoff_s: float = Field(default=5.0, gt=0, description="cap of the OPA retry backoff")
     log_level: str = Field(default="info", description="worker log level")
+
+    @property
+    def audit_db_path(self) -> Path:
+        return self.audit_db if self.audit_db is not None else self.home / "audit.db"
 
     @property
     def keyring_path(self) -> Path:

@@ -38,7 +38,8 @@ def topic_specs(partnership: Partnership) -> list[TopicSpec]:
     specs = [
         TopicSpec(ingress_topic(a), 2, {"retention.ms": str(INGRESS_RETENTION_MS)}) for a in Agency
     ]
-    specs += [TopicSpec(EVENTS, 4), TopicSpec(AUDIT, 2), TopicSpec(DLQ, 1)]
+    # sg.audit has one partition: one audit agent at a time writes the one hash chain, in order.
+    specs += [TopicSpec(EVENTS, 4), TopicSpec(AUDIT, 1), TopicSpec(DLQ, 1)]
     specs += [TopicSpec(deliver_topic(p.id), 2) for p in partnership.partners]
     return specs
 

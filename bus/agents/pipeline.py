@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from bus import logs
 from bus.exceptions import PolicyUnavailable
 from bus.ingest import ingest
-from bus.records import PseudonymisedEvent
+from bus.records import AuditRecord, PseudonymisedEvent
 from bus.route import RoutePlan, delivery_latency_s
 from bus.topics import AUDIT, DLQ, EVENTS, ingress_topic
 from schemas.envelope import Agency
@@ -89,6 +89,19 @@ def register(app: faust.App, svc: Any) -> None:
                 if dec.override:
                     metrics.policy_overrides.labels(dec.agreement or "none").inc()
             metrics.audit_records.inc(len(plan.audits))
+
+    @app.agent(audit, name="sgbus.audit", concurrency=1)
+    async def audit_agent(stream: faust.StreamT[bytes]) -> None:
+        """The single writer of the hash-chained audit store."""
+        async for batch in stream.take(500, within=0.2):
+            records = []
+            for value in batch:
+                try:
+                    records.append(AuditRecord.model_validate_json(value))
+                except ValidationError:
+                    metrics.dlq.labels("malformed_audit").inc()
+            added = await asyncio.to_thread(svc.audit_store.append, records, svc.keyring)
+            metrics.audit_stored.inc(added)
 
     async def _decide_with_retry(parsed: list[PseudonymisedEvent]) -> RoutePlan:
         """Fail closed: while OPA cannot answer, share nothing and hold the batch (offsets are

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bus.exceptions import KeyringError
@@ -40,11 +42,44 @@ class KeySet:
 
 
 @dataclass(frozen=True)
+class SigningKeys:
+    """Ed25519 keys that sign audit checkpoints; old ones stay to verify old checkpoints."""
+
+    kid: str
+    keys: dict[str, bytes] = field(repr=False)
+
+    def sign(self, message: bytes) -> bytes:
+        return Ed25519PrivateKey.from_private_bytes(self.keys[self.kid]).sign(message)
+
+    def verify(self, kid: str, signature: bytes, message: bytes) -> bool:
+        raw = self.keys.get(kid)
+        if raw is None:
+            return False
+        try:
+            Ed25519PrivateKey.from_private_bytes(raw).public_key().verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        return f"SigningKeys(kid={self.kid!r}, kids={sorted(self.keys)!r})"
+
+
+def _new_signing_key() -> tuple[str, bytes]:
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    raw = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return _kid(), raw
+
+
+@dataclass(frozen=True)
 class Keyring:
-    """`token` keys derive one HMAC key per linkage domain; `seal` keys are AES-256-GCM keys."""
+    """`token` keys derive one HMAC key per linkage domain; `seal` keys are AES-256-GCM keys;
+    `audit` keys sign audit checkpoints (Ed25519)."""
 
     token: KeySet
     seal: KeySet
+    audit: SigningKeys | None = None
 
     def domain_key(self, domain: str, kid: str | None = None) -> tuple[str, bytes]:
         """(kid, HMAC key) of a linkage domain; the controller domain is one of them."""
@@ -56,20 +91,35 @@ class Keyring:
     @classmethod
     def generate(cls) -> Keyring:
         tk, sk = _kid(), _kid()
-        return cls(KeySet(tk, {tk: secrets.token_bytes(32)}), KeySet(sk, {sk: secrets.token_bytes(32)}))
+        ak, araw = _new_signing_key()
+        return cls(KeySet(tk, {tk: secrets.token_bytes(32)}), KeySet(sk, {sk: secrets.token_bytes(32)}),
+                   SigningKeys(ak, {ak: araw}))
 
     def rotated(self) -> Keyring:
         tk, sk = _kid(), _kid()
+        ak, araw = _new_signing_key()
         return Keyring(
             KeySet(tk, {**self.token.keys, tk: secrets.token_bytes(32)}),
             KeySet(sk, {**self.seal.keys, sk: secrets.token_bytes(32)}),
+            SigningKeys(ak, {**(self.audit.keys if self.audit else {}), ak: araw}),
         )
+
+    def with_audit_key(self) -> Keyring:
+        """This keyring, given an audit signing key if it had none (keyrings made before audit)."""
+        if self.audit is not None:
+            return self
+        ak, araw = _new_signing_key()
+        return Keyring(self.token, self.seal, SigningKeys(ak, {ak: araw}))
 
     def to_json(self) -> dict[str, Any]:
         def enc(ks: KeySet) -> dict[str, Any]:
             return {"active": ks.active,
                     "keys": {k: base64.b64encode(v).decode() for k, v in ks.keys.items()}}
-        return {"version": 1, "token": enc(self.token), "seal": enc(self.seal)}
+        out: dict[str, Any] = {"version": 1, "token": enc(self.token), "seal": enc(self.seal)}
+        if self.audit is not None:
+            out["audit"] = {"active": self.audit.kid,
+                            "keys": {k: base64.b64encode(v).decode() for k, v in self.audit.keys.items()}}
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Keyring:
@@ -80,7 +130,13 @@ class Keyring:
                 raise KeyringError(f"keyring {name} keys are inconsistent")
             return KeySet(part["active"], keys)
         try:
-            return cls(dec("token"), dec("seal"))
+            audit = None
+            if "audit" in data:
+                akeys = {k: base64.b64decode(v) for k, v in data["audit"]["keys"].items()}
+                if data["audit"]["active"] not in akeys or any(len(v) != 32 for v in akeys.values()):
+                    raise KeyringError("keyring audit keys are inconsistent")
+                audit = SigningKeys(data["audit"]["active"], akeys)
+            return cls(dec("token"), dec("seal"), audit)
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyringError(f"keyring is malformed ({type(exc).__name__})") from None
 
@@ -111,7 +167,11 @@ def init_keyring(path: Path, *, exist_ok: bool = True) -> tuple[Keyring, bool]:
     if path.is_file():
         if not exist_ok:
             raise KeyringError(f"a keyring already exists at {path}")
-        return load_keyring(path), False
+        keyring = load_keyring(path)
+        if keyring.audit is None:  # upgrade a keyring made before audit signing existed
+            keyring = keyring.with_audit_key()
+            save_keyring(keyring, path)
+        return keyring, False
     keyring = Keyring.generate()
     save_keyring(keyring, path)
     return keyring, True

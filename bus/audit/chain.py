@@ -1,0 +1,182 @@
+"""Hash-chained audit store (SQLite) with Ed25519-signed checkpoints, and its verification.
+
+Each stored record gets a sequence number, the previous record's hash and its own hash:
+SHA-256 over `prev_hash`, a newline, and the canonical JSON of the record. Altering,
+removing, inserting or reordering any record breaks the chain at that point; signed
+checkpoints over the chain head also expose a truncated tail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bus.pseudonymise.keyring import Keyring
+from bus.records import AuditRecord
+
+GENESIS = "0" * 64
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    audit_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    subject_token TEXT NOT NULL,
+    decided_at TEXT NOT NULL,
+    body TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    UNIQUE (event_id, recipient)
+);
+CREATE INDEX IF NOT EXISTS audit_subject ON audit (subject_token);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    seq INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    signed_at TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    signature TEXT NOT NULL
+);
+"""
+
+
+def canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def chain_hash(prev_hash: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(body)).hexdigest()
+
+
+def _checkpoint_message(seq: int, head: str, signed_at: str) -> bytes:
+    return f"sgbus-audit-checkpoint\n{seq}\n{head}\n{signed_at}".encode()
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    seq: int
+    body: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditStore:
+    """The single writer of the chain (the audit agent); readers verify and query it."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def head(self) -> tuple[int, str]:
+        row = self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+    def append(self, records: Iterable[AuditRecord], keyring: Keyring | None = None) -> int:
+        """Chain and store new records in one transaction; a repeat of an (event, recipient)
+        decision (at-least-once redelivery) is skipped. Signs a checkpoint over the new head."""
+        added = 0
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            seq, prev = self.head()
+            for rec in records:
+                body = rec.model_dump(mode="json")
+                exists = self.db.execute(
+                    "SELECT 1 FROM audit WHERE audit_id = ? OR (event_id = ? AND recipient = ?)",
+                    (body["audit_id"], body["event_id"], body["recipient"]),
+                ).fetchone()
+                if exists:
+                    continue
+                seq += 1
+                digest = chain_hash(prev, body)
+                self.db.execute(
+                    "INSERT INTO audit (seq, audit_id, event_id, recipient, subject_token, decided_at, body,"
+                    " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (seq, body["audit_id"], body["event_id"], body["recipient"], body["subject_token"],
+                     body["decided_at"], canonical(body).decode(), prev, digest),
+                )
+                prev = digest
+                added += 1
+            if added and keyring is not None and keyring.audit is not None:
+                signed_at = datetime.now(UTC).isoformat()
+                signature = keyring.audit.sign(_checkpoint_message(seq, prev, signed_at))
+                self.db.execute(
+                    "INSERT OR REPLACE INTO checkpoints (seq, hash, signed_at, key_id, signature)"
+                    " VALUES (?, ?, ?, ?, ?)", (seq, prev, signed_at, keyring.audit.kid, signature.hex()),
+                )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return added
+
+    def records(self) -> Iterator[StoredRecord]:
+        for seq, body, prev, digest in self.db.execute("SELECT seq, body, prev_hash, hash FROM audit ORDER BY seq"):
+            yield StoredRecord(int(seq), json.loads(body), str(prev), str(digest))
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+
+    def for_subject(self, tokens: Iterable[str]) -> list[dict[str, Any]]:
+        tokens = list(tokens)
+        marks = ",".join("?" for _ in tokens)
+        rows = self.db.execute(
+            f"SELECT body FROM audit WHERE subject_token IN ({marks}) ORDER BY seq", tokens  # noqa: S608 - marks only
+        )
+        return [json.loads(r[0]) for r in rows]
+
+    def checkpoints(self) -> list[tuple[int, str, str, str, str]]:
+        return [tuple(r) for r in self.db.execute(
+            "SELECT seq, hash, signed_at, key_id, signature FROM checkpoints ORDER BY seq")]
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    records: int
+    checkpoints: int
+    head: str
+    problem: str | None = None
+    first_bad_seq: int | None = None
+
+
+def verify(store: AuditStore, keyring: Keyring | None = None) -> Verification:
+    """Walk the chain; report the first record that was altered, removed, inserted or moved."""
+    prev, expected_seq, count = GENESIS, 1, 0
+    hashes: dict[int, str] = {}
+    for rec in store.records():
+        count += 1
+        if rec.seq != expected_seq:
+            return Verification(False, count, 0, prev, f"record {expected_seq} is missing (removed)", expected_seq)
+        if rec.prev_hash != prev:
+            return Verification(False, count, 0, prev, f"record {rec.seq} does not follow record {rec.seq - 1}"
+                                " (a record was removed, inserted or reordered before it)", rec.seq)
+        if chain_hash(prev, rec.body) != rec.hash:
+            return Verification(False, count, 0, prev, f"record {rec.seq} was altered", rec.seq)
+        prev, expected_seq = rec.hash, rec.seq + 1
+        hashes[rec.seq] = rec.hash
+    checkpoints = store.checkpoints()
+    for seq, digest, signed_at, kid, signature in checkpoints:
+        if keyring is not None and keyring.audit is not None:
+            if not keyring.audit.verify(kid, bytes.fromhex(signature), _checkpoint_message(seq, digest, signed_at)):
+                return Verification(False, count, len(checkpoints), prev,
+                                    f"checkpoint at record {seq} has a bad signature", seq)
+        if seq not in hashes:
+            return Verification(False, count, len(checkpoints), prev,
+                                f"records up to {seq} were signed but the chain ends at {expected_seq - 1}"
+                                " (removed from the end)", expected_seq)
+        if hashes[seq] != digest:
+            return Verification(False, count, len(checkpoints), prev,
+                                f"checkpoint at record {seq} does not match the chain", seq)
+    return Verification(True, count, len(checkpoints), prev)
