@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import Any, cast
+from typing import Any
 
 import faust
 from pydantic import ValidationError
@@ -21,6 +20,8 @@ log = logs.get("sgbus.worker")
 
 
 def register(app: faust.App, svc: Any) -> None:
+    """Sends are not awaited for acknowledgement: Faust flushes the producer (at-least-once) or
+    commits the Kafka transaction (exactly-once) before it commits the consumed offsets."""
     settings, metrics = svc.settings, svc.metrics
 
     def raw_topic(*names: str) -> faust.TopicT:
@@ -40,47 +41,38 @@ def register(app: faust.App, svc: Any) -> None:
 
     @app.agent(ingress, name="sgbus.ingest")
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
-        # take_events (not take): the dead letter needs each message's topic and offset.
-        batches = cast(Any, stream).take_events(500, within=settings.batch_window_s)
-        async for batch in batches:
-            pending: list[Awaitable[Any]] = []
-            for ev in batch:
-                msg = ev.message
-                out = ingest(ev.value, svc.keyring, topic=msg.topic, partition=msg.partition, offset=msg.offset)
-                if out.event is not None:
-                    pending.append(await events.send(
-                        key=out.event.subject_key.encode(), value=out.event.model_dump_json().encode()
-                    ))
-                    metrics.events_ingested.labels(out.event.source.agency.value, out.event.event_type).inc()
-                elif out.dead_letter is not None:
-                    dl = out.dead_letter
-                    pending.append(await dlq.send(key=str(dl.dlq_id).encode(), value=dl.model_dump_json().encode()))
-                    code = dl.reasons[0]["code"] if dl.reasons else "unknown"
-                    metrics.events_rejected.labels(code).inc()
-                    metrics.dlq.labels(code).inc()
-                    log.warning("event_rejected", topic=dl.topic, offset=dl.offset, code=code,
-                                field=dl.reasons[0]["field"] if dl.reasons else "$")
-            await asyncio.gather(*pending)
+        # One event at a time (ingest has nothing to batch); events() keeps each message's
+        # topic and offset for the dead letter. (take_events never commits under exactly_once.)
+        async for ev in stream.events():
+            msg = ev.message
+            out = ingest(ev.value, svc.keyring, topic=msg.topic, partition=msg.partition, offset=msg.offset)
+            if out.event is not None:
+                await events.send(key=out.event.subject_key.encode(), value=out.event.model_dump_json().encode())
+                metrics.events_ingested.labels(out.event.source.agency.value, out.event.event_type).inc()
+            elif out.dead_letter is not None:
+                dl = out.dead_letter
+                await dlq.send(key=str(dl.dlq_id).encode(), value=dl.model_dump_json().encode())
+                code = dl.reasons[0]["code"] if dl.reasons else "unknown"
+                metrics.events_rejected.labels(code).inc()
+                metrics.dlq.labels(code).inc()
+                log.warning("event_rejected", topic=dl.topic, offset=dl.offset, code=code,
+                            field=dl.reasons[0]["field"] if dl.reasons else "$")
 
     @app.agent(events, name="sgbus.route")
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
         async for batch in stream.take(settings.batch_size, within=settings.batch_window_s):
             parsed: list[PseudonymisedEvent] = []
-            pending: list[Awaitable[Any]] = []
             for value in batch:
                 try:
                     parsed.append(PseudonymisedEvent.model_validate_json(value))
                 except ValidationError:
                     metrics.dlq.labels("malformed_internal").inc()
-                    pending.append(await dlq.send(value=b'{"stage":"route","reason":"malformed_internal"}'))
+                    await dlq.send(value=b'{"stage":"route","reason":"malformed_internal"}')
             plan = await _decide_with_retry(parsed)
             for d in plan.deliveries:
-                pending.append(await deliver_topic(d.topic).send(
-                    key=d.key.encode(), value=d.event.model_dump_json().encode()
-                ))
+                await deliver_topic(d.topic).send(key=d.key.encode(), value=d.event.model_dump_json().encode())
             for rec in plan.audits:
-                pending.append(await audit.send(key=str(rec.event_id).encode(), value=rec.model_dump_json().encode()))
-            await asyncio.gather(*pending)
+                await audit.send(key=str(rec.event_id).encode(), value=rec.model_dump_json().encode())
             for d in plan.deliveries:
                 metrics.deliveries.labels(d.event.recipient).inc()
                 metrics.delivery_latency_seconds.observe(delivery_latency_s(d.event))
