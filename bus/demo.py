@@ -106,8 +106,8 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         err(f"worker started (pid {worker.pid}); publishing {len(events)} synthetic events ...")
         records = []
         for e in events:
-            parse_event_dict(e)  # the demo set must itself be valid
-            records.append((ingress_topic(e["source"]["agency"]), e["event_id"].encode(), json.dumps(e).encode()))
+            parsed = parse_event_dict(e)  # the demo set must itself be valid
+            records.append((ingress_topic(e["source"]["agency"]), parsed.partition_key(), json.dumps(e).encode()))
         produce_all(idempotent_producer(bootstrap), records)
 
         def audits_for_demo(values: list[bytes]) -> list[dict[str, object]]:

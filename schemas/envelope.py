@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import ClassVar, Literal
@@ -111,6 +112,16 @@ class Envelope(Strict):
     classification: Literal["OFFICIAL-SENSITIVE"] = "OFFICIAL-SENSITIVE"
     urgency: Urgency | None = None
     signature: str | None = Field(default=None, max_length=200)
+
+    def partition_key(self) -> bytes:
+        """Kafka key for the ingress topics: the same for every event about one child, so a
+        child's events stay in order from the first hop. Used only in the short-retention
+        ingress topics (whose values hold the identifiers anyway); never a pseudonym."""
+        ids = self.subject.identifiers.present()
+        born = self.subject.date_of_birth or self.subject.expected_delivery_date
+        basis = next((f"{k}:{ids[k]}" for k in ("nhs_number", "la_child_id", "upn", "police_person_id") if k in ids),
+                     f"name:{self.subject.family_name}:{born}")
+        return hashlib.sha256(basis.encode()).hexdigest()[:32].encode()
 
     @field_validator("source")
     @classmethod

@@ -19,6 +19,7 @@ from bus.pseudonymise.keyring import init_keyring
 from bus.settings import Settings
 from bus.stack import Stack, free_port
 from bus.topics import AUDIT, ingress_topic
+from schemas.registry import parse_event_dict
 from schemas.synthetic import Synth
 from tests.helpers import wait_for
 
@@ -44,7 +45,8 @@ class Bus:
 
     def publish(self, events: list[dict[str, Any]]) -> None:
         produce_all(idempotent_producer(self.bootstrap), [
-            (ingress_topic(e["source"]["agency"]), e["event_id"].encode(), json.dumps(e).encode()) for e in events
+            (ingress_topic(e["source"]["agency"]), parse_event_dict(e).partition_key(), json.dumps(e).encode())
+            for e in events
         ])
 
     def publish_raw(self, agency: str, key: bytes, value: bytes) -> None:

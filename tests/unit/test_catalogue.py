@@ -177,3 +177,13 @@ def test_dates_relative_to_anchor_are_never_in_the_future() -> None:
         assert datetime.fromisoformat(e["occurred_at"]) <= datetime.now(UTC)
         dob = e["subject"].get("date_of_birth")
         assert dob is None or date.fromisoformat(dob) <= date.today()
+
+
+def test_partition_key_is_stable_per_child_and_reveals_no_identifier() -> None:
+    s = Synth(seed=30, now=ANCHOR)
+    child = s.child(min_age=5)
+    a = parse_event(json.dumps(s.domestic_abuse_incident(child)))
+    b = parse_event(json.dumps(s.child_protection_plan(child)))
+    other = parse_event(json.dumps(s.child_protection_plan(s.child(min_age=5))))
+    assert a.partition_key() == b.partition_key() != other.partition_key()
+    assert child["identifiers"]["nhs_number"].encode() not in a.partition_key()

@@ -12,7 +12,9 @@ from schemas.synthetic import Synth
 COMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["worker"],
             ["publish"], ["tail"], ["demo"], ["policy"], ["policy", "check"], ["policy", "test"],
             ["policy", "reload"], ["keys", "init"], ["keys", "rotate"], ["schemas", "export"], ["synth"],
-            ["policy", "simulate"], ["bench"], ["bench", "opa"]]
+            ["policy", "simulate"], ["bench"], ["bench", "opa"],
+            ["deliver"], ["deliver", "webhook"], ["deliver", "file"], ["audit"], ["audit", "verify"],
+            ["audit", "trail"]]
 
 
 def sgbus(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,1 @@
+"""Outbound delivery: from a partner's topic to the partner's systems (webhook, file drop)."""

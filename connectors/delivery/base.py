@@ -1,0 +1,124 @@
+"""A partner-side consumer: reads sg.deliver.<partner> in order, hands each event to a sink,
+commits only after the sink succeeded, and skips event ids it has already delivered."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from confluent_kafka import Consumer, Message, Producer
+
+from bus.exceptions import SgbusError
+
+DLQ = "sg.dlq"
+DELIVER_PREFIX = "sg.deliver."
+
+
+class Rejected(SgbusError):
+    """The partner refused an event for good (e.g. HTTP 4xx): dead-letter it, move on."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        self.reason = reason
+        self.status = status
+        super().__init__(reason)
+
+
+class Sink(Protocol):
+    name: str
+
+    def deliver(self, event_id: str, body: bytes) -> None:
+        """Deliver one event or raise Rejected; any other failure must be retried inside."""
+
+    def flush(self) -> None:
+        """Make everything delivered so far durable (e.g. finish a file)."""
+
+
+class SeenStore:
+    """Event ids already delivered to this partner by this connector: the dedupe that makes
+    an at-least-once topic exactly-once for the partner's system."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY)")
+
+    def seen(self, event_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM seen WHERE event_id = ?", (event_id,)).fetchone() is not None
+
+    def add(self, event_id: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (event_id,))
+
+
+@dataclass
+class DeliveryStats:
+    delivered: int = 0
+    duplicates_skipped: int = 0
+    dead_lettered: int = 0
+
+
+def _event_id(msg: Message) -> str:
+    try:
+        return str(json.loads(msg.value() or b"")["event_id"])
+    except (ValueError, KeyError, TypeError):
+        return f"unparseable@{msg.partition()}:{msg.offset()}"
+
+
+def run_delivery(
+    *, bootstrap: str, partner: str, sink: Sink, state_dir: Path, max_events: int | None = None,
+    idle_timeout_s: float | None = None, should_stop: Callable[[], bool] = lambda: False,
+) -> DeliveryStats:
+    """Deliver until stopped, `max_events` handled, or `idle_timeout_s` without new events."""
+    group = f"sgbus-delivery-{partner}-{sink.name}"
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+        "auto.offset.reset": "earliest", "isolation.level": "read_committed", "log_level": 3,
+    })
+    dlq = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 3})
+    seen = SeenStore(state_dir / f"{partner}-{sink.name}.db")
+    stats = DeliveryStats()
+    consumer.subscribe([DELIVER_PREFIX + partner])
+    last_activity = time.monotonic()
+    try:
+        while not should_stop():
+            if max_events is not None and stats.delivered + stats.dead_lettered >= max_events:
+                break
+            budget = 100 if max_events is None else max(1, min(100, max_events - stats.delivered - stats.dead_lettered))
+            batch = [m for m in consumer.consume(num_messages=budget, timeout=0.2) if not m.error()]
+            if not batch:
+                if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
+                    break
+                continue
+            last_activity = time.monotonic()
+            delivered_ids = []
+            for msg in batch:
+                event_id = _event_id(msg)
+                if seen.seen(event_id) or event_id in delivered_ids:
+                    stats.duplicates_skipped += 1
+                    continue
+                try:
+                    sink.deliver(event_id, msg.value() or b"")
+                    stats.delivered += 1
+                except Rejected as exc:
+                    record = {"stage": f"delivery:{sink.name}", "recipient": partner, "event_id": event_id,
+                              "status": exc.status, "reason": exc.reason, "topic": msg.topic(),
+                              "partition": msg.partition(), "offset": msg.offset()}
+                    dlq.produce(DLQ, key=event_id.encode(), value=json.dumps(record).encode())
+                    stats.dead_lettered += 1
+                delivered_ids.append(event_id)
+            # Durable first (file renamed, dead letters acknowledged), then remembered, then committed:
+            # a crash in between repeats the batch and the seen-set drops the repeats.
+            sink.flush()
+            if dlq.flush(30):
+                raise SgbusError("dead letters were not acknowledged by Kafka")
+            for event_id in delivered_ids:
+                seen.add(event_id)
+            consumer.commit(asynchronous=False)
+    finally:
+        sink.flush()
+        consumer.close()
+    return stats
