@@ -12,7 +12,7 @@ from schemas.envelope import Source, Urgency
 
 
 class Rec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class SealedSubject(Rec):
@@ -61,6 +61,7 @@ class DeliveredSubject(Rec):
     given_name: str | None = None
     family_name: str | None = None
     date_of_birth: str | None = None
+    expected_delivery_date: str | None = None
     postcode: str | None = None
 
 

@@ -29,11 +29,21 @@ class Delivery:
     event: DeliveredEvent
 
 
+@dataclass(frozen=True)
+class FailedView:
+    """An allowed share whose view could not be built (a bug, not bad input): dead-lettered."""
+
+    event_id: str
+    recipient: str
+    error: str
+
+
 @dataclass
 class RoutePlan:
     deliveries: list[Delivery] = field(default_factory=list)
     audits: list[AuditRecord] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    failed: list[FailedView] = field(default_factory=list)
 
 
 def policy_request(event: PseudonymisedEvent | Envelope, recipient: str, purpose: str) -> dict[str, Any]:
@@ -111,7 +121,11 @@ class Router:
             partner = self.partnership.partner(decision.recipient)
             if partner is None:  # policy allowed a partner this worker does not know: share nothing
                 continue
-            view = recipient_view(event, decision, partner, self.keyring)
+            try:
+                view = recipient_view(event, decision, partner, self.keyring)
+            except Exception as exc:  # never stop the stream; the type name is safe to record
+                plan.failed.append(FailedView(str(event.event_id), partner.id, type(exc).__name__))
+                continue
             plan.deliveries.append(Delivery(deliver_topic(partner.id), event.subject_key, view))
         return plan
 

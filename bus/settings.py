@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     """Every setting has a safe default for the local stack; override with SGBUS_* variables."""
 
-    model_config = SettingsConfigDict(env_prefix="SGBUS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SGBUS_", extra="ignore", hide_input_in_errors=True)
 
     home: Path = Field(default=Path(".sgbus"), description="state of the local stack and keys")
     kafka_bootstrap: str | None = Field(

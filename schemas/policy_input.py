@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class PolicyEvent(BaseModel):
     """What policy may see of an event: no identifiers, no free text."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     event_id: str
     event_type: str
@@ -24,7 +24,7 @@ class PolicyEvent(BaseModel):
 
 
 class PolicyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     event: PolicyEvent
     recipient: str
@@ -32,7 +32,7 @@ class PolicyRequest(BaseModel):
 
 
 class PolicyInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     today: str = Field(description="ISO date the agreements' validity is checked against")
     requests: list[PolicyRequest]

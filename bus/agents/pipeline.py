@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import faust
@@ -71,6 +72,13 @@ def register(app: faust.App, svc: Any) -> None:
             plan = await _decide_with_retry(parsed)
             for d in plan.deliveries:
                 await deliver_topic(d.topic).send(key=d.key.encode(), value=d.event.model_dump_json().encode())
+            for failed in plan.failed:
+                metrics.dlq.labels("view_failed").inc()
+                log.error("view_failed", recipient=failed.recipient, error=failed.error)
+                await dlq.send(key=failed.event_id.encode(), value=json.dumps({
+                    "stage": "route", "event_id": failed.event_id, "recipient": failed.recipient,
+                    "reasons": [{"field": "$", "code": "view_failed", "message": failed.error}],
+                }).encode())
             for rec in plan.audits:
                 await audit.send(key=str(rec.event_id).encode(), value=rec.model_dump_json().encode())
             for d in plan.deliveries:

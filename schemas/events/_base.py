@@ -12,7 +12,7 @@ from schemas.tags import PersonalData, tag
 class Payload(BaseModel):
     """Base of every payload: closed (unknown fields are refused) and immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 def free_text(description: str, *, required: bool = True) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +44,17 @@ class Bus:
     opa_url: str
     metrics_url: str
     worker_log: Path
+    worker: subprocess.Popen[bytes] | None = None
+    worker_env: dict[str, str] | None = None
+
+    def start_worker(self) -> None:
+        self.worker = start_worker(self.settings, self.worker_log, env=self.worker_env)
+
+    def kill_worker(self) -> None:
+        """SIGKILL: no shutdown hooks, no final commit, buffers lost."""
+        assert self.worker is not None
+        self.worker.send_signal(signal.SIGKILL)
+        self.worker.wait(30)
 
     def publish(self, events: list[dict[str, Any]]) -> None:
         produce_all(idempotent_producer(self.bootstrap), [
@@ -80,15 +93,14 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
     settings = Settings(home=home, policies_dir=REPO / "policies")
     stack = Stack(home, REPO / "policies")
     status, _started = stack.up()
-    worker = None
+    handle: Bus | None = None
     try:
         init_keyring(settings.keyring_path)
         metrics_port = free_port()
-        log = home / "worker.log"
-        worker = start_worker(settings, log, env={"SGBUS_METRICS_PORT": str(metrics_port),
-                                                  "SGBUS_RETRY_MAX_BACKOFF_S": "1.0"})
         handle = Bus(stack, settings, status["kafka_bootstrap"], status["opa_url"],
-                     f"http://127.0.0.1:{metrics_port}/metrics", log)
+                     f"http://127.0.0.1:{metrics_port}/metrics", home / "worker.log",
+                     worker_env={"SGBUS_METRICS_PORT": str(metrics_port), "SGBUS_RETRY_MAX_BACKOFF_S": "1.0"})
+        handle.start_worker()
         # Ready when a canary event has been routed end to end.
         s = Synth(seed=99)
         canary = s.child_protection_plan(s.child())
@@ -96,8 +108,8 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
         handle.audits_for({canary["event_id"]}, 1, timeout_s=180)
         yield handle
     finally:
-        if worker is not None:
-            stop_worker(worker)
+        if handle is not None and handle.worker is not None:
+            stop_worker(handle.worker)
             if os.environ.get("SGBUS_TEST_SHOW_WORKER_LOG"):
                 print((home / "worker.log").read_text())
         stack.down()

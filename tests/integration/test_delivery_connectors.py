@@ -125,7 +125,6 @@ def test_a_slow_failing_partner_does_not_hold_up_another_and_loses_nothing(
     bus: Bus, endpoint: Endpoint, tmp_path: Path,
 ) -> None:
     ids = _publish_for_one_child(bus, seed=74, count=4)
-    fast_ep = Endpoint()
     # The slow partner answers 503 twice per event of ours, and slowly.
     endpoint.answer = lambda event_id, attempt: 503 if event_id in ids and attempt <= 2 else 200
     endpoint.delay_s = lambda event_id: 0.5 if event_id in ids else 0.0
@@ -153,4 +152,4 @@ def test_a_slow_failing_partner_does_not_hold_up_another_and_loses_nothing(
     for t in threads:
         t.join(timeout=120)
     assert [e for e, _, _ in endpoint.accepted if e in ids] == ids  # nothing lost, none twice, in order
-    assert fast_ep.accepted == []
+    assert done["fast"] < done["slow"]

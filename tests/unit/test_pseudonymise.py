@@ -150,3 +150,23 @@ def test_an_override_decision_shares_every_payload_field(keyring: Keyring) -> No
     view = recipient_view(pev, _decision(fields=["*"], override=True), _partner("csc", "mash"), keyring)
     assert set(view.payload) == set(raw["payload"])  # type: ignore[arg-type]
     assert view.sharing.override is True
+
+
+def test_a_prebirth_event_view_carries_the_generalised_expected_delivery_date(keyring: Keyring) -> None:
+    s = Synth(seed=15)
+    raw = s.prebirth_concern()
+    pev = pseudonymise_at_ingest(parse_event_dict(raw), keyring)
+    view = recipient_view(pev, _decision(demographics=Demographics(dob="year_month")), _partner("csc", "mash"),
+                          keyring)
+    assert view.subject.expected_delivery_date == raw["subject"]["expected_delivery_date"][:7]  # type: ignore[index]
+    assert view.subject.date_of_birth is None
+
+
+def test_validation_errors_never_echo_input_values() -> None:
+    from pydantic import ValidationError
+
+    from bus.records import DeliveredSubject
+
+    with pytest.raises(ValidationError) as info:
+        DeliveredSubject.model_validate({"identifiers": {}, "unexpected": "9434765919"})
+    assert "9434765919" not in str(info.value)
