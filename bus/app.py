@@ -36,7 +36,8 @@ def create_app(bootstrap: str, services: Services) -> faust.App:
         topic_disable_leader=True,
         # at_least_once: Faust flushes the producer before committing offsets, so nothing is
         # lost; a crash may repeat a batch (the audit store keeps one record per decision).
-        # exactly_once was tried and did not commit this app's writes on Kafka 4.4 (see README).
+        # exactly_once: two chained agents in one app never commit the first one's writes
+        # (Kafka 4.4.0 and 3.9.1 alike; see README).
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
