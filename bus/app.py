@@ -8,7 +8,6 @@ import faust
 
 from bus.audit.chain import AuditStore
 from bus.metrics import Metrics
-from bus.policy.client import PolicyClient
 from bus.pseudonymise.keyring import Keyring
 from bus.route import Router
 from bus.settings import Settings
@@ -22,7 +21,6 @@ class Services:
     keyring: Keyring
     metrics: Metrics
     router: Router
-    policy: PolicyClient
     audit_store: AuditStore
 
 

@@ -1,8 +1,9 @@
-"""The one exception family of sgbus; messages never carry identifiers or event text."""
+"""The one exception family of sgbus; messages never carry identifiers or event text.
+
+Invalid events are not exceptions at the bus level: `schemas.registry.InvalidEvent` turns into a
+dead letter, and a denied share is an audited decision, not an error."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 
 class SgbusError(Exception):
@@ -27,35 +28,6 @@ class PolicyUnavailable(SgbusError):
 
 class PolicyDataError(SgbusError):
     """Policy data (partners, subscriptions, agreements) is invalid."""
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """One machine-readable reason an event was refused: where, what kind, and why."""
-
-    field: str
-    code: str
-    message: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"field": self.field, "code": self.code, "message": self.message}
-
-    def one_line(self) -> str:
-        return f"{self.field}: {self.message} [{self.code}]"
-
-
-class SchemaRejected(SgbusError):
-    """An event failed validation; it goes to the dead-letter topic with its reasons."""
-
-    def __init__(self, reasons: list[Rejection]) -> None:
-        self.reasons = reasons
-        first = reasons[0].one_line() if reasons else "invalid event"
-        more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
-        super().__init__(first + more)
-
-
-class ShareDenied(SgbusError):
-    """A share was denied by policy: audited, never retried."""
 
 
 class KeyringError(SgbusError):

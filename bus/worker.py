@@ -48,7 +48,7 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str) -> None:
     services = Services(settings=settings, keyring=keyring, metrics=metrics,
                         router=Router(partnership, keyring, policy, revision,
                                       source=lambda: fetch_partnership(opa_url)),
-                        policy=policy, audit_store=AuditStore(settings.audit_db_path))
+                        audit_store=AuditStore(settings.audit_db_path))
     app = create_app(bootstrap, services)
     # Faust creates its own loop; make sure one exists for this thread first.
     asyncio.set_event_loop(asyncio.new_event_loop())

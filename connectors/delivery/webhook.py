@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import httpx
 
@@ -24,7 +24,7 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def backoff_delays(base_s: float = 0.2, cap_s: float = 30.0, rng: random.Random | None = None):  # type: ignore[no-untyped-def]
+def backoff_delays(base_s: float = 0.2, cap_s: float = 30.0, rng: random.Random | None = None) -> Iterator[float]:
     """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**n))."""
     rng = rng or random.Random()
     attempt = 0

@@ -140,3 +140,14 @@ def test_keyring_from_environment_wins_and_settings_never_print_it(tmp_path: Pat
     assert material not in repr(settings) and material not in str(settings.model_dump())
     with pytest.raises(KeyringError, match="not valid JSON"):
         keyring_from_settings(tmp_path / "absent.json", "{nope")
+
+
+def test_webhook_backoff_is_exponential_with_full_jitter_and_capped() -> None:
+    import random
+
+    from connectors.delivery.webhook import backoff_delays
+
+    delays = backoff_delays(base_s=0.2, cap_s=3.0, rng=random.Random(1))
+    got = [next(delays) for _ in range(12)]
+    assert all(0 <= d <= min(3.0, 0.2 * 2**i) for i, d in enumerate(got))
+    assert max(got[6:]) > 0.2 * 2  # later attempts wait longer than the first ones can
