@@ -13,7 +13,7 @@ from bus.exceptions import PolicyUnavailable
 from bus.policy.client import PolicyClient
 from bus.policy.data import Partnership
 from bus.policy.decision import Decision
-from bus.pseudonymise.engine import policy_attributes, recipient_view
+from bus.pseudonymise.engine import policy_attributes, recipient_view, reveal_subject
 from bus.pseudonymise.keyring import Keyring
 from bus.records import AuditRecord, DeliveredEvent, PseudonymisedEvent
 from bus.routing import candidates
@@ -114,6 +114,7 @@ class Router:
         decisions = await self.policy.decide_batch([req for _, req in pairs])
         await self._follow_revision(decisions)
         plan = RoutePlan(decisions=decisions)
+        opened: dict[str, dict[str, Any]] = {}  # event id -> identity, opened once per event
         for (event, _req), decision in zip(pairs, decisions, strict=True):
             plan.audits.append(audit_record(event, decision))
             if not decision.allow:
@@ -122,7 +123,10 @@ class Router:
             if partner is None:  # policy allowed a partner this worker does not know: share nothing
                 continue
             try:
-                view = recipient_view(event, decision, partner, self.keyring)
+                key = str(event.event_id)
+                if key not in opened:
+                    opened[key] = reveal_subject(event, self.keyring)
+                view = recipient_view(event, decision, partner, self.keyring, opened[key])
             except Exception as exc:  # never stop the stream; the type name is safe to record
                 plan.failed.append(FailedView(str(event.event_id), partner.id, type(exc).__name__))
                 continue

@@ -132,14 +132,23 @@ def plan_for(decision: Decision) -> ViewPlan:
     return _plan(tuple(sorted(decision.identifiers.items())), d.dob, d.postcode, d.name)
 
 
+def reveal_subject(event: PseudonymisedEvent, keyring: Keyring) -> dict[str, Any]:
+    """Open the sealed identity (inside the bus only); one opening serves every recipient."""
+    subject: dict[str, Any] = reveal(keyring, event.subject.sealed, _subject_ad(event.event_id))
+    return subject
+
+
 def recipient_view(
-    event: PseudonymisedEvent, decision: Decision, partner: Partner, keyring: Keyring
+    event: PseudonymisedEvent, decision: Decision, partner: Partner, keyring: Keyring,
+    subject: dict[str, Any] | None = None,
 ) -> DeliveredEvent:
-    """The partner's copy: only the fields, identifier modes and demographics allowed."""
+    """The partner's copy: only the fields, identifier modes and demographics allowed.
+    `subject` is the already opened identity, when the caller builds several views of one event."""
     if not decision.allow or decision.agreement is None:
         raise ValueError("a view is built only for an allowed decision")
     plan = plan_for(decision)
-    subject = reveal(keyring, event.subject.sealed, _subject_ad(event.event_id))
+    if subject is None:
+        subject = reveal_subject(event, keyring)
     raw_ids = subject.get("identifiers") or {}
     identifiers: dict[str, str] = {}
     for kind, (operator, params) in plan.identifiers.items():
