@@ -114,13 +114,23 @@ def stack_fetch() -> None:
 
 # -- worker, publish, tail, demo -------------------------------------------------------------
 @app.command()
-def worker() -> None:
+def worker(
+    stage: Annotated[str, typer.Option(
+        help="all: every agent in this process (at-least-once); ingest, route or audit: that stage "
+             "only, with Kafka transactions (exactly-once); run one process per stage")] = "all",
+) -> None:
     """Run the Faust agents (ingest -> route -> deliver + audit) until stopped."""
+    from bus.audit.chain import AuditStoreError
     from bus.worker import run_worker
 
+    if stage not in ("all", "ingest", "route", "audit"):
+        _fail(f"--stage: one of all, ingest, route, audit (not {stage})", 2)
     settings = _settings()
     bootstrap, opa_url = resolve_endpoints(settings)
-    run_worker(settings, bootstrap, opa_url)
+    try:
+        run_worker(settings, bootstrap, opa_url, stage)
+    except AuditStoreError as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -264,8 +274,43 @@ def policy_simulate(
             typer.echo(line)
 
 
-bench_app = typer.Typer(help="Benchmarks against the running local stack.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: the whole pipe (`run`, its own stack) and single parts.",
+                        no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("run")
+def bench_run(
+    out: Annotated[Path, typer.Option(help="Markdown report to (re)write")] = Path("docs/BENCHMARKS.md"),
+    results_dir: Annotated[Path, typer.Option(help="directory for the raw JSON results")] = Path("bench/results"),
+    smoke: Annotated[bool, typer.Option(help="tiny load: checks the harness works, figures mean nothing")] = False,
+    events: Annotated[int | None, typer.Option(min=100, help="events per throughput phase")] = None,
+    backfill: Annotated[int | None, typer.Option(min=100, help="events in the backfill phase")] = None,
+) -> None:
+    """Ceiling vs full pipe, latency at 200/1,000/3,000 events/s, one vs two workers, memory,
+    a 200,000-event backfill and OPA batching, on a stack of its own (started and stopped here)."""
+    import dataclasses
+
+    from bus.bench.pipe import FULL, SMOKE, run_all
+    from bus.bench.report import stamp, write_markdown, write_results
+    from bus.exceptions import StackError
+
+    cfg = SMOKE if smoke else FULL
+    if events is not None:
+        cfg = dataclasses.replace(cfg, events=events)
+    if backfill is not None:
+        cfg = dataclasses.replace(cfg, backfill=backfill)
+    flags = ["--smoke" if smoke else "", f"--events {events}" if events else "",
+             f"--backfill {backfill}" if backfill else ""]
+    command = " ".join(["sgbus bench run", *[f for f in flags if f]])
+    try:
+        results = stamp(run_all(cfg, _settings().policies_dir, results_dir, progress=_err), command)
+    except StackError as exc:
+        _fail(f"benchmark failed: {exc}")
+    for path in write_results(results, results_dir):
+        _err(f"wrote {path}")
+    write_markdown(results, out)
+    _err(f"wrote {out}")
 
 
 @bench_app.command("opa")
@@ -376,11 +421,15 @@ def deliver_file(
 
 # -- audit ------------------------------------------------------------------------------------
 def _audit_store(settings: Settings):  # type: ignore[no-untyped-def]
-    from bus.audit.chain import AuditStore
+    from bus.audit.chain import AuditStoreError, open_audit_store
 
-    if not settings.audit_db_path.is_file():
-        _fail(f"no audit store at {settings.audit_db_path} (run the worker first, or set SGBUS_AUDIT_DB)")
-    return AuditStore(settings.audit_db_path)
+    if settings.audit_dsn is None and not settings.audit_db_path.is_file():
+        _fail(f"no audit store at {settings.audit_db_path} (run the worker first, or set SGBUS_AUDIT_DB "
+              "or SGBUS_AUDIT_DSN)")
+    try:
+        return open_audit_store(settings)
+    except AuditStoreError as exc:
+        _fail(str(exc))
 
 
 def _keyring(settings: Settings):  # type: ignore[no-untyped-def]

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bus.audit.chain import AuditStore, verify
+from bus.audit.chain import open_audit_store, verify
 from bus.audit.trail import render, subject_tokens
 from bus.kafka_io import idempotent_producer, produce_all, read_topic
 from bus.policy.data import load_partnership
 from bus.pseudonymise.keyring import init_keyring
+from bus.records import decode_audit_batch
 from bus.routing import candidates
 from bus.settings import Settings
 from bus.stack import Stack
@@ -29,14 +30,15 @@ from schemas.synthetic import Synth
 Echo = Callable[[str], None]
 
 
-def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """`sgbus worker` in a child process, logging to `log_path`."""
+def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None = None,
+                 stage: str = "all") -> subprocess.Popen[bytes]:
+    """`sgbus worker [--stage S]` in a child process, logging to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out = log_path.open("ab")
     child_env = {**os.environ, "SGBUS_HOME": str(settings.home.resolve()),
                  "SGBUS_POLICIES_DIR": str(settings.policies_dir.resolve()), **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "bus", "worker"], stdout=out, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=child_env)
+    proc = subprocess.Popen([sys.executable, "-m", "bus", "worker", "--stage", stage], stdout=out,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env)
     out.close()
     return proc
 
@@ -64,8 +66,8 @@ def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: in
     deadline = time.monotonic() + timeout_s
     records: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        if settings.audit_db_path.is_file():
-            store = AuditStore(settings.audit_db_path)
+        if settings.audit_dsn is not None or settings.audit_db_path.is_file():
+            store = open_audit_store(settings)
             records = [r for r in store.for_subject(tokens) if r["event_id"] == event["event_id"]]
             store.close()
             if len(records) >= expected:
@@ -78,7 +80,7 @@ def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: in
     echo(f"audit trail of the Operation Encompass child (sgbus audit trail --nhs-number {nhs}):")
     for line in render(records):
         echo("  " + line)
-    store = AuditStore(settings.audit_db_path)
+    store = open_audit_store(settings)
     result = verify(store, keyring)
     store.close()
     echo(f"audit chain: {'verified' if result.ok else 'FAILED: ' + str(result.problem)} "
@@ -111,7 +113,8 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         produce_all(idempotent_producer(bootstrap), records)
 
         def audits_for_demo(values: list[bytes]) -> list[dict[str, object]]:
-            return [r for r in (json.loads(v) for v in values) if r["event_id"] in ids]
+            decoded = (r.model_dump(mode="json") for v in values for r in decode_audit_batch(v))
+            return [r for r in decoded if r["event_id"] in ids]
 
         audit = audits_for_demo(read_topic(
             bootstrap, AUDIT, timeout_s=timeout_s, until=lambda vs: len(audits_for_demo(vs)) >= expected

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 from schemas.envelope import Source, Urgency
 
@@ -115,3 +115,23 @@ class DeadLetter(Rec):
     event_type: str | None
     reasons: list[dict[str, str]]
     rejected_at: AwareDatetime
+
+
+# One sg.audit message carries the audit records of (part of) one route batch, in decision
+# order: a tenth of the Kafka messages of one-per-record, and the chain receives them together.
+AUDIT_RECORDS_PER_MESSAGE = 200
+_AUDIT_BATCH = TypeAdapter(list[AuditRecord])
+
+
+def encode_audit_batches(records: list[AuditRecord]) -> list[tuple[bytes, bytes]]:
+    """(key, value) sg.audit messages for `records`; the key is the first record's event id."""
+    out = []
+    for i in range(0, len(records), AUDIT_RECORDS_PER_MESSAGE):
+        chunk = records[i:i + AUDIT_RECORDS_PER_MESSAGE]
+        out.append((str(chunk[0].event_id).encode(), _AUDIT_BATCH.dump_json(chunk)))
+    return out
+
+
+def decode_audit_batch(value: bytes) -> list[AuditRecord]:
+    """Raises pydantic.ValidationError for a malformed message."""
+    return _AUDIT_BATCH.validate_json(value)

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
         default=None, description="the keyring itself (JSON), e.g. from a secret store; wins over the file"
     )
     audit_db: Path | None = Field(default=None, description="audit store (SQLite); default: $SGBUS_HOME/audit.db")
+    audit_dsn: SecretStr | None = Field(
+        default=None, description="PostgreSQL DSN of the audit store; when set, used instead of SQLite"
+    )
     app_id: str = Field(default="sgbus", description="Faust app id (consumer group)")
     metrics_port: int = Field(default=0, description="Prometheus /metrics port (0: pick a free one)")
     batch_size: int = Field(default=100, ge=1, le=1000, description="events per policy query")

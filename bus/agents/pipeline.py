@@ -1,4 +1,5 @@
-"""The ingest and route agents: ingress -> sg.events -> sg.deliver.<partner> + sg.audit."""
+"""The ingest, route and audit agents: ingress -> sg.events -> sg.deliver.<partner> + sg.audit
+-> the audit store; all in one app (at-least-once) or one stage per app (exactly-once)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import json
 from typing import Any
 
 import faust
+from faust.types import TP
 from pydantic import ValidationError
 
 from bus import logs
 from bus.exceptions import PolicyUnavailable
 from bus.ingest import ingest
-from bus.records import AuditRecord, PseudonymisedEvent
+from bus.records import AuditRecord, PseudonymisedEvent, decode_audit_batch, encode_audit_batches
 from bus.route import RoutePlan, delivery_latency_s
 from bus.topics import AUDIT, DLQ, EVENTS, ingress_topic
 from schemas.envelope import Agency
@@ -20,10 +22,27 @@ from schemas.envelope import Agency
 log = logs.get("sgbus.worker")
 
 
-def register(app: faust.App, svc: Any) -> None:
-    """Sends are not awaited for acknowledgement: Faust flushes the producer (at-least-once) or
-    commits the Kafka transaction (exactly-once) before it commits the consumed offsets."""
+STAGES = ("ingest", "route", "audit")
+
+
+def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
+             exactly_once: bool = False) -> None:
+    """Register the agents of `stages` on `app`. Sends are not awaited for acknowledgement:
+    Faust flushes the producer (at-least-once) or commits the Kafka transaction (exactly-once)
+    before it commits the consumed offsets."""
     settings, metrics = svc.settings, svc.metrics
+
+    async def send(topic: faust.TopicT, key: bytes | None, value: bytes, source: TP) -> None:
+        if not exactly_once:
+            await topic.send(key=key, value=value)
+            return
+        # Faust (0.15.3) names a send's transaction after the *destination* topic-partition but
+        # commits the consumed offsets in the *source* partition's transaction, so outside
+        # co-partitioned topologies the two never commit together (sends left uncommitted, or
+        # committed apart from their offsets: duplicates after a crash). Send in the source
+        # partition's transaction, exactly as the commit names it.
+        await app.producer.send(topic.get_topic_name(), key, value, None, None, None,
+                                transactional_id=transactional_id(source))
 
     def raw_topic(*names: str) -> faust.TopicT:
         # Bytes in, bytes out: pydantic (de)serialises our models, not Faust's codecs.
@@ -40,47 +59,93 @@ def register(app: faust.App, svc: Any) -> None:
             deliver_topics[name] = raw_topic(name)
         return deliver_topics[name]
 
-    @app.agent(ingress, name="sgbus.ingest")
-    async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
-        # One event at a time (ingest has nothing to batch); events() keeps each message's
-        # topic and offset for the dead letter. (take_events never commits under exactly_once.)
-        async for ev in stream.events():
-            msg = ev.message
-            out = ingest(ev.value, svc.keyring, topic=msg.topic, partition=msg.partition, offset=msg.offset)
-            if out.event is not None:
-                await events.send(key=out.event.subject_key.encode(), value=out.event.model_dump_json().encode())
-                metrics.events_ingested.labels(out.event.source.agency.value, out.event.event_type).inc()
-            elif out.dead_letter is not None:
-                dl = out.dead_letter
-                await dlq.send(key=str(dl.dlq_id).encode(), value=dl.model_dump_json().encode())
-                code = dl.reasons[0]["code"] if dl.reasons else "unknown"
-                metrics.events_rejected.labels(code).inc()
-                metrics.dlq.labels(code).inc()
-                log.warning("event_rejected", topic=dl.topic, offset=dl.offset, code=code,
-                            field=dl.reasons[0]["field"] if dl.reasons else "$")
+    async def ingest_one(ev: faust.EventT[bytes]) -> None:
+        msg = ev.message
+        out = ingest(ev.value, svc.keyring, topic=msg.topic, partition=msg.partition, offset=msg.offset)
+        if out.event is not None:
+            await send(events, out.event.subject_key.encode(), out.event.model_dump_json().encode(), msg.tp)
+            metrics.events_ingested.labels(out.event.source.agency.value, out.event.event_type).inc()
+        elif out.dead_letter is not None:
+            dl = out.dead_letter
+            await send(dlq, str(dl.dlq_id).encode(), dl.model_dump_json().encode(), msg.tp)
+            code = dl.reasons[0]["code"] if dl.reasons else "unknown"
+            metrics.events_rejected.labels(code).inc()
+            metrics.dlq.labels(code).inc()
+            log.warning("event_rejected", topic=dl.topic, offset=dl.offset, code=code,
+                        field=dl.reasons[0]["field"] if dl.reasons else "$")
 
-    @app.agent(events, name="sgbus.route")
+    def transactional_id(source: TP) -> str:
+        return f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
+
+    async def commit_batch(batch: list[faust.EventT[bytes]]) -> None:
+        """Exactly-once: each stage runs one actor, which commits, after its whole batch, the
+        transaction of each source partition with the offset just past the batch's last event
+        there. Faust's own commit is not used: it is timed (it can land mid-batch), its offset
+        bookkeeping can stop short of a committed batch (gaps left by transaction markers), and
+        it shares one transaction between source topics with the same partition count; each of
+        these left repeats on partner topics after a crash."""
+        if not exactly_once:
+            return
+        by_tid: dict[str, dict[TP, int]] = {}
+        for ev in batch:
+            tp = ev.message.tp
+            offsets = by_tid.setdefault(transactional_id(tp), {})
+            offsets[tp] = max(offsets.get(tp, 0), ev.message.offset + 1)
+        producer: Any = app.producer
+        await producer.commit_transactions(by_tid, app.conf.id, start_new_transaction=True)
+        # Keep Faust's ack lists from growing: nothing else commits through them.
+        consumer: Any = app.consumer
+        for offsets in by_tid.values():
+            for tp, offset in offsets.items():
+                consumer._acked[tp].clear()
+                consumer._acked_index[tp].clear()
+                consumer._committed_offset[tp] = offset
+
+    async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
+        if not exactly_once:
+            # One event at a time; events() keeps each message's topic and offset for the
+            # dead letter.
+            async for ev in stream.events():
+                await ingest_one(ev)
+            return
+        async for batch in stream.take_events(  # type: ignore[attr-defined]  # on Stream, not StreamT
+                settings.batch_size, within=settings.batch_window_s):
+            for ev in batch:
+                await ingest_one(ev)
+            await commit_batch(batch)
+
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take(settings.batch_size, within=settings.batch_window_s):
+        async for batch in stream.take_events(  # type: ignore[attr-defined]  # on Stream, not StreamT
+                settings.batch_size, within=settings.batch_window_s):
+            # Every output goes out in the transaction of its own event's source partition.
+            source: dict[str, TP] = {}
             parsed: list[PseudonymisedEvent] = []
-            for value in batch:
+            for ev in batch:
                 try:
-                    parsed.append(PseudonymisedEvent.model_validate_json(value))
+                    event = PseudonymisedEvent.model_validate_json(ev.value)
                 except ValidationError:
                     metrics.dlq.labels("malformed_internal").inc()
-                    await dlq.send(value=b'{"stage":"route","reason":"malformed_internal"}')
+                    await send(dlq, None, b'{"stage":"route","reason":"malformed_internal"}', ev.message.tp)
+                    continue
+                parsed.append(event)
+                source[str(event.event_id)] = ev.message.tp
             plan = await _decide_with_retry(parsed)
             for d in plan.deliveries:
-                await deliver_topic(d.topic).send(key=d.key.encode(), value=d.event.model_dump_json().encode())
+                await send(deliver_topic(d.topic), d.key.encode(), d.event.model_dump_json().encode(),
+                           source[str(d.event.event_id)])
             for failed in plan.failed:
                 metrics.dlq.labels("view_failed").inc()
                 log.error("view_failed", recipient=failed.recipient, error=failed.error)
-                await dlq.send(key=failed.event_id.encode(), value=json.dumps({
+                await send(dlq, failed.event_id.encode(), json.dumps({
                     "stage": "route", "event_id": failed.event_id, "recipient": failed.recipient,
                     "reasons": [{"field": "$", "code": "view_failed", "message": failed.error}],
-                }).encode())
+                }).encode(), source[failed.event_id])
+            by_source: dict[TP, list[AuditRecord]] = {}
             for rec in plan.audits:
-                await audit.send(key=str(rec.event_id).encode(), value=rec.model_dump_json().encode())
+                by_source.setdefault(source[str(rec.event_id)], []).append(rec)
+            for tp, records in by_source.items():
+                for key, value in encode_audit_batches(records):
+                    await send(audit, key, value, tp)
             for d in plan.deliveries:
                 metrics.deliveries.labels(d.event.recipient).inc()
                 metrics.delivery_latency_seconds.observe(delivery_latency_s(d.event))
@@ -89,19 +154,27 @@ def register(app: faust.App, svc: Any) -> None:
                 if dec.override:
                     metrics.policy_overrides.labels(dec.agreement or "none").inc()
             metrics.audit_records.inc(len(plan.audits))
+            await commit_batch(batch)
 
-    @app.agent(audit, name="sgbus.audit", concurrency=1)
     async def audit_agent(stream: faust.StreamT[bytes]) -> None:
         """The single writer of the hash-chained audit store."""
-        async for batch in stream.take(500, within=0.2):
-            records = []
-            for value in batch:
+        async for batch in stream.take_events(20, within=0.2):  # type: ignore[attr-defined]
+            records: list[AuditRecord] = []
+            for ev in batch:
                 try:
-                    records.append(AuditRecord.model_validate_json(value))
+                    records.extend(decode_audit_batch(ev.value))
                 except ValidationError:
                     metrics.dlq.labels("malformed_audit").inc()
             added = await asyncio.to_thread(svc.audit_store.append, records, svc.keyring)
             metrics.audit_stored.inc(added)
+            await commit_batch(batch)
+
+    if "ingest" in stages:
+        app.agent(ingress, name="sgbus.ingest")(ingest_agent)
+    if "route" in stages:
+        app.agent(events, name="sgbus.route")(route_agent)
+    if "audit" in stages:
+        app.agent(audit, name="sgbus.audit", concurrency=1)(audit_agent)
 
     async def _decide_with_retry(parsed: list[PseudonymisedEvent]) -> RoutePlan:
         """Fail closed: while OPA cannot answer, share nothing and hold the batch (offsets are

@@ -80,13 +80,18 @@ class Keyring:
     token: KeySet
     seal: KeySet
     audit: SigningKeys | None = None
+    # Derived per-domain keys, kept so HKDF runs once per (domain, key) and not per token.
+    _derived: dict[tuple[str, str], bytes] = field(default_factory=dict, repr=False, compare=False)
 
     def domain_key(self, domain: str, kid: str | None = None) -> tuple[str, bytes]:
         """(kid, HMAC key) of a linkage domain; the controller domain is one of them."""
         kid = kid or self.token.active
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                    info=f"sgbus-token-domain:{domain}".encode())
-        return kid, hkdf.derive(self.token.get(kid))
+        derived = self._derived.get((domain, kid))
+        if derived is None:
+            hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                        info=f"sgbus-token-domain:{domain}".encode())
+            derived = self._derived[(domain, kid)] = hkdf.derive(self.token.get(kid))
+        return kid, derived
 
     @classmethod
     def generate(cls) -> Keyring:

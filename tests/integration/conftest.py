@@ -68,12 +68,16 @@ class Bus:
     def records(self, topic: str, timeout_s: float = 3.0) -> list[dict[str, Any]]:
         return [json.loads(v) for v in read_topic(self.bootstrap, topic, timeout_s=timeout_s)]
 
+    def audit_records(self, timeout_s: float = 3.0) -> list[dict[str, Any]]:
+        """Every audit record in sg.audit (each message holds one route batch's records)."""
+        return [r for v in read_topic(self.bootstrap, AUDIT, timeout_s=timeout_s) for r in json.loads(v)]
+
     def raw_values(self, topic: str) -> list[bytes]:
         return read_topic(self.bootstrap, topic, timeout_s=3.0)
 
     def audits_for(self, event_ids: set[str], expected: int, timeout_s: float = 90.0) -> list[dict[str, Any]]:
         def probe() -> list[dict[str, Any]] | None:
-            found = [r for r in self.records(AUDIT, timeout_s=1.5) if r["event_id"] in event_ids]
+            found = [r for r in self.audit_records(timeout_s=1.5) if r["event_id"] in event_ids]
             return found if len(found) >= expected else None
         return wait_for(probe, timeout_s, what=f"{expected} audit records")
 

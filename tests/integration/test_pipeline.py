@@ -120,7 +120,7 @@ def test_opa_down_shares_nothing_loses_nothing_and_delivers_each_once_when_back(
         wait_for(lambda: bus.metric("sgbus_opa_up") == 0.0, 60, what="opa_up == 0")
         wait_for(lambda: bus.metric("sgbus_policy_retries_total") >= retries_before + 3, 60,
                  what="the held batch to be retried")
-        assert [a for a in bus.records("sg.audit") if a["event_id"] in ids] == []
+        assert [a for a in bus.audit_records() if a["event_id"] in ids] == []
         for partner in PARTNERS:
             assert [v for v in bus.records(deliver_topic(partner)) if v["event_id"] in ids] == []
     finally:

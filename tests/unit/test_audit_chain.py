@@ -13,7 +13,7 @@ from bus.audit.chain import AuditStore, canonical, chain_hash, verify
 from bus.audit.trail import render, subject_tokens, trail
 from bus.pseudonymise.keyring import CONTROLLER_DOMAIN, Keyring
 from bus.pseudonymise.operators import token
-from bus.records import AuditRecord
+from bus.records import AUDIT_RECORDS_PER_MESSAGE, AuditRecord, decode_audit_batch, encode_audit_batches
 
 KEYRING = Keyring.generate()
 NHS = "9434765919"
@@ -45,33 +45,33 @@ def test_an_untouched_chain_verifies(store: AuditStore) -> None:
 
 
 def test_an_altered_record_is_reported(store: AuditStore) -> None:
-    body = json.loads(store.db.execute("SELECT body FROM audit WHERE seq = 7").fetchone()[0])
+    body = json.loads(store._execute("SELECT body FROM audit WHERE seq = 7").fetchone()[0])
     body["decision"] = "allow"
     body["recipient"] = "someone-else"
-    store.db.execute("UPDATE audit SET body = ? WHERE seq = 7", (canonical(body).decode(),))
+    store._execute("UPDATE audit SET body = ? WHERE seq = 7", (canonical(body).decode(),))
     result = verify(store, KEYRING)
     assert not result.ok and result.first_bad_seq == 7 and "altered" in (result.problem or "")
 
 
 def test_a_removed_record_is_reported(store: AuditStore) -> None:
-    store.db.execute("DELETE FROM audit WHERE seq = 5")
+    store._execute("DELETE FROM audit WHERE seq = 5")
     result = verify(store, KEYRING)
     assert not result.ok and result.first_bad_seq == 5 and "removed" in (result.problem or "")
 
 
 def test_a_removed_and_renumbered_record_is_reported(store: AuditStore) -> None:
-    store.db.execute("DELETE FROM audit WHERE seq = 5")
-    store.db.execute("UPDATE audit SET seq = seq - 1 WHERE seq > 5")
+    store._execute("DELETE FROM audit WHERE seq = 5")
+    store._execute("UPDATE audit SET seq = seq - 1 WHERE seq > 5")
     result = verify(store, KEYRING)
     assert not result.ok and result.first_bad_seq == 5
 
 
 def test_an_inserted_record_is_reported(store: AuditStore) -> None:
-    store.db.execute("UPDATE audit SET seq = seq + 1000 WHERE seq > 10")
-    store.db.execute("UPDATE audit SET seq = seq - 999 WHERE seq > 1000")
-    prev = store.db.execute("SELECT hash FROM audit WHERE seq = 10").fetchone()[0]
+    store._execute("UPDATE audit SET seq = seq + 1000 WHERE seq > 10")
+    store._execute("UPDATE audit SET seq = seq - 999 WHERE seq > 1000")
+    prev = store._execute("SELECT hash FROM audit WHERE seq = 10").fetchone()[0]
     forged = _record("forged-recipient").model_dump(mode="json")
-    store.db.execute(
+    store._execute(
         "INSERT INTO audit VALUES (11, ?, ?, ?, ?, ?, ?, ?, ?)",
         (forged["audit_id"], forged["event_id"], forged["recipient"], forged["subject_token"],
          forged["decided_at"], canonical(forged).decode(), prev, chain_hash(prev, forged)),
@@ -81,21 +81,21 @@ def test_an_inserted_record_is_reported(store: AuditStore) -> None:
 
 
 def test_reordered_records_are_reported(store: AuditStore) -> None:
-    store.db.execute("UPDATE audit SET seq = -1 WHERE seq = 8")
-    store.db.execute("UPDATE audit SET seq = 8 WHERE seq = 9")
-    store.db.execute("UPDATE audit SET seq = 9 WHERE seq = -1")
+    store._execute("UPDATE audit SET seq = -1 WHERE seq = 8")
+    store._execute("UPDATE audit SET seq = 8 WHERE seq = 9")
+    store._execute("UPDATE audit SET seq = 9 WHERE seq = -1")
     result = verify(store, KEYRING)
     assert not result.ok and result.first_bad_seq == 8
 
 
 def test_a_truncated_tail_is_caught_by_the_signed_checkpoint(store: AuditStore) -> None:
-    store.db.execute("DELETE FROM audit WHERE seq > 17")
+    store._execute("DELETE FROM audit WHERE seq > 17")
     result = verify(store, KEYRING)
     assert not result.ok and "removed from the end" in (result.problem or "")
 
 
 def test_a_forged_checkpoint_signature_is_reported(store: AuditStore) -> None:
-    store.db.execute("UPDATE checkpoints SET signature = ? WHERE seq = 10", ("00" * 64,))
+    store._execute("UPDATE checkpoints SET signature = ? WHERE seq = 10", ("00" * 64,))
     result = verify(store, KEYRING)
     assert not result.ok and "bad signature" in (result.problem or "")
 
@@ -106,6 +106,23 @@ def test_a_repeated_decision_is_stored_once(tmp_path: Path) -> None:
     assert s.append([_record("a", event_id=event_id)], KEYRING) == 1
     assert s.append([_record("a", event_id=event_id), _record("b", event_id=event_id)], KEYRING) == 1
     assert s.count() == 2 and verify(s, KEYRING).ok
+
+
+def test_a_redelivered_batch_and_a_repeat_within_one_batch_are_stored_once(tmp_path: Path) -> None:
+    s = AuditStore(tmp_path / "audit.db")
+    first = [_record(f"p{i}") for i in range(5)]
+    assert s.append(first, KEYRING) == 5
+    again = _record("p9")
+    assert s.append([*first, again, again.model_copy(update={"audit_id": uuid.uuid4()})], KEYRING) == 1
+    assert s.count() == 6 and verify(s, KEYRING).ok
+
+
+def test_audit_messages_round_trip_and_split_large_batches() -> None:
+    records = [_record(f"p{i}") for i in range(AUDIT_RECORDS_PER_MESSAGE + 1)]
+    messages = encode_audit_batches(records)
+    assert len(messages) == 2
+    assert messages[0][0] == str(records[0].event_id).encode()
+    assert [r for _, v in messages for r in decode_audit_batch(v)] == records
 
 
 def test_trail_finds_a_child_by_nhs_number_across_key_rotation(store: AuditStore) -> None:

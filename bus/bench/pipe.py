@@ -1,0 +1,415 @@
+"""`sgbus bench run`: the whole pipe against its ceiling, latency under load, scaling, memory,
+backfill and OPA batching, in one run on a local stack of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.admin import AdminClient
+
+from bus.agents.pipeline import STAGES
+from bus.bench.forwarder import FORWARD_PARTITIONS, FORWARD_TOPIC
+from bus.bench.load import Broker, Prepared, Receiver, bench_producer, percentile, prepare, publish_all, publish_paced
+from bus.bench.load import reset_topics as _reset_topics
+from bus.bench.opa import bench_opa
+from bus.bench.profile import summarise_collapsed
+from bus.demo import stop_worker
+from bus.exceptions import StackError
+from bus.policy.data import Partnership, load_partnership
+from bus.pseudonymise.keyring import init_keyring
+from bus.stack import Stack, free_port
+from bus.topics import DLQ, TopicSpec, deliver_topic, topic_specs
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    events: int = 10_000  # per throughput phase (ceiling, full pipe, two workers)
+    loads: tuple[int, ...] = (200, 1000, 3000)  # offered events/s for latency
+    load_seconds: float = 5.0
+    backfill: int = 200_000
+    backfill_workers: int = 1
+    backfill_stages: bool = True  # one process per stage: what an operator runs for a backlog
+    opa_batches: tuple[int, ...] = (1, 10, 100, 500)
+    opa_seconds: float = 3.0
+    profile: bool = True
+    seed: int = 7
+    drain_timeout_s: float = 600.0
+
+
+FULL = BenchConfig()
+SMOKE = BenchConfig(events=300, loads=(100,), load_seconds=2.0, backfill=600, backfill_workers=1,
+                    opa_batches=(1, 10), opa_seconds=0.5, profile=False, drain_timeout_s=120.0)
+WARMUP = 20
+
+
+def _proc_status(pid: int, field_name: str) -> int:
+    """A kB figure from /proc/<pid>/status (0 when gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+@dataclass
+class Harness:
+    """One stack (own home, own ports) and the processes each phase starts."""
+
+    home: Path
+    policies_dir: Path
+    progress: Progress
+    stack: Stack = field(init=False)
+    bootstrap: str = ""
+    opa_url: str = ""
+    partnership: Partnership = field(init=False)
+    broker: Broker = field(init=False)
+    pids: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.stack = Stack(self.home, self.policies_dir, progress=self.progress)
+        self.partnership = load_partnership(self.policies_dir / "data")
+
+    def up(self) -> None:
+        status, _ = self.stack.up()
+        self.bootstrap, self.opa_url = status["kafka_bootstrap"], status["opa_url"]
+        self.pids = {"kafka": status["kafka"]["pid"], "opa": status["opa"]["pid"]}
+        self.broker = Broker(self.bootstrap)
+        init_keyring(self.home / "keyring.json")
+
+    def down(self) -> None:
+        self.broker.close()
+        self.stack.down()
+
+    @property
+    def deliver_topics(self) -> list[str]:
+        return [deliver_topic(p.id) for p in self.partnership.partners]
+
+    def reset(self) -> None:
+        specs = [*topic_specs(self.partnership), TopicSpec(FORWARD_TOPIC, FORWARD_PARTITIONS)]
+        _reset_topics(self.bootstrap, specs)
+
+    def spawn(self, module: str, app_id: str, stage: str | None = None) -> Proc:
+        log = (self.home / f"{app_id}{'-' + stage if stage else ''}.log").open("ab")
+        port = free_port()
+        audit_db = self.home / f"{app_id}.db"  # workers of one app share the one chain, as in production
+        env = {**os.environ, "SGBUS_HOME": str(self.home), "SGBUS_POLICIES_DIR": str(self.policies_dir),
+               "SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(audit_db),
+               "SGBUS_METRICS_PORT": str(port), "SGBUS_LOG_LEVEL": "warning"}
+        args = (["worker"] + (["--stage", stage] if stage else [])) if module == "bus" else []
+        popen = subprocess.Popen([sys.executable, "-m", module, *args],
+                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        log.close()
+        return Proc(popen, f"http://127.0.0.1:{port}/metrics", audit_db)
+
+    def wait_audited(self, procs: list[Proc], expected: int, what: str, timeout_s: float) -> float:
+        """Until the workers' audit stores hold `expected` new records; returns when (wall clock)."""
+        deadline = time.monotonic() + timeout_s
+        last_report = time.monotonic()
+        stored = 0
+        while time.monotonic() < deadline:
+            stored = sum(p.audit_stored() for p in procs)
+            if stored >= expected:
+                return time.time()
+            if time.monotonic() - last_report > 10:
+                self.progress(f"  {what}: {stored:,}/{expected:,} audit records stored")
+                last_report = time.monotonic()
+            # A scrape costs the worker CPU: poll slowly until the end is near.
+            time.sleep(0.05 if stored >= 0.97 * expected else 0.5)
+        raise StackError(f"{what}: {stored} of {expected} audit records stored after {timeout_s:.0f}s")
+
+    def wait_group(self, group: str, members: int, timeout_s: float = 120.0) -> None:
+        """Until the consumer group is stable with `members` members (so no rebalance mid-run)."""
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                desc = admin.describe_consumer_groups([group])[group].result(10)
+                if len(desc.members) == members and str(desc.state).endswith("STABLE"):
+                    return
+            except Exception:  # noqa: S110 - the group does not exist until a member joins
+                pass
+            time.sleep(0.2)
+        raise StackError(f"consumer group {group} did not reach {members} stable member(s)")
+
+    def await_count(self, topics: list[str], expected: int, what: str, timeout_s: float) -> None:
+        got = self.broker.wait_count(topics, expected, timeout_s,
+                                     progress=lambda n: self.progress(f"  {what}: {n:,}/{expected:,}"))
+        if got < expected:
+            raise StackError(f"{what}: {got} of {expected} after {timeout_s:.0f}s")
+
+    def cpu(self, procs: dict[str, int]) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in procs.items()}
+
+
+@dataclass
+class Proc:
+    """A worker (or the forwarder) process started by the harness."""
+
+    popen: subprocess.Popen[bytes]
+    metrics_url: str
+    audit_db: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def audit_stored(self) -> int:
+        """sgbus_audit_stored_total: records chained into this worker's audit store."""
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=2) as resp:  # noqa: S310 - loopback
+                text = resp.read().decode()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            if line.startswith("sgbus_audit_stored_total "):
+                return int(float(line.split()[1]))
+        return 0
+
+    def stop(self) -> None:
+        stop_worker(self.popen)
+
+
+def _audits(records: list[Prepared]) -> int:
+    return sum(r.candidates for r in records)
+
+
+def _rss_mb(pid: int) -> float:
+    return round(_proc_status(pid, "VmHWM") / 1024, 1)
+
+
+def _cpu_share(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
+    """Cores used by each process over a window (1.0 = one core busy)."""
+    return {k: round((after[k] - before[k]) / seconds, 2) for k in after if seconds > 0}
+
+
+def start_workers(h: Harness, module: str, app_id: str, workers: int, stages: bool) -> list[Proc]:
+    """`workers` all-in-one processes, or one process per stage (`sgbus worker --stage`)."""
+    if stages:
+        procs = [h.spawn(module, app_id, stage) for stage in STAGES]
+        for stage in STAGES:
+            h.wait_group(f"{app_id}-{stage}", 1)
+        return procs
+    procs = [h.spawn(module, app_id) for _ in range(workers)]
+    h.wait_group(app_id, workers)
+    return procs
+
+
+def run_throughput(h: Harness, name: str, module: str, workers: int, records: list[Prepared],
+                   warm: list[Prepared], cfg: BenchConfig, profile_out: Path | None = None,
+                   extra: list[Prepared] | None = None, stages: bool = False) -> dict[str, Any]:
+    """Drain a burst of `records` as fast as it goes: events/s from the first publish to the
+    last output (the pipe: the last audit record stored; the ceiling: the last forwarded record)."""
+    h.reset()
+    app_id = f"bench-{name}-{time.time_ns()}"
+    pipe = module == "bus"
+    procs = start_workers(h, module, app_id, workers, stages)
+    try:
+        producer = bench_producer(h.bootstrap)
+        publish_all(producer, warm)
+        if pipe:
+            h.wait_audited(procs, _audits(warm), f"{name} warm-up", 180)
+        else:
+            h.await_count([FORWARD_TOPIC], len(warm), f"{name} warm-up", 180)
+        watch = {"kafka": h.pids["kafka"], "opa": h.pids["opa"]} | {f"worker{i}": p.pid for i, p in enumerate(procs)}
+        cpu0 = h.cpu(watch)
+        start = time.time()
+        publish_all(producer, records)
+        if pipe:
+            end = h.wait_audited(procs, _audits(warm) + _audits(records), name, cfg.drain_timeout_s)
+        else:
+            h.await_count([FORWARD_TOPIC], len(warm) + len(records), name, cfg.drain_timeout_s)
+            end = h.broker.last_timestamp([FORWARD_TOPIC])
+        seconds = max(end - start, 1e-3)
+        result: dict[str, Any] = {
+            "events": len(records), "workers": workers, "seconds": round(seconds, 2),
+            "events_per_s": round(len(records) / seconds, 1),
+            "cores_used": _cpu_share(cpu0, h.cpu(watch), seconds),
+        }
+        if pipe:
+            result["audit_records"] = _audits(records)
+            result["deliveries"] = h.broker.count_committed(h.deliver_topics)
+        if profile_out is not None and extra:
+            result["profile"] = _profile(h, procs[0], extra, _audits(warm) + _audits(records), profile_out)
+        result["worker_peak_rss_mb"] = [_rss_mb(p.pid) for p in procs]
+        return result
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def _profile(h: Harness, proc: Proc, extra: list[Prepared], stored_before: int, out: Path) -> dict[str, Any]:
+    """py-spy samples the worker (non-blocking, so it barely slows it) while it drains `extra`."""
+    pyspy = Path(sys.executable).with_name("py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen([str(pyspy), "record", "--pid", str(proc.pid), "--rate", "200", "--nonblocking",
+                            "--format", "raw", "--output", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)  # py-spy attaches asynchronously; let it start sampling before the burst
+    if spy.poll() is not None:
+        return {"error": (spy.stderr.read().decode() if spy.stderr else "")[-300:] or "py-spy exited"}
+    publish_all(bench_producer(h.bootstrap), extra)
+    h.wait_audited([proc], stored_before + _audits(extra), "profiled run", 600)
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+    if not out.is_file():
+        return {"error": "py-spy wrote no profile"}
+    return {"events": len(extra), "tool": "py-spy 0.4.1 record --rate 200 --nonblocking",
+            **summarise_collapsed(out.read_text())}
+
+
+def run_latency(h: Harness, cfg: BenchConfig, loads: list[list[Prepared]], warm: list[Prepared]) -> dict[str, Any]:
+    """Offer each load on a fixed schedule; latency = partner consumer receipt - publish time."""
+    h.reset()
+    app_id = f"bench-latency-{time.time_ns()}"
+    worker = h.spawn("bus", app_id)
+    results = []
+    try:
+        h.wait_group(app_id, 1)
+        producer = bench_producer(h.bootstrap)
+        publish_all(producer, warm)
+        expected = _audits(warm)
+        h.wait_audited([worker], expected, "latency warm-up", 180)
+        for rate, records in zip(cfg.loads, loads, strict=True):
+            receiver = Receiver(h.bootstrap, h.broker.end_offsets(h.deliver_topics)).start()
+            t0 = time.time()
+            sent = publish_paced(producer, records, rate)
+            offered_s = time.time() - t0
+            expected += _audits(records)
+            drained_s = h.wait_audited([worker], expected, f"latency at {rate}/s", cfg.drain_timeout_s) - t0
+            receiver.wait_quiet(1.0)
+            receiver.stop()
+            lat = [(t - sent[eid]) * 1000 for eid, t in receiver.received if eid in sent]
+            row: dict[str, Any] = {"offered_per_s": rate, "events": len(records),
+                                   "achieved_offer_per_s": round(len(records) / offered_s, 1),
+                                   "deliveries_measured": len(lat),
+                                   "processed_per_s": round(len(records) / max(drained_s, offered_s), 1)}
+            if lat:
+                row |= {f"p{q}_ms": round(percentile(lat, q), 1) for q in (50, 95, 99)}
+                row["max_ms"] = round(max(lat), 1)
+            results.append(row)
+            h.progress(f"  at {rate}/s: " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "offered_per_s"))
+        return {"loads": results, "worker_peak_rss_mb": _rss_mb(worker.pid)}
+    finally:
+        worker.stop()
+
+
+def run_backfill(h: Harness, cfg: BenchConfig, records: list[Prepared]) -> dict[str, Any]:
+    """A backlog published while no worker runs, then drained by `backfill_workers` workers
+    started together: time taken and no loss (checked in the audit store and partner topics)."""
+    h.reset()
+    t_pub = time.time()
+    publish_all(bench_producer(h.bootstrap), records)
+    publish_s = time.time() - t_pub
+    start = time.time()
+    app_id = f"bench-backfill-{time.time_ns()}"
+    if cfg.backfill_stages:
+        workers = [h.spawn("bus", app_id, stage) for stage in STAGES]
+    else:
+        workers = [h.spawn("bus", app_id) for _ in range(cfg.backfill_workers)]
+    try:
+        end = h.wait_audited(workers, _audits(records), "backfill", cfg.drain_timeout_s)
+        seconds = end - start
+        rss = [_rss_mb(w.pid) for w in workers]
+        with closing(sqlite3.connect(workers[0].audit_db)) as db:
+            n_records, n_allow = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(json_extract(body, '$.decision') = 'allow'), 0) FROM audit"
+            ).fetchone()
+            stored_ids = {r[0] for r in db.execute("SELECT DISTINCT event_id FROM audit")}
+        deliveries = h.broker.count_committed(h.deliver_topics)
+        missing = len({r.event_id for r in records} - stored_ids)
+        return {
+            "events": len(records), "workers": "one per stage" if cfg.backfill_stages else cfg.backfill_workers,
+            "publish_seconds": round(publish_s, 1),
+            "seconds_from_worker_start": round(seconds, 1),
+            "events_per_s": round(len(records) / seconds, 1),
+            "events_audited": len(stored_ids), "events_missing": missing,
+            "audit_records": n_records, "audit_records_expected": _audits(records),
+            "allowed_decisions": n_allow, "deliveries": deliveries,
+            "dead_letters": h.broker.count_committed([DLQ]),
+            "zero_loss": missing == 0 and n_records == _audits(records) and deliveries == n_allow,
+            "worker_peak_rss_mb": rss,
+        }
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: Progress,
+            home: Path | None = None) -> dict[str, Any]:
+    """Every phase in order on one stack; returns the results (also the JSON files' content)."""
+    own_home = home is None
+    home = Path(tempfile.mkdtemp(prefix="sgbus-bench-")) if home is None else home
+    h = Harness(home.resolve(), policies_dir.resolve(), progress)
+    began = time.time()
+    progress(f"preparing {cfg.events:,} + {cfg.backfill:,} synthetic events ...")
+    main = prepare(h.partnership, cfg.events, cfg.seed)
+    extra = prepare(h.partnership, cfg.events // 2, cfg.seed + 1) if cfg.profile else []
+    warm = prepare(h.partnership, WARMUP, cfg.seed + 2)
+    loads = [prepare(h.partnership, int(rate * cfg.load_seconds), cfg.seed + 10 + i)
+             for i, rate in enumerate(cfg.loads)]
+    backfill = prepare(h.partnership, cfg.backfill, cfg.seed + 3)
+    results: dict[str, Any] = {"config": asdict(cfg)}
+    h.up()
+    try:
+        progress(f"ceiling: Faust forwarder, {len(main):,} events ...")
+        results["ceiling"] = run_throughput(h, "ceiling", "bus.bench.forwarder", 1, main, warm, cfg)
+        progress(f"  {results['ceiling']['events_per_s']:,} events/s")
+        progress(f"full pipe: one worker, {len(main):,} events ...")
+        results["pipe"] = run_throughput(h, "pipe", "bus", 1, main, warm, cfg,
+                                         profile_out=results_dir / "profile-pipe.collapsed" if cfg.profile else None,
+                                         extra=extra)
+        progress(f"  {results['pipe']['events_per_s']:,} events/s")
+        ratio = results["pipe"]["events_per_s"] / results["ceiling"]["events_per_s"]
+        results["ratio_full_to_ceiling"] = round(ratio, 3)
+        progress(f"full pipe: two workers, {len(main):,} events ...")
+        results["two_workers"] = run_throughput(h, "scale", "bus", 2, main, warm, cfg)
+        progress(f"  {results['two_workers']['events_per_s']:,} events/s")
+        progress(f"full pipe: one process per stage (exactly-once), {len(main):,} events ...")
+        results["stages"] = run_throughput(h, "stages", "bus", 1, main, warm, cfg, stages=True)
+        progress(f"  {results['stages']['events_per_s']:,} events/s")
+        progress(f"latency at offered loads {', '.join(map(str, cfg.loads))} events/s ...")
+        results["latency"] = run_latency(h, cfg, loads, warm)
+        progress(f"backfill of {len(backfill):,} events ...")
+        results["backfill"] = run_backfill(h, cfg, backfill)
+        bf = results["backfill"]
+        progress(f"  {bf['seconds_from_worker_start']}s, zero loss: {bf['zero_loss']}")
+        progress("OPA decisions/s by batch size ...")
+        results["opa"] = [{"batch_size": r.batch_size, "queries": r.queries, "decisions": r.decisions,
+                           "decisions_per_s": round(r.decisions_per_s, 1), "ms_per_query": round(r.ms_per_query, 2)}
+                          for r in bench_opa(h.opa_url, policies_dir, list(cfg.opa_batches), cfg.opa_seconds)]
+    finally:
+        h.down()
+        if own_home:
+            import shutil
+
+            shutil.rmtree(home, ignore_errors=True)
+    results["wall_seconds"] = round(time.time() - began, 1)
+    return results

@@ -1,0 +1,60 @@
+"""Summarise a py-spy profile (collapsed stacks): where the worker's CPU time goes."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+# (label, substring of a frame) -> share of samples whose stack contains it (inclusive time).
+STAGES: list[tuple[str, str]] = [
+    ("ingest agent (whole)", "ingest_agent (bus/agents/pipeline.py"),
+    ("  ingest: validate raw event (pydantic)", "parse_event (schemas/registry.py"),
+    ("  ingest: tokenise + seal + redact", "pseudonymise_at_ingest ("),
+    ("  ingest: free-text redaction", "bus/pseudonymise/redact.py"),
+    ("route agent (whole)", "route_agent (bus/agents/pipeline.py"),
+    ("  route: parse sg.events records (pydantic)", "model_validate_json"),
+    ("  route: policy query incl. waiting on OPA", "decide_batch ("),
+    ("  route: recipient views", "recipient_view ("),
+    ("  route: audit records", "audit_record ("),
+    ("audit agent + hash-chained store", "bus/audit/chain.py"),
+    ("Faust/aiokafka send path", "aiokafka/producer"),
+    ("Faust/aiokafka fetch path", "aiokafka/consumer"),
+    ("serialise to JSON (pydantic)", "model_dump_json"),
+    ("AES-GCM / HMAC (cryptography)", "cryptography/"),
+    ("asyncio event loop overhead", "asyncio/base_events.py"),
+]
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def _short(frame: str) -> str:
+    m = _FRAME.match(frame.strip())
+    if not m:
+        return frame.strip()
+    path = m.group("file")
+    for marker in ("site-packages/", "lib/python3.11/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{m.group('func')} ({path})"
+
+
+def summarise_collapsed(text: str, top: int = 12) -> dict[str, Any]:
+    """Inclusive share per pipeline stage and the functions with the most self time."""
+    stacks: list[tuple[str, int]] = []
+    for line in text.splitlines():
+        frames, _, samples = line.rpartition(" ")
+        if frames and samples.isdigit():
+            stacks.append((frames, int(samples)))
+    total = sum(n for _, n in stacks)
+    if not total:
+        return {"samples": 0, "stages": [], "self_top": []}
+    stages: list[dict[str, Any]] = []
+    for label, needle in STAGES:
+        hits = sum(count for stack, count in stacks if needle in stack)
+        stages.append({"stage": label, "share": round(hits / total, 3)})
+    own: Counter[str] = Counter()
+    for stack, count in stacks:  # the leaf frame is where the sample's time was spent
+        own[_short(stack.rsplit(";", 1)[-1])] += count
+    return {"samples": total, "stages": stages,
+            "self_top": [{"function": f, "share": round(n / total, 3)} for f, n in own.most_common(top)]}

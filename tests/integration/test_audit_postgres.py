@@ -1,0 +1,112 @@
+"""The audit chain on PostgreSQL (SGBUS_AUDIT_DSN), against a real server started from Debian's
+package: the same chain, dedupe and tamper tests as on SQLite, and the worker writing to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from bus.audit.chain import AuditStore, AuditStoreError, verify
+from schemas.synthetic import Synth
+from tests.helpers import wait_for
+from tests.integration.conftest import REPO, Bus
+from tests.postgres_server import Postgres, start_postgres
+from tests.unit.test_audit_chain import (  # noqa: F401 - collected here again, against PostgreSQL
+    KEYRING,
+    _record,
+    test_a_forged_checkpoint_signature_is_reported,
+    test_a_removed_and_renumbered_record_is_reported,
+    test_a_removed_record_is_reported,
+    test_a_truncated_tail_is_caught_by_the_signed_checkpoint,
+    test_an_altered_record_is_reported,
+    test_an_inserted_record_is_reported,
+    test_an_untouched_chain_verifies,
+    test_reordered_records_are_reported,
+)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def store(postgres: Postgres) -> Iterator[AuditStore]:
+    """The same 20 records in 4 signed batches as the SQLite fixture, in a fresh database."""
+    s = AuditStore(dsn=postgres.create_database(f"audit_{uuid.uuid4().hex[:12]}"))
+    for batch in range(4):
+        s.append([_record(f"partner-{batch}-{i}", allow=i % 2 == 0) for i in range(5)], KEYRING)
+    yield s
+    s.close()
+
+
+def test_a_repeated_decision_is_stored_once_on_postgres(postgres: Postgres) -> None:
+    s = AuditStore(dsn=postgres.create_database("audit_repeat"))
+    event_id = uuid.uuid4()
+    assert s.append([_record("a", event_id=event_id)], KEYRING) == 1
+    assert s.append([_record("a", event_id=event_id), _record("b", event_id=event_id)], KEYRING) == 1
+    assert s.count() == 2 and verify(s, KEYRING).ok
+    s.close()
+
+
+def test_an_unreachable_postgres_is_a_clear_error_without_the_dsn() -> None:
+    dsn = "postgresql://sgbus:s3cret-pw@127.0.0.1:1/none"
+    with pytest.raises(AuditStoreError) as info:
+        AuditStore(dsn=dsn)
+    assert "SGBUS_AUDIT_DSN" in str(info.value) and "s3cret-pw" not in str(info.value)
+
+
+def _sgbus(bus: Bus, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bus", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SGBUS_HOME": str(bus.settings.home),
+                               "SGBUS_POLICIES_DIR": str(REPO / "policies"), **env}, check=False)
+
+
+def test_worker_writes_the_audit_chain_to_postgres_when_the_dsn_is_set(bus: Bus, postgres: Postgres) -> None:
+    dsn = postgres.create_database("audit_worker")
+    original_env = dict(bus.worker_env or {})
+    assert bus.worker is not None
+    bus.worker.terminate()
+    bus.worker.wait(60)
+    bus.worker_env = {**original_env, "SGBUS_AUDIT_DSN": dsn}
+    bus.start_worker()
+    try:
+        s = Synth(seed=606)
+        child = s.child(min_age=5)
+        events = [s.domestic_abuse_incident(child, school_urn="900001"), s.child_protection_plan(child)]
+        bus.publish(events)
+        ids = {e["event_id"] for e in events}
+
+        def stored() -> list[str] | None:
+            with psycopg.connect(dsn) as conn:
+                try:
+                    rows = [r[0] for r in conn.execute("SELECT event_id FROM audit")]
+                except psycopg.errors.UndefinedTable:  # the worker has not opened the store yet
+                    return None
+            return rows if ids <= set(rows) else None
+
+        wait_for(stored, 90, what="the worker's audit records in PostgreSQL")
+        env = {"SGBUS_AUDIT_DSN": dsn}
+        verified = _sgbus(bus, env, "audit", "verify")
+        assert verified.returncode == 0 and "audit OK" in verified.stdout, verified.stderr
+        nhs = child["identifiers"]["nhs_number"]
+        trail = _sgbus(bus, env, "audit", "trail", "--nhs-number", nhs, "--json")
+        assert trail.returncode == 0, trail.stderr
+        assert {json.loads(line)["event_id"] for line in trail.stdout.splitlines() if line.strip()} >= ids
+        assert nhs not in trail.stdout and dsn not in trail.stderr
+    finally:
+        bus.worker.terminate()
+        bus.worker.wait(60)
+        bus.worker_env = original_env
+        bus.start_worker()

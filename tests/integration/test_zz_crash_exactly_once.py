@@ -1,0 +1,116 @@
+"""Crash safety with one process per stage (`sgbus worker --stage ingest|route|audit`, Kafka
+transactions): 10,000 events, every stage SIGKILLed mid-stream and restarted; each partner's
+topic then holds exactly the entitled events, none twice, as read_committed consumers see it.
+(Runs after test_zz_crash: it stops the session's all-in-one worker.)"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from bus.agents.pipeline import STAGES
+from bus.demo import start_worker, stop_worker
+from bus.kafka_io import read_topic
+from bus.policy.data import load_partnership
+from bus.routing import candidates
+from bus.topics import AUDIT, EVENTS, deliver_topic, ingress_topic
+from schemas.envelope import Agency
+from schemas.synthetic import Synth
+from tests.helpers import wait_for
+from tests.integration.conftest import REPO, Bus
+
+COUNT = 10_000
+
+
+def _start_from_the_end(bootstrap: str, group: str, topics: list[str]) -> None:
+    """A new consumer group would start at the earliest offset and redo the whole session's
+    traffic; commit the current ends so the stages see only this test's events."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "log_level": 3})
+    try:
+        tps = []
+        for topic in topics:
+            for p in c.list_topics(topic, timeout=10).topics[topic].partitions:
+                _low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                tps.append(TopicPartition(topic, p, high))
+        c.commit(offsets=tps, asynchronous=False)
+    finally:
+        c.close()
+
+
+def _stored_pairs(db: Path, ids: set[str]) -> list[tuple[str, str, str]]:
+    if not db.is_file():
+        return []
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT event_id, recipient, body FROM audit").fetchall()
+    finally:
+        con.close()
+    return [(e, r, json.loads(b)["decision"]) for e, r, b in rows if e in ids]
+
+
+def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_exactly_once(
+    bus: Bus, tmp_path: Path,
+) -> None:
+    partnership = load_partnership(REPO / "policies" / "data")
+    subscribed = sorted({t for sub in partnership.subscriptions for t in sub.event_types})
+    synth = Synth(seed=2002)
+    events = [synth.event(subscribed[i % len(subscribed)]) for i in range(COUNT)]
+    ids = {e["event_id"] for e in events}
+    expected_pairs = {(e["event_id"], c.recipient) for e in events
+                      for c in candidates(partnership, e["event_type"], e["source"]["agency"], e["source"]["org_id"])}
+
+    assert bus.worker is not None
+    stop_worker(bus.worker)  # its consumer groups would process the same events
+    app_id = f"crash-eos-{uuid.uuid4().hex[:8]}"
+    _start_from_the_end(bus.bootstrap, f"{app_id}-ingest", [ingress_topic(a) for a in Agency])
+    _start_from_the_end(bus.bootstrap, f"{app_id}-route", [EVENTS])
+    _start_from_the_end(bus.bootstrap, f"{app_id}-audit", [AUDIT])
+    db = tmp_path / "audit.db"
+    env = {"SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(db), "SGBUS_METRICS_PORT": "0",
+           "SGBUS_RETRY_MAX_BACKOFF_S": "1.0"}
+
+    def start() -> list[subprocess.Popen[bytes]]:
+        return [start_worker(bus.settings, tmp_path / f"{stage}.log", env=env, stage=stage) for stage in STAGES]
+
+    procs = start()
+    try:
+        bus.publish(events)
+        wait_for(lambda: len(_stored_pairs(db, ids)) >= len(expected_pairs) // 5, 300, interval_s=0.5,
+                 what="a fifth of the decisions before the crash")
+        for p in procs:  # no shutdown hooks, no commit, open transactions left behind
+            p.send_signal(signal.SIGKILL)
+        for p in procs:
+            p.wait(30)
+        at_crash = len(_stored_pairs(db, ids))
+        assert at_crash < len(expected_pairs), "the crash came too late to test anything"
+        procs = start()
+
+        stored = wait_for(lambda: (p := _stored_pairs(db, ids)) and len(p) >= len(expected_pairs) and p,
+                          600, interval_s=1.0, what="every decision after the restart")
+        pairs = Counter((e, r) for e, r, _ in stored)
+        assert set(pairs) == expected_pairs and max(pairs.values()) == 1
+
+        all_events = read_topic(bus.bootstrap, EVENTS, timeout_s=10)
+        ingested = Counter(e for e in (json.loads(v)["event_id"] for v in all_events) if e in ids)
+        assert set(ingested) == ids and max(ingested.values()) == 1  # sg.events: each event once
+
+        allowed: dict[str, set[str]] = {}
+        for e, r, decision in stored:
+            if decision == "allow":
+                allowed.setdefault(r, set()).add(e)
+        assert allowed, "the sample should share something"
+        for partner, expected in allowed.items():
+            on_topic = Counter(e for e in (json.loads(v)["event_id"] for v in bus.raw_values(deliver_topic(partner)))
+                               if e in ids)
+            assert set(on_topic) == expected, partner  # nothing lost, nothing extra
+            assert max(on_topic.values()) == 1, partner  # nothing twice
+    finally:
+        for p in procs:
+            stop_worker(p)

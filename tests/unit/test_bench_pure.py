@@ -1,0 +1,27 @@
+"""Pure parts of the benchmark harness: percentiles and the profile summary."""
+
+from __future__ import annotations
+
+from bus.bench.load import percentile
+from bus.bench.profile import summarise_collapsed
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(x) for x in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 99) == 99.0
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_profile_summary_attributes_samples_to_stages_and_leaf_functions() -> None:
+    text = "\n".join([
+        "main (bus/cli.py:1);ingest_agent (bus/agents/pipeline.py:40);ingest (bus/ingest.py:47) 30",
+        "main (bus/cli.py:1);route_agent (bus/agents/pipeline.py:60);decide_batch (bus/policy/client.py:9) 10",
+        "main (bus/cli.py:1);write (/usr/lib/python3.11/asyncio/selector_events.py:1) 60",
+    ])
+    summary = summarise_collapsed(text)
+    stages = {s["stage"].strip(): s["share"] for s in summary["stages"]}
+    assert summary["samples"] == 100
+    assert stages["ingest agent (whole)"] == 0.3
+    assert stages["route: policy query incl. waiting on OPA"] == 0.1
+    assert summary["self_top"][0] == {"function": "write (asyncio/selector_events.py)", "share": 0.6}
