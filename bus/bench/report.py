@@ -127,8 +127,10 @@ def render(results: dict[str, Any]) -> str:
         "",
         "## End-to-end latency (publish → partner consumer receipt)",
         "",
-        f"Each load is offered on a fixed schedule for {cfg['load_seconds']:.0f} s to one running worker; latency "
-        "is measured per delivery (event x partner) from the publisher's send call to the partner consumer's receipt.",
+        "Each load is offered on a fixed schedule (for " + ", ".join(
+            f"{s:.0f} s at {r:,}/s" for r, s in zip(cfg["loads"], cfg["load_seconds"], strict=True))
+        + ") to one running all-in-one worker; latency is measured per delivery (event x partner) from the "
+        "publisher's send call to the partner consumer's receipt.",
         "",
         "| offered events/s | achieved offer | processed events/s | deliveries | p50 | p95 | p99 | max |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
