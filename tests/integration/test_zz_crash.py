@@ -10,50 +10,30 @@ exactly once. (Named zz so it runs last: it replaces the session's worker.)
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
-from bus.policy.data import load_partnership
-from bus.routing import candidates
 from bus.topics import deliver_topic
 from connectors.delivery.base import run_delivery
 from connectors.delivery.filedrop import FileDropSink
-from schemas.synthetic import Synth
 from tests.helpers import wait_for
-from tests.integration.conftest import REPO, Bus
-
-COUNT = 10_000
-
-
-def _stored_pairs(db: Path, ids: set[str]) -> list[tuple[str, str, str]]:
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute("SELECT event_id, recipient, body FROM audit").fetchall()
-    finally:
-        con.close()
-    return [(e, r, json.loads(b)["decision"]) for e, r, b in rows if e in ids]
+from tests.integration.conftest import Bus
+from tests.integration.crash_sample import crash_sample, stored_pairs
 
 
 def test_sigkill_mid_stream_loses_nothing_and_partners_get_each_event_once(bus: Bus, tmp_path: Path) -> None:
-    partnership = load_partnership(REPO / "policies" / "data")
-    subscribed = sorted({t for sub in partnership.subscriptions for t in sub.event_types})
-    synth = Synth(seed=1001)
-    events = [synth.event(subscribed[i % len(subscribed)]) for i in range(COUNT)]
-    ids = {e["event_id"] for e in events}
-    expected_pairs = {(e["event_id"], c.recipient) for e in events
-                      for c in candidates(partnership, e["event_type"], e["source"]["agency"], e["source"]["org_id"])}
+    events, ids, expected_pairs = crash_sample(seed=1001)
     db = bus.settings.audit_db_path
 
     bus.publish(events)
-    wait_for(lambda: len(_stored_pairs(db, ids)) >= len(expected_pairs) // 5, 300, interval_s=0.5,
+    wait_for(lambda: len(stored_pairs(db, ids)) >= len(expected_pairs) // 5, 300, interval_s=0.5,
              what="a fifth of the decisions before the crash")
     bus.kill_worker()
-    at_crash = len(_stored_pairs(db, ids))
+    at_crash = len(stored_pairs(db, ids))
     assert at_crash < len(expected_pairs), "the crash came too late to test anything"
     bus.start_worker()
 
-    stored = wait_for(lambda: (p := _stored_pairs(db, ids)) and len(p) >= len(expected_pairs) and p,
+    stored = wait_for(lambda: (p := stored_pairs(db, ids)) and len(p) >= len(expected_pairs) and p,
                       600, interval_s=1.0, what="every decision after the restart")
     pairs = Counter((e, r) for e, r, _ in stored)
     assert set(pairs) == expected_pairs and max(pairs.values()) == 1  # one decision per (event, candidate)

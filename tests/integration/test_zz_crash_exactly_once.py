@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import uuid
 from collections import Counter
@@ -18,15 +17,11 @@ from confluent_kafka import Consumer, TopicPartition
 from bus.agents.pipeline import STAGES
 from bus.demo import start_worker, stop_worker
 from bus.kafka_io import read_topic
-from bus.policy.data import load_partnership
-from bus.routing import candidates
 from bus.topics import AUDIT, EVENTS, deliver_topic, ingress_topic
 from schemas.envelope import Agency
-from schemas.synthetic import Synth
 from tests.helpers import wait_for
-from tests.integration.conftest import REPO, Bus
-
-COUNT = 10_000
+from tests.integration.conftest import Bus
+from tests.integration.crash_sample import crash_sample, stored_pairs
 
 
 def _start_from_the_end(bootstrap: str, group: str, topics: list[str]) -> None:
@@ -44,27 +39,12 @@ def _start_from_the_end(bootstrap: str, group: str, topics: list[str]) -> None:
         c.close()
 
 
-def _stored_pairs(db: Path, ids: set[str]) -> list[tuple[str, str, str]]:
-    if not db.is_file():
-        return []
-    con = sqlite3.connect(db)
-    try:
-        rows = con.execute("SELECT event_id, recipient, body FROM audit").fetchall()
-    finally:
-        con.close()
-    return [(e, r, json.loads(b)["decision"]) for e, r, b in rows if e in ids]
 
 
 def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_exactly_once(
     bus: Bus, tmp_path: Path,
 ) -> None:
-    partnership = load_partnership(REPO / "policies" / "data")
-    subscribed = sorted({t for sub in partnership.subscriptions for t in sub.event_types})
-    synth = Synth(seed=2002)
-    events = [synth.event(subscribed[i % len(subscribed)]) for i in range(COUNT)]
-    ids = {e["event_id"] for e in events}
-    expected_pairs = {(e["event_id"], c.recipient) for e in events
-                      for c in candidates(partnership, e["event_type"], e["source"]["agency"], e["source"]["org_id"])}
+    events, ids, expected_pairs = crash_sample(seed=2002)
 
     assert bus.worker is not None
     stop_worker(bus.worker)  # its consumer groups would process the same events
@@ -82,17 +62,17 @@ def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_e
     procs = start()
     try:
         bus.publish(events)
-        wait_for(lambda: len(_stored_pairs(db, ids)) >= len(expected_pairs) // 5, 300, interval_s=0.5,
+        wait_for(lambda: len(stored_pairs(db, ids)) >= len(expected_pairs) // 5, 300, interval_s=0.5,
                  what="a fifth of the decisions before the crash")
         for p in procs:  # no shutdown hooks, no commit, open transactions left behind
             p.send_signal(signal.SIGKILL)
         for p in procs:
             p.wait(30)
-        at_crash = len(_stored_pairs(db, ids))
+        at_crash = len(stored_pairs(db, ids))
         assert at_crash < len(expected_pairs), "the crash came too late to test anything"
         procs = start()
 
-        stored = wait_for(lambda: (p := _stored_pairs(db, ids)) and len(p) >= len(expected_pairs) and p,
+        stored = wait_for(lambda: (p := stored_pairs(db, ids)) and len(p) >= len(expected_pairs) and p,
                           600, interval_s=1.0, what="every decision after the restart")
         pairs = Counter((e, r) for e, r, _ in stored)
         assert set(pairs) == expected_pairs and max(pairs.values()) == 1

@@ -1,0 +1,39 @@
+"""What both crash tests publish and how they read the audit store back."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from bus.policy.data import load_partnership
+from bus.routing import candidates
+from schemas.synthetic import Synth
+from tests.integration.conftest import REPO
+
+COUNT = 10_000
+
+
+def crash_sample(seed: int) -> tuple[list[dict[str, Any]], set[str], set[tuple[str, str]]]:
+    """(events, their ids, expected (event id, candidate recipient) pairs): COUNT events of the
+    subscribed types, so every one is routed."""
+    partnership = load_partnership(REPO / "policies" / "data")
+    subscribed = sorted({t for sub in partnership.subscriptions for t in sub.event_types})
+    synth = Synth(seed=seed)
+    events = [synth.event(subscribed[i % len(subscribed)]) for i in range(COUNT)]
+    expected_pairs = {(e["event_id"], c.recipient) for e in events
+                      for c in candidates(partnership, e["event_type"], e["source"]["agency"], e["source"]["org_id"])}
+    return events, {e["event_id"] for e in events}, expected_pairs
+
+
+def stored_pairs(db: Path, ids: set[str]) -> list[tuple[str, str, str]]:
+    """(event id, recipient, decision) of every stored audit record about `ids`."""
+    if not db.is_file():
+        return []
+    con = sqlite3.connect(db)
+    try:
+        rows = con.execute("SELECT event_id, recipient, body FROM audit").fetchall()
+    finally:
+        con.close()
+    return [(e, r, json.loads(b)["decision"]) for e, r, b in rows if e in ids]
