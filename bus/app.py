@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
 
 from bus.audit.chain import AuditStore
+from bus.faust_kafka import App
 from bus.metrics import Metrics
 from bus.pseudonymise.keyring import Keyring
 from bus.route import Router
@@ -25,11 +27,16 @@ class Services:
     audit_store: AuditStore
 
 
-def faust_options(bootstrap: str, guarantee: str = "at_least_once") -> dict[str, Any]:
+def faust_options(bootstrap: str, home: Path, guarantee: str = "at_least_once") -> dict[str, Any]:
     """Faust settings shared by the worker and the benchmark's ceiling forwarder."""
+    datadir = home.resolve() / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     return dict(
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        # Faust's default is "<app id>-data" in the working directory; keep it with the rest of
+        # the worker's state under SGBUS_HOME.
+        datadir=str(datadir / "{conf.name}"),
         web_enabled=False,
         topic_allow_declare=False,  # topics are created explicitly by `sgbus stack up`
         topic_disable_leader=True,
@@ -56,9 +63,11 @@ def create_app(bootstrap: str, services: Services, stage: str = "all") -> faust.
     from bus.agents.pipeline import STAGES, register
 
     if stage == "all":
-        app = faust.App(services.settings.app_id, **faust_options(bootstrap))
+        app = App(services.settings.app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
+                  **faust_options(bootstrap, services.settings.home))
         register(app, services, STAGES)
     else:  # the audit stage too, so it reads only committed audit records
-        app = faust.App(f"{services.settings.app_id}-{stage}", **faust_options(bootstrap, "exactly_once"))
+        app = App(f"{services.settings.app_id}-{stage}", fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
+                  **faust_options(bootstrap, services.settings.home, "exactly_once"))
         register(app, services, (stage,), exactly_once=True)
     return app

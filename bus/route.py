@@ -87,8 +87,10 @@ class Router:
     """Pure routing logic around one PolicyClient; the Faust agent only moves bytes."""
 
     def __init__(self, partnership: Partnership, keyring: Keyring, policy: PolicyClient,
-                 revision: str = "unknown", source: PartnershipSource | None = None) -> None:
+                 revision: str = "unknown", source: PartnershipSource | None = None,
+                 query_events: int = 100) -> None:
         self.partnership = partnership
+        self.query_events = query_events
         self.keyring = keyring
         self.policy = policy
         self.revision = revision
@@ -105,13 +107,38 @@ class Router:
         except PolicyUnavailable:
             return  # keep routing with what we have; the next batch tries again
 
+    async def _decide(self, events: list[PseudonymisedEvent],
+                      pairs: list[tuple[PseudonymisedEvent, dict[str, Any]]]) -> list[Decision]:
+        """One OPA query per `query_events` events (larger queries are slower per decision);
+        the queries of one batch run concurrently, and any failure fails the whole batch."""
+        if len(events) <= self.query_events:
+            return await self.policy.decide_batch([req for _, req in pairs])
+        chunks: list[list[dict[str, Any]]] = []
+        current: list[dict[str, Any]] = []
+        last_event: PseudonymisedEvent | None = None
+        seen = 0
+        for event, req in pairs:
+            if event is not last_event:
+                last_event = event
+                seen += 1
+                if seen > self.query_events:
+                    chunks.append(current)
+                    current, seen = [], 1
+            current.append(req)
+        chunks.append(current)
+        answers = await asyncio.gather(*(self.policy.decide_batch(c) for c in chunks), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+        return [d for answer in answers if not isinstance(answer, BaseException) for d in answer]
+
     def requests_for(self, events: list[PseudonymisedEvent]) -> list[tuple[PseudonymisedEvent, dict[str, Any]]]:
         return requests_for(self.partnership, events)
 
     async def route_batch(self, events: list[PseudonymisedEvent]) -> RoutePlan:
         """Raises PolicyUnavailable (nothing decided, nothing shared) when OPA cannot answer."""
         pairs = self.requests_for(events)
-        decisions = await self.policy.decide_batch([req for _, req in pairs])
+        decisions = await self._decide(events, pairs)
         await self._follow_revision(decisions)
         plan = RoutePlan(decisions=decisions)
         opened: dict[str, dict[str, Any]] = {}  # event id -> identity, opened once per event

@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=0, description="Prometheus /metrics port (0: pick a free one)")
     batch_size: int = Field(default=100, ge=1, le=1000, description="events per policy query")
     batch_window_s: float = Field(default=0.05, gt=0, description="max wait to fill a batch")
+    stage_batch_size: int = Field(
+        default=500, ge=1, le=5000,
+        description="events per Kafka transaction in exactly-once stage workers (worker --stage)",
+    )
+    fetch_max_wait_ms: int = Field(
+        default=100, ge=1, le=5000, description="longest a worker's Kafka fetch waits for new records"
+    )
     opa_timeout_s: float = Field(default=2.0, gt=0, description="timeout of one OPA query")
     retry_max_backoff_s: float = Field(default=5.0, gt=0, description="cap of the OPA retry backoff")
     log_level: str = Field(default="info", description="worker log level")

@@ -47,7 +47,7 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     policy = PolicyClient(opa_url, timeout_s=settings.opa_timeout_s)
     services = Services(settings=settings, keyring=keyring, metrics=metrics,
                         router=Router(partnership, keyring, policy, revision,
-                                      source=lambda: fetch_partnership(opa_url)),
+                                      source=lambda: fetch_partnership(opa_url), query_events=settings.batch_size),
                         audit_store=open_audit_store(settings))
     run_faust(create_app(bootstrap, services, stage), settings)
 

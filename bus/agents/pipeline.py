@@ -48,6 +48,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         # Bytes in, bytes out: pydantic (de)serialises our models, not Faust's codecs.
         return app.topic(*names, key_serializer="raw", value_serializer="raw")
 
+    # Exactly-once commits a Kafka transaction per batch (several broker round trips), so its
+    # batches are larger; the router still splits them into policy queries of batch_size events.
+    batch_size = settings.stage_batch_size if exactly_once else settings.batch_size
     ingress = raw_topic(*[ingress_topic(a) for a in Agency])
     events = raw_topic(EVENTS)
     audit = raw_topic(AUDIT)
@@ -109,14 +112,14 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 await ingest_one(ev)
             return
         async for batch in stream.take_events(  # type: ignore[attr-defined]  # on Stream, not StreamT
-                settings.batch_size, within=settings.batch_window_s):
+                batch_size, within=settings.batch_window_s):
             for ev in batch:
                 await ingest_one(ev)
             await commit_batch(batch)
 
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
         async for batch in stream.take_events(  # type: ignore[attr-defined]  # on Stream, not StreamT
-                settings.batch_size, within=settings.batch_window_s):
+                batch_size, within=settings.batch_window_s):
             # Every output goes out in the transaction of its own event's source partition.
             source: dict[str, TP] = {}
             parsed: list[PseudonymisedEvent] = []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import faust
 
 from bus.app import faust_options
+from bus.faust_kafka import App
 from bus.settings import Settings
 from bus.topics import ingress_topic
 from schemas.envelope import Agency
@@ -13,9 +16,9 @@ FORWARD_TOPIC = "sg.bench.forward"
 FORWARD_PARTITIONS = 4  # as sg.events, the pipe's first output
 
 
-def create_forwarder(app_id: str, bootstrap: str) -> faust.App:
+def create_forwarder(app_id: str, bootstrap: str, home: Path, fetch_max_wait_ms: int) -> faust.App:
     """Same Faust options, raw serialisation and per-event stream as the ingest agent; no work."""
-    app = faust.App(app_id, **faust_options(bootstrap))
+    app = App(app_id, fetch_max_wait_ms=fetch_max_wait_ms, **faust_options(bootstrap, home))
     source = app.topic(*[ingress_topic(a) for a in Agency], key_serializer="raw", value_serializer="raw")
     out = app.topic(FORWARD_TOPIC, key_serializer="raw", value_serializer="raw")
 
@@ -33,7 +36,7 @@ def main() -> None:
 
     settings = Settings()
     bootstrap, _ = resolve_endpoints(settings)
-    run_faust(create_forwarder(settings.app_id, bootstrap), settings)
+    run_faust(create_forwarder(settings.app_id, bootstrap, settings.home, settings.fetch_max_wait_ms), settings)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -114,8 +115,13 @@ class Partnership(Model):
     agreements: list[Agreement]
     emergency: Emergency | None = None
 
+    @cached_property
+    def _partner_index(self) -> dict[str, Partner]:
+        return {p.id: p for p in self.partners}
+
     def partner(self, partner_id: str) -> Partner | None:
-        return next((p for p in self.partners if p.id == partner_id), None)
+        # Called for every allowed decision; ids are unique (validated on load).
+        return self._partner_index.get(partner_id)
 
     def partner_for_source(self, agency: str, org_id: str) -> Partner | None:
         return next((p for p in self.partners if p.agency == agency and p.org_id == org_id), None)

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import math
 import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from bus.ingest import ingest
+from bus.policy.client import PolicyClient
+from bus.policy.data import load_partnership
+from bus.policy.decision import Decision
+from bus.pseudonymise.keyring import load_keyring
+from bus.route import Router
 from bus.topics import deliver_topic
 from schemas.synthetic import Synth
 from tests.helpers import wait_for
@@ -74,3 +84,42 @@ def test_emergency_override_widens_sharing_to_local_social_care_only_and_is_audi
     assert set(copy["payload"]) == set(event["payload"])
     assert copy["subject"]["identifiers"]["nhs_number"] == event["subject"]["identifiers"]["nhs_number"]
     wait_for(lambda: bus.metric("sgbus_policy_overrides_total") >= before + 1, 30, what="override counted")
+
+
+class _CountingClient(PolicyClient):
+    """The real client against the stack's OPA, counting the requests in each query."""
+
+    def __init__(self, opa_url: str) -> None:
+        super().__init__(opa_url)
+        self.queries: list[int] = []
+
+    async def decide_batch(self, requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
+        self.queries.append(len(requests))
+        return await super().decide_batch(requests, today)
+
+
+def test_a_large_batch_is_decided_in_queries_of_batch_size_events_with_the_same_decisions(bus: Bus) -> None:
+    keyring = load_keyring(bus.settings.keyring_path)
+    partnership = load_partnership(REPO / "policies" / "data")
+    events = []
+    for i, raw in enumerate(Synth(seed=43).stream(40)):
+        out = ingest(json.dumps(raw).encode(), keyring, topic="t", partition=0, offset=i)
+        assert out.event is not None
+        events.append(out.event)
+
+    async def decide(query_events: int) -> tuple[list[Any], list[int]]:
+        client = _CountingClient(bus.opa_url)
+        try:
+            plan = await Router(partnership, keyring, client, query_events=query_events).route_batch(events)
+        finally:
+            await client.close()
+        audits = [(a.event_id, a.recipient, a.decision, a.agreement, a.fields_shared) for a in plan.audits]
+        return audits, client.queries
+
+    whole, one_query = asyncio.run(decide(1000))
+    split, queries = asyncio.run(decide(7))
+    routed = len({a[0] for a in whole})  # events someone subscribes to
+    assert routed > 30
+    assert len(one_query) == 1 and len(queries) == math.ceil(routed / 7)
+    assert sum(queries) == one_query[0] == len(whole) > 40
+    assert split == whole

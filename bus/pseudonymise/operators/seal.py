@@ -6,6 +6,7 @@ import base64
 import json
 import os
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -16,18 +17,24 @@ from bus.pseudonymise.keyring import Keyring
 from bus.pseudonymise.operators.base import Operator, OperatorContext
 
 
+@lru_cache(maxsize=16)
+def _aead(key: bytes) -> AESGCM:
+    # Building the cipher (key schedule) cost more than sealing one small identity.
+    return AESGCM(key)
+
+
 def seal(keyring: Keyring, plaintext: Any, associated: str) -> dict[str, str]:
     kid = keyring.seal.active
     nonce = os.urandom(12)
     body = json.dumps(plaintext, sort_keys=True, separators=(",", ":")).encode()
-    ct = AESGCM(keyring.seal.get(kid)).encrypt(nonce, body, associated.encode())
+    ct = _aead(keyring.seal.get(kid)).encrypt(nonce, body, associated.encode())
     return {"kid": kid, "nonce": base64.b64encode(nonce).decode(), "ct": base64.b64encode(ct).decode()}
 
 
 def reveal(keyring: Keyring, sealed: Mapping[str, str], associated: str) -> Any:
     try:
         key = keyring.seal.get(sealed["kid"])
-        body = AESGCM(key).decrypt(
+        body = _aead(key).decrypt(
             base64.b64decode(sealed["nonce"]), base64.b64decode(sealed["ct"]), associated.encode()
         )
     except (KeyError, ValueError, InvalidTag):

@@ -36,25 +36,34 @@ default _emergency := null
 
 _emergency := data.sgbus.partnership.emergency
 
-_partner(id) := p if {
-	some p in _partners
-	p.id == id
-}
+# Indexes built once per query and shared by every request in the batch: partners by id and
+# by source organisation, agreements by event type.
+_partner_index := {p.id: p | some p in _partners}
 
-_source_partner_ids(event) := {p.id |
-	some p in _partners
-	p.agency == event.agency
-	p.org_id == event.org_id
+_partner(id) := _partner_index[id]
+
+_partner_ids_by_source[_source_key(p.agency, p.org_id)] contains p.id if some p in _partners
+
+_source_key(agency, org_id) := concat("/", [agency, org_id])
+
+_source_partner_ids(event) := object.get(_partner_ids_by_source, _source_key(event.agency, event.org_id), set())
+
+_agreements_by_type[t] contains i if {
+	some i, a in _agreements
+	some t in a.event_types
 }
 
 _covers(a, req) if {
-	req.event.event_type in a.event_types
 	req.recipient in a.recipients
 	some provider in _source_partner_ids(req.event)
 	provider in a.providers
 }
 
-_covering(req) := [a | some a in _agreements; _covers(a, req)]
+# In the agreements' order (by id), so the first applicable agreement is always the same one.
+_covering(req) := [_agreements[i] |
+	some i in sort(object.get(_agreements_by_type, req.event.event_type, set()))
+	_covers(_agreements[i], req)
+]
 
 _applicable(req) := [a | some a in _covering(req); count(_failures(a, req)) == 0]
 
@@ -118,10 +127,8 @@ _override_applies(req) if {
 _override_area_ok(_, _) if _emergency.same_area_only == false
 
 _override_area_ok(req, p) if {
-	some s in _partners
-	s.agency == req.event.agency
-	s.org_id == req.event.org_id
-	s.area == p.area
+	some id in _source_partner_ids(req.event)
+	_partner(id).area == p.area
 }
 
 _override(d) := object.union(d, {

@@ -1,0 +1,49 @@
+"""A Faust app whose Kafka consumer waits at most `fetch_max_wait_ms` for a fetch (Faust
+0.15.3 hard-codes 1,500 ms)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import faust
+from faust.transport.drivers import aiokafka as driver
+from faust.types import TransportT
+
+DEFAULT_FETCH_MAX_WAIT_MS = 1500  # Faust's own value
+
+
+class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka hands this to its Fetcher when the consumer starts, i.e. after this returns.
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", DEFAULT_FETCH_MAX_WAIT_MS)
+        return consumer
+
+
+class _Consumer(driver.Consumer):
+    def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(driver.Transport):
+    Consumer: ClassVar[type[Any]] = _Consumer
+
+
+class App(faust.App):
+    """faust.App with a configurable consumer fetch wait.
+
+    Why it matters: aiokafka keeps one fetch request in flight per broker, and a partition that
+    still had unread records when that request was built is left out of it, so its next records
+    wait until the request returns: up to the fetch wait when the other partitions are idle.
+    In one worker consuming ingress, sg.events and sg.audit, that wait landed on most events.
+    """
+
+    def __init__(self, id: str, *, fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
+                 **options: Any) -> None:
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        super().__init__(id, **options)
+
+    def _new_transport(self) -> TransportT:
+        if self.conf.broker_consumer[0].scheme not in {"kafka", "aiokafka"}:
+            return super()._new_transport()
+        return _Transport(self.conf.broker_consumer, self)
