@@ -37,10 +37,12 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class BenchConfig:
     events: int = 6_000  # per throughput phase (ceiling, full pipe, two workers, stages)
-    loads: tuple[int, ...] = (200, 1000, 3000)  # offered events/s for latency
+    # Offered events/s for latency: the 200, 1,000 and 3,000, after a light load (50/s)
+    # that shows the pipe's own latency without a queue.
+    loads: tuple[int, ...] = (50, 200, 1000, 3000)
     # Seconds each load is offered: loads above what the pipe sustains build a backlog that
     # has to drain before the next one, so they are offered briefly.
-    load_seconds: tuple[float, ...] = (5.0, 3.0, 2.0)
+    load_seconds: tuple[float, ...] = (5.0, 5.0, 3.0, 2.0)
     backfill: int = 200_000
     backfill_workers: int = 1
     backfill_stages: bool = True  # one process per stage: what an operator runs for a backlog
