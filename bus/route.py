@@ -19,7 +19,7 @@ from bus.records import AuditRecord, DeliveredEvent, PseudonymisedEvent
 from bus.routing import candidates
 from bus.topics import deliver_topic
 from schemas.envelope import Envelope
-from schemas.policy_input import PolicyEvent, PolicyRequest
+from schemas.policy_input import PolicyEvent
 
 
 @dataclass(frozen=True)
@@ -46,25 +46,21 @@ class RoutePlan:
     failed: list[FailedView] = field(default_factory=list)
 
 
-def policy_request(event: PseudonymisedEvent | Envelope, recipient: str, purpose: str) -> dict[str, Any]:
-    """One entry of input.requests (schemas/policy_input.py is its contract); works on a raw
-    event too, so `sgbus policy simulate` asks exactly what the worker asks."""
+def policy_event(event: PseudonymisedEvent | Envelope) -> dict[str, Any]:
+    """What policy may see of one event (schemas/policy_input.py is its contract); works on a
+    raw event too, so `sgbus policy simulate` asks exactly what the worker asks."""
     payload: Any = getattr(event, "payload")  # noqa: B009 - every event has one
     if not isinstance(payload, dict):
         payload = payload.model_dump(mode="json")
-    return PolicyRequest(
-        event=PolicyEvent(
-            event_id=str(event.event_id),
-            event_type=event.event_type,
-            agency=event.source.agency.value,
-            org_id=event.source.org_id,
-            occurred_at=event.occurred_at.isoformat(),
-            attributes=policy_attributes(event.event_type, payload),
-            urgent=event.urgency is not None,
-            justification_recorded=event.urgency is not None and bool(event.urgency.justification.strip()),
-        ),
-        recipient=recipient,
-        purpose=purpose,
+    return PolicyEvent(
+        event_id=str(event.event_id),
+        event_type=event.event_type,
+        agency=event.source.agency.value,
+        org_id=event.source.org_id,
+        occurred_at=event.occurred_at.isoformat(),
+        attributes=policy_attributes(event.event_type, payload),
+        urgent=event.urgency is not None,
+        justification_recorded=event.urgency is not None and bool(event.urgency.justification.strip()),
     ).model_dump()
 
 
@@ -72,11 +68,16 @@ E = TypeVar("E", PseudonymisedEvent, Envelope)
 
 
 def requests_for(partnership: Partnership, events: list[E]) -> list[tuple[E, dict[str, Any]]]:
-    """(event, policy request) for every candidate recipient of every event."""
+    """(event, policy request) for every candidate recipient of every event; each request
+    is one entry of input.requests (schemas.policy_input.PolicyRequest)."""
     pairs = []
     for event in events:
-        for cand in candidates(partnership, event.event_type, event.source.agency.value, event.source.org_id):
-            pairs.append((event, policy_request(event, cand.recipient, cand.purpose)))
+        cands = candidates(partnership, event.event_type, event.source.agency.value, event.source.org_id)
+        if not cands:
+            continue
+        seen = policy_event(event)  # built once, shared by the event's requests
+        for cand in cands:
+            pairs.append((event, {"event": seen, "recipient": cand.recipient, "purpose": cand.purpose}))
     return pairs
 
 

@@ -11,7 +11,9 @@ STAGES: list[tuple[str, str]] = [
     ("ingest agent (whole)", "ingest_agent (bus/agents/pipeline.py"),
     ("  ingest: validate raw event (pydantic)", "parse_event (schemas/registry.py"),
     ("  ingest: tokenise + seal + redact", "pseudonymise_at_ingest ("),
-    ("  ingest: free-text redaction", "bus/pseudonymise/redact.py"),
+    ("    tokens (HMAC-SHA256, base32)", "token (bus/pseudonymise/operators/token.py"),
+    ("    sealed identity (AES-GCM)", "seal (bus/pseudonymise/operators/seal.py"),
+    ("    free-text redaction", "bus/pseudonymise/redact.py"),
     ("route agent (whole)", "route_agent (bus/agents/pipeline.py"),
     ("  route: parse sg.events records (pydantic)", "model_validate_json"),
     ("  route: policy query incl. waiting on OPA", "decide_batch ("),
@@ -21,8 +23,9 @@ STAGES: list[tuple[str, str]] = [
     ("Faust/aiokafka send path", "aiokafka/producer"),
     ("Faust/aiokafka fetch path", "aiokafka/consumer"),
     ("serialise to JSON (pydantic)", "model_dump_json"),
-    ("AES-GCM / HMAC (cryptography)", "cryptography/"),
-    ("asyncio event loop overhead", "asyncio/base_events.py"),
+    # Inclusive, so it contains the agents above; the rest of the samples are Faust's
+    # consumer thread and the audit store's writer thread.
+    ("main event loop, everything run on it", "asyncio/base_events.py"),
 ]
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")

@@ -65,6 +65,11 @@ def _latency_at(results: dict[str, Any], rate: int) -> dict[str, Any] | None:
     return next((r for r in results["latency"]["loads"] if r["offered_per_s"] == rate), None)
 
 
+def _indent(label: str) -> str:
+    depth = (len(label) - len(label.lstrip(" "))) // 2
+    return ("&emsp;" * (depth - 1) + "↳ " if depth else "") + label.strip()
+
+
 def render(results: dict[str, Any]) -> str:
     m, cfg = results["machine"], results["config"]
     ceiling, pipe, two, backfill = results["ceiling"], results["pipe"], results["two_workers"], results["backfill"]
@@ -123,7 +128,9 @@ def render(results: dict[str, Any]) -> str:
         f"redacted at ingest; one batched OPA query per batch; a minimised view per allowed recipient; one audit "
         f"record per candidate recipient written to the hash-chained store ({pipe['audit_records']:,} audit "
         f"records and {pipe['deliveries']:,} deliveries for {pipe['events']:,} events). "
-        f"Two workers vs one: {two['events_per_s'] / pipe['events_per_s']:.2f}x.",
+        f"Two workers vs one: {two['events_per_s'] / pipe['events_per_s']:.2f}x."
+        + (f" One process per stage (three processes) / ceiling (one process): "
+           f"{results['stages']['events_per_s'] / ceiling['events_per_s']:.2f}." if "stages" in results else ""),
         "",
         "## End-to-end latency (publish → partner consumer receipt)",
         "",
@@ -178,8 +185,7 @@ def render(results: dict[str, Any]) -> str:
             "| stage | share |",
             "|---|---:|",
         ]
-        lines += [f"| {s['stage'].strip() if not s['stage'].startswith('  ') else '↳ ' + s['stage'].strip()} "
-                  f"| {100 * s['share']:.1f}% |" for s in prof["stages"]]
+        lines += [f"| {_indent(s['stage'])} | {100 * s['share']:.1f}% |" for s in prof["stages"]]
         lines += ["", "Most self time:", "", "| function | share |", "|---|---:|"]
         lines += [f"| `{s['function']}` | {100 * s['share']:.1f}% |" for s in prof["self_top"]]
     elif prof:
@@ -199,7 +205,11 @@ METHOD = [
     "same ingress topics and partitions and the same per-event stream as the ingest agent, forwarding unchanged "
     "to one 4-partition topic.",
     "- Latency includes the publisher's linger (1 ms), the route batch window (`SGBUS_BATCH_WINDOW_S`, 50 ms by "
-    "default) and the partner consumer's fetch wait (5 ms).",
+    "default), the worker's Kafka fetch wait at each of its three hops (`SGBUS_FETCH_MAX_WAIT_MS`, 100 ms by "
+    "default; it bounds how long records that arrive while a fetch is in flight wait) and the partner "
+    "consumer's fetch wait (5 ms).",
+    "- The stage workers commit a Kafka transaction per batch of up to `SGBUS_STAGE_BATCH_SIZE` events (500); "
+    "the backfill uses them, one process per stage.",
     "- Timings use record timestamps (broker CreateTime) and the wall clock of the same machine.",
 ]
 
