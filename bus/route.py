@@ -75,9 +75,9 @@ def requests_for(partnership: Partnership, events: list[E]) -> list[tuple[E, dic
         cands = candidates(partnership, event.event_type, event.source.agency.value, event.source.org_id)
         if not cands:
             continue
-        seen = policy_event(event)  # built once, shared by the event's requests
+        visible = policy_event(event)  # built once, shared by the event's requests
         for cand in cands:
-            pairs.append((event, {"event": seen, "recipient": cand.recipient, "purpose": cand.purpose}))
+            pairs.append((event, {"event": visible, "recipient": cand.recipient, "purpose": cand.purpose}))
     return pairs
 
 
@@ -109,37 +109,27 @@ class Router:
             return  # keep routing with what we have; the next batch tries again
 
     async def _decide(self, events: list[PseudonymisedEvent],
-                      pairs: list[tuple[PseudonymisedEvent, dict[str, Any]]]) -> list[Decision]:
-        """One OPA query per `query_events` events (larger queries are slower per decision);
-        the queries of one batch run concurrently, and any failure fails the whole batch."""
-        if len(events) <= self.query_events:
-            return await self.policy.decide_batch([req for _, req in pairs])
-        chunks: list[list[dict[str, Any]]] = []
-        current: list[dict[str, Any]] = []
-        last_event: PseudonymisedEvent | None = None
-        seen = 0
-        for event, req in pairs:
-            if event is not last_event:
-                last_event = event
-                seen += 1
-                if seen > self.query_events:
-                    chunks.append(current)
-                    current, seen = [], 1
-            current.append(req)
-        chunks.append(current)
-        answers = await asyncio.gather(*(self.policy.decide_batch(c) for c in chunks), return_exceptions=True)
+                      ) -> tuple[list[tuple[PseudonymisedEvent, dict[str, Any]]], list[Decision]]:
+        """(event, request) pairs and their decisions, in order: one OPA query per
+        `query_events` events (larger queries are slower per decision), sent together; any
+        failure fails the whole batch."""
+        step = self.query_events
+        chunks = [self.requests_for(events[i:i + step]) for i in range(0, len(events), step)]
+        answers = await asyncio.gather(*(self.policy.decide_batch([req for _, req in chunk]) for chunk in chunks),
+                                       return_exceptions=True)
+        decisions: list[Decision] = []
         for answer in answers:
             if isinstance(answer, BaseException):
                 raise answer
-        return [d for answer in answers if not isinstance(answer, BaseException) for d in answer]
+            decisions.extend(answer)
+        return [pair for chunk in chunks for pair in chunk], decisions
 
     def requests_for(self, events: list[PseudonymisedEvent]) -> list[tuple[PseudonymisedEvent, dict[str, Any]]]:
         return requests_for(self.partnership, events)
 
     async def route_batch(self, events: list[PseudonymisedEvent]) -> RoutePlan:
         """Raises PolicyUnavailable (nothing decided, nothing shared) when OPA cannot answer."""
-        pairs = self.requests_for(events)
-        decisions = await self._decide(events, pairs)
+        pairs, decisions = await self._decide(events)
         await self._follow_revision(decisions)
         plan = RoutePlan(decisions=decisions)
         opened: dict[str, dict[str, Any]] = {}  # event id -> identity, opened once per event

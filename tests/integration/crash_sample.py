@@ -37,3 +37,12 @@ def stored_pairs(db: Path, ids: set[str]) -> list[tuple[str, str, str]]:
     finally:
         con.close()
     return [(e, r, json.loads(b)["decision"]) for e, r, b in rows if e in ids]
+
+
+def allowed_by_recipient(stored: list[tuple[str, str, str]]) -> dict[str, set[str]]:
+    """Recipient -> the event ids the stored decisions allowed it."""
+    allowed: dict[str, set[str]] = {}
+    for event_id, recipient, decision in stored:
+        if decision == "allow":
+            allowed.setdefault(recipient, set()).add(event_id)
+    return allowed

@@ -18,7 +18,7 @@ from connectors.delivery.base import run_delivery
 from connectors.delivery.filedrop import FileDropSink
 from tests.helpers import wait_for
 from tests.integration.conftest import Bus
-from tests.integration.crash_sample import crash_sample, stored_pairs
+from tests.integration.crash_sample import allowed_by_recipient, crash_sample, stored_pairs
 
 
 def test_sigkill_mid_stream_loses_nothing_and_partners_get_each_event_once(bus: Bus, tmp_path: Path) -> None:
@@ -38,10 +38,7 @@ def test_sigkill_mid_stream_loses_nothing_and_partners_get_each_event_once(bus: 
     pairs = Counter((e, r) for e, r, _ in stored)
     assert set(pairs) == expected_pairs and max(pairs.values()) == 1  # one decision per (event, candidate)
 
-    allowed: dict[str, set[str]] = {}
-    for e, r, decision in stored:
-        if decision == "allow":
-            allowed.setdefault(r, set()).add(e)
+    allowed = allowed_by_recipient(stored)
     assert allowed, "the sample should share something"
     for partner, expected in allowed.items():
         topic_ids = [json.loads(v)["event_id"] for v in bus.raw_values(deliver_topic(partner))]

@@ -21,7 +21,7 @@ from bus.topics import AUDIT, EVENTS, deliver_topic, ingress_topic
 from schemas.envelope import Agency
 from tests.helpers import wait_for
 from tests.integration.conftest import Bus
-from tests.integration.crash_sample import crash_sample, stored_pairs
+from tests.integration.crash_sample import allowed_by_recipient, crash_sample, stored_pairs
 
 
 def _start_from_the_end(bootstrap: str, group: str, topics: list[str]) -> None:
@@ -81,10 +81,7 @@ def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_e
         ingested = Counter(e for e in (json.loads(v)["event_id"] for v in all_events) if e in ids)
         assert set(ingested) == ids and max(ingested.values()) == 1  # sg.events: each event once
 
-        allowed: dict[str, set[str]] = {}
-        for e, r, decision in stored:
-            if decision == "allow":
-                allowed.setdefault(r, set()).add(e)
+        allowed = allowed_by_recipient(stored)
         assert allowed, "the sample should share something"
         for partner, expected in allowed.items():
             on_topic = Counter(e for e in (json.loads(v)["event_id"] for v in bus.raw_values(deliver_topic(partner)))
