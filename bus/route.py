@@ -114,7 +114,7 @@ class Router:
         `query_events` events (larger queries are slower per decision), sent together; any
         failure fails the whole batch."""
         step = self.query_events
-        chunks = [self.requests_for(events[i:i + step]) for i in range(0, len(events), step)]
+        chunks = [requests_for(self.partnership, events[i:i + step]) for i in range(0, len(events), step)]
         answers = await asyncio.gather(*(self.policy.decide_batch([req for _, req in chunk]) for chunk in chunks),
                                        return_exceptions=True)
         decisions: list[Decision] = []
@@ -123,9 +123,6 @@ class Router:
                 raise answer
             decisions.extend(answer)
         return [pair for chunk in chunks for pair in chunk], decisions
-
-    def requests_for(self, events: list[PseudonymisedEvent]) -> list[tuple[PseudonymisedEvent, dict[str, Any]]]:
-        return requests_for(self.partnership, events)
 
     async def route_batch(self, events: list[PseudonymisedEvent]) -> RoutePlan:
         """Raises PolicyUnavailable (nothing decided, nothing shared) when OPA cannot answer."""

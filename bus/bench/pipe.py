@@ -28,7 +28,7 @@ from bus.demo import stop_worker
 from bus.exceptions import StackError
 from bus.policy.data import Partnership, load_partnership
 from bus.pseudonymise.keyring import init_keyring
-from bus.stack import Stack, free_port
+from bus.stack import Stack
 from bus.topics import DLQ, TopicSpec, deliver_topic, topic_specs
 
 Progress = Callable[[str], None]
@@ -119,16 +119,15 @@ class Harness:
     def spawn(self, module: str, app_id: str, stage: str | None = None) -> Proc:
         log_path = self.home / f"{app_id}{'-' + stage if stage else ''}.log"
         log = log_path.open("ab")
-        port = free_port()
         audit_db = self.home / f"{app_id}.db"  # workers of one app share the one chain, as in production
         env = {**os.environ, "SGBUS_HOME": str(self.home), "SGBUS_POLICIES_DIR": str(self.policies_dir),
                "SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(audit_db),
-               "SGBUS_METRICS_PORT": str(port), "SGBUS_LOG_LEVEL": "warning"}
+               "SGBUS_METRICS_PORT": "0", "SGBUS_LOG_LEVEL": "warning"}  # 0: each worker picks a free port
         args = (["worker"] + (["--stage", stage] if stage else [])) if module == "bus" else []
         popen = subprocess.Popen([sys.executable, "-m", module, *args],
                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         log.close()
-        return Proc(popen, f"http://127.0.0.1:{port}/metrics", audit_db, log_path)
+        return Proc(popen, audit_db, log_path)
 
     def wait_audited(self, procs: list[Proc], expected: int, what: str, timeout_s: float) -> float:
         """Until the workers' audit stores hold `expected` new records; returns when (wall clock)."""
@@ -178,7 +177,6 @@ class Proc:
     """A worker (or the forwarder) process started by the harness."""
 
     popen: subprocess.Popen[bytes]
-    metrics_url: str
     audit_db: Path
     log: Path
 
