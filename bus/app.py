@@ -13,6 +13,9 @@ from bus.faust_kafka import App
 from bus.metrics import Metrics
 from bus.pseudonymise.keyring import Keyring
 from bus.route import Router
+from bus.security.files import private_dir
+from bus.security.kafka_access import KafkaAccess
+from bus.security.principals import stage_app_id
 from bus.settings import Settings
 
 
@@ -27,12 +30,13 @@ class Services:
     audit_store: AuditStore
 
 
-def faust_options(bootstrap: str, home: Path, guarantee: str = "at_least_once") -> dict[str, Any]:
+def faust_options(access: KafkaAccess, home: Path, guarantee: str = "at_least_once") -> dict[str, Any]:
     """Faust settings shared by the worker and the benchmark's ceiling forwarder."""
     datadir = home.resolve() / "faust"
-    datadir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    private_dir(datadir)  # Faust creates only the last level
     return dict(
-        broker=f"kafka://{bootstrap}",
+        broker=f"kafka://{access.bootstrap}",
+        broker_credentials=access.faust_credentials(),
         store="memory://",
         # Faust's default is "<app id>-data" in the working directory; keep it with the rest of
         # the worker's state under SGBUS_HOME.
@@ -57,17 +61,20 @@ def faust_options(bootstrap: str, home: Path, guarantee: str = "at_least_once") 
     )
 
 
-def create_app(bootstrap: str, services: Services, stage: str = "all") -> faust.App:
+def create_app(access: KafkaAccess, services: Services, stage: str = "all") -> faust.App:
     """All stages in one app (at-least-once), or one stage with its own consumer group and
     Kafka transactions (exactly-once): `sgbus worker --stage ingest|route|audit`."""
     from bus.agents.pipeline import STAGES, register
 
+    # The app id is the consumer group and prefixes the transactional ids: both start with the
+    # stage's prefix, the only groups and ids its principal may use (bus/security/principals.py).
+    app_id = stage_app_id(services.settings.app_id, stage)
     if stage == "all":
-        app = App(services.settings.app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
-                  **faust_options(bootstrap, services.settings.home))
+        app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
+                  **faust_options(access, services.settings.home))
         register(app, services, STAGES)
     else:  # the audit stage too, so it reads only committed audit records
-        app = App(f"{services.settings.app_id}-{stage}", fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
-                  **faust_options(bootstrap, services.settings.home, "exactly_once"))
+        app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
+                  **faust_options(access, services.settings.home, "exactly_once"))
         register(app, services, (stage,), exactly_once=True)
     return app

@@ -63,6 +63,17 @@ def resolve_endpoints(settings: Settings) -> tuple[str, str]:
     return bootstrap, opa_url
 
 
+def _kafka(settings: Settings, bootstrap: str, principal: str):  # type: ignore[no-untyped-def]
+    """Kafka access as `principal` (see bus/security/resolve.py); configuration errors exit 2."""
+    from bus.exceptions import ConfigurationError
+    from bus.security.resolve import kafka_access
+
+    try:
+        return kafka_access(settings, bootstrap, principal)
+    except ConfigurationError as exc:
+        _fail(str(exc), 2)
+
+
 # -- stack ----------------------------------------------------------------------------------
 @stack_app.command("up")
 def stack_up(as_json: Annotated[bool, typer.Option("--json", help="print status as JSON")] = False) -> None:
@@ -153,7 +164,13 @@ def publish(
         if not path.is_file():
             _fail(f"no such file: {file}", 2)
         stream = path.open()
-    records: list[tuple[str, bytes, bytes]] = []
+    from bus.policy.data import load_partnership
+    from bus.security.principals import publisher_for_org
+
+    partnership = load_partnership(settings.policies_dir / "data")
+    # Each organisation publishes as its own principal (only its agency's ingress topic);
+    # with SGBUS_KAFKA_USERNAME set, every line goes out as that one publisher.
+    records: dict[str, list[tuple[str, bytes, bytes]]] = {}
     bad = 0
     for number, line in iter_lines(iter(stream)):
         try:
@@ -163,12 +180,21 @@ def publish(
             first = exc.problems[0]
             _err(f"line {number}: {first.field}: {first.message} [{first.code}]")
             continue
-        records.append((ingress_topic(event.source.agency), event.partition_key(), line.encode()))
+        principal = publisher_for_org(partnership, event.source.org_id)
+        if principal is None and not settings.kafka_username:
+            bad += 1
+            _err(f"line {number}: source.org_id: no partner in the partnership data has this org_id, "
+                 "so no publisher may send it [unknown_publisher]")
+            continue
+        records.setdefault(principal or "", []).append(
+            (ingress_topic(event.source.agency), event.partition_key(), line.encode()))
     if bad and not skip_invalid:
         _err(f"{bad} invalid line(s); nothing published")
         raise typer.Exit(2)
     bootstrap, _ = resolve_endpoints(settings)
-    count = produce_all(idempotent_producer(bootstrap), records)
+    count = 0
+    for principal, batch in records.items():
+        count += produce_all(idempotent_producer(_kafka(settings, bootstrap, principal)), batch)
     typer.echo(f"published {count} event(s)" + (f"; skipped {bad} invalid" if bad else ""), err=True)
     if bad:
         raise typer.Exit(2)
@@ -180,15 +206,20 @@ def tail(
     max_: Annotated[int | None, typer.Option("--max", help="stop after N events")] = None,
     timeout: Annotated[float, typer.Option(help="stop after S seconds")] = 10.0,
 ) -> None:
-    """Print the events delivered to PARTNER (from the beginning) as JSON lines."""
+    """Print the events delivered to PARTNER (from the beginning) as JSON lines, read with that
+    partner's own credentials (as its system would)."""
     from bus.kafka_io import read_topic
+    from bus.security.principals import partner_group_prefix, partner_name
     from bus.topics import deliver_topic
 
-    bootstrap, _ = resolve_endpoints(_settings())
+    settings = _settings()
+    bootstrap, _ = resolve_endpoints(settings)
     try:
-        values = read_topic(bootstrap, deliver_topic(partner), max_messages=max_, timeout_s=timeout)
+        access = _kafka(settings, bootstrap, partner_name(partner))
+        values = read_topic(access, deliver_topic(partner), max_messages=max_, timeout_s=timeout,
+                            group=partner_group_prefix(partner) + "tail")
     except SgbusError:
-        _fail(f"partner: unknown partner {partner} (no topic {deliver_topic(partner)})", 2)
+        _fail(f"partner: unknown partner {partner} (no credentials or no topic {deliver_topic(partner)})", 2)
     for value in values:
         typer.echo(value.decode())
     _err(f"{len(values)} event(s) delivered to {partner}")
@@ -234,10 +265,11 @@ def policy_test() -> None:
 def policy_reload() -> None:
     """Validate and push policies and data to the running OPA; prints the new revision."""
     from bus.policy.loader import load_policies
+    from bus.security.resolve import opa_token
 
     settings = _settings()
     _, opa_url = resolve_endpoints(settings)
-    loaded = load_policies(opa_url, settings.policies_dir)
+    loaded = load_policies(opa_url, settings.policies_dir, token=opa_token(settings, "admin"))
     typer.echo(f"loaded revision {loaded.revision} ({len(loaded.policy_ids)} policy module(s))")
 
 
@@ -328,9 +360,11 @@ def bench_opa_cmd(
         _fail("--batch-sizes: give integers separated by commas, e.g. 1,10,100", 2)
     if not sizes or min(sizes) < 1:
         _fail("--batch-sizes: every size must be at least 1", 2)
+    from bus.security.resolve import opa_token
+
     settings = _settings()
     _, opa_url = resolve_endpoints(settings)
-    results = bench_opa(opa_url, settings.policies_dir, sizes, seconds)
+    results = bench_opa(opa_url, settings.policies_dir, sizes, seconds, token=opa_token(settings, "worker"))
     if as_json:
         typer.echo(json.dumps([{**r.__dict__, "decisions_per_s": round(r.decisions_per_s, 1),
                                 "ms_per_query": round(r.ms_per_query, 3)} for r in results]))
@@ -372,13 +406,15 @@ app.add_typer(deliver_app, name="deliver")
 def _run_delivery(partner: str, sink, max_events: int | None, idle_timeout: float | None) -> None:  # type: ignore[no-untyped-def]
     import signal
 
+    from bus.security.principals import delivery_name
     from connectors.delivery.base import run_delivery
 
     settings = _settings()
     bootstrap, _ = resolve_endpoints(settings)
+    access = _kafka(settings, bootstrap, delivery_name(partner))
     stopping = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
-    stats = run_delivery(bootstrap=bootstrap, partner=partner, sink=sink, state_dir=settings.home / "delivery",
+    stats = run_delivery(access=access, partner=partner, sink=sink, state_dir=settings.home / "delivery",
                          max_events=max_events, idle_timeout_s=idle_timeout, should_stop=lambda: stopping["now"])
     _err(f"delivered {stats.delivered}, dead-lettered {stats.dead_lettered}, "
          f"skipped {stats.duplicates_skipped} duplicate(s)")
@@ -546,9 +582,17 @@ def schemas_export(directory: Annotated[Path, typer.Argument(help="output direct
     typer.echo(f"wrote {len(written)} schema file(s) to {directory}")
 
 
+from bus.cli_partners import partners_app  # noqa: E402 - after app, which it extends
+
+app.add_typer(partners_app, name="partners")
+
+
 def main() -> None:
     from bus import logs
+    from bus.security.files import restrict_umask
 
+    # Keys, credentials, audit store, logs and drops under $SGBUS_HOME: 0600 files, 0700 dirs.
+    restrict_umask()
     logs.configure(os.environ.get("SGBUS_LOG_LEVEL", "info"))
     try:
         app()

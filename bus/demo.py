@@ -16,11 +16,13 @@ from typing import Any
 
 from bus.audit.chain import open_audit_store, verify
 from bus.audit.trail import render, subject_tokens
+from bus.exceptions import StackError
 from bus.kafka_io import idempotent_producer, produce_all, read_topic
 from bus.policy.data import load_partnership
 from bus.pseudonymise.keyring import init_keyring
 from bus.records import decode_audit_batch
 from bus.routing import candidates
+from bus.security.principals import partner_group_prefix, partner_name, publisher_for_org
 from bus.settings import Settings
 from bus.stack import Stack
 from bus.topics import AUDIT, deliver_topic, ingress_topic
@@ -90,11 +92,10 @@ def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: in
 
 def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err: Echo) -> int:
     stack = Stack(settings.home, settings.policies_dir, progress=err)
-    status, started = stack.up()
+    _status, started = stack.up()
     worker = None
     try:
         init_keyring(settings.keyring_path)
-        bootstrap = status["kafka_bootstrap"]
         partnership = load_partnership(settings.policies_dir / "data")
         events = Synth(seed=seed).demo_set()
         for e in events:  # fresh ids: earlier demo runs on the same stack must not count
@@ -106,18 +107,24 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         )
         worker = start_worker(settings, settings.home / "demo-worker.log")
         err(f"worker started (pid {worker.pid}); publishing {len(events)} synthetic events ...")
-        records = []
+        # Each organisation publishes as its own principal, as its system would.
+        records: dict[str, list[tuple[str, bytes, bytes]]] = {}
         for e in events:
             parsed = parse_event_dict(e)  # the demo set must itself be valid
-            records.append((ingress_topic(e["source"]["agency"]), parsed.partition_key(), json.dumps(e).encode()))
-        produce_all(idempotent_producer(bootstrap), records)
+            publisher = publisher_for_org(partnership, parsed.source.org_id)
+            if publisher is None:
+                raise StackError(f"demo event from an organisation with no publisher ({parsed.event_type})")
+            records.setdefault(publisher, []).append(
+                (ingress_topic(e["source"]["agency"]), parsed.partition_key(), json.dumps(e).encode()))
+        for publisher, batch in records.items():
+            produce_all(idempotent_producer(stack.access(publisher)), batch)
 
         def audits_for_demo(values: list[bytes]) -> list[dict[str, object]]:
             decoded = (r.model_dump(mode="json") for v in values for r in decode_audit_batch(v))
             return [r for r in decoded if r["event_id"] in ids]
 
         audit = audits_for_demo(read_topic(
-            bootstrap, AUDIT, timeout_s=timeout_s, until=lambda vs: len(audits_for_demo(vs)) >= expected
+            stack.access(), AUDIT, timeout_s=timeout_s, until=lambda vs: len(audits_for_demo(vs)) >= expected
         ))
         if len(audit) < expected:
             err(f"only {len(audit)} of {expected} decisions audited within {timeout_s:.0f}s; "
@@ -130,7 +137,9 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
             echo(f"{titles[str(rec['event_id'])]:<40} {rec['recipient']!s:<22} {rec['decision']!s:<8} {why}")
         delivered: Counter[str] = Counter()
         for partner in partnership.partners:
-            values = read_topic(bootstrap, deliver_topic(partner.id), timeout_s=3.0)
+            # Read as the partner itself: its credentials open its own topic and nothing else.
+            values = read_topic(stack.access(partner_name(partner.id)), deliver_topic(partner.id), timeout_s=3.0,
+                                group=partner_group_prefix(partner.id) + "demo")
             delivered[partner.id] = sum(1 for v in values if json.loads(v)["event_id"] in ids)
         echo("")
         echo("deliveries per partner:")

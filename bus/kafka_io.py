@@ -8,16 +8,12 @@ from collections.abc import Callable, Iterator
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from bus.exceptions import StackError
+from bus.security.kafka_access import KafkaAccess
 
 
-def idempotent_producer(bootstrap: str) -> Producer:
-    return Producer({
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "log_level": 3,
-    })
+def idempotent_producer(access: KafkaAccess) -> Producer:
+    return Producer(access.librdkafka(**{"enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                                         "log_level": 3}))
 
 
 def produce_all(producer: Producer, records: list[tuple[str, bytes, bytes]], timeout_s: float = 60.0) -> int:
@@ -43,15 +39,17 @@ def produce_all(producer: Producer, records: list[tuple[str, bytes, bytes]], tim
 
 
 def read_topic(
-    bootstrap: str, topic: str, *, max_messages: int | None = None, timeout_s: float = 10.0,
-    until: Callable[[list[bytes]], bool] | None = None,
+    access: KafkaAccess, topic: str, *, max_messages: int | None = None, timeout_s: float = 10.0,
+    until: Callable[[list[bytes]], bool] | None = None, group: str = "sgbus-reader",
 ) -> list[bytes]:
     """Every value in `topic` from the beginning (no consumer group, nothing committed), until
     `max_messages`, `until(values)` holds, or `timeout_s` passes."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "sgbus-reader", "enable.auto.commit": False,
-        "isolation.level": "read_committed", "log_level": 3,
-    })
+    # Partitions are assigned, not subscribed, and nothing is committed: the group is never
+    # joined, so a reader needs READ on the topic only.
+    consumer = Consumer(access.librdkafka(**{
+        "group.id": group, "enable.auto.commit": False, "isolation.level": "read_committed",
+        "log_level": 3,
+    }))
     try:
         md = consumer.list_topics(topic, timeout=10)
         tmd = md.topics.get(topic)

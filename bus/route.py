@@ -97,16 +97,19 @@ class Router:
         self.revision = revision
         self._source = source
 
-    async def _follow_revision(self, decisions: list[Decision]) -> None:
-        """After `sgbus policy reload`, decisions carry a new revision: reload the partners and
-        subscriptions the same OPA holds, so routing and policy never drift apart."""
-        latest = decisions[-1].revision if decisions else self.revision
-        if latest == self.revision or self._source is None:
+    async def _check_revision(self, decisions: list[Decision]) -> None:
+        """Decisions count only if they carry the revision this worker pinned (the one whose
+        partners and subscriptions it routes with). After `sgbus policy reload` they carry a
+        new one: share nothing from this batch, re-pin to what OPA now holds, and let the
+        caller retry the batch under it."""
+        if all(d.revision == self.revision for d in decisions):
             return
-        try:
-            self.partnership, self.revision = await asyncio.to_thread(self._source)
-        except PolicyUnavailable:
-            return  # keep routing with what we have; the next batch tries again
+        if self._source is not None:
+            try:
+                self.partnership, self.revision = await asyncio.to_thread(self._source)
+            except PolicyUnavailable:
+                pass  # keep the pinned revision; the retry asks again
+        raise PolicyUnavailable("decisions carry a policy revision other than the pinned one")
 
     async def _decide(self, events: list[PseudonymisedEvent],
                       ) -> tuple[list[tuple[PseudonymisedEvent, dict[str, Any]]], list[Decision]]:
@@ -127,7 +130,7 @@ class Router:
     async def route_batch(self, events: list[PseudonymisedEvent]) -> RoutePlan:
         """Raises PolicyUnavailable (nothing decided, nothing shared) when OPA cannot answer."""
         pairs, decisions = await self._decide(events)
-        await self._follow_revision(decisions)
+        await self._check_revision(decisions)
         plan = RoutePlan(decisions=decisions)
         opened: dict[str, dict[str, Any]] = {}  # event id -> identity, opened once per event
         for (event, _req), decision in zip(pairs, decisions, strict=True):

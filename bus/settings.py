@@ -17,7 +17,20 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None, description="Kafka bootstrap servers; default: the local stack's"
     )
+    kafka_principal: str | None = Field(
+        default=None, description="which of the local stack's principals to act as; default: the command's own"
+    )
+    kafka_username: str | None = Field(
+        default=None, description="SCRAM user name (a partner's own deployment); default: from the local stack"
+    )
+    kafka_password: SecretStr | None = Field(default=None, description="SCRAM password of kafka_username")
+    kafka_ca_file: Path | None = Field(
+        default=None, description="PEM file of the partnership CA; default: $SGBUS_HOME/pki/ca.pem"
+    )
     opa_url: str | None = Field(default=None, description="OPA base URL; default: the local stack's")
+    opa_token: SecretStr | None = Field(
+        default=None, description="OPA bearer token; default: the local stack's token for the command's role"
+    )
     policies_dir: Path = Field(default=Path("policies"), description="Rego policies and data")
     keyring: Path | None = Field(default=None, description="key file; default: $SGBUS_HOME/keyring.json")
     keyring_json: SecretStr | None = Field(

@@ -27,6 +27,13 @@ from bus import toolchain
 from bus.exceptions import StackError
 from bus.policy.data import load_partnership
 from bus.policy.loader import load_policies
+from bus.security import opa_auth
+from bus.security.credentials import CredentialStore
+from bus.security.files import private_dir, restrict_umask
+from bus.security.kafka_access import KafkaAccess, local_access
+from bus.security.kafka_admin import SyncReport, scram_users, sync_principals, upsert_scram
+from bus.security.pki import LOCAL_HOSTS, Issued, PartnershipCA
+from bus.security.principals import ADMIN
 from bus.topics import create_topics, topic_specs
 
 Progress = Callable[[str], None]
@@ -127,6 +134,8 @@ class Stack:
     progress: Progress = _quiet
 
     def __post_init__(self) -> None:
+        # Everything the stack and the processes it starts write is private (0600/0700).
+        restrict_umask()
         self.home = self.home.resolve()
         self.policies_dir = self.policies_dir.resolve()
 
@@ -143,7 +152,7 @@ class Stack:
         return state
 
     def _write_state(self, state: dict[str, Any]) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
+        private_dir(self.home)
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.state_file)
@@ -156,7 +165,7 @@ class Stack:
             state[service] = info
             # Ports outlive a stop so a restarted service comes back where clients expect it.
             ports = state.setdefault("ports", {})
-            for key in ("port", "controller_port"):
+            for key in ("port", "controller_port", "internal_port"):
                 if key in info:
                     ports[f"{service}_{key}"] = info[key]
         self._write_state(state)
@@ -177,7 +186,37 @@ class Stack:
         out["running"] = out["kafka"]["alive"] and out["opa"]["alive"]
         out["kafka_bootstrap"] = f"127.0.0.1:{out['kafka']['port']}" if out["kafka"]["alive"] else None
         out["opa_url"] = f"http://127.0.0.1:{out['opa']['port']}" if out["opa"]["alive"] else None
+        out["kafka_security"] = "SASL_SSL (SCRAM-SHA-512), ACLs required"
+        out["kafka_ca"] = str(self.home / "pki" / "ca.pem")
+        out["opa_auth"] = "bearer token, system.authz"
         return out
+
+    # -- security ----------------------------------------------------------------------
+    NODE = "sgbus-node-1"
+
+    def _node_cert(self) -> Issued:
+        ca = PartnershipCA(self.home).ensure()
+        return ca.issued(self.NODE) or ca.issue(self.NODE, server=True, client=True, hosts=LOCAL_HOSTS)
+
+    def _node_client(self, info: dict[str, Any]) -> dict[str, Any]:
+        """librdkafka properties for the node's own certificate on the INTERNAL (mutual TLS)
+        listener: how the stack creates the admin's SCRAM user on a fresh broker."""
+        node = self._node_cert()
+        return {"bootstrap.servers": f"127.0.0.1:{info['internal_port']}", "security.protocol": "SSL",
+                "ssl.ca.location": str(node.ca), "ssl.certificate.location": str(node.cert),
+                "ssl.key.location": str(node.key), "log_level": 0}
+
+    def access(self, principal: str = ADMIN) -> KafkaAccess:
+        """Client access to the running broker as one of the stack's principals."""
+        bootstrap = self.status()["kafka_bootstrap"]
+        if bootstrap is None:
+            raise StackError(f"Kafka is not running under {self.home}; run `sgbus stack up`")
+        return local_access(self.home, bootstrap, principal)
+
+    def sync_partners(self) -> SyncReport:
+        """Principals, SCRAM users and ACLs for the partnership data now in policies/data."""
+        partnership = load_partnership(self.policies_dir / "data")
+        return sync_principals(self.access(), partnership, self.home)
 
     # -- Kafka -------------------------------------------------------------------------
     def start_kafka(self) -> dict[str, Any]:
@@ -187,13 +226,19 @@ class Stack:
         kdir.mkdir(parents=True, exist_ok=True)
         port = free_port(self._previous_port("kafka_port"))
         cport = free_port(self._previous_port("kafka_controller_port"))
-        if cport == port:
+        while cport == port:
             cport = free_port()
+        iport = free_port(self._previous_port("kafka_internal_port"))
+        while iport in (port, cport):
+            iport = free_port()
+        node = self._node_cert()
         props = kdir / "server.properties"
         template = resources.files("bus.toolchain").joinpath("kafka-server.properties").read_text()
         props.write_text(
             template.replace("@PORT@", str(port)).replace("@CONTROLLER_PORT@", str(cport))
-            .replace("@DATA_DIR@", str(data))
+            .replace("@INTERNAL_PORT@", str(iport)).replace("@DATA_DIR@", str(data))
+            .replace("@KEYSTORE@", str(node.keystore)).replace("@TRUSTSTORE@", str(node.ca))
+            .replace("@NODE_PRINCIPAL@", f"CN={self.NODE},O=sgbus partnership")
         )
         log4j = kdir / "log4j2.properties"
         log4j.write_text(resources.files("bus.toolchain").joinpath("kafka-log4j2.properties").read_text())
@@ -216,16 +261,28 @@ class Stack:
             stdin=subprocess.DEVNULL, start_new_session=True, cwd=kdir,
         )
         stdout.close()
-        info = {"pid": proc.pid, "port": port, "controller_port": cport, "marker": str(props),
+        info = {"pid": proc.pid, "port": port, "controller_port": cport, "internal_port": iport,
+                "marker": str(props),
                 "data_dir": str(data), "log": str(log), "version": toolchain.KAFKA_VERSION}
         self._update("kafka", info)
         self._wait_kafka(info)
+        self._ensure_admin(info)
         return info
+
+    def _ensure_admin(self, info: dict[str, Any]) -> None:
+        """The admin principal's SCRAM user, created through the node's own mTLS identity (so
+        its secret never appears on a command line) whenever the broker lacks it."""
+        from confluent_kafka.admin import AdminClient
+
+        cred, _ = CredentialStore(self.home).ensure(ADMIN)
+        admin = AdminClient(self._node_client(info))
+        if ADMIN not in scram_users(admin):
+            upsert_scram(admin, cred.username, cred.password)
 
     def _wait_kafka(self, info: dict[str, Any]) -> None:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{info['port']}", "log_level": 0})
+        admin = AdminClient(self._node_client(info))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if not process_alive(info["pid"], info["marker"]):
@@ -254,11 +311,13 @@ class Stack:
         port = free_port(self._previous_port("opa_port"))
         config = odir / "config.yaml"
         config.write_text("labels:\n  app: sgbus\ndecision_logs:\n  console: false\n")
+        authz_data = opa_auth.write_token_hashes(self.home, odir / "authz")
         log = odir / "opa.log"
         out = log.open("ab")
         proc = subprocess.Popen(
             [str(opa.path), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error",
-             "--config-file", str(config)],
+             "--config-file", str(config), "--authentication=token", "--authorization=basic",
+             str(self.policies_dir / "system" / "authz.rego"), str(authz_data)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=odir,
         )
         out.close()
@@ -267,7 +326,8 @@ class Stack:
         self._update("opa", info)
         self._wait_opa(info)
         if load:
-            loaded = load_policies(f"http://127.0.0.1:{port}", self.policies_dir)
+            loaded = load_policies(f"http://127.0.0.1:{port}", self.policies_dir,
+                                   token=opa_auth.local_token(self.home, "admin"))
             info["revision"] = loaded.revision
             self._update("opa", info)
         return info
@@ -310,9 +370,12 @@ class Stack:
             self.start_opa()
             started.append("opa")
         status = self.status()
-        created = create_topics(status["kafka_bootstrap"], topic_specs(partnership))
+        created = create_topics(self.access(), topic_specs(partnership))
         if created:
             self.progress(f"created {len(created)} topics")
+        report = sync_principals(self.access(), partnership, self.home)
+        if report.users_created or report.users_removed or report.acls_created or report.acls_removed:
+            self.progress(f"principals: {report.summary()}")
         return status, started
 
     def down(self) -> list[str]:

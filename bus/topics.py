@@ -8,6 +8,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from bus.exceptions import StackError
 from bus.policy.data import Partnership
+from bus.security.kafka_access import KafkaAccess
 from schemas.envelope import Agency
 
 EVENTS = "sg.events"
@@ -17,6 +18,10 @@ INGRESS_PREFIX = "sg.ingress."
 DELIVER_PREFIX = "sg.deliver."
 # Raw identifiers sit only in ingress topics, so those keep data for a day at most.
 INGRESS_RETENTION_MS = 24 * 3600 * 1000
+# Retention deletes whole segments only; hourly segments make raw identifiers really go after
+# the retention (plus at most an hour), not when a week-long default segment fills.
+INGRESS_SEGMENT_MS = 3600 * 1000
+DAY_MS = 24 * 3600 * 1000
 
 
 def ingress_topic(agency: Agency | str) -> str:
@@ -36,19 +41,30 @@ class TopicSpec:
 
 def topic_specs(partnership: Partnership) -> list[TopicSpec]:
     specs = [
-        TopicSpec(ingress_topic(a), 2, {"retention.ms": str(INGRESS_RETENTION_MS)}) for a in Agency
+        TopicSpec(ingress_topic(a), 2, {"retention.ms": str(INGRESS_RETENTION_MS),
+                                        "segment.ms": str(INGRESS_SEGMENT_MS)}) for a in Agency
     ]
     # sg.audit has one partition: one audit agent at a time writes the one hash chain, in order.
     specs += [TopicSpec(EVENTS, 4), TopicSpec(AUDIT, 1), TopicSpec(DLQ, 1)]
-    specs += [TopicSpec(deliver_topic(p.id), 2) for p in partnership.partners]
+    specs += [TopicSpec(deliver_topic(p.id), 2, {"retention.ms": str(deliver_retention_ms(partnership, p.id))})
+              for p in partnership.partners]
     return specs
 
 
-def create_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 30.0) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+def deliver_retention_ms(partnership: Partnership, partner_id: str) -> int:
+    """A partner's topic keeps its deliveries as long as the longest `retention_days` of the
+    agreements that name it as a recipient (a week when none does yet)."""
+    days = [a.retention_days for a in partnership.agreements if partner_id in a.recipients]
+    return (max(days) if days else 7) * DAY_MS
+
+
+def create_topics(access: KafkaAccess, specs: list[TopicSpec], timeout_s: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet and bring the retention settings of existing
+    ones in line (agreements change); returns the names created. `access`: the admin."""
+    admin = AdminClient(access.librdkafka(log_level=0))
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     todo = [s for s in specs if s.name not in existing]
+    _align_configs(admin, [s for s in specs if s.name in existing and s.config], timeout_s)
     if not todo:
         return []
     futures = admin.create_topics(
@@ -64,3 +80,24 @@ def create_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 30.
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise StackError(f"could not create topic {name}: {exc}") from None
     return created
+
+
+def _align_configs(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> None:
+    """Set each spec's config keys on its existing topic (incrementally: other keys untouched)."""
+    from confluent_kafka.admin import (  # type: ignore[attr-defined]
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    if not specs:
+        return
+    resources = [ConfigResource(ResourceType.TOPIC, s.name, incremental_configs=[
+        ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in sorted(s.config.items())])
+        for s in specs]
+    for res, fut in admin.incremental_alter_configs(resources).items():
+        try:
+            fut.result(timeout_s)
+        except Exception as exc:  # the broker's error names the topic and the key
+            raise StackError(f"could not set the configuration of {res.name}: {exc}") from None

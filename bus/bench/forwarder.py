@@ -8,6 +8,9 @@ import faust
 
 from bus.app import faust_options
 from bus.faust_kafka import App
+from bus.security.kafka_access import KafkaAccess
+from bus.security.principals import ADMIN, stage_app_id
+from bus.security.resolve import kafka_access
 from bus.settings import Settings
 from bus.topics import ingress_topic
 from schemas.envelope import Agency
@@ -16,9 +19,10 @@ FORWARD_TOPIC = "sg.bench.forward"
 FORWARD_PARTITIONS = 4  # as sg.events, the pipe's first output
 
 
-def create_forwarder(app_id: str, bootstrap: str, home: Path, fetch_max_wait_ms: int) -> faust.App:
-    """Same Faust options, raw serialisation and per-event stream as the ingest agent; no work."""
-    app = App(app_id, fetch_max_wait_ms=fetch_max_wait_ms, **faust_options(bootstrap, home))
+def create_forwarder(app_id: str, access: KafkaAccess, home: Path, fetch_max_wait_ms: int) -> faust.App:
+    """Same Faust options (TLS and SCRAM included), raw serialisation and per-event stream as
+    the ingest agent; no work. It runs as the admin: the ceiling is not a bus stage."""
+    app = App(app_id, fetch_max_wait_ms=fetch_max_wait_ms, **faust_options(access, home))
     source = app.topic(*[ingress_topic(a) for a in Agency], key_serializer="raw", value_serializer="raw")
     out = app.topic(FORWARD_TOPIC, key_serializer="raw", value_serializer="raw")
 
@@ -36,7 +40,9 @@ def main() -> None:
 
     settings = Settings()
     bootstrap, _ = resolve_endpoints(settings)
-    run_faust(create_forwarder(settings.app_id, bootstrap, settings.home, settings.fetch_max_wait_ms), settings)
+    access = kafka_access(settings, bootstrap, ADMIN)
+    app = create_forwarder(stage_app_id(settings.app_id, "all"), access, settings.home, settings.fetch_max_wait_ms)
+    run_faust(app, settings)
 
 
 if __name__ == "__main__":

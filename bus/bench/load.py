@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from bus.exceptions import StackError
 from bus.policy.data import Partnership
 from bus.routing import candidates
+from bus.security.kafka_access import KafkaAccess
 from bus.topics import TopicSpec, create_topics, ingress_topic
 from schemas.registry import parse_event_dict
 from schemas.synthetic import Synth
@@ -53,10 +54,10 @@ def prepare(partnership: Partnership, count: int, seed: int) -> list[Prepared]:
     return out
 
 
-def bench_producer(bootstrap: str) -> Producer:
+def bench_producer(access: KafkaAccess) -> Producer:
     """As a partner's publisher: idempotent, acks=all; linger 1 ms so latency is not padded."""
-    return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                     "linger.ms": 1, "queue.buffering.max.messages": 500_000, "log_level": 3})
+    return Producer(access.librdkafka(**{"enable.idempotence": True, "acks": "all",
+                     "linger.ms": 1, "queue.buffering.max.messages": 500_000, "log_level": 3}))
 
 
 def _produce(producer: Producer, rec: Prepared, errors: list[str]) -> None:
@@ -106,10 +107,10 @@ def _flush(producer: Producer, errors: list[str]) -> None:
 class Broker:
     """Read-only views of topics by offsets and timestamps (no consumer group is committed)."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "sgbus-bench-observer",
-                                   "enable.auto.commit": False, "log_level": 3})
+    def __init__(self, access: KafkaAccess) -> None:
+        self.access = access
+        self._consumer = Consumer(access.librdkafka(**{"group.id": "sgbus-bench-observer",
+                                   "enable.auto.commit": False, "log_level": 3}))
 
     def close(self) -> None:
         self._consumer.close()
@@ -135,8 +136,8 @@ class Broker:
         """Records a read_committed consumer sees (end offsets also count transaction markers
         and aborted records)."""
         ends = {k: v for k, v in self.end_offsets(topics).items() if v > 0}
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "sgbus-bench-observer",
-                      "enable.auto.commit": False, "isolation.level": "read_committed", "log_level": 3})
+        c = Consumer(self.access.librdkafka(**{"group.id": "sgbus-bench-observer",
+                      "enable.auto.commit": False, "isolation.level": "read_committed", "log_level": 3}))
         seen = 0
         try:
             tps = [TopicPartition(t, p, OFFSET_BEGINNING) for t, p in ends]
@@ -173,8 +174,8 @@ class Broker:
         for (topic, partition), high in self.end_offsets(topics).items():
             if high == 0:
                 continue
-            c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "sgbus-bench-observer",
-                          "enable.auto.commit": False, "log_level": 3})
+            c = Consumer(self.access.librdkafka(**{"group.id": "sgbus-bench-observer",
+                          "enable.auto.commit": False, "log_level": 3}))
             try:
                 c.assign([TopicPartition(topic, partition, high - 1)])
                 deadline = time.monotonic() + 10
@@ -188,9 +189,9 @@ class Broker:
         return latest
 
 
-def reset_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 60.0) -> None:
+def reset_topics(access: KafkaAccess, specs: list[TopicSpec], timeout_s: float = 60.0) -> None:
     """Delete and recreate `specs` so a phase starts from empty topics."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient(access.librdkafka(log_level=0))
     names = {s.name for s in specs}
     existing = names & set(admin.list_topics(timeout=10).topics)
     if existing:
@@ -203,7 +204,7 @@ def reset_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 60.0
         time.sleep(0.1)
     while True:  # a deleted topic's name can stay reserved briefly
         try:
-            create_topics(bootstrap, specs)
+            create_topics(access, specs)
             return
         except StackError:
             if time.monotonic() > deadline:
@@ -215,7 +216,7 @@ def reset_topics(bootstrap: str, specs: list[TopicSpec], timeout_s: float = 60.0
 class Receiver:
     """A partner-side consumer on delivery topics, noting when each delivery arrives."""
 
-    bootstrap: str
+    access: KafkaAccess
     start_offsets: dict[tuple[str, int], int]
     received: list[tuple[str, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -227,8 +228,8 @@ class Receiver:
         return self
 
     def _run(self) -> None:
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "sgbus-bench-partner",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 5, "log_level": 3})
+        c = Consumer(self.access.librdkafka(**{"group.id": "sgbus-bench-partner",
+                      "enable.auto.commit": False, "fetch.wait.max.ms": 5, "log_level": 3}))
         try:
             c.assign([TopicPartition(t, p, off) for (t, p), off in self.start_offsets.items()])
             while not self._stop.is_set():

@@ -40,8 +40,9 @@ def sample_requests(policies_dir: Path, count: int = 2000, seed: int = 1) -> lis
     return [req for _, req in requests_for(partnership, events)][:count]
 
 
-async def _run(opa_url: str, requests: list[dict[str, Any]], batch_size: int, seconds: float) -> OpaResult:
-    client = PolicyClient(opa_url, timeout_s=30)
+async def _run(opa_url: str, token: str | None, requests: list[dict[str, Any]], batch_size: int,
+               seconds: float) -> OpaResult:
+    client = PolicyClient(opa_url, timeout_s=30, token=token)
     try:
         await client.decide_batch(requests[:batch_size])  # warm the connection and OPA's caches
         queries = decisions = 0
@@ -60,6 +61,8 @@ async def _run(opa_url: str, requests: list[dict[str, Any]], batch_size: int, se
         await client.close()
 
 
-def bench_opa(opa_url: str, policies_dir: Path, batch_sizes: list[int], seconds: float = 3.0) -> list[OpaResult]:
+def bench_opa(opa_url: str, policies_dir: Path, batch_sizes: list[int], seconds: float = 3.0, *,
+              token: str | None) -> list[OpaResult]:
+    """Queries with the worker's token: the same authorisation check as the worker pays."""
     requests = sample_requests(policies_dir, count=max(2000, max(batch_sizes)))
-    return [asyncio.run(_run(opa_url, requests, b, seconds)) for b in batch_sizes]
+    return [asyncio.run(_run(opa_url, token, requests, b, seconds)) for b in batch_sizes]

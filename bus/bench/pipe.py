@@ -28,6 +28,9 @@ from bus.demo import stop_worker
 from bus.exceptions import StackError
 from bus.policy.data import Partnership, load_partnership
 from bus.pseudonymise.keyring import init_keyring
+from bus.security.kafka_access import KafkaAccess
+from bus.security.opa_auth import local_token
+from bus.security.principals import stage_app_id
 from bus.stack import Stack
 from bus.topics import DLQ, TopicSpec, deliver_topic, topic_specs
 
@@ -89,6 +92,7 @@ class Harness:
     stack: Stack = field(init=False)
     bootstrap: str = ""
     opa_url: str = ""
+    access: KafkaAccess = field(init=False)
     partnership: Partnership = field(init=False)
     broker: Broker = field(init=False)
     pids: dict[str, int] = field(default_factory=dict)
@@ -100,8 +104,11 @@ class Harness:
     def up(self) -> None:
         status, _ = self.stack.up()
         self.bootstrap, self.opa_url = status["kafka_bootstrap"], status["opa_url"]
+        # The harness's own clients (load, observers, topic resets) run as the stack's admin;
+        # the workers it starts connect as their stage principals, with TLS and SCRAM like any.
+        self.access = self.stack.access()
         self.pids = {"kafka": status["kafka"]["pid"], "opa": status["opa"]["pid"]}
-        self.broker = Broker(self.bootstrap)
+        self.broker = Broker(self.access)
         init_keyring(self.home / "keyring.json")
 
     def down(self) -> None:
@@ -114,7 +121,7 @@ class Harness:
 
     def reset(self) -> None:
         specs = [*topic_specs(self.partnership), TopicSpec(FORWARD_TOPIC, FORWARD_PARTITIONS)]
-        _reset_topics(self.bootstrap, specs)
+        _reset_topics(self.access, specs)
 
     def spawn(self, module: str, app_id: str, stage: str | None = None) -> Proc:
         log_path = self.home / f"{app_id}{'-' + stage if stage else ''}.log"
@@ -150,7 +157,7 @@ class Harness:
 
     def wait_group(self, group: str, members: int, timeout_s: float = 120.0) -> None:
         """Until the consumer group is stable with `members` members (so no rebalance mid-run)."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        admin = AdminClient(self.access.librdkafka(log_level=0))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -225,10 +232,10 @@ def start_workers(h: Harness, module: str, app_id: str, workers: int, stages: bo
     if stages:
         procs = [h.spawn(module, app_id, stage) for stage in STAGES]
         for stage in STAGES:
-            h.wait_group(f"{app_id}-{stage}", 1)
+            h.wait_group(stage_app_id(app_id, stage), 1)
         return procs
     procs = [h.spawn(module, app_id) for _ in range(workers)]
-    h.wait_group(app_id, workers)
+    h.wait_group(stage_app_id(app_id, "all"), workers)
     return procs
 
 
@@ -242,7 +249,7 @@ def run_throughput(h: Harness, name: str, module: str, workers: int, records: li
     pipe = module == "bus"
     procs = start_workers(h, module, app_id, workers, stages)
     try:
-        producer = bench_producer(h.bootstrap)
+        producer = bench_producer(h.access)
         publish_all(producer, warm)
         if pipe:
             h.wait_audited(procs, _audits(warm), f"{name} warm-up", 180)
@@ -285,7 +292,7 @@ def _profile(h: Harness, proc: Proc, extra: list[Prepared], stored_before: int, 
     time.sleep(1.0)  # py-spy attaches asynchronously; let it start sampling before the burst
     if spy.poll() is not None:
         return {"error": (spy.stderr.read().decode() if spy.stderr else "")[-300:] or "py-spy exited"}
-    publish_all(bench_producer(h.bootstrap), extra)
+    publish_all(bench_producer(h.access), extra)
     h.wait_audited([proc], stored_before + _audits(extra), "profiled run", 600)
     spy.send_signal(signal.SIGINT)
     try:
@@ -305,13 +312,13 @@ def run_latency(h: Harness, cfg: BenchConfig, loads: list[list[Prepared]], warm:
     worker = h.spawn("bus", app_id)
     results = []
     try:
-        h.wait_group(app_id, 1)
-        producer = bench_producer(h.bootstrap)
+        h.wait_group(stage_app_id(app_id, "all"), 1)
+        producer = bench_producer(h.access)
         publish_all(producer, warm)
         expected = _audits(warm)
         h.wait_audited([worker], expected, "latency warm-up", 180)
         for rate, records in zip(cfg.loads, loads, strict=True):
-            receiver = Receiver(h.bootstrap, h.broker.end_offsets(h.deliver_topics)).start()
+            receiver = Receiver(h.access, h.broker.end_offsets(h.deliver_topics)).start()
             t0 = time.time()
             sent = publish_paced(producer, records, rate)
             offered_s = time.time() - t0
@@ -339,7 +346,7 @@ def run_backfill(h: Harness, cfg: BenchConfig, records: list[Prepared]) -> dict[
     started together: time taken and no loss (checked in the audit store and partner topics)."""
     h.reset()
     t_pub = time.time()
-    publish_all(bench_producer(h.bootstrap), records)
+    publish_all(bench_producer(h.access), records)
     publish_s = time.time() - t_pub
     start = time.time()
     app_id = f"bench-backfill-{time.time_ns()}"
@@ -417,7 +424,8 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
         progress("OPA decisions/s by batch size ...")
         results["opa"] = [{"batch_size": r.batch_size, "queries": r.queries, "decisions": r.decisions,
                            "decisions_per_s": round(r.decisions_per_s, 1), "ms_per_query": round(r.ms_per_query, 2)}
-                          for r in bench_opa(h.opa_url, policies_dir, list(cfg.opa_batches), cfg.opa_seconds)]
+                          for r in bench_opa(h.opa_url, policies_dir, list(cfg.opa_batches), cfg.opa_seconds,
+                                                    token=local_token(h.home, "worker"))]
     finally:
         h.down()
         if own_home:

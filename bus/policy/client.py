@@ -20,11 +20,11 @@ RULE = "decisions"
 class PolicyClient:
     """One query for a whole batch of (event, recipient) requests."""
 
-    def __init__(self, opa_url: str, timeout_s: float = 2.0) -> None:
+    def __init__(self, opa_url: str, timeout_s: float = 2.0, *, token: str | None = None) -> None:
         url = urlparse(opa_url)
         self._timeout_s = timeout_s
         self._client = AsyncOpaClient(
-            host=url.hostname or "127.0.0.1", port=url.port or 8181, timeout=timeout_s, retries=0
+            host=url.hostname or "127.0.0.1", port=url.port or 8181, timeout=timeout_s, retries=0, token=token,
         )
         self._open = False
 

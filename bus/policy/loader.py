@@ -19,17 +19,18 @@ class LoadedPolicies:
     policy_ids: list[str]
 
 
-def sync_client(opa_url: str, timeout: float = 5.0) -> OpaClient:
+def sync_client(opa_url: str, token: str | None, timeout: float = 5.0) -> OpaClient:
     url = urlparse(opa_url)
-    return OpaClient(host=url.hostname or "127.0.0.1", port=url.port or 8181, timeout=timeout, retries=0)
+    return OpaClient(host=url.hostname or "127.0.0.1", port=url.port or 8181, timeout=timeout, retries=0,
+                     token=token)
 
 
-def load_policies(opa_url: str, policies_dir: Path) -> LoadedPolicies:
+def load_policies(opa_url: str, policies_dir: Path, *, token: str | None) -> LoadedPolicies:
     """Validate the data, then upload data, revision and policies; returns the revision."""
     partnership = load_partnership(policies_dir / "data")
     data = partnership.as_opa_data()
     revision = policy_revision(policies_dir, data)
-    client = sync_client(opa_url)
+    client = sync_client(opa_url, token)
     try:
         client.update_or_create_data(data, "sgbus/partnership")
         ids = []
@@ -40,15 +41,17 @@ def load_policies(opa_url: str, policies_dir: Path) -> LoadedPolicies:
         # The revision goes last: a worker that sees it knows the rest is loaded.
         client.update_or_create_data({"revision": revision}, "sgbus/meta")
     except Exception as exc:  # the client raises several unrelated types
-        raise PolicyUnavailable(f"could not load policies into OPA at {opa_url}: {type(exc).__name__}: {exc}") from None
+        hint = " (is SGBUS_OPA_TOKEN the admin token?)" if "401" in str(exc) or "unauthorized" in str(exc) else ""
+        raise PolicyUnavailable(
+            f"could not load policies into OPA at {opa_url}: {type(exc).__name__}: {exc}{hint}") from None
     finally:
         client.close_connection()
     return LoadedPolicies(revision, ids)
 
 
-def fetch_partnership(opa_url: str) -> tuple[Partnership, str]:
+def fetch_partnership(opa_url: str, token: str | None) -> tuple[Partnership, str]:
     """The partnership data and revision OPA has loaded (the worker routes with the same data)."""
-    client = sync_client(opa_url)
+    client = sync_client(opa_url, token)
     try:
         data = client.get_data("sgbus")
     except Exception as exc:  # the client raises several unrelated types

@@ -7,9 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+# policies/system holds OPA's own API authorisation (system.authz), loaded from a file when
+# OPA starts, never uploaded with the data-sharing policies nor part of their revision.
+NOT_SHARING_POLICY = {"data", "system"}
+
 
 def rego_files(policies_dir: Path, *, include_tests: bool = False) -> list[Path]:
-    files = sorted(p for p in policies_dir.rglob("*.rego") if "data" not in p.relative_to(policies_dir).parts)
+    files = sorted(p for p in policies_dir.rglob("*.rego")
+                   if not NOT_SHARING_POLICY & set(p.relative_to(policies_dir).parts))
     return [p for p in files if include_tests or not p.name.endswith("_test.rego")]
 
 

@@ -14,6 +14,8 @@ from typing import Protocol
 from confluent_kafka import Consumer, Message, Producer
 
 from bus.exceptions import SgbusError
+from bus.security.kafka_access import KafkaAccess
+from bus.security.principals import delivery_group
 
 DLQ = "sg.dlq"
 DELIVER_PREFIX = "sg.deliver."
@@ -69,16 +71,17 @@ def _event_id(msg: Message) -> str:
 
 
 def run_delivery(
-    *, bootstrap: str, partner: str, sink: Sink, state_dir: Path, max_events: int | None = None,
+    *, access: KafkaAccess, partner: str, sink: Sink, state_dir: Path, max_events: int | None = None,
     idle_timeout_s: float | None = None, should_stop: Callable[[], bool] = lambda: False,
 ) -> DeliveryStats:
     """Deliver until stopped, `max_events` handled, or `idle_timeout_s` without new events."""
-    group = f"sgbus-delivery-{partner}-{sink.name}"
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+    # `access` is the partner's delivery principal: it reads only this partner's topic, in
+    # groups named for it, and writes only dead letters.
+    consumer = Consumer(access.librdkafka(**{
+        "group.id": delivery_group(partner, sink.name), "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "isolation.level": "read_committed", "log_level": 3,
-    })
-    dlq = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 3})
+    }))
+    dlq = Producer(access.librdkafka(**{"enable.idempotence": True, "log_level": 3}))
     seen = SeenStore(state_dir / f"{partner}-{sink.name}.db")
     stats = DeliveryStats()
     consumer.subscribe([DELIVER_PREFIX + partner])

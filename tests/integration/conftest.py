@@ -17,7 +17,10 @@ import pytest
 
 from bus.demo import start_worker, stop_worker
 from bus.kafka_io import idempotent_producer, produce_all, read_topic
+from bus.policy.data import load_partnership
 from bus.pseudonymise.keyring import init_keyring
+from bus.security.kafka_access import KafkaAccess
+from bus.security.principals import publisher_name
 from bus.settings import Settings
 from bus.stack import Stack, free_port
 from bus.topics import AUDIT, ingress_topic
@@ -56,24 +59,40 @@ class Bus:
         self.worker.send_signal(signal.SIGKILL)
         self.worker.wait(30)
 
+    @property
+    def admin(self) -> KafkaAccess:
+        """The stack tooling's principal: tests read any topic with it."""
+        return self.stack.access()
+
+    def access(self, principal: str) -> KafkaAccess:
+        return self.stack.access(principal)
+
+    def publisher(self, agency: str, org_id: str | None = None) -> KafkaAccess:
+        """The publisher principal of `org_id` (or of the first partner of `agency`)."""
+        partners = load_partnership(self.settings.policies_dir / "data").partners
+        match = [p for p in partners if p.org_id == org_id] or [p for p in partners if p.agency.value == agency]
+        return self.access(publisher_name(match[0].id))
+
     def publish(self, events: list[dict[str, Any]]) -> None:
-        produce_all(idempotent_producer(self.bootstrap), [
-            (ingress_topic(e["source"]["agency"]), parse_event_dict(e).partition_key(), json.dumps(e).encode())
-            for e in events
-        ])
+        by_publisher: dict[tuple[str, str], list[tuple[str, bytes, bytes]]] = {}
+        for e in events:
+            by_publisher.setdefault((e["source"]["agency"], e["source"]["org_id"]), []).append(
+                (ingress_topic(e["source"]["agency"]), parse_event_dict(e).partition_key(), json.dumps(e).encode()))
+        for (agency, org_id), records in by_publisher.items():
+            produce_all(idempotent_producer(self.publisher(agency, org_id)), records)
 
     def publish_raw(self, agency: str, key: bytes, value: bytes) -> None:
-        produce_all(idempotent_producer(self.bootstrap), [(ingress_topic(agency), key, value)])
+        produce_all(idempotent_producer(self.publisher(agency)), [(ingress_topic(agency), key, value)])
 
     def records(self, topic: str, timeout_s: float = 3.0) -> list[dict[str, Any]]:
-        return [json.loads(v) for v in read_topic(self.bootstrap, topic, timeout_s=timeout_s)]
+        return [json.loads(v) for v in read_topic(self.admin, topic, timeout_s=timeout_s)]
 
     def audit_records(self, timeout_s: float = 3.0) -> list[dict[str, Any]]:
         """Every audit record in sg.audit (each message holds one route batch's records)."""
-        return [r for v in read_topic(self.bootstrap, AUDIT, timeout_s=timeout_s) for r in json.loads(v)]
+        return [r for v in read_topic(self.admin, AUDIT, timeout_s=timeout_s) for r in json.loads(v)]
 
     def raw_values(self, topic: str) -> list[bytes]:
-        return read_topic(self.bootstrap, topic, timeout_s=3.0)
+        return read_topic(self.admin, topic, timeout_s=3.0)
 
     def audits_for(self, event_ids: set[str], expected: int, timeout_s: float = 90.0) -> list[dict[str, Any]]:
         def probe() -> list[dict[str, Any]] | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bus.security.principals import delivery_name
 from bus.topics import DLQ
 from connectors.delivery.base import run_delivery
 from connectors.delivery.filedrop import FileDropSink
@@ -79,7 +80,8 @@ def test_webhook_retries_5xx_with_backoff_then_delivers_each_event_once_signed_a
     ids = _publish_for_one_child(bus, seed=71, count=3)
     endpoint.answer = lambda event_id, attempt: 503 if event_id == ids[0] and attempt <= 2 else 200
     sink = WebhookSink(endpoint.url, SECRET, base_backoff_s=0.05, max_backoff_s=0.2, name="webhook-t1")
-    stats = run_delivery(bootstrap=bus.bootstrap, partner="oakfield-primary", sink=sink, state_dir=tmp_path,
+    stats = run_delivery(access=bus.access(delivery_name("oakfield-primary")),
+                 partner="oakfield-primary", sink=sink, state_dir=tmp_path,
                          idle_timeout_s=3)
     ours = [(eid, headers, body) for eid, headers, body in endpoint.accepted if eid in ids]
     assert [eid for eid, _, _ in ours] == ids  # once each, in the order published for this child
@@ -91,7 +93,8 @@ def test_webhook_retries_5xx_with_backoff_then_delivers_each_event_once_signed_a
         assert abs(int(headers["X-Sgbus-Timestamp"]) - time.time()) < 120
         assert json.loads(body)["event_id"] == eid
     assert stats.dead_lettered == 0
-    again = run_delivery(bootstrap=bus.bootstrap, partner="oakfield-primary", sink=sink, state_dir=tmp_path,
+    again = run_delivery(access=bus.access(delivery_name("oakfield-primary")),
+                 partner="oakfield-primary", sink=sink, state_dir=tmp_path,
                          idle_timeout_s=2)
     assert again.delivered == 0  # committed: a restart delivers nothing twice
 
@@ -102,7 +105,8 @@ def test_webhook_4xx_goes_to_the_dlq_with_status_and_delivery_continues(
     ids = _publish_for_one_child(bus, seed=72, count=2)
     endpoint.answer = lambda event_id, attempt: 422 if event_id == ids[0] else 200
     sink = WebhookSink(endpoint.url, SECRET, base_backoff_s=0.05, name="webhook-t2")
-    run_delivery(bootstrap=bus.bootstrap, partner="oakfield-primary", sink=sink, state_dir=tmp_path, idle_timeout_s=3)
+    run_delivery(access=bus.access(delivery_name("oakfield-primary")),
+                 partner="oakfield-primary", sink=sink, state_dir=tmp_path, idle_timeout_s=3)
     assert ids[1] in [eid for eid, _, _ in endpoint.accepted]
     assert endpoint.attempts[ids[0]] == 1  # 4xx is final: not retried
     dead = wait_for(lambda: [r for r in bus.records(DLQ) if r.get("event_id") == ids[0]], 30, what="dead letter")
@@ -113,7 +117,8 @@ def test_file_drop_writes_whole_json_lines_files_atomically(bus: Bus, tmp_path: 
     ids = _publish_for_one_child(bus, seed=73, count=3)
     drop = tmp_path / "drop"
     sink = FileDropSink(drop, "northshire-csc", name="filedrop-t3")
-    run_delivery(bootstrap=bus.bootstrap, partner="northshire-csc", sink=sink, state_dir=tmp_path, idle_timeout_s=3)
+    run_delivery(access=bus.access(delivery_name("northshire-csc")),
+                 partner="northshire-csc", sink=sink, state_dir=tmp_path, idle_timeout_s=3)
     assert not list(drop.glob(".*.partial"))
     lines = [json.loads(line) for f in sorted(drop.glob("*.jsonl")) for line in f.read_text().splitlines()]
     ours = [r["event_id"] for r in lines if r["event_id"] in ids]
@@ -134,7 +139,8 @@ def test_a_slow_failing_partner_does_not_hold_up_another_and_loses_nothing(
     done: dict[str, float] = {}
 
     def run(partner: str, sink: WebhookSink | FileDropSink, key: str) -> None:
-        run_delivery(bootstrap=bus.bootstrap, partner=partner, sink=sink, state_dir=tmp_path, idle_timeout_s=3)
+        run_delivery(access=bus.access(delivery_name(partner)),
+                 partner=partner, sink=sink, state_dir=tmp_path, idle_timeout_s=3)
         done[key] = time.monotonic()
 
     threads = [threading.Thread(target=run, args=("oakfield-primary", slow, "slow")),

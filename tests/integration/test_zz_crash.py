@@ -13,6 +13,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from bus.security.principals import delivery_name
 from bus.topics import deliver_topic
 from connectors.delivery.base import run_delivery
 from connectors.delivery.filedrop import FileDropSink
@@ -47,7 +48,8 @@ def test_sigkill_mid_stream_loses_nothing_and_partners_get_each_event_once(bus: 
 
     busiest = max(allowed, key=lambda p: len(allowed[p]))
     drop = tmp_path / "drop"
-    run_delivery(bootstrap=bus.bootstrap, partner=busiest, sink=FileDropSink(drop, busiest, name="crash-drop"),
+    run_delivery(access=bus.access(delivery_name(busiest)),
+                 partner=busiest, sink=FileDropSink(drop, busiest, name="crash-drop"),
                  state_dir=tmp_path, idle_timeout_s=5)
     delivered = [json.loads(line)["event_id"] for f in drop.glob("*.jsonl") for line in f.read_text().splitlines()]
     ours = Counter(e for e in delivered if e in ids)

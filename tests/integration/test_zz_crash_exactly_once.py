@@ -17,6 +17,8 @@ from confluent_kafka import Consumer, TopicPartition
 from bus.agents.pipeline import STAGES
 from bus.demo import start_worker, stop_worker
 from bus.kafka_io import read_topic
+from bus.security.kafka_access import KafkaAccess
+from bus.security.principals import stage_app_id
 from bus.topics import AUDIT, EVENTS, deliver_topic, ingress_topic
 from schemas.envelope import Agency
 from tests.helpers import wait_for
@@ -24,10 +26,10 @@ from tests.integration.conftest import Bus
 from tests.integration.crash_sample import allowed_by_recipient, crash_sample, stored_pairs
 
 
-def _start_from_the_end(bootstrap: str, group: str, topics: list[str]) -> None:
+def _start_from_the_end(access: KafkaAccess, group: str, topics: list[str]) -> None:
     """A new consumer group would start at the earliest offset and redo the whole session's
     traffic; commit the current ends so the stages see only this test's events."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, "log_level": 3})
+    c = Consumer(access.librdkafka(**{"group.id": group, "enable.auto.commit": False, "log_level": 3}))
     try:
         tps = []
         for topic in topics:
@@ -49,9 +51,9 @@ def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_e
     assert bus.worker is not None
     stop_worker(bus.worker)  # its consumer groups would process the same events
     app_id = f"crash-eos-{uuid.uuid4().hex[:8]}"
-    _start_from_the_end(bus.bootstrap, f"{app_id}-ingest", [ingress_topic(a) for a in Agency])
-    _start_from_the_end(bus.bootstrap, f"{app_id}-route", [EVENTS])
-    _start_from_the_end(bus.bootstrap, f"{app_id}-audit", [AUDIT])
+    _start_from_the_end(bus.admin, stage_app_id(app_id, "ingest"), [ingress_topic(a) for a in Agency])
+    _start_from_the_end(bus.admin, stage_app_id(app_id, "route"), [EVENTS])
+    _start_from_the_end(bus.admin, stage_app_id(app_id, "audit"), [AUDIT])
     db = tmp_path / "audit.db"
     env = {"SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(db), "SGBUS_METRICS_PORT": "0",
            "SGBUS_RETRY_MAX_BACKOFF_S": "1.0"}
@@ -77,7 +79,7 @@ def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_e
         pairs = Counter((e, r) for e, r, _ in stored)
         assert set(pairs) == expected_pairs and max(pairs.values()) == 1
 
-        all_events = read_topic(bus.bootstrap, EVENTS, timeout_s=10)
+        all_events = read_topic(bus.admin, EVENTS, timeout_s=10)
         ingested = Counter(e for e in (json.loads(v)["event_id"] for v in all_events) if e in ids)
         assert set(ingested) == ids and max(ingested.values()) == 1  # sg.events: each event once
 

@@ -8,17 +8,24 @@ from typing import Any
 
 from bus.app import faust_options
 from bus.faust_kafka import App
+from bus.security.kafka_access import KafkaAccess
+from bus.security.pki import PartnershipCA
+
+
+def _access(tmp_path: Path) -> KafkaAccess:
+    ca = PartnershipCA(tmp_path / "pki-home").ensure()
+    return KafkaAccess("127.0.0.1:9092", "sgbus-worker", "not-a-real-secret", ca.cert_path)
 
 
 def test_faust_data_goes_under_the_sgbus_home_not_the_working_directory(tmp_path: Path) -> None:
-    opts = faust_options("127.0.0.1:9092", tmp_path / "home")
+    opts = faust_options(_access(tmp_path), tmp_path / "home")
     app = App("sgbus-test", fetch_max_wait_ms=25, **opts)
     assert app.conf.datadir == (tmp_path / "home" / "faust" / "sgbus-test").resolve()
     assert (tmp_path / "home" / "faust").is_dir()  # Faust itself creates only the last level
 
 
-def test_the_consumer_is_built_with_the_configured_fetch_wait(tmp_path: Path) -> None:
-    app = App("sgbus-test", fetch_max_wait_ms=25, **faust_options("127.0.0.1:9092", tmp_path))
+def test_the_consumer_is_built_with_the_configured_fetch_wait_over_scram_and_tls(tmp_path: Path) -> None:
+    app = App("sgbus-test", fetch_max_wait_ms=25, **faust_options(_access(tmp_path), tmp_path))
 
     async def build() -> Any:
         # aiokafka objects are created inside a running loop; nothing connects until start().
@@ -27,4 +34,8 @@ def test_the_consumer_is_built_with_the_configured_fetch_wait(tmp_path: Path) ->
         await consumer._client.close()
         return consumer
 
-    assert asyncio.run(build())._fetch_max_wait_ms == 25
+    consumer = asyncio.run(build())
+    assert consumer._fetch_max_wait_ms == 25
+    assert consumer._client._security_protocol == "SASL_SSL"
+    assert consumer._client._sasl_mechanism == "SCRAM-SHA-512"
+    assert consumer._client._ssl_context is not None

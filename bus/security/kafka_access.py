@@ -1,0 +1,63 @@
+"""How a client reaches the secure broker: bootstrap, SASL/SCRAM-SHA-512 over TLS, the
+partnership CA; as librdkafka properties (confluent-kafka) or Faust/aiokafka credentials."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bus.exceptions import ConfigurationError
+from bus.security.credentials import CredentialStore
+
+MECHANISM = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
+class KafkaAccess:
+    """Everything a Kafka client of one principal needs; the password never appears in repr."""
+
+    bootstrap: str
+    username: str
+    password: str = field(repr=False)
+    ca_file: Path
+
+    def librdkafka(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka client properties (confluent-kafka), plus `extra` (dots as in librdkafka)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap,
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": MECHANISM,
+            "sasl.username": self.username,
+            "sasl.password": self.password,
+            "ssl.ca.location": str(self.ca_file),
+            "ssl.endpoint.identification.algorithm": "https",
+        }
+        conf.update(extra)
+        return conf
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+    def faust_credentials(self) -> Any:
+        import faust
+
+        return faust.SASLCredentials(username=self.username, password=self.password,
+                                     ssl_context=self.ssl_context(), mechanism=MECHANISM)
+
+    def as_principal(self, home: Path, name: str) -> KafkaAccess:
+        """The same broker, as another principal of the local stack."""
+        cred = CredentialStore(home).require(name)
+        return replace(self, username=cred.username, password=cred.password)
+
+
+def local_access(home: Path, bootstrap: str, principal: str) -> KafkaAccess:
+    """Access to the local stack under `home` as `principal` (credentials from its store)."""
+    cred = CredentialStore(home).require(principal)
+    ca = home / "pki" / "ca.pem"
+    if not ca.is_file():
+        raise ConfigurationError(f"no partnership CA at {ca}; run `sgbus stack up`")
+    return KafkaAccess(bootstrap, cred.username, cred.password, ca)

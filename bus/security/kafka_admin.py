@@ -1,0 +1,144 @@
+"""Apply the partnership's principals to the broker: SCRAM users and ACLs, added, changed and
+removed so the broker holds exactly what `principals()` derives (`sgbus partners sync`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialDeletion,
+    UserScramCredentialUpsertion,
+)
+
+from bus.exceptions import StackError
+from bus.policy.data import Partnership
+from bus.security.credentials import CredentialStore
+from bus.security.kafka_access import KafkaAccess
+from bus.security.principals import ADMIN, Grant, Principal, principals
+
+SCRAM_ITERATIONS = 8192
+_RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
+             "transactional_id": ResourceType.TRANSACTIONAL_ID}
+_PATTERN = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
+_OPERATION = {"read": AclOperation.READ, "write": AclOperation.WRITE}
+
+
+@dataclass
+class SyncReport:
+    users_created: list[str] = field(default_factory=list)
+    users_removed: list[str] = field(default_factory=list)
+    acls_created: int = 0
+    acls_removed: int = 0
+
+    def summary(self) -> str:
+        return (f"{len(self.users_created)} principals added, {len(self.users_removed)} removed; "
+                f"{self.acls_created} ACLs added, {self.acls_removed} removed")
+
+
+def binding(principal: Principal, grant: Grant) -> AclBinding:
+    return AclBinding(_RESOURCE[grant.resource], grant.name, _PATTERN[grant.pattern], principal.kafka, "*",
+                      _OPERATION[grant.operation], AclPermissionType.ALLOW)
+
+
+def _key(b: AclBinding) -> tuple[str, ...]:
+    return (str(b.restype), b.name, str(b.resource_pattern_type), b.principal, b.host, str(b.operation),
+            str(b.permission_type))
+
+
+def admin_client(access: KafkaAccess) -> AdminClient:
+    return AdminClient(access.librdkafka(log_level=0))
+
+
+def upsert_scram(admin: AdminClient, username: str, password: str, timeout_s: float = 30.0) -> None:
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
+    futures = admin.alter_user_scram_credentials([UserScramCredentialUpsertion(username, info, password.encode())])
+    for fut in futures.values():
+        fut.result(timeout_s)
+
+
+def scram_users(admin: AdminClient, timeout_s: float = 30.0) -> set[str]:
+    """Names of the SCRAM users the broker knows (none at all is an empty set, not an error)."""
+    future: Any = admin.describe_user_scram_credentials(None)  # one future when asked for all
+    try:
+        return set(future.result(timeout_s))
+    except KafkaException as exc:
+        if exc.args and getattr(exc.args[0], "code", lambda: None)() == KafkaError.RESOURCE_NOT_FOUND:
+            return set()
+        raise
+
+
+def sync_principals(access: KafkaAccess, partnership: Partnership, home: Path, timeout_s: float = 30.0) -> SyncReport:
+    """Make the broker's SCRAM users and ACLs match the partnership; new principals get a new
+    secret in the local credential store. `access` must be the admin principal."""
+    report = SyncReport()
+    store = CredentialStore(home)
+    admin = admin_client(access)
+    wanted = principals(partnership)
+    names = {p.name for p in wanted}
+    try:
+        existing = scram_users(admin, timeout_s)
+        for p in wanted:
+            if p.name == ADMIN:
+                continue
+            cred, created = store.ensure(p.name)
+            if created or p.name not in existing:
+                upsert_scram(admin, cred.username, cred.password, timeout_s)
+                report.users_created.append(p.name)
+        stale = sorted(existing - names)
+        if stale:
+            info = ScramMechanism.SCRAM_SHA_512
+            for fut in admin.alter_user_scram_credentials(
+                    [UserScramCredentialDeletion(u, info) for u in stale]).values():
+                fut.result(timeout_s)
+            for name in stale:
+                store.remove(name)
+            report.users_removed = stale
+
+        desired = {_key(b): b for p in wanted for b in (binding(p, g) for g in sorted(p.grants))}
+        any_filter = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,  # type: ignore[arg-type]
+                                      AclOperation.ANY, AclPermissionType.ANY)
+        current = {_key(b): b for b in admin.describe_acls(any_filter).result(timeout_s)}
+        to_create = [b for k, b in desired.items() if k not in current]
+        to_delete = [b for k, b in current.items() if k not in desired]
+        if to_create:
+            for fut in admin.create_acls(to_create).values():
+                fut.result(timeout_s)
+        if to_delete:
+            filters = [AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal, b.host,
+                                        b.operation, b.permission_type) for b in to_delete]
+            for fut in admin.delete_acls(filters).values():
+                fut.result(timeout_s)
+        report.acls_created, report.acls_removed = len(to_create), len(to_delete)
+    except StackError:
+        raise
+    except Exception as exc:  # confluent-kafka raises KafkaException with the broker's error
+        raise StackError(f"could not apply principals and ACLs: {exc}") from None
+    return report
+
+
+def rotate(access: KafkaAccess, home: Path, name: str, timeout_s: float = 30.0) -> None:
+    """A new secret for `name`: the broker first (old sessions keep working until they
+    reconnect), then the local store."""
+    store = CredentialStore(home)
+    store.require(name)
+    # Kept on disk before the broker switches, so a crash in between loses no secret.
+    new = store.put(f".{name}.next")
+    try:
+        upsert_scram(admin_client(access), name, new.password, timeout_s)
+    except Exception as exc:
+        store.remove(f".{name}.next")
+        raise StackError(f"could not rotate the secret of {name}: {exc}") from None
+    store.put(name, new.password)
+    store.remove(f".{name}.next")

@@ -1,0 +1,126 @@
+"""Kafka principals and the ACLs each needs, derived from the partnership data (pure logic).
+
+One principal per job, each allowed exactly its topics, consumer groups and transactional ids:
+
+- `admin`: the stack tooling (topics, ACLs, SCRAM users, bench observers); a super user.
+- `sgbus-<stage>` for `ingest`, `route`, `audit` (exactly-once stage workers) and `worker`
+  (all stages in one process); groups and transactional ids start `<stage>.`.
+- `publisher.<partner>`: writes only its agency's `sg.ingress.<agency>` topic.
+- `partner.<partner>`: reads only `sg.deliver.<partner>`, in groups starting `<partner>.`.
+- `delivery.<partner>`: the webhook/file delivery connector for one partner: reads that
+  partner's topic (groups `sgbus-delivery-<partner>-`) and writes dead letters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from bus.policy.data import Partnership
+from bus.topics import AUDIT, DELIVER_PREFIX, DLQ, EVENTS, INGRESS_PREFIX, deliver_topic, ingress_topic
+
+ADMIN = "admin"
+STAGE_PRINCIPALS = {"ingest": "sgbus-ingest", "route": "sgbus-route", "audit": "sgbus-audit",
+                    "all": "sgbus-worker"}
+Role = Literal["admin", "stage", "publisher", "partner", "delivery"]
+ResourceType = Literal["topic", "group", "transactional_id"]
+Operation = Literal["read", "write"]
+Pattern = Literal["literal", "prefixed"]
+
+
+@dataclass(frozen=True, order=True)
+class Grant:
+    """ALLOW `operation` on a resource (READ and WRITE imply DESCRIBE in Kafka)."""
+
+    resource: ResourceType
+    name: str
+    pattern: Pattern
+    operation: Operation
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: Role
+    grants: frozenset[Grant]
+    partner_id: str | None = None
+
+    @property
+    def kafka(self) -> str:
+        return f"User:{self.name}"
+
+
+def stage_group_prefix(stage: str) -> str:
+    """Consumer groups and transactional ids of a stage's workers start with this."""
+    return ("worker" if stage == "all" else stage) + "."
+
+
+def stage_app_id(app_id: str, stage: str) -> str:
+    """The Faust app id (= consumer group) of a worker running `stage` under `app_id`."""
+    return stage_group_prefix(stage) + app_id
+
+
+def partner_group_prefix(partner_id: str) -> str:
+    return f"{partner_id}."
+
+
+def delivery_group(partner_id: str, sink: str) -> str:
+    return f"sgbus-delivery-{partner_id}-{sink}"
+
+
+def publisher_name(partner_id: str) -> str:
+    return f"publisher.{partner_id}"
+
+
+def partner_name(partner_id: str) -> str:
+    return f"partner.{partner_id}"
+
+
+def delivery_name(partner_id: str) -> str:
+    return f"delivery.{partner_id}"
+
+
+def _topic(name: str, op: Operation, pattern: Pattern = "literal") -> Grant:
+    return Grant("topic", name, pattern, op)
+
+
+def _own_groups(prefix: str, transactional: bool) -> set[Grant]:
+    grants = {Grant("group", prefix, "prefixed", "read")}
+    if transactional:
+        grants.add(Grant("transactional_id", prefix, "prefixed", "write"))
+    return grants
+
+
+_STAGE_TOPICS: dict[str, set[Grant]] = {
+    "ingest": {_topic(INGRESS_PREFIX, "read", "prefixed"), _topic(EVENTS, "write"), _topic(DLQ, "write")},
+    "route": {_topic(EVENTS, "read"), _topic(DELIVER_PREFIX, "write", "prefixed"), _topic(AUDIT, "write"),
+              _topic(DLQ, "write")},
+    "audit": {_topic(AUDIT, "read")},
+}
+_STAGE_TOPICS["all"] = set().union(*_STAGE_TOPICS.values())
+
+
+def principals(partnership: Partnership) -> list[Principal]:
+    """Every principal of the partnership with its grants, in a stable order."""
+    out = [Principal(ADMIN, "admin", frozenset())]
+    for stage, name in STAGE_PRINCIPALS.items():
+        grants = _STAGE_TOPICS[stage] | _own_groups(stage_group_prefix(stage), transactional=True)
+        out.append(Principal(name, "stage", frozenset(grants)))
+    for p in partnership.partners:
+        out.append(Principal(publisher_name(p.id), "publisher",
+                             frozenset({_topic(ingress_topic(p.agency), "write")}), p.id))
+        out.append(Principal(partner_name(p.id), "partner",
+                             frozenset({_topic(deliver_topic(p.id), "read"),
+                                        *_own_groups(partner_group_prefix(p.id), transactional=False)}), p.id))
+        out.append(Principal(delivery_name(p.id), "delivery",
+                             frozenset({_topic(deliver_topic(p.id), "read"), _topic(DLQ, "write"),
+                                        Grant("group", f"sgbus-delivery-{p.id}-", "prefixed", "read")}), p.id))
+    return out
+
+
+def publisher_for_org(partnership: Partnership, org_id: str) -> str | None:
+    """The publisher principal of the organisation with this `source.org_id`."""
+    for p in partnership.partners:
+        if p.org_id == org_id:
+            return publisher_name(p.id)
+    return None

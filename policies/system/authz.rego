@@ -1,0 +1,38 @@
+# METADATA
+# title: Who may call OPA's REST API
+# description: |
+#   Loaded from a file when `sgbus stack up` starts OPA with --authentication=token
+#   --authorization=basic. Callers present a bearer token; data.system.sgbus_tokens maps each
+#   role to the SHA-256 of its token (written by the stack, never the tokens themselves).
+#   Only the admin token (stack tooling, `sgbus policy reload`) may write policies or data;
+#   the worker token may only ask for decisions and read the partnership data.
+package system.authz
+
+import rego.v1
+
+default allow := false
+
+# Readiness probes carry no token and learn nothing but "up".
+allow if {
+	input.method == "GET"
+	input.path == ["health"]
+}
+
+allow if role == "admin"
+
+allow if {
+	role == "worker"
+	some call in worker_calls
+	input.method == call.method
+	input.path == call.path
+}
+
+worker_calls := [
+	{"method": "POST", "path": ["v1", "data", "sgbus", "share", "decisions"]},
+	{"method": "GET", "path": ["v1", "data", "sgbus"]},
+]
+
+role := name if {
+	some name, digest in data.system.sgbus_tokens
+	crypto.sha256(input.identity) == digest
+}

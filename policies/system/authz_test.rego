@@ -1,0 +1,63 @@
+package system.authz_test
+
+import rego.v1
+
+import data.system.authz
+
+tokens := {
+	"admin": crypto.sha256("admin-secret"),
+	"worker": crypto.sha256("worker-secret"),
+}
+
+decide_path := ["v1", "data", "sgbus", "share", "decisions"]
+
+test_anonymous_health_check_is_allowed if {
+	authz.allow with input as {"method": "GET", "path": ["health"]} with data.system.sgbus_tokens as tokens
+}
+
+test_anonymous_query_is_refused if {
+	not authz.allow with input as {"method": "POST", "path": decide_path}
+		with data.system.sgbus_tokens as tokens
+}
+
+test_worker_may_ask_for_decisions if {
+	authz.allow with input as {"method": "POST", "path": decide_path, "identity": "worker-secret"}
+		with data.system.sgbus_tokens as tokens
+}
+
+test_worker_may_read_partnership_data if {
+	authz.allow with input as {"method": "GET", "path": ["v1", "data", "sgbus"], "identity": "worker-secret"}
+		with data.system.sgbus_tokens as tokens
+}
+
+test_worker_may_not_write_a_policy if {
+	not authz.allow with input as {"method": "PUT", "path": ["v1", "policies", "allow_all"], "identity": "worker-secret"}
+		with data.system.sgbus_tokens as tokens
+}
+
+test_worker_may_not_write_data if {
+	not authz.allow with input as {"method": "PUT", "path": ["v1", "data", "sgbus", "partnership"], "identity": "worker-secret"}
+		with data.system.sgbus_tokens as tokens
+}
+
+test_worker_may_not_read_the_token_hashes if {
+	not authz.allow with input as {"method": "GET", "path": ["v1", "data", "system"], "identity": "worker-secret"}
+		with data.system.sgbus_tokens as tokens
+}
+
+test_worker_may_not_query_other_rules if {
+	not authz.allow with input as {"method": "POST", "path": ["v1", "data", "sgbus", "share", "allow_all"], "identity": "worker-secret"}
+		with data.system.sgbus_tokens as tokens
+}
+
+test_unknown_token_is_refused if {
+	not authz.allow with input as {"method": "PUT", "path": ["v1", "policies", "x"], "identity": "guess"}
+		with data.system.sgbus_tokens as tokens
+}
+
+test_admin_may_write_policies_and_data if {
+	authz.allow with input as {"method": "PUT", "path": ["v1", "policies", "x"], "identity": "admin-secret"}
+		with data.system.sgbus_tokens as tokens
+	authz.allow with input as {"method": "PUT", "path": ["v1", "data", "sgbus"], "identity": "admin-secret"}
+		with data.system.sgbus_tokens as tokens
+}

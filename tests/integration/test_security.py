@@ -1,0 +1,232 @@
+"""The locked-down bus, tried as an attacker on the same host would: no credentials, a nosy
+partner, a publisher writing where it must not, anyone rewriting OPA's policies."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from bus.security.files import loose_modes
+from bus.security.opa_auth import local_token
+from bus.security.principals import publisher_name
+from bus.topics import AUDIT, DLQ, EVENTS, deliver_topic, ingress_topic
+from schemas.synthetic import Synth
+from tests.helpers import wait_for
+from tests.integration.conftest import REPO, Bus
+
+OWN = "northshire-nhs-uec"  # receives the session's canary (a child protection plan)
+OTHER = "northshire-csc"
+DENIED = {KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED}
+
+
+def _sgbus(bus: Bus, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "SGBUS_HOME": str(bus.settings.home),
+                "SGBUS_POLICIES_DIR": str(bus.settings.policies_dir), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "bus", *args], capture_output=True, text=True, env=full_env,
+                          timeout=300, check=False)
+
+
+def _partner_properties(bus: Bus, partner: str, *extra: str) -> dict[str, Any]:
+    result = _sgbus(bus, "partners", "credentials", partner, "--json", *extra)
+    assert result.returncode == 0, result.stderr
+    props: dict[str, Any] = json.loads(result.stdout)
+    return props
+
+
+def _read_outcome(props: dict[str, Any], topic: str, timeout_s: float = 15.0) -> str:
+    """'read' when a record arrives; 'denied' when the broker refuses the topic (metadata says
+    TOPIC_AUTHORIZATION_FAILED) and no record arrives either; else 'nothing'."""
+    consumer = Consumer({**props, "log_level": 0})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        refused = meta.error is not None and meta.error.code() in DENIED
+        # An unauthorised client is not even told how many partitions there are: try them all.
+        partitions = list(meta.partitions) or [0, 1, 2, 3]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+
+        def probe() -> bool:
+            msg = consumer.poll(0.5)
+            return msg is not None and msg.error() is None
+
+        try:
+            wait_for(probe, 3.0 if refused else timeout_s, interval_s=0, what=f"a record from {topic}")
+        except AssertionError:
+            return "denied" if refused else "nothing"
+        return "read"
+    finally:
+        consumer.close()
+
+
+def _write_outcome(props: dict[str, Any], topic: str) -> KafkaError | None:
+    """The delivery error of one produce (None: the broker took it)."""
+    errors: list[KafkaError | None] = []
+    producer = Producer({**props, "log_level": 0, "message.timeout.ms": 15000})
+    producer.produce(topic, key=b"k", value=b'{"forged": true}', on_delivery=lambda err, _m: errors.append(err))
+    producer.flush(30)
+    assert errors, f"no delivery report for {topic}"
+    return errors[0]
+
+
+def test_a_client_without_credentials_can_neither_read_nor_write(bus: Bus) -> None:
+    ca = str(bus.settings.home / "pki" / "ca.pem")
+    attempts: list[dict[str, Any]] = [
+        {"bootstrap.servers": bus.bootstrap},  # plaintext to a TLS listener
+        {"bootstrap.servers": bus.bootstrap, "security.protocol": "SSL", "ssl.ca.location": ca},  # TLS, no SASL
+        {"bootstrap.servers": bus.bootstrap, "security.protocol": "SASL_SSL", "ssl.ca.location": ca,
+         "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "admin", "sasl.password": "guessed"},
+    ]
+    for props in attempts:
+        consumer = Consumer({**props, "group.id": "nosy", "log_level": 0, "socket.timeout.ms": 5000})
+        try:
+            with pytest.raises(KafkaException):
+                consumer.list_topics(timeout=5)
+        finally:
+            consumer.close()
+        producer = Producer({**props, "log_level": 0, "message.timeout.ms": 4000})
+        outcome: list[object] = []
+        producer.produce(ingress_topic("police"), value=b"{}", on_delivery=lambda err, _m, out=outcome: out.append(err))
+        producer.flush(15)
+        assert outcome and outcome[0] is not None, props.get("security.protocol", "PLAINTEXT")
+
+
+def test_a_partner_reads_its_own_topic_and_nothing_else(bus: Bus) -> None:
+    props = _partner_properties(bus, OWN)
+    assert props["security.protocol"] == "SASL_SSL" and props["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert props["group.id"].startswith(f"{OWN}.")
+    # Someone else's topic holds records too, so "denied" is the broker refusing, not emptiness.
+    wait_for(lambda: bus.raw_values(deliver_topic(OWN)), 60, what="a delivery to the partner")
+    s = Synth(seed=7)
+    bus.publish([s.domestic_abuse_incident(s.child(5, 10))])
+    wait_for(lambda: bus.raw_values(deliver_topic(OTHER)), 60, what="a delivery to another partner")
+
+    assert _read_outcome(props, deliver_topic(OWN)) == "read"
+    for topic in (deliver_topic(OTHER), ingress_topic("police"), ingress_topic("nhs"), EVENTS, AUDIT, DLQ):
+        assert _read_outcome(props, topic) == "denied", topic
+
+
+def test_a_partner_must_use_its_own_consumer_group_prefix(bus: Bus) -> None:
+    props = {**_partner_properties(bus, OWN), "group.id": f"{OTHER}.consumer"}
+    consumer = Consumer({**props, "log_level": 0})
+    try:
+        consumer.subscribe([deliver_topic(OWN)])
+        errors = wait_for(lambda: [m.error().code() for m in [consumer.poll(0.5)] if m is not None and m.error()],
+                          30, interval_s=0, what="the group refused")
+        assert errors[0] == KafkaError.GROUP_AUTHORIZATION_FAILED
+    finally:
+        consumer.close()
+
+
+def test_a_partner_cannot_write_anything(bus: Bus) -> None:
+    props = _partner_properties(bus, OWN)
+    for topic in (deliver_topic(OWN), ingress_topic("nhs"), AUDIT):
+        err = _write_outcome(props, topic)
+        assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, topic
+
+
+def test_a_publisher_writes_only_its_own_agencys_ingress_topic(bus: Bus) -> None:
+    props = _partner_properties(bus, "oakfield-primary", "--publisher")
+    assert props["enable.idempotence"] is True
+    assert _write_outcome(props, ingress_topic("school")) is None  # not an event: the worker dead-letters it
+    for topic in (ingress_topic("police"), ingress_topic("social_care"), AUDIT, EVENTS, DLQ,
+                  deliver_topic("oakfield-primary"), deliver_topic(OTHER)):
+        props = _partner_properties(bus, "oakfield-primary", "--publisher")  # a fresh producer id each time
+        err = _write_outcome(props, topic)
+        assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, topic
+
+
+def test_a_stage_principal_cannot_read_what_its_stage_does_not_need(bus: Bus) -> None:
+    audit_stage = bus.access("sgbus-audit").librdkafka(**{"group.id": "audit.nosy"})
+    assert _read_outcome(audit_stage, AUDIT) == "read"
+    for topic in (ingress_topic("police"), EVENTS, deliver_topic(OWN)):
+        assert _read_outcome(audit_stage, topic) == "denied", topic
+
+
+def test_rotated_partner_credentials_replace_the_old_secret(bus: Bus) -> None:
+    old = _partner_properties(bus, "riverside-academy")
+    new = _partner_properties(bus, "riverside-academy", "--rotate")
+    assert new["sasl.password"] != old["sasl.password"]
+    assert _read_outcome(new, deliver_topic("riverside-academy"), timeout_s=5) in {"read", "nothing"}
+    consumer = Consumer({**old, "log_level": 0})
+    try:
+        with pytest.raises(KafkaException):
+            consumer.list_topics(timeout=5)
+    finally:
+        consumer.close()
+
+
+def _opa_request(bus: Bus, method: str, path: str, body: bytes, token: str | None) -> int:
+    req = urllib.request.Request(f"{bus.opa_url}{path}", data=body, method=method)  # noqa: S310 - loopback
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_opa_refuses_policy_and_data_writes_without_the_admin_token(bus: Bus) -> None:
+    allow_all = b"package sgbus.share\nimport rego.v1\ndecisions := [{\"allow\": true}]\n"
+    worker = local_token(bus.settings.home, "worker")
+    for token in (None, worker, "guessed"):
+        assert _opa_request(bus, "PUT", "/v1/policies/allow_all", allow_all, token) == 401
+        assert _opa_request(bus, "PUT", "/v1/data/sgbus/partnership", b"{}", token) == 401
+        assert _opa_request(bus, "PUT", "/v1/data/sgbus/meta", b'{"revision": "forged"}', token) == 401
+    assert _opa_request(bus, "GET", "/v1/data/system", b"", worker) == 401  # not even the token hashes
+
+    # The worker keeps deciding with the revision it pinned.
+    revision = bus.stack.status()["opa"]["revision"]
+    s = Synth(seed=23)
+    event = s.child_protection_plan(s.child())
+    bus.publish([event])
+    audits = bus.audits_for({event["event_id"]}, 1)
+    assert {a["policy_revision"] for a in audits} == {revision}
+
+
+def test_partners_sync_adds_and_removes_a_partners_principals(bus: Bus, tmp_path: Path) -> None:
+    proposed = tmp_path / "policies"
+    shutil.copytree(REPO / "policies", proposed)
+    partners_file = proposed / "data" / "partners.yaml"
+    data = yaml.safe_load(partners_file.read_text())
+    newcomer = f"new-school-{uuid.uuid4().hex[:6]}"
+    data["partners"].append({"id": newcomer, "name": "New School", "agency": "school", "org_id": "900099",
+                             "area": "northshire", "linkage_domain": "education"})
+    partners_file.write_text(yaml.safe_dump(data))
+    try:
+        added = _sgbus(bus, "partners", "sync", env={"SGBUS_POLICIES_DIR": str(proposed)})
+        assert added.returncode == 0, added.stderr
+        assert "3 principals added" in added.stdout and "1 topic(s) created" in added.stdout
+        publisher = bus.access(publisher_name(newcomer)).librdkafka()
+        assert _write_outcome(publisher, ingress_topic("school")) is None
+    finally:
+        removed = _sgbus(bus, "partners", "sync")
+    assert removed.returncode == 0, removed.stderr
+    assert "3 removed" in removed.stdout
+    assert not (bus.settings.home / "credentials" / f"{publisher_name(newcomer)}.json").exists()
+    err = _write_outcome(publisher, ingress_topic("school"))
+    assert err is not None  # the broker no longer knows the user
+
+
+def test_demo_runs_on_the_secure_stack_and_leaves_only_private_files(tmp_path: Path) -> None:
+    home = tmp_path / "demo-home"
+    env = {**os.environ, "SGBUS_HOME": str(home), "SGBUS_POLICIES_DIR": str(REPO / "policies")}
+    # A permissive umask in the caller must not matter: sgbus makes its own files private.
+    result = subprocess.run([sys.executable, "-m", "bus", "demo"], capture_output=True, text=True, env=env,
+                            timeout=400, check=False, preexec_fn=lambda: os.umask(0))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "audit chain: verified" in result.stdout
+    assert "started kafka, opa" not in result.stdout  # progress goes to stderr
+    assert (home / "credentials").is_dir() and (home / "pki" / "ca.key").is_file()
+    assert loose_modes(home) == []
