@@ -212,7 +212,11 @@ def tail(
     from bus.security.principals import partner_group_prefix, partner_name
     from bus.topics import deliver_topic
 
+    from bus.policy.data import load_partnership
+
     settings = _settings()
+    if load_partnership(settings.policies_dir / "data").partner(partner) is None:
+        _fail(f"partner: unknown partner {partner} (not in {settings.policies_dir / 'data' / 'partners.yaml'})", 2)
     bootstrap, _ = resolve_endpoints(settings)
     try:
         access = _kafka(settings, bootstrap, partner_name(partner))

@@ -53,8 +53,11 @@ def topic_specs(partnership: Partnership) -> list[TopicSpec]:
 
 def deliver_retention_ms(partnership: Partnership, partner_id: str) -> int:
     """A partner's topic keeps its deliveries as long as the longest `retention_days` of the
-    agreements that name it as a recipient (a week when none does yet)."""
+    agreements (the emergency one included) that can send to it (a week when none does yet)."""
     days = [a.retention_days for a in partnership.agreements if partner_id in a.recipients]
+    partner, emergency = partnership.partner(partner_id), partnership.emergency
+    if partner is not None and emergency is not None and partner.agency in emergency.recipient_agencies:
+        days.append(emergency.retention_days)
     return (max(days) if days else 7) * DAY_MS
 
 

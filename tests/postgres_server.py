@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bus.security.pki import LOCAL_HOSTS, PartnershipCA
 from bus.stack import free_port
 
 
@@ -31,7 +32,10 @@ class Postgres:
     as_user: list[str]
 
     def dsn(self, database: str = "postgres") -> str:
-        return f"postgresql://sgbus@127.0.0.1:{self.port}/{database}"
+        # TCP needs TLS with the server's certificate checked against its address (the audit
+        # store refuses anything weaker), as a deployment's DSN would.
+        ca = self.root / "pki" / "ca.pem"
+        return f"postgresql://sgbus@127.0.0.1:{self.port}/{database}?sslmode=verify-full&sslrootcert={ca}"
 
     def create_database(self, name: str) -> str:
         import psycopg
@@ -67,10 +71,20 @@ def start_postgres(timeout_s: float = 60.0) -> Postgres:
                            "-U", "sgbus", "-E", "UTF8", "--no-sync"], capture_output=True, text=True, check=False)
     if init.returncode != 0:
         raise RuntimeError(f"initdb failed: {init.stderr[-500:]}")
+    issued = PartnershipCA(root).issue("postgres", server=True, client=False, hosts=LOCAL_HOSTS)
+    (root / "pki").chmod(0o755)
+    (root / "pki" / "ca.pem").chmod(0o644)  # the CA certificate is public
+    for src, name in ((issued.cert, "server.crt"), (issued.key, "server.key")):
+        dest = root / "data" / name
+        shutil.copyfile(src, dest)
+        dest.chmod(0o600)
+        if as_user:
+            os.chown(dest, pw.pw_uid, pw.pw_gid)
     port = free_port()
     log = (root / "postgres.log").open("wb")
     proc = subprocess.Popen([*as_user, str(bindir / "postgres"), "-D", str(root / "data"), "-p", str(port),
-                             "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"],
+                             "-k", str(root), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                             "-c", "ssl=on", "-c", "ssl_cert_file=server.crt", "-c", "ssl_key_file=server.key"],
                             stdout=log, stderr=subprocess.STDOUT)
     log.close()
     server = Postgres(root, bindir, port, proc, as_user)

@@ -88,6 +88,7 @@ class AuditStore:
         if dsn is not None:
             import psycopg
 
+            dsn = require_tls(dsn)
             try:
                 self.db = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
             except psycopg.Error as exc:
@@ -246,6 +247,30 @@ def verify(store: AuditStore, keyring: Keyring | None = None) -> Verification:
             return Verification(False, count, len(checkpoints), prev,
                                 f"checkpoint at record {seq} does not match the chain", seq)
     return Verification(True, count, len(checkpoints), prev)
+
+
+def require_tls(dsn: str) -> str:
+    """The DSN with `sslmode=verify-full` unless it names a local socket: audit records cross
+    the network only encrypted, to a server whose certificate matches its name. A DSN asking
+    for a weaker mode over TCP is refused rather than silently upgraded."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        params = conninfo_to_dict(dsn)
+    except Exception:  # psycopg's message can echo the DSN, which may hold a password
+        raise AuditStoreError("SGBUS_AUDIT_DSN is not a valid PostgreSQL connection string") from None
+    hosts = [h for h in str(params.get("host") or "").split(",") if h]
+    local_socket = bool(hosts) and all(h.startswith("/") or h.startswith("@") for h in hosts) \
+        and not params.get("hostaddr")
+    if local_socket:
+        return dsn
+    mode = params.get("sslmode")
+    if mode is None:
+        return make_conninfo(dsn, sslmode="verify-full")
+    if mode != "verify-full":
+        raise AuditStoreError(f"SGBUS_AUDIT_DSN asks for sslmode={mode} over TCP; the audit store needs "
+                              "sslmode=verify-full (and sslrootcert= the server's CA) unless it is a local socket")
+    return dsn
 
 
 def open_audit_store(settings: Settings) -> AuditStore:

@@ -16,8 +16,16 @@ def restrict_umask() -> int:
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` (and missing parents) 0700; an existing directory is narrowed to 0700."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create `path` and its missing parents 0700 (mkdir's mode alone would leave the parents
+    to the umask); an existing `path` is narrowed to 0700."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
     os.chmod(path, 0o700)
     return path
 

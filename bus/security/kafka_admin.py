@@ -30,9 +30,10 @@ from bus.security.principals import ADMIN, Grant, Principal, principals
 
 SCRAM_ITERATIONS = 8192
 _RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
-             "transactional_id": ResourceType.TRANSACTIONAL_ID}
+             "transactional_id": ResourceType.TRANSACTIONAL_ID, "cluster": ResourceType.BROKER}
 _PATTERN = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
-_OPERATION = {"read": AclOperation.READ, "write": AclOperation.WRITE}
+_OPERATION = {"read": AclOperation.READ, "write": AclOperation.WRITE,
+              "idempotent_write": AclOperation.IDEMPOTENT_WRITE}
 
 
 @dataclass

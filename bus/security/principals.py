@@ -23,8 +23,9 @@ ADMIN = "admin"
 STAGE_PRINCIPALS = {"ingest": "sgbus-ingest", "route": "sgbus-route", "audit": "sgbus-audit",
                     "all": "sgbus-worker"}
 Role = Literal["admin", "stage", "publisher", "partner", "delivery"]
-ResourceType = Literal["topic", "group", "transactional_id"]
-Operation = Literal["read", "write"]
+ResourceType = Literal["topic", "group", "transactional_id", "cluster"]
+Operation = Literal["read", "write", "idempotent_write"]
+CLUSTER = "kafka-cluster"  # the one name Kafka gives the cluster resource
 Pattern = Literal["literal", "prefixed"]
 
 
@@ -105,6 +106,10 @@ def principals(partnership: Partnership) -> list[Principal]:
     out = [Principal(ADMIN, "admin", frozenset())]
     for stage, name in STAGE_PRINCIPALS.items():
         grants = _STAGE_TOPICS[stage] | _own_groups(stage_group_prefix(stage), transactional=True)
+        if not any(g.operation == "write" and g.resource == "topic" for g in grants):
+            # Faust's producer is idempotent; a producer id needs WRITE on some topic or this
+            # (the audit stage writes no topic: it only reads sg.audit into the store).
+            grants.add(Grant("cluster", CLUSTER, "literal", "idempotent_write"))
         out.append(Principal(name, "stage", frozenset(grants)))
     for p in partnership.partners:
         out.append(Principal(publisher_name(p.id), "publisher",

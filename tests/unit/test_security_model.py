@@ -1,0 +1,201 @@
+"""The security model's pure parts: who may do what, private files, the CA, TLS to the audit
+database, and a worker that refuses decisions from a policy revision it did not pin."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from bus.audit.chain import AuditStoreError, require_tls
+from bus.exceptions import PolicyUnavailable
+from bus.policy.data import load_partnership
+from bus.policy.decision import Decision
+from bus.pseudonymise.keyring import Keyring
+from bus.route import Router
+from bus.security.credentials import CredentialStore
+from bus.security.files import loose_modes, private_dir, restrict_umask, write_private
+from bus.security.kafka_access import KafkaAccess
+from bus.security.pki import LOCAL_HOSTS, PartnershipCA
+from bus.security.principals import Grant, principals, stage_app_id
+from bus.topics import deliver_retention_ms, topic_specs
+
+REPO = Path(__file__).parents[2]
+PARTNERSHIP = load_partnership(REPO / "policies" / "data")
+BY_NAME = {p.name: p for p in principals(PARTNERSHIP)}
+
+
+def _topics(name: str, operation: str) -> set[tuple[str, str]]:
+    return {(g.name, g.pattern) for g in BY_NAME[name].grants if g.resource == "topic" and g.operation == operation}
+
+
+def test_a_partner_principal_may_read_only_its_own_topic_and_write_nothing() -> None:
+    for partner in PARTNERSHIP.partners:
+        name = f"partner.{partner.id}"
+        assert _topics(name, "read") == {(f"sg.deliver.{partner.id}", "literal")}
+        assert _topics(name, "write") == set()
+        groups = {(g.name, g.pattern) for g in BY_NAME[name].grants if g.resource == "group"}
+        assert groups == {(f"{partner.id}.", "prefixed")}
+
+
+def test_a_publisher_may_write_only_its_agencys_ingress_topic() -> None:
+    for partner in PARTNERSHIP.partners:
+        grants = BY_NAME[f"publisher.{partner.id}"].grants
+        assert grants == frozenset({Grant("topic", f"sg.ingress.{partner.agency.value}", "literal", "write")})
+
+
+def test_no_principal_but_the_admin_may_write_the_audit_or_partner_topics_except_the_route_stage() -> None:
+    for name, principal in BY_NAME.items():
+        writes = _topics(name, "write")
+        if ("sg.audit", "literal") in writes or ("sg.deliver.", "prefixed") in writes:
+            assert name in {"sgbus-route", "sgbus-worker"}, name
+        if principal.role == "admin":
+            assert principal.grants == frozenset()  # a super user in the broker's configuration
+
+
+def test_each_stage_uses_only_groups_and_transactional_ids_with_its_own_prefix() -> None:
+    for stage, name in (("ingest", "sgbus-ingest"), ("route", "sgbus-route"), ("audit", "sgbus-audit"),
+                        ("all", "sgbus-worker")):
+        own = {(g.resource, g.name) for g in BY_NAME[name].grants if g.resource in {"group", "transactional_id"}}
+        prefix = stage_app_id("", stage)
+        assert own == {("group", prefix), ("transactional_id", prefix)}
+        assert stage_app_id("sgbus", stage).startswith(prefix)
+    assert _topics("sgbus-audit", "read") == {("sg.audit", "literal")}
+    # The audit stage writes no topic, so its idempotent producer needs the cluster grant.
+    assert Grant("cluster", "kafka-cluster", "literal", "idempotent_write") in BY_NAME["sgbus-audit"].grants
+    assert not any(g.resource == "cluster" for g in BY_NAME["sgbus-route"].grants)
+    assert _topics("sgbus-ingest", "read") == {("sg.ingress.", "prefixed")}
+
+
+def test_every_principal_name_is_unique_and_has_no_characters_scram_would_escape() -> None:
+    names = [p.name for p in principals(PARTNERSHIP)]
+    assert len(names) == len(set(names)) == 5 + 3 * len(PARTNERSHIP.partners)
+    assert all("," not in n and "=" not in n for n in names)
+
+
+def test_ingress_segments_roll_hourly_and_partner_topics_keep_the_longest_agreement_retention() -> None:
+    specs = {s.name: s for s in topic_specs(PARTNERSHIP)}
+    assert specs["sg.ingress.police"].config["segment.ms"] == str(3600 * 1000)
+    longest = max(a.retention_days for a in PARTNERSHIP.agreements if "northshire-csc" in a.recipients)
+    if PARTNERSHIP.emergency is not None and "social_care" in PARTNERSHIP.emergency.recipient_agencies:
+        longest = max(longest, PARTNERSHIP.emergency.retention_days)
+    assert specs["sg.deliver.northshire-csc"].config["retention.ms"] == str(longest * 86_400_000)
+    assert deliver_retention_ms(PARTNERSHIP, "a-new-partner") == 7 * 86_400_000  # named by no agreement yet
+
+
+def test_private_files_are_0600_in_0700_directories_whatever_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0)
+    try:
+        path = write_private(tmp_path / "a" / "b" / "secret.json", "{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    loose = tmp_path / "loose.txt"
+    loose.write_text("x")
+    loose.chmod(0o644)
+    assert f"0o644 {loose}" in loose_modes(tmp_path)
+    private_dir(tmp_path)
+    loose.chmod(0o600)
+    assert loose_modes(tmp_path) == []
+
+
+def test_restrict_umask_makes_new_files_private(tmp_path: Path) -> None:
+    previous = restrict_umask()
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        (tmp_path / "dir").mkdir()
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "plain.txt").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "dir").stat().st_mode) == 0o700
+
+
+def test_the_node_certificate_is_issued_by_the_ca_for_loopback(tmp_path: Path) -> None:
+    ca = PartnershipCA(tmp_path).ensure()
+    issued = ca.issue("sgbus-node-1", server=True, client=True, hosts=LOCAL_HOSTS)
+    leaf, root = x509.load_pem_x509_certificates(issued.cert.read_bytes())
+    leaf.verify_directly_issued_by(root)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(eku)
+    assert stat.S_IMODE(ca.key_path.stat().st_mode) == 0o600
+    assert PartnershipCA(tmp_path).ensure().cert_path.read_bytes() == ca.cert_path.read_bytes()  # reused
+
+
+def test_kafka_access_never_shows_its_password(tmp_path: Path) -> None:
+    access = KafkaAccess("127.0.0.1:1", "partner.x", "s3cret-value", tmp_path / "ca.pem")
+    assert "s3cret-value" not in repr(access)
+    props = access.librdkafka(**{"group.id": "x.consumer"})
+    assert props["security.protocol"] == "SASL_SSL" and props["ssl.endpoint.identification.algorithm"] == "https"
+
+
+def test_credentials_are_generated_once_and_kept_private(tmp_path: Path) -> None:
+    store = CredentialStore(tmp_path)
+    first, created = store.ensure("partner.x")
+    again, created_again = store.ensure("partner.x")
+    assert created and not created_again and first.password == again.password
+    assert len(first.password) >= 40
+    assert stat.S_IMODE((tmp_path / "credentials" / "partner.x.json").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://sgbus@db.example/audit?sslmode=require",
+    "postgresql://sgbus@db.example/audit?sslmode=disable",
+    "host=127.0.0.1 dbname=audit sslmode=prefer",
+])
+def test_an_audit_dsn_over_tcp_without_full_verification_is_refused(dsn: str) -> None:
+    with pytest.raises(AuditStoreError, match="verify-full"):
+        require_tls(dsn)
+
+
+def test_an_audit_dsn_over_tcp_defaults_to_full_verification_and_a_socket_is_left_alone() -> None:
+    assert "sslmode=verify-full" in require_tls("postgresql://sgbus@db.example/audit")
+    assert require_tls("host=/var/run/postgresql dbname=audit") == "host=/var/run/postgresql dbname=audit"
+    ok = "postgresql://sgbus@db.example/audit?sslmode=verify-full&sslrootcert=/etc/ca.pem"
+    assert require_tls(ok) == ok
+
+
+class _AnswersWithRevision:
+    """Stands in for OPA's answer only: the revision check is pure logic."""
+
+    def __init__(self, revision: str) -> None:
+        self.revision = revision
+
+    async def decide_batch(self, requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
+        return [Decision(event_id=r["event"]["event_id"], recipient=r["recipient"], allow=False,
+                         purpose=r["purpose"], reasons=["no"], revision=self.revision) for r in requests]
+
+
+def test_decisions_from_another_revision_share_nothing_and_repin_the_worker(tmp_path: Path) -> None:
+    from bus.ingest import ingest
+    from bus.pseudonymise.keyring import init_keyring, load_keyring
+    from schemas.synthetic import Synth
+
+    init_keyring(tmp_path / "k.json")
+    keyring: Keyring = load_keyring(tmp_path / "k.json")
+    s = Synth(seed=5)
+    out = ingest(json.dumps(s.child_protection_plan(s.child())).encode(), keyring,
+                 topic="t", partition=0, offset=0)
+    assert out.event is not None
+    refreshed: list[str] = []
+
+    def source() -> tuple[Any, str]:
+        refreshed.append("sha256:new")
+        return PARTNERSHIP, "sha256:new"
+
+    router = Router(PARTNERSHIP, keyring, _AnswersWithRevision("sha256:new"), "sha256:pinned",  # type: ignore[arg-type]
+                    source=source)
+    with pytest.raises(PolicyUnavailable, match="revision"):
+        asyncio.run(router.route_batch([out.event]))
+    assert refreshed and router.revision == "sha256:new"
+    plan = asyncio.run(router.route_batch([out.event]))  # the retry, under the new pin
+    assert plan.audits and {a.policy_revision for a in plan.audits} == {"sha256:new"}
