@@ -209,10 +209,9 @@ def tail(
     """Print the events delivered to PARTNER (from the beginning) as JSON lines, read with that
     partner's own credentials (as its system would)."""
     from bus.kafka_io import read_topic
+    from bus.policy.data import load_partnership
     from bus.security.principals import partner_group_prefix, partner_name
     from bus.topics import deliver_topic
-
-    from bus.policy.data import load_partnership
 
     settings = _settings()
     if load_partnership(settings.policies_dir / "data").partner(partner) is None:
