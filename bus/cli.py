@@ -268,11 +268,11 @@ def policy_test() -> None:
 def policy_reload() -> None:
     """Validate and push policies and data to the running OPA; prints the new revision."""
     from bus.policy.loader import load_policies
-    from bus.security.resolve import opa_token
+    from bus.security.resolve import opa_access
 
     settings = _settings()
     _, opa_url = resolve_endpoints(settings)
-    loaded = load_policies(opa_url, settings.policies_dir, token=opa_token(settings, "admin"))
+    loaded = load_policies(opa_access(settings, opa_url, "admin"), settings.policies_dir)
     typer.echo(f"loaded revision {loaded.revision} ({len(loaded.policy_ids)} policy module(s))")
 
 
@@ -363,11 +363,11 @@ def bench_opa_cmd(
         _fail("--batch-sizes: give integers separated by commas, e.g. 1,10,100", 2)
     if not sizes or min(sizes) < 1:
         _fail("--batch-sizes: every size must be at least 1", 2)
-    from bus.security.resolve import opa_token
+    from bus.security.resolve import opa_access
 
     settings = _settings()
     _, opa_url = resolve_endpoints(settings)
-    results = bench_opa(opa_url, settings.policies_dir, sizes, seconds, token=opa_token(settings, "worker"))
+    results = bench_opa(opa_access(settings, opa_url, "worker"), settings.policies_dir, sizes, seconds)
     if as_json:
         typer.echo(json.dumps([{**r.__dict__, "decisions_per_s": round(r.decisions_per_s, 1),
                                 "ms_per_query": round(r.ms_per_query, 3)} for r in results]))

@@ -24,8 +24,10 @@ class Settings(BaseSettings):
         default=None, description="SCRAM user name (a partner's own deployment); default: from the local stack"
     )
     kafka_password: SecretStr | None = Field(default=None, description="SCRAM password of kafka_username")
-    kafka_ca_file: Path | None = Field(
-        default=None, description="PEM file of the partnership CA; default: $SGBUS_HOME/pki/ca.pem"
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the partnership CA that checks the broker's and OPA's certificates; "
+                    "default: $SGBUS_HOME/pki/ca.pem",
     )
     opa_url: str | None = Field(default=None, description="OPA base URL; default: the local stack's")
     opa_token: SecretStr | None = Field(

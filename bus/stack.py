@@ -185,14 +185,15 @@ class Stack:
                 out[name] = {"alive": False}
         out["running"] = out["kafka"]["alive"] and out["opa"]["alive"]
         out["kafka_bootstrap"] = f"127.0.0.1:{out['kafka']['port']}" if out["kafka"]["alive"] else None
-        out["opa_url"] = f"http://127.0.0.1:{out['opa']['port']}" if out["opa"]["alive"] else None
+        out["opa_url"] = f"https://127.0.0.1:{out['opa']['port']}" if out["opa"]["alive"] else None
         out["kafka_security"] = "SASL_SSL (SCRAM-SHA-512), ACLs required"
         out["kafka_ca"] = str(self.home / "pki" / "ca.pem")
-        out["opa_auth"] = "bearer token, system.authz"
+        out["opa_auth"] = "TLS, bearer token per role, system.authz"
         return out
 
     # -- security ----------------------------------------------------------------------
     NODE = "sgbus-node-1"
+    OPA = "sgbus-opa"
 
     def _node_cert(self) -> Issued:
         ca = PartnershipCA(self.home).ensure()
@@ -212,6 +213,13 @@ class Stack:
         if bootstrap is None:
             raise StackError(f"Kafka is not running under {self.home}; run `sgbus stack up`")
         return local_access(self.home, bootstrap, principal)
+
+    def opa_access(self, role: opa_auth.OpaRole) -> opa_auth.OpaAccess:
+        """Client access to the running OPA with the token of `role`."""
+        url = self.status()["opa_url"]
+        if url is None:
+            raise StackError(f"OPA is not running under {self.home}; run `sgbus stack up`")
+        return opa_auth.OpaAccess(url, opa_auth.local_token(self.home, role), self.home / "pki" / "ca.pem")
 
     def sync_partners(self) -> SyncReport:
         """Principals, SCRAM users and ACLs for the partnership data now in policies/data."""
@@ -312,11 +320,14 @@ class Stack:
         config = odir / "config.yaml"
         config.write_text("labels:\n  app: sgbus\ndecision_logs:\n  console: false\n")
         authz_data = opa_auth.write_token_hashes(self.home, odir / "authz")
+        ca = PartnershipCA(self.home).ensure()
+        cert = ca.issued(self.OPA) or ca.issue(self.OPA, server=True, client=False, hosts=LOCAL_HOSTS)
         log = odir / "opa.log"
         out = log.open("ab")
         proc = subprocess.Popen(
             [str(opa.path), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error",
              "--config-file", str(config), "--authentication=token", "--authorization=basic",
+             "--tls-cert-file", str(cert.cert), "--tls-private-key-file", str(cert.key),
              str(self.policies_dir / "system" / "authz.rego"), str(authz_data)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=odir,
         )
@@ -326,20 +337,22 @@ class Stack:
         self._update("opa", info)
         self._wait_opa(info)
         if load:
-            loaded = load_policies(f"http://127.0.0.1:{port}", self.policies_dir,
-                                   token=opa_auth.local_token(self.home, "admin"))
+            loaded = load_policies(self.opa_access("admin"), self.policies_dir)
             info["revision"] = loaded.revision
             self._update("opa", info)
         return info
 
     def _wait_opa(self, info: dict[str, Any]) -> None:
-        url = f"http://127.0.0.1:{info['port']}/health"
+        import ssl
+
+        url = f"https://127.0.0.1:{info['port']}/health"
+        tls = ssl.create_default_context(cafile=str(self.home / "pki" / "ca.pem"))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if not process_alive(info["pid"], info["marker"]):
                 raise StackError(f"OPA exited during start; log {info['log']}:\n{_tail(Path(info['log']))}")
             try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
+                with urllib.request.urlopen(url, timeout=2, context=tls) as resp:
                     if resp.status == 200:
                         return
             except (urllib.error.URLError, OSError):

@@ -16,19 +16,20 @@ from bus.policy.client import PolicyClient
 from bus.policy.loader import fetch_partnership
 from bus.pseudonymise.keyring import keyring_from_settings
 from bus.route import Router
+from bus.security.opa_auth import OpaAccess
 from bus.security.principals import STAGE_PRINCIPALS
-from bus.security.resolve import kafka_access, opa_token
+from bus.security.resolve import kafka_access, opa_access
 from bus.settings import Settings
 
 log = logs.get("sgbus.worker")
 
 
-def _wait_for_partnership(opa_url: str, token: str, metrics: Metrics):  # type: ignore[no-untyped-def]
+def _wait_for_partnership(opa: OpaAccess, metrics: Metrics):  # type: ignore[no-untyped-def]
     """Fail closed at start too: route nothing until OPA answers with the partnership data."""
     delay = 0.2
     while True:
         try:
-            partnership, revision = fetch_partnership(opa_url, token)
+            partnership, revision = fetch_partnership(opa)
             metrics.opa_up.set(1)
             return partnership, revision
         except PolicyUnavailable as exc:
@@ -41,18 +42,18 @@ def _wait_for_partnership(opa_url: str, token: str, metrics: Metrics):  # type: 
 def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "all") -> None:
     # Each stage connects as its own principal and may touch only its own topics and groups.
     access = kafka_access(settings, bootstrap, STAGE_PRINCIPALS[stage])
-    token = opa_token(settings, "worker")
+    opa = opa_access(settings, opa_url, "worker")
     secret = settings.keyring_json.get_secret_value() if settings.keyring_json else None
     keyring = keyring_from_settings(settings.keyring_path, secret)
     metrics = Metrics()
     port = metrics.serve(settings.metrics_port)
     log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
-    partnership, revision = _wait_for_partnership(opa_url, token, metrics)
+    partnership, revision = _wait_for_partnership(opa, metrics)
     log.info("policy_loaded", revision=revision, partners=len(partnership.partners))
-    policy = PolicyClient(opa_url, timeout_s=settings.opa_timeout_s, token=token)
+    policy = PolicyClient(opa, timeout_s=settings.opa_timeout_s)
     services = Services(settings=settings, keyring=keyring, metrics=metrics,
                         router=Router(partnership, keyring, policy, revision,
-                                      source=lambda: fetch_partnership(opa_url, token),
+                                      source=lambda: fetch_partnership(opa),
                                       query_events=settings.batch_size),
                         audit_store=open_audit_store(settings))
     run_faust(create_app(access, services, stage), settings)

@@ -11,6 +11,7 @@ from typing import Any
 from bus.policy.client import PolicyClient
 from bus.policy.data import load_partnership
 from bus.route import requests_for
+from bus.security.opa_auth import OpaAccess
 from schemas.registry import parse_event_dict
 from schemas.synthetic import Synth
 
@@ -40,9 +41,8 @@ def sample_requests(policies_dir: Path, count: int = 2000, seed: int = 1) -> lis
     return [req for _, req in requests_for(partnership, events)][:count]
 
 
-async def _run(opa_url: str, token: str | None, requests: list[dict[str, Any]], batch_size: int,
-               seconds: float) -> OpaResult:
-    client = PolicyClient(opa_url, timeout_s=30, token=token)
+async def _run(opa: OpaAccess, requests: list[dict[str, Any]], batch_size: int, seconds: float) -> OpaResult:
+    client = PolicyClient(opa, timeout_s=30)
     try:
         await client.decide_batch(requests[:batch_size])  # warm the connection and OPA's caches
         queries = decisions = 0
@@ -61,8 +61,7 @@ async def _run(opa_url: str, token: str | None, requests: list[dict[str, Any]], 
         await client.close()
 
 
-def bench_opa(opa_url: str, policies_dir: Path, batch_sizes: list[int], seconds: float = 3.0, *,
-              token: str | None) -> list[OpaResult]:
-    """Queries with the worker's token: the same authorisation check as the worker pays."""
+def bench_opa(opa: OpaAccess, policies_dir: Path, batch_sizes: list[int], seconds: float = 3.0) -> list[OpaResult]:
+    """Queries as the worker (its token, over TLS): the same checks as the worker pays."""
     requests = sample_requests(policies_dir, count=max(2000, max(batch_sizes)))
-    return [asyncio.run(_run(opa_url, token, requests, b, seconds)) for b in batch_sizes]
+    return [asyncio.run(_run(opa, requests, b, seconds)) for b in batch_sizes]

@@ -29,7 +29,6 @@ from bus.exceptions import StackError
 from bus.policy.data import Partnership, load_partnership
 from bus.pseudonymise.keyring import init_keyring
 from bus.security.kafka_access import KafkaAccess
-from bus.security.opa_auth import local_token
 from bus.security.principals import stage_app_id
 from bus.stack import Stack
 from bus.topics import DLQ, TopicSpec, deliver_topic, topic_specs
@@ -424,8 +423,8 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
         progress("OPA decisions/s by batch size ...")
         results["opa"] = [{"batch_size": r.batch_size, "queries": r.queries, "decisions": r.decisions,
                            "decisions_per_s": round(r.decisions_per_s, 1), "ms_per_query": round(r.ms_per_query, 2)}
-                          for r in bench_opa(h.opa_url, policies_dir, list(cfg.opa_batches), cfg.opa_seconds,
-                                                    token=local_token(h.home, "worker"))]
+                          for r in bench_opa(h.stack.opa_access("worker"), policies_dir, list(cfg.opa_batches),
+                                                    cfg.opa_seconds)]
     finally:
         h.down()
         if own_home:

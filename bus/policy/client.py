@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
 
+import aiohttp
 from opa_client.opa_async import AsyncOpaClient
 from pydantic import ValidationError
 
 from bus.exceptions import PolicyUnavailable
 from bus.policy.decision import Decision
+from bus.security.opa_auth import OpaAccess
 
 PACKAGE = "sgbus/share"
 RULE = "decisions"
 
 
+class _AsyncOpa(AsyncOpaClient):  # type: ignore[misc]  # untyped library
+    """AsyncOpaClient that checks OPA's certificate against the partnership CA (the library
+    only knows the system's default CAs)."""
+
+    def __init__(self, ssl_context: ssl.SSLContext | None, **kwargs: Any) -> None:
+        super().__init__(ssl=ssl_context is not None, **kwargs)
+        self._ssl_context = ssl_context
+
+    async def _init_session(self) -> None:
+        self._connector = aiohttp.TCPConnector(ssl=self._ssl_context if self._ssl_context else False)
+        self._session = aiohttp.ClientSession(headers=self.headers, connector=self._connector,
+                                              timeout=aiohttp.ClientTimeout(total=self.timeout))
+
+
 class PolicyClient:
     """One query for a whole batch of (event, recipient) requests."""
 
-    def __init__(self, opa_url: str, timeout_s: float = 2.0, *, token: str | None = None) -> None:
-        url = urlparse(opa_url)
+    def __init__(self, access: OpaAccess, timeout_s: float = 2.0) -> None:
         self._timeout_s = timeout_s
-        self._client = AsyncOpaClient(
-            host=url.hostname or "127.0.0.1", port=url.port or 8181, timeout=timeout_s, retries=0, token=token,
-        )
+        self._client = _AsyncOpa(access.ssl_context(), host=access.host, port=access.port, timeout=timeout_s,
+                                 retries=0, token=access.token)
         self._open = False
 
     async def _ensure_open(self) -> None:

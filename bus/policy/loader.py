@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
-
-from opa_client.opa import OpaClient
 
 from bus.exceptions import PolicyUnavailable
 from bus.policy.data import Partnership, load_partnership
 from bus.policy.revision import policy_revision, rego_files
+from bus.security.opa_auth import OpaAccess
 
 
 @dataclass(frozen=True)
@@ -19,18 +17,12 @@ class LoadedPolicies:
     policy_ids: list[str]
 
 
-def sync_client(opa_url: str, token: str | None, timeout: float = 5.0) -> OpaClient:
-    url = urlparse(opa_url)
-    return OpaClient(host=url.hostname or "127.0.0.1", port=url.port or 8181, timeout=timeout, retries=0,
-                     token=token)
-
-
-def load_policies(opa_url: str, policies_dir: Path, *, token: str | None) -> LoadedPolicies:
+def load_policies(access: OpaAccess, policies_dir: Path) -> LoadedPolicies:
     """Validate the data, then upload data, revision and policies; returns the revision."""
     partnership = load_partnership(policies_dir / "data")
     data = partnership.as_opa_data()
     revision = policy_revision(policies_dir, data)
-    client = sync_client(opa_url, token)
+    client = access.sync_client()
     try:
         client.update_or_create_data(data, "sgbus/partnership")
         ids = []
@@ -43,15 +35,15 @@ def load_policies(opa_url: str, policies_dir: Path, *, token: str | None) -> Loa
     except Exception as exc:  # the client raises several unrelated types
         hint = " (is SGBUS_OPA_TOKEN the admin token?)" if "401" in str(exc) or "unauthorized" in str(exc) else ""
         raise PolicyUnavailable(
-            f"could not load policies into OPA at {opa_url}: {type(exc).__name__}: {exc}{hint}") from None
+            f"could not load policies into OPA at {access.url}: {type(exc).__name__}: {exc}{hint}") from None
     finally:
         client.close_connection()
     return LoadedPolicies(revision, ids)
 
 
-def fetch_partnership(opa_url: str, token: str | None) -> tuple[Partnership, str]:
+def fetch_partnership(access: OpaAccess) -> tuple[Partnership, str]:
     """The partnership data and revision OPA has loaded (the worker routes with the same data)."""
-    client = sync_client(opa_url, token)
+    client = access.sync_client()
     try:
         data = client.get_data("sgbus")
     except Exception as exc:  # the client raises several unrelated types

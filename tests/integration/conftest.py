@@ -20,6 +20,7 @@ from bus.kafka_io import idempotent_producer, produce_all, read_topic
 from bus.policy.data import load_partnership
 from bus.pseudonymise.keyring import init_keyring
 from bus.security.kafka_access import KafkaAccess
+from bus.security.opa_auth import OpaAccess, OpaRole
 from bus.security.principals import publisher_name
 from bus.settings import Settings
 from bus.stack import Stack, free_port
@@ -66,6 +67,9 @@ class Bus:
 
     def access(self, principal: str) -> KafkaAccess:
         return self.stack.access(principal)
+
+    def opa(self, role: OpaRole) -> OpaAccess:
+        return self.stack.opa_access(role)
 
     def publisher(self, agency: str, org_id: str | None = None) -> KafkaAccess:
         """The publisher principal of `org_id` (or of the first partner of `agency`)."""

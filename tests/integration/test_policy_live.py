@@ -20,7 +20,7 @@ from bus.policy.decision import Decision
 from bus.policy.loader import fetch_partnership
 from bus.pseudonymise.keyring import load_keyring
 from bus.route import Router, requests_for
-from bus.security.opa_auth import local_token
+from bus.security.opa_auth import OpaAccess
 from bus.topics import deliver_topic
 from schemas.synthetic import Synth
 from tests.helpers import wait_for
@@ -91,8 +91,8 @@ def test_emergency_override_widens_sharing_to_local_social_care_only_and_is_audi
 class _CountingClient(PolicyClient):
     """The real client against the stack's OPA, counting the requests in each query."""
 
-    def __init__(self, opa_url: str, token: str) -> None:
-        super().__init__(opa_url, token=token)
+    def __init__(self, access: OpaAccess) -> None:
+        super().__init__(access)
         self.queries: list[int] = []
 
     async def decide_batch(self, requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
@@ -112,7 +112,7 @@ def test_a_large_batch_is_decided_in_queries_of_batch_size_events_with_the_same_
     assert len(events) > 30
 
     async def decide(query_events: int) -> tuple[list[Any], list[int]]:
-        client = _CountingClient(bus.opa_url, local_token(bus.settings.home, "worker"))
+        client = _CountingClient(bus.opa("worker"))
         try:
             plan = await Router(partnership, keyring, client, revision, query_events=query_events).route_batch(events)
         finally:
@@ -120,7 +120,7 @@ def test_a_large_batch_is_decided_in_queries_of_batch_size_events_with_the_same_
         audits = [(a.event_id, a.recipient, a.decision, a.agreement, a.fields_shared) for a in plan.audits]
         return audits, client.queries
 
-    _, revision = fetch_partnership(bus.opa_url, local_token(bus.settings.home, "worker"))
+    _, revision = fetch_partnership(bus.opa("worker"))
     whole, one_query = asyncio.run(decide(1000))
     split, queries = asyncio.run(decide(7))
     assert len(one_query) == 1 and len(queries) == math.ceil(len(events) / 7)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -167,14 +168,26 @@ def test_rotated_partner_credentials_replace_the_old_secret(bus: Bus) -> None:
 
 
 def _opa_request(bus: Bus, method: str, path: str, body: bytes, token: str | None) -> int:
-    req = urllib.request.Request(f"{bus.opa_url}{path}", data=body, method=method)  # noqa: S310 - loopback
+    req = urllib.request.Request(f"{bus.opa_url}{path}", data=body, method=method)  # noqa: S310 - https
     if token:
         req.add_header("Authorization", f"Bearer {token}")
+    tls = ssl.create_default_context(cafile=str(bus.settings.home / "pki" / "ca.pem"))
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(req, timeout=5, context=tls) as resp:  # noqa: S310 - https
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
+
+
+def test_opa_speaks_only_tls_with_a_certificate_from_the_partnership_ca(bus: Bus) -> None:
+    assert bus.opa_url.startswith("https://")
+    plain = bus.opa_url.replace("https://", "http://") + "/health"
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(plain, timeout=5).read()  # noqa: S310 - the point is that it fails
+    assert _opa_request(bus, "GET", "/health", b"", None) == 200
+    untrusted = ssl.create_default_context()  # the system's CAs never signed OPA's certificate
+    with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+        urllib.request.urlopen(f"{bus.opa_url}/health", timeout=5, context=untrusted)  # noqa: S310
 
 
 def test_opa_refuses_policy_and_data_writes_without_the_admin_token(bus: Bus) -> None:

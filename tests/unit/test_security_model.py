@@ -199,3 +199,29 @@ def test_decisions_from_another_revision_share_nothing_and_repin_the_worker(tmp_
     assert refreshed and router.revision == "sha256:new"
     plan = asyncio.run(router.route_batch([out.event]))  # the retry, under the new pin
     assert plan.audits and {a.policy_revision for a in plan.audits} == {"sha256:new"}
+
+
+def test_opa_tokens_travel_over_tls_or_only_on_loopback() -> None:
+    from bus.exceptions import ConfigurationError
+    from bus.security.opa_auth import check_url
+
+    check_url("https://opa.example:8181")
+    check_url("http://127.0.0.1:8181")
+    with pytest.raises(ConfigurationError, match="https"):
+        check_url("http://opa.example:8181")
+
+
+def test_the_opa_client_checks_the_partnership_ca_whatever_the_environment_says(tmp_path: Path) -> None:
+    from bus.security.opa_auth import OpaAccess
+
+    ca = PartnershipCA(tmp_path).ensure().cert_path
+    access = OpaAccess("https://127.0.0.1:8443", "tok-secret", ca)
+    assert "tok-secret" not in repr(access)
+    client = access.sync_client()
+    try:
+        assert client._session.verify == str(ca)
+        assert client._session.trust_env is False  # REQUESTS_CA_BUNDLE cannot swap the CA
+        assert client._session.headers["Authorization"] == "Bearer tok-secret"
+    finally:
+        client.close_connection()
+    assert access.ssl_context() is not None and OpaAccess("http://127.0.0.1:1", "t").ssl_context() is None
