@@ -266,14 +266,33 @@ def policy_test() -> None:
 
 @policy_app.command("reload")
 def policy_reload() -> None:
-    """Validate and push policies and data to the running OPA; prints the new revision."""
-    from bus.policy.loader import load_policies
-    from bus.security.resolve import opa_access
+    """Validate the policies and data, build and sign the policy bundle, and restart the local
+    stack's OPA with it (running workers hold their batches meanwhile and pick the new revision
+    up); prints the new revision."""
+    settings = _settings()
+    if settings.opa_url is not None:
+        _fail("policy reload restarts the local stack's OPA; for an OPA run elsewhere, build the signed "
+              "bundle with `sgbus policy bundle --out FILE` and serve it from that OPA's bundle service", 2)
+    stack = _stack(settings, quiet=True)
+    if not stack.status()["opa"]["alive"]:
+        _fail(f"OPA is not running under {settings.home}; run `sgbus stack up`")
+    revision = stack.reload_policies()
+    typer.echo(f"loaded revision {revision} (signed bundle {settings.home / 'opa' / 'policies.tar.gz'})")
+
+
+@policy_app.command("bundle")
+def policy_bundle(
+    out: Annotated[Path, typer.Option("--out", help="where to write the signed bundle (.tar.gz)")],
+) -> None:
+    """Build the policy bundle, signed with the partnership's policy key, for an OPA that loads
+    bundles from a bundle service; its verification key is printed."""
+    from bus.policy.bundle import build_bundle, ensure_policy_key
+    from bus.security.opa_auth import token_hashes
 
     settings = _settings()
-    _, opa_url = resolve_endpoints(settings)
-    loaded = load_policies(opa_access(settings, opa_url, "admin"), settings.policies_dir)
-    typer.echo(f"loaded revision {loaded.revision} ({len(loaded.policy_ids)} policy module(s))")
+    key = ensure_policy_key(settings.home)
+    bundle = build_bundle(settings.policies_dir, out, key, token_hashes(settings.home))
+    typer.echo(f"wrote {bundle.path}: revision {bundle.revision}, signed ES256; verification key {key.public}")
 
 
 @policy_app.command("simulate")

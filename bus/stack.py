@@ -25,8 +25,8 @@ from typing import Any
 
 from bus import toolchain
 from bus.exceptions import StackError
+from bus.policy.bundle import SIGNING_ALG, Bundle, build_bundle, ensure_policy_key
 from bus.policy.data import load_partnership
-from bus.policy.loader import load_policies
 from bus.security import opa_auth
 from bus.security.credentials import CredentialStore
 from bus.security.files import private_dir, restrict_umask
@@ -312,35 +312,50 @@ class Stack:
         return stopped
 
     # -- OPA ---------------------------------------------------------------------------
-    def start_opa(self, load: bool = True) -> dict[str, Any]:
+    def build_policy_bundle(self, policies_dir: Path | None = None) -> Bundle:
+        """The signed bundle of `policies_dir` (default: the stack's), ready for OPA."""
+        return build_bundle(policies_dir or self.policies_dir, self.home / "opa" / "policies.tar.gz",
+                            ensure_policy_key(self.home), opa_auth.token_hashes(self.home))
+
+    def opa_command(self, port: int, config: Path, bundle: Path) -> list[str]:
+        """`opa run` as the stack starts it: HTTPS, token authentication, the system.authz
+        policy, and only the bundle signed with the partnership's policy key."""
         opa = toolchain.ensure_opa(self.progress)
-        odir = self.home / "opa"
-        odir.mkdir(parents=True, exist_ok=True)
+        ca = PartnershipCA(self.home).ensure()
+        cert = ca.issued(self.OPA) or ca.issue(self.OPA, server=True, client=False, hosts=LOCAL_HOSTS)
+        return [str(opa.path), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error",
+                "--config-file", str(config), "--authentication=token", "--authorization=basic",
+                "--tls-cert-file", str(cert.cert), "--tls-private-key-file", str(cert.key),
+                "--bundle", "--verification-key", str(ensure_policy_key(self.home).public),
+                "--signing-alg", SIGNING_ALG, str(bundle)]
+
+    def start_opa(self, bundle: Bundle | None = None) -> dict[str, Any]:
+        toolchain.ensure_opa(self.progress)
+        odir = private_dir(self.home / "opa")
+        bundle = bundle or self.build_policy_bundle()
         port = free_port(self._previous_port("opa_port"))
         config = odir / "config.yaml"
         config.write_text("labels:\n  app: sgbus\ndecision_logs:\n  console: false\n")
-        authz_data = opa_auth.write_token_hashes(self.home, odir / "authz")
-        ca = PartnershipCA(self.home).ensure()
-        cert = ca.issued(self.OPA) or ca.issue(self.OPA, server=True, client=False, hosts=LOCAL_HOSTS)
         log = odir / "opa.log"
         out = log.open("ab")
         proc = subprocess.Popen(
-            [str(opa.path), "run", "--server", "--addr", f"127.0.0.1:{port}", "--log-level", "error",
-             "--config-file", str(config), "--authentication=token", "--authorization=basic",
-             "--tls-cert-file", str(cert.cert), "--tls-private-key-file", str(cert.key),
-             str(self.policies_dir / "system" / "authz.rego"), str(authz_data)],
+            self.opa_command(port, config, bundle.path),
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=odir,
         )
         out.close()
         info = {"pid": proc.pid, "port": port, "marker": str(config), "log": str(log),
-                "version": toolchain.OPA_VERSION}
+                "version": toolchain.OPA_VERSION, "revision": bundle.revision}
         self._update("opa", info)
         self._wait_opa(info)
-        if load:
-            loaded = load_policies(self.opa_access("admin"), self.policies_dir)
-            info["revision"] = loaded.revision
-            self._update("opa", info)
         return info
+
+    def reload_policies(self, policies_dir: Path | None = None) -> str:
+        """Build and sign the bundle of `policies_dir`, then restart OPA with it (signatures
+        are checked only when OPA loads a bundle, so a reload is a restart; workers hold their
+        batches meanwhile and carry on). A bundle that does not build leaves OPA as it was."""
+        bundle = self.build_policy_bundle(policies_dir)
+        self.stop_opa()
+        return str(self.start_opa(bundle)["revision"])
 
     def _wait_opa(self, info: dict[str, Any]) -> None:
         import ssl

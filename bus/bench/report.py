@@ -87,6 +87,9 @@ def render(results: dict[str, Any]) -> str:
         f"- Versions: Python {m['python']}, Apache Kafka {m['kafka']} (KRaft, one broker), OPA {m['opa']}, "
         f"faust-streaming {m['faust_streaming']}, aiokafka {m['aiokafka']}, confluent-kafka {m['confluent_kafka']}; "
         f"sgbus `{m['sgbus_commit']}`",
+        "- Security on, as in production: Kafka over TLS with SASL/SCRAM-SHA-512 and ACLs (each worker as its "
+        "stage's principal; the load generator, observers and ceiling forwarder as the admin), OPA over HTTPS "
+        "with the worker's bearer token.",
         "- Everything (broker, OPA, worker(s), load generator, partner consumer) shares the same cores.",
         "",
         "## Targets",

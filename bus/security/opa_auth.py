@@ -5,7 +5,6 @@ policies and data, `worker` only asks for decisions); OPA holds only the tokens'
 from __future__ import annotations
 
 import hashlib
-import json
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,6 @@ from urllib.parse import urlparse
 
 from bus.exceptions import ConfigurationError
 from bus.security.credentials import CredentialStore
-from bus.security.files import private_dir, write_private
 
 OpaRole = Literal["admin", "worker"]
 ROLES: tuple[OpaRole, ...] = ("admin", "worker")
@@ -30,13 +28,10 @@ def local_token(home: Path, role: OpaRole) -> str:
     return cred.password
 
 
-def write_token_hashes(home: Path, directory: Path) -> Path:
-    """`<directory>/system/sgbus_tokens/data.json`, loaded by OPA at start as
-    data.system.sgbus_tokens; returns `directory` (what `opa run` is given)."""
-    hashes = {role: hashlib.sha256(local_token(home, role).encode()).hexdigest() for role in ROLES}
-    private_dir(directory)
-    write_private(directory / "system" / "sgbus_tokens" / "data.json", json.dumps(hashes))
-    return directory
+def token_hashes(home: Path) -> dict[str, str]:
+    """role -> SHA-256 of its token: what OPA gets (as data.system.sgbus_tokens, inside the
+    signed bundle), never the tokens themselves."""
+    return {role: hashlib.sha256(local_token(home, role).encode()).hexdigest() for role in ROLES}
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
 # METADATA
 # title: Who may call OPA's REST API
 # description: |
-#   Loaded from a file when `sgbus stack up` starts OPA with --authentication=token
-#   --authorization=basic. Callers present a bearer token; data.system.sgbus_tokens maps each
-#   role to the SHA-256 of its token (written by the stack, never the tokens themselves).
-#   Only the admin token (stack tooling, `sgbus policy reload`) may write policies or data;
-#   the worker token may only ask for decisions and read the partnership data.
+#   Part of the signed policy bundle OPA is started with (--authentication=token
+#   --authorization=basic). Callers present a bearer token; data.system.sgbus_tokens maps each
+#   role to the SHA-256 of its token (never the tokens themselves). Policies and data arrive
+#   only in the signed bundle, so nobody may write them over the REST API, not even the
+#   admin; the admin token may read and query (operators' checks), the worker token may only
+#   ask for decisions and read the partnership data.
 package system.authz
 
 import rego.v1
@@ -18,7 +19,10 @@ allow if {
 	input.path == ["health"]
 }
 
-allow if role == "admin"
+allow if {
+	role == "admin"
+	input.method in {"GET", "POST"}
+}
 
 allow if {
 	role == "worker"

@@ -55,9 +55,18 @@ test_unknown_token_is_refused if {
 		with data.system.sgbus_tokens as tokens
 }
 
-test_admin_may_write_policies_and_data if {
-	authz.allow with input as {"method": "PUT", "path": ["v1", "policies", "x"], "identity": "admin-secret"}
+test_admin_may_read_and_query if {
+	authz.allow with input as {"method": "GET", "path": ["v1", "data", "system"], "identity": "admin-secret"}
 		with data.system.sgbus_tokens as tokens
-	authz.allow with input as {"method": "PUT", "path": ["v1", "data", "sgbus"], "identity": "admin-secret"}
+	authz.allow with input as {"method": "POST", "path": decide_path, "identity": "admin-secret"}
 		with data.system.sgbus_tokens as tokens
+}
+
+test_nobody_may_write_policies_or_data_over_rest_not_even_the_admin if {
+	every method in ["PUT", "PATCH", "DELETE"] {
+		not authz.allow with input as {"method": method, "path": ["v1", "policies", "x"], "identity": "admin-secret"}
+			with data.system.sgbus_tokens as tokens
+		not authz.allow with input as {"method": method, "path": ["v1", "data", "sgbus"], "identity": "admin-secret"}
+			with data.system.sgbus_tokens as tokens
+	}
 }

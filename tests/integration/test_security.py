@@ -19,9 +19,11 @@ import pytest
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from bus.policy.bundle import PolicyKey, build_bundle, ensure_policy_key, new_policy_key
 from bus.security.files import loose_modes
-from bus.security.opa_auth import local_token
+from bus.security.opa_auth import local_token, token_hashes
 from bus.security.principals import publisher_name
+from bus.stack import free_port
 from bus.topics import AUDIT, DLQ, EVENTS, deliver_topic, ingress_topic
 from schemas.synthetic import Synth
 from tests.helpers import wait_for
@@ -190,14 +192,17 @@ def test_opa_speaks_only_tls_with_a_certificate_from_the_partnership_ca(bus: Bus
         urllib.request.urlopen(f"{bus.opa_url}/health", timeout=5, context=untrusted)  # noqa: S310
 
 
-def test_opa_refuses_policy_and_data_writes_without_the_admin_token(bus: Bus) -> None:
+def test_opa_refuses_policy_and_data_writes_from_anyone_even_the_admin(bus: Bus) -> None:
     allow_all = b"package sgbus.share\nimport rego.v1\ndecisions := [{\"allow\": true}]\n"
     worker = local_token(bus.settings.home, "worker")
-    for token in (None, worker, "guessed"):
+    admin = local_token(bus.settings.home, "admin")
+    for token in (None, worker, "guessed", admin):
         assert _opa_request(bus, "PUT", "/v1/policies/allow_all", allow_all, token) == 401
         assert _opa_request(bus, "PUT", "/v1/data/sgbus/partnership", b"{}", token) == 401
         assert _opa_request(bus, "PUT", "/v1/data/sgbus/meta", b'{"revision": "forged"}', token) == 401
+        assert _opa_request(bus, "DELETE", "/v1/policies/sgbus/share/share", b"", token) == 401
     assert _opa_request(bus, "GET", "/v1/data/system", b"", worker) == 401  # not even the token hashes
+    assert _opa_request(bus, "GET", "/v1/data/sgbus/meta", b"", admin) == 200
 
     # The worker keeps deciding with the revision it pinned.
     revision = bus.stack.status()["opa"]["revision"]
@@ -243,3 +248,43 @@ def test_demo_runs_on_the_secure_stack_and_leaves_only_private_files(tmp_path: P
     assert "started kafka, opa" not in result.stdout  # progress goes to stderr
     assert (home / "credentials").is_dir() and (home / "pki" / "ca.key").is_file()
     assert loose_modes(home) == []
+
+
+@pytest.mark.parametrize("forgery", ["signed with another key", "unsigned", "altered after signing"])
+def test_opa_evaluates_no_policy_bundle_the_partnership_did_not_sign(bus: Bus, tmp_path: Path, forgery: str) -> None:
+    """OPA started exactly as the stack starts it, but with a forged bundle: it refuses to load
+    it, so no decision is ever made from it (the workers fail closed meanwhile)."""
+    hashes = token_hashes(bus.settings.home)
+    bundle = tmp_path / "forged.tar.gz"
+    if forgery == "signed with another key":
+        other = new_policy_key(PolicyKey(tmp_path / "other.key", tmp_path / "other.pub.pem"))
+        build_bundle(REPO / "policies", bundle, other, hashes)
+    elif forgery == "unsigned":
+        build_bundle(REPO / "policies", bundle, ensure_policy_key(bus.settings.home), hashes, sign=False)
+    else:
+        build_bundle(REPO / "policies", bundle, ensure_policy_key(bus.settings.home), hashes)
+        _alter_bundle(bundle, tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text("labels:\n  app: sgbus-forgery-test\n")
+    result = subprocess.run(bus.stack.opa_command(free_port(), config, bundle), capture_output=True, text=True,
+                            timeout=60, check=False)
+    said = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "load error: bundle" in said
+    assert {"signed with another key": "failed to verify", "unsigned": "missing .signatures.json",
+            "altered after signing": "digest mismatch"}[forgery] in said
+
+
+def _alter_bundle(bundle: Path, tmp_path: Path) -> None:
+    """Rewrite the partnership data inside a signed bundle, keeping its signature file."""
+    import tarfile
+
+    unpacked = tmp_path / "unpacked"
+    with tarfile.open(bundle) as tar:
+        tar.extractall(unpacked, filter="data")
+    data_file = next(p for p in unpacked.rglob("data.json") if '"agreements"' in p.read_text())
+    data_file.write_text(data_file.read_text().replace('"agreements"', '"agreements_x"', 1))
+    with tarfile.open(bundle, "w:gz") as tar:
+        for path in sorted(unpacked.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname="/" + str(path.relative_to(unpacked)))

@@ -14,7 +14,8 @@ COMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status
             ["policy", "reload"], ["keys", "init"], ["keys", "rotate"], ["schemas", "export"], ["synth"],
             ["policy", "simulate"], ["bench"], ["bench", "opa"],
             ["deliver"], ["deliver", "webhook"], ["deliver", "file"], ["audit"], ["audit", "verify"],
-            ["audit", "trail"]]
+            ["audit", "trail"], ["policy", "bundle"], ["partners"], ["partners", "sync"],
+            ["partners", "principals"], ["partners", "credentials"]]
 
 
 def sgbus(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

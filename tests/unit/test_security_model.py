@@ -225,3 +225,28 @@ def test_the_opa_client_checks_the_partnership_ca_whatever_the_environment_says(
     finally:
         client.close_connection()
     assert access.ssl_context() is not None and OpaAccess("http://127.0.0.1:1", "t").ssl_context() is None
+
+
+def test_the_policy_bundle_is_signed_and_carries_policies_data_revision_and_api_authorisation(
+        tmp_path: Path) -> None:
+    import tarfile
+
+    from bus.policy.bundle import build_bundle, ensure_policy_key
+    from bus.policy.revision import policy_revision
+
+    key = ensure_policy_key(tmp_path)
+    assert stat.S_IMODE(key.private.stat().st_mode) == 0o600
+    bundle = build_bundle(REPO / "policies", tmp_path / "b.tar.gz", key, {"admin": "a" * 64, "worker": "b" * 64})
+    assert bundle.revision == policy_revision(REPO / "policies", PARTNERSHIP.as_opa_data())
+    with tarfile.open(bundle.path) as tar:
+        members = {m.name.lstrip("/"): m for m in tar.getmembers()}
+        manifest = json.loads(tar.extractfile(members[".manifest"]).read())  # type: ignore[union-attr]
+        data = json.loads(tar.extractfile(members["data.json"]).read())  # type: ignore[union-attr]
+    assert ".signatures.json" in members
+    assert {"sgbus/share/share.rego", "system/authz.rego"} <= set(members)  # opa build merges the data
+    assert not any(n.endswith("_test.rego") for n in members)
+    assert manifest["revision"] == bundle.revision and manifest["roots"] == ["sgbus", "system"]
+    assert data["sgbus"]["meta"] == {"revision": bundle.revision}
+    assert data["sgbus"]["partnership"] == PARTNERSHIP.as_opa_data()
+    assert data["system"]["sgbus_tokens"] == {"admin": "a" * 64, "worker": "b" * 64}
+    assert stat.S_IMODE(bundle.path.stat().st_mode) == 0o600
