@@ -9,10 +9,9 @@ from typing import Any
 
 import aiohttp
 from opa_client.opa_async import AsyncOpaClient
-from pydantic import ValidationError
 
 from bus.exceptions import PolicyUnavailable
-from bus.policy.decision import Decision
+from bus.policy.decision import Decision, bind_decisions
 from bus.security.opa_auth import OpaAccess
 
 PACKAGE = "sgbus/share"
@@ -73,9 +72,4 @@ class PolicyClient:
         except Exception as exc:  # aiohttp and the client raise many unrelated types
             raise PolicyUnavailable(f"OPA query failed: {type(exc).__name__}") from None
         result = answer.get("result") if isinstance(answer, dict) else None
-        if not isinstance(result, list) or len(result) != len(requests):
-            raise PolicyUnavailable("OPA answered without one decision per request (policy not loaded?)")
-        try:
-            return [Decision.model_validate(d) for d in result]
-        except ValidationError:
-            raise PolicyUnavailable("OPA returned a malformed decision") from None
+        return bind_decisions(requests, result)
