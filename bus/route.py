@@ -13,7 +13,7 @@ from bus.exceptions import PolicyUnavailable
 from bus.policy.client import PolicyClient
 from bus.policy.data import Partnership
 from bus.policy.decision import Decision
-from bus.pseudonymise.engine import policy_attributes, recipient_view, reveal_subject
+from bus.pseudonymise.engine import partner_key, policy_attributes, recipient_view, reveal_subject
 from bus.pseudonymise.keyring import Keyring
 from bus.records import AuditRecord, DeliveredEvent, PseudonymisedEvent
 from bus.routing import candidates
@@ -145,10 +145,11 @@ class Router:
                 if key not in opened:
                     opened[key] = reveal_subject(event, self.keyring)
                 view = recipient_view(event, decision, partner, self.keyring, opened[key])
+                partner_kafka_key = partner_key(opened[key], partner, self.keyring, key)
             except Exception as exc:  # never stop the stream; the type name is safe to record
                 plan.failed.append(FailedView(str(event.event_id), partner.id, type(exc).__name__))
                 continue
-            plan.deliveries.append(Delivery(deliver_topic(partner.id), event.subject_key, view))
+            plan.deliveries.append(Delivery(deliver_topic(partner.id), partner_kafka_key, view))
         return plan
 
 

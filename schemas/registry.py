@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any, Union
 
@@ -102,18 +103,27 @@ def payload_model(event_type: str) -> type[BaseModel]:
     return EVENT_MODELS[event_type].model_fields["payload"].annotation  # type: ignore[return-value]
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
+_OWN_NAME = re.compile(r"^(?:[a-z_][a-z0-9_]{0,63}|\d{1,6})$")
+UNKNOWN = "<unknown>"
+
+
+def _field_path(loc: tuple[int | str, ...], code: str = "") -> str:
+    """The dotted path of a failing field. A key the publisher made up (an unknown field, or
+    anything not shaped like our own snake_case names) is shown as `<unknown>`: such a key can
+    be a name or a note, and dead letters and logs must never echo it."""
     parts = [str(p) for p in loc]
     if parts and parts[0] in EVENT_MODELS:
         parts = parts[1:]  # drop the discriminator tag pydantic puts first
-    return ".".join(parts)
+    if code == "extra_forbidden" and parts:
+        parts[-1] = UNKNOWN
+    return ".".join(p if _OWN_NAME.match(p) else UNKNOWN for p in parts)
 
 
 def problems_from(error: ValidationError) -> list[Problem]:
     problems = []
     for err in error.errors(include_url=False, include_input=False, include_context=False):
         code = err["type"]
-        path = _field_path(err["loc"])
+        path = _field_path(err["loc"], code)
         message = err["msg"]
         if code in ("union_tag_invalid", "union_tag_not_found"):
             path = "event_type"

@@ -138,6 +138,20 @@ def reveal_subject(event: PseudonymisedEvent, keyring: Keyring) -> dict[str, Any
     return subject
 
 
+KEY_KINDS = ("nhs_number", "la_child_id", "upn", "police_person_id")  # the order of subject_key's
+
+
+def partner_key(subject: dict[str, Any], partner: Partner, keyring: Keyring, fallback: str) -> str:
+    """The Kafka key of a delivery on `sg.deliver.<partner>`: the child's token in the
+    partner's own linkage domain, so partners in different domains cannot match each other's
+    records by key (one child's events still share a key, hence a partition and an order)."""
+    ids = subject.get("identifiers") or {}
+    for kind in KEY_KINDS:
+        if ids.get(kind):
+            return token(keyring, partner.linkage_domain, kind, str(ids[kind]))
+    return fallback
+
+
 def recipient_view(
     event: PseudonymisedEvent, decision: Decision, partner: Partner, keyring: Keyring,
     subject: dict[str, Any] | None = None,

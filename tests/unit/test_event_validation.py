@@ -70,3 +70,23 @@ def test_problem_messages_never_echo_the_rejected_value(event: dict[str, Any]) -
         parse_event(json.dumps(event))
     assert "9434765918" not in str(info.value)
     assert all("9434765918" not in p.message for p in info.value.problems)
+
+
+def test_an_unknown_field_is_reported_without_echoing_its_name() -> None:
+    """Issue 13: dead letters echoed publisher-supplied key names, which can carry a name."""
+    from schemas.registry import InvalidEvent, parse_event_dict
+    from schemas.synthetic import Synth
+
+    s = Synth(seed=3)
+    event = s.domestic_abuse_incident(s.child(5, 9))
+    event["payload"]["Jane Smith, 1 Acacia Avenue"] = "x"
+    event["subject"]["Mother: Ann Smith"] = "y"
+    try:
+        parse_event_dict(event)
+    except InvalidEvent as exc:
+        fields = {p.field for p in exc.problems}
+        said = str(exc) + repr([p.message for p in exc.problems])
+    else:
+        raise AssertionError("unknown fields must be rejected")
+    assert {"payload.<unknown>", "subject.<unknown>"} <= fields
+    assert "Smith" not in said and "Acacia" not in said

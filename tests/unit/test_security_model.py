@@ -250,3 +250,39 @@ def test_the_policy_bundle_is_signed_and_carries_policies_data_revision_and_api_
     assert data["sgbus"]["partnership"] == PARTNERSHIP.as_opa_data()
     assert data["system"]["sgbus_tokens"] == {"admin": "a" * 64, "worker": "b" * 64}
     assert stat.S_IMODE(bundle.path.stat().st_mode) == 0o600
+
+
+class _AllowsEverything:
+    async def decide_batch(self, requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
+        return [Decision(event_id=r["event"]["event_id"], recipient=r["recipient"], allow=True, agreement="DSA-TEST",
+                         purpose=r["purpose"], reasons=["test"], revision="sha256:r") for r in requests]
+
+
+def test_partner_topic_keys_are_in_each_partners_own_linkage_domain(tmp_path: Path) -> None:
+    """Issue 13: every partner topic was keyed by the controller token, so partners in
+    different linkage domains got the same key for the same child."""
+    from bus.ingest import ingest
+    from bus.pseudonymise.keyring import init_keyring, load_keyring
+    from schemas.synthetic import Synth
+
+    init_keyring(tmp_path / "k.json")
+    keyring = load_keyring(tmp_path / "k.json")
+    s = Synth(seed=9)
+    child = s.child(6, 10)
+    events = []
+    for i, raw in enumerate([s.domestic_abuse_incident(child), s.domestic_abuse_incident(child)]):
+        out = ingest(json.dumps(raw).encode(), keyring, topic="t", partition=0, offset=i)
+        assert out.event is not None
+        events.append(out.event)
+    router = Router(PARTNERSHIP, keyring, _AllowsEverything(), "sha256:r")  # type: ignore[arg-type]
+    plan = asyncio.run(router.route_batch(events))
+    keys: dict[str, set[str]] = {}
+    for d in plan.deliveries:
+        keys.setdefault(d.event.recipient, set()).add(d.key)
+    domains = {p.id: p.linkage_domain for p in PARTNERSHIP.partners}
+    assert {"northshire-csc", "oakfield-primary", "riverside-academy"} <= set(keys)
+    assert all(len(k) == 1 for k in keys.values())  # one child, one key per partner: order kept
+    assert keys["northshire-csc"] != keys["oakfield-primary"]  # mash vs education
+    assert domains["oakfield-primary"] == domains["riverside-academy"]
+    assert keys["oakfield-primary"] == keys["riverside-academy"]  # one domain may link, by design
+    assert events[0].subject_key not in set().union(*keys.values())  # never the controller token
