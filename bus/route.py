@@ -132,7 +132,10 @@ class Router:
         pairs, decisions = await self._decide(events)
         await self._check_revision(decisions)
         plan = RoutePlan(decisions=decisions)
-        opened: dict[str, dict[str, Any]] = {}  # event id -> identity, opened once per event
+        # Each event's identity is opened once for all its recipients. Cached per event *object*,
+        # not per event id: a publisher can reuse an id for another child (issue 13), and an
+        # id-keyed cache gave the second event the first child's identity.
+        opened: dict[int, dict[str, Any]] = {}
         for (event, _req), decision in zip(pairs, decisions, strict=True):
             plan.audits.append(audit_record(event, decision))
             if not decision.allow:
@@ -141,11 +144,11 @@ class Router:
             if partner is None:  # policy allowed a partner this worker does not know: share nothing
                 continue
             try:
-                key = str(event.event_id)
-                if key not in opened:
-                    opened[key] = reveal_subject(event, self.keyring)
-                view = recipient_view(event, decision, partner, self.keyring, opened[key])
-                partner_kafka_key = partner_key(opened[key], partner, self.keyring, key)
+                if id(event) not in opened:
+                    opened[id(event)] = reveal_subject(event, self.keyring)
+                subject = opened[id(event)]
+                view = recipient_view(event, decision, partner, self.keyring, subject)
+                partner_kafka_key = partner_key(subject, partner, self.keyring, str(event.event_id))
             except Exception as exc:  # never stop the stream; the type name is safe to record
                 plan.failed.append(FailedView(str(event.event_id), partner.id, type(exc).__name__))
                 continue

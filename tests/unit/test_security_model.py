@@ -254,8 +254,11 @@ def test_the_policy_bundle_is_signed_and_carries_policies_data_revision_and_api_
 
 class _AllowsEverything:
     async def decide_batch(self, requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
-        return [Decision(event_id=r["event"]["event_id"], recipient=r["recipient"], allow=True, agreement="DSA-TEST",
-                         purpose=r["purpose"], reasons=["test"], revision="sha256:r") for r in requests]
+        return [Decision.model_validate({
+            "event_id": r["event"]["event_id"], "recipient": r["recipient"], "allow": True, "agreement": "DSA-TEST",
+            "purpose": r["purpose"], "reasons": ["test"], "revision": "sha256:r",
+            "identifiers": {"nhs_number": "reveal", "upn": "token"},
+            "demographics": {"name": "full", "dob": "full"}}) for r in requests]
 
 
 def test_partner_topic_keys_are_in_each_partners_own_linkage_domain(tmp_path: Path) -> None:
@@ -286,3 +289,30 @@ def test_partner_topic_keys_are_in_each_partners_own_linkage_domain(tmp_path: Pa
     assert domains["oakfield-primary"] == domains["riverside-academy"]
     assert keys["oakfield-primary"] == keys["riverside-academy"]  # one domain may link, by design
     assert events[0].subject_key not in set().union(*keys.values())  # never the controller token
+
+
+def test_a_reused_event_id_never_carries_another_childs_identity(tmp_path: Path) -> None:
+    """Issue 13: a second event reusing an event id in the same batch reached children's
+    social care with the first child's name, date of birth and UPN token."""
+    from bus.ingest import ingest
+    from bus.pseudonymise.keyring import init_keyring, load_keyring
+    from schemas.synthetic import Synth
+
+    init_keyring(tmp_path / "k.json")
+    keyring = load_keyring(tmp_path / "k.json")
+    s = Synth(seed=21)
+    first, second = s.domestic_abuse_incident(s.child(6, 10)), s.domestic_abuse_incident(s.child(6, 10))
+    second["event_id"] = first["event_id"]
+    assert first["subject"]["family_name"] != second["subject"]["family_name"] or \
+        first["subject"]["date_of_birth"] != second["subject"]["date_of_birth"]
+    events = []
+    for i, raw in enumerate([first, second]):
+        out = ingest(json.dumps(raw).encode(), keyring, topic="t", partition=0, offset=i)
+        assert out.event is not None
+        events.append(out.event)
+    plan = asyncio.run(Router(PARTNERSHIP, keyring, _AllowsEverything(), "sha256:r").route_batch(  # type: ignore[arg-type]
+        events))
+    to_csc = [d.event for d in plan.deliveries if d.event.recipient == "northshire-csc"]
+    assert len(to_csc) == 2
+    seen = {(v.subject.family_name, str(v.subject.date_of_birth)) for v in to_csc}
+    assert seen == {(r["subject"]["family_name"], r["subject"]["date_of_birth"]) for r in (first, second)}
