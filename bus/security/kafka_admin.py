@@ -26,9 +26,10 @@ from bus.exceptions import StackError
 from bus.policy.data import Partnership
 from bus.security.credentials import CredentialStore
 from bus.security.kafka_access import KafkaAccess
-from bus.security.principals import ADMIN, Grant, Principal, principals
+from bus.security.principals import ADMIN, STAGE_PRINCIPALS, Grant, Principal, principals
 
 SCRAM_ITERATIONS = 8192
+MANAGED_PREFIXES = ("publisher.", "partner.", "delivery.")
 _RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
              "transactional_id": ResourceType.TRANSACTIONAL_ID, "cluster": ResourceType.BROKER}
 _PATTERN = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
@@ -46,6 +47,11 @@ class SyncReport:
     def summary(self) -> str:
         return (f"{len(self.users_created)} principals added, {len(self.users_removed)} removed; "
                 f"{self.acls_created} ACLs added, {self.acls_removed} removed")
+
+
+def is_managed(username: str) -> bool:
+    """A principal name of the kind `principals()` derives (see bus/security/principals.py)."""
+    return username in STAGE_PRINCIPALS.values() or username.startswith(MANAGED_PREFIXES)
 
 
 def binding(principal: Principal, grant: Grant) -> AclBinding:
@@ -91,13 +97,14 @@ def sync_principals(access: KafkaAccess, partnership: Partnership, home: Path, t
     try:
         existing = scram_users(admin, timeout_s)
         for p in wanted:
-            if p.name == ADMIN:
+            if p.name == ADMIN or p.name in existing:
+                # Never replace a secret the broker already has: its holder may be the only one
+                # who still knows it (a partner's file can be deleted once handed over).
                 continue
-            cred, created = store.ensure(p.name)
-            if created or p.name not in existing:
-                upsert_scram(admin, cred.username, cred.password, timeout_s)
-                report.users_created.append(p.name)
-        stale = sorted(existing - names)
+            cred = store.get(p.name) or store.put(p.name)
+            upsert_scram(admin, cred.username, cred.password, timeout_s)
+            report.users_created.append(p.name)
+        stale = sorted(u for u in existing - names if is_managed(u))
         if stale:
             info = ScramMechanism.SCRAM_SHA_512
             for fut in admin.alter_user_scram_credentials(
@@ -110,7 +117,11 @@ def sync_principals(access: KafkaAccess, partnership: Partnership, home: Path, t
         desired = {_key(b): b for p in wanted for b in (binding(p, g) for g in sorted(p.grants))}
         any_filter = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,  # type: ignore[arg-type]
                                       AclOperation.ANY, AclPermissionType.ANY)
-        current = {_key(b): b for b in admin.describe_acls(any_filter).result(timeout_s)}
+        # Only ALLOW bindings of principals sgbus manages are ours to change: an operator's DENY
+        # on a compromised partner, or another system's users, are left as they are.
+        current = {_key(b): b for b in admin.describe_acls(any_filter).result(timeout_s)
+                   if b.permission_type == AclPermissionType.ALLOW
+                   and is_managed(b.principal.removeprefix("User:"))}
         to_create = [b for k, b in desired.items() if k not in current]
         to_delete = [b for k, b in current.items() if k not in desired]
         if to_create:

@@ -6,9 +6,14 @@ One principal per job, each allowed exactly its topics, consumer groups and tran
 - `sgbus-<stage>` for `ingest`, `route`, `audit` (exactly-once stage workers) and `worker`
   (all stages in one process); groups and transactional ids start `<stage>.`.
 - `publisher.<partner>`: writes only its agency's `sg.ingress.<agency>` topic.
-- `partner.<partner>`: reads only `sg.deliver.<partner>`, in groups starting `<partner>.`.
+- `partner.<partner>`: reads only `sg.deliver.<partner>`, in groups starting `partner.<partner>.`.
 - `delivery.<partner>`: the webhook/file delivery connector for one partner: reads that
-  partner's topic (groups `sgbus-delivery-<partner>-`) and writes dead letters.
+  partner's topic (groups `delivery.<partner>.`) and writes dead letters.
+
+Every group and transactional-id prefix starts with its kind (`ingest.`, `route.`, `audit.`,
+`worker.`, `partner.`, `delivery.`) and ends with a dot, which partner ids cannot contain: no
+principal's prefix can cover another's groups (a partner called `route`, or `north` beside
+`north-csc`, gains nothing).
 """
 
 from __future__ import annotations
@@ -62,11 +67,15 @@ def stage_app_id(app_id: str, stage: str) -> str:
 
 
 def partner_group_prefix(partner_id: str) -> str:
-    return f"{partner_id}."
+    return f"partner.{partner_id}."
+
+
+def delivery_group_prefix(partner_id: str) -> str:
+    return f"delivery.{partner_id}."
 
 
 def delivery_group(partner_id: str, sink: str) -> str:
-    return f"sgbus-delivery-{partner_id}-{sink}"
+    return delivery_group_prefix(partner_id) + sink
 
 
 def publisher_name(partner_id: str) -> str:
@@ -119,7 +128,7 @@ def principals(partnership: Partnership) -> list[Principal]:
                                         *_own_groups(partner_group_prefix(p.id), transactional=False)}), p.id))
         out.append(Principal(delivery_name(p.id), "delivery",
                              frozenset({_topic(deliver_topic(p.id), "read"), _topic(DLQ, "write"),
-                                        Grant("group", f"sgbus-delivery-{p.id}-", "prefixed", "read")}), p.id))
+                                        Grant("group", delivery_group_prefix(p.id), "prefixed", "read")}), p.id))
     return out
 
 

@@ -107,7 +107,7 @@ def test_a_client_without_credentials_can_neither_read_nor_write(bus: Bus) -> No
 def test_a_partner_reads_its_own_topic_and_nothing_else(bus: Bus) -> None:
     props = _partner_properties(bus, OWN)
     assert props["security.protocol"] == "SASL_SSL" and props["sasl.mechanism"] == "SCRAM-SHA-512"
-    assert props["group.id"].startswith(f"{OWN}.")
+    assert props["group.id"].startswith(f"partner.{OWN}.")
     # Someone else's topic holds records too, so "denied" is the broker refusing, not emptiness.
     wait_for(lambda: bus.raw_values(deliver_topic(OWN)), 60, what="a delivery to the partner")
     s = Synth(seed=7)
@@ -120,7 +120,7 @@ def test_a_partner_reads_its_own_topic_and_nothing_else(bus: Bus) -> None:
 
 
 def test_a_partner_must_use_its_own_consumer_group_prefix(bus: Bus) -> None:
-    props = {**_partner_properties(bus, OWN), "group.id": f"{OTHER}.consumer"}
+    props = {**_partner_properties(bus, OWN), "group.id": f"partner.{OTHER}.consumer"}
     consumer = Consumer({**props, "log_level": 0})
     try:
         consumer.subscribe([deliver_topic(OWN)])

@@ -42,7 +42,7 @@ def test_a_partner_principal_may_read_only_its_own_topic_and_write_nothing() -> 
         assert _topics(name, "read") == {(f"sg.deliver.{partner.id}", "literal")}
         assert _topics(name, "write") == set()
         groups = {(g.name, g.pattern) for g in BY_NAME[name].grants if g.resource == "group"}
-        assert groups == {(f"{partner.id}.", "prefixed")}
+        assert groups == {(f"partner.{partner.id}.", "prefixed")}
 
 
 def test_a_publisher_may_write_only_its_agencys_ingress_topic() -> None:
@@ -72,6 +72,16 @@ def test_each_stage_uses_only_groups_and_transactional_ids_with_its_own_prefix()
     assert Grant("cluster", "kafka-cluster", "literal", "idempotent_write") in BY_NAME["sgbus-audit"].grants
     assert not any(g.resource == "cluster" for g in BY_NAME["sgbus-route"].grants)
     assert _topics("sgbus-ingest", "read") == {("sg.ingress.", "prefixed")}
+
+
+def test_no_group_prefix_covers_another_principals_groups() -> None:
+    prefixes = [(p.name, g.name) for p in principals(PARTNERSHIP) for g in p.grants
+                if g.resource in {"group", "transactional_id"}]
+    for name, prefix in prefixes:
+        assert prefix.endswith(".")
+        for other, other_prefix in prefixes:
+            if other != name:
+                assert not other_prefix.startswith(prefix), (name, other)
 
 
 def test_every_principal_name_is_unique_and_has_no_characters_scram_would_escape() -> None:
