@@ -32,7 +32,7 @@ from bus.security.credentials import CredentialStore
 from bus.security.files import private_dir, restrict_umask
 from bus.security.kafka_access import KafkaAccess, local_access
 from bus.security.kafka_admin import SyncReport, scram_users, sync_principals, upsert_scram
-from bus.security.pki import LOCAL_HOSTS, Issued, PartnershipCA
+from bus.security.pki import LOCAL_HOSTS, Issued, PartnershipCA, ca_path, client_context
 from bus.security.principals import ADMIN
 from bus.topics import create_topics, topic_specs
 
@@ -187,7 +187,7 @@ class Stack:
         out["kafka_bootstrap"] = f"127.0.0.1:{out['kafka']['port']}" if out["kafka"]["alive"] else None
         out["opa_url"] = f"https://127.0.0.1:{out['opa']['port']}" if out["opa"]["alive"] else None
         out["kafka_security"] = "SASL_SSL (SCRAM-SHA-512), ACLs required"
-        out["kafka_ca"] = str(self.home / "pki" / "ca.pem")
+        out["kafka_ca"] = str(ca_path(self.home))
         out["opa_auth"] = "TLS, bearer token per role, system.authz"
         return out
 
@@ -219,7 +219,7 @@ class Stack:
         url = self.status()["opa_url"]
         if url is None:
             raise StackError(f"OPA is not running under {self.home}; run `sgbus stack up`")
-        return opa_auth.OpaAccess(url, opa_auth.local_token(self.home, role), self.home / "pki" / "ca.pem")
+        return opa_auth.OpaAccess(url, opa_auth.local_token(self.home, role), ca_path(self.home))
 
     def sync_partners(self) -> SyncReport:
         """Principals, SCRAM users and ACLs for the partnership data now in policies/data."""
@@ -358,10 +358,8 @@ class Stack:
         return str(self.start_opa(bundle)["revision"])
 
     def _wait_opa(self, info: dict[str, Any]) -> None:
-        import ssl
-
         url = f"https://127.0.0.1:{info['port']}/health"
-        tls = ssl.create_default_context(cafile=str(self.home / "pki" / "ca.pem"))
+        tls = client_context(ca_path(self.home))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if not process_alive(info["pid"], info["marker"]):

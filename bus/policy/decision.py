@@ -8,16 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 from bus.exceptions import PolicyUnavailable
+from bus.policy.data import Demographics  # the agreements' own modes: a decision can ask for no other
 
 IdentifierMode = Literal["reveal", "token", "drop"]
-
-
-class Demographics(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
-
-    dob: Literal["full", "year_month", "drop"] = "drop"
-    postcode: Literal["full", "district", "drop"] = "drop"
-    name: Literal["full", "drop"] = "drop"
 
 
 class Decision(BaseModel):

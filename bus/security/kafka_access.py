@@ -10,6 +10,7 @@ from typing import Any
 
 from bus.exceptions import ConfigurationError
 from bus.security.credentials import CredentialStore
+from bus.security.pki import ca_path, client_context
 
 MECHANISM = "SCRAM-SHA-512"
 
@@ -38,9 +39,7 @@ class KafkaAccess:
         return conf
 
     def ssl_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca_file))
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        return ctx
+        return client_context(self.ca_file)
 
     def faust_credentials(self) -> Any:
         import faust
@@ -57,7 +56,7 @@ class KafkaAccess:
 def local_access(home: Path, bootstrap: str, principal: str) -> KafkaAccess:
     """Access to the local stack under `home` as `principal` (credentials from its store)."""
     cred = CredentialStore(home).require(principal)
-    ca = home / "pki" / "ca.pem"
+    ca = ca_path(home)
     if not ca.is_file():
         raise ConfigurationError(f"no partnership CA at {ca}; run `sgbus stack up`")
     return KafkaAccess(bootstrap, cred.username, cred.password, ca)

@@ -133,8 +133,6 @@ def sync_principals(access: KafkaAccess, partnership: Partnership, home: Path, t
             for fut in admin.delete_acls(filters).values():
                 fut.result(timeout_s)
         report.acls_created, report.acls_removed = len(to_create), len(to_delete)
-    except StackError:
-        raise
     except Exception as exc:  # confluent-kafka raises KafkaException with the broker's error
         raise StackError(f"could not apply principals and ACLs: {exc}") from None
     return report

@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 from bus.exceptions import ConfigurationError
 from bus.security.credentials import CredentialStore
+from bus.security.pki import client_context
 
 OpaRole = Literal["admin", "worker"]
 ROLES: tuple[OpaRole, ...] = ("admin", "worker")
@@ -56,11 +57,7 @@ class OpaAccess:
         return urlparse(self.url).scheme == "https"
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        if not self.tls:
-            return None
-        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        return ctx
+        return client_context(self.ca_file) if self.tls else None
 
     def sync_client(self, timeout: float = 5.0) -> Any:
         from opa_client.opa import OpaClient

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ class PartnershipCA:
     def __init__(self, home: Path) -> None:
         self.dir = private_dir(home / "pki")
         self.key_path = self.dir / "ca.key"
-        self.cert_path = self.dir / "ca.pem"
+        self.cert_path = ca_path(home)
 
     def ensure(self) -> PartnershipCA:
         if self.key_path.is_file() and self.cert_path.is_file():
@@ -127,3 +128,15 @@ class PartnershipCA:
 
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def ca_path(home: Path) -> Path:
+    """Where the local stack keeps the partnership CA certificate (public)."""
+    return home / "pki" / "ca.pem"
+
+
+def client_context(ca_file: Path | None) -> ssl.SSLContext:
+    """TLS 1.2+ client context that trusts the partnership CA only (or the system's, given none)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file) if ca_file else None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx

@@ -8,6 +8,7 @@ from pathlib import Path
 from bus.exceptions import ConfigurationError
 from bus.security import opa_auth
 from bus.security.kafka_access import KafkaAccess, local_access
+from bus.security.pki import ca_path
 from bus.settings import Settings
 
 
@@ -27,7 +28,7 @@ def kafka_access(settings: Settings, bootstrap: str, principal: str) -> KafkaAcc
 
 
 def _ca_file(settings: Settings) -> Path:
-    return settings.ca_file or settings.home / "pki" / "ca.pem"
+    return settings.ca_file or ca_path(settings.home)
 
 
 def opa_token(settings: Settings, role: opa_auth.OpaRole) -> str:
