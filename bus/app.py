@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,9 +11,12 @@ from typing import Any
 import faust
 
 from bus.audit.chain import AuditStore
+from bus.audit.signer import AuditSigner
+from bus.exceptions import PolicyUnavailable
 from bus.faust_kafka import App
 from bus.metrics import Metrics
-from bus.pseudonymise.keyring import Keyring
+from bus.provenance.registry import SignerRegistry
+from bus.pseudonymise.keyring import Keyring, KeyringWatch
 from bus.route import Router
 from bus.security.files import private_dir
 from bus.security.kafka_access import KafkaAccess
@@ -19,15 +24,44 @@ from bus.security.principals import stage_app_id
 from bus.settings import Settings
 
 
+class SignerSource:
+    """The signing key register ingest verifies against: the one in the policy bundle OPA
+    serves, re-read every `refresh_s` and when a key is unknown (at most every `min_gap_s`)."""
+
+    def __init__(self, fetch: Callable[[], SignerRegistry], refresh_s: float = 30.0, min_gap_s: float = 2.0,
+                 initial: SignerRegistry | None = None) -> None:
+        self._fetch, self.refresh_s, self.min_gap_s = fetch, refresh_s, min_gap_s
+        self.registry = initial if initial is not None else SignerRegistry()
+        self._at = time.monotonic() if initial is not None else 0.0
+
+    def refresh(self, *, unknown_key: bool = False) -> SignerRegistry:
+        """Re-read when due (or, for an unknown key, when the last read is `min_gap_s` old);
+        keeps the last register if OPA cannot answer."""
+        age = time.monotonic() - self._at
+        if age >= self.refresh_s or (unknown_key and age >= self.min_gap_s):
+            self._at = time.monotonic()
+            try:
+                self.registry = self._fetch()
+            except PolicyUnavailable:
+                pass
+        return self.registry
+
+
 @dataclass
 class Services:
     """Everything the agents need, built once per worker process."""
 
     settings: Settings
-    keyring: Keyring
+    keys: KeyringWatch
     metrics: Metrics
     router: Router
     audit_store: AuditStore
+    signers: SignerSource
+    audit_signer: AuditSigner | None = None
+
+    @property
+    def keyring(self) -> Keyring:
+        return self.keys()
 
 
 def faust_options(access: KafkaAccess, home: Path, guarantee: str = "at_least_once") -> dict[str, Any]:

@@ -6,8 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -148,11 +149,15 @@ def worker(
 def publish(
     file: Annotated[str, typer.Argument(help="file of event JSON, one per line, or - for stdin")],
     skip_invalid: Annotated[bool, typer.Option(help="publish the valid lines even if some are invalid")] = False,
+    signing_key: Annotated[Path | None, typer.Option(
+        "--signing-key", help="the organisation's private key file (from `sgbus partners keys issue --out`); "
+                              "default: the local stack's key for each line's source.org_id")] = None,
 ) -> None:
-    """Validate events and publish them to sg.ingress.<agency> (idempotent producer).
+    """Validate events, sign them and publish them to sg.ingress.<agency> (idempotent producer).
 
-    By default nothing is published when any line is invalid; each invalid line is reported
-    with the field that failed, and the exit code is 2."""
+    Lines that already carry a `signature` are published as they are. By default nothing is
+    published when any line is invalid; each invalid line is reported with the field that
+    failed, and the exit code is 2."""
     from bus.kafka_io import idempotent_producer, iter_lines, produce_all
     from bus.topics import ingress_topic
     from schemas.registry import InvalidEvent, parse_event
@@ -170,15 +175,30 @@ def publish(
     partnership = load_partnership(settings.policies_dir / "data")
     # Each organisation publishes as its own principal (only its agency's ingress topic);
     # with SGBUS_KAFKA_USERNAME set, every line goes out as that one publisher.
+    from bus.exceptions import ConfigurationError
+    from bus.provenance.registry import LocalSigners, load_private_key
+
+    sign: Callable[[dict[str, Any]], dict[str, Any]] = LocalSigners(settings.home).sign
+    if signing_key is not None:
+        try:
+            sign = load_private_key(signing_key)
+        except ConfigurationError as exc:
+            _fail(str(exc), 2)
     records: dict[str, list[tuple[str, bytes, bytes]]] = {}
     bad = 0
     for number, line in iter_lines(iter(stream)):
         try:
             event = parse_event(line)
+            if not event.signature:
+                line = json.dumps(sign(json.loads(line)))
         except InvalidEvent as exc:
             bad += 1
             first = exc.problems[0]
             _err(f"line {number}: {first.field}: {first.message} [{first.code}]")
+            continue
+        except ConfigurationError as exc:
+            bad += 1
+            _err(f"line {number}: signature: {exc} [no_signing_key]")
             continue
         principal = publisher_for_org(partnership, event.source.org_id)
         if principal is None and not settings.kafka_username:
@@ -198,6 +218,31 @@ def publish(
     typer.echo(f"published {count} event(s)" + (f"; skipped {bad} invalid" if bad else ""), err=True)
     if bad:
         raise typer.Exit(2)
+
+
+@app.command()
+def replay(
+    failed: Annotated[bool, typer.Option("--failed", help="shares allowed but not delivered (view_failed)")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be replayed; send nothing")] = False,
+) -> None:
+    """Route again what the bus kept for replay. `--failed`: every allowed share whose view
+    could not be built (e.g. a key the worker lacked), unless delivered since; each event goes
+    back on sg.events for its missed recipients only, and is decided and audited again."""
+    from bus.replay import replay_failed
+    from bus.security.principals import ADMIN
+
+    if not failed:
+        _fail("say what to replay: --failed", 2)
+    settings = _settings()
+    bootstrap, _ = resolve_endpoints(settings)
+    report = replay_failed(_kafka(settings, bootstrap, ADMIN), _audit_store(settings), dry_run=dry_run)
+    verb = "would replay" if dry_run else "replayed"
+    typer.echo(f"{report.failed} failed view(s) in sg.dlq; {report.already_delivered} delivered since; "
+               f"{verb} {report.replayed_shares} share(s) of {report.replayed_events} event(s)")
+    if report.missing:
+        _err(f"{len(report.missing)} event(s) no longer on sg.events (retention): ingest ids "
+             + ", ".join(report.missing[:5]))
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -498,18 +543,66 @@ def _keyring(settings: Settings):  # type: ignore[no-untyped-def]
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Check the hash chain and the signed checkpoints; name the first bad record."""
-    from bus.audit.chain import verify
+def audit_verify(
+    public_keys: Annotated[Path | None, typer.Option(
+        "--public-keys", help="audit public keys (JSON); default: SGBUS_AUDIT_PUBLIC_KEYS or "
+                              "$SGBUS_HOME/audit-signing/public-keys.json")] = None,
+    head_file: Annotated[Path | None, typer.Option(
+        "--head", help="check against this saved head (JSON from `sgbus audit head`) instead of "
+                       "reading sg.audit.heads")] = None,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="do not read the published head (weaker: a removed tail can go unnoticed)")] = False,
+) -> None:
+    """Check the hash chain, its columns and its signed checkpoints with the public key only,
+    against the latest head published on sg.audit.heads; name the first bad record."""
+    from bus.audit.chain import Checkpoint, verify
+    from bus.audit.signer import load_verifier, public_keys_path
+    from bus.exceptions import KeyringError
 
     settings = _settings()
-    result = verify(_audit_store(settings), _keyring(settings))
+    try:
+        verifier = load_verifier(public_keys or settings.audit_public_keys or public_keys_path(settings.home))
+    except KeyringError as exc:
+        _fail(str(exc), 2)
+    published = None
+    if head_file is not None:
+        try:
+            published = Checkpoint.from_json(head_file.read_bytes())
+        except (OSError, ValueError, KeyError, TypeError):
+            _fail(f"--head: {head_file} is not a saved audit head", 2)
+    elif not offline:
+        published = _published_head(settings)
+    result = verify(_audit_store(settings), verifier, published)
     if result.ok:
+        against = (f"matches the published head at record {result.published_seq}" if published
+                   else "NOT checked against a published head")
         typer.echo(f"audit OK: {result.records} records, {result.checkpoints} signed checkpoints, "
-                   f"head {result.head[:16]}")
+                   f"head {result.head[:16]}; {against}")
         return
     _err(f"audit FAILED: {result.problem}")
     raise typer.Exit(1)
+
+
+def _published_head(settings: Settings):  # type: ignore[no-untyped-def]
+    from bus.audit.heads import latest_head
+    from bus.exceptions import StackError
+    from bus.security.principals import ADMIN
+
+    bootstrap = settings.kafka_bootstrap or resolve_endpoints(settings)[0]
+    try:
+        return latest_head(_kafka(settings, bootstrap, ADMIN))
+    except StackError as exc:
+        _fail(f"cannot read the published audit heads: {exc} (use --head FILE or --offline)")
+
+
+@audit_app.command("head")
+def audit_head() -> None:
+    """Print the latest signed audit head published on sg.audit.heads (JSON), to keep and
+    verify against later with `sgbus audit verify --head FILE`."""
+    head = _published_head(_settings())
+    if head is None:
+        _fail("no audit head has been published yet")
+    typer.echo(head.to_json().decode())
 
 
 @audit_app.command("trail")

@@ -1,8 +1,9 @@
-"""`sgbus partners`: principals, ACLs and Kafka credentials derived from the partnership data."""
+"""`sgbus partners`: principals, ACLs, Kafka credentials and signing keys of the partnership's members."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -104,3 +105,89 @@ def partners_credentials(
                + ("" if publisher else f"; consumer groups must start with {partner_group_prefix(partner_id)}"))
     for key, value in props.items():
         typer.echo(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+
+
+keys_app = typer.Typer(help="Signing keys: each source organisation's (events) and named roles' (overrides).",
+                       no_args_is_help=True)
+partners_app.add_typer(keys_app, name="keys")
+
+
+def _reload_if_running(settings: Settings) -> None:
+    """The register travels in the signed policy bundle: rebuild it if the local OPA runs."""
+    stack = _stack(settings)
+    if settings.opa_url is None and stack.status()["opa"]["alive"]:
+        revision = stack.reload_policies()
+        typer.echo(f"policy bundle rebuilt with the new register (revision {revision})", err=True)
+    else:
+        typer.echo("run `sgbus policy reload` (or rebuild the partnership's bundle) so workers see it", err=True)
+
+
+@keys_app.command("issue")
+def keys_issue(
+    org: Annotated[str, typer.Argument(help="the organisation's source.org_id (or its partner id)")],
+    role: Annotated[str | None, typer.Option(
+        "--role", help="issue a declarer key for this named role (e.g. 'duty inspector') held at ORG, "
+                       "for emergency override declarations, instead of the organisation's event key")] = None,
+    replace: Annotated[bool, typer.Option(help="revoke the organisation's earlier event keys")] = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="also write the private key file here (0600) to hand to the publisher's system")] = None,
+) -> None:
+    """Issue an Ed25519 signing key: the public key is registered in the partnership's signing
+    key register (bundled and signed with the policies), the private key stays with the
+    publisher (or declarer). Events claiming ORG must be signed with one of its keys."""
+    from bus.exceptions import ConfigurationError
+    from bus.policy.data import load_partnership
+    from bus.provenance.registry import LocalSigners
+    from bus.security.files import write_private
+
+    settings = Settings()
+    partnership = load_partnership(settings.policies_dir / "data")
+    partner = partnership.partner(org) or next((p for p in partnership.partners if p.org_id == org), None)
+    if partner is None:
+        _fail(f"ORG: no partner has id or org_id {org!r} in {settings.policies_dir / 'data'}", 2)
+        return
+    signers = LocalSigners(settings.home)
+    try:
+        if role is not None:
+            declarer = signers.issue_declarer(role, partner.id)
+            kid, what = declarer.kid, f"declarer key {declarer.kid} for role {role!r} at {partner.id}"
+        else:
+            entry = signers.issue_publisher(partner.agency, partner.org_id, replace=replace)
+            kid, what = entry.kid, f"signing key {entry.kid} for {partner.agency.value} organisation {partner.org_id}"
+    except ConfigurationError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"issued {what}")
+    if out is not None:
+        write_private(out, (signers.private_dir / f"{kid}.json").read_bytes())
+        typer.echo(f"private key written to {out} (0600); give it to the publisher's system only")
+    _reload_if_running(settings)
+
+
+@keys_app.command("list")
+def keys_list(as_json: Annotated[bool, typer.Option("--json", help="print the register as JSON")] = False) -> None:
+    """The signing key register (public keys only): what recipients verify signatures with."""
+    from bus.provenance.registry import LocalSigners
+
+    reg = LocalSigners(Settings().home).registry()
+    if as_json:
+        typer.echo(reg.model_dump_json(indent=2))
+        return
+    for k in reg.publishers:
+        typer.echo(f"{k.kid}  publisher  {k.agency.value}/{k.org_id}  issued {k.issued_at}")
+    for d in reg.declarers:
+        typer.echo(f"{d.kid}  declarer   {d.role!r} at {d.partner}  issued {d.issued_at}")
+    if not reg.publishers and not reg.declarers:
+        typer.echo("no signing keys registered (`sgbus stack up` issues the local publishers' keys)")
+
+
+@keys_app.command("revoke")
+def keys_revoke(kid: Annotated[str, typer.Argument(help="key id from `sgbus partners keys list`")]) -> None:
+    """Remove a key from the register: events (or declarations) signed with it are refused."""
+    from bus.provenance.registry import LocalSigners
+
+    settings = Settings()
+    if not LocalSigners(settings.home).revoke(kid):
+        _fail(f"KID: no key {kid!r} in the register", 2)
+    typer.echo(f"revoked {kid}")
+    _reload_if_running(settings)

@@ -15,13 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from bus.audit.chain import open_audit_store, verify
+from bus.audit.heads import latest_head
+from bus.audit.signer import load_verifier, public_keys_path
 from bus.audit.trail import render, subject_tokens
 from bus.exceptions import StackError
 from bus.kafka_io import idempotent_producer, produce_all, read_topic
 from bus.policy.data import load_partnership
+from bus.provenance.registry import LocalSigners
 from bus.pseudonymise.keyring import init_keyring
 from bus.records import decode_audit_batch
 from bus.routing import candidates
+from bus.security.kafka_access import KafkaAccess
 from bus.security.principals import partner_group_prefix, partner_name, publisher_for_org
 from bus.settings import Settings
 from bus.stack import Stack
@@ -60,7 +64,7 @@ def audit_for(event_id: str, audit: list[dict[str, object]]) -> list[dict[str, o
 
 
 def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: int, echo: Echo, err: Echo,
-                      timeout_s: float) -> int:
+                      timeout_s: float, access: KafkaAccess | None = None) -> int:
     """The audit trail of the Operation Encompass child, from the hash-chained store."""
     keyring = init_keyring(settings.keyring_path)[0]
     nhs = event["subject"]["identifiers"]["nhs_number"]
@@ -83,7 +87,8 @@ def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: in
     for line in render(records):
         echo("  " + line)
     store = open_audit_store(settings)
-    result = verify(store, keyring)
+    verifier = load_verifier(settings.audit_public_keys or public_keys_path(settings.home))
+    result = verify(store, verifier, latest_head(access) if access is not None else None)
     store.close()
     echo(f"audit chain: {'verified' if result.ok else 'FAILED: ' + str(result.problem)} "
          f"({result.records} records, {result.checkpoints} signed checkpoints)")
@@ -109,7 +114,10 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         err(f"worker started (pid {worker.pid}); publishing {len(events)} synthetic events ...")
         # Each organisation publishes as its own principal, as its system would.
         records: dict[str, list[tuple[str, bytes, bytes]]] = {}
-        for e in events:
+        signers = LocalSigners(settings.home)
+        for i, e in enumerate(events):
+            # ... and signs with its organisation's registered key (README: Provenance and integrity).
+            events[i] = e = signers.sign(e)
             parsed = parse_event_dict(e)  # the demo set must itself be valid
             publisher = publisher_for_org(partnership, parsed.source.org_id)
             if publisher is None:
@@ -151,7 +159,7 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
             err(f"delivered {sum(delivered.values())} but {allowed} shares were allowed")
             return 1
         return _show_audit_trail(settings, events[0], expected=len(audit_for(events[0]["event_id"], audit)),
-                                 echo=echo, err=err, timeout_s=timeout_s)
+                                 echo=echo, err=err, timeout_s=timeout_s, access=stack.access())
     finally:
         if worker is not None:
             stop_worker(worker)

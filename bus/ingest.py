@@ -1,4 +1,5 @@
-"""Ingest: validate a raw event, pseudonymise it, or explain its rejection for sg.dlq."""
+"""Ingest: validate a raw event, check who sent it, pseudonymise it, or explain its rejection
+for sg.dlq."""
 
 from __future__ import annotations
 
@@ -8,10 +9,21 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from bus.provenance.registry import SignerRegistry
+from bus.provenance.verify import SourceRejected, verify_source
 from bus.pseudonymise.engine import pseudonymise_at_ingest
 from bus.pseudonymise.keyring import Keyring
-from bus.records import DeadLetter, PseudonymisedEvent
+from bus.records import DeadLetter, Provenance, PseudonymisedEvent
 from schemas.registry import InvalidEvent, parse_event
+
+_INGEST_NS = uuid.UUID("6f1c2b9e-3d4a-5b6c-8d7e-9f0a1b2c3d4e")
+
+
+def ingest_id_for(topic: str, partition: int, offset: int, timestamp_ms: int) -> uuid.UUID:
+    """The bus's own id of one ingress record: the same on every replay of that record (so a
+    crash and retry neither loses nor doubles it), never the same for two records (the record
+    timestamp tells apart an offset reused after a topic was recreated)."""
+    return uuid.uuid5(_INGEST_NS, f"{topic}/{partition}/{offset}/{timestamp_ms}")
 
 _SAFE_TYPE = re.compile(r"^[a-z_]{2,20}\.[a-z_]{2,60}\.v[0-9]{1,3}$")
 
@@ -20,6 +32,8 @@ _SAFE_TYPE = re.compile(r"^[a-z_]{2,20}\.[a-z_]{2,60}\.v[0-9]{1,3}$")
 class IngestOutcome:
     event: PseudonymisedEvent | None = None
     dead_letter: DeadLetter | None = None
+    #: why an urgency block was not accepted (the event itself is routed without the override)
+    override_refused: str | None = None
 
 
 def _safe_header(raw: bytes) -> tuple[str | None, str | None]:
@@ -41,15 +55,31 @@ def _safe_header(raw: bytes) -> tuple[str | None, str | None]:
     return event_id, event_type
 
 
-def ingest(raw: bytes, keyring: Keyring, *, topic: str, partition: int, offset: int) -> IngestOutcome:
+def ingest(raw: bytes, keyring: Keyring, signers: SignerRegistry, *, topic: str, partition: int,
+           offset: int, timestamp_ms: int = 0) -> IngestOutcome:
     """Never raises for bad input: every failure becomes a dead letter with reasons."""
     try:
         event = parse_event(raw)
-        return IngestOutcome(event=pseudonymise_at_ingest(event, keyring))
+        verified = verify_source(json.loads(raw), event, topic, signers)
+        provenance = Provenance(kid=verified.kid, content_sha256=verified.content_sha256,
+                                signature=verified.signature)
+        return IngestOutcome(
+            event=pseudonymise_at_ingest(event, keyring,
+                                         ingest_id=ingest_id_for(topic, partition, offset, timestamp_ms),
+                                         provenance=provenance, override_role=verified.override_role),
+            override_refused=verified.override_refused,
+        )
     except InvalidEvent as exc:
         reasons = [p.model_dump() for p in exc.problems]
+    except SourceRejected as exc:
+        reasons = [{"field": exc.field, "code": exc.code, "message": exc.message}]
     except Exception as exc:  # a bug must not stop the stream; the type name is safe to record
         reasons = [{"field": "$", "code": "internal_error", "message": type(exc).__name__}]
+    return rejected(raw, reasons, topic=topic, partition=partition, offset=offset)
+
+
+def rejected(raw: bytes, reasons: list[dict[str, str]], *, topic: str, partition: int, offset: int,
+             ) -> IngestOutcome:
     event_id, event_type = _safe_header(raw)
     return IngestOutcome(
         dead_letter=DeadLetter(

@@ -40,6 +40,21 @@ class Metrics:
         self.audit_stored = Counter(
             "sgbus_audit_stored_total", "Audit records chained into the audit store", registry=r
         )
+        self.events_replayed = Counter(
+            "sgbus_events_replayed_total", "Events a publisher sent again unchanged (not routed twice)", registry=r
+        )
+        self.overrides_refused = Counter(
+            "sgbus_policy_overrides_refused_total",
+            "Urgency blocks without a valid declaration by a registered role (routed without the override)",
+            ["reason"], registry=r,
+        )
+        self.views_failed = Counter(
+            "sgbus_views_failed_total", "Allowed shares whose view could not be built (kept for replay)",
+            ["partner"], registry=r,
+        )
+        self.audit_heads_published = Counter(
+            "sgbus_audit_heads_published_total", "Signed audit chain heads published to sg.audit.heads", registry=r
+        )
         self.opa_up = Gauge("sgbus_opa_up", "1 when the last OPA query succeeded", registry=r)
         self.policy_revision = Gauge(
             "sgbus_policy_revision_info", "Policy revision of the last decision", ["revision"], registry=r

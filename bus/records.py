@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
@@ -19,12 +19,24 @@ class SealedSubject(Rec):
     """Controller tokens per identifier, and the whole subject sealed with AES-GCM."""
 
     tokens: dict[str, str]
+    token_kid: str
     sealed: dict[str, str] = Field(repr=False)
 
 
-class PseudonymisedEvent(Rec):
-    """An event on sg.events: validated, identifiers tokenised, identity sealed."""
+class Provenance(Rec):
+    """The publisher's signature, checked at ingest, carried so a recipient can check it too."""
 
+    kid: str
+    content_sha256: str
+    signature: str
+
+
+class PseudonymisedEvent(Rec):
+    """An event on sg.events: validated, source verified, identifiers tokenised, identity sealed."""
+
+    #: assigned by the bus from the ingress record (topic, partition, offset, timestamp): what
+    #: sealing, caching and the audit's dedupe bind to; the publisher's event_id is only a claim
+    ingest_id: UUID
     event_id: UUID
     event_type: str
     source: Source
@@ -34,7 +46,11 @@ class PseudonymisedEvent(Rec):
     classification: str
     subject: SealedSubject
     payload: dict[str, Any]
+    #: present only when the declaration was verified; declared_by_role is then the registered role
     urgency: Urgency | None = None
+    provenance: Provenance
+    #: when set (by `sgbus replay --failed`), route only to these recipients
+    replay_for: list[str] | None = None
 
     @property
     def subject_key(self) -> str:
@@ -78,18 +94,20 @@ class DeliveredEvent(Rec):
     subject: DeliveredSubject
     payload: dict[str, Any]
     sharing: SharingContext
+    provenance: Provenance
 
 
 class AuditRecord(Rec):
     """One policy decision, allow or deny, with everything needed to explain it later."""
 
     audit_id: UUID
+    ingest_id: UUID
     event_id: UUID
     event_type: str
     source_org: str
     source_agency: str
     recipient: str
-    decision: str  # "allow" | "deny"
+    decision: Literal["allow", "deny", "view_failed"]  # view_failed: allowed, but nothing delivered
     agreement: str | None
     lawful_basis: list[str]
     purpose: str
@@ -98,6 +116,7 @@ class AuditRecord(Rec):
     reasons: list[str]
     override: bool = False
     override_justification: str | None = None
+    override_role: str | None = None
     policy_revision: str
     subject_token: str
     decided_at: datetime

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from bus.audit.records import audit_record
-from bus.exceptions import PolicyUnavailable
+from bus.exceptions import KeyringError, PolicyUnavailable
 from bus.policy.client import PolicyClient
-from bus.policy.data import Partnership
+from bus.policy.data import Partner, Partnership
 from bus.policy.decision import Decision
 from bus.pseudonymise.engine import partner_key, policy_attributes, recipient_view, reveal_subject
 from bus.pseudonymise.keyring import Keyring
@@ -27,13 +27,15 @@ class Delivery:
     topic: str
     key: str
     event: DeliveredEvent
+    ingest_id: str
 
 
 @dataclass(frozen=True)
 class FailedView:
-    """An allowed share whose view could not be built (a bug, not bad input): dead-lettered."""
+    """An allowed share whose view could not be built (a key this worker lacks, or a bug):
+    audited as view_failed and dead-lettered with where the event is, for `sgbus replay --failed`."""
 
-    event_id: str
+    event: PseudonymisedEvent
     recipient: str
     error: str
 
@@ -59,8 +61,11 @@ def policy_event(event: PseudonymisedEvent | Envelope) -> dict[str, Any]:
         org_id=event.source.org_id,
         occurred_at=event.occurred_at.isoformat(),
         attributes=policy_attributes(event.event_type, payload),
-        urgent=event.urgency is not None,
+        # sg.events keeps an urgency block only when ingest verified its declaration; a raw event
+        # (policy simulate) counts as declared when it carries a declaration at all.
+        urgent=event.urgency is not None and (isinstance(event, PseudonymisedEvent) or bool(event.urgency.declaration)),
         justification_recorded=event.urgency is not None and bool(event.urgency.justification.strip()),
+        override_role=event.urgency.declared_by_role if event.urgency is not None else None,
     ).model_dump()
 
 
@@ -73,6 +78,9 @@ def requests_for(partnership: Partnership, events: list[E]) -> list[tuple[E, dic
     pairs = []
     for event in events:
         cands = candidates(partnership, event.event_type, event.source.agency.value, event.source.org_id)
+        only = getattr(event, "replay_for", None)
+        if only is not None:  # a replay of failed views: only the recipients that missed it
+            cands = [c for c in cands if c.recipient in only]
         if not cands:
             continue
         visible = policy_event(event)  # built once, shared by the event's requests
@@ -82,6 +90,7 @@ def requests_for(partnership: Partnership, events: list[E]) -> list[tuple[E, dic
 
 
 PartnershipSource = Callable[[], tuple[Partnership, str]]
+KeyringSource = Callable[[bool], Keyring]  # force: re-read even if the file looks unchanged
 
 
 class Router:
@@ -89,8 +98,9 @@ class Router:
 
     def __init__(self, partnership: Partnership, keyring: Keyring, policy: PolicyClient,
                  revision: str = "unknown", source: PartnershipSource | None = None,
-                 query_events: int = 100) -> None:
+                 query_events: int = 100, keyring_source: KeyringSource | None = None) -> None:
         self.partnership = partnership
+        self._keyring_source = keyring_source
         self.query_events = query_events
         self.keyring = keyring
         self.policy = policy
@@ -129,6 +139,8 @@ class Router:
 
     async def route_batch(self, events: list[PseudonymisedEvent]) -> RoutePlan:
         """Raises PolicyUnavailable (nothing decided, nothing shared) when OPA cannot answer."""
+        if self._keyring_source is not None:  # pick up a `keys rotate` before the batch
+            self.keyring = self._keyring_source(False)
         pairs, decisions = await self._decide(events)
         await self._check_revision(decisions)
         plan = RoutePlan(decisions=decisions)
@@ -137,23 +149,51 @@ class Router:
         # id-keyed cache gave the second event the first child's identity.
         opened: dict[int, dict[str, Any]] = {}
         for (event, _req), decision in zip(pairs, decisions, strict=True):
-            plan.audits.append(audit_record(event, decision))
             if not decision.allow:
+                plan.audits.append(audit_record(event, decision))
                 continue
             partner = self.partnership.partner(decision.recipient)
             if partner is None:  # policy allowed a partner this worker does not know: share nothing
+                plan.audits.append(audit_record(event, decision, view_failed="unknown_recipient"))
                 continue
             try:
-                if id(event) not in opened:
-                    opened[id(event)] = reveal_subject(event, self.keyring)
-                subject = opened[id(event)]
-                view = recipient_view(event, decision, partner, self.keyring, subject)
-                partner_kafka_key = partner_key(subject, partner, self.keyring, str(event.event_id))
+                delivery = self._deliver(event, decision, partner, opened)
+            except KeyringError:
+                # A key this worker has not loaded yet (e.g. `keys rotate` by another process):
+                # re-read the keyring once, then give up on this share, recorded as such.
+                try:
+                    if self._keyring_source is None:
+                        raise
+                    self.keyring = self._keyring_source(True)
+                    delivery = self._deliver(event, decision, partner, opened)
+                except Exception as exc:
+                    self._failed(plan, event, decision, partner.id, exc)
+                    continue
             except Exception as exc:  # never stop the stream; the type name is safe to record
-                plan.failed.append(FailedView(str(event.event_id), partner.id, type(exc).__name__))
+                self._failed(plan, event, decision, partner.id, exc)
                 continue
-            plan.deliveries.append(Delivery(deliver_topic(partner.id), partner_kafka_key, view))
+            plan.audits.append(audit_record(event, decision))
+            plan.deliveries.append(delivery)
         return plan
+
+    def _deliver(self, event: PseudonymisedEvent, decision: Decision, partner: Partner,
+                 opened: dict[int, dict[str, Any]]) -> Delivery:
+        # Each event's identity is opened once for all its recipients. Cached per event *object*,
+        # not per event id: a publisher can reuse an id for another child (issue 13), and an
+        # id-keyed cache gave the second event the first child's identity.
+        if id(event) not in opened:
+            opened[id(event)] = reveal_subject(event, self.keyring)
+        subject = opened[id(event)]
+        view = recipient_view(event, decision, partner, self.keyring, subject)
+        return Delivery(deliver_topic(partner.id), partner_key(subject, partner, self.keyring, str(event.ingest_id)),
+                        view, str(event.ingest_id))
+
+    @staticmethod
+    def _failed(plan: RoutePlan, event: PseudonymisedEvent, decision: Decision, recipient: str,
+                exc: BaseException) -> None:
+        error = type(exc).__name__
+        plan.audits.append(audit_record(event, decision, view_failed=error))
+        plan.failed.append(FailedView(event, recipient, error))
 
 
 def delivery_latency_s(event: DeliveredEvent) -> float:

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     keyring_json: SecretStr | None = Field(
         default=None, description="the keyring itself (JSON), e.g. from a secret store; wins over the file"
     )
+    audit_signing_key_json: SecretStr | None = Field(
+        default=None, description="the audit checkpoint signing key (JSON) from a secret store; default: "
+                                  "$SGBUS_HOME/audit-signing/signing-key.json (audit stage only)")
+    audit_public_keys: Path | None = Field(
+        default=None, description="public keys that verify audit checkpoints; default: "
+                                  "$SGBUS_HOME/audit-signing/public-keys.json")
     audit_db: Path | None = Field(default=None, description="audit store (SQLite); default: $SGBUS_HOME/audit.db")
     audit_dsn: SecretStr | None = Field(
         default=None, description="PostgreSQL DSN of the audit store; when set, used instead of SQLite"

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from bus import toolchain
+from bus.audit.signer import ensure_audit_signer
 from bus.exceptions import StackError
 from bus.policy.bundle import SIGNING_ALG, Bundle, build_bundle, ensure_policy_key
 from bus.policy.data import load_partnership
+from bus.provenance.registry import LocalSigners
 from bus.security import opa_auth
 from bus.security.credentials import CredentialStore
 from bus.security.files import private_dir, restrict_umask
@@ -315,7 +317,8 @@ class Stack:
     def build_policy_bundle(self, policies_dir: Path | None = None) -> Bundle:
         """The signed bundle of `policies_dir` (default: the stack's), ready for OPA."""
         return build_bundle(policies_dir or self.policies_dir, self.home / "opa" / "policies.tar.gz",
-                            ensure_policy_key(self.home), opa_auth.token_hashes(self.home))
+                            ensure_policy_key(self.home), opa_auth.token_hashes(self.home),
+                            signers=LocalSigners(self.home).registry())
 
     def opa_command(self, port: int, config: Path, bundle: Path) -> list[str]:
         """`opa run` as the stack starts it: HTTPS, token authentication, the system.authz
@@ -387,6 +390,15 @@ class Stack:
         status = self.status()
         started: list[str] = []
         partnership = load_partnership(self.policies_dir / "data")
+        # The local stack's publishers sign with keys it issues (one per source organisation);
+        # a partner's own deployment gets its key from `sgbus partners keys issue`.
+        new_keys = LocalSigners(self.home).ensure_publishers((p.agency, p.org_id) for p in partnership.partners)
+        if new_keys:
+            self.progress(f"issued {len(new_keys)} publisher signing keys")
+        if ensure_audit_signer(self.home)[1]:
+            self.progress("created the audit signing key (audit-signing/)")
+        if status["opa"]["alive"] and new_keys:
+            self.reload_policies()
         if not status["kafka"]["alive"]:
             self.progress("starting Kafka ...")
             self.start_kafka()

@@ -13,6 +13,10 @@ from schemas.envelope import Agency
 
 EVENTS = "sg.events"
 AUDIT = "sg.audit"
+#: signed audit chain heads, published outside the audit database; compacted (the latest head
+#: per key is kept), readable by every partner
+AUDIT_HEADS = "sg.audit.heads"
+AUDIT_HEADS_KEY = b"audit-chain"
 DLQ = "sg.dlq"
 INGRESS_PREFIX = "sg.ingress."
 DELIVER_PREFIX = "sg.deliver."
@@ -45,7 +49,8 @@ def topic_specs(partnership: Partnership) -> list[TopicSpec]:
                                         "segment.ms": str(INGRESS_SEGMENT_MS)}) for a in Agency
     ]
     # sg.audit has one partition: one audit agent at a time writes the one hash chain, in order.
-    specs += [TopicSpec(EVENTS, 4), TopicSpec(AUDIT, 1), TopicSpec(DLQ, 1)]
+    specs += [TopicSpec(EVENTS, 4), TopicSpec(AUDIT, 1), TopicSpec(DLQ, 1),
+              TopicSpec(AUDIT_HEADS, 1, {"cleanup.policy": "compact"})]
     specs += [TopicSpec(deliver_topic(p.id), 2, {"retention.ms": str(deliver_retention_ms(partnership, p.id))})
               for p in partnership.partners]
     return specs

@@ -8,13 +8,14 @@ import time
 import faust
 
 from bus import logs
-from bus.app import Services, create_app
+from bus.app import Services, SignerSource, create_app
 from bus.audit.chain import open_audit_store
+from bus.audit.signer import load_signer
 from bus.exceptions import PolicyUnavailable
 from bus.metrics import Metrics
 from bus.policy.client import PolicyClient
-from bus.policy.loader import fetch_partnership
-from bus.pseudonymise.keyring import keyring_from_settings
+from bus.policy.loader import fetch_partnership, fetch_signers
+from bus.pseudonymise.keyring import KeyringWatch
 from bus.route import Router
 from bus.security.opa_auth import OpaAccess
 from bus.security.principals import STAGE_PRINCIPALS
@@ -44,18 +45,25 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     access = kafka_access(settings, bootstrap, STAGE_PRINCIPALS[stage])
     opa = opa_access(settings, opa_url, "worker")
     secret = settings.keyring_json.get_secret_value() if settings.keyring_json else None
-    keyring = keyring_from_settings(settings.keyring_path, secret)
+    keys = KeyringWatch(settings.keyring_path, secret)
+    # Only the audit stage signs checkpoints; no other process needs (or gets) the key.
+    audit_signer = None
+    if stage in ("all", "audit"):
+        audit_secret = settings.audit_signing_key_json
+        audit_signer = load_signer(settings.home, audit_secret.get_secret_value() if audit_secret else None)
     metrics = Metrics()
     port = metrics.serve(settings.metrics_port)
     log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
     partnership, revision = _wait_for_partnership(opa, metrics)
     log.info("policy_loaded", revision=revision, partners=len(partnership.partners))
     policy = PolicyClient(opa, timeout_s=settings.opa_timeout_s)
-    services = Services(settings=settings, keyring=keyring, metrics=metrics,
-                        router=Router(partnership, keyring, policy, revision,
+    services = Services(settings=settings, keys=keys, metrics=metrics,
+                        router=Router(partnership, keys(), policy, revision,
                                       source=lambda: fetch_partnership(opa),
-                                      query_events=settings.batch_size),
-                        audit_store=open_audit_store(settings))
+                                      query_events=settings.batch_size, keyring_source=keys),
+                        audit_store=open_audit_store(settings),
+                        signers=SignerSource(lambda: fetch_signers(opa), initial=fetch_signers(opa)),
+                        audit_signer=audit_signer)
     run_faust(create_app(access, services, stage), settings)
 
 

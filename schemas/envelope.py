@@ -93,6 +93,10 @@ class Urgency(Strict):
     urgent_risk_of_significant_harm: Literal[True]
     justification: str = Field(min_length=20, max_length=1000, json_schema_extra=tag(PersonalData.FREE_TEXT))
     declared_by_role: str = Field(min_length=2, max_length=80, description="e.g. duty inspector, MASH manager")
+    declaration: str | None = Field(
+        default=None, max_length=200,
+        description="detached EdDSA JWS by a key registered to declared_by_role (README: Provenance and integrity)",
+    )
 
 
 class Envelope(Strict):
@@ -111,7 +115,10 @@ class Envelope(Strict):
     subject: Subject
     classification: Literal["OFFICIAL-SENSITIVE"] = "OFFICIAL-SENSITIVE"
     urgency: Urgency | None = None
-    signature: str | None = Field(default=None, max_length=200)
+    signature: str | None = Field(
+        default=None, max_length=200,
+        description="detached EdDSA JWS by the source organisation's registered key; required at ingest",
+    )
 
     def partition_key(self) -> bytes:
         """Kafka key for the ingress topics: the same for every event about one child, so a

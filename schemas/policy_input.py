@@ -21,6 +21,8 @@ class PolicyEvent(BaseModel):
     attributes: dict[str, Any] = Field(description="payload fields that are not free text")
     urgent: bool = Field(default=False, description="urgent risk of significant harm declared")
     justification_recorded: bool = Field(default=False, description="the declaration carries a justification")
+    override_role: str | None = Field(
+        default=None, description="the registered role whose signed declaration the bus verified")
 
 
 class PolicyRequest(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -20,3 +20,15 @@ def wait_for(probe: Callable[[], T | None], timeout_s: float = 60.0, interval_s:
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+def pseudonymised(event: Any, keyring: Any, override_role: str | None = None) -> Any:
+    """pseudonymise_at_ingest as ingest calls it, with a fresh ingest id and a stand-in
+    provenance (signature checks have their own tests)."""
+    import uuid
+
+    from bus.pseudonymise.engine import pseudonymise_at_ingest
+    from bus.records import Provenance
+
+    return pseudonymise_at_ingest(event, keyring, ingest_id=uuid.uuid4(), override_role=override_role,
+                                  provenance=Provenance(kid="test", content_sha256="test", signature="test"))

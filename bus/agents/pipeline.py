@@ -12,11 +12,12 @@ from faust.types import TP
 from pydantic import ValidationError
 
 from bus import logs
+from bus.audit.chain import IngestedCheck
 from bus.exceptions import PolicyUnavailable
-from bus.ingest import ingest
-from bus.records import AuditRecord, PseudonymisedEvent, decode_audit_batch, encode_audit_batches
+from bus.ingest import ingest, rejected
+from bus.records import AuditRecord, DeadLetter, PseudonymisedEvent, decode_audit_batch, encode_audit_batches
 from bus.route import RoutePlan, delivery_latency_s
-from bus.topics import AUDIT, DLQ, EVENTS, ingress_topic
+from bus.topics import AUDIT, AUDIT_HEADS, AUDIT_HEADS_KEY, DLQ, EVENTS, ingress_topic
 from schemas.envelope import Agency
 
 log = logs.get("sgbus.worker")
@@ -55,6 +56,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     events = raw_topic(EVENTS)
     audit = raw_topic(AUDIT)
     dlq = raw_topic(DLQ)
+    audit_heads = raw_topic(AUDIT_HEADS)
     deliver_topics: dict[str, faust.TopicT] = {}
 
     def deliver_topic(name: str) -> faust.TopicT:
@@ -62,20 +64,56 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             deliver_topics[name] = raw_topic(name)
         return deliver_topics[name]
 
-    async def ingest_one(ev: faust.EventT[bytes]) -> None:
-        msg = ev.message
-        out = ingest(ev.value, svc.keyring, topic=msg.topic, partition=msg.partition, offset=msg.offset)
-        if out.event is not None:
+    async def dead_letter(dl: DeadLetter, tp: TP) -> None:
+        await send(dlq, str(dl.dlq_id).encode(), dl.model_dump_json().encode(), tp)
+        code = dl.reasons[0]["code"] if dl.reasons else "unknown"
+        metrics.events_rejected.labels(code).inc()
+        metrics.dlq.labels(code).inc()
+        log.warning("event_rejected", topic=dl.topic, offset=dl.offset, code=code,
+                    field=dl.reasons[0]["field"] if dl.reasons else "$")
+
+    async def ingest_batch(batch: list[faust.EventT[bytes]]) -> None:
+        """Check, pseudonymise and register a batch; then send, in order, what passed."""
+        signers = svc.signers.refresh()
+        keyring = svc.keyring
+        outcomes = []
+        for ev in batch:
+            msg = ev.message
+            stamp = int(msg.timestamp * 1000) if msg.timestamp else 0
+            out = ingest(ev.value, keyring, signers, topic=msg.topic, partition=msg.partition,
+                         offset=msg.offset, timestamp_ms=stamp)
+            if out.dead_letter is not None and out.dead_letter.reasons[0]["code"] == "unknown_signing_key":
+                # A key issued since the register was last read: read it again, then decide.
+                out = ingest(ev.value, keyring, svc.signers.refresh(unknown_key=True), topic=msg.topic,
+                             partition=msg.partition, offset=msg.offset, timestamp_ms=stamp)
+            outcomes.append(out)
+        # Event ids are the publisher's claim: the first content seen under an id wins; the same
+        # content again is a harmless replay; other content under a used id is dead-lettered.
+        checks = [IngestedCheck(str(o.event.event_id), o.event.provenance.content_sha256, str(o.event.ingest_id))
+                  for o in outcomes if o.event is not None]
+        first = await asyncio.to_thread(svc.audit_store.register_ingested, checks) if checks else {}
+        for ev, out in zip(batch, outcomes, strict=True):
+            msg = ev.message
+            if out.event is None:
+                if out.dead_letter is not None:
+                    await dead_letter(out.dead_letter, msg.tp)
+                continue
+            seen = first.get(str(out.event.event_id))
+            if seen is not None and seen.ingest_id != str(out.event.ingest_id):
+                if seen.content_sha256 == out.event.provenance.content_sha256:
+                    metrics.events_replayed.inc()
+                    continue
+                await dead_letter(rejected(ev.value, [{
+                    "field": "event_id", "code": "duplicate_event_id",
+                    "message": "this event id was already used for an event with other content"}],
+                    topic=msg.topic, partition=msg.partition, offset=msg.offset).dead_letter, msg.tp)  # type: ignore[arg-type]
+                continue
+            if out.override_refused is not None:
+                metrics.overrides_refused.labels(out.override_refused).inc()
+                log.warning("override_refused", code=out.override_refused, topic=msg.topic, offset=msg.offset,
+                            event_type=out.event.event_type)
             await send(events, out.event.subject_key.encode(), out.event.model_dump_json().encode(), msg.tp)
             metrics.events_ingested.labels(out.event.source.agency.value, out.event.event_type).inc()
-        elif out.dead_letter is not None:
-            dl = out.dead_letter
-            await send(dlq, str(dl.dlq_id).encode(), dl.model_dump_json().encode(), msg.tp)
-            code = dl.reasons[0]["code"] if dl.reasons else "unknown"
-            metrics.events_rejected.labels(code).inc()
-            metrics.dlq.labels(code).inc()
-            log.warning("event_rejected", topic=dl.topic, offset=dl.offset, code=code,
-                        field=dl.reasons[0]["field"] if dl.reasons else "$")
 
     def transactional_id(source: TP) -> str:
         return f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
@@ -105,16 +143,11 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 consumer._committed_offset[tp] = offset
 
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
-        if not exactly_once:
-            # One event at a time; events() keeps each message's topic and offset for the
-            # dead letter.
-            async for ev in stream.events():
-                await ingest_one(ev)
-            return
+        # Batches (events keep each message's topic and offset for the dead letter): one
+        # register round trip to the store per batch.
         async for batch in stream.take_events(  # type: ignore[attr-defined]  # on Stream, not StreamT
                 batch_size, within=settings.batch_window_s):
-            for ev in batch:
-                await ingest_one(ev)
+            await ingest_batch(batch)
             await commit_batch(batch)
 
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
@@ -122,6 +155,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 batch_size, within=settings.batch_window_s):
             # Every output goes out in the transaction of its own event's source partition.
             source: dict[str, TP] = {}
+            where: dict[int, tuple[TP, int]] = {}
             parsed: list[PseudonymisedEvent] = []
             for ev in batch:
                 try:
@@ -131,21 +165,27 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                     await send(dlq, None, b'{"stage":"route","reason":"malformed_internal"}', ev.message.tp)
                     continue
                 parsed.append(event)
-                source[str(event.event_id)] = ev.message.tp
+                source[str(event.ingest_id)] = ev.message.tp
+                where[id(event)] = (ev.message.tp, ev.message.offset)
             plan = await _decide_with_retry(parsed)
             for d in plan.deliveries:
                 await send(deliver_topic(d.topic), d.key.encode(), d.event.model_dump_json().encode(),
-                           source[str(d.event.event_id)])
+                           source[str(d.ingest_id)])
             for failed in plan.failed:
                 metrics.dlq.labels("view_failed").inc()
+                metrics.views_failed.labels(failed.recipient).inc()
                 log.error("view_failed", recipient=failed.recipient, error=failed.error)
-                await send(dlq, failed.event_id.encode(), json.dumps({
-                    "stage": "route", "event_id": failed.event_id, "recipient": failed.recipient,
+                tp, offset = where[id(failed.event)]
+                # Where the event is on sg.events, so `sgbus replay --failed` can route it again.
+                await send(dlq, str(failed.event.ingest_id).encode(), json.dumps({
+                    "stage": "route", "event_id": str(failed.event.event_id),
+                    "ingest_id": str(failed.event.ingest_id), "recipient": failed.recipient,
+                    "events_partition": tp.partition, "events_offset": offset,
                     "reasons": [{"field": "$", "code": "view_failed", "message": failed.error}],
-                }).encode(), source[failed.event_id])
+                }).encode(), tp)
             by_source: dict[TP, list[AuditRecord]] = {}
             for rec in plan.audits:
-                by_source.setdefault(source[str(rec.event_id)], []).append(rec)
+                by_source.setdefault(source[str(rec.ingest_id)], []).append(rec)
             for tp, records in by_source.items():
                 for key, value in encode_audit_batches(records):
                     await send(audit, key, value, tp)
@@ -168,8 +208,12 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                     records.extend(decode_audit_batch(ev.value))
                 except ValidationError:
                     metrics.dlq.labels("malformed_audit").inc()
-            added = await asyncio.to_thread(svc.audit_store.append, records, svc.keyring)
+            added, checkpoint = await asyncio.to_thread(svc.audit_store.append, records, svc.audit_signer)
             metrics.audit_stored.inc(added)
+            if checkpoint is not None:
+                # Outside the database: an insider who rewrites the store cannot take this back.
+                await send(audit_heads, AUDIT_HEADS_KEY, checkpoint.to_json(), batch[-1].message.tp)
+                metrics.audit_heads_published.inc()
             await commit_batch(batch)
 
     if "ingest" in stages:

@@ -1,10 +1,14 @@
 """Hash-chained audit store (SQLite, or PostgreSQL when SGBUS_AUDIT_DSN is set) with
-Ed25519-signed checkpoints, and its verification.
+Ed25519-signed checkpoints, and its verification with the public key only.
 
 Each stored record gets a sequence number, the previous record's hash and its own hash:
 SHA-256 over `prev_hash`, a newline, and the canonical JSON of the record. Altering,
-removing, inserting or reordering any record breaks the chain at that point; signed
-checkpoints over the chain head also expose a truncated tail.
+removing, inserting or reordering any record breaks the chain at that point. Each append
+signs a checkpoint over the new head that names the previous checkpoint, so checkpoints form
+their own chain; the audit stage also publishes each checkpoint to the compacted topic
+`sg.audit.heads` (outside the database), and `verify` checks the database against the latest
+published one: a tail removed together with its checkpoints, or a rewritten and rehashed
+record, no longer matches what was published.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bus.pseudonymise.keyring import Keyring
+from bus.audit.signer import AuditSigner, AuditVerifier
 from bus.records import AuditRecord
 from bus.settings import Settings
 
@@ -30,24 +34,37 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
     seq BIGINT PRIMARY KEY,
     audit_id TEXT NOT NULL UNIQUE,
+    ingest_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     recipient TEXT NOT NULL,
+    decision TEXT NOT NULL,
     subject_token TEXT NOT NULL,
     decided_at TEXT NOT NULL,
     body TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL,
-    UNIQUE (event_id, recipient)
+    UNIQUE (ingest_id, recipient, decision)
 );
 CREATE INDEX IF NOT EXISTS audit_subject ON audit (subject_token);
+CREATE INDEX IF NOT EXISTS audit_event ON audit (event_id);
 CREATE TABLE IF NOT EXISTS checkpoints (
     seq BIGINT PRIMARY KEY,
     hash TEXT NOT NULL,
+    prev_checkpoint BIGINT NOT NULL,
     signed_at TEXT NOT NULL,
     key_id TEXT NOT NULL,
     signature TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ingested (
+    event_id TEXT PRIMARY KEY,
+    content_sha256 TEXT NOT NULL,
+    ingest_id TEXT NOT NULL,
+    first_seen TEXT NOT NULL
+);
 """
+
+# The columns queries use, stored beside each record's hashed body: verify checks they agree.
+QUERY_COLUMNS = ("audit_id", "ingest_id", "event_id", "recipient", "decision", "subject_token", "decided_at")
 
 
 def canonical(body: dict[str, Any]) -> bytes:
@@ -58,8 +75,46 @@ def chain_hash(prev_hash: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + b"\n" + canonical(body)).hexdigest()
 
 
-def _checkpoint_message(seq: int, head: str, signed_at: str) -> bytes:
-    return f"sgbus-audit-checkpoint\n{seq}\n{head}\n{signed_at}".encode()
+def checkpoint_message(seq: int, head: str, prev_checkpoint: int, signed_at: str) -> bytes:
+    return f"sgbus-audit-checkpoint/2\n{seq}\n{head}\n{prev_checkpoint}\n{signed_at}".encode()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed chain head: what `sg.audit.heads` carries and the checkpoints table holds."""
+
+    seq: int
+    hash: str
+    prev_checkpoint: int
+    signed_at: str
+    key_id: str
+    signature: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.__dict__, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Checkpoint:
+        data = json.loads(raw)
+        return cls(int(data["seq"]), str(data["hash"]), int(data["prev_checkpoint"]), str(data["signed_at"]),
+                   str(data["key_id"]), str(data["signature"]))
+
+    def verifies(self, verifier: AuditVerifier) -> bool:
+        try:
+            signature = bytes.fromhex(self.signature)
+        except ValueError:
+            return False
+        return verifier.verify(self.key_id, signature,
+                               checkpoint_message(self.seq, self.hash, self.prev_checkpoint, self.signed_at))
+
+
+@dataclass(frozen=True)
+class IngestedCheck:
+    """What the register says about one event id at ingest."""
+
+    event_id: str
+    content_sha256: str
+    ingest_id: str
 
 
 @dataclass(frozen=True)
@@ -68,6 +123,7 @@ class StoredRecord:
     body: dict[str, Any]
     prev_hash: str
     hash: str
+    columns: dict[str, str]
 
 
 class AuditStoreError(Exception):
@@ -97,12 +153,23 @@ class AuditStore:
                                       f"{type(exc).__name__}") from None
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(statement)
+            self._check_schema()
         else:
             assert path is not None
             path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA busy_timeout=30000")  # the ingest and audit stages share the file
             self.db.executescript(_SCHEMA)
+            self._check_schema()
+
+    def _check_schema(self) -> None:
+        try:
+            self.db.execute("SELECT ingest_id, decision FROM audit WHERE 1 = 0")
+            self.db.execute("SELECT prev_checkpoint FROM checkpoints WHERE 1 = 0")
+        except Exception:
+            raise AuditStoreError(f"the audit store at {self.where} was made by an earlier sgbus (no ingest_id "
+                                  "column); keep it for reference and start a new one") from None
 
     @property
     def where(self) -> str:
@@ -130,10 +197,13 @@ class AuditStore:
         row = self._execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
-    def append(self, records: Iterable[AuditRecord], keyring: Keyring | None = None) -> int:
-        """Chain and store new records in one transaction; a repeat of an (event, recipient)
-        decision (at-least-once redelivery) is skipped. Signs a checkpoint over the new head."""
+    def append(self, records: Iterable[AuditRecord], signer: AuditSigner | None = None,
+               ) -> tuple[int, Checkpoint | None]:
+        """Chain and store new records in one transaction; a repeat of an (ingest, recipient,
+        decision) record (at-least-once redelivery) is skipped. Signs a checkpoint over the new
+        head, linked to the previous checkpoint; returns (records added, the new checkpoint)."""
         added = 0
+        checkpoint = None
         bodies = [rec.model_dump(mode="json") for rec in records]
         self._lock_for_append()
         try:
@@ -141,56 +211,103 @@ class AuditStore:
             seen = self._already_stored(bodies)
             rows = []
             for body in bodies:
-                if body["audit_id"] in seen or (body["event_id"], body["recipient"]) in seen:
+                dedupe = (body["ingest_id"], body["recipient"], body["decision"])
+                if body["audit_id"] in seen or dedupe in seen:
                     continue
-                seen.update((body["audit_id"], (body["event_id"], body["recipient"])))
+                seen.update((body["audit_id"], dedupe))
                 seq += 1
                 digest = chain_hash(prev, body)
-                rows.append((seq, body["audit_id"], body["event_id"], body["recipient"], body["subject_token"],
-                             body["decided_at"], canonical(body).decode(), prev, digest))
+                rows.append((seq, *(body[c] for c in QUERY_COLUMNS), canonical(body).decode(), prev, digest))
                 prev = digest
                 added += 1
             if rows:
-                insert = self._sql("INSERT INTO audit (seq, audit_id, event_id, recipient, subject_token, decided_at,"
-                                   " body, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                insert = self._sql(f"INSERT INTO audit (seq, {', '.join(QUERY_COLUMNS)}, body, prev_hash, hash)"  # noqa: S608 - fixed column names
+                                   f" VALUES ({', '.join('?' for _ in range(len(QUERY_COLUMNS) + 4))})")
                 if self.postgres:
                     with self.db.cursor() as cur:
                         cur.executemany(insert, rows)
                 else:
                     self.db.executemany(insert, rows)
-            if added and keyring is not None and keyring.audit is not None:
+            if added and signer is not None:
+                last = self._execute("SELECT MAX(seq) FROM checkpoints").fetchone()[0]
                 signed_at = datetime.now(UTC).isoformat()
-                signature = keyring.audit.sign(_checkpoint_message(seq, prev, signed_at))
+                prev_cp = int(last or 0)
+                checkpoint = Checkpoint(seq, prev, prev_cp, signed_at, signer.kid,
+                                        signer.sign(checkpoint_message(seq, prev, prev_cp, signed_at)).hex())
                 self._execute(
-                    "INSERT INTO checkpoints (seq, hash, signed_at, key_id, signature) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT (seq) DO UPDATE SET hash = excluded.hash, signed_at = excluded.signed_at,"
-                    " key_id = excluded.key_id, signature = excluded.signature",
-                    (seq, prev, signed_at, keyring.audit.kid, signature.hex()),
+                    "INSERT INTO checkpoints (seq, hash, prev_checkpoint, signed_at, key_id, signature)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (checkpoint.seq, checkpoint.hash, checkpoint.prev_checkpoint, checkpoint.signed_at,
+                     checkpoint.key_id, checkpoint.signature),
                 )
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return added
+        return added, checkpoint
 
     def _already_stored(self, bodies: list[dict[str, Any]]) -> set[Any]:
-        """Audit ids and (event, recipient) pairs of `bodies` already in the chain (one query
-        per 300 records rather than one per record)."""
+        """Audit ids and (ingest, recipient, decision) triples of `bodies` already in the chain
+        (one query per 300 records rather than one per record)."""
         seen: set[Any] = set()
-        for column, values in (("event_id", {b["event_id"] for b in bodies}),
+        for column, values in (("ingest_id", {b["ingest_id"] for b in bodies}),
                                ("audit_id", {b["audit_id"] for b in bodies})):
             ordered = sorted(values)
             for i in range(0, len(ordered), 300):
                 chunk = ordered[i:i + 300]
                 marks = ",".join("?" for _ in chunk)
-                query = f"SELECT audit_id, event_id, recipient FROM audit WHERE {column} IN ({marks})"  # noqa: S608
-                for audit_id, event_id, recipient in self._execute(query, chunk):
-                    seen.update((audit_id, (event_id, recipient)))
+                query = f"SELECT audit_id, ingest_id, recipient, decision FROM audit WHERE {column} IN ({marks})"  # noqa: S608
+                for audit_id, ingest_id, recipient, decision in self._execute(query, chunk):
+                    seen.update((audit_id, (ingest_id, recipient, decision)))
         return seen
 
+    def register_ingested(self, checks: list[IngestedCheck]) -> dict[str, IngestedCheck]:
+        """Record the first (content digest, ingest id) of each event id; returns, for every
+        event id in `checks`, the first one recorded (possibly by an earlier batch, another
+        ingest worker, or an earlier entry of `checks`)."""
+        if not checks:
+            return {}
+        now = datetime.now(UTC).isoformat()
+        insert = self._sql("INSERT INTO ingested (event_id, content_sha256, ingest_id, first_seen)"
+                           " VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING")
+        rows = [(c.event_id, c.content_sha256, c.ingest_id, now) for c in checks]
+        self.db.execute("BEGIN")
+        try:
+            if self.postgres:
+                with self.db.cursor() as cur:
+                    cur.executemany(insert, rows)
+            else:
+                self.db.executemany(insert, rows)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        found: dict[str, IngestedCheck] = {}
+        ids = sorted({c.event_id for c in checks})
+        for i in range(0, len(ids), 300):
+            chunk = ids[i:i + 300]
+            marks = ",".join("?" for _ in chunk)
+            query = f"SELECT event_id, content_sha256, ingest_id FROM ingested WHERE event_id IN ({marks})"  # noqa: S608
+            for event_id, digest, ingest_id in self._execute(query, chunk):
+                found[str(event_id)] = IngestedCheck(str(event_id), str(digest), str(ingest_id))
+        return found
+
+    def delivered(self, ingest_ids: list[str]) -> set[tuple[str, str]]:
+        """(ingest id, recipient) pairs among `ingest_ids` with an `allow` (delivered) record."""
+        found: set[tuple[str, str]] = set()
+        for i in range(0, len(ingest_ids), 300):
+            chunk = ingest_ids[i:i + 300]
+            marks = ",".join("?" for _ in chunk)
+            query = (f"SELECT ingest_id, recipient FROM audit WHERE decision = 'allow' "  # noqa: S608 - marks only
+                     f"AND ingest_id IN ({marks})")
+            found.update((str(a), str(b)) for a, b in self._execute(query, chunk))
+        return found
+
     def records(self) -> Iterator[StoredRecord]:
-        for seq, body, prev, digest in self._execute("SELECT seq, body, prev_hash, hash FROM audit ORDER BY seq"):
-            yield StoredRecord(int(seq), json.loads(body), str(prev), str(digest))
+        query = f"SELECT seq, body, prev_hash, hash, {', '.join(QUERY_COLUMNS)} FROM audit ORDER BY seq"  # noqa: S608
+        for seq, body, prev, digest, *columns in self._execute(query):
+            yield StoredRecord(int(seq), json.loads(body), str(prev), str(digest),
+                               dict(zip(QUERY_COLUMNS, (str(c) for c in columns), strict=True)))
 
     def count(self) -> int:
         return int(self._execute("SELECT COUNT(*) FROM audit").fetchone()[0])
@@ -203,9 +320,9 @@ class AuditStore:
         )
         return [json.loads(r[0]) for r in rows]
 
-    def checkpoints(self) -> list[tuple[int, str, str, str, str]]:
-        return [tuple(r) for r in self._execute(
-            "SELECT seq, hash, signed_at, key_id, signature FROM checkpoints ORDER BY seq")]
+    def checkpoints(self) -> list[Checkpoint]:
+        return [Checkpoint(int(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in self._execute(
+            "SELECT seq, hash, prev_checkpoint, signed_at, key_id, signature FROM checkpoints ORDER BY seq")]
 
 
 @dataclass(frozen=True)
@@ -216,10 +333,15 @@ class Verification:
     head: str
     problem: str | None = None
     first_bad_seq: int | None = None
+    published_seq: int | None = None
 
 
-def verify(store: AuditStore, keyring: Keyring | None = None) -> Verification:
-    """Walk the chain; report the first record that was altered, removed, inserted or moved."""
+def verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpoint | None = None,
+           ) -> Verification:
+    """Walk the chain and its checkpoints with the public keys only; report the first record
+    that was altered, removed, inserted or moved, a query column that disagrees with its
+    record, a missing or forged checkpoint, or a chain that ends before the latest head
+    published outside the database (`published`, from sg.audit.heads)."""
     prev, expected_seq, count = GENESIS, 1, 0
     hashes: dict[int, str] = {}
     for rec in store.records():
@@ -231,22 +353,43 @@ def verify(store: AuditStore, keyring: Keyring | None = None) -> Verification:
                                 " (a record was removed, inserted or reordered before it)", rec.seq)
         if chain_hash(prev, rec.body) != rec.hash:
             return Verification(False, count, 0, prev, f"record {rec.seq} was altered", rec.seq)
+        for column, value in rec.columns.items():
+            if str(rec.body.get(column)) != value:
+                return Verification(False, count, 0, prev, f"record {rec.seq}: column {column} disagrees with the "
+                                    "signed record (changed in the database)", rec.seq)
         prev, expected_seq = rec.hash, rec.seq + 1
         hashes[rec.seq] = rec.hash
     checkpoints = store.checkpoints()
-    for seq, digest, signed_at, kid, signature in checkpoints:
-        if keyring is not None and keyring.audit is not None:
-            if not keyring.audit.verify(kid, bytes.fromhex(signature), _checkpoint_message(seq, digest, signed_at)):
-                return Verification(False, count, len(checkpoints), prev,
-                                    f"checkpoint at record {seq} has a bad signature", seq)
-        if seq not in hashes:
-            return Verification(False, count, len(checkpoints), prev,
-                                f"records up to {seq} were signed but the chain ends at {expected_seq - 1}"
-                                " (removed from the end)", expected_seq)
-        if hashes[seq] != digest:
-            return Verification(False, count, len(checkpoints), prev,
-                                f"checkpoint at record {seq} does not match the chain", seq)
-    return Verification(True, count, len(checkpoints), prev)
+    n = len(checkpoints)
+
+    def fail(problem: str, seq: int) -> Verification:
+        return Verification(False, count, n, prev, problem, seq, published.seq if published else None)
+
+    previous = 0
+    for cp in checkpoints:
+        if verifier is not None and not cp.verifies(verifier):
+            return fail(f"checkpoint at record {cp.seq} has a bad signature", cp.seq)
+        if cp.prev_checkpoint != previous:
+            return fail(f"checkpoint at record {cp.seq} follows checkpoint {cp.prev_checkpoint}, which is missing"
+                        " (checkpoints were removed)", cp.seq)
+        if cp.seq not in hashes:
+            return fail(f"records up to {cp.seq} were signed but the chain ends at {expected_seq - 1}"
+                        " (removed from the end)", expected_seq)
+        if hashes[cp.seq] != cp.hash:
+            return fail(f"checkpoint at record {cp.seq} does not match the chain", cp.seq)
+        previous = cp.seq
+    if published is not None:
+        if verifier is not None and not published.verifies(verifier):
+            return fail("the published head (sg.audit.heads) has a bad signature", published.seq)
+        if published.seq not in hashes:
+            return fail(f"the published head is at record {published.seq} but the chain ends at "
+                        f"{expected_seq - 1} (records and checkpoints removed from the end)", expected_seq)
+        if hashes[published.seq] != published.hash:
+            return fail(f"record {published.seq} differs from the published head (the chain was rewritten)",
+                        published.seq)
+        if not any(cp.seq == published.seq and cp.hash == published.hash for cp in checkpoints):
+            return fail(f"the checkpoint at record {published.seq} (published) is missing", published.seq)
+    return Verification(True, count, n, prev, published_seq=published.seq if published else None)
 
 
 def require_tls(dsn: str) -> str:

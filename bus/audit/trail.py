@@ -26,15 +26,20 @@ def render(records: list[dict[str, Any]]) -> list[str]:
         when = r["decided_at"][:19].replace("T", " ")
         head = f"{when}  {r['event_type']:<42} -> {r['recipient']:<28}"
         if r["decision"] == "allow":
-            marker = " (EMERGENCY OVERRIDE)" if r.get("override") else ""
+            marker = f" (EMERGENCY OVERRIDE declared by {r.get('override_role')})" if r.get("override") else ""
             lines.append(f"{head} SHARED under {r['agreement']}{marker}")
             lines.append(f"      purpose {r['purpose']}; lawful basis: {'; '.join(r['lawful_basis'])}")
             modes = ", ".join(f"{k}={v}" for k, v in sorted(r["identifier_modes"].items())) or "none"
             lines.append(f"      fields: {', '.join(r['fields_shared']) or 'none'}; identifiers: {modes}")
+        elif r["decision"] == "view_failed":
+            lines.append(f"{head} ALLOWED, NOT DELIVERED (view failed; `sgbus replay --failed`)")
+            lines.append(f"      why: {'; '.join(r['reasons'])}")
         else:
             lines.append(f"{head} DENIED")
             lines.append(f"      why: {'; '.join(r['reasons'])}")
         lines.append(f"      policy revision {r['policy_revision']}; audit id {r['audit_id']}")
     shared = sum(1 for r in records if r["decision"] == "allow")
-    lines.append(f"{len(records)} decision(s): {shared} shared, {len(records) - shared} denied")
+    failed = sum(1 for r in records if r["decision"] == "view_failed")
+    tail = f", {failed} allowed but not delivered" if failed else ""
+    lines.append(f"{len(records)} decision(s): {shared} shared, {len(records) - shared - failed} denied{tail}")
     return lines

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -36,8 +37,10 @@ class Prepared:
     candidates: int  # audit records the pipe writes for it: one per candidate recipient
 
 
-def prepare(partnership: Partnership, count: int, seed: int) -> list[Prepared]:
-    """`count` varied events of the subscribed types (every one is routed to someone)."""
+def prepare(partnership: Partnership, count: int, seed: int,
+            sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[Prepared]:
+    """`count` varied events of the subscribed types (every one is routed to someone), signed
+    by their source organisation's key when `sign` is given (the bus dead-letters unsigned ones)."""
     subscribed = {t for s in partnership.subscriptions for t in s.event_types}
     out: list[Prepared] = []
     synth = Synth(seed=seed)
@@ -45,6 +48,8 @@ def prepare(partnership: Partnership, count: int, seed: int) -> list[Prepared]:
         for raw in synth.stream(min(5000, 2 * (count - len(out)))):
             if raw["event_type"] not in subscribed:
                 continue
+            if sign is not None:
+                raw = sign(raw)
             event = parse_event_dict(raw)
             n = len(candidates(partnership, event.event_type, event.source.agency.value, event.source.org_id))
             out.append(Prepared(ingress_topic(event.source.agency), event.partition_key(),

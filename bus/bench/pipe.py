@@ -27,6 +27,7 @@ from bus.bench.profile import summarise_collapsed
 from bus.demo import stop_worker
 from bus.exceptions import StackError
 from bus.policy.data import Partnership, load_partnership
+from bus.provenance.registry import LocalSigners
 from bus.pseudonymise.keyring import init_keyring
 from bus.security.kafka_access import KafkaAccess
 from bus.security.principals import stage_app_id
@@ -389,12 +390,15 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
     h = Harness(home.resolve(), policies_dir.resolve(), progress)
     began = time.time()
     progress(f"preparing {cfg.events:,} + {cfg.backfill:,} synthetic events ...")
-    main = prepare(h.partnership, cfg.events, cfg.seed)
-    extra = prepare(h.partnership, cfg.events // 2, cfg.seed + 1) if cfg.profile else []
-    warm = prepare(h.partnership, WARMUP, cfg.seed + 2)
-    loads = [prepare(h.partnership, int(rate * seconds), cfg.seed + 10 + i)
+    # Each organisation's signing key, issued here so the stack's bundle registers it.
+    signers = LocalSigners(h.home)
+    signers.ensure_publishers((p.agency, p.org_id) for p in h.partnership.partners)
+    main = prepare(h.partnership, cfg.events, cfg.seed, signers.sign)
+    extra = prepare(h.partnership, cfg.events // 2, cfg.seed + 1, signers.sign) if cfg.profile else []
+    warm = prepare(h.partnership, WARMUP, cfg.seed + 2, signers.sign)
+    loads = [prepare(h.partnership, int(rate * seconds), cfg.seed + 10 + i, signers.sign)
              for i, (rate, seconds) in enumerate(zip(cfg.loads, cfg.load_seconds, strict=True))]
-    backfill = prepare(h.partnership, cfg.backfill, cfg.seed + 3)
+    backfill = prepare(h.partnership, cfg.backfill, cfg.seed + 3, signers.sign)
     results: dict[str, Any] = {"config": asdict(cfg)}
     h.up()
     try:

@@ -15,14 +15,16 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from bus import toolchain
 from bus.exceptions import PolicyDataError
-from bus.policy.data import load_partnership
+from bus.policy.data import catalogue, load_partnership
 from bus.policy.revision import policy_revision, rego_files
+from bus.provenance.registry import SignerRegistry
 from bus.security.files import private_dir, write_private
 
 SIGNING_ALG = "ES256"
@@ -61,13 +63,19 @@ class Bundle:
     revision: str
 
 
+def bundle_extra(signers: SignerRegistry | None) -> dict[str, Any]:
+    """Bundle data besides the partnership: the event catalogue and the signing key register."""
+    return {"catalogue": catalogue(), "signers": (signers or SignerRegistry()).model_dump(mode="json")}
+
+
 def build_bundle(policies_dir: Path, out: Path, key: PolicyKey, token_hashes: dict[str, str],
-                 *, sign: bool = True) -> Bundle:
+                 *, signers: SignerRegistry | None = None, sign: bool = True) -> Bundle:
     """Validate the partnership data and build the signed bundle at `out`. `sign=False`
     exists only so tests can show that OPA refuses an unsigned bundle."""
     partnership = load_partnership(policies_dir / "data")
     data = partnership.as_opa_data()
-    revision = policy_revision(policies_dir, data)
+    extra = bundle_extra(signers)
+    revision = policy_revision(policies_dir, data, extra)
     authz = policies_dir / "system" / "authz.rego"
     if not authz.is_file():
         raise PolicyDataError(f"{authz}: missing (OPA's API authorisation policy)")
@@ -79,6 +87,8 @@ def build_bundle(policies_dir: Path, out: Path, key: PolicyKey, token_hashes: di
             shutil.copyfile(rego, dest)
         files = {
             "sgbus/partnership/data.json": data,
+            "sgbus/catalogue/data.json": extra["catalogue"],
+            "sgbus/signers/data.json": extra["signers"],
             "sgbus/meta/data.json": {"revision": revision},
             "system/sgbus_tokens/data.json": token_hashes,
             ".manifest": {"revision": revision, "roots": list(ROOTS)},

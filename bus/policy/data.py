@@ -107,6 +107,10 @@ class Emergency(Model):
     )
     demographics: Demographics = Field(default_factory=Demographics)
     retention_days: int = Field(ge=1, le=36500)
+    declarer_roles: list[str] = Field(
+        min_length=1, description="roles whose signed declaration (a key registered to the role) can invoke it")
+    free_text: Literal["drop", "reveal"] = Field(
+        default="drop", description="whether an override also releases the event's free text")
 
 
 class Partnership(Model):
@@ -239,3 +243,12 @@ def _cross_check(p: Partnership, data_dir: Path, nodes: dict[str, yaml.Node | No
         if ag.valid_to is not None and ag.valid_to < ag.valid_from:
             problems.append(f"{where('agreements', i, 'valid_to')}: valid_to: before valid_from")
     return problems
+
+
+def catalogue() -> dict[str, dict[str, list[str]]]:
+    """Every event type's payload fields and which are free text (data.sgbus.catalogue)."""
+    from schemas.tags import PersonalData, tagged_fields
+
+    return {et: {"fields": sorted(payload_model(et).model_fields),
+                 "free_text": sorted(tagged_fields(payload_model(et), PersonalData.FREE_TEXT))}
+            for et in sorted(EVENT_MODELS)}

@@ -18,10 +18,13 @@ def rego_files(policies_dir: Path, *, include_tests: bool = False) -> list[Path]
     return [p for p in files if include_tests or not p.name.endswith("_test.rego")]
 
 
-def policy_revision(policies_dir: Path, data: dict[str, Any]) -> str:
+def policy_revision(policies_dir: Path, data: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    """`extra`: other bundle data decisions depend on (the catalogue, the signing key register)."""
     digest = hashlib.sha256()
     for path in rego_files(policies_dir):
         digest.update(str(path.relative_to(policies_dir)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     digest.update(json.dumps(data, sort_keys=True, separators=(",", ":")).encode())
+    if extra:
+        digest.update(b"\0" + json.dumps(extra, sort_keys=True, separators=(",", ":")).encode())
     return "sha256:" + digest.hexdigest()[:16]

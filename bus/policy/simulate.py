@@ -12,6 +12,7 @@ from typing import Any
 
 from bus import toolchain
 from bus.exceptions import PolicyDataError, SgbusError
+from bus.policy.bundle import bundle_extra
 from bus.policy.data import load_partnership
 from bus.policy.decision import Decision
 from bus.policy.revision import policy_revision, rego_files
@@ -23,13 +24,15 @@ def evaluate(policies_dir: Path, events: list[Envelope], today: str) -> tuple[st
     """(revision, {(event_id, recipient): decision}) from `opa eval` on one policy set."""
     partnership = load_partnership(policies_dir / "data")
     data = partnership.as_opa_data()
-    revision = policy_revision(policies_dir, data)
+    extra = bundle_extra(None)
+    revision = policy_revision(policies_dir, data, extra)
     pairs = requests_for(partnership, events)
     if not pairs:
         return revision, {}
     with tempfile.TemporaryDirectory(prefix="sgbus-sim-") as tmp:
         data_file = Path(tmp) / "data.json"
-        data_file.write_text(json.dumps({"sgbus": {"partnership": data, "meta": {"revision": revision}}}))
+        data_file.write_text(json.dumps({"sgbus": {"partnership": data, "meta": {"revision": revision},
+                                                   "catalogue": extra["catalogue"]}}))
         input_file = Path(tmp) / "input.json"
         input_file.write_text(json.dumps({"today": today, "requests": [r for _, r in pairs]}))
         args = [str(toolchain.ensure_opa().path), "eval", "--format", "json", "-i", str(input_file),

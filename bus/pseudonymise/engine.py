@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+from uuid import UUID
 
 from bus.policy.data import Partner
 from bus.policy.decision import Decision
@@ -22,6 +23,7 @@ from bus.pseudonymise.operators.token import token
 from bus.records import (
     DeliveredEvent,
     DeliveredSubject,
+    Provenance,
     PseudonymisedEvent,
     SealedSubject,
     SharingContext,
@@ -38,8 +40,15 @@ _URGENCY_FREE_TEXT = tuple(tagged_fields(Urgency, PersonalData.FREE_TEXT))
 _REDACT = get_operator("redact")
 
 
-def _subject_ad(event_id: object) -> str:
-    return f"{event_id}/subject"
+def _subject_ad(ingest_id: object, event_type: str, agency: str, org_id: str, token_kid: str) -> str:
+    """What a sealed identity is bound to: the bus-assigned ingest id (never the publisher's
+    event id, which a publisher can reuse), the event type, the source and the token key."""
+    return f"sgbus-subject/{ingest_id}/{event_type}/{agency}/{org_id}/{token_kid}"
+
+
+def subject_ad(event: PseudonymisedEvent) -> str:
+    return _subject_ad(event.ingest_id, event.event_type, event.source.agency.value, event.source.org_id,
+                       event.subject.token_kid)
 
 
 @lru_cache(maxsize=64)
@@ -51,26 +60,32 @@ def _subject_names(subject: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(subject[n]) for n, kind in DEMOGRAPHICS.items() if kind is Demographic.NAME and subject.get(n))
 
 
-def pseudonymise_at_ingest(event: Envelope, keyring: Keyring) -> PseudonymisedEvent:
+def pseudonymise_at_ingest(event: Envelope, keyring: Keyring, *, ingest_id: UUID, provenance: Provenance,
+                           override_role: str | None = None) -> PseudonymisedEvent:
     """Identifiers become controller tokens, the identity is sealed to this event, and free
-    text is redacted, so sg.events holds no raw identifier or name of the subject."""
+    text is redacted, so sg.events holds no raw identifier or name of the subject. The
+    urgency block is kept only with a verified declaration (`override_role`)."""
     subject = event.subject.model_dump(mode="json")
+    token_kid = keyring.token.active
     tokens = {
-        kind: token(keyring, CONTROLLER_DOMAIN, kind, value)
+        kind: token(keyring, CONTROLLER_DOMAIN, kind, value, token_kid)
         for kind, value in event.subject.identifiers.present().items()
     }
-    sealed = seal(keyring, subject, _subject_ad(event.event_id))
+    sealed = seal(keyring, subject, _subject_ad(ingest_id, event.event_type, event.source.agency.value,
+                                                event.source.org_id, token_kid))
     ctx = OperatorContext(keyring=keyring, names=_subject_names(subject))
     payload: dict[str, Any] = getattr(event, "payload").model_dump(mode="json")  # noqa: B009
     for name in free_text_fields(event.event_type):
         if payload.get(name) is not None:
             payload[name] = _REDACT.operate(payload[name], ctx, {})
-    urgency = event.urgency
+    urgency = event.urgency if override_role is not None else None
     if urgency is not None:
         urgency = urgency.model_copy(update={
-            name: _REDACT.operate(getattr(urgency, name), ctx, {}) for name in _URGENCY_FREE_TEXT
+            "declared_by_role": override_role,
+            **{name: _REDACT.operate(getattr(urgency, name), ctx, {}) for name in _URGENCY_FREE_TEXT},
         })
     return PseudonymisedEvent(
+        ingest_id=ingest_id,
         event_id=event.event_id,
         event_type=event.event_type,
         source=event.source,
@@ -78,9 +93,10 @@ def pseudonymise_at_ingest(event: Envelope, keyring: Keyring) -> PseudonymisedEv
         recorded_at=event.recorded_at,
         ingested_at=datetime.now(UTC),
         classification=event.classification,
-        subject=SealedSubject(tokens=tokens, sealed=sealed),
+        subject=SealedSubject(tokens=tokens, token_kid=token_kid, sealed=sealed),
         payload=payload,
         urgency=urgency,
+        provenance=provenance,
     )
 
 
@@ -134,7 +150,7 @@ def plan_for(decision: Decision) -> ViewPlan:
 
 def reveal_subject(event: PseudonymisedEvent, keyring: Keyring) -> dict[str, Any]:
     """Open the sealed identity (inside the bus only); one opening serves every recipient."""
-    subject: dict[str, Any] = reveal(keyring, event.subject.sealed, _subject_ad(event.event_id))
+    subject: dict[str, Any] = reveal(keyring, event.subject.sealed, subject_ad(event))
     return subject
 
 
@@ -198,4 +214,5 @@ def recipient_view(
             retention_days=decision.retention_days,
             delivered_at=datetime.now(UTC),
         ),
+        provenance=event.provenance,
     )

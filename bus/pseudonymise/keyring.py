@@ -10,9 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bus.exceptions import KeyringError
@@ -42,44 +40,12 @@ class KeySet:
 
 
 @dataclass(frozen=True)
-class SigningKeys:
-    """Ed25519 keys that sign audit checkpoints; old ones stay to verify old checkpoints."""
-
-    kid: str
-    keys: dict[str, bytes] = field(repr=False)
-
-    def sign(self, message: bytes) -> bytes:
-        return Ed25519PrivateKey.from_private_bytes(self.keys[self.kid]).sign(message)
-
-    def verify(self, kid: str, signature: bytes, message: bytes) -> bool:
-        raw = self.keys.get(kid)
-        if raw is None:
-            return False
-        try:
-            Ed25519PrivateKey.from_private_bytes(raw).public_key().verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
-
-    def __repr__(self) -> str:
-        return f"SigningKeys(kid={self.kid!r}, kids={sorted(self.keys)!r})"
-
-
-def _new_signing_key() -> tuple[str, bytes]:
-    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
-    raw = Ed25519PrivateKey.generate().private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
-    return _kid(), raw
-
-
-@dataclass(frozen=True)
 class Keyring:
-    """`token` keys derive one HMAC key per linkage domain; `seal` keys are AES-256-GCM keys;
-    `audit` keys sign audit checkpoints (Ed25519)."""
+    """`token` keys derive one HMAC key per linkage domain; `seal` keys are AES-256-GCM keys.
+    (The audit signing key is kept apart: bus/audit/signer.py.)"""
 
     token: KeySet
     seal: KeySet
-    audit: SigningKeys | None = None
     # Derived per-domain keys, kept so HKDF runs once per (domain, key) and not per token.
     _derived: dict[tuple[str, str], bytes] = field(default_factory=dict, repr=False, compare=False)
 
@@ -96,35 +62,20 @@ class Keyring:
     @classmethod
     def generate(cls) -> Keyring:
         tk, sk = _kid(), _kid()
-        ak, araw = _new_signing_key()
-        return cls(KeySet(tk, {tk: secrets.token_bytes(32)}), KeySet(sk, {sk: secrets.token_bytes(32)}),
-                   SigningKeys(ak, {ak: araw}))
+        return cls(KeySet(tk, {tk: secrets.token_bytes(32)}), KeySet(sk, {sk: secrets.token_bytes(32)}))
 
     def rotated(self) -> Keyring:
         tk, sk = _kid(), _kid()
-        ak, araw = _new_signing_key()
         return Keyring(
             KeySet(tk, {**self.token.keys, tk: secrets.token_bytes(32)}),
             KeySet(sk, {**self.seal.keys, sk: secrets.token_bytes(32)}),
-            SigningKeys(ak, {**(self.audit.keys if self.audit else {}), ak: araw}),
         )
-
-    def with_audit_key(self) -> Keyring:
-        """This keyring, given an audit signing key if it had none (keyrings made before audit)."""
-        if self.audit is not None:
-            return self
-        ak, araw = _new_signing_key()
-        return Keyring(self.token, self.seal, SigningKeys(ak, {ak: araw}))
 
     def to_json(self) -> dict[str, Any]:
         def enc(ks: KeySet) -> dict[str, Any]:
             return {"active": ks.active,
                     "keys": {k: base64.b64encode(v).decode() for k, v in ks.keys.items()}}
-        out: dict[str, Any] = {"version": 1, "token": enc(self.token), "seal": enc(self.seal)}
-        if self.audit is not None:
-            out["audit"] = {"active": self.audit.kid,
-                            "keys": {k: base64.b64encode(v).decode() for k, v in self.audit.keys.items()}}
-        return out
+        return {"version": 1, "token": enc(self.token), "seal": enc(self.seal)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Keyring:
@@ -135,13 +86,8 @@ class Keyring:
                 raise KeyringError(f"keyring {name} keys are inconsistent")
             return KeySet(part["active"], keys)
         try:
-            audit = None
-            if "audit" in data:
-                akeys = {k: base64.b64decode(v) for k, v in data["audit"]["keys"].items()}
-                if data["audit"]["active"] not in akeys or any(len(v) != 32 for v in akeys.values()):
-                    raise KeyringError("keyring audit keys are inconsistent")
-                audit = SigningKeys(data["audit"]["active"], akeys)
-            return cls(dec("token"), dec("seal"), audit)
+            # An "audit" member (keyrings before the signing key moved out) is not read.
+            return cls(dec("token"), dec("seal"))
         except (KeyError, TypeError, ValueError) as exc:
             raise KeyringError(f"keyring is malformed ({type(exc).__name__})") from None
 
@@ -172,11 +118,7 @@ def init_keyring(path: Path, *, exist_ok: bool = True) -> tuple[Keyring, bool]:
     if path.is_file():
         if not exist_ok:
             raise KeyringError(f"a keyring already exists at {path}")
-        keyring = load_keyring(path)
-        if keyring.audit is None:  # upgrade a keyring made before audit signing existed
-            keyring = keyring.with_audit_key()
-            save_keyring(keyring, path)
-        return keyring, False
+        return load_keyring(path), False
     keyring = Keyring.generate()
     save_keyring(keyring, path)
     return keyring, True
@@ -191,3 +133,35 @@ def keyring_from_settings(path: Path, secret_json: str | None) -> Keyring:
             raise KeyringError("SGBUS_KEYRING_JSON is not valid JSON") from None
         return Keyring.from_json(data)
     return load_keyring(path)
+
+
+class KeyringWatch:
+    """The worker's keyring, re-read when its file changes, so a `sgbus keys rotate` reaches
+    running workers before the first event sealed under the new key does. (A keyring given in
+    SGBUS_KEYRING_JSON cannot change under a running process: restart to rotate.)"""
+
+    def __init__(self, path: Path, secret_json: str | None = None) -> None:
+        self.path, self._secret = path, secret_json
+        self._stamp = self._file_stamp()
+        self._keyring = keyring_from_settings(path, secret_json)
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        if self._secret:
+            return None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def __call__(self, force: bool = False) -> Keyring:
+        if self._secret:
+            return self._keyring
+        stamp = self._file_stamp()
+        if force or stamp != self._stamp:
+            try:
+                self._keyring = load_keyring(self.path)
+                self._stamp = stamp
+            except KeyringError:
+                pass  # half-written or gone: keep the keys we have; views that need more fail safely
+        return self._keyring

@@ -6,7 +6,8 @@ One principal per job, each allowed exactly its topics, consumer groups and tran
 - `sgbus-<stage>` for `ingest`, `route`, `audit` (exactly-once stage workers) and `worker`
   (all stages in one process); groups and transactional ids start `<stage>.`.
 - `publisher.<partner>`: writes only its agency's `sg.ingress.<agency>` topic.
-- `partner.<partner>`: reads only `sg.deliver.<partner>`, in groups starting `partner.<partner>.`.
+- `partner.<partner>`: reads only `sg.deliver.<partner>` and the published audit heads
+  (`sg.audit.heads`), in groups starting `partner.<partner>.`.
 - `delivery.<partner>`: the webhook/file delivery connector for one partner: reads that
   partner's topic (groups `delivery.<partner>.`) and writes dead letters.
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bus.policy.data import Partnership
-from bus.topics import AUDIT, DELIVER_PREFIX, DLQ, EVENTS, INGRESS_PREFIX, deliver_topic, ingress_topic
+from bus.topics import AUDIT, AUDIT_HEADS, DELIVER_PREFIX, DLQ, EVENTS, INGRESS_PREFIX, deliver_topic, ingress_topic
 
 ADMIN = "admin"
 STAGE_PRINCIPALS = {"ingest": "sgbus-ingest", "route": "sgbus-route", "audit": "sgbus-audit",
@@ -105,7 +106,7 @@ _STAGE_TOPICS: dict[str, set[Grant]] = {
     "ingest": {_topic(INGRESS_PREFIX, "read", "prefixed"), _topic(EVENTS, "write"), _topic(DLQ, "write")},
     "route": {_topic(EVENTS, "read"), _topic(DELIVER_PREFIX, "write", "prefixed"), _topic(AUDIT, "write"),
               _topic(DLQ, "write")},
-    "audit": {_topic(AUDIT, "read")},
+    "audit": {_topic(AUDIT, "read"), _topic(AUDIT_HEADS, "write")},
 }
 _STAGE_TOPICS["all"] = set().union(*_STAGE_TOPICS.values())
 
@@ -117,14 +118,14 @@ def principals(partnership: Partnership) -> list[Principal]:
         grants = _STAGE_TOPICS[stage] | _own_groups(stage_group_prefix(stage), transactional=True)
         if not any(g.operation == "write" and g.resource == "topic" for g in grants):
             # Faust's producer is idempotent; a producer id needs WRITE on some topic or this
-            # (the audit stage writes no topic: it only reads sg.audit into the store).
+            # (kept for a stage that writes no topic).
             grants.add(Grant("cluster", CLUSTER, "literal", "idempotent_write"))
         out.append(Principal(name, "stage", frozenset(grants)))
     for p in partnership.partners:
         out.append(Principal(publisher_name(p.id), "publisher",
                              frozenset({_topic(ingress_topic(p.agency), "write")}), p.id))
         out.append(Principal(partner_name(p.id), "partner",
-                             frozenset({_topic(deliver_topic(p.id), "read"),
+                             frozenset({_topic(deliver_topic(p.id), "read"), _topic(AUDIT_HEADS, "read"),
                                         *_own_groups(partner_group_prefix(p.id), transactional=False)}), p.id))
         out.append(Principal(delivery_name(p.id), "delivery",
                              frozenset({_topic(deliver_topic(p.id), "read"), _topic(DLQ, "write"),

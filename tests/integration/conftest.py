@@ -18,6 +18,7 @@ import pytest
 from bus.demo import start_worker, stop_worker
 from bus.kafka_io import idempotent_producer, produce_all, read_topic
 from bus.policy.data import load_partnership
+from bus.provenance.registry import LocalSigners
 from bus.pseudonymise.keyring import init_keyring
 from bus.security.kafka_access import KafkaAccess
 from bus.security.opa_auth import OpaAccess, OpaRole
@@ -77,9 +78,18 @@ class Bus:
         match = [p for p in partners if p.org_id == org_id] or [p for p in partners if p.agency.value == agency]
         return self.access(publisher_name(match[0].id))
 
-    def publish(self, events: list[dict[str, Any]]) -> None:
+    @property
+    def signers(self) -> LocalSigners:
+        return LocalSigners(self.settings.home)
+
+    def publish(self, events: list[dict[str, Any]], *, sign: bool = True) -> None:
+        """Each event signed with its organisation's key (unless `sign` is False or it already
+        carries a signature) and published as that organisation's publisher principal."""
         by_publisher: dict[tuple[str, str], list[tuple[str, bytes, bytes]]] = {}
+        signers = self.signers
         for e in events:
+            if sign and "signature" not in e:
+                e = signers.sign(e)
             by_publisher.setdefault((e["source"]["agency"], e["source"]["org_id"]), []).append(
                 (ingress_topic(e["source"]["agency"]), parse_event_dict(e).partition_key(), json.dumps(e).encode()))
         for (agency, org_id), records in by_publisher.items():

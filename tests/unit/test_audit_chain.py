@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bus.audit.chain import AuditStore, canonical, chain_hash, verify
+from bus.audit.chain import AuditStore, Checkpoint, IngestedCheck, canonical, chain_hash, verify
+from bus.audit.signer import (
+    AuditSigner,
+    AuditVerifier,
+    load_signer,
+    load_verifier,
+    new_audit_signer,
+    public_keys_path,
+    signing_key_path,
+)
 from bus.audit.trail import render, subject_tokens, trail
 from bus.pseudonymise.keyring import CONTROLLER_DOMAIN, Keyring
 from bus.pseudonymise.operators import token
@@ -19,9 +28,11 @@ KEYRING = Keyring.generate()
 NHS = "9434765919"
 
 
-def _record(recipient: str, allow: bool = True, event_id: uuid.UUID | None = None) -> AuditRecord:
+def _record(recipient: str, allow: bool = True, event_id: uuid.UUID | None = None,
+            ingest_id: uuid.UUID | None = None) -> AuditRecord:
     return AuditRecord(
-        audit_id=uuid.uuid4(), event_id=event_id or uuid.uuid4(), event_type="police.domestic_abuse_incident.v1",
+        audit_id=uuid.uuid4(), ingest_id=ingest_id or uuid.uuid4(), event_id=event_id or uuid.uuid4(),
+        event_type="police.domestic_abuse_incident.v1",
         source_org="NSP", source_agency="police", recipient=recipient, decision="allow" if allow else "deny",
         agreement="DSA-OE-002" if allow else None, lawful_basis=["Children Act 2004 s.11"] if allow else [],
         purpose="child-protection", fields_shared=["incident_at"] if allow else [],
@@ -32,89 +43,193 @@ def _record(recipient: str, allow: bool = True, event_id: uuid.UUID | None = Non
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> AuditStore:
+def home(tmp_path: Path) -> Path:
+    new_audit_signer(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def signer(home: Path) -> AuditSigner:
+    return load_signer(home)
+
+
+@pytest.fixture
+def public(home: Path) -> AuditVerifier:
+    """The auditor's view: only the public keys file."""
+    return load_verifier(public_keys_path(home))
+
+
+@pytest.fixture
+def store(tmp_path: Path, signer: AuditSigner) -> AuditStore:
     s = AuditStore(tmp_path / "audit.db")
     for batch in range(4):
-        s.append([_record(f"partner-{batch}-{i}", allow=i % 2 == 0) for i in range(5)], KEYRING)
+        s.append([_record(f"partner-{batch}-{i}", allow=i % 2 == 0) for i in range(5)], signer)
     return s
 
 
-def test_an_untouched_chain_verifies(store: AuditStore) -> None:
-    result = verify(store, KEYRING)
+def _published(store: AuditStore) -> Checkpoint:
+    """What sg.audit.heads holds after the appends: the newest checkpoint."""
+    return store.checkpoints()[-1]
+
+
+def test_an_untouched_chain_verifies(store: AuditStore, public: AuditVerifier) -> None:
+    result = verify(store, public)
     assert result.ok and result.records == 20 and result.checkpoints == 4
+    assert verify(store, public, _published(store)).ok
 
 
-def test_an_altered_record_is_reported(store: AuditStore) -> None:
+def test_an_altered_record_is_reported(store: AuditStore, public: AuditVerifier) -> None:
     body = json.loads(store._execute("SELECT body FROM audit WHERE seq = 7").fetchone()[0])
     body["decision"] = "allow"
     body["recipient"] = "someone-else"
     store._execute("UPDATE audit SET body = ? WHERE seq = 7", (canonical(body).decode(),))
-    result = verify(store, KEYRING)
+    result = verify(store, public)
     assert not result.ok and result.first_bad_seq == 7 and "altered" in (result.problem or "")
 
 
-def test_a_removed_record_is_reported(store: AuditStore) -> None:
+def test_a_removed_record_is_reported(store: AuditStore, public: AuditVerifier) -> None:
     store._execute("DELETE FROM audit WHERE seq = 5")
-    result = verify(store, KEYRING)
+    result = verify(store, public)
     assert not result.ok and result.first_bad_seq == 5 and "removed" in (result.problem or "")
 
 
-def test_a_removed_and_renumbered_record_is_reported(store: AuditStore) -> None:
+def test_a_removed_and_renumbered_record_is_reported(store: AuditStore, public: AuditVerifier) -> None:
     store._execute("DELETE FROM audit WHERE seq = 5")
     store._execute("UPDATE audit SET seq = seq - 1 WHERE seq > 5")
-    result = verify(store, KEYRING)
+    result = verify(store, public)
     assert not result.ok and result.first_bad_seq == 5
 
 
-def test_an_inserted_record_is_reported(store: AuditStore) -> None:
+def test_an_inserted_record_is_reported(store: AuditStore, public: AuditVerifier) -> None:
     store._execute("UPDATE audit SET seq = seq + 1000 WHERE seq > 10")
     store._execute("UPDATE audit SET seq = seq - 999 WHERE seq > 1000")
     prev = store._execute("SELECT hash FROM audit WHERE seq = 10").fetchone()[0]
     forged = _record("forged-recipient").model_dump(mode="json")
     store._execute(
-        "INSERT INTO audit VALUES (11, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (forged["audit_id"], forged["event_id"], forged["recipient"], forged["subject_token"],
-         forged["decided_at"], canonical(forged).decode(), prev, chain_hash(prev, forged)),
+        "INSERT INTO audit VALUES (11, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (forged["audit_id"], forged["ingest_id"], forged["event_id"], forged["recipient"], forged["decision"],
+         forged["subject_token"], forged["decided_at"], canonical(forged).decode(), prev, chain_hash(prev, forged)),
     )
-    result = verify(store, KEYRING)
+    result = verify(store, public)
     assert not result.ok and result.first_bad_seq == 12 and "removed, inserted or reordered" in (result.problem or "")
 
 
-def test_reordered_records_are_reported(store: AuditStore) -> None:
+def test_reordered_records_are_reported(store: AuditStore, public: AuditVerifier) -> None:
     store._execute("UPDATE audit SET seq = -1 WHERE seq = 8")
     store._execute("UPDATE audit SET seq = 8 WHERE seq = 9")
     store._execute("UPDATE audit SET seq = 9 WHERE seq = -1")
-    result = verify(store, KEYRING)
+    result = verify(store, public)
     assert not result.ok and result.first_bad_seq == 8
 
 
-def test_a_truncated_tail_is_caught_by_the_signed_checkpoint(store: AuditStore) -> None:
+def test_a_truncated_tail_is_caught_by_the_signed_checkpoint(store: AuditStore, public: AuditVerifier) -> None:
     store._execute("DELETE FROM audit WHERE seq > 17")
-    result = verify(store, KEYRING)
+    result = verify(store, public)
     assert not result.ok and "removed from the end" in (result.problem or "")
 
 
-def test_a_forged_checkpoint_signature_is_reported(store: AuditStore) -> None:
+def test_a_forged_checkpoint_signature_is_reported(store: AuditStore, public: AuditVerifier) -> None:
     store._execute("UPDATE checkpoints SET signature = ? WHERE seq = 10", ("00" * 64,))
-    result = verify(store, KEYRING)
+    result = verify(store, public)
     assert not result.ok and "bad signature" in (result.problem or "")
 
 
-def test_a_repeated_decision_is_stored_once(tmp_path: Path) -> None:
+def test_a_repeated_decision_is_stored_once(tmp_path: Path, signer: AuditSigner, public: AuditVerifier) -> None:
+    s = AuditStore(tmp_path / "audit.db")
+    ingest_id = uuid.uuid4()
+    assert s.append([_record("a", ingest_id=ingest_id)], signer)[0] == 1
+    assert s.append([_record("a", ingest_id=ingest_id), _record("b", ingest_id=ingest_id)], signer)[0] == 1
+    assert s.count() == 2 and verify(s, public).ok
+
+
+def test_a_reused_event_id_is_not_skipped_as_a_repeat(tmp_path: Path, signer: AuditSigner) -> None:
+    """Regression (issue 13): the dedupe was keyed by (event id, recipient), so a second event
+    reusing an id silently lost its audit record. The bus's own ingest id is the key now."""
     s = AuditStore(tmp_path / "audit.db")
     event_id = uuid.uuid4()
-    assert s.append([_record("a", event_id=event_id)], KEYRING) == 1
-    assert s.append([_record("a", event_id=event_id), _record("b", event_id=event_id)], KEYRING) == 1
-    assert s.count() == 2 and verify(s, KEYRING).ok
+    assert s.append([_record("a", event_id=event_id)], signer)[0] == 1
+    assert s.append([_record("a", event_id=event_id)], signer)[0] == 1
+    assert s.count() == 2
 
 
-def test_a_redelivered_batch_and_a_repeat_within_one_batch_are_stored_once(tmp_path: Path) -> None:
+def test_a_redelivered_batch_and_a_repeat_within_one_batch_are_stored_once(
+        tmp_path: Path, signer: AuditSigner, public: AuditVerifier) -> None:
     s = AuditStore(tmp_path / "audit.db")
     first = [_record(f"p{i}") for i in range(5)]
-    assert s.append(first, KEYRING) == 5
+    assert s.append(first, signer)[0] == 5
     again = _record("p9")
-    assert s.append([*first, again, again.model_copy(update={"audit_id": uuid.uuid4()})], KEYRING) == 1
-    assert s.count() == 6 and verify(s, KEYRING).ok
+    assert s.append([*first, again, again.model_copy(update={"audit_id": uuid.uuid4()})], signer)[0] == 1
+    assert s.count() == 6 and verify(s, public).ok
+
+
+def test_verification_needs_only_the_public_keys_and_the_keyring_holds_no_audit_key(home: Path) -> None:
+    assert "private_key" not in public_keys_path(home).read_text()
+    assert "audit" not in Keyring.generate().to_json()
+    assert signing_key_path(home).parent != (home / "keyring.json").parent or signing_key_path(home).name != "keyring.json"
+
+
+def test_a_tail_removed_with_its_checkpoints_fails_against_the_published_head(
+        store: AuditStore, public: AuditVerifier) -> None:
+    """Regression (issue 13): deleting the last records and their checkpoints passed."""
+    published = _published(store)
+    store._execute("DELETE FROM audit WHERE seq > 10")
+    store._execute("DELETE FROM checkpoints WHERE seq > 10")
+    assert verify(store, public).ok  # alone, the database cannot tell (README says so) ...
+    result = verify(store, public, published)  # ... the head published outside it can
+    assert not result.ok and "chain ends at 10" in (result.problem or "")
+
+
+def test_a_rewritten_and_rehashed_record_fails_against_the_published_head(
+        store: AuditStore, public: AuditVerifier) -> None:
+    """Regression (issue 13): rewrite a record, rehash the chain after it, drop the checkpoints."""
+    published = _published(store)
+    rows = store._execute("SELECT seq, body FROM audit ORDER BY seq").fetchall()
+    prev = "0" * 64
+    for seq, raw in rows:
+        body = json.loads(raw)
+        if seq == 7:
+            body["recipient"] = "someone-else"
+        digest = chain_hash(prev, body)
+        store._execute("UPDATE audit SET body = ?, recipient = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                       (canonical(body).decode(), body["recipient"], prev, digest, seq))
+        prev = digest
+    store._execute("DELETE FROM checkpoints")
+    assert verify(store, public).ok  # a consistent rewrite, no checkpoints left to contradict it ...
+    result = verify(store, public, published)
+    assert not result.ok and "differs from the published head" in (result.problem or "")
+
+
+def test_a_removed_checkpoint_is_reported(store: AuditStore, public: AuditVerifier) -> None:
+    store._execute("DELETE FROM checkpoints WHERE seq = 10")
+    result = verify(store, public, _published(store))
+    assert not result.ok and "checkpoints were removed" in (result.problem or "")
+
+
+def test_a_head_not_signed_by_the_audit_key_is_refused(store: AuditStore, public: AuditVerifier) -> None:
+    published = _published(store)
+    forged = Checkpoint(published.seq, published.hash, published.prev_checkpoint, published.signed_at,
+                        published.key_id, "00" * 64)
+    result = verify(store, public, forged)
+    assert not result.ok and "bad signature" in (result.problem or "")
+
+
+@pytest.mark.parametrize("column,value", [("event_id", str(uuid.uuid4())), ("subject_token", "psn:k0:forged"),
+                                          ("recipient", "someone-else"), ("decided_at", "2020-01-01T00:00:00"),
+                                          ("ingest_id", str(uuid.uuid4())), ("decision", "view_failed")])
+def test_a_changed_query_column_is_reported(store: AuditStore, public: AuditVerifier, column: str, value: str) -> None:
+    """Regression (issue 13): changing the stored event_id or subject_token beside the hashed
+    body passed `audit verify` (and hid the share from the child's audit trail)."""
+    store._execute(f"UPDATE audit SET {column} = ? WHERE seq = 4", (value,))  # noqa: S608 - test literal
+    result = verify(store, public)
+    assert not result.ok and result.first_bad_seq == 4 and f"column {column}" in (result.problem or "")
+
+
+def test_the_first_content_under_an_event_id_wins(tmp_path: Path) -> None:
+    s = AuditStore(tmp_path / "audit.db")
+    first = s.register_ingested([IngestedCheck("e1", "aaa", "i1"), IngestedCheck("e1", "bbb", "i2")])
+    assert first["e1"] == IngestedCheck("e1", "aaa", "i1")
+    again = s.register_ingested([IngestedCheck("e1", "ccc", "i3"), IngestedCheck("e2", "ddd", "i4")])
+    assert again["e1"].ingest_id == "i1" and again["e2"].ingest_id == "i4"
 
 
 def test_audit_messages_round_trip_and_split_large_batches() -> None:
@@ -125,13 +240,14 @@ def test_audit_messages_round_trip_and_split_large_batches() -> None:
     assert [r for _, v in messages for r in decode_audit_batch(v)] == records
 
 
-def test_trail_finds_a_child_by_nhs_number_across_key_rotation(store: AuditStore) -> None:
+def test_trail_finds_a_child_by_nhs_number_across_key_rotation(
+        store: AuditStore, public: AuditVerifier, signer: AuditSigner) -> None:
     rotated = KEYRING.rotated()
     store.append([AuditRecord.model_validate({
         **_record("after-rotation").model_dump(), "subject_token": token(rotated, CONTROLLER_DOMAIN, "nhs_number", NHS),
-    })], rotated)
+    })], signer)
     records = trail(store, subject_tokens(rotated, "nhs_number", NHS))
     assert len(records) == 21
     text = "\n".join(render(records))
     assert "SHARED under DSA-OE-002" in text and "DENIED" in text and "no agreement covers it" in text
-    assert verify(store, rotated).ok
+    assert verify(store, public).ok

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from bus.exceptions import ConfigurationError, KeyringError
 from bus.policy.data import Partner
 from bus.policy.decision import Decision
-from bus.pseudonymise.engine import pseudonymise_at_ingest, recipient_view
+from bus.pseudonymise.engine import recipient_view
+from tests.helpers import pseudonymised
 from bus.pseudonymise.keyring import Keyring, load_keyring
 from bus.pseudonymise.operators import REGISTRY, OperatorContext, get_operator, token, tokens_for_all_keys
 from schemas.identifiers import nhs_number_check_digit, upn_check_letter
@@ -82,7 +83,7 @@ def test_free_text_in_sg_events_is_redacted_of_the_subjects_name_and_identifiers
     e = s.domestic_abuse_incident(child)
     nhs = child["identifiers"]["nhs_number"]
     e["payload"]["circumstances"] = f"{child['given_name']} {child['family_name']} (NHS {nhs}) rang 07700 900123."
-    pev = pseudonymise_at_ingest(parse_event_dict(e), KEYRING)
+    pev = pseudonymised(parse_event_dict(e), KEYRING)
     assert pev.payload["circumstances"] == "[NAME] (NHS [NHS_NUMBER]) rang [PHONE]."
 
 
@@ -92,7 +93,7 @@ def test_urgency_justification_is_redacted_too() -> None:
     e = s.domestic_abuse_incident(child)
     e["urgency"] = {"urgent_risk_of_significant_harm": True, "declared_by_role": "duty inspector",
                     "justification": f"Threat to take {child['given_name']} abroad tonight; call 07700 900123."}
-    pev = pseudonymise_at_ingest(parse_event_dict(e), KEYRING)
+    pev = pseudonymised(parse_event_dict(e), KEYRING, override_role="duty inspector")
     assert pev.urgency is not None
     assert pev.urgency.justification == "Threat to take [NAME] abroad tonight; call [PHONE]."
 
@@ -117,7 +118,7 @@ def test_planted_identifiers_never_appear_in_sg_events_or_token_views(
     e = s.domestic_abuse_incident(child)
     e["payload"]["circumstances"] = f"{given} {family}, NHS {nhs[:3]} {nhs[3:6]} {nhs[6:]}, UPN {upn}."
     e["payload"]["child_voice"] = f"I am {given}."
-    pev = pseudonymise_at_ingest(parse_event_dict(e), KEYRING)
+    pev = pseudonymised(parse_event_dict(e), KEYRING)
     view = recipient_view(pev, _csc_decision(), PARTNER, KEYRING)
     events_text = pev.model_dump_json()
     view_text = view.model_dump_json(exclude={"subject": {"given_name", "family_name"}})

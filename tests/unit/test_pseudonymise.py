@@ -11,7 +11,8 @@ from bus.exceptions import KeyringError
 from bus.policy.data import Partner
 from bus.policy.decision import Decision, Demographics
 from bus.pseudonymise import operators
-from bus.pseudonymise.engine import pseudonymise_at_ingest, recipient_view
+from bus.pseudonymise.engine import recipient_view
+from tests.helpers import pseudonymised
 from bus.pseudonymise.keyring import CONTROLLER_DOMAIN, Keyring, init_keyring, load_keyring
 from schemas.identifiers import nhs_number_check_digit
 from schemas.registry import parse_event_dict
@@ -68,7 +69,7 @@ def test_rotation_keeps_old_seals_openable_and_old_tokens_resolvable(keyring: Ke
 
 def test_ingest_output_holds_no_raw_identifier_or_name(keyring: Keyring) -> None:
     raw = _event()
-    pev = pseudonymise_at_ingest(parse_event_dict(raw), keyring)
+    pev = pseudonymised(parse_event_dict(raw), keyring)
     text = pev.model_dump_json()
     subject = raw["subject"]
     assert isinstance(subject, dict)
@@ -81,7 +82,7 @@ def test_ingest_output_holds_no_raw_identifier_or_name(keyring: Keyring) -> None
 
 def test_recipient_view_applies_identifier_modes_fields_and_generalisation(keyring: Keyring) -> None:
     raw = _event()
-    pev = pseudonymise_at_ingest(parse_event_dict(raw), keyring)
+    pev = pseudonymised(parse_event_dict(raw), keyring)
     decision = _decision(
         fields=["risk_grade"], identifiers={"nhs_number": "token", "upn": "reveal"},
         demographics=Demographics(dob="year_month", postcode="district", name="drop"),
@@ -100,7 +101,7 @@ def test_recipient_view_applies_identifier_modes_fields_and_generalisation(keyri
 
 
 def test_partners_in_one_linkage_domain_get_equal_tokens(keyring: Keyring) -> None:
-    pev = pseudonymise_at_ingest(parse_event_dict(_event()), keyring)
+    pev = pseudonymised(parse_event_dict(_event()), keyring)
     d = _decision(identifiers={"nhs_number": "token"})
     a = recipient_view(pev, d, _partner("csc", "mash"), keyring).subject.identifiers["nhs_number"]
     b = recipient_view(pev, d, _partner("police", "mash"), keyring).subject.identifiers["nhs_number"]
@@ -109,7 +110,7 @@ def test_partners_in_one_linkage_domain_get_equal_tokens(keyring: Keyring) -> No
 
 
 def test_no_view_is_built_for_a_denied_decision(keyring: Keyring) -> None:
-    pev = pseudonymise_at_ingest(parse_event_dict(_event()), keyring)
+    pev = pseudonymised(parse_event_dict(_event()), keyring)
     with pytest.raises(ValueError, match="allowed"):
         recipient_view(pev, _decision(allow=False, agreement=None), _partner("csc", "mash"), keyring)
 
@@ -125,7 +126,7 @@ def test_planted_nhs_numbers_never_appear_in_token_mode_output(digits: list[int]
     keyring = Keyring.generate()
     raw = _event()
     raw["subject"]["identifiers"]["nhs_number"] = nhs  # type: ignore[index]
-    pev = pseudonymise_at_ingest(parse_event_dict(raw), keyring)
+    pev = pseudonymised(parse_event_dict(raw), keyring)
     view = recipient_view(pev, _decision(identifiers={"nhs_number": "token"}, fields=["risk_grade"]),
                           _partner("csc", "mash"), keyring)
     assert nhs not in pev.model_dump_json()
@@ -146,7 +147,7 @@ def test_keyring_file_is_private_and_repr_hides_key_material(tmp_path: Path) -> 
 
 def test_an_override_decision_shares_every_payload_field(keyring: Keyring) -> None:
     raw = _event()
-    pev = pseudonymise_at_ingest(parse_event_dict(raw), keyring)
+    pev = pseudonymised(parse_event_dict(raw), keyring)
     view = recipient_view(pev, _decision(fields=["*"], override=True), _partner("csc", "mash"), keyring)
     assert set(view.payload) == set(raw["payload"])  # type: ignore[arg-type]
     assert view.sharing.override is True
@@ -155,7 +156,7 @@ def test_an_override_decision_shares_every_payload_field(keyring: Keyring) -> No
 def test_a_prebirth_event_view_carries_the_generalised_expected_delivery_date(keyring: Keyring) -> None:
     s = Synth(seed=15)
     raw = s.prebirth_concern()
-    pev = pseudonymise_at_ingest(parse_event_dict(raw), keyring)
+    pev = pseudonymised(parse_event_dict(raw), keyring)
     view = recipient_view(pev, _decision(demographics=Demographics(dob="year_month")), _partner("csc", "mash"),
                           keyring)
     assert view.subject.expected_delivery_date == raw["subject"]["expected_delivery_date"][:7]  # type: ignore[index]

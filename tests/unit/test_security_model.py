@@ -32,6 +32,16 @@ PARTNERSHIP = load_partnership(REPO / "policies" / "data")
 BY_NAME = {p.name: p for p in principals(PARTNERSHIP)}
 
 
+def _ingested(raw: dict[str, Any], keyring: Keyring) -> Any:
+    """Ingest's output for a valid event (signature checks: tests/unit/test_ingest.py)."""
+    from types import SimpleNamespace
+
+    from schemas.registry import parse_event_dict
+    from tests.helpers import pseudonymised
+
+    return SimpleNamespace(event=pseudonymised(parse_event_dict(raw), keyring))
+
+
 def _topics(name: str, operation: str) -> set[tuple[str, str]]:
     return {(g.name, g.pattern) for g in BY_NAME[name].grants if g.resource == "topic" and g.operation == operation}
 
@@ -39,7 +49,8 @@ def _topics(name: str, operation: str) -> set[tuple[str, str]]:
 def test_a_partner_principal_may_read_only_its_own_topic_and_write_nothing() -> None:
     for partner in PARTNERSHIP.partners:
         name = f"partner.{partner.id}"
-        assert _topics(name, "read") == {(f"sg.deliver.{partner.id}", "literal")}
+        # its own deliveries, and the published audit heads (to check the audit chain itself)
+        assert _topics(name, "read") == {(f"sg.deliver.{partner.id}", "literal"), ("sg.audit.heads", "literal")}
         assert _topics(name, "write") == set()
         groups = {(g.name, g.pattern) for g in BY_NAME[name].grants if g.resource == "group"}
         assert groups == {(f"partner.{partner.id}.", "prefixed")}
@@ -68,8 +79,7 @@ def test_each_stage_uses_only_groups_and_transactional_ids_with_its_own_prefix()
         assert own == {("group", prefix), ("transactional_id", prefix)}
         assert stage_app_id("sgbus", stage).startswith(prefix)
     assert _topics("sgbus-audit", "read") == {("sg.audit", "literal")}
-    # The audit stage writes no topic, so its idempotent producer needs the cluster grant.
-    assert Grant("cluster", "kafka-cluster", "literal", "idempotent_write") in BY_NAME["sgbus-audit"].grants
+    assert _topics("sgbus-audit", "write") == {("sg.audit.heads", "literal")}  # signed heads, outside the store
     assert not any(g.resource == "cluster" for g in BY_NAME["sgbus-route"].grants)
     assert _topics("sgbus-ingest", "read") == {("sg.ingress.", "prefixed")}
 
@@ -186,15 +196,13 @@ class _AnswersWithRevision:
 
 
 def test_decisions_from_another_revision_share_nothing_and_repin_the_worker(tmp_path: Path) -> None:
-    from bus.ingest import ingest
     from bus.pseudonymise.keyring import init_keyring, load_keyring
     from schemas.synthetic import Synth
 
     init_keyring(tmp_path / "k.json")
     keyring: Keyring = load_keyring(tmp_path / "k.json")
     s = Synth(seed=5)
-    out = ingest(json.dumps(s.child_protection_plan(s.child())).encode(), keyring,
-                 topic="t", partition=0, offset=0)
+    out = _ingested(s.child_protection_plan(s.child()), keyring)
     assert out.event is not None
     refreshed: list[str] = []
 
@@ -241,13 +249,13 @@ def test_the_policy_bundle_is_signed_and_carries_policies_data_revision_and_api_
         tmp_path: Path) -> None:
     import tarfile
 
-    from bus.policy.bundle import build_bundle, ensure_policy_key
+    from bus.policy.bundle import build_bundle, bundle_extra, ensure_policy_key
     from bus.policy.revision import policy_revision
 
     key = ensure_policy_key(tmp_path)
     assert stat.S_IMODE(key.private.stat().st_mode) == 0o600
     bundle = build_bundle(REPO / "policies", tmp_path / "b.tar.gz", key, {"admin": "a" * 64, "worker": "b" * 64})
-    assert bundle.revision == policy_revision(REPO / "policies", PARTNERSHIP.as_opa_data())
+    assert bundle.revision == policy_revision(REPO / "policies", PARTNERSHIP.as_opa_data(), bundle_extra(None))
     with tarfile.open(bundle.path) as tar:
         members = {m.name.lstrip("/"): m for m in tar.getmembers()}
         manifest = json.loads(tar.extractfile(members[".manifest"]).read())  # type: ignore[union-attr]
@@ -259,6 +267,8 @@ def test_the_policy_bundle_is_signed_and_carries_policies_data_revision_and_api_
     assert data["sgbus"]["meta"] == {"revision": bundle.revision}
     assert data["sgbus"]["partnership"] == PARTNERSHIP.as_opa_data()
     assert data["system"]["sgbus_tokens"] == {"admin": "a" * 64, "worker": "b" * 64}
+    assert data["sgbus"]["signers"] == {"publishers": [], "declarers": []}  # the signing key register
+    assert "circumstances" in data["sgbus"]["catalogue"]["police.domestic_abuse_incident.v1"]["free_text"]
     assert stat.S_IMODE(bundle.path.stat().st_mode) == 0o600
 
 
@@ -274,7 +284,6 @@ class _AllowsEverything:
 def test_partner_topic_keys_are_in_each_partners_own_linkage_domain(tmp_path: Path) -> None:
     """Issue 13: every partner topic was keyed by the controller token, so partners in
     different linkage domains got the same key for the same child."""
-    from bus.ingest import ingest
     from bus.pseudonymise.keyring import init_keyring, load_keyring
     from schemas.synthetic import Synth
 
@@ -284,7 +293,7 @@ def test_partner_topic_keys_are_in_each_partners_own_linkage_domain(tmp_path: Pa
     child = s.child(6, 10)
     events = []
     for i, raw in enumerate([s.domestic_abuse_incident(child), s.domestic_abuse_incident(child)]):
-        out = ingest(json.dumps(raw).encode(), keyring, topic="t", partition=0, offset=i)
+        out = _ingested(raw, keyring)
         assert out.event is not None
         events.append(out.event)
     router = Router(PARTNERSHIP, keyring, _AllowsEverything(), "sha256:r")  # type: ignore[arg-type]
@@ -304,7 +313,6 @@ def test_partner_topic_keys_are_in_each_partners_own_linkage_domain(tmp_path: Pa
 def test_a_reused_event_id_never_carries_another_childs_identity(tmp_path: Path) -> None:
     """Issue 13: a second event reusing an event id in the same batch reached children's
     social care with the first child's name, date of birth and UPN token."""
-    from bus.ingest import ingest
     from bus.pseudonymise.keyring import init_keyring, load_keyring
     from schemas.synthetic import Synth
 
@@ -317,7 +325,7 @@ def test_a_reused_event_id_never_carries_another_childs_identity(tmp_path: Path)
         first["subject"]["date_of_birth"] != second["subject"]["date_of_birth"]
     events = []
     for i, raw in enumerate([first, second]):
-        out = ingest(json.dumps(raw).encode(), keyring, topic="t", partition=0, offset=i)
+        out = _ingested(raw, keyring)
         assert out.event is not None
         events.append(out.event)
     plan = asyncio.run(Router(PARTNERSHIP, keyring, _AllowsEverything(), "sha256:r").route_batch(  # type: ignore[arg-type]

@@ -109,9 +109,12 @@ _describe(c) := sprintf("recipient is the organisation named in %s", [c.recipien
 # METADATA
 # description: >-
 #   Emergency override: an event declaring an urgent risk of significant harm, with a
-#   recorded justification, widens what police and social care in the source's area receive.
-#   The decision is marked override=true and keeps the reasons it would otherwise have had.
-_with_override(req, d) := _override(d) if {
+#   recorded justification and a declaration the bus verified as signed by a key registered to
+#   one of the emergency section's declarer_roles, widens what police and social care in the
+#   source's area receive: every payload field except free text (unless the emergency section
+#   says free_text: reveal), identifiers and demographics as it sets. The decision is marked
+#   override=true and keeps the reasons it would otherwise have had.
+_with_override(req, d) := _override(req, d) if {
 	_override_applies(req)
 } else := d
 
@@ -119,6 +122,7 @@ _override_applies(req) if {
 	_emergency != null
 	req.event.urgent == true
 	req.event.justification_recorded == true
+	req.event.override_role in _emergency.declarer_roles
 	p := _partner(req.recipient)
 	p.agency in _emergency.recipient_agencies
 	_override_area_ok(req, p)
@@ -131,20 +135,37 @@ _override_area_ok(req, p) if {
 	_partner(id).area == p.area
 }
 
-_override(d) := object.union(d, {
+_override(req, d) := object.union(d, {
 	"allow": true,
 	"override": true,
 	"agreement": _override_agreement(d),
 	"lawful_basis": array.concat(d.lawful_basis, _emergency.lawful_basis),
-	"fields": ["*"],
+	"fields": _override_fields(req, d),
 	"identifiers": _emergency.identifiers,
 	"demographics": _emergency.demographics,
 	"retention_days": max([d.retention_days, _emergency.retention_days]),
 	"reasons": array.concat(
-		[sprintf("%s: urgent risk of significant harm declared with a recorded justification", [_emergency.id])],
+		[sprintf("%s: urgent risk of significant harm declared by %s with a recorded justification", [_emergency.id, req.event.override_role])],
 		[sprintf("without the override: %s", [r]) | some r in d.reasons],
 	),
 })
+
+# Free text names the people around the child; an override releases it only where the
+# emergency section says so. data.sgbus.catalogue (built from the event schemas) lists each
+# event type's payload fields and which of them are free text.
+# What the agreement itself shares (free text included, if it does) stays shared.
+_override_fields(req, d) := ["*"] if {
+	object.get(_emergency, "free_text", "drop") == "reveal"
+} else := sort(array.concat(
+	d.fields,
+	[f |
+		some f in object.get(data.sgbus.catalogue, [req.event.event_type, "fields"], [])
+		not f in _catalogue_free_text(req)
+		not f in d.fields
+	],
+))
+
+_catalogue_free_text(req) := object.get(data.sgbus.catalogue, [req.event.event_type, "free_text"], [])
 
 _override_agreement(d) := d.agreement if d.allow
 

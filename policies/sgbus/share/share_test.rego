@@ -19,6 +19,7 @@ _partnership := {
 		"identifiers": {"nhs_number": "reveal"},
 		"demographics": {"dob": "full", "postcode": "full", "name": "full"},
 		"retention_days": 3000,
+		"declarer_roles": ["duty inspector"],
 	},
 	"agreements": [
 		{
@@ -82,12 +83,15 @@ _event := {
 
 _exp_event := object.union(_event, {"event_type": "police.exp.v1", "event_id": "e2"})
 
-_urgent_event := object.union(_event, {"urgent": true, "justification_recorded": true})
+_urgent_event := object.union(_event, {"urgent": true, "justification_recorded": true, "override_role": "duty inspector"})
+
+_catalogue := {"police.dai.v1": {"fields": ["child_present", "circumstances", "incident_at", "school_urn"], "free_text": ["circumstances"]}}
 
 _decide(recipient, purpose, event, today) := d if {
 	ds := share.decisions with input as {"today": today, "requests": [{"event": event, "recipient": recipient, "purpose": purpose}]}
 		with data.sgbus.partnership as _partnership
 		with data.sgbus.meta.revision as "rev-test"
+		with data.sgbus.catalogue as _catalogue
 	d := ds[0]
 }
 
@@ -155,11 +159,11 @@ test_override_widens_an_allowed_share_and_is_marked if {
 	d.allow == true
 	d.override == true
 	d.agreement == "DSA-CSC"
-	d.fields == ["*"]
+	d.fields == ["child_present", "circumstances", "incident_at", "school_urn"] # the agreement shares circumstances itself
 	d.identifiers == {"nhs_number": "reveal"}
 	d.retention_days == 3000
 	d.lawful_basis == ["s.47", "vital interests"]
-	"EMERGENCY-X: urgent risk of significant harm declared with a recorded justification" in d.reasons
+	"EMERGENCY-X: urgent risk of significant harm declared by duty inspector with a recorded justification" in d.reasons
 }
 
 test_override_allows_police_or_social_care_in_the_same_area_when_otherwise_denied if {
@@ -197,4 +201,25 @@ test_without_emergency_section_there_is_no_override if {
 	ds := share.decisions with input as {"today": "2026-01-10", "requests": [{"event": _urgent_event, "recipient": "yjs", "purpose": "child-protection"}]}
 		with data.sgbus.partnership as object.remove(_partnership, ["emergency"])
 	ds[0].allow == false
+}
+
+test_override_needs_a_declaration_by_a_registered_role if {
+	unsigned := object.remove(_urgent_event, ["override_role"])
+	d := _decide("yjs", "child-protection", unsigned, "2026-01-10")
+	d.allow == false
+	d.override == false
+	other_role := object.union(_urgent_event, {"override_role": "school business manager"})
+	d2 := _decide("yjs", "child-protection", other_role, "2026-01-10")
+	d2.allow == false
+}
+
+test_override_never_releases_free_text_unless_the_emergency_section_says_reveal if {
+	d := _decide("yjs", "child-protection", _urgent_event, "2026-01-10")
+	not "circumstances" in d.fields
+	not "*" in d.fields
+	emergency := object.union(_partnership.emergency, {"free_text": "reveal"})
+	ds := share.decisions with input as {"today": "2026-01-10", "requests": [{"event": _urgent_event, "recipient": "yjs", "purpose": "child-protection"}]}
+		with data.sgbus.partnership as object.union(_partnership, {"emergency": emergency})
+		with data.sgbus.catalogue as _catalogue
+	ds[0].fields == ["*"]
 }

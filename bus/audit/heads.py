@@ -1,0 +1,59 @@
+"""The audit chain heads published outside the database, on the compacted `sg.audit.heads`."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from bus.audit.chain import Checkpoint
+from bus.exceptions import StackError
+from bus.security.kafka_access import KafkaAccess
+from bus.topics import AUDIT_HEADS
+
+
+def latest_head(access: KafkaAccess, timeout_s: float = 20.0) -> Checkpoint | None:
+    """The newest signed head on sg.audit.heads (None when none was published yet). Reads the
+    whole (compacted) topic up to its end; the highest sequence number wins. Needs only READ on
+    the topic, which every partner has."""
+    consumer = Consumer(access.librdkafka(**{
+        "group.id": "sgbus-audit-verify", "enable.auto.commit": False, "isolation.level": "read_committed",
+        "log_level": 3,
+    }))
+    try:
+        md = consumer.list_topics(AUDIT_HEADS, timeout=10)
+        tmd = md.topics.get(AUDIT_HEADS)
+        if tmd is None or tmd.error is not None:
+            raise StackError(f"topic {AUDIT_HEADS} does not exist")
+        best: Checkpoint | None = None
+        for partition in tmd.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(AUDIT_HEADS, partition), timeout=10)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(AUDIT_HEADS, partition, low)])
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    # read_committed: the last offsets can be transaction markers, never returned
+                    position = consumer.position([TopicPartition(AUDIT_HEADS, partition)])[0].offset
+                    if position >= high - 1 and position > 0:
+                        break
+                    continue
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    try:
+                        head = Checkpoint.from_json(value)
+                    except (ValueError, KeyError, TypeError):
+                        continue  # not a head: ignore (verification still needs a good one)
+                    if best is None or head.seq > best.seq:
+                        best = head
+                if (msg.offset() or 0) >= high - 1:
+                    break
+            else:
+                raise StackError(f"reading {AUDIT_HEADS} timed out after {timeout_s:.0f}s")
+        return best
+    except KafkaException as exc:
+        raise StackError(f"reading {AUDIT_HEADS} failed: {exc}") from None
+    finally:
+        consumer.close()

@@ -1,0 +1,1 @@
+"""Where events come from: publisher and declarer signing keys, signatures, checks."""
