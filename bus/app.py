@@ -32,18 +32,22 @@ class SignerSource:
                  initial: SignerRegistry | None = None) -> None:
         self._fetch, self.refresh_s, self.min_gap_s = fetch, refresh_s, min_gap_s
         self.registry = initial if initial is not None else SignerRegistry()
+        self.loaded = initial is not None
         self._at = time.monotonic() if initial is not None else 0.0
 
     def refresh(self, *, unknown_key: bool = False) -> SignerRegistry:
         """Re-read when due (or, for an unknown key, when the last read is `min_gap_s` old);
-        keeps the last register if OPA cannot answer."""
+        keeps the last register if OPA cannot answer, and raises PolicyUnavailable if there is
+        none yet (ingest then holds its batch: an empty register would reject every event)."""
         age = time.monotonic() - self._at
-        if age >= self.refresh_s or (unknown_key and age >= self.min_gap_s):
+        if not self.loaded or age >= self.refresh_s or (unknown_key and age >= self.min_gap_s):
             self._at = time.monotonic()
             try:
                 self.registry = self._fetch()
-            except PolicyUnavailable:
-                pass
+                self.loaded = True
+            except Exception as exc:  # keep the last good register; never let ingest die of it
+                if not self.loaded:
+                    raise PolicyUnavailable(f"no signing key register yet: {type(exc).__name__}") from None
         return self.registry
 
 
@@ -57,6 +61,9 @@ class Services:
     router: Router
     audit_store: AuditStore
     signers: SignerSource
+    #: the ingest stage's own connection to the store's event id register (a connection is
+    #: not shared between the ingest and audit agents' threads)
+    event_register: AuditStore
     audit_signer: AuditSigner | None = None
 
     @property

@@ -641,13 +641,19 @@ def audit_trail(
 # -- keys -------------------------------------------------------------------------------------
 @keys_app.command("init")
 def keys_init() -> None:
-    """Create the keyring (mode 0600) if it does not exist. Key material is never printed."""
+    """Create the keyring and, apart from it, the audit signing key (mode 0600) if they do not
+    exist. Key material is never printed."""
+    from bus.audit.signer import ensure_audit_signer, public_keys_path
     from bus.pseudonymise.keyring import init_keyring
 
-    path = _settings().keyring_path
+    settings = _settings()
+    path = settings.keyring_path
     keyring, created = init_keyring(path)
     state = "created" if created else "already exists"
     typer.echo(f"keyring {state} at {path} (token key {keyring.token.active}, seal key {keyring.seal.active})")
+    signer, made = ensure_audit_signer(settings.home)
+    typer.echo(f"audit signing key {'created' if made else 'already exists'} ({signer.kid}); "
+               f"public keys for auditors: {public_keys_path(settings.home)}")
 
 
 @keys_app.command("rotate")

@@ -130,7 +130,8 @@ def keys_issue(
                        "for emergency override declarations, instead of the organisation's event key")] = None,
     replace: Annotated[bool, typer.Option(help="revoke the organisation's earlier event keys")] = False,
     out: Annotated[Path | None, typer.Option(
-        "--out", help="also write the private key file here (0600) to hand to the publisher's system")] = None,
+        "--out", help="write the private key file here (0600), to hand to the publisher's system, instead of "
+                      "keeping it in $SGBUS_HOME/signing (the local stack's own publishers)")] = None,
 ) -> None:
     """Issue an Ed25519 signing key: the public key is registered in the partnership's signing
     key register (bundled and signed with the policies), the private key stays with the
@@ -159,8 +160,11 @@ def keys_issue(
         return
     typer.echo(f"issued {what}")
     if out is not None:
-        write_private(out, (signers.private_dir / f"{kid}.json").read_bytes())
-        typer.echo(f"private key written to {out} (0600); give it to the publisher's system only")
+        # Moved, not copied: the bus host keeps no private key of a publisher it does not run.
+        kept = signers.private_dir / f"{kid}.json"
+        write_private(out, kept.read_bytes())
+        kept.unlink()
+        typer.echo(f"private key written to {out} (0600) and not kept here; give it to that system only")
     _reload_if_running(settings)
 
 

@@ -40,7 +40,7 @@ def _safe_header(raw: bytes) -> tuple[str | None, str | None]:
     """event_id and event_type of a rejected event, only when they are safe to repeat."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except Exception:
         return None, None
     if not isinstance(data, dict):
         return None, None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
@@ -44,15 +45,22 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
     report = ReplayReport()
     wanted: dict[str, tuple[int, int, set[str]]] = {}
     for value in read_topic(access, DLQ, timeout_s=3.0):
+        # sg.dlq is written by several principals: take nothing from it on trust. A record
+        # counts only if well formed and the audit store holds the view_failed it claims.
         try:
             rec = json.loads(value)
-        except ValueError:
-            continue
-        if rec.get("stage") != "route" or not any(r.get("code") == "view_failed" for r in rec.get("reasons", [])):
+            if rec.get("stage") != "route" or not any(r.get("code") == "view_failed" for r in rec["reasons"]):
+                continue
+            ingest_id, recipient = str(uuid.UUID(str(rec["ingest_id"]))), str(rec["recipient"])
+            partition, offset = int(rec["events_partition"]), int(rec["events_offset"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue
         report.failed += 1
-        entry = wanted.setdefault(rec["ingest_id"], (int(rec["events_partition"]), int(rec["events_offset"]), set()))
-        entry[2].add(str(rec["recipient"]))
+        entry = wanted.setdefault(ingest_id, (partition, offset, set()))
+        entry[2].add(recipient)
+    failed = store.view_failed(list(wanted))
+    for ingest_id, (_p, _o, recipients) in wanted.items():
+        recipients &= {r for i, r in failed if i == ingest_id}
     delivered = store.delivered(list(wanted))
     consumer = Consumer(access.librdkafka(**{"group.id": "sgbus-replay", "enable.auto.commit": False,
                                              "isolation.level": "read_committed", "log_level": 3}))

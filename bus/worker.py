@@ -62,7 +62,8 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
                                       source=lambda: fetch_partnership(opa),
                                       query_events=settings.batch_size, keyring_source=keys),
                         audit_store=open_audit_store(settings),
-                        signers=SignerSource(lambda: fetch_signers(opa), initial=fetch_signers(opa)),
+                        signers=SignerSource(lambda: fetch_signers(opa)),
+                        event_register=open_audit_store(settings),
                         audit_signer=audit_signer)
     run_faust(create_app(access, services, stage), settings)
 

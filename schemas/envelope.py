@@ -115,6 +115,11 @@ class Envelope(Strict):
     subject: Subject
     classification: Literal["OFFICIAL-SENSITIVE"] = "OFFICIAL-SENSITIVE"
     urgency: Urgency | None = None
+    nonce: str | None = Field(
+        default=None, min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+        description="random (128 bits or more, base64url), set by the signer; covered by the signature, never "
+                    "delivered, so a view's content digest cannot be used to test guesses of what it omits",
+    )
     signature: str | None = Field(
         default=None, max_length=200,
         description="detached EdDSA JWS by the source organisation's registered key; required at ingest",

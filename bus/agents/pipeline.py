@@ -26,6 +26,11 @@ log = logs.get("sgbus.worker")
 STAGES = ("ingest", "route", "audit")
 
 
+def register_key(event: PseudonymisedEvent) -> str:
+    """Event ids are unique per source organisation: one organisation cannot squat another's."""
+    return f"{event.source.agency.value}/{event.source.org_id}/{event.event_id}"
+
+
 def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
              exactly_once: bool = False) -> None:
     """Register the agents of `stages` on `app`. Sends are not awaited for acknowledgement:
@@ -74,7 +79,16 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
 
     async def ingest_batch(batch: list[faust.EventT[bytes]]) -> None:
         """Check, pseudonymise and register a batch; then send, in order, what passed."""
-        signers = svc.signers.refresh()
+        backoff = 0.1
+        while True:
+            try:
+                signers = await asyncio.to_thread(svc.signers.refresh)  # an HTTP call when due
+                break
+            except PolicyUnavailable as exc:  # no signing key register yet: hold the batch
+                log.warning("signers_unavailable_holding_batch", events=len(batch), retry_in_s=backoff,
+                            cause=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, settings.retry_max_backoff_s)
         keyring = svc.keyring
         outcomes = []
         for ev in batch:
@@ -82,23 +96,25 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             stamp = int(msg.timestamp * 1000) if msg.timestamp else 0
             out = ingest(ev.value, keyring, signers, topic=msg.topic, partition=msg.partition,
                          offset=msg.offset, timestamp_ms=stamp)
-            if out.dead_letter is not None and out.dead_letter.reasons[0]["code"] == "unknown_signing_key":
+            if (out.dead_letter is not None and out.dead_letter.reasons[0]["code"] == "unknown_signing_key") \
+                    or out.override_refused == "override_unknown_declarer":
                 # A key issued since the register was last read: read it again, then decide.
-                out = ingest(ev.value, keyring, svc.signers.refresh(unknown_key=True), topic=msg.topic,
+                fresh = await asyncio.to_thread(lambda: svc.signers.refresh(unknown_key=True))
+                out = ingest(ev.value, keyring, fresh, topic=msg.topic,
                              partition=msg.partition, offset=msg.offset, timestamp_ms=stamp)
             outcomes.append(out)
         # Event ids are the publisher's claim: the first content seen under an id wins; the same
         # content again is a harmless replay; other content under a used id is dead-lettered.
-        checks = [IngestedCheck(str(o.event.event_id), o.event.provenance.content_sha256, str(o.event.ingest_id))
+        checks = [IngestedCheck(register_key(o.event), o.event.provenance.content_sha256, str(o.event.ingest_id))
                   for o in outcomes if o.event is not None]
-        first = await asyncio.to_thread(svc.audit_store.register_ingested, checks) if checks else {}
+        first = await _register_with_retry(checks) if checks else {}
         for ev, out in zip(batch, outcomes, strict=True):
             msg = ev.message
             if out.event is None:
                 if out.dead_letter is not None:
                     await dead_letter(out.dead_letter, msg.tp)
                 continue
-            seen = first.get(str(out.event.event_id))
+            seen = first.get(register_key(out.event))
             if seen is not None and seen.ingest_id != str(out.event.ingest_id):
                 if seen.content_sha256 == out.event.provenance.content_sha256:
                     metrics.events_replayed.inc()
@@ -210,6 +226,10 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                     metrics.dlq.labels("malformed_audit").inc()
             added, checkpoint = await asyncio.to_thread(svc.audit_store.append, records, svc.audit_signer)
             metrics.audit_stored.inc(added)
+            if checkpoint is None and records:
+                # A redelivered batch (stored before a crash, its head never published): publish
+                # the store's latest head again, so no stored record stays behind the published one.
+                checkpoint = await asyncio.to_thread(svc.audit_store.latest_checkpoint)
             if checkpoint is not None:
                 # Outside the database: an insider who rewrites the store cannot take this back.
                 await send(audit_heads, AUDIT_HEADS_KEY, checkpoint.to_json(), batch[-1].message.tp)
@@ -222,6 +242,19 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         app.agent(events, name="sgbus.route")(route_agent)
     if "audit" in stages:
         app.agent(audit, name="sgbus.audit", concurrency=1)(audit_agent)
+
+    async def _register_with_retry(checks: list[IngestedCheck]) -> dict[str, IngestedCheck]:
+        """The event id register is in the audit store: while it cannot be written, hold the
+        batch (nothing sent, offsets not committed) and retry, as for OPA."""
+        backoff = 0.1
+        while True:
+            try:
+                return await asyncio.to_thread(svc.event_register.register_ingested, checks)
+            except Exception as exc:  # the store's driver raises several types; the name is safe
+                log.warning("event_register_unavailable_holding_batch", events=len(checks), retry_in_s=backoff,
+                            cause=type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, settings.retry_max_backoff_s)
 
     async def _decide_with_retry(parsed: list[PseudonymisedEvent]) -> RoutePlan:
         """Fail closed: while OPA cannot answer, share nothing and hold the batch (offsets are

@@ -208,6 +208,14 @@ class AuditStore:
         self._lock_for_append()
         try:
             seq, prev = self.head()
+            if signer is not None:
+                last = self.latest_checkpoint()
+                if last is not None and (last.seq, last.hash) != (seq, prev):
+                    # Rows past the last signed head were added outside the audit stage; signing
+                    # a checkpoint over them now would launder them. Stop and say so.
+                    raise AuditStoreError(f"the audit chain runs past its last signed checkpoint "
+                                          f"(record {last.seq}) to record {seq}: records were added outside "
+                                          "the audit stage; run `sgbus audit verify`")
             seen = self._already_stored(bodies)
             rows = []
             for body in bodies:
@@ -292,16 +300,23 @@ class AuditStore:
                 found[str(event_id)] = IngestedCheck(str(event_id), str(digest), str(ingest_id))
         return found
 
-    def delivered(self, ingest_ids: list[str]) -> set[tuple[str, str]]:
-        """(ingest id, recipient) pairs among `ingest_ids` with an `allow` (delivered) record."""
+    def _pairs(self, decision: str, ingest_ids: list[str]) -> set[tuple[str, str]]:
         found: set[tuple[str, str]] = set()
         for i in range(0, len(ingest_ids), 300):
             chunk = ingest_ids[i:i + 300]
             marks = ",".join("?" for _ in chunk)
-            query = (f"SELECT ingest_id, recipient FROM audit WHERE decision = 'allow' "  # noqa: S608 - marks only
+            query = (f"SELECT ingest_id, recipient FROM audit WHERE decision = ? "  # noqa: S608 - marks only
                      f"AND ingest_id IN ({marks})")
-            found.update((str(a), str(b)) for a, b in self._execute(query, chunk))
+            found.update((str(a), str(b)) for a, b in self._execute(query, [decision, *chunk]))
         return found
+
+    def delivered(self, ingest_ids: list[str]) -> set[tuple[str, str]]:
+        """(ingest id, recipient) pairs among `ingest_ids` with an `allow` (delivered) record."""
+        return self._pairs("allow", ingest_ids)
+
+    def view_failed(self, ingest_ids: list[str]) -> set[tuple[str, str]]:
+        """(ingest id, recipient) pairs among `ingest_ids` audited as view_failed."""
+        return self._pairs("view_failed", ingest_ids)
 
     def records(self) -> Iterator[StoredRecord]:
         query = f"SELECT seq, body, prev_hash, hash, {', '.join(QUERY_COLUMNS)} FROM audit ORDER BY seq"  # noqa: S608
@@ -319,6 +334,11 @@ class AuditStore:
             f"SELECT body FROM audit WHERE subject_token IN ({marks}) ORDER BY seq", tokens  # noqa: S608 - marks only
         )
         return [json.loads(r[0]) for r in rows]
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        row = self._execute("SELECT seq, hash, prev_checkpoint, signed_at, key_id, signature FROM checkpoints"
+                            " ORDER BY seq DESC LIMIT 1").fetchone()
+        return Checkpoint(int(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), str(row[5])) if row else None
 
     def checkpoints(self) -> list[Checkpoint]:
         return [Checkpoint(int(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in self._execute(
@@ -365,6 +385,9 @@ def verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpo
     def fail(problem: str, seq: int) -> Verification:
         return Verification(False, count, n, prev, problem, seq, published.seq if published else None)
 
+    if checkpoints and checkpoints[-1].seq < expected_seq - 1:
+        return fail(f"records {checkpoints[-1].seq + 1} to {expected_seq - 1} follow the last signed checkpoint"
+                    " (added outside the audit stage)", checkpoints[-1].seq + 1)
     previous = 0
     for cp in checkpoints:
         if verifier is not None and not cp.verifies(verifier):

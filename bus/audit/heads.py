@@ -32,26 +32,27 @@ def latest_head(access: KafkaAccess, timeout_s: float = 20.0) -> Checkpoint | No
                 continue
             consumer.assign([TopicPartition(AUDIT_HEADS, partition, low)])
             deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
+            idle = 0
+            while True:
+                if time.monotonic() > deadline:
+                    raise StackError(f"reading {AUDIT_HEADS} timed out after {timeout_s:.0f}s")
                 msg = consumer.poll(0.5)
-                if msg is None:
-                    # read_committed: the last offsets can be transaction markers, never returned
-                    position = consumer.position([TopicPartition(AUDIT_HEADS, partition)])[0].offset
-                    if position >= high - 1 and position > 0:
-                        break
-                    continue
-                value = msg.value()
-                if msg.error() is None and value is not None:
+                value = msg.value() if msg is not None and msg.error() is None else None
+                if value is not None:
+                    idle = 0
                     try:
                         head = Checkpoint.from_json(value)
                     except (ValueError, KeyError, TypeError):
-                        continue  # not a head: ignore (verification still needs a good one)
-                    if best is None or head.seq > best.seq:
+                        head = None  # not a head: ignored (verification still needs a good one)
+                    if head is not None and (best is None or head.seq > best.seq):
                         best = head
-                if (msg.offset() or 0) >= high - 1:
+                else:
+                    idle += 1
+                position = consumer.position([TopicPartition(AUDIT_HEADS, partition)])[0].offset
+                # read_committed: the last offset can be a transaction marker, never returned, so
+                # one short of the end counts as the end only once nothing more arrives.
+                if position >= high or (position >= high - 1 and idle >= 4):
                     break
-            else:
-                raise StackError(f"reading {AUDIT_HEADS} timed out after {timeout_s:.0f}s")
         return best
     except KafkaException as exc:
         raise StackError(f"reading {AUDIT_HEADS} failed: {exc}") from None

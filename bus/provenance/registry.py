@@ -14,11 +14,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from bus.exceptions import ConfigurationError
 from bus.provenance.signing import b64url, b64url_decode, declare_override, sign_event
@@ -32,13 +32,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _raw_key(value: str) -> str:
+    try:
+        Ed25519PublicKey.from_public_bytes(b64url_decode(value))
+    except ValueError:
+        raise ValueError("not a raw Ed25519 public key (32 bytes, base64url)") from None
+    return value
+
+
+RawPublicKey = Annotated[str, AfterValidator(_raw_key)]
+
+
 class PublisherKey(_Model):
     """A source organisation's key: events claiming `org_id` must be signed with it."""
 
     kid: str = Field(pattern=_KID)
     agency: Agency
     org_id: str
-    public_key: str = Field(description="raw Ed25519 public key, base64url")
+    public_key: RawPublicKey = Field(description="raw Ed25519 public key, base64url")
     issued_at: str
 
     def key(self) -> Ed25519PublicKey:
@@ -51,7 +62,7 @@ class DeclarerKey(_Model):
     kid: str = Field(pattern=_KID)
     role: str = Field(min_length=2, max_length=80)
     partner: str
-    public_key: str
+    public_key: RawPublicKey
     issued_at: str
 
     def key(self) -> Ed25519PublicKey:
@@ -61,6 +72,13 @@ class DeclarerKey(_Model):
 class SignerRegistry(_Model):
     publishers: list[PublisherKey] = Field(default_factory=list)
     declarers: list[DeclarerKey] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_kids(self) -> SignerRegistry:
+        kids = [k.kid for k in self.publishers] + [k.kid for k in self.declarers]
+        if len(kids) != len(set(kids)):
+            raise ValueError("key ids must be unique across publishers and declarers")
+        return self
 
     @cached_property
     def _publishers(self) -> dict[str, PublisherKey]:
@@ -72,6 +90,7 @@ class SignerRegistry(_Model):
 
     @cached_property
     def _public_keys(self) -> dict[str, Ed25519PublicKey]:
+        # kids are unique across both lists (validated), so one map cannot confuse the two
         keys = {k.kid: k.key() for k in self.publishers}
         keys.update({k.kid: k.key() for k in self.declarers})
         return keys

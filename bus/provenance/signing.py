@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +57,24 @@ def canonical(obj: Any) -> bytes:
 
 
 def content_digest(event: dict[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical event without its `signature` member."""
+    """SHA-256 (hex) of the canonical event without its `signature` member. The event's random
+    `nonce` (never delivered) keeps recipients from testing guesses of what their view omits
+    (a full date of birth behind a year-month, an identifier behind a token) against it."""
     return hashlib.sha256(canonical({k: v for k, v in event.items() if k != "signature"})).hexdigest()
+
+
+def declaration_digest(event: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical event without `signature` and `urgency.declaration`:
+    what an override declaration vouches for (this child, this source, this content)."""
+    unsigned = {k: v for k, v in event.items() if k != "signature"}
+    urgency = unsigned.get("urgency")
+    if isinstance(urgency, dict):
+        unsigned["urgency"] = {k: v for k, v in urgency.items() if k != "declaration"}
+    return hashlib.sha256(canonical(unsigned)).hexdigest()
+
+
+def new_nonce() -> str:
+    return b64url(os.urandom(16))
 
 
 def event_statement(kid: str, event_id: str, event_type: str, org_id: str, digest: str) -> dict[str, Any]:
@@ -64,10 +82,11 @@ def event_statement(kid: str, event_id: str, event_type: str, org_id: str, diges
             "event_type": event_type, "org_id": org_id, "content_sha256": digest}
 
 
-def override_statement(kid: str, event_id: str, role: str, justification: str) -> dict[str, Any]:
-    """What a declarer signs: this event, this role, this justification (by digest)."""
+def override_statement(kid: str, event_id: str, role: str, digest: str) -> dict[str, Any]:
+    """What a declarer signs: this event (id and whole content, justification included, by
+    declaration_digest) and this role."""
     return {"v": STATEMENT_VERSION, "kind": "override", "kid": kid, "event_id": event_id, "role": role,
-            "justification_sha256": hashlib.sha256(justification.encode()).hexdigest()}
+            "content_sha256": digest}
 
 
 def _header(kid: str) -> str:
@@ -115,10 +134,20 @@ def verify_statement(jws: Jws, public_key: Ed25519PublicKey, statement: dict[str
         raise BadSignature("bad_signature") from None
 
 
+def _event_id(event: dict[str, Any]) -> str:
+    # as the verifier reads it (a UUID in canonical form), however the publisher wrote it
+    try:
+        return str(uuid.UUID(str(event["event_id"])))
+    except ValueError:
+        return str(event["event_id"])
+
+
 def sign_event(event: dict[str, Any], key: Ed25519PrivateKey, kid: str) -> dict[str, Any]:
-    """A copy of `event` (a JSON object) with its `signature` set: what a publisher sends."""
+    """A copy of `event` (a JSON object) with a `nonce` (if it had none) and its `signature`
+    set: what a publisher sends."""
     unsigned = {k: v for k, v in event.items() if k != "signature"}
-    statement = event_statement(kid, str(unsigned["event_id"]), str(unsigned["event_type"]),
+    unsigned.setdefault("nonce", new_nonce())
+    statement = event_statement(kid, _event_id(unsigned), str(unsigned["event_type"]),
                                 str(unsigned["source"]["org_id"]), content_digest(unsigned))
     return {**unsigned, "signature": sign_statement(key, kid, statement)}
 
@@ -126,8 +155,11 @@ def sign_event(event: dict[str, Any], key: Ed25519PrivateKey, kid: str) -> dict[
 def declare_override(event: dict[str, Any], key: Ed25519PrivateKey, kid: str, role: str) -> dict[str, Any]:
     """A copy of `event` whose `urgency` carries a declaration signed by a named role's key.
     Sign the event itself (sign_event) afterwards: the declaration is part of its content."""
-    urgency = dict(event["urgency"])
+    declared = {k: v for k, v in event.items() if k != "signature"}
+    declared.setdefault("nonce", new_nonce())
+    urgency = {k: v for k, v in dict(declared["urgency"]).items() if k != "declaration"}
     urgency["declared_by_role"] = role
-    urgency["declaration"] = sign_statement(key, kid, override_statement(
-        kid, str(event["event_id"]), role, str(urgency["justification"])))
-    return {**event, "urgency": urgency}
+    declared["urgency"] = urgency
+    statement = override_statement(kid, _event_id(declared), role, declaration_digest(declared))
+    declared["urgency"] = {**urgency, "declaration": sign_statement(key, kid, statement)}
+    return declared

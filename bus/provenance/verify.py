@@ -13,6 +13,7 @@ from bus.provenance.registry import SignerRegistry
 from bus.provenance.signing import (
     BadSignature,
     content_digest,
+    declaration_digest,
     event_statement,
     override_statement,
     parse_jws,
@@ -48,6 +49,8 @@ def verify_source(data: dict[str, Any], event: Envelope, topic: str, signers: Si
                              f"a {event.source.agency.value} event arrived on {topic}")
     if not event.signature:
         raise SourceRejected("unsigned", "signature", "the event is not signed by its source organisation")
+    if not event.nonce:
+        raise SourceRejected("missing_nonce", "nonce", "a signed event needs a random nonce (see README)")
     try:
         jws = parse_jws(event.signature)
     except BadSignature as exc:
@@ -64,11 +67,11 @@ def verify_source(data: dict[str, Any], event: Envelope, topic: str, signers: Si
             jws.kid, str(event.event_id), event.event_type, event.source.org_id, digest))
     except BadSignature as exc:
         raise SourceRejected(str(exc), "signature", "the signature does not match the event") from None
-    role, refused = _override(event, signers)
+    role, refused = _override(data, event, signers)
     return Verified(jws.kid, digest, event.signature, role, refused)
 
 
-def _override(event: Envelope, signers: SignerRegistry) -> tuple[str | None, str | None]:
+def _override(data: dict[str, Any], event: Envelope, signers: SignerRegistry) -> tuple[str | None, str | None]:
     """(verified role, None), or (None, reason) when an urgency block is not properly declared."""
     urgency = event.urgency
     if urgency is None:
@@ -86,7 +89,7 @@ def _override(event: Envelope, signers: SignerRegistry) -> tuple[str | None, str
         return None, "override_role_mismatch"
     try:
         verify_statement(jws, signers.public_key(jws.kid), override_statement(
-            jws.kid, str(event.event_id), declarer.role, urgency.justification))
+            jws.kid, str(event.event_id), declarer.role, declaration_digest(data)))
     except BadSignature:
         return None, "override_bad_declaration"
     return declarer.role, None
@@ -95,15 +98,16 @@ def _override(event: Envelope, signers: SignerRegistry) -> tuple[str | None, str
 def verify_delivered(view: dict[str, Any], public_key: Ed25519PublicKey) -> bool:
     """What a recipient runs on a delivered event (JSON object): does the publisher's
     signature cover this event id, type and source? `public_key` is the key registered as
-    `view["provenance"]["kid"]` (from `sgbus partners keys list --json`)."""
-    prov = view.get("provenance") or {}
+    `view["provenance"]["kid"]` (from `sgbus partners keys list --json`), and the caller checks
+    that this key is registered to the view's `source.org_id` and agency."""
     try:
+        prov = view.get("provenance") or {}
         jws = parse_jws(str(prov.get("signature", "")))
         if jws.kid != prov.get("kid"):
             return False
         verify_statement(jws, public_key, event_statement(
             jws.kid, str(view["event_id"]), str(view["event_type"]), str(view["source"]["org_id"]),
             str(prov["content_sha256"])))
-    except (BadSignature, KeyError, TypeError):
+    except (BadSignature, KeyError, TypeError, AttributeError):
         return False
     return True

@@ -14,16 +14,24 @@ import psycopg
 import pytest
 
 from bus.audit.chain import AuditStore, AuditStoreError, verify
+from bus.audit.signer import AuditSigner, AuditVerifier
 from schemas.synthetic import Synth
 from tests.helpers import wait_for
 from tests.integration.conftest import REPO, Bus
 from tests.postgres_server import Postgres, start_postgres
 from tests.unit.test_audit_chain import (  # noqa: F401 - collected here again, against PostgreSQL
-    KEYRING,
     _record,
+    home,
+    public,
+    signer,
+    test_a_changed_query_column_is_reported,
     test_a_forged_checkpoint_signature_is_reported,
+    test_a_head_not_signed_by_the_audit_key_is_refused,
     test_a_removed_and_renumbered_record_is_reported,
+    test_a_removed_checkpoint_is_reported,
     test_a_removed_record_is_reported,
+    test_a_rewritten_and_rehashed_record_fails_against_the_published_head,
+    test_a_tail_removed_with_its_checkpoints_fails_against_the_published_head,
     test_a_truncated_tail_is_caught_by_the_signed_checkpoint,
     test_an_altered_record_is_reported,
     test_an_inserted_record_is_reported,
@@ -42,21 +50,32 @@ def postgres() -> Iterator[Postgres]:
 
 
 @pytest.fixture
-def store(postgres: Postgres) -> Iterator[AuditStore]:
+def store(postgres: Postgres, signer: AuditSigner) -> Iterator[AuditStore]:  # noqa: F811 - imported fixture
     """The same 20 records in 4 signed batches as the SQLite fixture, in a fresh database."""
     s = AuditStore(dsn=postgres.create_database(f"audit_{uuid.uuid4().hex[:12]}"))
     for batch in range(4):
-        s.append([_record(f"partner-{batch}-{i}", allow=i % 2 == 0) for i in range(5)], KEYRING)
+        s.append([_record(f"partner-{batch}-{i}", allow=i % 2 == 0) for i in range(5)], signer)
     yield s
     s.close()
 
 
-def test_a_repeated_decision_is_stored_once_on_postgres(postgres: Postgres) -> None:
+def test_a_repeated_decision_is_stored_once_on_postgres(
+        postgres: Postgres, signer: AuditSigner, public: AuditVerifier) -> None:  # noqa: F811 - imported fixtures
     s = AuditStore(dsn=postgres.create_database("audit_repeat"))
-    event_id = uuid.uuid4()
-    assert s.append([_record("a", event_id=event_id)], KEYRING) == 1
-    assert s.append([_record("a", event_id=event_id), _record("b", event_id=event_id)], KEYRING) == 1
-    assert s.count() == 2 and verify(s, KEYRING).ok
+    ingest_id = uuid.uuid4()
+    assert s.append([_record("a", ingest_id=ingest_id)], signer)[0] == 1
+    assert s.append([_record("a", ingest_id=ingest_id), _record("b", ingest_id=ingest_id)], signer)[0] == 1
+    assert s.count() == 2 and verify(s, public).ok
+    s.close()
+
+
+def test_the_event_id_register_works_on_postgres(postgres: Postgres) -> None:
+    from bus.audit.chain import IngestedCheck
+
+    s = AuditStore(dsn=postgres.create_database("audit_register"))
+    first = s.register_ingested([IngestedCheck("e1", "aaa", "i1"), IngestedCheck("e1", "bbb", "i2")])
+    assert first["e1"].ingest_id == "i1"
+    assert s.register_ingested([IngestedCheck("e1", "ccc", "i3")])["e1"].content_sha256 == "aaa"
     s.close()
 
 
@@ -98,7 +117,9 @@ def test_worker_writes_the_audit_chain_to_postgres_when_the_dsn_is_set(bus: Bus,
 
         wait_for(stored, 90, what="the worker's audit records in PostgreSQL")
         env = {"SGBUS_AUDIT_DSN": dsn}
-        verified = _sgbus(bus, env, "audit", "verify")
+        # This database holds only this test's records: the published head (of the session's
+        # SQLite chain) does not describe it, so it is checked offline.
+        verified = _sgbus(bus, env, "audit", "verify", "--offline")
         assert verified.returncode == 0 and "audit OK" in verified.stdout, verified.stderr
         nhs = child["identifiers"]["nhs_number"]
         trail = _sgbus(bus, env, "audit", "trail", "--nhs-number", nhs, "--json")

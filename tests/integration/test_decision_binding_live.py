@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import ssl
 import subprocess
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from bus.exceptions import PolicyUnavailable
-from bus.ingest import ingest
 from bus.policy.bundle import build_bundle, ensure_policy_key
 from bus.policy.client import PolicyClient
 from bus.policy.data import load_partnership
@@ -22,8 +20,9 @@ from bus.pseudonymise.keyring import load_keyring
 from bus.route import Router
 from bus.security.opa_auth import OpaAccess, local_token, token_hashes
 from bus.stack import free_port
+from schemas.registry import parse_event_dict
 from schemas.synthetic import Synth
-from tests.helpers import wait_for
+from tests.helpers import pseudonymised, wait_for
 from tests.integration.conftest import REPO, Bus
 
 ROGUE = {
@@ -65,10 +64,8 @@ def test_a_signed_policy_answering_another_question_shares_nothing(bus: Bus, tmp
         s = Synth(seed=31)
         raws = [s.domestic_abuse_incident(s.child(5, 10)) for _ in range(4)]
         events = []
-        for i, raw in enumerate(raws):
-            out = ingest(json.dumps(raw).encode(), keyring, topic="t", partition=0, offset=i)
-            assert out.event is not None
-            events.append(out.event)
+        for raw in raws:
+            events.append(pseudonymised(parse_event_dict(raw), keyring))
 
         async def route() -> None:
             client = PolicyClient(access)

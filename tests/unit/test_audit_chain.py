@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.audit.chain import AuditStore, Checkpoint, IngestedCheck, canonical, chain_hash, verify
+from bus.audit.chain import AuditStore, AuditStoreError, Checkpoint, IngestedCheck, canonical, chain_hash, verify
 from bus.audit.signer import (
     AuditSigner,
     AuditVerifier,
@@ -165,7 +165,7 @@ def test_a_redelivered_batch_and_a_repeat_within_one_batch_are_stored_once(
 def test_verification_needs_only_the_public_keys_and_the_keyring_holds_no_audit_key(home: Path) -> None:
     assert "private_key" not in public_keys_path(home).read_text()
     assert "audit" not in Keyring.generate().to_json()
-    assert signing_key_path(home).parent != (home / "keyring.json").parent or signing_key_path(home).name != "keyring.json"
+    assert signing_key_path(home) != home / "keyring.json" and signing_key_path(home).is_file()
 
 
 def test_a_tail_removed_with_its_checkpoints_fails_against_the_published_head(
@@ -251,3 +251,22 @@ def test_trail_finds_a_child_by_nhs_number_across_key_rotation(
     text = "\n".join(render(records))
     assert "SHARED under DSA-OE-002" in text and "DENIED" in text and "no agreement covers it" in text
     assert verify(store, public).ok
+
+
+def test_records_forged_after_the_last_checkpoint_are_reported_and_never_signed_over(
+        store: AuditStore, public: AuditVerifier, signer: AuditSigner) -> None:
+    """An insider appends correctly hash-chained rows after the last checkpoint: verify says
+    so, and the audit stage refuses to sign a checkpoint over them."""
+    seq, prev = store.head()
+    forged = _record("forged").model_dump(mode="json")
+    store._execute(
+        "INSERT INTO audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (seq + 1, forged["audit_id"], forged["ingest_id"], forged["event_id"], forged["recipient"],
+         forged["decision"], forged["subject_token"], forged["decided_at"], canonical(forged).decode(), prev,
+         chain_hash(prev, forged)),
+    )
+    result = verify(store, public)
+    assert not result.ok and "follow the last signed checkpoint" in (result.problem or "")
+    with pytest.raises(AuditStoreError, match="past its last signed checkpoint"):
+        store.append([_record("next")], signer)
+    assert not verify(store, public).ok

@@ -2,7 +2,6 @@
 field and a reason code, never a crash, never the value."""
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -79,6 +78,26 @@ def test_a_police_event_on_the_school_topic_is_dead_lettered(signers: LocalSigne
     assert _code(_ingest(signers.sign(_dai()), signers, topic="sg.ingress.school")) == "source_topic_mismatch"
 
 
+def test_a_signed_event_without_its_nonce_is_dead_lettered(signers: LocalSigners) -> None:
+    """The nonce keeps the content digest recipients see from confirming guesses."""
+    signed = signers.sign(_dai())
+    assert len(signed["nonce"]) >= 16
+    assert _code(_ingest({k: v for k, v in signed.items() if k != "nonce"}, signers)) == "missing_nonce"
+
+
+def test_the_signing_key_register_refuses_bad_keys_and_shared_key_ids(signers: LocalSigners) -> None:
+    from pydantic import ValidationError
+
+    from bus.provenance.registry import SignerRegistry
+
+    reg = signers.registry().model_dump(mode="json")
+    with pytest.raises(ValidationError, match="Ed25519"):
+        SignerRegistry.model_validate({**reg, "publishers": [{**reg["publishers"][0], "public_key": "AAAA"}]})
+    clash = {**reg["declarers"][0], "kid": reg["publishers"][0]["kid"]}
+    with pytest.raises(ValidationError, match="unique"):
+        SignerRegistry.model_validate({**reg, "declarers": [clash]})
+
+
 def test_an_unknown_or_malformed_signature_is_dead_lettered(signers: LocalSigners) -> None:
     signed = signers.sign(_dai())
     other = LocalSigners(signers.private_dir.parent / "other")
@@ -129,11 +148,14 @@ def test_a_self_asserted_override_is_routed_without_it(signers: LocalSigners) ->
     relabelled = _urgent(signers, role="duty inspector", sign_as="school business manager")
     out = _ingest(signers.sign(relabelled), signers)
     assert out.event is not None and out.event.urgency is None and out.override_refused == "override_role_mismatch"
-    # nor does a declaration copied onto another event
+    # nor does a declaration copied onto another event, or onto the same id about another child
     donor = _urgent(signers)
-    target = {**_dai(), "event_id": "5b0f5a52-3c7e-4d8e-9a41-6f1f0d7f2b10"}
+    target = {**_dai(), "event_id": "5b0f5a52-3c7e-4d8e-9a41-6f1f0d7f2b10", "nonce": donor["nonce"]}
     target["urgency"] = donor["urgency"]
     out = _ingest(signers.sign(target), signers)
+    assert out.event is not None and out.event.urgency is None and out.override_refused == "override_bad_declaration"
+    other_child = {**donor, "subject": Synth(seed=6).child()}
+    out = _ingest(signers.sign(other_child), signers)
     assert out.event is not None and out.event.urgency is None and out.override_refused == "override_bad_declaration"
     # a registered role's own declaration passes ingest with that role; whether the role may
     # invoke the override is the policy's decision (emergency.declarer_roles, Rego tests)
@@ -166,6 +188,13 @@ def test_ingest_ids_differ_per_record_and_repeat_per_replay() -> None:
 def test_random_bytes_never_crash_ingest(signers: LocalSigners, raw: bytes) -> None:
     out = _ingest(raw, signers)
     assert (out.event is None) != (out.dead_letter is None)
+
+
+def test_deeply_nested_json_is_a_dead_letter_not_a_crash(signers: LocalSigners) -> None:
+    """Found in review: json.loads raised RecursionError outside the handled errors."""
+    for raw in (b"[" * 5000, b'{"a":' * 5000):
+        out = _ingest(raw, signers)
+        assert out.event is None and out.dead_letter is not None
 
 
 json_values = st.recursive(

@@ -11,12 +11,12 @@ from bus.exceptions import ConfigurationError, KeyringError
 from bus.policy.data import Partner
 from bus.policy.decision import Decision
 from bus.pseudonymise.engine import recipient_view
-from tests.helpers import pseudonymised
 from bus.pseudonymise.keyring import Keyring, load_keyring
 from bus.pseudonymise.operators import REGISTRY, OperatorContext, get_operator, token, tokens_for_all_keys
 from schemas.identifiers import nhs_number_check_digit, upn_check_letter
 from schemas.registry import parse_event_dict
 from schemas.synthetic import Synth
+from tests.helpers import pseudonymised
 
 KEYRING = Keyring.generate()
 

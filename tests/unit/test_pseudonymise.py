@@ -12,11 +12,11 @@ from bus.policy.data import Partner
 from bus.policy.decision import Decision, Demographics
 from bus.pseudonymise import operators
 from bus.pseudonymise.engine import recipient_view
-from tests.helpers import pseudonymised
 from bus.pseudonymise.keyring import CONTROLLER_DOMAIN, Keyring, init_keyring, load_keyring
 from schemas.identifiers import nhs_number_check_digit
 from schemas.registry import parse_event_dict
 from schemas.synthetic import Synth
+from tests.helpers import pseudonymised
 
 
 @pytest.fixture(scope="module")

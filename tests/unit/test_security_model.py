@@ -292,7 +292,7 @@ def test_partner_topic_keys_are_in_each_partners_own_linkage_domain(tmp_path: Pa
     s = Synth(seed=9)
     child = s.child(6, 10)
     events = []
-    for i, raw in enumerate([s.domestic_abuse_incident(child), s.domestic_abuse_incident(child)]):
+    for raw in [s.domestic_abuse_incident(child), s.domestic_abuse_incident(child)]:
         out = _ingested(raw, keyring)
         assert out.event is not None
         events.append(out.event)
@@ -324,7 +324,7 @@ def test_a_reused_event_id_never_carries_another_childs_identity(tmp_path: Path)
     assert first["subject"]["family_name"] != second["subject"]["family_name"] or \
         first["subject"]["date_of_birth"] != second["subject"]["date_of_birth"]
     events = []
-    for i, raw in enumerate([first, second]):
+    for raw in [first, second]:
         out = _ingested(raw, keyring)
         assert out.event is not None
         events.append(out.event)
