@@ -446,11 +446,24 @@ def bench_opa_cmd(
 def bench_redaction_cmd(
     count: Annotated[int, typer.Option(min=1, help="texts in the labelled synthetic corpus")] = 2000,
     seed: Annotated[int, typer.Option(help="corpus seed")] = 1,
+    corpus: Annotated[Path | None, typer.Option(
+        "--corpus", help="score this labelled corpus (JSON lines: text, subject_names, "
+                         "spans [[start, end, KIND]]) instead of the generated one")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="recall per kind, precision, overall recall")] = False,
 ) -> None:
-    """Recall and precision of free-text redaction on a labelled synthetic corpus."""
-    from bus.bench.redaction import make_corpus, measure
+    """Recall and precision of free-text redaction: a span counts as found when one redacted
+    span covers it; precision is the share of redacted spans that touch a labelled one."""
+    from bus.bench.redaction import CorpusError, load_corpus, make_corpus, measure
 
-    for line in measure(make_corpus(count, seed)).lines():
+    try:
+        samples = load_corpus(corpus) if corpus is not None else make_corpus(count, seed)
+    except (CorpusError, OSError) as exc:
+        _fail(f"--corpus: {exc}", 2)
+    report = measure(samples)
+    if as_json:
+        typer.echo(json.dumps(report.as_json(), indent=2))
+        return
+    for line in report.lines():
         typer.echo(line)
 
 

@@ -45,7 +45,11 @@ class PseudonymisedEvent(Rec):
     ingested_at: AwareDatetime
     classification: str
     subject: SealedSubject
+    #: free text is the redacted copy; the originals are in `sealed_text`
     payload: dict[str, Any]
+    #: each free-text field's original (and the override justification's, as "urgency.justification"),
+    #: sealed like the subject; opened only for a decision that says `reveal`
+    sealed_text: dict[str, dict[str, str]] = Field(default_factory=dict, repr=False)
     #: present only when the declaration was verified; declared_by_role is then the registered role
     urgency: Urgency | None = None
     provenance: Provenance
@@ -112,10 +116,12 @@ class AuditRecord(Rec):
     lawful_basis: list[str]
     purpose: str
     fields_shared: list[str]
+    free_text_modes: dict[str, str] = Field(default_factory=dict)
     identifier_modes: dict[str, str]
     reasons: list[str]
     override: bool = False
-    override_justification: str | None = None
+    #: sealed (AES-GCM, like the subject): no free text is stored in the audit in clear
+    override_justification: dict[str, str] | None = None
     override_role: str | None = None
     policy_revision: str
     subject_token: str

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from bus.policy.decision import Decision
+from bus.pseudonymise.engine import JUSTIFICATION
 from bus.records import AuditRecord, PseudonymisedEvent
 
 
@@ -26,11 +27,12 @@ def audit_record(event: PseudonymisedEvent, decision: Decision, *, view_failed: 
         agreement=decision.agreement,
         lawful_basis=decision.lawful_basis,
         purpose=decision.purpose,
-        fields_shared=decision.fields if decision.allow else [],
+        fields_shared=(decision.fields + sorted(decision.free_text)) if decision.allow else [],
+        free_text_modes=dict(decision.free_text) if decision.allow else {},
         identifier_modes=decision.identifiers if decision.allow else {},
         reasons=reasons,
         override=decision.override,
-        override_justification=event.urgency.justification if decision.override and event.urgency else None,
+        override_justification=event.sealed_text.get(JUSTIFICATION) if decision.override and event.urgency else None,
         override_role=event.urgency.declared_by_role if decision.override and event.urgency else None,
         policy_revision=decision.revision,
         subject_token=event.subject_key,

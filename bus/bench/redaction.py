@@ -1,16 +1,22 @@
-"""Measure free-text redaction on a labelled synthetic corpus with planted values and distractors."""
+"""Measure free-text redaction: on a labelled synthetic corpus with planted values and
+distractors, or on any labelled corpus file (`sgbus bench redaction --corpus FILE.jsonl`)."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from bus.pseudonymise.redact import find_spans
 from schemas.identifiers import nhs_number_check_digit
 from schemas.synthetic import FAMILY, GIVEN, synthetic_nhs_number, synthetic_upn
 
 KINDS = ("NAME", "NHS_NUMBER", "UPN", "PHONE", "EMAIL", "POSTCODE")
+#: the kinds a corpus file labels (README: "Redaction")
+CORPUS_KINDS = ("PERSON", "ADDRESS", "DOB", "NHS_NUMBER", "UPN", "PHONE", "EMAIL", "POSTCODE")
 
 
 @dataclass
@@ -136,9 +142,17 @@ class RedactionReport:
     def precision(self) -> float:
         return self.true_spans / self.spans if self.spans else 1.0
 
+    def recall_by_kind(self) -> dict[str, float]:
+        return {k: self.found[k] / n for k, n in sorted(self.planted.items()) if n}
+
+    def as_json(self) -> dict[str, Any]:
+        return {"texts": self.texts, "recall": {k: round(v, 4) for k, v in self.recall_by_kind().items()},
+                "precision": round(self.precision, 4), "overall_recall": round(self.recall, 4),
+                "labelled": dict(sorted(self.planted.items())), "redacted_spans": self.spans}
+
     def lines(self) -> list[str]:
         out = [f"corpus: {self.texts} texts, {sum(self.planted.values())} planted values"]
-        for kind in KINDS:
+        for kind in [k for k in KINDS if k in self.planted] + sorted(set(self.planted) - set(KINDS)):
             p, f = self.planted[kind], self.found[kind]
             out.append(f"  {kind:<11} planted {p:>5}  redacted {f:>5}  recall {100 * f / p if p else 100:6.2f}%")
         out.append(f"recall {100 * self.recall:.2f}%  precision {100 * self.precision:.2f}% "
@@ -159,3 +173,30 @@ def measure(samples: list[Sample]) -> RedactionReport:
                 found[kind] += 1
         true_spans += sum(1 for h in hits if any(h.start < e and h.end > b for b, e, _ in s.planted))
     return RedactionReport(len(samples), planted, found, spans, true_spans)
+
+
+class CorpusError(ValueError):
+    """A corpus file line that is not a labelled text; the message names the line and field."""
+
+
+def load_corpus(path: Path) -> list[Sample]:
+    """One JSON object per line: {"text", "subject_names": [...], "spans": [[start, end, KIND], ...]}."""
+    samples = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            text, names = raw["text"], raw.get("subject_names", [])
+            spans = [(int(b), int(e), str(k)) for b, e, k in raw["spans"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorpusError(f"{path}:{number}: not a labelled text ({type(exc).__name__})") from None
+        if not isinstance(text, str) or not isinstance(names, list):
+            raise CorpusError(f"{path}:{number}: text must be a string and subject_names a list")
+        for b, e, k in spans:
+            if k not in CORPUS_KINDS:
+                raise CorpusError(f"{path}:{number}: spans: unknown kind {k} (one of {', '.join(CORPUS_KINDS)})")
+            if not 0 <= b < e <= len(text):
+                raise CorpusError(f"{path}:{number}: spans: [{b}, {e}] is outside the text")
+        samples.append(Sample(text=text, names=[str(n) for n in names], planted=spans))
+    return samples

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -82,7 +82,11 @@ class Agreement(Model):
     event_types: list[str] = Field(min_length=1)
     purposes: list[str] = Field(min_length=1)
     lawful_basis: list[str] = Field(min_length=1)
-    fields: list[str] = Field(description="payload fields the recipient may receive")
+    fields: list[str] = Field(description="payload fields the recipient may receive (not free text: see free_text)")
+    free_text: dict[str, Literal["reveal", "redact", "drop"]] = Field(
+        default_factory=dict,
+        description="per free-text field: reveal (the sealed original), redact (the redacted copy) or drop "
+                    "(the default for any free-text field not named)")
     identifiers: dict[Literal["nhs_number", "upn", "la_child_id", "police_person_id"], IdentifierMode] = (
         Field(default_factory=dict)
     )
@@ -109,8 +113,9 @@ class Emergency(Model):
     retention_days: int = Field(ge=1, le=36500)
     declarer_roles: list[str] = Field(
         min_length=1, description="roles whose signed declaration (a key registered to the role) can invoke it")
-    free_text: Literal["drop", "reveal"] = Field(
-        default="drop", description="whether an override also releases the event's free text")
+    free_text: Literal["drop", "redact", "reveal"] = Field(
+        default="drop", description="what an override releases of the event's free text (the agreement's own "
+                                    "choice stands where it has one)")
 
 
 class Partnership(Model):
@@ -227,6 +232,7 @@ def _cross_check(p: Partnership, data_dir: Path, nodes: dict[str, yaml.Node | No
                 if pid not in ids:
                     problems.append(f"{where('agreements', i, key, j)}: {key}: unknown partner {pid}")
         known: set[str] = set()
+        free: set[str] = set()
         for j, et in enumerate(ag.event_types):
             if et not in EVENT_MODELS:
                 problems.append(
@@ -234,10 +240,22 @@ def _cross_check(p: Partnership, data_dir: Path, nodes: dict[str, yaml.Node | No
                 )
             else:
                 known |= set(payload_model(et).model_fields)
+                free |= set(catalogue()[et]["free_text"])
         for k, field in enumerate(ag.fields):
             if known and field not in known:
                 problems.append(
                     f"{where('agreements', i, 'fields', k)}: fields: {field} is not a payload field "
+                    "of the agreement's event types"
+                )
+            elif field in free:
+                problems.append(
+                    f"{where('agreements', i, 'fields', k)}: fields: {field} is free text: give its mode under "
+                    "free_text (reveal, redact or drop) instead"
+                )
+        for field in ag.free_text:
+            if known and field not in free:
+                problems.append(
+                    f"{where('agreements', i, 'free_text', field)}: free_text: {field} is not a free-text field "
                     "of the agreement's event types"
                 )
         if ag.valid_to is not None and ag.valid_to < ag.valid_from:
@@ -245,6 +263,7 @@ def _cross_check(p: Partnership, data_dir: Path, nodes: dict[str, yaml.Node | No
     return problems
 
 
+@lru_cache(maxsize=1)
 def catalogue() -> dict[str, dict[str, list[str]]]:
     """Every event type's payload fields and which are free text (data.sgbus.catalogue)."""
     from schemas.tags import PersonalData, tagged_fields

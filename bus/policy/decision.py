@@ -11,6 +11,7 @@ from bus.exceptions import PolicyUnavailable
 from bus.policy.data import Demographics  # the agreements' own modes: a decision can ask for no other
 
 IdentifierMode = Literal["reveal", "token", "drop"]
+FreeTextMode = Literal["reveal", "redact"]  # drop: the field is not named
 
 
 class Decision(BaseModel):
@@ -25,6 +26,7 @@ class Decision(BaseModel):
     lawful_basis: list[StrictStr] = Field(default_factory=list)
     purpose: StrictStr
     fields: list[StrictStr] = Field(default_factory=list)
+    free_text: dict[StrictStr, FreeTextMode] = Field(default_factory=dict)
     identifiers: dict[StrictStr, IdentifierMode] = Field(default_factory=dict)
     demographics: Demographics = Field(default_factory=Demographics)
     retention_days: StrictInt = Field(default=0, ge=0)
@@ -33,7 +35,8 @@ class Decision(BaseModel):
     revision: StrictStr
 
     def shares_field(self, name: str) -> bool:
-        return "*" in self.fields or name in self.fields
+        """A payload field that is not free text (free text: `free_text` only)."""
+        return name in self.fields
 
 
 def bind_decisions(requests: list[dict[str, Any]], answer: object) -> list[Decision]:

@@ -72,6 +72,10 @@ def _diff_allowed(before: Decision, after: Decision) -> list[str]:
         notes.append("fields narrowed: -" + ", -".join(gone))
     if new:
         notes.append("fields widened: +" + ", +".join(new))
+    for name in sorted(set(before.free_text) | set(after.free_text)):
+        a, b = before.free_text.get(name, "drop"), after.free_text.get(name, "drop")
+        if a != b:
+            notes.append(f"free text {name}: {a} -> {b}")
     for kind in sorted(set(before.identifiers) | set(after.identifiers)):
         a, b = before.identifiers.get(kind, "drop"), after.identifiers.get(kind, "drop")
         if a != b:

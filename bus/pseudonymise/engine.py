@@ -51,6 +51,14 @@ def subject_ad(event: PseudonymisedEvent) -> str:
                        event.subject.token_kid)
 
 
+JUSTIFICATION = "urgency.justification"
+
+
+def text_ad(subject_associated: str, field: str) -> str:
+    """A free-text original is bound like the subject, and to its own field."""
+    return f"{subject_associated}/text/{field}"
+
+
 @lru_cache(maxsize=64)
 def free_text_fields(event_type: str) -> frozenset[str]:
     return frozenset(tagged_fields(payload_model(event_type), PersonalData.FREE_TEXT))
@@ -71,15 +79,18 @@ def pseudonymise_at_ingest(event: Envelope, keyring: Keyring, *, ingest_id: UUID
         kind: token(keyring, CONTROLLER_DOMAIN, kind, value, token_kid)
         for kind, value in event.subject.identifiers.present().items()
     }
-    sealed = seal(keyring, subject, _subject_ad(ingest_id, event.event_type, event.source.agency.value,
-                                                event.source.org_id, token_kid))
+    associated = _subject_ad(ingest_id, event.event_type, event.source.agency.value, event.source.org_id, token_kid)
+    sealed = seal(keyring, subject, associated)
+    sealed_text: dict[str, dict[str, str]] = {}
     ctx = OperatorContext(keyring=keyring, names=_subject_names(subject))
     payload: dict[str, Any] = getattr(event, "payload").model_dump(mode="json")  # noqa: B009
     for name in free_text_fields(event.event_type):
         if payload.get(name) is not None:
+            sealed_text[name] = seal(keyring, payload[name], text_ad(associated, name))
             payload[name] = _REDACT.operate(payload[name], ctx, {})
     urgency = event.urgency if override_role is not None else None
     if urgency is not None:
+        sealed_text[JUSTIFICATION] = seal(keyring, urgency.justification, text_ad(associated, JUSTIFICATION))
         urgency = urgency.model_copy(update={
             "declared_by_role": override_role,
             **{name: _REDACT.operate(getattr(urgency, name), ctx, {}) for name in _URGENCY_FREE_TEXT},
@@ -95,6 +106,7 @@ def pseudonymise_at_ingest(event: Envelope, keyring: Keyring, *, ingest_id: UUID
         classification=event.classification,
         subject=SealedSubject(tokens=tokens, token_kid=token_kid, sealed=sealed),
         payload=payload,
+        sealed_text=sealed_text,
         urgency=urgency,
         provenance=provenance,
     )
@@ -194,7 +206,17 @@ def recipient_view(
         if value is not None:
             ctx = OperatorContext(keyring, kind=DEMOGRAPHICS[field_name].value)
             demographics[field_name] = operator.operate(value, ctx, params)
-    # Free text in sg.events was redacted at ingest, so shared free-text fields pass as they are.
+    # Free text only as the decision's `free_text` says: the redacted copy from sg.events, or the
+    # original, opened from its seal; never through `fields`.
+    free_text = free_text_fields(event.event_type)
+    payload = {k: v for k, v in event.payload.items() if k not in free_text and decision.shares_field(k)}
+    for name, mode in decision.free_text.items():
+        if name not in free_text or event.payload.get(name) is None:
+            continue
+        if mode == "redact":
+            payload[name] = event.payload[name]
+        elif mode == "reveal":
+            payload[name] = reveal(keyring, event.sealed_text[name], text_ad(subject_ad(event), name))
     return DeliveredEvent(
         event_id=event.event_id,
         event_type=event.event_type,
@@ -204,7 +226,7 @@ def recipient_view(
         classification=event.classification,
         recipient=partner.id,
         subject=DeliveredSubject(identifiers=identifiers, **demographics),
-        payload={k: v for k, v in event.payload.items() if decision.shares_field(k)},
+        payload=payload,
         sharing=SharingContext(
             agreement=decision.agreement,
             override=decision.override,

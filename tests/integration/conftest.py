@@ -82,6 +82,17 @@ class Bus:
     def signers(self) -> LocalSigners:
         return LocalSigners(self.settings.home)
 
+    def ensure_declarers(self) -> None:
+        """Declarer keys for the sample emergency section's roles, registered in the bundle."""
+        signers = self.signers
+        have = {d.role for d in signers.registry().declarers}
+        wanted = {"duty inspector": "northshire-police", "MASH manager": "northshire-csc"}
+        for role, partner in wanted.items():
+            if role not in have:
+                signers.issue_declarer(role, partner)
+        if set(wanted) - have:
+            self.stack.reload_policies()
+
     def publish(self, events: list[dict[str, Any]], *, sign: bool = True) -> None:
         """Each event signed with its organisation's key (unless `sign` is False or it already
         carries a signature) and published as that organisation's publisher principal."""

@@ -68,7 +68,9 @@ def test_keyring_errors_never_show_key_material(tmp_path: Path) -> None:
 
 def _csc_decision(**kw: object) -> Decision:
     base: dict[str, object] = {"event_id": "e", "recipient": "northshire-csc", "allow": True, "agreement": "A",
-                               "purpose": "p", "reasons": ["r"], "revision": "v", "fields": ["*"],
+                               "purpose": "p", "reasons": ["r"], "revision": "v",
+                               "fields": ["police_reference", "incident_at", "school_urn", "risk_grade"],
+                               "free_text": {"circumstances": "redact", "child_voice": "redact"},
                                "identifiers": {"nhs_number": "token", "upn": "token"}}
     base.update(kw)
     return Decision.model_validate(base)

@@ -68,16 +68,17 @@ def test_policy_test_reports_coverage_of_at_least_90_percent() -> None:
     assert coverage >= 90
 
 
-def test_simulate_shows_a_removed_recipient_and_a_narrowed_field_list(proposed: Path) -> None:
+def test_simulate_shows_a_removed_recipient_and_a_changed_free_text_mode(proposed: Path) -> None:
     agreements = proposed / "data" / "agreements.yaml"
     _edit(agreements, "recipients: [oakfield-primary, riverside-academy]", "recipients: [riverside-academy]")
-    _edit(agreements, "child_spoken_to, child_voice, circumstances", "child_spoken_to, circumstances")
+    _edit(agreements, "free_text: {circumstances: reveal, child_voice: reveal}",
+          "free_text: {circumstances: reveal, child_voice: redact}")
     s = Synth(seed=4)
     event = parse_event(json.dumps(s.domestic_abuse_incident(s.child(min_age=5), school_urn="900001")))
     result = simulate(REPO / "policies", proposed, [event])
     (change,) = [c for c in result.changes if not c.empty]
     assert change.removed == ["oakfield-primary"]
-    assert change.changed == {"northshire-csc": ["fields narrowed: -child_voice"]}
+    assert change.changed == {"northshire-csc": ["free text child_voice: reveal -> redact"]}
     assert result.current_revision != result.proposed_revision
     assert any("oakfield-primary: recipient removed" in line for line in result.render())
 

@@ -145,12 +145,26 @@ def test_keyring_file_is_private_and_repr_hides_key_material(tmp_path: Path) -> 
     assert not created_again and again.seal.active == keyring.seal.active
 
 
-def test_an_override_decision_shares_every_payload_field(keyring: Keyring) -> None:
+def test_free_text_goes_only_as_the_decision_says_original_redacted_or_not_at_all(keyring: Keyring) -> None:
+    """Issue 14: the original is sealed at ingest; reveal opens it, redact gives the redacted
+    copy, and a free-text field named in `fields` (or not named at all) is not shared."""
     raw = _event()
+    payload: dict[str, object] = raw["payload"]  # type: ignore[assignment]
+    child = raw["subject"]
+    payload["circumstances"] = f"{child['given_name']} (NHS {child['identifiers']['nhs_number']}) was present."  # type: ignore[index]
     pev = pseudonymised(parse_event_dict(raw), keyring)
-    view = recipient_view(pev, _decision(fields=["*"], override=True), _partner("csc", "mash"), keyring)
-    assert set(view.payload) == set(raw["payload"])  # type: ignore[arg-type]
-    assert view.sharing.override is True
+    assert "circumstances" in pev.sealed_text and pev.payload["circumstances"] != payload["circumstances"]
+    assert child["identifiers"]["nhs_number"] not in pev.model_dump_json()  # type: ignore[index]
+    partner = _partner("csc", "mash")
+    revealed = recipient_view(pev, _decision(fields=["incident_at"], free_text={"circumstances": "reveal"}),
+                              partner, keyring)
+    assert revealed.payload["circumstances"] == payload["circumstances"]
+    redacted = recipient_view(pev, _decision(fields=["incident_at"], free_text={"circumstances": "redact"}),
+                              partner, keyring)
+    assert redacted.payload["circumstances"] == pev.payload["circumstances"]
+    for decision in (_decision(fields=["incident_at", "circumstances", "child_voice"]), _decision(fields=["*"])):
+        view = recipient_view(pev, decision, partner, keyring)
+        assert "circumstances" not in view.payload and "child_voice" not in view.payload
 
 
 def test_a_prebirth_event_view_carries_the_generalised_expected_delivery_date(keyring: Keyring) -> None:

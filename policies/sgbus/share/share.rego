@@ -141,6 +141,7 @@ _override(req, d) := object.union(d, {
 	"agreement": _override_agreement(d),
 	"lawful_basis": array.concat(d.lawful_basis, _emergency.lawful_basis),
 	"fields": _override_fields(req, d),
+	"free_text": _override_free_text(req, d),
 	"identifiers": _emergency.identifiers,
 	"demographics": _emergency.demographics,
 	"retention_days": max([d.retention_days, _emergency.retention_days]),
@@ -150,13 +151,19 @@ _override(req, d) := object.union(d, {
 	),
 })
 
-# Free text names the people around the child; an override releases it only where the
-# emergency section says so. data.sgbus.catalogue (built from the event schemas) lists each
-# event type's payload fields and which of them are free text.
-# What the agreement itself shares (free text included, if it does) stays shared.
-_override_fields(req, d) := ["*"] if {
-	object.get(_emergency, "free_text", "drop") == "reveal"
-} else := sort(array.concat(
+# Free text names the people around the child. An agreement names a mode per free-text field
+# (reveal: the sealed original; redact: the redacted copy; drop, the default); only the event
+# type's own free-text fields count. data.sgbus.catalogue (built from the event schemas) lists
+# each event type's payload fields and which of them are free text.
+_free_text(req, a) := {f: m |
+	some f, m in object.get(a, "free_text", {})
+	m != "drop"
+	f in _catalogue_free_text(req)
+}
+
+# An override adds every payload field that is not free text; free text only as the emergency
+# section says (the agreement's own choice stands where it made one).
+_override_fields(req, d) := sort(array.concat(
 	d.fields,
 	[f |
 		some f in object.get(data.sgbus.catalogue, [req.event.event_type, "fields"], [])
@@ -164,6 +171,10 @@ _override_fields(req, d) := ["*"] if {
 		not f in d.fields
 	],
 ))
+
+_override_free_text(req, d) := d.free_text if {
+	object.get(_emergency, "free_text", "drop") == "drop"
+} else := object.union({f: _emergency.free_text | some f in _catalogue_free_text(req)}, d.free_text)
 
 _catalogue_free_text(req) := object.get(data.sgbus.catalogue, [req.event.event_type, "free_text"], [])
 
@@ -179,6 +190,7 @@ _allow(req, a) := {
 	"lawful_basis": a.lawful_basis,
 	"purpose": req.purpose,
 	"fields": a.fields,
+	"free_text": _free_text(req, a),
 	"identifiers": a.identifiers,
 	"demographics": a.demographics,
 	"retention_days": a.retention_days,
@@ -195,6 +207,7 @@ _deny(req) := {
 	"lawful_basis": [],
 	"purpose": req.purpose,
 	"fields": [],
+	"free_text": {},
 	"identifiers": {},
 	"demographics": {"dob": "drop", "postcode": "drop", "name": "drop"},
 	"retention_days": 0,

@@ -45,7 +45,8 @@ _partnership := {
 			"event_types": ["police.dai.v1"],
 			"purposes": ["child-protection"],
 			"lawful_basis": ["s.47"],
-			"fields": ["incident_at", "circumstances"],
+			"fields": ["incident_at"],
+			"free_text": {"circumstances": "reveal", "not_a_free_text_field": "reveal"},
 			"identifiers": {"nhs_number": "token"},
 			"demographics": {"dob": "full", "postcode": "full", "name": "full"},
 			"conditions": [{"recipient_org_matches": null, "attribute": "child_present", "equals": true}],
@@ -122,7 +123,8 @@ test_decisions_table if {
 test_allow_carries_obligations if {
 	d := _decide("csc", "child-protection", _event, "2026-01-10")
 	d.agreement == "DSA-CSC"
-	d.fields == ["incident_at", "circumstances"]
+	d.fields == ["incident_at"]
+	d.free_text == {"circumstances": "reveal"} # only the event type's own free-text fields
 	d.identifiers == {"nhs_number": "token"}
 	d.lawful_basis == ["s.47"]
 	d.retention_days == 2555
@@ -131,6 +133,7 @@ test_allow_carries_obligations if {
 test_deny_shares_nothing if {
 	d := _decide("school-b", "encompass", _event, "2026-01-10")
 	d.fields == []
+	d.free_text == {}
 	d.identifiers == {}
 	d.demographics == {"dob": "drop", "postcode": "drop", "name": "drop"}
 	d.agreement == null
@@ -159,7 +162,8 @@ test_override_widens_an_allowed_share_and_is_marked if {
 	d.allow == true
 	d.override == true
 	d.agreement == "DSA-CSC"
-	d.fields == ["child_present", "circumstances", "incident_at", "school_urn"] # the agreement shares circumstances itself
+	d.fields == ["child_present", "incident_at", "school_urn"]
+	d.free_text == {"circumstances": "reveal"} # the agreement's own choice stands
 	d.identifiers == {"nhs_number": "reveal"}
 	d.retention_days == 3000
 	d.lawful_basis == ["s.47", "vital interests"]
@@ -213,13 +217,17 @@ test_override_needs_a_declaration_by_a_registered_role if {
 	d2.allow == false
 }
 
-test_override_never_releases_free_text_unless_the_emergency_section_says_reveal if {
+test_override_never_releases_free_text_unless_the_emergency_section_says_so if {
 	d := _decide("yjs", "child-protection", _urgent_event, "2026-01-10")
+	d.override == true
 	not "circumstances" in d.fields
-	not "*" in d.fields
-	emergency := object.union(_partnership.emergency, {"free_text": "reveal"})
-	ds := share.decisions with input as {"today": "2026-01-10", "requests": [{"event": _urgent_event, "recipient": "yjs", "purpose": "child-protection"}]}
-		with data.sgbus.partnership as object.union(_partnership, {"emergency": emergency})
-		with data.sgbus.catalogue as _catalogue
-	ds[0].fields == ["*"]
+	d.free_text == {}
+	every mode in ["redact", "reveal"] {
+		emergency := object.union(_partnership.emergency, {"free_text": mode})
+		ds := share.decisions with input as {"today": "2026-01-10", "requests": [{"event": _urgent_event, "recipient": "yjs", "purpose": "child-protection"}]}
+			with data.sgbus.partnership as object.union(_partnership, {"emergency": emergency})
+			with data.sgbus.catalogue as _catalogue
+		ds[0].free_text == {"circumstances": mode}
+		not "circumstances" in ds[0].fields
+	}
 }
