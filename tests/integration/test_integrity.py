@@ -228,3 +228,34 @@ def test_a_share_whose_view_cannot_be_built_is_audited_as_view_failed_and_replay
     assert {a["decision"] for a in final} == {"view_failed", "allow"}
     again = _sgbus(bus, "replay", "--failed")  # nothing left to do: never delivered twice
     assert again.returncode == 0 and "replayed 0 share(s)" in again.stdout
+
+
+def test_partner_topic_keys_are_each_partners_own_token_for_the_child(bus: Bus) -> None:
+    """Regression: every partner topic was keyed by the controller-domain token, so partners
+    in different linkage domains got the same key for the same child."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    s = Synth(seed=136)
+    event = s.domestic_abuse_incident(s.child(min_age=5), school_urn="900001")
+    bus.publish([event])
+    bus.audits_for({event["event_id"]}, 4)
+
+    def key_on(topic: str) -> bytes | None:
+        """The Kafka key of this event's message on `topic` (read from the beginning)."""
+        consumer = Consumer(bus.admin.librdkafka(**{"group.id": "sgbus-test-keys", "enable.auto.commit": False,
+                                                    "isolation.level": "read_committed", "log_level": 3}))
+        try:
+            parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+            for _ in range(30):
+                for msg in consumer.consume(num_messages=1000, timeout=1.0):
+                    if msg.error() is None and json.loads(msg.value() or b"{}").get("event_id") == event["event_id"]:
+                        return msg.key()
+            return None
+        finally:
+            consumer.close()
+
+    controller = wait_for(lambda: key_on(EVENTS), 60, what="the event on sg.events")
+    csc = wait_for(lambda: key_on(deliver_topic("northshire-csc")), 60, what="the MASH's delivery")
+    school = wait_for(lambda: key_on(deliver_topic("oakfield-primary")), 60, what="the school's delivery")
+    assert len({controller, csc, school}) == 3  # controller, mash and education domains: three keys
