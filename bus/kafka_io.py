@@ -38,24 +38,30 @@ def produce_all(producer: Producer, records: list[tuple[str, bytes, bytes]], tim
     return len(records)
 
 
+def committed_reader(access: KafkaAccess, group: str) -> Consumer:
+    """A consumer of committed records that commits nothing. Callers assign partitions rather
+    than subscribe, so the group is never joined and READ on the topic is all it needs."""
+    return Consumer(access.librdkafka(**{
+        "group.id": group, "enable.auto.commit": False, "isolation.level": "read_committed", "log_level": 3,
+    }))
+
+
+def partitions_of(consumer: Consumer, topic: str) -> list[int]:
+    tmd = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if tmd is None or tmd.error is not None:
+        raise StackError(f"topic {topic} does not exist")
+    return list(tmd.partitions)
+
+
 def read_topic(
     access: KafkaAccess, topic: str, *, max_messages: int | None = None, timeout_s: float = 10.0,
     until: Callable[[list[bytes]], bool] | None = None, group: str = "sgbus-reader",
 ) -> list[bytes]:
     """Every value in `topic` from the beginning (no consumer group, nothing committed), until
     `max_messages`, `until(values)` holds, or `timeout_s` passes."""
-    # Partitions are assigned, not subscribed, and nothing is committed: the group is never
-    # joined, so a reader needs READ on the topic only.
-    consumer = Consumer(access.librdkafka(**{
-        "group.id": group, "enable.auto.commit": False, "isolation.level": "read_committed",
-        "log_level": 3,
-    }))
+    consumer = committed_reader(access, group)
     try:
-        md = consumer.list_topics(topic, timeout=10)
-        tmd = md.topics.get(topic)
-        if tmd is None or tmd.error is not None:
-            raise StackError(f"topic {topic} does not exist")
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in tmd.partitions])
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions_of(consumer, topic)])
         values: list[bytes] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

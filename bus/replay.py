@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, TopicPartition
 
 from bus.audit.chain import AuditStore
-from bus.kafka_io import idempotent_producer, produce_all, read_topic
+from bus.kafka_io import committed_reader, idempotent_producer, produce_all, read_topic
 from bus.records import PseudonymisedEvent
 from bus.security.kafka_access import KafkaAccess
 from bus.topics import DLQ, EVENTS
@@ -62,8 +62,7 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
     for ingest_id, (_p, _o, recipients) in wanted.items():
         recipients &= {r for i, r in failed if i == ingest_id}
     delivered = store.delivered(list(wanted))
-    consumer = Consumer(access.librdkafka(**{"group.id": "sgbus-replay", "enable.auto.commit": False,
-                                             "isolation.level": "read_committed", "log_level": 3}))
+    consumer = committed_reader(access, "sgbus-replay")
     out: list[tuple[str, bytes, bytes]] = []
     try:
         for ingest_id, (partition, offset, recipients) in sorted(wanted.items()):

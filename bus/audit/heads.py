@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from bus.audit.chain import Checkpoint
 from bus.exceptions import StackError
+from bus.kafka_io import committed_reader, partitions_of
 from bus.security.kafka_access import KafkaAccess
 from bus.topics import AUDIT_HEADS
 
@@ -16,17 +17,10 @@ def latest_head(access: KafkaAccess, timeout_s: float = 20.0) -> Checkpoint | No
     """The newest signed head on sg.audit.heads (None when none was published yet). Reads the
     whole (compacted) topic up to its end; the highest sequence number wins. Needs only READ on
     the topic, which every partner has."""
-    consumer = Consumer(access.librdkafka(**{
-        "group.id": "sgbus-audit-verify", "enable.auto.commit": False, "isolation.level": "read_committed",
-        "log_level": 3,
-    }))
+    consumer = committed_reader(access, "sgbus-audit-verify")
     try:
-        md = consumer.list_topics(AUDIT_HEADS, timeout=10)
-        tmd = md.topics.get(AUDIT_HEADS)
-        if tmd is None or tmd.error is not None:
-            raise StackError(f"topic {AUDIT_HEADS} does not exist")
         best: Checkpoint | None = None
-        for partition in tmd.partitions:
+        for partition in partitions_of(consumer, AUDIT_HEADS):
             low, high = consumer.get_watermark_offsets(TopicPartition(AUDIT_HEADS, partition), timeout=10)
             if high <= low:
                 continue
