@@ -28,12 +28,11 @@ class SignerSource:
     """The signing key register ingest verifies against: the one in the policy bundle OPA
     serves, re-read every `refresh_s` and when a key is unknown (at most every `min_gap_s`)."""
 
-    def __init__(self, fetch: Callable[[], SignerRegistry], refresh_s: float = 30.0, min_gap_s: float = 2.0,
-                 initial: SignerRegistry | None = None) -> None:
+    def __init__(self, fetch: Callable[[], SignerRegistry], refresh_s: float = 30.0, min_gap_s: float = 2.0) -> None:
         self._fetch, self.refresh_s, self.min_gap_s = fetch, refresh_s, min_gap_s
-        self.registry = initial if initial is not None else SignerRegistry()
-        self.loaded = initial is not None
-        self._at = time.monotonic() if initial is not None else 0.0
+        self.registry = SignerRegistry()
+        self.loaded = False
+        self._at = 0.0
 
     def refresh(self, *, unknown_key: bool = False) -> SignerRegistry:
         """Re-read when due (or, for an unknown key, when the last read is `min_gap_s` old);

@@ -157,18 +157,15 @@ class Router:
                 plan.audits.append(audit_record(event, decision, view_failed="unknown_recipient"))
                 continue
             try:
-                delivery = self._deliver(event, decision, partner, opened)
-            except KeyringError:
-                # A key this worker has not loaded yet (e.g. `keys rotate` by another process):
-                # re-read the keyring once, then give up on this share, recorded as such.
                 try:
+                    delivery = self._deliver(event, decision, partner, opened)
+                except KeyringError:
                     if self._keyring_source is None:
                         raise
+                    # A key this worker has not loaded yet (e.g. `keys rotate` by another
+                    # process): re-read the keyring once; a second failure is recorded below.
                     self.keyring = self._keyring_source(True)
                     delivery = self._deliver(event, decision, partner, opened)
-                except Exception as exc:
-                    self._failed(plan, event, decision, partner.id, exc)
-                    continue
             except Exception as exc:  # never stop the stream; the type name is safe to record
                 self._failed(plan, event, decision, partner.id, exc)
                 continue
