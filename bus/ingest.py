@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bus.provenance.registry import SignerRegistry
-from bus.provenance.verify import SourceRejected, verify_source
-from bus.pseudonymise.engine import pseudonymise_at_ingest
+from bus.provenance.verify import SourceRejected, Verified, verify_source
+from bus.pseudonymise.engine import pseudonymise_at_ingest, redact_texts
 from bus.pseudonymise.keyring import Keyring
 from bus.records import DeadLetter, Provenance, PseudonymisedEvent
+from schemas.envelope import Envelope
 from schemas.registry import InvalidEvent, parse_event
 
 _INGEST_NS = uuid.UUID("6f1c2b9e-3d4a-5b6c-8d7e-9f0a1b2c3d4e")
@@ -55,27 +56,72 @@ def _safe_header(raw: bytes) -> tuple[str | None, str | None]:
     return event_id, event_type
 
 
-def ingest(raw: bytes, keyring: Keyring, signers: SignerRegistry, *, topic: str, partition: int,
-           offset: int, timestamp_ms: int = 0) -> IngestOutcome:
-    """Never raises for bad input: every failure becomes a dead letter with reasons."""
+@dataclass(frozen=True)
+class Record:
+    """One ingress record, as it came off its topic."""
+
+    raw: bytes
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A record that parsed and whose source and signature were verified."""
+
+    record: Record
+    event: Envelope
+    verified: Verified
+
+
+def check(record: Record, signers: SignerRegistry) -> Checked | IngestOutcome:
+    """Parse and verify one record; never raises for bad input (a dead letter with reasons)."""
     try:
-        event = parse_event(raw)
-        verified = verify_source(json.loads(raw), event, topic, signers)
-        provenance = Provenance(kid=verified.kid, content_sha256=verified.content_sha256,
-                                signature=verified.signature)
-        return IngestOutcome(
-            event=pseudonymise_at_ingest(event, keyring,
-                                         ingest_id=ingest_id_for(topic, partition, offset, timestamp_ms),
-                                         provenance=provenance, override_role=verified.override_role),
-            override_refused=verified.override_refused,
-        )
+        event = parse_event(record.raw)
+        return Checked(record, event, verify_source(json.loads(record.raw), event, record.topic, signers))
     except InvalidEvent as exc:
         reasons = [p.model_dump() for p in exc.problems]
     except SourceRejected as exc:
         reasons = [{"field": exc.field, "code": exc.code, "message": exc.message}]
     except Exception as exc:  # a bug must not stop the stream; the type name is safe to record
         reasons = [{"field": "$", "code": "internal_error", "message": type(exc).__name__}]
-    return rejected(raw, reasons, topic=topic, partition=partition, offset=offset)
+    return _rejected(record, reasons)
+
+
+def pseudonymise_checked(checked: list[Checked], keyring: Keyring) -> list[IngestOutcome]:
+    """Pseudonymise verified records, their free text redacted in one pass for the batch."""
+    try:
+        redacted: list[dict[str, str] | None] = list(
+            redact_texts([(c.event, c.verified.override_role) for c in checked]))
+    except Exception:  # redaction of the batch failed: try each event alone, so one bad text costs one event
+        redacted = [None] * len(checked)
+    out = []
+    for c, texts in zip(checked, redacted, strict=True):
+        r = c.record
+        try:
+            provenance = Provenance(kid=c.verified.kid, content_sha256=c.verified.content_sha256,
+                                    signature=c.verified.signature)
+            event = pseudonymise_at_ingest(c.event, keyring, redacted=texts, provenance=provenance,
+                                           ingest_id=ingest_id_for(r.topic, r.partition, r.offset, r.timestamp_ms),
+                                           override_role=c.verified.override_role)
+            out.append(IngestOutcome(event=event, override_refused=c.verified.override_refused))
+        except Exception as exc:
+            out.append(_rejected(r, [{"field": "$", "code": "internal_error", "message": type(exc).__name__}]))
+    return out
+
+
+def ingest(raw: bytes, keyring: Keyring, signers: SignerRegistry, *, topic: str, partition: int,
+           offset: int, timestamp_ms: int = 0) -> IngestOutcome:
+    """Check and pseudonymise one record. Never raises for bad input: every failure becomes a
+    dead letter with reasons."""
+    checked = check(Record(raw, topic, partition, offset, timestamp_ms), signers)
+    return checked if isinstance(checked, IngestOutcome) else pseudonymise_checked([checked], keyring)[0]
+
+
+def _rejected(record: Record, reasons: list[dict[str, str]]) -> IngestOutcome:
+    return rejected(record.raw, reasons, topic=record.topic, partition=record.partition, offset=record.offset)
 
 
 def rejected(raw: bytes, reasons: list[dict[str, str]], *, topic: str, partition: int, offset: int,

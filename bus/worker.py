@@ -51,6 +51,17 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     if stage in ("all", "audit"):
         audit_secret = settings.audit_signing_key_json
         audit_signer = load_signer(settings.home, audit_secret.get_secret_value() if audit_secret else None)
+    if stage in ("all", "ingest"):
+        # Ingest redacts free text: refuse to start without the pinned model (rather than
+        # dead-letter every event), then load it in the background while Kafka connects.
+        from bus.redaction import model, warm_up
+
+        try:
+            model.verify()
+        except model.ModelError as exc:
+            log.error("redaction_model_unusable", cause=str(exc))
+            raise SystemExit(2) from None
+        warm_up()
     metrics = Metrics()
     port = metrics.serve(settings.metrics_port)
     log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from bus import logs
 from bus.audit.chain import IngestedCheck
 from bus.exceptions import PolicyUnavailable
-from bus.ingest import ingest, rejected
+from bus.ingest import Checked, IngestOutcome, Record, check, pseudonymise_checked, rejected
 from bus.records import AuditRecord, DeadLetter, PseudonymisedEvent, decode_audit_batch, encode_audit_batches
 from bus.route import RoutePlan, delivery_latency_s
 from bus.topics import AUDIT, AUDIT_HEADS, AUDIT_HEADS_KEY, DLQ, EVENTS, ingress_topic
@@ -90,19 +90,22 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, settings.retry_max_backoff_s)
         keyring = svc.keyring
-        outcomes = []
+        checked: list[Checked | IngestOutcome] = []
         for ev in batch:
             msg = ev.message
-            stamp = int(msg.timestamp * 1000) if msg.timestamp else 0
-            out = ingest(ev.value, keyring, signers, topic=msg.topic, partition=msg.partition,
-                         offset=msg.offset, timestamp_ms=stamp)
-            if (out.dead_letter is not None and out.dead_letter.reasons[0]["code"] == "unknown_signing_key") \
-                    or out.override_refused == "override_unknown_declarer":
+            record = Record(ev.value, msg.topic, msg.partition, msg.offset,
+                            int(msg.timestamp * 1000) if msg.timestamp else 0)
+            out = check(record, signers)
+            if (isinstance(out, IngestOutcome) and out.dead_letter is not None
+                    and out.dead_letter.reasons[0]["code"] == "unknown_signing_key") \
+                    or (isinstance(out, Checked) and out.verified.override_refused == "override_unknown_declarer"):
                 # A key issued since the register was last read: read it again, then decide.
                 fresh = await asyncio.to_thread(lambda: svc.signers.refresh(unknown_key=True))
-                out = ingest(ev.value, keyring, fresh, topic=msg.topic,
-                             partition=msg.partition, offset=msg.offset, timestamp_ms=stamp)
-            outcomes.append(out)
+                out = check(record, fresh)
+            checked.append(out)
+        # Free text is redacted for the whole batch at once (the redactor is much faster so).
+        passed = iter(pseudonymise_checked([c for c in checked if isinstance(c, Checked)], keyring))
+        outcomes = [next(passed) if isinstance(c, Checked) else c for c in checked]
         # Event ids are the publisher's claim: the first content seen under an id wins; the same
         # content again is a harmless replay; other content under a used id is dead-lettered.
         checks = [IngestedCheck(register_key(o.event), o.event.provenance.content_sha256, str(o.event.ingest_id))

@@ -10,10 +10,10 @@ from typing import Any
 STAGES: list[tuple[str, str]] = [
     ("ingest agent (whole)", "ingest_agent (bus/agents/pipeline.py"),
     ("  ingest: validate raw event (pydantic)", "parse_event (schemas/registry.py"),
-    ("  ingest: tokenise + seal + redact", "pseudonymise_at_ingest ("),
+    ("  ingest: free-text redaction (Presidio + spaCy), per batch", "redact_texts ("),
+    ("  ingest: tokenise + seal", "pseudonymise_at_ingest ("),
     ("    tokens (HMAC-SHA256, base32)", "token (bus/pseudonymise/operators/token.py"),
     ("    sealed identity (AES-GCM)", "seal (bus/pseudonymise/operators/seal.py"),
-    ("    free-text redaction", "bus/pseudonymise/redact.py"),
     ("route agent (whole)", "route_agent (bus/agents/pipeline.py"),
     ("  route: parse sg.events records (pydantic)", "model_validate_json"),
     ("  route: policy query incl. waiting on OPA", "decide_batch ("),

@@ -37,7 +37,6 @@ DEMOGRAPHICS = {
     name: Demographic(meta[KIND_KEY]) for name, meta in tagged_fields(Subject, PersonalData.DEMOGRAPHIC).items()
 }
 _URGENCY_FREE_TEXT = tuple(tagged_fields(Urgency, PersonalData.FREE_TEXT))
-_REDACT = get_operator("redact")
 
 
 def _subject_ad(ingest_id: object, event_type: str, agency: str, org_id: str, token_kid: str) -> str:
@@ -68,11 +67,41 @@ def _subject_names(subject: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(subject[n]) for n, kind in DEMOGRAPHICS.items() if kind is Demographic.NAME and subject.get(n))
 
 
+def texts_to_redact(event: Envelope, override_role: str | None = None) -> dict[str, str]:
+    """The free text of an event that ingest redacts, by field (the urgency justification
+    only when its declaration was verified, since otherwise the urgency block is not kept)."""
+    payload = getattr(event, "payload")  # noqa: B009
+    texts = {name: str(getattr(payload, name)) for name in free_text_fields(event.event_type)
+             if getattr(payload, name, None) is not None}
+    if override_role is not None and event.urgency is not None:
+        texts.update({f"urgency.{name}": str(getattr(event.urgency, name)) for name in _URGENCY_FREE_TEXT})
+    return texts
+
+
+def subject_names(event: Envelope) -> tuple[str, ...]:
+    """The subject's own names, which redaction finds in any case."""
+    return _subject_names(event.subject.model_dump(mode="json"))
+
+
+def redact_texts(items: list[tuple[Envelope, str | None]]) -> list[dict[str, str]]:
+    """The redacted copy of each event's free text (texts_to_redact), all run through the
+    redactor together: one call for a batch is about twice as fast as one per text."""
+    from bus.redaction import default_redactor
+
+    per_event = [texts_to_redact(event, role) for event, role in items]
+    work = [(text, subject_names(event)) for (event, _), texts in zip(items, per_event, strict=True)
+            for text in texts.values()]
+    done = iter(default_redactor().redact_many(work) if work else [])
+    return [{name: next(done) for name in texts} for texts in per_event]
+
+
 def pseudonymise_at_ingest(event: Envelope, keyring: Keyring, *, ingest_id: UUID, provenance: Provenance,
-                           override_role: str | None = None) -> PseudonymisedEvent:
+                           override_role: str | None = None,
+                           redacted: Mapping[str, str] | None = None) -> PseudonymisedEvent:
     """Identifiers become controller tokens, the identity is sealed to this event, and free
-    text is redacted, so sg.events holds no raw identifier or name of the subject. The
-    urgency block is kept only with a verified declaration (`override_role`)."""
+    text is sealed and redacted, so sg.events holds no raw identifier or name. The urgency
+    block is kept only with a verified declaration (`override_role`). `redacted` is the
+    redacted free text from redact_texts, when the caller redacts a batch at once."""
     subject = event.subject.model_dump(mode="json")
     token_kid = keyring.token.active
     tokens = {
@@ -81,19 +110,20 @@ def pseudonymise_at_ingest(event: Envelope, keyring: Keyring, *, ingest_id: UUID
     }
     associated = _subject_ad(ingest_id, event.event_type, event.source.agency.value, event.source.org_id, token_kid)
     sealed = seal(keyring, subject, associated)
+    if redacted is None:
+        redacted = redact_texts([(event, override_role)])[0]
     sealed_text: dict[str, dict[str, str]] = {}
-    ctx = OperatorContext(keyring=keyring, names=_subject_names(subject))
     payload: dict[str, Any] = getattr(event, "payload").model_dump(mode="json")  # noqa: B009
     for name in free_text_fields(event.event_type):
         if payload.get(name) is not None:
             sealed_text[name] = seal(keyring, payload[name], text_ad(associated, name))
-            payload[name] = _REDACT.operate(payload[name], ctx, {})
+            payload[name] = redacted[name]
     urgency = event.urgency if override_role is not None else None
     if urgency is not None:
         sealed_text[JUSTIFICATION] = seal(keyring, urgency.justification, text_ad(associated, JUSTIFICATION))
         urgency = urgency.model_copy(update={
             "declared_by_role": override_role,
-            **{name: _REDACT.operate(getattr(urgency, name), ctx, {}) for name in _URGENCY_FREE_TEXT},
+            **{name: redacted[f"urgency.{name}"] for name in _URGENCY_FREE_TEXT},
         })
     return PseudonymisedEvent(
         ingest_id=ingest_id,

@@ -35,7 +35,7 @@ def test_the_mash_gets_the_original_a_school_none_and_youth_justice_the_redacted
     school = _delivered(bus, "oakfield-primary", dai["event_id"])
     assert "circumstances" not in school["payload"] and "child_voice" not in school["payload"]  # Encompass: none
     yjs = _delivered(bus, "northshire-yjs", exploitation["event_id"])
-    assert yjs["payload"]["summary"].startswith("[NAME] seen getting into cars")  # DSA-EXP-001: redact
+    assert yjs["payload"]["summary"].startswith("[PERSON] seen getting into cars")  # DSA-EXP-001: redact
     assert child["given_name"] not in yjs["payload"]["summary"]
 
     ids = {dai["event_id"], exploitation["event_id"]}

@@ -86,7 +86,7 @@ def test_free_text_in_sg_events_is_redacted_of_the_subjects_name_and_identifiers
     nhs = child["identifiers"]["nhs_number"]
     e["payload"]["circumstances"] = f"{child['given_name']} {child['family_name']} (NHS {nhs}) rang 07700 900123."
     pev = pseudonymised(parse_event_dict(e), KEYRING)
-    assert pev.payload["circumstances"] == "[NAME] (NHS [NHS_NUMBER]) rang [PHONE]."
+    assert pev.payload["circumstances"] == "[PERSON] (NHS [NHS_NUMBER]) rang [PHONE]."
 
 
 def test_urgency_justification_is_redacted_too() -> None:
@@ -97,7 +97,7 @@ def test_urgency_justification_is_redacted_too() -> None:
                     "justification": f"Threat to take {child['given_name']} abroad tonight; call 07700 900123."}
     pev = pseudonymised(parse_event_dict(e), KEYRING, override_role="duty inspector")
     assert pev.urgency is not None
-    assert pev.urgency.justification == "Threat to take [NAME] abroad tonight; call [PHONE]."
+    assert pev.urgency.justification == "Threat to take [PERSON] abroad tonight; call [PHONE]."
 
 
 @settings(max_examples=50, deadline=None)

@@ -1,9 +1,14 @@
-"""Free-text redaction: typed placeholders, checksums respected, recall measured on a corpus."""
+"""Free-text redaction: typed placeholders, checksums respected, the people around the child
+found, and recall measured on a corpus the rules were not written against."""
+
+from pathlib import Path
 
 import pytest
 
-from bus.bench.redaction import make_corpus, measure
-from bus.pseudonymise.redact import find_spans, redact
+from bus.bench.redaction import load_corpus, make_corpus, measure
+from bus.redaction import find_spans, redact
+
+CORPUS = Path(__file__).parents[1] / "data" / "redaction"
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -16,6 +21,10 @@ from bus.pseudonymise.redact import find_spans, redact
     ("Email ava.t@example.org now", "Email [EMAIL] now"),
     ("Lives at NS1 4AB today", "Lives at [POSTCODE] today"),
     ("lives at ns14ab", "lives at [POSTCODE]"),
+    ("Staying at 14 Acacia Road, Northam with an aunt.", "Staying at [ADDRESS] with an aunt."),
+    ("Moved to Flat 3, Willow Court, 18 Station Road.", "Moved to [ADDRESS]."),
+    ("Seen with sibling (DOB 03/04/2015) at clinic.", "Seen with sibling (DOB [DATE_OF_BIRTH]) at clinic."),
+    ("born 3rd April 2015 in Leeds", "born [DATE_OF_BIRTH] in Leeds"),
 ])
 def test_each_kind_is_replaced_by_its_placeholder(text: str, expected: str) -> None:
     assert redact(text) == expected
@@ -30,7 +39,21 @@ def test_upn_with_a_valid_check_letter_is_redacted() -> None:
 
 def test_subject_names_are_redacted_in_any_case_with_possessives_as_one_name() -> None:
     text = "AVA TESTWOOD's mum said ava was scared; Ava Testwood left."
-    assert redact(text, ["Ava", "Testwood"]) == "[NAME] mum said [NAME] was scared; [NAME] left."
+    assert redact(text, ["Ava", "Testwood"]) == "[PERSON] mum said [PERSON] was scared; [PERSON] left."
+
+
+def test_people_around_the_child_are_redacted_not_only_the_subject() -> None:
+    text = ('Ava said "my dad Stuart threw mum down the stairs". Mum Leanne MORROW was seen by '
+            'PC Hollis. Stuart left before police arrived.')
+    out = redact(text, ["Ava", "Testwood"])
+    for name in ("Ava", "Stuart", "Leanne", "MORROW", "Hollis"):
+        assert name not in out, out
+    assert out.startswith('[PERSON] said "my dad [PERSON] threw mum'), out  # relations are kept
+
+
+def test_incident_dates_references_and_roles_are_kept() -> None:
+    text = "Seen on 12/03/2026 at 14:30 by the school nurse; crime ref NSP/24/118823; GP informed."
+    assert redact(text) == text
 
 
 def test_numbers_that_fail_their_checksums_or_formats_are_left_alone() -> None:
@@ -38,12 +61,21 @@ def test_numbers_that_fail_their_checksums_or_formats_are_left_alone() -> None:
     assert find_spans(text) == []
 
 
-def test_other_peoples_names_are_not_the_subjects() -> None:
-    assert redact("Spoke with Mrs Smith", ["Ava"]) == "Spoke with Mrs Smith"
-
-
-def test_recall_on_the_labelled_corpus_is_at_least_99_5_percent() -> None:
-    report = measure(make_corpus(2000, seed=11))
-    assert sum(report.planted.values()) >= 2000
+def test_recall_on_the_generated_corpus_is_at_least_99_5_percent() -> None:
+    report = measure(make_corpus(1000, seed=11))
+    assert sum(report.planted.values()) >= 1000
     assert report.recall >= 0.995, report.lines()
-    assert report.precision >= 0.98, report.lines()
+    assert report.precision >= 0.85, report.lines()
+
+
+def test_held_out_corpus_meets_the_issue_14_targets() -> None:
+    """The held-out part of the corpus (never read while writing the rules): recall >= 0.95 for
+    people, addresses and dates of birth, >= 0.995 for identifiers, precision >= 0.85."""
+    report = measure(load_corpus(CORPUS / "corpus-heldout.jsonl"))
+    recall = report.recall_by_kind()
+    assert len(report.planted) == 8 and sum(report.planted.values()) >= 600, report.lines()
+    for kind in ("PERSON", "ADDRESS", "DOB"):
+        assert recall[kind] >= 0.95, report.lines()
+    for kind in ("NHS_NUMBER", "UPN", "PHONE", "EMAIL", "POSTCODE"):
+        assert recall[kind] >= 0.995, report.lines()
+    assert report.precision >= 0.85, report.lines()

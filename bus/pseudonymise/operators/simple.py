@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bus.pseudonymise.operators.base import Operator, OperatorContext
-from bus.pseudonymise.redact import redact
+from bus.redaction import redact
 
 
 class KeepOperator(Operator):

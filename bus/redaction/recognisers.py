@@ -1,0 +1,237 @@
+"""Presidio recognisers for what safeguarding narrative names: UK identifiers (checksums
+verified), street addresses, dates of birth, people by title or by an upper-case surname,
+and the subject's own names."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+import regex
+from presidio_analyzer import EntityRecognizer, Pattern, PatternRecognizer
+
+from schemas.identifiers import nhs_number_is_valid, upn_is_valid
+
+# Capitalisation carries the signal in names and addresses, so those patterns are case-sensitive.
+CASE_SENSITIVE = regex.DOTALL | regex.MULTILINE
+ANY_CASE = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE
+
+# Entity names (Presidio's own where one exists); the placeholder is chosen from them in redactor.py.
+PERSON, ADDRESS, DOB = "PERSON", "UK_ADDRESS", "DATE_OF_BIRTH"
+NHS, UPN, PHONE, EMAIL, POSTCODE = "UK_NHS", "UK_UPN", "PHONE_NUMBER", "EMAIL_ADDRESS", "UK_POSTCODE"
+SUBJECT = "SUBJECT_NAME"
+
+
+class _Validated(PatternRecognizer):
+    """A pattern whose every match is checked by `valid` (a checksum, a number plan)."""
+
+    def valid(self, text: str) -> bool:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def validate_result(self, pattern_text: str) -> bool:
+        return self.valid(pattern_text)
+
+
+class NhsNumberRecogniser(_Validated):
+    def __init__(self) -> None:
+        super().__init__(supported_entity=NHS, name="NhsNumberRecogniser", global_regex_flags=ANY_CASE,
+                         patterns=[Pattern("nhs_number", r"(?<![\w])\d{3}[ -]?\d{3}[ -]?\d{4}(?![\w])", 0.5)])
+
+    def valid(self, text: str) -> bool:
+        return nhs_number_is_valid(regex.sub(r"\D", "", text))
+
+
+class UpnRecogniser(_Validated):
+    def __init__(self) -> None:
+        super().__init__(supported_entity=UPN, name="UpnRecogniser", global_regex_flags=ANY_CASE,
+                         patterns=[Pattern("upn", r"(?<![\w])[A-Z]\d{11}[0-9A-Z](?![\w])", 0.5)])
+
+    def valid(self, text: str) -> bool:
+        return upn_is_valid(text.upper())
+
+
+class UkPhoneRecogniser(_Validated):
+    """+44 or 0, then digits with spaces, hyphens, dots or brackets: a UK number's 10 or 11 digits."""
+
+    def __init__(self) -> None:
+        super().__init__(supported_entity=PHONE, name="UkPhoneRecogniser", global_regex_flags=ANY_CASE,
+                         patterns=[Pattern("uk_phone", r"(?<![\w+])(?:\+\s?44|\(\s?0|0)[\d\s().-]{8,18}\d(?!\d)", 0.5)])
+
+    def valid(self, text: str) -> bool:
+        digits = regex.sub(r"\D", "", text)
+        if digits.startswith("44"):
+            digits = "0" + digits[2:].removeprefix("0")
+        if len(digits) < 10 or digits[0] != "0":
+            return False
+        # Only some 01 area codes have ten-digit numbers; mobiles, 02, 03, 05 and 08 have eleven.
+        return len(digits) in (10, 11) if digits[1] == "1" else len(digits) == 11 and digits[1] in "23578"
+
+
+class EmailRecogniser(PatternRecognizer):
+    """Presidio's own e-mail recogniser asks tldextract, which fetches the public suffix list
+    over the network on first use; a pattern is enough to redact an address."""
+
+    def __init__(self) -> None:
+        super().__init__(supported_entity=EMAIL, name="EmailRecogniser", global_regex_flags=ANY_CASE, patterns=[
+            Pattern("email", r"(?<![\w.+-])[A-Z0-9._%+-]+@[A-Z0-9-]+(?:\.[A-Z0-9-]+)*\.[A-Z]{2,}(?![\w-])", 0.9)])
+
+
+class PostcodeRecogniser(_Validated):
+    """Outward code (letter first, then a digit) and inward code (a digit, two letters)."""
+
+    def __init__(self) -> None:
+        super().__init__(supported_entity=POSTCODE, name="PostcodeRecogniser", global_regex_flags=ANY_CASE,
+                         patterns=[Pattern("postcode", r"(?<![A-Z0-9])[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}(?![A-Z0-9])",
+                                           0.5)])
+
+    def valid(self, text: str) -> bool:
+        # A postcode-shaped string is redacted even when its inward letters are not ones Royal
+        # Mail uses (C I K M O V): a mistyped postcode still locates a family.
+        return True
+
+
+# -- addresses -------------------------------------------------------------------------------------
+_WORD = r"[A-Z][a-z]+(?:['\u2019]s)?(?:-[A-Z][a-z]+)?"
+_STREET_SUFFIX = (
+    r"(?:Road|Rd|Street|St|Lane|Close|Court|Avenue|Ave|Drive|Way|Crescent|Gardens|Terrace|Place|Rise|Walk|"
+    r"Grove|Row|Parade|Square|Yard|Mews|View|Lawns|Green|Park|Hill|Gate|Wharf|Quay|Vale|Side|Fields|"
+    r"Meadows|Path|Circus|Embankment|Broadway|Approach|Boulevard|Chase|Croft|Dene|End|Hollow|Mount)"
+)
+_STREET = (rf"(?:(?:{_WORD}\s+){{1,3}}{_STREET_SUFFIX}\b(?:(?<=\b(?:Rd|St|Ave))\.)?"
+           r"|[A-Z][a-z]+(?:gate|walk|way|side|field|fields|bury)\b)")
+_NUMBER = r"\d{1,4}[A-Za-z]?(?:-\d{1,4})?"
+_UNIT = r"(?:Flat|Room|Apartment|Apt\.?|Unit|Plot)\s+\d{1,4}[A-Za-z]?"
+_BUILDING_SUFFIX = (
+    r"(?:House|Court|Tower|Flats|Lodge|Hotel|Home|Lodgings|Cottages?|Mews|Mansions|Buildings|Hall|"
+    r"Heights|Point|Farm|Rectory|Vicarage|Barn|Mill|Manor|Grange|Bungalow|Villa)"
+)
+_BUILDING = rf"(?:The\s+)?(?:{_WORD}\s+){{0,3}}{_BUILDING_SUFFIX}\b"
+_ESTATE = rf"(?:{_WORD}\s+){{1,2}}Estate\b"
+_TOWN = r"(?:,\s+(?!Flat\b|Room\b|DOB\b|NHS\b|UPN\b|Mum\b|Dad\b)[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?\b(?!\s*\())?"
+
+
+def address_recogniser() -> PatternRecognizer:
+    """House or flat number + street, flats in named buildings, named houses on a street."""
+    return PatternRecognizer(supported_entity=ADDRESS, name="UkAddressRecogniser", global_regex_flags=CASE_SENSITIVE,
+                             patterns=[
+        # [Flat 3,] [Willow Court,] 18 Station Road[, Town]
+        Pattern("numbered_street",
+                rf"\b(?:{_UNIT},?\s+)?(?:(?:{_NUMBER}\s+)?{_BUILDING},\s+)?{_NUMBER},?\s+{_STREET}{_TOWN}", 0.6),
+        # Flat 12b Alder House[, Kingsmead Estate | , Canal Street]
+        Pattern("flat_in_building",
+                rf"\b{_UNIT},?\s+{_BUILDING}(?:,\s+(?:{_NUMBER}\s+)?(?:{_STREET}|{_ESTATE}))?{_TOWN}", 0.6),
+        # Ivy Cottage, Mill Lane / 2 Meadow Cottages, Long Lane / The Old Rectory, Church Lane
+        Pattern("named_house_on_street", rf"\b(?:{_NUMBER}\s+)?{_BUILDING},\s+(?:{_NUMBER}\s+)?{_STREET}{_TOWN}", 0.55),
+    ])
+
+
+# -- dates of birth --------------------------------------------------------------------------------
+_MONTH = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|"
+          r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)")
+_DATE = (r"(?:\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.\-]\d{1,2}[/.\-](?:\d{4}|\d{2})"
+         rf"|\d{{1,2}}(?:st|nd|rd|th)?\s+{_MONTH}\.?,?\s+\d{{4}}|{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})")
+_DOB_KEY = r"(?:\bd\.?\s?o\.?\s?b\b\.?|\bdate\s+of\s+birth\b|\bborn(?:\s+on)?\b|\bb\.)"
+_NOT_A_NAME = r"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday|On|At|By|Since|From|Until|Today)"
+
+
+def dob_recognisers() -> list[PatternRecognizer]:
+    """A date after "DOB", "born" or "date of birth"; or straight after a name, in brackets or
+    after a comma ("Callum Reid (07/06/2011)"). Other dates (incidents, visits) are kept."""
+    return [
+        PatternRecognizer(supported_entity=DOB, name="DobAfterKeywordRecogniser", global_regex_flags=ANY_CASE,
+                          patterns=[Pattern("dob_after_keyword",
+                                            rf"(?<={_DOB_KEY}\s*[:\-]?\s*(?:born\s+(?:on\s+)?)?){_DATE}(?!\d)", 0.85)]),
+        PatternRecognizer(supported_entity=DOB, name="DobAfterNameRecogniser", global_regex_flags=CASE_SENSITIVE,
+                          patterns=[Pattern("dob_after_name",
+                                            rf"(?<=\b[A-Z][a-z]+(?:\s+[A-Z][A-Za-z'\-]+)?(?:\s\(|,\s))"
+                                            rf"(?<!\b{_NOT_A_NAME}(?:\s\(|,\s)){_DATE}(?!\d)", 0.5)]),
+    ]
+
+
+# -- people ----------------------------------------------------------------------------------------
+_TITLES = r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|PC|PCSO|PS|DC|DS|DI|DCI|Sgt|Insp|Nurse|Pastor|Cllr|Rev|Father|Sister)"
+_NAME_WORD = r"(?:[A-Z][a-z]+(?:['\-][A-Z][a-z]+)?|[A-Z]{2,})"
+# Acronyms a note puts after a given name that are not surnames ("Dad NFA", "Ava DOB").
+_ACRONYMS = (r"(?:NHS|UPN|DOB|CSC|MASH|DASH|DSL|GP|ED|AE|PE|CP|CIN|SW|HV|NRM|YOT|YJS|EDT|SALT|TAF|MDA|RTC|CSE|CCE|FGM|"
+             r"NKDA|LMP|BMI|GCS|ASB|ABE|MISPER|CAMHS|SENCO|DBS|NSP|IP|DA|CLA|LAC|LA|PC|DC|DS|PS|CAD|OK|TV|UK|AM|PM|"
+             r"SEN|SEND|EHCP|ICPC|RCPC|LADO|PLO|HR|IT|ID|CCTV|ASAP|RIP|ACE|NFA|BTP|MARAC|MAPPA|EHE|PRU|KS|RE|OT)")
+_NOT_A_GIVEN_NAME = (r"(?:Pt|Year|Ref|Mum|Dad|Father|Mother|Police|The|Crime|Case|Incident|Risk|Child|Victim|Suspect|"
+                     r"Note|Log|Outcome|Decision|Agreed|Update|Present|School|Staff|Action|Plan|Called|Seen)")
+
+
+# Words for a person's relation or role, after which a capitalised word is a name ("dad Stuart",
+# "friend Marcus", "HV Morven Gillies"); the word itself is kept.
+RELATIONS = (
+    "mum", "mom", "mother", "dad", "father", "parent", "parents", "brother", "sister", "sibling", "siblings", "twin",
+    "son", "daughter", "uncle", "aunt", "auntie", "aunty", "nan", "nana", "nanny", "gran", "granny", "grandma",
+    "grandmother", "grandad", "grandfather", "grandparent", "cousin", "niece", "nephew", "stepdad", "stepmum",
+    "stepfather", "stepmother", "step-dad", "step-mum", "friend", "friends", "boyfriend", "girlfriend", "partner",
+    "ex-partner", "husband", "wife", "fiance", "carer", "carers", "neighbour", "lodger", "nurse", "HV", "SW",
+    "worker", "teacher", "officer", "DSL", "SENCO", "head", "headteacher", "manager", "consultant", "midwife",
+    "paramedic", "child", "baby", "pupil", "pt", "patient", "victim", "suspect", "perpetrator", "offender",
+    "called", "named", "known as", "aka", "meet", "meeting", "with", "by", "from", "and",
+)
+_RELATION = "|".join(regex.escape(w) for w in sorted(RELATIONS, key=len, reverse=True))
+_CAPITALISED = r"[A-Z][a-z]+(?:['\-][A-Z][a-z]+)?"
+# Capitalised words after a relation that are not names ("with Police", "to School").
+NOT_NAMES = (
+    "The", "A", "An", "Police", "School", "Social", "Services", "Care", "Children", "Child", "Health", "Team", "Early",
+    "Help", "Year", "Mum", "Dad", "Mummy", "Daddy", "Nan", "Nanny", "Gran", "Grandad", "Grandma", "Uncle", "Auntie",
+    "Aunty", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "January", "February",
+    "March", "April", "June", "July", "August", "September", "October", "November", "December", "A&E", "Hospital",
+    "MASH", "GP", "CSC", "He", "She", "They", "His", "Her", "Their", "It", "This", "That", "I", "We", "You", "No",
+    "Yes", "Dr", "Mr", "Mrs", "Ms", "Miss", "PC", "DC", "Pt", "Family", "Friends", "Parents", "Carers", "Staff",
+    "Street", "Road", "Lane", "Court", "House", "Home", "Estate", "Park", "Station", "Centre", "Academy", "Primary",
+    "Unit", "Ward", "Emergency", "Department", "Email", "Phone", "Ref", "Intel", "Info", "Victim", "Neighbour",
+    "Flag", "Obs", "Attendance", "Tel", "Mobile", "Landline", "Address", "Referral", "Safeguarding", "Christmas",
+    "Easter", "Eid", "Ramadan", "Diwali",
+    "English", "British", "Muslim", "Christian", "Romanian", "Polish", "Pakistan", "Poland", "Romania", "Nigeria",
+)
+_NOT_NAME = "|".join(regex.escape(w) for w in NOT_NAMES)
+
+
+def people_recognisers() -> list[PatternRecognizer]:
+    """Names the statistical model misses in notes: a surname after a title or rank ("PC
+    Hollis", "Dr Okafor"), a given name with an upper-case surname ("Leanne MORROW"), a name
+    after a relation or role ("dad Stuart", "nurse Leah Moran"), and a quoted nickname after
+    one ("stayed with \"Big Man\"")."""
+    return [
+        PatternRecognizer(supported_entity=PERSON, name="RelationNameRecogniser", global_regex_flags=CASE_SENSITIVE,
+                          patterns=[Pattern("relation_then_name",
+                                            rf"(?<=\b(?i:{_RELATION})(?:['\u2019]s)?\s[\"\u201c']?)"
+                                            rf"(?!(?:{_NOT_NAME})\b){_CAPITALISED}"
+                                            rf"(?:\s(?!(?:{_NOT_NAME})\b){_CAPITALISED}\b(?!\s*\())?\b", 0.5)]),
+        PatternRecognizer(supported_entity=PERSON, name="QuotedNicknameRecogniser", global_regex_flags=CASE_SENSITIVE,
+                          patterns=[Pattern("quoted_nickname",
+                                            rf"(?<=\b(?i:{_RELATION})\s[\"\u201c'])[A-Z][A-Za-z]+(?:\s[A-Z][A-Za-z]+)?"
+                                            r"(?=[\"\u201d'])", 0.5)]),
+        PatternRecognizer(supported_entity=PERSON, name="TitleNameRecogniser", global_regex_flags=CASE_SENSITIVE,
+                          patterns=[Pattern("title_then_name",
+                                            rf"(?<=\b{_TITLES}\.?\s(?:\d{{3,5}}\s)?){_NAME_WORD}"
+                                            rf"(?:\s{_NAME_WORD}\b(?!\s*\())?\b", 0.6)]),
+        PatternRecognizer(supported_entity=PERSON, name="UpperCaseSurnameRecogniser",
+                          global_regex_flags=CASE_SENSITIVE,
+                          patterns=[Pattern("given_then_SURNAME",
+                                            rf"\b(?!{_NOT_A_GIVEN_NAME}\b)[A-Z][a-z]+(?:-[A-Z][a-z]+)?\s"
+                                            rf"(?!{_ACRONYMS}\b)[A-Z]{{2,}}(?:-[A-Z]{{2,}})?\b", 0.6)]),
+    ]
+
+
+def subject_name_recogniser(names: Iterable[str]) -> EntityRecognizer | None:
+    """The subject's own names (any case, possessive included), full name first so
+    "Ava Testwood" is one span; cached, since building one compiles its pattern."""
+    return _subject_names(tuple(sorted({n.strip() for n in names if n and len(n.strip()) >= 2})))
+
+
+@functools.lru_cache(maxsize=4096)
+def _subject_names(names: tuple[str, ...]) -> EntityRecognizer | None:
+    if not names:
+        return None
+    alternatives = "|".join(regex.escape(n) for n in sorted(names, key=len, reverse=True))
+    pattern = rf"(?<![\w])(?:{alternatives})(?:\s+(?:{alternatives}))*(?:['\u2019]s)?(?![\w])"
+    return PatternRecognizer(supported_entity=SUBJECT, name="SubjectNameRecogniser", global_regex_flags=ANY_CASE,
+                             patterns=[Pattern("subject_name", pattern, 1.0)])
+
+
+def identifier_recognisers() -> list[PatternRecognizer]:
+    return [NhsNumberRecogniser(), UpnRecogniser(), UkPhoneRecogniser(), EmailRecogniser(), PostcodeRecogniser()]
