@@ -35,7 +35,7 @@ def create_forwarder(app_id: str, access: KafkaAccess, home: Path, fetch_max_wai
 
 
 def main() -> None:
-    from bus.cli import resolve_endpoints
+    from bus.cli_common import resolve_endpoints
     from bus.worker import run_faust
 
     settings = Settings()

@@ -8,21 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
+from bus.cli_common import fail, local_stack
 from bus.settings import Settings
 
 partners_app = typer.Typer(help="Kafka principals, ACLs and credentials of the partnership's members.",
                            no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def _stack(settings: Settings):  # type: ignore[no-untyped-def]
-    from bus.stack import Stack
-
-    return Stack(settings.home, settings.policies_dir, progress=lambda m: typer.echo(m, err=True))
 
 
 @partners_app.command("sync")
@@ -33,7 +23,7 @@ def partners_sync() -> None:
     from bus.topics import create_topics, topic_specs
 
     settings = Settings()
-    stack = _stack(settings)
+    stack = local_stack(settings)
     partnership = load_partnership(settings.policies_dir / "data")
     created = create_topics(stack.access(), topic_specs(partnership))
     report = stack.sync_partners()
@@ -79,17 +69,17 @@ def partners_credentials(
     partnership = load_partnership(settings.policies_dir / "data")
     partner = partnership.partner(partner_id)
     if partner is None:
-        _fail(f"PARTNER_ID: no partner {partner_id!r} in {settings.policies_dir / 'data'}", 2)
+        fail(f"PARTNER_ID: no partner {partner_id!r} in {settings.policies_dir / 'data'}", 2)
         return
     name = publisher_name(partner_id) if publisher else partner_name(partner_id)
-    stack = _stack(settings)
+    stack = local_stack(settings)
     try:
         if rotate:
             rotate_secret(stack.access(), settings.home, name)
             typer.echo(f"rotated the secret of {name}", err=True)
         access = stack.access(name)
     except SgbusError as exc:
-        _fail(f"{exc} (run `sgbus partners sync` after adding a partner)")
+        fail(f"{exc} (run `sgbus partners sync` after adding a partner)")
         return
     extra: dict[str, Any] = (
         {"enable.idempotence": True, "acks": "all"} if publisher else
@@ -114,7 +104,7 @@ partners_app.add_typer(keys_app, name="keys")
 
 def _reload_if_running(settings: Settings) -> None:
     """The register travels in the signed policy bundle: rebuild it if the local OPA runs."""
-    stack = _stack(settings)
+    stack = local_stack(settings)
     if settings.opa_url is None and stack.status()["opa"]["alive"]:
         revision = stack.reload_policies()
         typer.echo(f"policy bundle rebuilt with the new register (revision {revision})", err=True)
@@ -145,7 +135,7 @@ def keys_issue(
     partnership = load_partnership(settings.policies_dir / "data")
     partner = partnership.partner(org) or next((p for p in partnership.partners if p.org_id == org), None)
     if partner is None:
-        _fail(f"ORG: no partner has id or org_id {org!r} in {settings.policies_dir / 'data'}", 2)
+        fail(f"ORG: no partner has id or org_id {org!r} in {settings.policies_dir / 'data'}", 2)
         return
     signers = LocalSigners(settings.home)
     try:
@@ -156,7 +146,7 @@ def keys_issue(
             entry = signers.issue_publisher(partner.agency, partner.org_id, replace=replace)
             kid, what = entry.kid, f"signing key {entry.kid} for {partner.agency.value} organisation {partner.org_id}"
     except ConfigurationError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     typer.echo(f"issued {what}")
     if out is not None:
@@ -192,6 +182,6 @@ def keys_revoke(kid: Annotated[str, typer.Argument(help="key id from `sgbus part
 
     settings = Settings()
     if not LocalSigners(settings.home).revoke(kid):
-        _fail(f"KID: no key {kid!r} in the register", 2)
+        fail(f"KID: no key {kid!r} in the register", 2)
     typer.echo(f"revoked {kid}")
     _reload_if_running(settings)

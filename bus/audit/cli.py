@@ -1,0 +1,111 @@
+"""`sgbus audit`: verify the chain against its published head, and who received what about a child."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bus.cli_common import err, fail, kafka_as, load_keyring, load_settings, open_audit, resolve_endpoints
+from bus.settings import Settings
+
+audit_app = typer.Typer(help="Verify the audit chain and answer who received what about a child.",
+                        no_args_is_help=True)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    public_keys: Annotated[Path | None, typer.Option(
+        "--public-keys", help="audit public keys (JSON); default: SGBUS_AUDIT_PUBLIC_KEYS or "
+                              "$SGBUS_HOME/audit-signing/public-keys.json")] = None,
+    head_file: Annotated[Path | None, typer.Option(
+        "--head", help="check against this saved head (JSON from `sgbus audit head`) instead of "
+                       "reading sg.audit.heads")] = None,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="do not read the published head (weaker: a removed tail can go unnoticed)")] = False,
+) -> None:
+    """Check the hash chain, its columns and its signed checkpoints with the public key only,
+    against the latest head published on sg.audit.heads; name the first bad record."""
+    from bus.audit.chain import Checkpoint, verify
+    from bus.audit.signer import load_verifier, public_keys_path
+    from bus.exceptions import KeyringError
+
+    settings = load_settings()
+    try:
+        verifier = load_verifier(public_keys or settings.audit_public_keys or public_keys_path(settings.home))
+    except KeyringError as exc:
+        fail(str(exc), 2)
+    published = None
+    if head_file is not None:
+        try:
+            published = Checkpoint.from_json(head_file.read_bytes())
+        except (OSError, ValueError, KeyError, TypeError):
+            fail(f"--head: {head_file} is not a saved audit head", 2)
+    elif not offline:
+        published = _published_head(settings)
+    result = verify(open_audit(settings), verifier, published)
+    if result.ok:
+        against = (f"matches the published head at record {result.published_seq}" if published
+                   else "NOT checked against a published head")
+        typer.echo(f"audit OK: {result.records} records, {result.checkpoints} signed checkpoints, "
+                   f"head {result.head[:16]}; {against}")
+        return
+    err(f"audit FAILED: {result.problem}")
+    raise typer.Exit(1)
+
+
+def _published_head(settings: Settings):  # type: ignore[no-untyped-def]
+    from bus.audit.heads import latest_head
+    from bus.exceptions import StackError
+    from bus.security.principals import ADMIN
+
+    bootstrap = settings.kafka_bootstrap or resolve_endpoints(settings)[0]
+    try:
+        return latest_head(kafka_as(settings, bootstrap, ADMIN))
+    except StackError as exc:
+        fail(f"cannot read the published audit heads: {exc} (use --head FILE or --offline)")
+
+
+@audit_app.command("head")
+def audit_head() -> None:
+    """Print the latest signed audit head published on sg.audit.heads (JSON), to keep and
+    verify against later with `sgbus audit verify --head FILE`."""
+    head = _published_head(load_settings())
+    if head is None:
+        fail("no audit head has been published yet")
+    typer.echo(head.to_json().decode())
+
+
+@audit_app.command("trail")
+def audit_trail(
+    nhs_number: Annotated[str | None, typer.Option("--nhs-number", help="the child's NHS number")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="a controller token (psn:...)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON lines")] = False,
+) -> None:
+    """Who received what about a child, when, under which agreement, lawful basis and policy
+    revision, and which shares were denied and why."""
+    from bus.audit.trail import render, subject_tokens, trail
+    from schemas.identifiers import nhs_number_is_valid
+
+    if (nhs_number is None) == (token is None):
+        fail("give exactly one of --nhs-number or --token", 2)
+    settings = load_settings()
+    if nhs_number is not None:
+        nhs = nhs_number.replace(" ", "").replace("-", "")
+        if not nhs_number_is_valid(nhs):
+            fail("--nhs-number: not a valid NHS number (10 digits with a modulus 11 check digit)", 2)
+        tokens = subject_tokens(load_keyring(settings), "nhs_number", nhs)
+    else:
+        assert token is not None
+        if not token.startswith("psn:"):
+            fail("--token: a controller token looks like psn:<kid>:<value>", 2)
+        tokens = {token}
+    records = trail(open_audit(settings), tokens)
+    if as_json:
+        for r in records:
+            typer.echo(json.dumps(r))
+        return
+    for line in render(records):
+        typer.echo(line)
