@@ -21,6 +21,7 @@ from bus.exceptions import SgbusError
 from bus.policy.cli import policy_app
 from bus.pseudonymise.cli import keys_app
 from bus.security.cli import partners_app
+from connectors.cli import connector_app
 from connectors.delivery.cli import deliver_app
 
 app = typer.Typer(help="sgbus: the secure multi-agency safeguarding event bus.", no_args_is_help=True,
@@ -35,6 +36,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
 app.add_typer(deliver_app, name="deliver")
 app.add_typer(partners_app, name="partners")
+app.add_typer(connector_app, name="connector")
 
 
 # -- stack ----------------------------------------------------------------------------------

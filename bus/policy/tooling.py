@@ -25,6 +25,13 @@ def check_policies(policies_dir: Path) -> list[str]:
         load_partnership(policies_dir / "data")
     except PolicyDataError as exc:
         problems.extend(str(exc).splitlines())
+    if (policies_dir / "data" / "attendance.yaml").exists():  # thresholds of the school-sessions connector
+        from connectors.inbound.school_sessions import load_thresholds
+
+        try:
+            load_thresholds(policies_dir / "data")
+        except ValueError as exc:
+            problems.append(str(exc))
     rego_dir = str(policies_dir)
     fmt = _opa("fmt", "--list", "--fail", rego_dir)
     if fmt.returncode != 0:

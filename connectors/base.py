@@ -1,0 +1,166 @@
+"""What every inbound connector shares: a partner's own file in, canonical events (or a
+rejection per bad record, naming the field but never the value) out."""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo
+
+from bus.exceptions import SgbusError
+from schemas.envelope import Agency
+from schemas.registry import InvalidEvent, parse_event_dict
+
+#: event ids are uuid5 of the connector, the organisation and the source record's own
+#: identifiers, so the same record converted twice (a re-delivered file) has the same id
+_EVENT_IDS = uuid.UUID("0b7d3a52-6c1e-5f4a-9d2b-8e3f1a6c5d70")
+#: local time of English source systems that give a date or a time without a zone
+LONDON = ZoneInfo("Europe/London")
+
+
+class FileRejected(SgbusError):
+    """The file as a whole cannot be read (not XML, wrong root, not FHIR, no header)."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One bad record: where it is, which field, what is wrong; never the value."""
+
+    path: Path
+    where: str  # "record 3" or "line 4"
+    field: str
+    message: str
+    code: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.where}: {self.field}: {self.message} [{self.code}]"
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A canonical event (a dict the bus accepts) made from one source record."""
+
+    where: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a conversion needs beyond the file: who publishes, and when it is."""
+
+    org_id: str
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: partnership thresholds etc. for connectors that decide whether to emit (school-sessions)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class RecordError(ValueError):
+    """Raised inside a connector's mapping of one record: becomes that record's Rejection."""
+
+    def __init__(self, field: str, message: str, code: str) -> None:
+        super().__init__(f"{field}: {message} [{code}]")
+        self.field, self.message, self.code = field, message, code
+
+
+class Connector(ABC):
+    """An inbound connector: reads one file format, yields canonical events of one agency."""
+
+    name: ClassVar[str]
+    agency: ClassVar[Agency]
+    summary: ClassVar[str]
+
+    @abstractmethod
+    def records(self, path: Path, ctx: Context) -> Iterator[tuple[str, Any]]:
+        """(where, record) for each source record; raises FileRejected for an unreadable file."""
+
+    @abstractmethod
+    def to_events(self, record: Any, ctx: Context) -> list[dict[str, Any]]:
+        """The canonical events one record becomes (maybe none); RecordError for a bad record."""
+
+    def convert(self, path: Path, ctx: Context) -> Iterator[Converted | Rejection]:
+        """Every event of the file, each checked as the bus will check it; bad records are
+        rejected one by one and the rest go through."""
+        for where, record in self.records(path, ctx):
+            try:
+                events = self.to_events(record, ctx)
+            except RecordError as exc:
+                yield Rejection(path, where, exc.field, exc.message, exc.code)
+                continue
+            for event in events:
+                try:
+                    parse_event_dict(event)
+                except InvalidEvent as exc:
+                    first = exc.problems[0]
+                    yield Rejection(path, where, first.field, first.message, first.code)
+                    continue
+                yield Converted(where, event)
+
+
+def event_id(connector: str, org_id: str, *parts: object) -> str:
+    return str(uuid.uuid5(_EVENT_IDS, "/".join([connector, org_id, *(str(p) for p in parts)])))
+
+
+def envelope(*, connector: str, key: tuple[object, ...], event_type: str, agency: Agency, ctx: Context,
+             subject: dict[str, Any], payload: dict[str, Any], occurred_at: datetime) -> dict[str, Any]:
+    """A canonical event: the id from the source record's identifiers (`key`), recorded now."""
+    return {
+        "event_id": event_id(connector, ctx.org_id, event_type.rsplit(".", 1)[0], *key),
+        "event_type": event_type,
+        "source": {"agency": agency.value, "org_id": ctx.org_id},
+        "occurred_at": occurred_at.isoformat(),
+        "recorded_at": max(ctx.now, occurred_at).isoformat(),
+        "subject": {k: v for k, v in subject.items() if v not in (None, {}, "")},
+        "classification": "OFFICIAL-SENSITIVE",
+        "payload": {k: v for k, v in payload.items() if v is not None},
+    }
+
+
+def start_of(day: date) -> datetime:
+    """A source date as the start of that day in England."""
+    return datetime.combine(day, time(0, 0), LONDON)
+
+
+def parse_date(value: str | None, field_name: str, *, formats: tuple[str, ...] = ("%Y-%m-%d",),
+               required: bool = True) -> date | None:
+    """A date in one of the source's formats, or a RecordError naming the field."""
+    if value is None or not value.strip():
+        if required:
+            raise RecordError(field_name, "is required", "missing")
+        return None
+    for fmt in formats:
+        try:
+            return datetime.strptime(value.strip(), fmt).date()
+        except ValueError:
+            continue
+    raise RecordError(field_name, f"not a date in the form {' or '.join(formats)}", "invalid_date")
+
+
+def parse_datetime(value: str | None, field_name: str, *, required: bool = True) -> datetime | None:
+    """An ISO 8601 date-time; a time without a zone is taken as England's local time."""
+    if value is None or not value.strip():
+        if required:
+            raise RecordError(field_name, "is required", "missing")
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise RecordError(field_name, "not an ISO 8601 date-time", "invalid_datetime") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=LONDON)
+
+
+def code(table: dict[str, str], value: str | None, field_name: str, *, required: bool = True) -> str | None:
+    """A source code looked up in a mapping table (connectors/mappings/*.yaml)."""
+    if value is None or not value.strip():
+        if required:
+            raise RecordError(field_name, "is required", "missing")
+        return None
+    mapped = table.get(value.strip())
+    if mapped is None:
+        raise RecordError(field_name, f"not one of the codes in the mapping table ({len(table)} codes)",
+                          "unknown_code")
+    return mapped

@@ -1,0 +1,20 @@
+"""The inbound connectors, by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from connectors.base import Connector
+from connectors.inbound.school_sessions import SchoolSessions, load_thresholds
+
+CONNECTORS: dict[str, type[Connector]] = {
+    SchoolSessions.name: SchoolSessions,
+}
+
+
+def connector_settings(name: str, data_dir: Path) -> dict[str, Any]:
+    """Partnership data a connector decides with (the attendance thresholds)."""
+    if name == SchoolSessions.name:
+        return {"thresholds": load_thresholds(data_dir)}
+    return {}

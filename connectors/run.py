@@ -1,0 +1,106 @@
+"""Convert and publish files as they arrive in a directory, signed as the source organisation,
+each event once (connectors/ledger.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bus.topics import ingress_topic
+from connectors.base import Connector, Context, Converted, FileRejected, Rejection
+from connectors.ledger import Ledger
+from schemas.registry import parse_event_dict
+
+#: what publishing takes: (topic, key, value) records -> how many the broker acknowledged
+Publish = Callable[[list[tuple[str, bytes, bytes]]], int]
+Sign = Callable[[dict[str, Any]], dict[str, Any]]
+#: files still being written are left until they have been still for this long
+SETTLE_S = 1.0
+_PARTIAL = (".tmp", ".part", ".partial", ".swp", "~")
+
+
+@dataclass
+class RunStats:
+    files: int = 0
+    published: int = 0
+    already_sent: int = 0
+    rejected: int = 0
+    bad_files: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _ready(path: Path, now: float) -> bool:
+    return (path.is_file() and not path.name.startswith(".") and not path.name.endswith(_PARTIAL)
+            and now - path.stat().st_mtime >= SETTLE_S)
+
+
+def _record(event: dict[str, Any]) -> tuple[str, bytes, bytes]:
+    parsed = parse_event_dict(event)
+    return ingress_topic(parsed.source.agency), parsed.partition_key(), json.dumps(event).encode()
+
+
+def resend_pending(ledger: Ledger, publish: Publish) -> int:
+    """Events staged before a crash go out as the very bytes staged (the bus takes them as a replay)."""
+    pending = ledger.pending()
+    if not pending:
+        return 0
+    publish([_record(json.loads(body)) for _, body in pending])
+    ledger.mark_sent(eid for eid, _ in pending)
+    return len(pending)
+
+
+def process_file(path: Path, connector: Connector, ctx: Context, ledger: Ledger, sign: Sign, publish: Publish,
+                 stats: RunStats, report: Callable[[str], None]) -> None:
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if ledger.file_done(sha):
+        return
+    stats.files += 1
+    converted: list[Converted] = []
+    rejected = 0
+    try:
+        for result in connector.convert(path, ctx):
+            if isinstance(result, Rejection):
+                rejected += 1
+                report(str(result))
+            else:
+                converted.append(result)
+    except FileRejected as exc:
+        stats.bad_files += 1
+        report(f"{path}: {exc}")
+        ledger.file_finished(sha, path.name, 0, 0)  # reported once; a corrected file has another digest
+        return
+    known = ledger.known(c.event["event_id"] for c in converted)
+    fresh = [c.event for c in converted if c.event["event_id"] not in known]
+    signed = {e["event_id"]: json.dumps(sign(e)) for e in fresh}
+    ledger.stage(sha, signed)
+    if signed:
+        publish([_record(json.loads(body)) for body in signed.values()])
+        ledger.mark_sent(signed)
+    ledger.file_finished(sha, path.name, len(converted), rejected)
+    stats.published += len(signed)
+    stats.already_sent += len(converted) - len(fresh)
+    stats.rejected += rejected
+
+
+def watch(directory: Path, connector: Connector, ctx: Context, ledger: Ledger, sign: Sign, publish: Publish, *,
+          once: bool = False, poll_s: float = 1.0, should_stop: Callable[[], bool] = lambda: False,
+          report: Callable[[str], None] = print) -> RunStats:
+    """Publish every file in `directory` (oldest first), then, unless `once`, each new one."""
+    stats = RunStats()
+    resend_pending(ledger, publish)
+    while not should_stop():
+        now = time.time()
+        if once:  # files written just now are taken too: the caller says they are complete
+            now += SETTLE_S
+        for path in sorted((p for p in directory.iterdir() if _ready(p, now)), key=lambda p: p.stat().st_mtime):
+            process_file(path, connector, ctx, ledger, sign, publish, stats, report)
+        if once:
+            break
+        time.sleep(poll_s)
+    return stats
