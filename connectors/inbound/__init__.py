@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import Connector
+from connectors.inbound.encompass import Encompass
 from connectors.inbound.school_sessions import SchoolSessions, load_thresholds
 
 CONNECTORS: dict[str, type[Connector]] = {
+    Encompass.name: Encompass,
     SchoolSessions.name: SchoolSessions,
 }
 

@@ -1,0 +1,115 @@
+"""`encompass`: a police force's Operation Encompass notification, in the shape of the Police
+iHub Standard Data Model (a JSON:API document: the incident in `data`, the people in
+`included`), becomes one `police.domestic_abuse_incident.v2` per child, to reach the child's
+school before the next school day.
+
+    {"data": {"type": "incident", "id": "...", "attributes": {"reference": "NSP-1234567",
+       "occurredAt": "...", "locationType": "HOME", "domesticAbuse": true, "riskGrade": "MEDIUM",
+       "circumstances": "..."}, "relationships": {"persons": {"data": [{"type": "person", "id": "p1"}]}}},
+     "included": [{"type": "person", "id": "p1", "attributes": {"role": "CHILD", "personId": "NSP/123456",
+       "givenName": "...", "familyName": "...", "dateOfBirth": "2016-04-01", "schoolUrn": "900001",
+       "exposure": "HEARD", "spokenTo": true, "voiceOfChild": "..."}}]}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+from connectors.base import LONDON, Connector, Context, FileRejected, RecordError, code, envelope, parse_datetime
+from connectors.codes import table
+from schemas.envelope import Agency
+
+NAME = "encompass"
+#: Encompass: the school is told before the start of the next school day (08:30 here; school
+#: holidays are not known to the connector, so it is the next weekday)
+SCHOOL_DAY_STARTS = time(8, 30)
+
+
+def next_school_day_start(after: datetime) -> datetime:
+    day = after.astimezone(LONDON).date() + timedelta(days=1)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return datetime.combine(day, SCHOOL_DAY_STARTS, LONDON)
+
+
+class Encompass(Connector):
+    name = NAME
+    agency = Agency.POLICE
+    summary = "police notification JSON (iHub SDM shape) -> domestic abuse incident, one per child"
+
+    def records(self, path: Path, ctx: Context) -> Iterator[tuple[str, Any]]:
+        try:
+            doc = json.loads(path.read_bytes())
+        except (ValueError, UnicodeDecodeError):
+            raise FileRejected("not JSON") from None
+        documents = doc if isinstance(doc, list) else [doc]  # one notification, or a list of them
+        for number, notification in enumerate(documents, start=1):
+            data = notification.get("data") if isinstance(notification, dict) else None
+            if not isinstance(data, dict) or data.get("type") != "incident":
+                if len(documents) == 1:
+                    raise FileRejected("not a police notification: expected data.type incident")
+                yield f"record {number}", None
+                continue
+            people = {(p.get("type"), p.get("id")): p for p in notification.get("included") or []
+                      if isinstance(p, dict)}
+            yield f"record {number}", (data, people)
+
+    def to_events(self, record: Any, ctx: Context) -> list[dict[str, Any]]:
+        if record is None:
+            raise RecordError("data.type", "not an incident", "invalid")
+        data, people = record
+        attrs = data.get("attributes") or {}
+        if attrs.get("domesticAbuse") is not True:
+            return []  # Encompass is for domestic abuse incidents only
+        reference = attrs.get("reference")
+        if not reference:
+            raise RecordError("data.attributes.reference", "is required", "missing")
+        at = parse_datetime(attrs.get("occurredAt"), "data.attributes.occurredAt")
+        assert at is not None
+        location = code(table(NAME, "location_type"), attrs.get("locationType"), "data.attributes.locationType")
+        risk = code(table(NAME, "risk_grade"), attrs.get("riskGrade"), "data.attributes.riskGrade")
+        roles = table(NAME, "person_role")
+        events = []
+        # The SDM names relationships by role ("victim", "children"); every one that points at
+        # a person is read, and a person's own `role` attribute, when given, says what they are.
+        for relation, link, where in _person_links(data):
+            person = people.get((link.get("type"), link.get("id")))
+            if person is None:
+                raise RecordError(where, "no person with this type and id in `included`", "dangling_reference")
+            p = person.get("attributes") or {}
+            if code(roles, p.get("role") or relation.upper(), f"{where} (person).role") != "child":
+                continue
+            exposure = code(table(NAME, "child_exposure"), p.get("exposure"), f"{where} (person).exposure")
+            subject = {"identifiers": {"police_person_id": p.get("personId")}, "given_name": _name(p.get("givenName")),
+                       "family_name": _name(p.get("familyName")), "date_of_birth": p.get("dateOfBirth"),
+                       "postcode": p.get("postcode")}
+            events.append(envelope(
+                connector=NAME, key=(reference, p.get("personId") or person.get("id")),
+                event_type="police.domestic_abuse_incident.v2", agency=Agency.POLICE, ctx=ctx, subject=subject,
+                occurred_at=at,
+                payload={"police_reference": reference, "incident_at": at.isoformat(), "location_type": location,
+                         "child_exposure": exposure, "child_spoken_to": bool(p.get("spokenTo")),
+                         "child_voice": p.get("voiceOfChild") or None, "circumstances": attrs.get("circumstances"),
+                         "school_urn": p.get("schoolUrn"), "risk_grade": risk,
+                         "notify_school_by": next_school_day_start(at).isoformat()}))
+        if not events:
+            raise RecordError("included", "no child (role CHILD) is linked to the incident", "no_child")
+        return events
+
+
+def _name(value: Any) -> Any:
+    """The SDM gives some names as lists of parts (givenName[])."""
+    return " ".join(str(v) for v in value) if isinstance(value, list) else value
+
+
+def _person_links(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
+    for relation, rel in (data.get("relationships") or {}).items():
+        links = (rel or {}).get("data") if isinstance(rel, dict) else None
+        links = links if isinstance(links, list) else [links] if isinstance(links, dict) else []
+        for i, link in enumerate(links):
+            if isinstance(link, dict) and link.get("type") == "person":
+                yield str(relation), link, f"data.relationships.{relation}.data[{i}]"
