@@ -1,0 +1,106 @@
+"""`sgbus connector run`: each event is published once, whatever happens to the files or the
+process; bad records are reported and the rest go through."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.base import Context
+from connectors.inbound import CONNECTORS, connector_settings
+from connectors.ledger import Ledger
+from connectors.run import watch
+
+REPO = Path(__file__).parents[2]
+GOLDEN = REPO / "tests" / "data" / "connectors"
+NOW = datetime.fromisoformat("2026-11-26T06:00:00+00:00")
+
+
+class Broker:
+    """Stands in for the publish function only (the Kafka side is tested on the real stack)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.fail_next = False
+
+    def __call__(self, records: list[tuple[str, bytes, bytes]]) -> int:
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("broker went away")
+        self.sent += [json.loads(value) for _, _, value in records]
+        return len(records)
+
+
+def _sign(event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "signature": f"sig-{event['event_id']}"}
+
+
+@pytest.fixture
+def drop(tmp_path: Path) -> Path:
+    d = tmp_path / "drop"
+    d.mkdir()
+    shutil.copy(GOLDEN / "encompass" / "notifications.json", d / "night-1.json")
+    return d
+
+
+def _run(drop: Path, ledger: Ledger, broker: Broker, reports: list[str] | None = None):  # type: ignore[no-untyped-def]
+    ctx = Context(org_id="NSP", now=NOW, settings=connector_settings("encompass", REPO / "policies" / "data"))
+    return watch(drop, CONNECTORS["encompass"](), ctx, ledger, _sign, broker, once=True,
+                 report=(reports.append if reports is not None else lambda _m: None))
+
+
+def test_good_records_are_published_and_the_bad_one_is_reported_without_its_values(drop: Path, tmp_path: Path) -> None:
+    broker, reports = Broker(), []
+    stats = _run(drop, Ledger(tmp_path / "l.sqlite"), broker, reports)
+    assert (stats.published, stats.rejected) == (2, 1)
+    assert [e["payload"]["school_urn"] for e in broker.sent] == ["900001", "900002"]
+    assert all(e["signature"].startswith("sig-") for e in broker.sent)
+    assert reports == [f"{drop / 'night-1.json'}: record 3: data.attributes.riskGrade: not one of the codes in "
+                       "the mapping table (3 codes) [unknown_code]"]
+
+
+def test_a_restart_or_a_redelivered_file_sends_nothing_twice(drop: Path, tmp_path: Path) -> None:
+    broker = Broker()
+    _run(drop, Ledger(tmp_path / "l.sqlite"), broker)
+    shutil.copy(drop / "night-1.json", drop / "night-1-again.json")  # the same file delivered twice
+    edited = json.loads((drop / "night-1.json").read_text())
+    (drop / "night-1-reformatted.json").write_text(json.dumps(edited, indent=4))  # same records, other bytes
+    stats = _run(drop, Ledger(tmp_path / "l.sqlite"), broker)  # a new process, the same ledger
+    assert len(broker.sent) == 2
+    assert (stats.published, stats.already_sent) == (0, 2)
+
+
+def test_events_staged_before_a_crash_go_out_again_as_the_same_bytes(drop: Path, tmp_path: Path) -> None:
+    broker = Broker()
+    broker.fail_next = True
+    with pytest.raises(RuntimeError):
+        _run(drop, Ledger(tmp_path / "l.sqlite"), broker)
+    assert broker.sent == []
+    ledger = Ledger(tmp_path / "l.sqlite")
+    staged = {eid: json.loads(body) for eid, body in ledger.pending()}
+    assert len(staged) == 2
+    _run(drop, ledger, broker)
+    assert broker.sent == list(staged.values())  # identical signed events: the bus sees a replay, not a clash
+    assert ledger.pending() == []
+    (row,) = ledger._db.execute("SELECT COUNT(*) FROM events WHERE signed IS NOT NULL")
+    assert row == (0,)  # once sent, no copy of the event (identifiers) stays in the ledger
+
+
+def test_a_file_still_being_written_waits(drop: Path, tmp_path: Path) -> None:
+    (drop / "night-2.json.part").write_text("{")
+    broker, reports = Broker(), []
+    _run(drop, Ledger(tmp_path / "l.sqlite"), broker, reports)
+    assert not [r for r in reports if "night-2" in r]
+
+
+def test_an_unreadable_file_is_one_clear_error(drop: Path, tmp_path: Path) -> None:
+    (drop / "junk.json").write_text("<xml/>")
+    broker, reports = Broker(), []
+    stats = _run(drop, Ledger(tmp_path / "l.sqlite"), broker, reports)
+    assert stats.bad_files == 1
+    assert f"{drop / 'junk.json'}: not JSON" in reports
