@@ -14,6 +14,7 @@ from bus.provenance.verify import SourceRejected, Verified, verify_source
 from bus.pseudonymise.engine import pseudonymise_at_ingest, redact_texts
 from bus.pseudonymise.keyring import Keyring
 from bus.records import DeadLetter, Provenance, PseudonymisedEvent
+from bus.redaction.redactor import RedactionFailed, RedactorUnavailable
 from schemas.envelope import Envelope
 from schemas.registry import InvalidEvent, parse_event
 
@@ -91,11 +92,15 @@ def check(record: Record, signers: SignerRegistry) -> Checked | IngestOutcome:
 
 
 def pseudonymise_checked(checked: list[Checked], keyring: Keyring) -> list[IngestOutcome]:
-    """Pseudonymise verified records, their free text redacted in one pass for the batch."""
+    """Pseudonymise verified records, their free text redacted in one pass for the batch.
+    Raises RedactorUnavailable (nothing decided: hold the batch and retry); a text that cannot
+    be fully analysed dead-letters its own event only."""
     try:
         redacted: list[dict[str, str] | None] = list(
             redact_texts([(c.event, c.verified.override_role) for c in checked]))
-    except Exception:  # redaction of the batch failed: try each event alone, so one bad text costs one event
+    except RedactorUnavailable:
+        raise  # nothing can be redacted now: the caller holds the batch and tries again
+    except Exception:  # one text failed (e.g. RedactionFailed): try each event alone, so it costs one event
         redacted = [None] * len(checked)
     out = []
     for c, texts in zip(checked, redacted, strict=True):
@@ -107,6 +112,11 @@ def pseudonymise_checked(checked: list[Checked], keyring: Keyring) -> list[Inges
                                            ingest_id=ingest_id_for(r.topic, r.partition, r.offset, r.timestamp_ms),
                                            override_role=c.verified.override_role)
             out.append(IngestOutcome(event=event, override_refused=c.verified.override_refused))
+        except RedactorUnavailable:
+            raise
+        except RedactionFailed:
+            out.append(_rejected(r, [{"field": "$", "code": "redaction_failed",
+                                      "message": "the free text could not be fully analysed for redaction"}]))
         except Exception as exc:
             out.append(_rejected(r, [{"field": "$", "code": "internal_error", "message": type(exc).__name__}]))
     return out

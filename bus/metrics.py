@@ -43,6 +43,10 @@ class Metrics:
         self.events_replayed = Counter(
             "sgbus_events_replayed_total", "Events a publisher sent again unchanged (not routed twice)", registry=r
         )
+        self.redaction_unavailable = Counter(
+            "sgbus_redaction_unavailable_total",
+            "Ingest batches held because the free-text redactor could not be built (retried)", registry=r
+        )
         self.overrides_refused = Counter(
             "sgbus_policy_overrides_refused_total",
             "Urgency blocks without a valid declaration by a registered role (routed without the override)",

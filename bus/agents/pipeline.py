@@ -16,6 +16,7 @@ from bus.audit.chain import IngestedCheck
 from bus.exceptions import PolicyUnavailable
 from bus.ingest import Checked, IngestOutcome, Record, check, pseudonymise_checked, rejected
 from bus.records import AuditRecord, DeadLetter, PseudonymisedEvent, decode_audit_batch, encode_audit_batches
+from bus.redaction.redactor import RedactorUnavailable
 from bus.route import RoutePlan, delivery_latency_s
 from bus.topics import AUDIT, AUDIT_HEADS, AUDIT_HEADS_KEY, DLQ, EVENTS, ingress_topic
 from schemas.envelope import Agency
@@ -103,8 +104,20 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 fresh = await asyncio.to_thread(lambda: svc.signers.refresh(unknown_key=True))
                 out = check(record, fresh)
             checked.append(out)
-        # Free text is redacted for the whole batch at once (the redactor is much faster so).
-        passed = iter(pseudonymise_checked([c for c in checked if isinstance(c, Checked)], keyring))
+        # Free text is redacted for the whole batch at once (the redactor is much faster so), in a
+        # thread, so that long texts do not stall the event loop (heartbeats, transactions).
+        verified = [c for c in checked if isinstance(c, Checked)]
+        backoff = 0.1
+        while True:
+            try:
+                done = await asyncio.to_thread(pseudonymise_checked, verified, keyring)
+                break
+            except RedactorUnavailable as exc:  # fail closed: nothing shared, nothing lost, retried
+                metrics.redaction_unavailable.inc()
+                log.error("redactor_unavailable_holding_batch", events=len(batch), retry_in_s=backoff, cause=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, settings.retry_max_backoff_s)
+        passed = iter(done)
         outcomes = [next(passed) if isinstance(c, Checked) else c for c in checked]
         # Event ids are the publisher's claim: the first content seen under an id wins; the same
         # content again is a harmless replay; other content under a used id is dead-lettered.

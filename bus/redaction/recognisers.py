@@ -4,6 +4,7 @@ and the subject's own names."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 
 import regex
@@ -34,7 +35,8 @@ class _Validated(PatternRecognizer):
 class NhsNumberRecogniser(_Validated):
     def __init__(self) -> None:
         super().__init__(supported_entity=NHS, name="NhsNumberRecogniser", global_regex_flags=ANY_CASE,
-                         patterns=[Pattern("nhs_number", r"(?<![\w])\d{3}[ -]?\d{3}[ -]?\d{4}(?![\w])", 0.5)])
+                         patterns=[Pattern("nhs_number",
+                                           r"(?<![\w])\d{3}[ .\-\u2013]{0,2}\d{3}[ .\-\u2013]{0,2}\d{4}(?![\w])", 0.5)])
 
     def valid(self, text: str) -> bool:
         return nhs_number_is_valid(regex.sub(r"\D", "", text))
@@ -43,10 +45,10 @@ class NhsNumberRecogniser(_Validated):
 class UpnRecogniser(_Validated):
     def __init__(self) -> None:
         super().__init__(supported_entity=UPN, name="UpnRecogniser", global_regex_flags=ANY_CASE,
-                         patterns=[Pattern("upn", r"(?<![\w])[A-Z]\d{11}[0-9A-Z](?![\w])", 0.5)])
+                         patterns=[Pattern("upn", r"(?<![\w])[A-Z]\s?(?:\d\s?){11}[0-9A-Z](?![\w])", 0.5)])
 
     def valid(self, text: str) -> bool:
-        return upn_is_valid(text.upper())
+        return upn_is_valid(regex.sub(r"\s", "", text).upper())
 
 
 class UkPhoneRecogniser(_Validated):
@@ -54,10 +56,13 @@ class UkPhoneRecogniser(_Validated):
 
     def __init__(self) -> None:
         super().__init__(supported_entity=PHONE, name="UkPhoneRecogniser", global_regex_flags=ANY_CASE,
-                         patterns=[Pattern("uk_phone", r"(?<![\w+])(?:\+\s?44|\(\s?0|0)[\d\s().-]{8,18}\d(?!\d)", 0.5)])
+                         patterns=[Pattern("uk_phone",
+                                           r"(?<![\w+])(?:\+\s?44|0044|\(\s?0|0)[\d\s().\-\u2013]{8,18}\d(?!\d)", 0.5)])
 
     def valid(self, text: str) -> bool:
         digits = regex.sub(r"\D", "", text)
+        if digits.startswith("0044"):
+            digits = digits[2:]
         if digits.startswith("44"):
             digits = "0" + digits[2:].removeprefix("0")
         if len(digits) < 10 or digits[0] != "0":
@@ -80,7 +85,7 @@ class PostcodeRecogniser(_Validated):
 
     def __init__(self) -> None:
         super().__init__(supported_entity=POSTCODE, name="PostcodeRecogniser", global_regex_flags=ANY_CASE,
-                         patterns=[Pattern("postcode", r"(?<![A-Z0-9])[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}(?![A-Z0-9])",
+                         patterns=[Pattern("postcode", r"(?<![A-Z0-9])[A-Z]{1,2}\d[A-Z\d]?[\s-]*\d[A-Z]{2}(?![A-Z0-9])",
                                            0.5)])
 
     def valid(self, text: str) -> bool:
@@ -90,7 +95,7 @@ class PostcodeRecogniser(_Validated):
 
 
 # -- addresses -------------------------------------------------------------------------------------
-_WORD = r"[A-Z][a-z]+(?:['\u2019]s)?(?:-[A-Z][a-z]+)?"
+_WORD = r"\p{Lu}\p{Ll}+(?:['\u2019]s)?(?:-\p{Lu}\p{Ll}+)?"
 _STREET_SUFFIX = (
     r"(?:Road|Rd|Street|St|Lane|Close|Court|Avenue|Ave|Drive|Way|Crescent|Gardens|Terrace|Place|Rise|Walk|"
     r"Grove|Row|Parade|Square|Yard|Mews|View|Lawns|Green|Park|Hill|Gate|Wharf|Quay|Vale|Side|Fields|"
@@ -148,8 +153,11 @@ def dob_recognisers() -> list[PatternRecognizer]:
 
 
 # -- people ----------------------------------------------------------------------------------------
-_TITLES = r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|PC|PCSO|PS|DC|DS|DI|DCI|Sgt|Insp|Nurse|Pastor|Cllr|Rev|Father|Sister)"
-_NAME_WORD = r"(?:[A-Z][a-z]+(?:['\-][A-Z][a-z]+)?|[A-Z]{2,})"
+_TITLES = (r"(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|PC|PCSO|PS|DC|DS|DI|DCI|Sgt|Insp|Officer|Nurse|Pastor|Cllr|Rev|Father|"
+           r"Sister)")
+#: a capitalised name, with Mc/Mac/O'/D' prefixes and inner hyphens or apostrophes, any script
+NAME = r"(?:Mc|Mac|O'|D')?\p{Lu}\p{Ll}+(?:['\-](?:Mc|Mac)?\p{Lu}\p{Ll}+)?"
+_NAME_WORD = rf"(?:{NAME}|\p{{Lu}}{{2,}})"
 # Acronyms a note puts after a given name that are not surnames ("Dad NFA", "Ava DOB").
 _ACRONYMS = (r"(?:NHS|UPN|DOB|CSC|MASH|DASH|DSL|GP|ED|AE|PE|CP|CIN|SW|HV|NRM|YOT|YJS|EDT|SALT|TAF|MDA|RTC|CSE|CCE|FGM|"
              r"NKDA|LMP|BMI|GCS|ASB|ABE|MISPER|CAMHS|SENCO|DBS|NSP|IP|DA|CLA|LAC|LA|PC|DC|DS|PS|CAD|OK|TV|UK|AM|PM|"
@@ -171,21 +179,22 @@ RELATIONS = (
     "called", "named", "known as", "aka", "meet", "meeting", "with", "by", "from", "and",
 )
 _RELATION = "|".join(regex.escape(w) for w in sorted(RELATIONS, key=len, reverse=True))
-_CAPITALISED = r"[A-Z][a-z]+(?:['\-][A-Z][a-z]+)?"
+_CAPITALISED = NAME
 # Capitalised words after a relation that are not names ("with Police", "to School").
 NOT_NAMES = (
     "The", "A", "An", "Police", "School", "Social", "Services", "Care", "Children", "Child", "Health", "Team", "Early",
     "Help", "Year", "Mum", "Dad", "Mummy", "Daddy", "Nan", "Nanny", "Gran", "Grandad", "Grandma", "Uncle", "Auntie",
-    "Aunty", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "January", "February",
-    "March", "April", "June", "July", "August", "September", "October", "November", "December", "A&E", "Hospital",
+    "Aunty", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "A&E", "Hospital",
     "MASH", "GP", "CSC", "He", "She", "They", "His", "Her", "Their", "It", "This", "That", "I", "We", "You", "No",
     "Yes", "Dr", "Mr", "Mrs", "Ms", "Miss", "PC", "DC", "Pt", "Family", "Friends", "Parents", "Carers", "Staff",
-    "Street", "Road", "Lane", "Court", "House", "Home", "Estate", "Park", "Station", "Centre", "Academy", "Primary",
+    "Street", "Road", "Lane", "Court", "House", "Home", "Estate", "Station", "Centre", "Academy", "Primary",
     "Unit", "Ward", "Emergency", "Department", "Email", "Phone", "Ref", "Intel", "Info", "Victim", "Neighbour",
     "Flag", "Obs", "Attendance", "Tel", "Mobile", "Landline", "Address", "Referral", "Safeguarding", "Christmas",
     "Easter", "Eid", "Ramadan", "Diwali",
-    "English", "British", "Muslim", "Christian", "Romanian", "Polish", "Pakistan", "Poland", "Romania", "Nigeria",
+    "English", "British", "Muslim", "Romanian", "Polish", "Pakistan", "Poland", "Romania", "Nigeria",
 )
+# Months are names too ("sister April", "June is 16"): after a relation word a month is taken
+# for a name; on its own ("in June") it is left to the model.
 _NOT_NAME = "|".join(regex.escape(w) for w in NOT_NAMES)
 
 
@@ -197,12 +206,13 @@ def people_recognisers() -> list[PatternRecognizer]:
     return [
         PatternRecognizer(supported_entity=PERSON, name="RelationNameRecogniser", global_regex_flags=CASE_SENSITIVE,
                           patterns=[Pattern("relation_then_name",
-                                            rf"(?<=\b(?i:{_RELATION})(?:['\u2019]s)?\s[\"\u201c']?)"
+                                            rf"(?<=\b(?i:{_RELATION})(?:['\u2019]s)?(?:\s+|\s*[:\-\u2013]\s*)[\"\u201c']?)"
                                             rf"(?!(?:{_NOT_NAME})\b){_CAPITALISED}"
                                             rf"(?:\s(?!(?:{_NOT_NAME})\b){_CAPITALISED}\b(?!\s*\())?\b", 0.5)]),
         PatternRecognizer(supported_entity=PERSON, name="QuotedNicknameRecogniser", global_regex_flags=CASE_SENSITIVE,
                           patterns=[Pattern("quoted_nickname",
-                                            rf"(?<=\b(?i:{_RELATION})\s[\"\u201c'])[A-Z][A-Za-z]+(?:\s[A-Z][A-Za-z]+)?"
+                                            rf"(?<=\b(?i:{_RELATION})(?:\s+|\s*[:\-\u2013]\s*)[\"\u201c'])\p{{Lu}}\p{{L}}+"
+                                            r"(?:\s\p{Lu}\p{L}+)?"
                                             r"(?=[\"\u201d'])", 0.5)]),
         PatternRecognizer(supported_entity=PERSON, name="TitleNameRecogniser", global_regex_flags=CASE_SENSITIVE,
                           patterns=[Pattern("title_then_name",
@@ -211,24 +221,34 @@ def people_recognisers() -> list[PatternRecognizer]:
         PatternRecognizer(supported_entity=PERSON, name="UpperCaseSurnameRecogniser",
                           global_regex_flags=CASE_SENSITIVE,
                           patterns=[Pattern("given_then_SURNAME",
-                                            rf"\b(?!{_NOT_A_GIVEN_NAME}\b)[A-Z][a-z]+(?:-[A-Z][a-z]+)?\s"
-                                            rf"(?!{_ACRONYMS}\b)[A-Z]{{2,}}(?:-[A-Z]{{2,}})?\b", 0.6)]),
+                                            rf"\b(?!{_NOT_A_GIVEN_NAME}\b){NAME}\s"
+                                            rf"(?!{_ACRONYMS}\b)\p{{Lu}}{{2,}}(?:-\p{{Lu}}{{2,}})?\b", 0.6),
+                                    # "MORROW, Leanne (mum)", "SMITH John": a register's SURNAME first
+                                    Pattern("SURNAME_then_given",
+                                            rf"\b(?!{_ACRONYMS}\b)\p{{Lu}}{{2,}}(?:-\p{{Lu}}{{2,}})?,?\s"
+                                            rf"(?!{_NOT_A_GIVEN_NAME}\b|{_NOT_NAME}\b){NAME}\b", 0.6)]),
     ]
 
 
-# A word of a name: letters, with inner apostrophes or hyphens ("O'Neill", "Mary-Jane"),
-# and an optional possessive that the redaction swallows too.
-WORD = regex.compile(r"(?<![\w'\u2019-])(\w+(?:['\u2019-]\w+)*?)(?:['\u2019]s)?(?![\w'\u2019-])")
+# A word of a name: a run of letters (any script), with inner apostrophes or hyphens ("O'Neill",
+# "Mary-Jane"); digits and underscores end it, so "ava_testwood07" holds the words ava, testwood.
+WORD = regex.compile(r"(?<![^\W\d_])[^\W\d_]+(?:['\-][^\W\d_]+)*(?![^\W\d_])")
+_POSSESSIVE = regex.compile(r"'s$", regex.IGNORECASE)
+
+
+def fold(word: str) -> str:
+    """How name words are compared: compatibility forms, case-folded, possessive removed."""
+    return _POSSESSIVE.sub("", unicodedata.normalize("NFKC", word).replace("\u2019", "'")).casefold()
 
 
 class SubjectNameRecogniser(EntityRecognizer):
-    """The subject's own names, in any case and possessive ("AVA's"). Words are compared with
+    """The subject's own names, in any case and possessive ("AVA'S"). Words are compared with
     a set rather than matched by a pattern made for each child, which had to be compiled for
     every new child (a third of the redaction time)."""
 
     def __init__(self, names: Iterable[str]) -> None:
-        self.names = frozenset(part.casefold() for name in names for part in WORD.findall(name or "")
-                               if len(part) >= 2)
+        self.names = frozenset(fold(part) for name in names for part in WORD.findall(
+            unicodedata.normalize("NFKC", name or "").replace("\u2019", "'")) if len(part) >= 2)
         super().__init__(supported_entities=[SUBJECT], name="SubjectNameRecogniser")
 
     def load(self) -> None:
@@ -236,7 +256,7 @@ class SubjectNameRecogniser(EntityRecognizer):
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: object = None) -> list[RecognizerResult]:
         return [RecognizerResult(SUBJECT, m.start(), m.end(), 1.0) for m in WORD.finditer(text)
-                if m.group(1).casefold() in self.names]
+                if fold(m.group(0)) in self.names]
 
 
 def subject_name_recogniser(names: Iterable[str]) -> EntityRecognizer | None:

@@ -1,17 +1,23 @@
 """Find and replace what identifies people in free text, with typed placeholders such as
 [PERSON] or [ADDRESS]: Presidio's analyzer over spaCy's English entity recogniser and the
-recognisers in recognisers.py."""
+recognisers in recognisers.py.
+
+Fails closed: if the analyzer cannot be built the caller gets RedactorUnavailable (ingest holds
+its batch and retries); if a pattern times out (Presidio would skip it and carry on) the text
+is refused with RedactionFailed rather than passed on half redacted."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import regex
 
+from bus.exceptions import SgbusError
 from bus.redaction import recognisers as r
 
 #: placeholder kind for each entity the analyzer reports; anything else found is ignored
@@ -22,7 +28,8 @@ PLACEHOLDER = {
 }
 # When spans overlap, the merged span takes the most specific kind.
 _PRIORITY = ("NHS_NUMBER", "UPN", "EMAIL", "PHONE", "POSTCODE", "DATE_OF_BIRTH", "ADDRESS", "PERSON")
-# What people are called by their relation, not their name, is kept: "Mum said", "Nan's house".
+# What people are called by their relation, not their name, is kept: "Mum said", "Nan's house"
+# (unless it is the subject's own name: a child called Nana is redacted).
 KINSHIP = ("Mum", "Dad", "Mummy", "Daddy", "Mam", "Nan", "Nana", "Nanny", "Gran", "Granny", "Grandad", "Grandma",
            "Uncle", "Auntie", "Aunty", "Mama", "Baba", "Papa", "Sis", "Bro")
 # The small model tags many people as organisations; an ORG span is kept as a person unless it
@@ -35,7 +42,24 @@ _ORGANISATION = regex.compile(
     r"Safeguarding|Emergency|Department|Facebook|Instagram|Snapchat|WhatsApp|TikTok|Tesco|McDonald's)\b")
 _ALL_CAPS = regex.compile(r"[A-Z0-9&/ .\-']+")
 # An organisation span is taken for a person only when it reads as a name: capitalised words only.
-_NAME_LIKE = regex.compile(r"[A-Z][a-z]+(?:['\-][A-Z][a-z]+)?(?: [A-Z][a-z]+(?:['\-][A-Z][a-z]+)?){0,3}")
+_NAME_LIKE = regex.compile(rf"{r.NAME}(?: {r.NAME}){{0,3}}(?:'s)?")
+_NOT_NAMES = frozenset(r.NOT_NAMES) | frozenset(KINSHIP) | frozenset(w.capitalize() for w in r.RELATIONS)
+_PREVIOUS_WORD = regex.compile(rf"({r.NAME}) $")
+_NEXT_IN_LIST = regex.compile(rf"^(?:,\s|\s(?:and|&)\s)({r.NAME})\b")
+_CAPITALISED_WORD = regex.compile(r.NAME)
+# Characters that hide a name from matching without showing on screen.
+_INVISIBLE = frozenset("\u00ad\u200b\u200c\u200d\u2060\ufeff")
+_QUOTES = {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'}
+# spaCy's tokenizer takes quadratic time over long runs of punctuation (2,000 "=" cost ~2 s).
+_PUNCTUATION_RUN = regex.compile(r"[^\w\s]{16,}")
+
+
+class RedactorUnavailable(SgbusError):
+    """The analyzer cannot be built (model missing or not the pinned one): hold, do not drop."""
+
+
+class RedactionFailed(SgbusError):
+    """A text could not be fully analysed (a pattern timed out): it must not go on half redacted."""
 
 
 @dataclass(frozen=True, order=True)
@@ -45,12 +69,56 @@ class Span:
     kind: str
 
 
-class Redactor:
-    """One analyzer, built once per process (~0.5 s, ~50 MB) and shared; used from one thread at a time."""
+class _Timeouts(logging.Filter):
+    """Presidio logs and skips a pattern that times out; note it so the text is refused.
+    Every Presidio record is kept out of the logs (none may carry text, but none is needed)."""
 
     def __init__(self) -> None:
-        # Presidio logs at import (its device) and warns of recognisers for other languages.
-        logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "timed out" in str(record.msg):
+            self.local.timed_out = True
+        return False
+
+
+_TIMEOUTS = _Timeouts()
+
+
+def prepared(text: str) -> tuple[str, list[int]]:
+    """The text as it is analysed, and where each of its characters came from: invisible
+    characters removed, curly quotes and full-width letters made plain, long punctuation runs
+    blanked, and a text in capitals given capitalised words (so the model sees names)."""
+    out: list[str] = []
+    origin: list[int] = []
+    for i, ch in enumerate(text):
+        if ch in _INVISIBLE:
+            continue
+        plain = _QUOTES.get(ch) or unicodedata.normalize("NFKC", ch)
+        out.append(plain if len(plain) == 1 else ch)
+        origin.append(i)
+    clean = _PUNCTUATION_RUN.sub(lambda m: " " * len(m.group(0)), "".join(out))
+    letters = [c for c in clean if c.isalpha()]
+    if len(letters) >= 20 and sum(c.isupper() for c in letters) >= 0.6 * len(letters):
+        clean = regex.sub(r"\p{L}+", lambda m: _capitalise(m.group(0)), clean)
+    origin.append(len(text))
+    return clean, origin
+
+
+def _capitalise(word: str) -> str:
+    head, tail = word[0].upper(), word[1:].lower()
+    return head + tail if len(head) == 1 and len(tail) == len(word) - 1 else word
+
+
+class Redactor:
+    """One analyzer, built once per process (0.5-2 s, ~50 MB) and shared; used from one thread at a time."""
+
+    def __init__(self) -> None:
+        presidio_log = logging.getLogger("presidio-analyzer")
+        presidio_log.setLevel(logging.WARNING)
+        if _TIMEOUTS not in presidio_log.filters:
+            presidio_log.addFilter(_TIMEOUTS)
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
         from presidio_analyzer.context_aware_enhancers import ContextAwareEnhancer
         from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
@@ -64,6 +132,13 @@ class Redactor:
             def load(self) -> None:
                 self.nlp = {"en": load_ner()}  # type: ignore[assignment]
 
+        class _NoContext(ContextAwareEnhancer):
+            """Scores are not used (everything found is redacted), so context words that raise
+            them would only cost time."""
+
+            def enhance_using_context(self, text: str, raw_results: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
+                return raw_results
+
         ner = NerModelConfiguration(
             model_to_presidio_entity_mapping={"PERSON": "PERSON", "PER": "PERSON", "ORG": "ORGANIZATION"},
             labels_to_ignore=["CARDINAL", "DATE", "EVENT", "FAC", "GPE", "LANGUAGE", "LAW", "LOC", "MONEY", "NORP",
@@ -76,13 +151,6 @@ class Redactor:
         for recogniser in [*r.identifier_recognisers(), r.address_recogniser(), *r.dob_recognisers(),
                            *r.people_recognisers()]:
             registry.add_recognizer(recogniser)
-        class _NoContext(ContextAwareEnhancer):
-            """Scores are not used (everything found is redacted), so context words that raise
-            them would only cost time (a quarter of the analysis)."""
-
-            def enhance_using_context(self, text: str, raw_results: list[Any], *args: Any, **kwargs: Any) -> list[Any]:
-                return raw_results
-
         self._analyzer: Any = AnalyzerEngine(
             registry=registry, nlp_engine=self._nlp, supported_languages=["en"],
             context_aware_enhancer=_NoContext(context_similarity_factor=0, min_score_with_context_similarity=0,
@@ -92,17 +160,21 @@ class Redactor:
         return self.find_spans_many([(text, tuple(names))])[0]
 
     def find_spans_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[Span]]:
-        """Spans to redact in each (text, subject names), the texts run through spaCy together."""
-        texts = [text for text, _ in items]
-        artifacts = (found[1] for found in self._nlp.process_batch(texts, "en", batch_size=64))
+        """Spans (in the original text) to redact in each (text, subject names), the texts run
+        through spaCy together. RedactionFailed if any text could not be fully analysed."""
+        prepared_texts = [prepared(text) for text, _ in items]
+        artifacts = (found[1] for found in self._nlp.process_batch([c for c, _ in prepared_texts], "en",
+                                                                    batch_size=64))
         out = []
-        for (text, names), nlp_artifacts in zip(items, artifacts, strict=True):
+        for (_, names), (clean, origin), nlp_artifacts in zip(items, prepared_texts, artifacts, strict=True):
             subject = r.subject_name_recogniser(names)
+            _TIMEOUTS.local.timed_out = False
             results = self._analyzer.analyze(
-                text=text, language="en", nlp_artifacts=nlp_artifacts, score_threshold=0.0,
-                ad_hoc_recognizers=[subject] if subject is not None else None,
-                allow_list=list(KINSHIP), allow_list_match="exact")
-            out.append(_merge(text, results))
+                text=clean, language="en", nlp_artifacts=nlp_artifacts, score_threshold=0.0,
+                ad_hoc_recognizers=[subject] if subject is not None else None)
+            if _TIMEOUTS.local.timed_out:
+                raise RedactionFailed("a redaction pattern timed out; the text is not passed on")
+            out.append([Span(origin[s.start], origin[s.end - 1] + 1, s.kind) for s in _merge(clean, results)])
         return out
 
     def redact(self, text: str, names: Iterable[str] = ()) -> str:
@@ -112,15 +184,28 @@ class Redactor:
         return [apply(text, spans) for (text, _), spans in zip(items, self.find_spans_many(items), strict=True)]
 
 
-_NOT_NAMES = frozenset(r.NOT_NAMES) | frozenset(KINSHIP) | frozenset(w.capitalize() for w in r.RELATIONS)
-_PREVIOUS_WORD = regex.compile(r"([A-Z][a-z]+(?:['\-][A-Z][a-z]+)?) $")
-_AND_NEXT = regex.compile(r"^,? (?:and|&) ([A-Z][a-z]+(?:['\-][A-Z][a-z]+)?)\b")
+def _person(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """A non-subject person span as a name: relation words before it dropped ("Mum Sarah
+    Jones" keeps "Mum"), digits after it cut ("Kowalczyk 3021" is a collar number); None if
+    nothing of a name is left ("ref NSP/24/118823", "Landline")."""
+    value = text[start:end]
+    words = regex.match(r"(?:[^\s\d]+(?:\s+|$))*?(?=\S*\d|$)", value)
+    end = start + len(words.group(0).rstrip()) if words else start
+    while True:
+        lead = regex.match(r"(\S+)\s+", text[start:end])
+        if lead is None or lead.group(1) not in _NOT_NAMES:
+            break
+        start += lead.end()
+    name = text[start:end]
+    if end <= start or name in _NOT_NAMES or (name.islower() and name.capitalize() in _NOT_NAMES):
+        return None
+    return start, end
 
 
 def _people(text: str, spans: list[Span]) -> list[Span]:
     """What a note says about people beyond the model's own spans: the given name before a
-    surname it found ("brother Bilal [Iqbal]"), the next name in a pair ("Naveed and
-    Shazia"), and every later mention of a name found once ("Stevie ... who Stevie was")."""
+    surname it found ("brother Bilal [Iqbal]"), the next names of a list ("Naveed and
+    Shazia", "Ava, Stuart and Leanne"), and every later mention of a name found once."""
     out = list(spans)
     for span in spans:
         if span.kind != "PERSON":
@@ -128,14 +213,14 @@ def _people(text: str, spans: list[Span]) -> list[Span]:
         before = _PREVIOUS_WORD.search(text, 0, span.start)
         if before and before.group(1) not in _NOT_NAMES and (before.start() == 0 or text[before.start() - 1] != "."):
             out.append(Span(before.start(), span.end, "PERSON"))
-        after = _AND_NEXT.match(text[span.end:span.end + 40])
-        if after and after.group(1) not in _NOT_NAMES:
-            out.append(Span(span.end + after.start(1), span.end + after.end(1), "PERSON"))
-    names = {w for s in out if s.kind == "PERSON" for w in regex.findall(r"[A-Z][a-z]+(?:['\-][A-Z][a-z]+)?",
-                                                                          text[s.start:s.end])
+        end = span.end
+        while (after := _NEXT_IN_LIST.match(text[end:end + 60])) and after.group(1) not in _NOT_NAMES:
+            out.append(Span(end + after.start(1), end + after.end(1), "PERSON"))
+            end += after.end(1)
+    names = {r.fold(w) for s in out if s.kind == "PERSON" for w in _CAPITALISED_WORD.findall(text[s.start:s.end])
              if w not in _NOT_NAMES and len(w) > 2}
     if names:
-        out += [Span(m.start(), m.end(), "PERSON") for m in r.WORD.finditer(text) if m.group(1) in names]
+        out += [Span(m.start(), m.end(), "PERSON") for m in r.WORD.finditer(text) if r.fold(m.group(0)) in names]
     return out
 
 
@@ -147,20 +232,17 @@ def _merge(text: str, results: Iterable[Any]) -> list[Span]:
         kind = PLACEHOLDER.get(found.entity_type)
         if kind is None:
             continue
-        value = text[found.start:found.end]
-        if found.entity_type == "ORGANIZATION" and (
-                _ORGANISATION.search(value) or _ALL_CAPS.fullmatch(value) or not _NAME_LIKE.fullmatch(value)):
-            continue
-        end = found.end
-        if kind == "PERSON" and found.entity_type != r.SUBJECT:
-            # A name has no digits: "Kowalczyk 3021" (a collar number) is trimmed to the name,
-            # "ref NSP/24/118823" is no name at all.
-            words = regex.match(r"(?:[^\s\d]+(?:\s+|$))*?(?=\S*\d|$)", value)
-            end = found.start + len(words.group(0).rstrip()) if words else found.start
-            name = text[found.start:end]
-            if end == found.start or name in _NOT_NAMES or (name.islower() and name.capitalize() in _NOT_NAMES):
+        start, end = found.start, found.end
+        if found.entity_type == "ORGANIZATION":
+            value = text[start:end]
+            if _ORGANISATION.search(value) or _ALL_CAPS.fullmatch(value) or not _NAME_LIKE.fullmatch(value):
                 continue
-        spans.append(Span(found.start, end, kind))
+        if kind == "PERSON" and found.entity_type != r.SUBJECT:
+            trimmed = _person(text, start, end)
+            if trimmed is None:
+                continue
+            start, end = trimmed
+        spans.append(Span(start, end, kind))
     spans = sorted(_people(text, spans))
     merged: list[Span] = []
     for span in spans:
@@ -190,18 +272,28 @@ _redactor: Redactor | None = None
 
 
 def default_redactor() -> Redactor:
-    """The process's redactor, built on first use (or by `warm_up` in the background)."""
+    """The process's redactor, built on first use (or by `warm_up` in the background);
+    RedactorUnavailable if it cannot be built."""
     global _redactor
     if _redactor is None:
         with _lock:
             if _redactor is None:
-                _redactor = Redactor()
+                try:
+                    _redactor = Redactor()
+                except Exception as exc:
+                    raise RedactorUnavailable(f"the redactor cannot be built ({type(exc).__name__}: "
+                                              f"{exc if isinstance(exc, SgbusError | OSError) else ''})") from exc
     return _redactor
 
 
 def warm_up() -> threading.Thread:
     """Build the redactor in a thread, so a worker is not slowed by it on its first event."""
-    thread = threading.Thread(target=default_redactor, name="redactor-warm-up", daemon=True)
+    def build() -> None:
+        try:
+            default_redactor()
+        except RedactorUnavailable:
+            pass  # the first batch raises it again and is held
+    thread = threading.Thread(target=build, name="redactor-warm-up", daemon=True)
     thread.start()
     return thread
 

@@ -218,3 +218,50 @@ def test_mutated_signed_envelopes_never_crash_ingest(signers: LocalSigners, data
         signed = e
     out = _ingest(signed, signers)
     assert out.event is not None or (out.dead_letter is not None and out.dead_letter.reasons)
+
+
+def _checked(signers: LocalSigners, events: list[dict[str, Any]]) -> list[Any]:
+    from bus.ingest import Checked, Record, check
+
+    out = [check(Record(json.dumps(signers.sign(e)).encode(), "sg.ingress.police", 0, i, 1), signers.registry())
+           for i, e in enumerate(events)]
+    assert all(isinstance(c, Checked) for c in out)
+    return out
+
+
+def test_without_a_redactor_a_batch_is_held_not_dead_lettered(signers: LocalSigners,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail closed: if the redactor cannot be built nothing is shared and nothing is lost."""
+    from bus.ingest import pseudonymise_checked
+    from bus.redaction import redactor
+
+    def broken() -> Any:
+        raise redactor.RedactorUnavailable("the redactor cannot be built (ModelError)")
+
+    monkeypatch.setattr(redactor, "default_redactor", broken)
+    monkeypatch.setattr("bus.redaction.default_redactor", broken)
+    with pytest.raises(redactor.RedactorUnavailable):
+        pseudonymise_checked(_checked(signers, [_dai(), _dai()]), KEYRING)
+
+
+def test_a_text_that_cannot_be_analysed_dead_letters_its_own_event_only(signers: LocalSigners,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from bus.ingest import pseudonymise_checked
+    from bus.redaction import default_redactor
+    from bus.redaction.redactor import RedactionFailed
+
+    s = Synth(seed=6)
+    poison = s.domestic_abuse_incident(s.child())
+    poison["payload"]["circumstances"] = "a text the analyzer cannot finish"
+    real = default_redactor().redact_many
+
+    def redact_many(items: Any) -> list[str]:
+        if any(text == poison["payload"]["circumstances"] for text, _ in items):
+            raise RedactionFailed("a redaction pattern timed out; the text is not passed on")
+        return real(items)
+
+    monkeypatch.setattr(default_redactor(), "redact_many", redact_many)
+    outcomes = pseudonymise_checked(_checked(signers, [_dai(), poison]), KEYRING)
+    assert outcomes[0].event is not None
+    assert _code(outcomes[1]) == "redaction_failed"
+    assert "cannot finish" not in json.dumps(outcomes[1].dead_letter.model_dump(mode="json"))

@@ -51,6 +51,56 @@ def test_people_around_the_child_are_redacted_not_only_the_subject() -> None:
     assert out.startswith('[PERSON] said "my dad [PERSON] threw mum'), out  # relations are kept
 
 
+@pytest.mark.parametrize(("text", "names", "hidden"), [
+    ("Leanne Morrow's partner was there", [], ["Leanne", "Morrow"]),
+    ("STUART REID ASSAULTED LEANNE MORROW IN FRONT OF AVA'S MUM", ["Ava", "Testwood"],
+     ["STUART", "REID", "LEANNE", "MORROW", "AVA"]),
+    ("o\u2019neill said he was fine", ["Kai", "O'Neill"], ["neill"]),
+    ("we met zoe\u0308 at home", ["Zo\u00eb", "Test"], ["zoe"]),
+    ("dad \u0141ukasz was present; dad McDonald and dad MacKenzie came", [], ["ukasz", "McDonald", "MacKenzie"]),
+    ("MORROW, Leanne (mum) attended; SMITH John was seen", [], ["MORROW", "Leanne", "SMITH", "John"]),
+    ("Ava, Stuart and Leanne were at home", ["Ava", "Testwood"], ["Stuart", "Leanne"]),
+    ("dad: Stuart; mum - Leanne; Officer 3021 Hollis attended", [], ["Stuart", "Leanne", "Hollis"]),
+    ("Nana said she was tired", ["Nana", "Mensah"], ["Nana"]),
+    ("sister April and dad Christian Park", [], ["April", "Christian", "Park"]),
+    ("Test\u00adwood and Ava\u200d said", ["Ava", "Testwood"], ["Test", "wood", "Ava"]),
+    ("\uff21\uff36\uff21 was scared", ["Ava", "Testwood"], ["\uff21\uff36\uff21"]),
+    ("handle ava_testwood07 and Testwood2", ["Ava", "Testwood"], ["ava", "testwood", "Testwood"]),
+])
+def test_names_are_found_in_the_forms_real_notes_use(text: str, names: list[str], hidden: list[str]) -> None:
+    out = redact(text, names)
+    assert not [h for h in hidden if h in out], out
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("NHS 999.909.2667 and 943  476  5919", "NHS [NHS_NUMBER] and [NHS_NUMBER]"),
+    ("call 0044 113 496 0000 or 07700\u2013900\u2013123", "call [PHONE] or [PHONE]"),
+    ("UPN R999 0115 24493 on roll; postcode SW1A-1AA", "UPN [UPN] on roll; postcode [POSTCODE]"),
+])
+def test_identifiers_with_odd_separators_are_still_found(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_relation_words_stay_when_the_name_after_them_goes() -> None:
+    assert redact("Mum Sarah Jones said she would call.") == "Mum [PERSON] said she would call."
+
+
+def test_a_long_run_of_punctuation_is_analysed_quickly_and_left_alone() -> None:
+    text = "=" * 2000  # spaCy's tokenizer is quadratic here; the analysed copy blanks such runs
+    assert redact(text) == text
+
+
+def test_a_pattern_that_times_out_refuses_the_text_rather_than_pass_it_half_redacted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from presidio_analyzer import pattern_recognizer
+
+    from bus.redaction.redactor import RedactionFailed
+
+    monkeypatch.setattr(pattern_recognizer, "REGEX_TIMEOUT_SECONDS", 1e-9)
+    with pytest.raises(RedactionFailed):
+        redact("NHS 943 476 5919, phone 07700 900123, Flat 3, 18 Station Road, Leeds. dad Stuart.")
+
+
 def test_incident_dates_references_and_roles_are_kept() -> None:
     text = "Seen on 12/03/2026 at 14:30 by the school nurse; crime ref NSP/24/118823; GP informed."
     assert redact(text) == text

@@ -6,13 +6,13 @@ from bus.exceptions import ConfigurationError
 from bus.pseudonymise.operators.base import Operator, OperatorContext
 from bus.pseudonymise.operators.generalise import GeneraliseOperator, generalise_dob, generalise_postcode
 from bus.pseudonymise.operators.seal import RevealOperator, SealOperator, reveal, seal
-from bus.pseudonymise.operators.simple import DropOperator, KeepOperator, RedactOperator
+from bus.pseudonymise.operators.simple import DropOperator, KeepOperator
 from bus.pseudonymise.operators.token import TokenOperator, canonical_identifier, token, tokens_for_all_keys
 
 REGISTRY: dict[str, Operator] = {
     op.name: op
-    for op in (TokenOperator(), SealOperator(), RevealOperator(), GeneraliseOperator(), RedactOperator(),
-               DropOperator(), KeepOperator())
+    for op in (TokenOperator(), SealOperator(), RevealOperator(), GeneraliseOperator(), DropOperator(),
+               KeepOperator())
 }
 
 

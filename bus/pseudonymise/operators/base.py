@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from bus.exceptions import ConfigurationError
@@ -14,13 +14,12 @@ from bus.pseudonymise.keyring import Keyring
 @dataclass(frozen=True)
 class OperatorContext:
     """What an operator may need besides the value: keys, the field's kind, the recipient's
-    linkage domain, associated data for sealing, and the subject's names for redaction."""
+    linkage domain, and associated data for sealing."""
 
     keyring: Keyring
     kind: str = ""
     domain: str = ""
     associated: str = ""
-    names: tuple[str, ...] = field(default=(), repr=False)
 
 
 class Operator(ABC):

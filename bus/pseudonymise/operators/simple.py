@@ -1,4 +1,5 @@
-"""`keep`, `drop` and `redact` operators."""
+"""`keep` and `drop` operators. (Free text is redacted once per event at ingest, by
+bus/redaction, not per recipient.)"""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from bus.pseudonymise.operators.base import Operator, OperatorContext
-from bus.redaction import redact
 
 
 class KeepOperator(Operator):
@@ -21,12 +21,3 @@ class DropOperator(Operator):
 
     def operate(self, value: Any, ctx: OperatorContext, params: Mapping[str, str]) -> Any:
         return None
-
-
-class RedactOperator(Operator):
-    """Free text: the subject's names and any identifier, phone, email or postcode become placeholders."""
-
-    name = "redact"
-
-    def operate(self, value: Any, ctx: OperatorContext, params: Mapping[str, str]) -> Any:
-        return None if value is None else redact(str(value), ctx.names)
