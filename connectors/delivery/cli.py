@@ -14,7 +14,19 @@ deliver_app = typer.Typer(help="Deliver a partner's events to its systems (webho
                           no_args_is_help=True)
 
 
-def _run_delivery(partner: str, sink, max_events: int | None, idle_timeout: float | None) -> None:  # type: ignore[no-untyped-def]
+FormatOpt = Annotated[str, typer.Option(
+    "--format", help="json: the view as the bus delivers it; fhir: FHIR R4 (CP-IS CareTeam, attendance "
+                     "Encounter) for NHS systems; event types with no FHIR form go to sg.dlq")]
+
+
+def _run_delivery(partner: str, sink, max_events: int | None, idle_timeout: float | None,  # type: ignore[no-untyped-def]
+                  fmt: str = "json") -> None:
+    if fmt not in ("json", "fhir"):
+        fail(f"--format: json or fhir (not {fmt})", 2)
+    if fmt == "fhir":
+        from connectors.delivery.fhir import FhirSink
+
+        sink = FhirSink(sink)
     import signal
 
     from bus.security.principals import delivery_name
@@ -40,6 +52,7 @@ def deliver_webhook(
     ),
     max_events: Annotated[int | None, typer.Option("--max", help="stop after N events")] = None,
     idle_timeout: Annotated[float | None, typer.Option(help="stop after S seconds with nothing new")] = None,
+    fmt: FormatOpt = "json",
 ) -> None:
     """POST each event (HMAC-SHA256 signed, timestamped); retry 5xx/timeouts with backoff and
     jitter; 4xx goes to sg.dlq. Runs until stopped."""
@@ -50,7 +63,7 @@ def deliver_webhook(
         fail(f"--secret-env: set {secret_env} to the secret shared with the partner", 2)
     if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
         fail("--url: use https:// (plain http only for a local test endpoint)", 2)
-    _run_delivery(partner, WebhookSink(url, secret.encode()), max_events, idle_timeout)
+    _run_delivery(partner, WebhookSink(url, secret.encode()), max_events, idle_timeout, fmt)
 
 
 @deliver_app.command("file")
@@ -59,8 +72,9 @@ def deliver_file(
     directory: Annotated[Path, typer.Option("--dir", help="drop directory")],
     max_events: Annotated[int | None, typer.Option("--max", help="stop after N events")] = None,
     idle_timeout: Annotated[float | None, typer.Option(help="stop after S seconds with nothing new")] = None,
+    fmt: FormatOpt = "json",
 ) -> None:
     """Write events as JSON-lines files, each written whole and renamed into DIR."""
     from connectors.delivery.filedrop import FileDropSink
 
-    _run_delivery(partner, FileDropSink(directory, partner), max_events, idle_timeout)
+    _run_delivery(partner, FileDropSink(directory, partner), max_events, idle_timeout, fmt)
