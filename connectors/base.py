@@ -72,7 +72,13 @@ class Connector(ABC):
 
     name: ClassVar[str]
     agency: ClassVar[Agency]
+    #: every agency whose organisations may run it (most connectors: just `agency`)
+    agencies: ClassVar[tuple[Agency, ...]] = ()
     summary: ClassVar[str]
+
+    @classmethod
+    def publishers(cls) -> tuple[Agency, ...]:
+        return cls.agencies or (cls.agency,)
 
     @abstractmethod
     def records(self, path: Path, ctx: Context) -> Iterator[tuple[str, Any]]:

@@ -33,16 +33,16 @@ def _connector_and_context(name: str, org: str, now: str | None):  # type: ignor
     partner = next((p for p in partnership.partners if p.org_id == org), None)
     if partner is None:
         fail(f"--org: no partner in partners.yaml has org_id {org}", 2)
-    if partner.agency != connector.agency.value:
-        fail(f"--org: {org} is a {partner.agency} partner; the {name} connector publishes {connector.agency.value} "
-             "events", 2)
+    if partner.agency not in {a.value for a in connector.publishers()}:
+        fail(f"--org: {org} is a {partner.agency} partner; the {name} connector publishes for "
+             f"{' or '.join(a.value for a in connector.publishers())} organisations", 2)
     try:
         anchor = datetime.fromisoformat(now) if now else None
     except ValueError:
         fail("--now: not an ISO 8601 date-time", 2)
     if anchor is not None and anchor.tzinfo is None:
         fail("--now: give a time zone, e.g. 2026-11-25T09:00:00+00:00", 2)
-    extra: dict[str, Any] = connector_settings(name, settings.policies_dir / "data")
+    extra: dict[str, Any] = {**connector_settings(name, settings.policies_dir / "data"), "agency": partner.agency}
     ctx = Context(org_id=org, settings=extra) if anchor is None else Context(org_id=org, now=anchor, settings=extra)
     return connector, ctx, settings, partnership
 
@@ -53,7 +53,7 @@ def connector_list() -> None:
     from connectors.inbound import CONNECTORS
 
     for name, cls in sorted(CONNECTORS.items()):
-        typer.echo(f"{name:<16} {cls.agency.value:<12} {cls.summary}")
+        typer.echo(f"{name:<16} {'/'.join(a.value for a in cls.publishers()):<18} {cls.summary}")
 
 
 @connector_app.command("convert")

@@ -7,10 +7,12 @@ from typing import Any
 
 from connectors.base import Connector
 from connectors.inbound.encompass import Encompass
+from connectors.inbound.nhs_fhir import NhsFhir
 from connectors.inbound.school_sessions import SchoolSessions, load_thresholds
 
 CONNECTORS: dict[str, type[Connector]] = {
     Encompass.name: Encompass,
+    NhsFhir.name: NhsFhir,
     SchoolSessions.name: SchoolSessions,
 }
 
