@@ -13,7 +13,7 @@ from schemas.registry import parse_event
 REPO = Path(__file__).parents[2]
 README = (REPO / "README.md").read_text()
 SNIPPETS = "\n".join(re.findall(r"```sh\n(.*?)```", README, flags=re.S))
-GROUPS = {"stack", "policy", "keys", "schemas"}
+GROUPS = {"stack", "policy", "keys", "schemas", "connector"}
 
 
 def _sgbus_commands() -> list[list[str]]:
