@@ -59,7 +59,7 @@ def connector_list() -> None:
 @connector_app.command("convert")
 def connector_convert(
     name: NameArg,
-    path: Annotated[Path, typer.Argument(help="the source file")],
+    path: Annotated[Path, typer.Argument(help="the source file (a directory for a multi-table return)")],
     org: OrgOpt,
     now: Annotated[str | None, typer.Option(help="recorded_at of the events (ISO 8601); default now")] = None,
 ) -> None:
@@ -68,8 +68,8 @@ def connector_convert(
     from connectors.base import FileRejected, Rejection
 
     connector, ctx, _, _ = _connector_and_context(name, org, now)
-    if not path.is_file():
-        fail(f"no such file: {path}", 2)
+    if not path.exists():
+        fail(f"no such file or directory: {path}", 2)
     converted = rejected = 0
     try:
         for result in connector.convert(path, ctx):

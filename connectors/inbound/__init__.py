@@ -9,11 +9,13 @@ from connectors.base import Connector
 from connectors.inbound.encompass import Encompass
 from connectors.inbound.nhs_fhir import NhsFhir
 from connectors.inbound.school_sessions import SchoolSessions, load_thresholds
+from connectors.inbound.ssda903 import Ssda903
 
 CONNECTORS: dict[str, type[Connector]] = {
     Encompass.name: Encompass,
     NhsFhir.name: NhsFhir,
     SchoolSessions.name: SchoolSessions,
+    Ssda903.name: Ssda903,
 }
 
 

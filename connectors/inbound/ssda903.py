@@ -1,0 +1,110 @@
+"""`ssda903`: the local authority's SSDA903 (children looked after) return, its CSV tables
+Header (`CHILD,SEX,DOB,ETHNIC,UPN,MOTHER,MC_DOB`) and Episodes (`CHILD,DECOM,RNE,LS,CIN,PLACE,
+PLACE_PROVIDER,DEC,REC,REASON_PLACE_CHANGE,HOME_POST,PL_POST,URN`), dates dd/mm/yyyy, as a
+directory or a .zip holding them. A period of care starting (RNE S) becomes a looked-after
+status `start`; one ending (REC other than X1) an `end`, with the legal status and placement of
+its last episode. Changes of placement or legal status within a period (RNE L P T B U) have no
+event in the catalogue yet and send nothing; nor does the Missing table (issue 15)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from connectors.base import Connector, Context, FileRejected, RecordError, code, envelope, parse_date, start_of
+from connectors.codes import table
+from schemas.envelope import Agency
+
+NAME = "ssda903"
+DATE = ("%d/%m/%Y",)
+HEADER = ("CHILD", "SEX", "DOB", "ETHNIC", "UPN", "MOTHER", "MC_DOB")
+EPISODES = ("CHILD", "DECOM", "RNE", "LS", "CIN", "PLACE", "PLACE_PROVIDER", "DEC", "REC", "REASON_PLACE_CHANGE",
+            "HOME_POST", "PL_POST", "URN")
+
+
+def _tables(path: Path) -> dict[str, list[dict[str, str]]]:
+    """Every CSV of the return, recognised by its header row (as the DfE validator does)."""
+    texts: list[tuple[str, str]] = []
+    try:
+        if path.is_dir():
+            texts = [(p.name, p.read_text(encoding="utf-8-sig")) for p in sorted(path.glob("*.csv"))]
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                texts = [(n, z.read(n).decode("utf-8-sig")) for n in z.namelist() if n.lower().endswith(".csv")]
+        else:
+            texts = [(path.name, path.read_text(encoding="utf-8-sig"))]
+    except (OSError, UnicodeDecodeError, zipfile.BadZipFile):
+        raise FileRejected("not an SSDA903 return (CSV files, or a .zip of them)") from None
+    found: dict[str, list[dict[str, str]]] = {}
+    for _, text in texts:
+        rows = list(csv.DictReader(io.StringIO(text)))
+        columns = tuple(c.strip() for c in (csv.reader(io.StringIO(text)).__next__() if text.strip() else []))
+        for name, expected in (("Header", HEADER), ("Episodes", EPISODES)):
+            if set(expected) <= set(columns):
+                found[name] = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in rows]
+    if "Episodes" not in found or "Header" not in found:
+        raise FileRejected("an SSDA903 return needs its Header and Episodes tables (recognised by their columns)")
+    return found
+
+
+class Ssda903(Connector):
+    name = NAME
+    agency = Agency.SOCIAL_CARE
+    summary = "SSDA903 CSV tables (Header, Episodes) -> looked-after status start and end"
+
+    def records(self, path: Path, ctx: Context) -> Iterator[tuple[str, Any]]:
+        tables = _tables(path)
+        children = {row.get("CHILD", ""): row for row in tables["Header"]}
+        periods: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        for line, row in enumerate(tables["Episodes"], start=2):
+            periods.setdefault(row.get("CHILD", ""), []).append((line, row))
+        for number, (child, rows) in enumerate(periods.items(), start=1):
+            yield f"record {number}", (children.get(child), rows)  # a record: one child's episodes
+
+    def to_events(self, record: Any, ctx: Context) -> list[dict[str, Any]]:
+        header, rows = record
+        if header is None:
+            raise RecordError("Episodes.CHILD", "no Header row for this child", "unknown_child")
+        dob = parse_date(header.get("DOB"), "Header.DOB", formats=DATE)
+        identifiers = {"la_child_id": f"{ctx.org_id}-{header['CHILD']}"}
+        upn = header.get("UPN", "")
+        if upn and not upn.upper().startswith("UN"):  # UN1-UN5: UPN unknown, with a reason
+            identifiers["upn"] = upn
+        subject: dict[str, Any] = {"identifiers": identifiers, "date_of_birth": dob.isoformat() if dob else None}
+        events: list[dict[str, Any]] = []
+        dated = [(parse_date(row.get("DECOM"), f"Episodes.DECOM (line {line})", formats=DATE), line, row)
+                 for line, row in rows]
+        ordered = [(line, row) for _, line, row in sorted(dated, key=lambda d: (d[0], d[1]))]
+        period_start = None
+        for line, row in ordered:
+            at = f"(line {line})"
+            decom = parse_date(row.get("DECOM"), f"Episodes.DECOM {at}", formats=DATE)
+            rne = code(table(NAME, "reason_new_episode"), row.get("RNE"), f"Episodes.RNE {at}")
+            legal = code(table(NAME, "legal_status"), row.get("LS"), f"Episodes.LS {at}")
+            placement = code(table(NAME, "placement_type"), row.get("PLACE"), f"Episodes.PLACE {at}")
+            dec = parse_date(row.get("DEC"), f"Episodes.DEC {at}", formats=DATE, required=False)
+            rec = code(table(NAME, "reason_episode_ceased"), row.get("REC"), f"Episodes.REC {at}",
+                       required=dec is not None)
+            assert decom is not None
+            if rne == "started":
+                period_start = decom
+                events.append(self._event(ctx, subject, header, "start", legal, placement, decom, None, decom))
+            if rec == "ended" and dec is not None:
+                start = period_start or decom  # a period that began before this return's year
+                events.append(self._event(ctx, subject, header, "end", legal, placement, start, dec, dec))
+                period_start = None
+        return events
+
+    def _event(self, ctx: Context, subject: dict[str, Any], header: dict[str, str], action: str, legal: Any,
+               placement: Any, start: Any, end: Any, when: Any) -> dict[str, Any]:
+        return envelope(
+            connector=NAME, key=(header["CHILD"], action, start.isoformat()),
+            event_type="social_care.looked_after_status.v1",
+            agency=Agency.SOCIAL_CARE, ctx=ctx, subject=subject, occurred_at=min(start_of(when), ctx.now),
+            payload={"action": action, "legal_status": legal, "period_start": start.isoformat(),
+                     "period_end": end.isoformat() if end else None, "placing_authority_code": ctx.org_id,
+                     "placement_type": placement})
