@@ -32,6 +32,13 @@ def check_policies(policies_dir: Path) -> list[str]:
             load_thresholds(policies_dir / "data")
         except ValueError as exc:
             problems.append(str(exc))
+    if (policies_dir / "data" / "local_authorities.yaml").exists():  # contact points named by DfE connectors
+        from connectors.inbound.cin_census import load_local_authorities
+
+        try:
+            load_local_authorities(policies_dir / "data")
+        except ValueError as exc:
+            problems.append(str(exc))
     rego_dir = str(policies_dir)
     fmt = _opa("fmt", "--list", "--fail", rego_dir)
     if fmt.returncode != 0:

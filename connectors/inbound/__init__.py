@@ -6,12 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from connectors.base import Connector
+from connectors.inbound.cin_census import CinCensus, load_local_authorities
 from connectors.inbound.encompass import Encompass
 from connectors.inbound.nhs_fhir import NhsFhir
 from connectors.inbound.school_sessions import SchoolSessions, load_thresholds
 from connectors.inbound.ssda903 import Ssda903
 
 CONNECTORS: dict[str, type[Connector]] = {
+    CinCensus.name: CinCensus,
     Encompass.name: Encompass,
     NhsFhir.name: NhsFhir,
     SchoolSessions.name: SchoolSessions,
@@ -23,4 +25,6 @@ def connector_settings(name: str, data_dir: Path) -> dict[str, Any]:
     """Partnership data a connector decides with (the attendance thresholds)."""
     if name == SchoolSessions.name:
         return {"thresholds": load_thresholds(data_dir)}
+    if name == CinCensus.name:
+        return {"local_authorities": load_local_authorities(data_dir)}
     return {}

@@ -1,0 +1,53 @@
+"""Connectors refuse what is not their format, as one clear error, and read nothing a file
+asks them to fetch (XML entities, DTDs)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from connectors.base import Context, Converted, FileRejected
+from connectors.inbound import CONNECTORS, connector_settings
+
+REPO = Path(__file__).parents[2]
+NOW = datetime.fromisoformat("2026-11-26T06:00:00+00:00")
+
+
+def _convert(name: str, org: str, path: Path) -> list[object]:
+    ctx = Context(org_id=org, now=NOW, settings=connector_settings(name, REPO / "policies" / "data"))
+    return list(CONNECTORS[name]().convert(path, ctx))
+
+
+@pytest.mark.parametrize(("name", "org"), [("encompass", "NSP"), ("school-sessions", "900001"),
+                                           ("nhs-fhir", "RNX"), ("cin-census", "N01"), ("ssda903", "N01")])
+def test_a_file_of_another_kind_is_one_clear_error(name: str, org: str, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.txt"
+    junk.write_text("this is not a return\x00")
+    with pytest.raises(FileRejected):
+        _convert(name, org, junk)
+
+
+def test_an_xml_external_entity_is_never_resolved(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOPSECRET")
+    source = (REPO / "tests" / "data" / "connectors" / "cin-census" / "cin-2024-25.xml").read_text()
+    evil = source.replace("<Message>", f'<!DOCTYPE Message [<!ENTITY x SYSTEM "file://{secret}">]>\n<Message>', 1)
+    evil = evil.replace("<LAchildID>SYN0001</LAchildID>", "<LAchildID>&x;</LAchildID>", 1)
+    path = tmp_path / "evil.xml"
+    path.write_text(evil)
+    try:
+        results = _convert("cin-census", "N01", path)
+    except FileRejected:
+        return
+    assert not any("TOPSECRET" in str(getattr(r, "event", r)) for r in results)
+    assert any(isinstance(r, Converted) for r in results)
+
+
+def test_a_return_from_another_authority_is_refused(tmp_path: Path) -> None:
+    source = (REPO / "tests" / "data" / "connectors" / "cin-census" / "cin-2024-25.xml").read_text()
+    path = tmp_path / "other-la.xml"
+    path.write_text(source.replace("<LEA>999</LEA>", "<LEA>931</LEA>"))
+    with pytest.raises(FileRejected, match="from DfE LA 931, not N01's 999"):
+        _convert("cin-census", "N01", path)
