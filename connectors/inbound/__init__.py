@@ -7,6 +7,7 @@ from typing import Any
 
 from connectors.base import Connector
 from connectors.inbound.cin_census import CinCensus, load_local_authorities
+from connectors.inbound.ctf import Ctf
 from connectors.inbound.encompass import Encompass
 from connectors.inbound.nhs_fhir import NhsFhir
 from connectors.inbound.school_sessions import SchoolSessions, load_thresholds
@@ -14,6 +15,7 @@ from connectors.inbound.ssda903 import Ssda903
 
 CONNECTORS: dict[str, type[Connector]] = {
     CinCensus.name: CinCensus,
+    Ctf.name: Ctf,
     Encompass.name: Encompass,
     NhsFhir.name: NhsFhir,
     SchoolSessions.name: SchoolSessions,
@@ -27,4 +29,6 @@ def connector_settings(name: str, data_dir: Path) -> dict[str, Any]:
         return {"thresholds": load_thresholds(data_dir)}
     if name == CinCensus.name:
         return {"local_authorities": load_local_authorities(data_dir)}
+    if name == Ctf.name:
+        return {"local_authorities": load_local_authorities(data_dir), "thresholds": load_thresholds(data_dir)}
     return {}

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from lxml import etree
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from connectors.base import Connector, Context, FileRejected, RecordError, code, envelope, parse_date, start_of
 from connectors.codes import table
+from connectors.xml import parse_xml as _parse
+from connectors.xml import text as _text
 from schemas.envelope import Agency
 
 NAME = "cin-census"
@@ -47,20 +48,6 @@ def load_local_authorities(data_dir: Path) -> dict[str, LocalAuthority]:
         first = exc.errors()[0]
         raise ValueError(f"{path}: local_authorities.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") \
             from None
-
-
-def _parse(path: Path) -> Any:
-    # No entities, no network, no DTD: a return is data, never instructions to the parser.
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
-    try:
-        return etree.parse(str(path), parser).getroot()
-    except (etree.XMLSyntaxError, OSError):
-        raise FileRejected("not XML") from None
-
-
-def _text(node: Any, path: str) -> str | None:
-    found = node.find(path)
-    return found.text.strip() if found is not None and found.text and found.text.strip() else None
 
 
 def _date(node: Any, path: str, where: str, required: bool = True) -> date | None:

@@ -1,0 +1,90 @@
+"""`ctf`: a school's DfE Common Transfer File (XML: `CTfile/Header`, `CTfile/CTFpupilData/Pupil`
+with UPN, names, DOB, `Attendance/YearData`, `LookedAfter`, `SchoolHistory`), sent when pupils
+leave. A leaver whose attendance in the latest year crosses the partnership's thresholds
+(policies/data/attendance.yaml) becomes a `school.attendance_concern` from this school.
+
+What a CTF cannot say: the CTF has no marker for elective home education (that removal from roll
+is notified to the local authority separately), and a "lost pupil" CTF (destination XXX/XXXX)
+has no event in the catalogue yet: from such files only attendance concerns are sent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from connectors.base import Connector, Context, FileRejected, RecordError, envelope, parse_date, start_of
+from connectors.xml import parse_xml as _parse
+from connectors.xml import text as _text
+from schemas.envelope import Agency
+
+NAME = "ctf"
+
+
+def _int(node: Any, path: str, where: str) -> int:
+    value = _text(node, path)
+    if value is None or not value.isdigit():
+        raise RecordError(where, "is required, a whole number", "invalid_number")
+    return int(value)
+
+
+class Ctf(Connector):
+    name = NAME
+    agency = Agency.SCHOOL
+    summary = "DfE Common Transfer File XML -> attendance concern for leavers over the thresholds"
+
+    def records(self, path: Path, ctx: Context) -> Iterator[tuple[str, Any]]:
+        root = _parse(path)
+        if root.tag != "CTfile" or root.find("CTFpupilData") is None:
+            raise FileRejected("not a Common Transfer File: expected CTfile/CTFpupilData")
+        lea = _text(root, "Header/SourceSchool/LEA")
+        authorities = ctx.settings.get("local_authorities", {})
+        la = next((code for code, a in authorities.items() if a.dfe_la_number == lea), None)
+        for number, pupil in enumerate(root.iterfind("CTFpupilData/Pupil"), start=1):
+            yield f"record {number}", (la, pupil)
+
+    def to_events(self, record: Any, ctx: Context) -> list[dict[str, Any]]:
+        la, pupil = record
+        thresholds = ctx.settings["thresholds"]
+        years = pupil.findall("Attendance/YearData")
+        if not years:
+            return []
+        latest = max(years, key=lambda y: _text(y, "Year") or "")
+        year = _text(latest, "Year")
+        if year is None or not year.isdigit():
+            raise RecordError("Attendance/YearData/Year", "is required, e.g. 2024", "invalid_number")
+        possible = _int(latest, "SessionsPossible", "Attendance/YearData/SessionsPossible")
+        attended = _int(latest, "SessionsAttended", "Attendance/YearData/SessionsAttended")
+        if possible == 0:
+            return []
+        if attended > possible:
+            raise RecordError("Attendance/YearData/SessionsAttended", "exceeds SessionsPossible", "inconsistent")
+        marks = "".join(_text(s, "AttendanceMarks") or "" for s in latest.iterfind("AttendSessions"))
+        run = longest = 0
+        for mark in marks:
+            run = run + 1 if mark in thresholds.unexplained_codes else 0
+            longest = max(longest, run)
+        pct = round(100 * attended / possible, 1)
+        persistent = possible >= thresholds.minimum_possible_sessions and pct < thresholds.persistent_absence_below_pct
+        if not (persistent or longest >= thresholds.consecutive_unexplained_sessions):
+            return []
+        if la is None:
+            raise RecordError("Header/SourceSchool/LEA", "not a DfE LA number in policies/data/local_authorities.yaml",
+                              "unknown_authority")
+        start = date(int(year), 9, 1)
+        left = max((parse_date(_text(s, "LeavingDate"), "SchoolHistory/School/LeavingDate", required=False)
+                    or date.min for s in pupil.iterfind("SchoolHistory/School")), default=date.min)
+        end = min(date(int(year) + 1, 8, 31), left if left != date.min else date(int(year) + 1, 8, 31))
+        born = parse_date(_text(pupil, "DOB"), "DOB")
+        upn = _text(pupil, "UPN")
+        if not upn:
+            raise RecordError("UPN", "is required to report a pupil", "missing")
+        subject = {"identifiers": {"upn": upn}, "given_name": _text(pupil, "Forename"),
+                   "family_name": _text(pupil, "Surname"), "date_of_birth": born.isoformat() if born else None}
+        return [envelope(
+            connector=NAME, key=(upn.upper(), year), event_type="school.attendance_concern.v1", agency=Agency.SCHOOL,
+            ctx=ctx, subject=subject, occurred_at=min(start_of(end + timedelta(days=1)), ctx.now),
+            payload={"school_urn": ctx.org_id, "la_code": la, "period_start": start.isoformat(),
+                     "period_end": end.isoformat(), "sessions_possible": possible, "sessions_attended": attended,
+                     "attendance_pct": pct, "consecutive_absences": longest})]
