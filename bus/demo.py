@@ -1,4 +1,5 @@
-"""`sgbus demo`: the whole pipe on the local stack with synthetic Encompass and CP-IS events."""
+"""`sgbus demo`: the whole pipe on the local stack with synthetic Encompass and CP-IS events, and
+one inbound file per agency through its connector."""
 
 from __future__ import annotations
 
@@ -105,6 +106,17 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         events = Synth(seed=seed).demo_set()
         for e in events:  # fresh ids: earlier demo runs on the same stack must not count
             e["event_id"] = str(uuid.uuid4())
+        titles = {e["event_id"]: e["event_type"] for e in events}
+        # One inbound file per agency, in its own format, through its connector.
+        from connectors.samples import demo_runs
+
+        for run in demo_runs(settings.policies_dir / "data"):
+            err(f"connector {run.connector} ({run.org_id}): {run.file.name} -> {len(run.events)} event(s), "
+                f"{len(run.rejected)} bad record(s) reported")
+            for line in run.rejected:
+                err(f"  {line}")
+            events += run.events
+            titles.update({e["event_id"]: f"{e['event_type']} <- {run.connector}" for e in run.events})
         ids = {e["event_id"] for e in events}
         expected = sum(
             len(candidates(partnership, e["event_type"], e["source"]["agency"], e["source"]["org_id"]))
@@ -138,11 +150,10 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
             err(f"only {len(audit)} of {expected} decisions audited within {timeout_s:.0f}s; "
                 f"see {settings.home / 'demo-worker.log'}")
             return 1
-        titles = {e["event_id"]: e["event_type"] for e in events}
-        echo(f"{'event':<40} {'recipient':<22} {'decision':<8} agreement / reason")
+        echo(f"{'event':<58} {'recipient':<22} {'decision':<8} agreement / reason")
         for rec in sorted(audit, key=lambda r: (str(titles[str(r['event_id'])]), str(r["recipient"]))):
             why = rec["agreement"] if rec["decision"] == "allow" else rec["reasons"][0]  # type: ignore[index]
-            echo(f"{titles[str(rec['event_id'])]:<40} {rec['recipient']!s:<22} {rec['decision']!s:<8} {why}")
+            echo(f"{titles[str(rec['event_id'])]:<58} {rec['recipient']!s:<22} {rec['decision']!s:<8} {why}")
         delivered: Counter[str] = Counter()
         for partner in partnership.partners:
             # Read as the partner itself: its credentials open its own topic and nothing else.

@@ -19,6 +19,7 @@ from tests.integration.conftest import Bus
 
 REPO = Path(__file__).parents[2]
 GOLDEN = REPO / "tests" / "data" / "connectors"
+SAMPLES = REPO / "connectors" / "samples"
 
 
 def _run(bus: Bus, name: str, org: str, drop: Path, ledger: Path) -> Any:
@@ -47,7 +48,7 @@ def test_police_and_school_files_reach_the_schools_and_the_mash_once(bus: Bus, t
                               ("school-sessions", "900001", "sessions.json")):
         drop = tmp_path / name
         drop.mkdir()
-        shutil.copy(GOLDEN / name / source, drop / source)
+        shutil.copy(SAMPLES / name / source, drop / source)
         stats, reports = _run(bus, name, org, drop, tmp_path / f"{name}.sqlite")
         assert (stats.published, stats.rejected) == (len(_expected(name)), 1), reports
         # Delivered again (same file, another name), and the connector restarted: nothing new.

@@ -246,6 +246,10 @@ def test_demo_runs_on_the_secure_stack_and_leaves_only_private_files(tmp_path: P
     assert result.returncode == 0, result.stderr[-3000:]
     assert "audit chain: verified" in result.stdout
     assert "started kafka, opa" not in result.stdout  # progress goes to stderr
+    # One inbound file per agency flowed through its connector and was decided like any event.
+    for connector in ("encompass", "school-sessions", "nhs-fhir", "cin-census"):
+        assert f"connector {connector} (" in result.stderr
+        assert f"<- {connector}" in result.stdout, connector
     assert (home / "credentials").is_dir() and (home / "pki" / "ca.key").is_file()
     assert loose_modes(home) == []
 

@@ -17,7 +17,7 @@ from connectors.ledger import Ledger
 from connectors.run import watch
 
 REPO = Path(__file__).parents[2]
-GOLDEN = REPO / "tests" / "data" / "connectors"
+SAMPLES = REPO / "connectors" / "samples"
 NOW = datetime.fromisoformat("2026-11-26T06:00:00+00:00")
 
 
@@ -44,7 +44,7 @@ def _sign(event: dict[str, Any]) -> dict[str, Any]:
 def drop(tmp_path: Path) -> Path:
     d = tmp_path / "drop"
     d.mkdir()
-    shutil.copy(GOLDEN / "encompass" / "notifications.json", d / "night-1.json")
+    shutil.copy(SAMPLES / "encompass" / "notifications.json", d / "night-1.json")
     return d
 
 

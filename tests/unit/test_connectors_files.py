@@ -32,7 +32,7 @@ def test_a_file_of_another_kind_is_one_clear_error(name: str, org: str, tmp_path
 def test_an_xml_external_entity_is_never_resolved(tmp_path: Path) -> None:
     secret = tmp_path / "secret.txt"
     secret.write_text("TOPSECRET")
-    source = (REPO / "tests" / "data" / "connectors" / "cin-census" / "cin-2024-25.xml").read_text()
+    source = (REPO / "connectors" / "samples" / "cin-census" / "cin-2024-25.xml").read_text()
     evil = source.replace("<Message>", f'<!DOCTYPE Message [<!ENTITY x SYSTEM "file://{secret}">]>\n<Message>', 1)
     evil = evil.replace("<LAchildID>SYN0001</LAchildID>", "<LAchildID>&x;</LAchildID>", 1)
     path = tmp_path / "evil.xml"
@@ -46,7 +46,7 @@ def test_an_xml_external_entity_is_never_resolved(tmp_path: Path) -> None:
 
 
 def test_a_return_from_another_authority_is_refused(tmp_path: Path) -> None:
-    source = (REPO / "tests" / "data" / "connectors" / "cin-census" / "cin-2024-25.xml").read_text()
+    source = (REPO / "connectors" / "samples" / "cin-census" / "cin-2024-25.xml").read_text()
     path = tmp_path / "other-la.xml"
     path.write_text(source.replace("<LEA>999</LEA>", "<LEA>931</LEA>"))
     with pytest.raises(FileRejected, match="from DfE LA 931, not N01's 999"):
