@@ -24,6 +24,7 @@ from bus.bench.load import Broker, Prepared, Receiver, bench_producer, percentil
 from bus.bench.load import reset_topics as _reset_topics
 from bus.bench.opa import bench_opa
 from bus.bench.profile import summarise_collapsed
+from bus.bench.redaction import run_redaction
 from bus.demo import stop_worker
 from bus.exceptions import StackError
 from bus.policy.data import Partnership, load_partnership
@@ -400,6 +401,8 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
              for i, (rate, seconds) in enumerate(zip(cfg.loads, cfg.load_seconds, strict=True))]
     backfill = prepare(h.partnership, cfg.backfill, cfg.seed + 3, signers.sign)
     results: dict[str, Any] = {"config": asdict(cfg)}
+    progress("free-text redaction: held-out corpus, ingest with and without it ...")
+    results["redaction"] = run_redaction(policies_dir.resolve().parent, 500 if cfg.events < 1000 else 5000)
     h.up()
     try:
         progress(f"ceiling: Faust forwarder, {len(main):,} events ...")

@@ -202,3 +202,37 @@ def load_corpus(path: Path) -> list[Sample]:
                 raise CorpusError(f"{path}:{number}: spans: [{b}, {e}] is outside the text")
         samples.append(Sample(text=text, names=[str(n) for n in names], planted=spans))
     return samples
+
+
+def held_out_corpus(repo: Path) -> Path | None:
+    path = repo / "tests" / "data" / "redaction" / "corpus-heldout.jsonl"
+    return path if path.is_file() else None
+
+
+def run_redaction(repo: Path, events: int = 5000) -> dict[str, Any]:
+    """For `sgbus bench run`: recall and precision on the held-out corpus, ingest events/s with
+    and without redaction, and CPU per text by length."""
+    import time
+
+    from bus.bench.pseudonymise import bench_pseudonymise
+    from bus.redaction import default_redactor
+
+    out: dict[str, Any] = {}
+    corpus = held_out_corpus(repo)
+    redactor = default_redactor()
+    if corpus is not None:
+        samples = load_corpus(corpus)
+        out["held_out"] = measure(samples).as_json()
+        texts = [(s.text, s.names) for s in samples]
+        redactor.redact_many(texts[:10])
+        began = time.process_time()
+        redactor.redact_many(texts)
+        out["corpus_ms_per_text"] = round(1000 * (time.process_time() - began) / len(texts), 2)
+        out["corpus_mean_chars"] = round(sum(len(t) for t, _ in texts) / len(texts))
+        long = " ".join(t for t, _ in texts)[:2000]
+        began = time.process_time()
+        for _ in range(5):
+            redactor.redact(long)
+        out["ms_per_2000_char_text"] = round(1000 * (time.process_time() - began) / 5, 1)
+    out["ingest"] = [{"stage": r.stage, "events_per_s": round(r.per_s)} for r in bench_pseudonymise(events)]
+    return out

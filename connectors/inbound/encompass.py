@@ -1,41 +1,29 @@
 """`encompass`: a police force's Operation Encompass notification, in the shape of the Police
 iHub Standard Data Model (a JSON:API document: the incident in `data`, the people in
-`included`), becomes one `police.domestic_abuse_incident.v2` per child, to reach the child's
-school before the next school day.
+`included`), becomes one `police.domestic_abuse_incident.v1` per child (the version the
+partnership's Encompass agreements cover), to reach the child's school before the next school
+day.
 
     {"data": {"type": "incident", "id": "...", "attributes": {"reference": "NSP-1234567",
        "occurredAt": "...", "locationType": "HOME", "domesticAbuse": true, "riskGrade": "MEDIUM",
        "circumstances": "..."}, "relationships": {"persons": {"data": [{"type": "person", "id": "p1"}]}}},
      "included": [{"type": "person", "id": "p1", "attributes": {"role": "CHILD", "personId": "NSP/123456",
        "givenName": "...", "familyName": "...", "dateOfBirth": "2016-04-01", "schoolUrn": "900001",
-       "exposure": "HEARD", "spokenTo": true, "voiceOfChild": "..."}}]}
+       "childPresent": true, "childLocation": "ELSEWHERE_IN_PROPERTY", "spokenTo": true, "voiceOfChild": "..."}}]}
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from connectors.base import LONDON, Connector, Context, FileRejected, RecordError, code, envelope, parse_datetime
+from connectors.base import Connector, Context, FileRejected, RecordError, code, envelope, parse_datetime
 from connectors.codes import table
 from schemas.envelope import Agency
 
 NAME = "encompass"
-#: Encompass: the school is told before the start of the next school day (08:30 here; school
-#: holidays are not known to the connector, so it is the next weekday)
-SCHOOL_DAY_STARTS = time(8, 30)
-
-
-def next_school_day_start(after: datetime) -> datetime:
-    day = after.astimezone(LONDON).date() + timedelta(days=1)
-    while day.weekday() >= 5:
-        day += timedelta(days=1)
-    return datetime.combine(day, SCHOOL_DAY_STARTS, LONDON)
-
-
 class Encompass(Connector):
     name = NAME
     agency = Agency.POLICE
@@ -70,7 +58,7 @@ class Encompass(Connector):
             raise RecordError("data.attributes.reference", "is required", "missing")
         at = parse_datetime(attrs.get("occurredAt"), "data.attributes.occurredAt")
         assert at is not None
-        location = code(table(NAME, "location_type"), attrs.get("locationType"), "data.attributes.locationType")
+        place = code(table(NAME, "location_type"), attrs.get("locationType"), "data.attributes.locationType")
         risk = code(table(NAME, "risk_grade"), attrs.get("riskGrade"), "data.attributes.riskGrade")
         roles = table(NAME, "person_role")
         events = []
@@ -83,19 +71,22 @@ class Encompass(Connector):
             p = person.get("attributes") or {}
             if code(roles, p.get("role") or relation.upper(), f"{where} (person).role") != "child":
                 continue
-            exposure = code(table(NAME, "child_exposure"), p.get("exposure"), f"{where} (person).exposure")
+            location = code(table(NAME, "child_location"), p.get("childLocation"), f"{where} (person).childLocation")
+            present = p.get("childPresent")
+            if not isinstance(present, bool):
+                raise RecordError(f"{where} (person).childPresent", "is required, true or false", "missing")
             subject = {"identifiers": {"police_person_id": p.get("personId")}, "given_name": _name(p.get("givenName")),
                        "family_name": _name(p.get("familyName")), "date_of_birth": p.get("dateOfBirth"),
                        "postcode": p.get("postcode")}
             events.append(envelope(
                 connector=NAME, key=(reference, p.get("personId") or person.get("id")),
-                event_type="police.domestic_abuse_incident.v2", agency=Agency.POLICE, ctx=ctx, subject=subject,
+                event_type="police.domestic_abuse_incident.v1", agency=Agency.POLICE, ctx=ctx, subject=subject,
                 occurred_at=at,
-                payload={"police_reference": reference, "incident_at": at.isoformat(), "location_type": location,
-                         "child_exposure": exposure, "child_spoken_to": bool(p.get("spokenTo")),
-                         "child_voice": p.get("voiceOfChild") or None, "circumstances": attrs.get("circumstances"),
-                         "school_urn": p.get("schoolUrn"), "risk_grade": risk,
-                         "notify_school_by": next_school_day_start(at).isoformat()}))
+                payload={"police_reference": reference, "incident_at": at.isoformat(), "location_type": place,
+                         "child_present": present, "child_location": location,
+                         "child_spoken_to": bool(p.get("spokenTo")), "child_voice": p.get("voiceOfChild") or None,
+                         "circumstances": attrs.get("circumstances"), "school_urn": p.get("schoolUrn"),
+                         "risk_grade": risk}))
         if not events:
             raise RecordError("included", "no child (role CHILD) is linked to the incident", "no_child")
         return events

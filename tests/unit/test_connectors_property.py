@@ -88,7 +88,8 @@ people = st.lists(st.fixed_dictionaries({
         "givenName": st.sampled_from(["Kayden", ["Kay", "Den"], ""]), "familyName": st.sampled_from(["Testbury", ""]),
         "dateOfBirth": st.sampled_from(["2017-02-14", "2001-01-01", "soon"]),
         "schoolUrn": st.sampled_from(["900001", "12", ""]),
-        "exposure": st.sampled_from(["HEARD", "WITNESSED", "MAYBE"]), "spokenTo": st.booleans(),
+        "childPresent": st.sampled_from([True, False, "yes"]),
+        "childLocation": st.sampled_from(["SAME_ROOM", "NOT_PRESENT", "MAYBE"]), "spokenTo": st.booleans(),
         "voiceOfChild": st.sampled_from(["", "Said it was loud.", "x" * 3000])})}), max_size=3)
 
 
