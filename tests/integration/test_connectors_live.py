@@ -71,3 +71,36 @@ def test_police_and_school_files_reach_the_schools_and_the_mash_once(bus: Bus, t
     assert by_id[kayden["event_id"]]["payload"]["circumstances"] == kayden["payload"]["circumstances"]  # reveal
     assert {by_id[c["event_id"]]["payload"]["attendance_pct"] for c in concerns} == {66.7, 90.0}
     assert all(d["provenance"]["kid"] for d in mash)  # signed by the source organisation's key
+
+
+def test_nhs_and_social_care_returns_reach_the_partners_their_agreements_name(bus: Bus, tmp_path: Path) -> None:
+    """FHIR attendances, a CIN census, an SSDA903 return and a CTF, each through its connector:
+    every event is decided (audited) and the allowed ones are delivered."""
+    runs = (("nhs-fhir", "RNX", "ed-attendances.xml"), ("cin-census", "N01", "cin-2024-25.xml"),
+            ("ssda903", "N01", "return-2026"), ("ctf", "900001", "9999001_CTF_9994001_001.xml"))
+    for name, org, source in runs:
+        drop = tmp_path / name
+        drop.mkdir()
+        target = SAMPLES / name / source
+        if target.is_dir():  # a multi-table return arrives as one zip
+            shutil.make_archive(str(drop / "return"), "zip", target)
+        else:
+            shutil.copy(target, drop / source)
+        stats, reports = _run(bus, name, org, drop, tmp_path / f"{name}.sqlite")
+        assert stats.rejected == 1 and stats.published >= 1, reports
+
+    attendance = _expected_file("nhs-fhir", "ed-attendances.expected.jsonl")[0]
+    assert [d["event_id"] for d in _received(bus, "northshire-csc", {attendance["event_id"]}, 1)] == \
+        [attendance["event_id"]]
+    plans = [e for e in _expected("cin-census") if e["event_type"].startswith("social_care.child_protection_plan")]
+    cpis = _received(bus, "northshire-nhs-uec", {p["event_id"] for p in plans}, len(plans))
+    assert {d["payload"]["action"] for d in cpis} == {"start", "end"}  # CP-IS: plans starting and ending
+    concern = _expected("ctf")[0]
+    assert _received(bus, "northshire-csc", {concern["event_id"]}, 1)[0]["payload"]["attendance_pct"] == 77.9
+    looked_after = _expected("ssda903")
+    audits = bus.audits_for({e["event_id"] for e in looked_after}, len(looked_after))
+    assert {a["event_id"] for a in audits} == {e["event_id"] for e in looked_after}  # each decided
+
+
+def _expected_file(name: str, file: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (GOLDEN / name / file).read_text().splitlines() if line]
