@@ -18,8 +18,9 @@ _MODELS: list[type[Envelope]] = [
     police.ExploitationConcernV1, police.ChildArrestedV1,
     nhs.UnscheduledCareAttendanceV1, nhs.SafeguardingConcernV1, nhs.PrebirthConcernV1, nhs.CamhsReferralStatusV1,
     school.AttendanceConcernV1, school.SuspensionOrExclusionV1, school.DslConcernV1, school.ElectiveHomeEducationV1,
+    school.ChildMissingEducationV1,
     social_care.ChildProtectionPlanV1, social_care.LookedAfterStatusV1, social_care.ReferralOutcomeV1,
-    social_care.StrategyDiscussionRequestV1,
+    social_care.StrategyDiscussionRequestV1, social_care.MissingFromCareV1,
 ]
 
 

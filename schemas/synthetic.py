@@ -84,10 +84,12 @@ class Synth:
             "school.suspension_or_exclusion.v1": self.suspension_or_exclusion,
             "school.dsl_concern.v1": self.dsl_concern,
             "school.elective_home_education.v1": self.elective_home_education,
+            "school.child_missing_education.v1": self.child_missing_education,
             "social_care.child_protection_plan.v1": self.child_protection_plan,
             "social_care.looked_after_status.v1": self.looked_after_status,
             "social_care.referral_outcome.v1": self.referral_outcome,
             "social_care.strategy_discussion_request.v1": self.strategy_discussion_request,
+            "social_care.missing_from_care.v1": self.missing_from_care,
         }
 
     # -- building blocks ------------------------------------------------------------------------
@@ -312,6 +314,16 @@ class Synth:
             "known_to_social_care": self.rng.random() < 0.25,
         })
 
+    def child_missing_education(self, subject: dict[str, Any]) -> dict[str, Any]:
+        urn = self.rng.choice(SCHOOLS)
+        left = self.now.date() - timedelta(days=self.rng.randrange(1, 15))
+        return self._envelope("school.child_missing_education.v1", "school", urn, subject, {
+            "school_urn": urn,
+            "la_code": "N01",
+            "left_roll_on": left.isoformat(),
+            "last_attended_on": (left - timedelta(days=self.rng.randrange(1, 20))).isoformat(),
+        })
+
     # -- social care ----------------------------------------------------------------------------
     def child_protection_plan(self, subject: dict[str, Any], la: str = "N01") -> dict[str, Any]:
         return self._envelope("social_care.child_protection_plan.v1", "social_care", la, subject, {
@@ -331,6 +343,16 @@ class Synth:
             "placing_authority_code": "N01",
             "placement_type": self.rng.choice(["foster_care", "kinship_care", "childrens_home"]),
             "placement_la_code": self.rng.choice(["N01", "S01"]),
+        })
+
+    def missing_from_care(self, subject: dict[str, Any]) -> dict[str, Any]:
+        started = self.now.date() - timedelta(days=self.rng.randrange(1, 10))
+        ended = started + timedelta(days=self.rng.randrange(0, 3)) if self.rng.random() < 0.7 else None
+        return self._envelope("social_care.missing_from_care.v1", "social_care", "N01", subject, {
+            "kind": self.rng.choice(["missing", "away"]),
+            "started_on": started.isoformat(),
+            "ended_on": ended.isoformat() if ended and ended <= self.now.date() else None,
+            "placing_authority_code": "N01",
         })
 
     def referral_outcome(self, subject: dict[str, Any]) -> dict[str, Any]:

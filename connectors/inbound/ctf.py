@@ -1,11 +1,12 @@
 """`ctf`: a school's DfE Common Transfer File (XML: `CTfile/Header`, `CTfile/CTFpupilData/Pupil`
 with UPN, names, DOB, `Attendance/YearData`, `LookedAfter`, `SchoolHistory`), sent when pupils
 leave. A leaver whose attendance in the latest year crosses the partnership's thresholds
-(policies/data/attendance.yaml) becomes a `school.attendance_concern` from this school.
+(policies/data/attendance.yaml) becomes a `school.attendance_concern` from this school; a
+"lost pupil" CTF (destination LA XXX, school XXXX: nobody knows where the child went) makes
+each pupil a `school.child_missing_education`.
 
-What a CTF cannot say: the CTF has no marker for elective home education (that removal from roll
-is notified to the local authority separately), and a "lost pupil" CTF (destination XXX/XXXX)
-has no event in the catalogue yet: from such files only attendance concerns are sent."""
+What a CTF cannot say: it has no marker for elective home education (that removal from roll is
+notified to the local authority separately), so no EHE event is derived from it."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def _int(node: Any, path: str, where: str) -> int:
 class Ctf(Connector):
     name = NAME
     agency = Agency.SCHOOL
-    summary = "DfE Common Transfer File XML -> attendance concern for leavers over the thresholds"
+    summary = "DfE Common Transfer File XML -> attendance concerns; children missing education (lost pupil CTF)"
 
     def records(self, path: Path, ctx: Context) -> Iterator[tuple[str, Any]]:
         root = _parse(path)
@@ -41,11 +42,42 @@ class Ctf(Connector):
         lea = _text(root, "Header/SourceSchool/LEA")
         authorities = ctx.settings.get("local_authorities", {})
         la = next((code for code, a in authorities.items() if a.dfe_la_number == lea), None)
+        lost = _text(root, "Header/DestSchool/LEA") == "XXX"  # DfE: destination unknown, a "lost pupil"
         for number, pupil in enumerate(root.iterfind("CTFpupilData/Pupil"), start=1):
-            yield f"record {number}", (la, pupil)
+            yield f"record {number}", (la, pupil, lost)
 
     def to_events(self, record: Any, ctx: Context) -> list[dict[str, Any]]:
-        la, pupil = record
+        la, pupil, lost = record
+        events = [self._missing_education(la, pupil, ctx)] if lost else []
+        return events + self._attendance(la, pupil, ctx)
+
+    def _subject(self, pupil: Any) -> tuple[str, dict[str, Any]]:
+        born = parse_date(_text(pupil, "DOB"), "DOB")
+        upn = _text(pupil, "UPN")
+        if not upn:
+            raise RecordError("UPN", "is required to report a pupil", "missing")
+        return upn, {"identifiers": {"upn": upn}, "given_name": _text(pupil, "Forename"),
+                     "family_name": _text(pupil, "Surname"), "date_of_birth": born.isoformat() if born else None,
+                     "postcode": _text(pupil, "Address/PostCode")}
+
+    def _missing_education(self, la: str | None, pupil: Any, ctx: Context) -> dict[str, Any]:
+        if la is None:
+            raise RecordError("Header/SourceSchool/LEA", "not a DfE LA number in policies/data/local_authorities.yaml",
+                              "unknown_authority")
+        left = max((d for s in pupil.iterfind("SchoolHistory/School")
+                    if (d := parse_date(_text(s, "LeavingDate"), "SchoolHistory/School/LeavingDate", required=False))),
+                   default=None)
+        if left is None:
+            raise RecordError("SchoolHistory/School/LeavingDate", "is required for a pupil whose destination is "
+                              "unknown", "missing")
+        upn, subject = self._subject(pupil)
+        return envelope(
+            connector=NAME, key=(upn.upper(), "missing-education", left),
+            event_type="school.child_missing_education.v1", agency=Agency.SCHOOL, ctx=ctx, subject=subject,
+            occurred_at=min(start_of(left), ctx.now),
+            payload={"school_urn": ctx.org_id, "la_code": la, "left_roll_on": left.isoformat()})
+
+    def _attendance(self, la: str | None, pupil: Any, ctx: Context) -> list[dict[str, Any]]:
         thresholds = ctx.settings["thresholds"]
         years = pupil.findall("Attendance/YearData")
         if not years:
@@ -76,12 +108,7 @@ class Ctf(Connector):
         left = max((parse_date(_text(s, "LeavingDate"), "SchoolHistory/School/LeavingDate", required=False)
                     or date.min for s in pupil.iterfind("SchoolHistory/School")), default=date.min)
         end = min(date(int(year) + 1, 8, 31), left if left != date.min else date(int(year) + 1, 8, 31))
-        born = parse_date(_text(pupil, "DOB"), "DOB")
-        upn = _text(pupil, "UPN")
-        if not upn:
-            raise RecordError("UPN", "is required to report a pupil", "missing")
-        subject = {"identifiers": {"upn": upn}, "given_name": _text(pupil, "Forename"),
-                   "family_name": _text(pupil, "Surname"), "date_of_birth": born.isoformat() if born else None}
+        upn, subject = self._subject(pupil)
         return [envelope(
             connector=NAME, key=(upn.upper(), year), event_type="school.attendance_concern.v1", agency=Agency.SCHOOL,
             ctx=ctx, subject=subject, occurred_at=min(start_of(end + timedelta(days=1)), ctx.now),

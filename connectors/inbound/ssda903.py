@@ -1,10 +1,12 @@
 """`ssda903`: the local authority's SSDA903 (children looked after) return, its CSV tables
 Header (`CHILD,SEX,DOB,ETHNIC,UPN,MOTHER,MC_DOB`) and Episodes (`CHILD,DECOM,RNE,LS,CIN,PLACE,
 PLACE_PROVIDER,DEC,REC,REASON_PLACE_CHANGE,HOME_POST,PL_POST,URN`), dates dd/mm/yyyy, as a
-directory or a .zip holding them. A period of care starting (RNE S) becomes a looked-after
-status `start`; one ending (REC other than X1) an `end`, with the legal status and placement of
-its last episode. Changes of placement or legal status within a period (RNE L P T B U) have no
-event in the catalogue yet and send nothing; nor does the Missing table (issue 15)."""
+directory or a .zip holding them, with the Missing table (`CHILD,DOB,MISSING,MIS_START,MIS_END`)
+when there is one. A period of care starting (RNE S) becomes a looked-after status `start`;
+one ending (REC other than X1) an `end`, with the legal status and placement of its last
+episode; each Missing row a `social_care.missing_from_care` (M missing, A away). Changes of
+placement or legal status within a period (RNE L P T B U) have no event in the catalogue yet
+and send nothing."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ DATE = ("%d/%m/%Y",)
 HEADER = ("CHILD", "SEX", "DOB", "ETHNIC", "UPN", "MOTHER", "MC_DOB")
 EPISODES = ("CHILD", "DECOM", "RNE", "LS", "CIN", "PLACE", "PLACE_PROVIDER", "DEC", "REC", "REASON_PLACE_CHANGE",
             "HOME_POST", "PL_POST", "URN")
+MISSING = ("CHILD", "DOB", "MISSING", "MIS_START", "MIS_END")
 
 
 def _tables(path: Path) -> dict[str, list[dict[str, str]]]:
@@ -43,7 +46,7 @@ def _tables(path: Path) -> dict[str, list[dict[str, str]]]:
     for _, text in texts:
         rows = list(csv.DictReader(io.StringIO(text)))
         columns = tuple(c.strip() for c in (csv.reader(io.StringIO(text)).__next__() if text.strip() else []))
-        for name, expected in (("Header", HEADER), ("Episodes", EPISODES)):
+        for name, expected in (("Header", HEADER), ("Episodes", EPISODES), ("Missing", MISSING)):
             if set(expected) <= set(columns):
                 found[name] = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in rows]
     if "Episodes" not in found or "Header" not in found:
@@ -54,19 +57,23 @@ def _tables(path: Path) -> dict[str, list[dict[str, str]]]:
 class Ssda903(Connector):
     name = NAME
     agency = Agency.SOCIAL_CARE
-    summary = "SSDA903 CSV tables (Header, Episodes) -> looked-after status start and end"
+    summary = "SSDA903 CSV tables (Header, Episodes, Missing) -> looked-after status start/end, missing from care"
 
     def records(self, path: Path, ctx: Context) -> Iterator[tuple[str, Any]]:
         tables = _tables(path)
         children = {row.get("CHILD", ""): row for row in tables["Header"]}
-        periods: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        episodes: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        missing: dict[str, list[tuple[int, dict[str, str]]]] = {}
         for line, row in enumerate(tables["Episodes"], start=2):
-            periods.setdefault(row.get("CHILD", ""), []).append((line, row))
-        for number, (child, rows) in enumerate(periods.items(), start=1):
-            yield f"record {number}", (children.get(child), rows)  # a record: one child's episodes
+            episodes.setdefault(row.get("CHILD", ""), []).append((line, row))
+        for line, row in enumerate(tables.get("Missing", []), start=2):
+            missing.setdefault(row.get("CHILD", ""), []).append((line, row))
+        order = list(episodes) + [c for c in missing if c not in episodes]
+        for number, child in enumerate(order, start=1):  # a record: one child's episodes and missing rows
+            yield f"record {number}", (children.get(child), episodes.get(child, []), missing.get(child, []))
 
     def to_events(self, record: Any, ctx: Context) -> list[dict[str, Any]]:
-        header, rows = record
+        header, rows, missing = record
         if header is None:
             raise RecordError("Episodes.CHILD", "no Header row for this child", "unknown_child")
         dob = parse_date(header.get("DOB"), "Header.DOB", formats=DATE)
@@ -97,6 +104,18 @@ class Ssda903(Connector):
                 start = period_start or decom  # a period that began before this return's year
                 events.append(self._event(ctx, subject, header, "end", legal, placement, start, dec, dec))
                 period_start = None
+        for line, row in missing:
+            at = f"(line {line})"
+            kind = code(table(NAME, "missing"), row.get("MISSING"), f"Missing.MISSING {at}")
+            started = parse_date(row.get("MIS_START"), f"Missing.MIS_START {at}", formats=DATE)
+            ended = parse_date(row.get("MIS_END"), f"Missing.MIS_END {at}", formats=DATE, required=False)
+            assert started is not None
+            events.append(envelope(
+                connector=NAME, key=(header["CHILD"], "missing", started.isoformat()),
+                event_type="social_care.missing_from_care.v1", agency=Agency.SOCIAL_CARE, ctx=ctx, subject=subject,
+                occurred_at=min(start_of(started), ctx.now),
+                payload={"kind": kind, "started_on": started.isoformat(),
+                         "ended_on": ended.isoformat() if ended else None, "placing_authority_code": ctx.org_id}))
         return events
 
     def _event(self, ctx: Context, subject: dict[str, Any], header: dict[str, str], action: str, legal: Any,

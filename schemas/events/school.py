@@ -145,3 +145,24 @@ class ElectiveHomeEducation(Payload):
 class ElectiveHomeEducationV1(Envelope):
     event_type: Literal["school.elective_home_education.v1"]
     payload: ElectiveHomeEducation
+
+
+class ChildMissingEducation(Payload):
+    """A pupil left the roll for a destination nobody knows (a "lost pupil" Common Transfer
+    File): the local authority must try to find the child (children missing education)."""
+
+    school_urn: SchoolUrn
+    la_code: LaCode
+    left_roll_on: date
+    last_attended_on: date | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> ChildMissingEducation:
+        if self.last_attended_on is not None and self.last_attended_on > self.left_roll_on:
+            raise ValueError("last_attended_on is after left_roll_on")
+        return self
+
+
+class ChildMissingEducationV1(Envelope):
+    event_type: Literal["school.child_missing_education.v1"]
+    payload: ChildMissingEducation

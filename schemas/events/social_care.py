@@ -171,3 +171,28 @@ class StrategyDiscussionRequest(Payload):
 class StrategyDiscussionRequestV1(Envelope):
     event_type: Literal["social_care.strategy_discussion_request.v1"]
     payload: StrategyDiscussionRequest
+
+
+class MissingFromCareKind(StrEnum):
+    MISSING = "missing"  # not where they should be, whereabouts not known (SSDA903 M)
+    AWAY = "away"  # away without authorisation, whereabouts known (SSDA903 A)
+
+
+class MissingFromCare(Payload):
+    """A looked-after child missing from care, or away from placement without authorisation."""
+
+    kind: MissingFromCareKind
+    started_on: date
+    ended_on: date | None = Field(default=None, description="empty while the child is still missing or away")
+    placing_authority_code: LaCode
+
+    @model_validator(mode="after")
+    def _order(self) -> MissingFromCare:
+        if self.ended_on is not None and self.ended_on < self.started_on:
+            raise ValueError("ended_on is before started_on")
+        return self
+
+
+class MissingFromCareV1(Envelope):
+    event_type: Literal["social_care.missing_from_care.v1"]
+    payload: MissingFromCare
