@@ -107,6 +107,16 @@ class Connector(ABC):
                 yield Converted(where, event)
 
 
+def read_json(path: Path) -> Any:
+    """A JSON file's content; FileRejected if it is not JSON."""
+    import json
+
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        raise FileRejected("not JSON") from None
+
+
 def event_id(connector: str, org_id: str, *parts: object) -> str:
     return str(uuid.uuid5(_EVENT_IDS, "/".join([connector, org_id, *(str(p) for p in parts)])))
 

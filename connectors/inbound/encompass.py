@@ -14,26 +14,24 @@ day.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from connectors.base import Connector, Context, FileRejected, RecordError, code, envelope, parse_datetime
+from connectors.base import Connector, Context, FileRejected, RecordError, code, envelope, parse_datetime, read_json
 from connectors.codes import table
 from schemas.envelope import Agency
 
 NAME = "encompass"
+
+
 class Encompass(Connector):
     name = NAME
     agency = Agency.POLICE
     summary = "police notification JSON (iHub SDM shape) -> domestic abuse incident, one per child"
 
     def records(self, path: Path, ctx: Context) -> Iterator[tuple[str, Any]]:
-        try:
-            doc = json.loads(path.read_bytes())
-        except (ValueError, UnicodeDecodeError):
-            raise FileRejected("not JSON") from None
+        doc = read_json(path)
         documents = doc if isinstance(doc, list) else [doc]  # one notification, or a list of them
         for number, notification in enumerate(documents, start=1):
             data = notification.get("data") if isinstance(notification, dict) else None

@@ -7,7 +7,6 @@ Input, JSON: {"school_urn", "la_code", "pupils": [{"upn", "given_name", "family_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -16,7 +15,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from connectors.base import Connector, Context, FileRejected, RecordError, code, envelope, parse_date, start_of
+from connectors.base import (
+    Connector,
+    Context,
+    FileRejected,
+    RecordError,
+    code,
+    envelope,
+    parse_date,
+    read_json,
+    start_of,
+)
 from connectors.codes import table
 from schemas.envelope import Agency
 
@@ -56,10 +65,7 @@ class SchoolSessions(Connector):
     summary = "per-session attendance JSON (2024 codes) -> attendance concern when thresholds are crossed"
 
     def records(self, path: Path, ctx: Context) -> Iterator[tuple[str, Any]]:
-        try:
-            doc = json.loads(path.read_bytes())
-        except (ValueError, UnicodeDecodeError):
-            raise FileRejected("not JSON") from None
+        doc = read_json(path)
         if not isinstance(doc, dict) or not isinstance(doc.get("pupils"), list):
             raise FileRejected("not a session attendance file: expected an object with a `pupils` list")
         school = {"school_urn": doc.get("school_urn"), "la_code": doc.get("la_code")}
