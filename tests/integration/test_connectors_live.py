@@ -77,10 +77,11 @@ def test_nhs_and_social_care_returns_reach_the_partners_their_agreements_name(bu
     """FHIR attendances, a CIN census, an SSDA903 return and a CTF, each through its connector:
     every event is decided (audited) and the allowed ones are delivered."""
     runs = (("nhs-fhir", "RNX", "ed-attendances.xml"), ("cin-census", "N01", "cin-2024-25.xml"),
-            ("ssda903", "N01", "return-2026"), ("ctf", "900001", "9999001_CTF_9994001_001.xml"))
+            ("ssda903", "N01", "return-2026"), ("ctf", "900001", "9999001_CTF_9994001_001.xml"),
+            ("ctf", "900001", "9999001_CTF_XXXXXXX_001.xml"))
     for name, org, source in runs:
-        drop = tmp_path / name
-        drop.mkdir()
+        drop = tmp_path / name / source
+        drop.mkdir(parents=True)
         target = SAMPLES / name / source
         if target.is_dir():  # a multi-table return arrives as one zip
             shutil.make_archive(str(drop / "return"), "zip", target)
@@ -97,9 +98,17 @@ def test_nhs_and_social_care_returns_reach_the_partners_their_agreements_name(bu
     assert {d["payload"]["action"] for d in cpis} == {"start", "end"}  # CP-IS: plans starting and ending
     concern = _expected("ctf")[0]
     assert _received(bus, "northshire-csc", {concern["event_id"]}, 1)[0]["payload"]["attendance_pct"] == 77.9
-    looked_after = _expected("ssda903")
-    audits = bus.audits_for({e["event_id"] for e in looked_after}, len(looked_after))
-    assert {a["event_id"] for a in audits} == {e["event_id"] for e in looked_after}  # each decided
+    ssda903 = _expected("ssda903")
+    missing = [e for e in ssda903 if e["event_type"] == "social_care.missing_from_care.v1"]
+    police = _received(bus, "northshire-police", {e["event_id"] for e in missing}, len(missing))
+    assert {d["payload"]["kind"] for d in police} == {"missing", "away"}  # DSA-MFC-001
+    looked_after = [e for e in ssda903 if e not in missing]
+    to_nhs = _received(bus, "northshire-nhs-uec", {e["event_id"] for e in looked_after}, len(looked_after))
+    assert {d["payload"]["action"] for d in to_nhs} == {"start", "end"}  # CP-IS: looked-after status
+    lost = _expected_file("ctf", "lost-pupil.expected.jsonl")[0]
+    assert lost["event_type"] == "school.child_missing_education.v1"
+    cme = _received(bus, "northshire-csc", {lost["event_id"]}, 1)[0]  # DSA-CME-001: the local authority
+    assert cme["payload"]["left_roll_on"] == "2026-11-20" and cme["subject"]["identifiers"]["upn"]
 
 
 def _expected_file(name: str, file: str) -> list[dict[str, Any]]:
