@@ -153,6 +153,8 @@ class NhsFhir(Connector):
             raise RecordError("CareTeam.period.start", "is required", "missing")
         end = team.period.end
         la = next((o.identifier.value for o in (team.managingOrganization or []) if o.identifier), ctx.org_id)
+        if la != ctx.org_id:  # an authority publishes its own plans only
+            raise RecordError("CareTeam.managingOrganization", "is another authority, not --org", "wrong_authority")
         contact = next((t.value for t in (team.telecom or []) if t.system == "phone" and t.use == "work"), None)
         ident = team.subject.identifier if team.subject else None
         if ident is None or ident.system != NHS_NUMBER:

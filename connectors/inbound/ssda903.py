@@ -27,6 +27,8 @@ HEADER = ("CHILD", "SEX", "DOB", "ETHNIC", "UPN", "MOTHER", "MC_DOB")
 EPISODES = ("CHILD", "DECOM", "RNE", "LS", "CIN", "PLACE", "PLACE_PROVIDER", "DEC", "REC", "REASON_PLACE_CHANGE",
             "HOME_POST", "PL_POST", "URN")
 MISSING = ("CHILD", "DOB", "MISSING", "MIS_START", "MIS_END")
+#: a whole authority's return is a few MiB of CSV
+MAX_UNZIPPED = 200 * 2**20
 
 
 def _tables(path: Path) -> dict[str, list[dict[str, str]]]:
@@ -37,7 +39,10 @@ def _tables(path: Path) -> dict[str, list[dict[str, str]]]:
             texts = [(p.name, p.read_text(encoding="utf-8-sig")) for p in sorted(path.glob("*.csv"))]
         elif zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
-                texts = [(n, z.read(n).decode("utf-8-sig")) for n in z.namelist() if n.lower().endswith(".csv")]
+                members = [i for i in z.infolist() if i.filename.lower().endswith(".csv")]
+                if sum(i.file_size for i in members) > MAX_UNZIPPED:  # a zip bomb is not a return
+                    raise FileRejected(f"the .zip unpacks to more than {MAX_UNZIPPED // 2**20} MiB of CSV")
+                texts = [(i.filename, z.read(i).decode("utf-8-sig")) for i in members]
         else:
             texts = [(path.name, path.read_text(encoding="utf-8-sig"))]
     except (OSError, UnicodeDecodeError, zipfile.BadZipFile):

@@ -51,3 +51,21 @@ def test_a_return_from_another_authority_is_refused(tmp_path: Path) -> None:
     path.write_text(source.replace("<LEA>999</LEA>", "<LEA>931</LEA>"))
     with pytest.raises(FileRejected, match="from DfE LA 931, not N01's 999"):
         _convert("cin-census", "N01", path)
+
+
+def test_a_school_cannot_report_another_schools_pupils(tmp_path: Path) -> None:
+    source = (REPO / "connectors" / "samples" / "school-sessions" / "sessions.json").read_text()
+    path = tmp_path / "other.json"
+    path.write_text(source.replace('"school_urn": "900001"', '"school_urn": "900002"'))
+    with pytest.raises(FileRejected, match="not --org 900001"):
+        _convert("school-sessions", "900001", path)
+
+
+def test_an_ssda903_zip_that_unpacks_to_gigabytes_is_refused(tmp_path: Path) -> None:
+    import zipfile
+
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("Episodes.csv", "0" * (201 * 2**20))
+    with pytest.raises(FileRejected, match="more than 200 MiB"):
+        _convert("ssda903", "N01", path)
