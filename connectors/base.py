@@ -90,12 +90,26 @@ class Connector(ABC):
 
     def convert(self, path: Path, ctx: Context) -> Iterator[Converted | Rejection]:
         """Every event of the file, each checked as the bus will check it; bad records are
-        rejected one by one and the rest go through."""
-        for where, record in self.records(path, ctx):
+        rejected one by one and the rest go through. Nothing a file holds makes this raise
+        anything but FileRejected (and no message repeats a value from the file)."""
+        seen: set[str] = set()
+        records = self.records(path, ctx)
+        while True:
+            try:
+                where, record = next(records)
+            except StopIteration:
+                return
+            except FileRejected:
+                raise
+            except Exception as exc:  # the file's structure broke the reader: the file, not a record
+                raise FileRejected(f"cannot be read ({type(exc).__name__})") from None
             try:
                 events = self.to_events(record, ctx)
             except RecordError as exc:
                 yield Rejection(path, where, exc.field, exc.message, exc.code)
+                continue
+            except Exception as exc:  # a value of an unexpected type or size: this record only
+                yield Rejection(path, where, "$", f"cannot be read ({type(exc).__name__})", "unreadable_record")
                 continue
             for event in events:
                 try:
@@ -104,6 +118,11 @@ class Connector(ABC):
                     first = exc.problems[0]
                     yield Rejection(path, where, first.field, first.message, first.code)
                     continue
+                if event["event_id"] in seen:  # two records with the same identifiers: never drop one silently
+                    yield Rejection(path, where, "$", "gives the same event id as an earlier record (its source "
+                                    "identifiers repeat)", "duplicate_record")
+                    continue
+                seen.add(event["event_id"])
                 yield Converted(where, event)
 
 
@@ -113,7 +132,7 @@ def read_json(path: Path) -> Any:
 
     try:
         return json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise FileRejected("not JSON") from None
 
 
@@ -144,6 +163,8 @@ def start_of(day: date) -> datetime:
 def parse_date(value: str | None, field_name: str, *, formats: tuple[str, ...] = ("%Y-%m-%d",),
                required: bool = True) -> date | None:
     """A date in one of the source's formats, or a RecordError naming the field."""
+    if value is not None and not isinstance(value, str):
+        raise RecordError(field_name, "not a date", "invalid_date")
     if value is None or not value.strip():
         if required:
             raise RecordError(field_name, "is required", "missing")
@@ -158,6 +179,8 @@ def parse_date(value: str | None, field_name: str, *, formats: tuple[str, ...] =
 
 def parse_datetime(value: str | None, field_name: str, *, required: bool = True) -> datetime | None:
     """An ISO 8601 date-time; a time without a zone is taken as England's local time."""
+    if value is not None and not isinstance(value, str):
+        raise RecordError(field_name, "not an ISO 8601 date-time", "invalid_datetime")
     if value is None or not value.strip():
         if required:
             raise RecordError(field_name, "is required", "missing")
@@ -171,6 +194,8 @@ def parse_datetime(value: str | None, field_name: str, *, required: bool = True)
 
 def code(table: dict[str, str], value: str | None, field_name: str, *, required: bool = True) -> str | None:
     """A source code looked up in a mapping table (connectors/mappings/*.yaml)."""
+    if value is not None and not isinstance(value, str):
+        raise RecordError(field_name, "not a code", "unknown_code")
     if value is None or not value.strip():
         if required:
             raise RecordError(field_name, "is required", "missing")

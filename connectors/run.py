@@ -34,9 +34,25 @@ class RunStats:
     problems: list[str] = field(default_factory=list)
 
 
+#: a partner's file is a few MiB; anything far bigger is refused before it is read
+MAX_FILE_BYTES = 256 * 2**20
+
+
 def _ready(path: Path, now: float) -> bool:
-    return (path.is_file() and not path.name.startswith(".") and not path.name.endswith(_PARTIAL)
-            and now - path.stat().st_mtime >= SETTLE_S)
+    """A regular file (never a symlink: it could point at another organisation's drop), not
+    hidden, not partial, and still for SETTLE_S."""
+    try:
+        return (not path.is_symlink() and path.is_file() and not path.name.startswith(".")
+                and not path.name.endswith(_PARTIAL) and now - path.stat().st_mtime >= SETTLE_S)
+    except OSError:  # removed while we looked
+        return False
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _record(event: dict[str, Any]) -> tuple[str, bytes, bytes]:
@@ -56,8 +72,14 @@ def resend_pending(ledger: Ledger, publish: Publish) -> int:
 
 def process_file(path: Path, connector: Connector, ctx: Context, ledger: Ledger, sign: Sign, publish: Publish,
                  stats: RunStats, report: Callable[[str], None]) -> None:
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            stats.bad_files += 1
+            report(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB; not read")
+            return
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:  # removed or unreadable since it was listed: look again next round
+        return
     if ledger.file_done(sha):
         return
     stats.files += 1
@@ -70,10 +92,17 @@ def process_file(path: Path, connector: Connector, ctx: Context, ledger: Ledger,
                 report(str(result))
             else:
                 converted.append(result)
-    except FileRejected as exc:
+    except (FileRejected, OSError) as exc:
         stats.bad_files += 1
-        report(f"{path}: {exc}")
+        report(f"{path}: {exc if isinstance(exc, FileRejected) else 'cannot be read'}")
         ledger.file_finished(sha, path.name, 0, 0)  # reported once; a corrected file has another digest
+        return
+    try:
+        changed = hashlib.sha256(path.read_bytes()).hexdigest() != sha
+    except OSError:
+        changed = True
+    if changed:  # written to while we read it: nothing sent, read again next round
+        stats.files -= 1
         return
     known = ledger.known(c.event["event_id"] for c in converted)
     fresh = [c.event for c in converted if c.event["event_id"] not in known]
@@ -98,7 +127,7 @@ def watch(directory: Path, connector: Connector, ctx: Context, ledger: Ledger, s
         now = time.time()
         if once:  # files written just now are taken too: the caller says they are complete
             now += SETTLE_S
-        for path in sorted((p for p in directory.iterdir() if _ready(p, now)), key=lambda p: p.stat().st_mtime):
+        for path in sorted((p for p in directory.iterdir() if _ready(p, now)), key=_mtime):
             process_file(path, connector, ctx, ledger, sign, publish, stats, report)
         if once:
             break

@@ -65,8 +65,8 @@ class CinCensus(Connector):
             raise FileRejected("not a CIN census return: expected Message/Children")
         la = ctx.settings.get("local_authorities", {}).get(ctx.org_id)
         lea = _text(root, "Header/Source/LEA")
-        if la is not None and lea is not None and lea != la.dfe_la_number:
-            raise FileRejected(f"the return is from DfE LA {lea}, not {ctx.org_id}'s {la.dfe_la_number}")
+        if la is not None and lea != la.dfe_la_number:  # its own return only (and the header must say whose)
+            raise FileRejected(f"Header/Source/LEA is not {ctx.org_id}'s DfE LA number {la.dfe_la_number}")
         for number, child in enumerate(root.iterfind("Children/Child"), start=1):
             yield f"record {number}", child
 

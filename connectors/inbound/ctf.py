@@ -25,7 +25,7 @@ NAME = "ctf"
 
 def _int(node: Any, path: str, where: str) -> int:
     value = _text(node, path)
-    if value is None or not value.isdigit():
+    if value is None or not (value.isascii() and value.isdigit() and len(value) <= 6):
         raise RecordError(where, "is required, a whole number", "invalid_number")
     return int(value)
 
@@ -84,7 +84,7 @@ class Ctf(Connector):
             return []
         latest = max(years, key=lambda y: _text(y, "Year") or "")
         year = _text(latest, "Year")
-        if year is None or not year.isdigit():
+        if year is None or not (year.isascii() and year.isdigit() and 2000 <= int(year) <= 2100):
             raise RecordError("Attendance/YearData/Year", "is required, e.g. 2024", "invalid_number")
         possible = _int(latest, "SessionsPossible", "Attendance/YearData/SessionsPossible")
         attended = _int(latest, "SessionsAttended", "Attendance/YearData/SessionsAttended")

@@ -40,20 +40,23 @@ class Encompass(Connector):
                     raise FileRejected("not a police notification: expected data.type incident")
                 yield f"record {number}", None
                 continue
-            people = {(p.get("type"), p.get("id")): p for p in notification.get("included") or []
-                      if isinstance(p, dict)}
+            included = notification.get("included")
+            people = {(p.get("type"), p.get("id")): p for p in (included if isinstance(included, list) else [])
+                      if isinstance(p, dict) and isinstance(p.get("id"), str)}
             yield f"record {number}", (data, people)
 
     def to_events(self, record: Any, ctx: Context) -> list[dict[str, Any]]:
         if record is None:
             raise RecordError("data.type", "not an incident", "invalid")
         data, people = record
-        attrs = data.get("attributes") or {}
+        attrs = data.get("attributes") if isinstance(data.get("attributes"), dict) else {}
         if attrs.get("domesticAbuse") is not True:
             return []  # Encompass is for domestic abuse incidents only
         reference = attrs.get("reference")
-        if not reference:
+        if not reference or not isinstance(reference, str):
             raise RecordError("data.attributes.reference", "is required", "missing")
+        if reference.split("-", 1)[0] != ctx.org_id:  # a force notifies its own incidents only
+            raise RecordError("data.attributes.reference", "is not a reference of --org", "wrong_force")
         at = parse_datetime(attrs.get("occurredAt"), "data.attributes.occurredAt")
         assert at is not None
         place = code(table(NAME, "location_type"), attrs.get("locationType"), "data.attributes.locationType")
@@ -96,9 +99,11 @@ def _name(value: Any) -> Any:
 
 
 def _person_links(data: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], str]]:
-    for relation, rel in (data.get("relationships") or {}).items():
-        links = (rel or {}).get("data") if isinstance(rel, dict) else None
+    relationships = data.get("relationships")
+    for n, (relation, rel) in enumerate((relationships if isinstance(relationships, dict) else {}).items()):
+        links = rel.get("data") if isinstance(rel, dict) else None
         links = links if isinstance(links, list) else [links] if isinstance(links, dict) else []
         for i, link in enumerate(links):
-            if isinstance(link, dict) and link.get("type") == "person":
-                yield str(relation), link, f"data.relationships.{relation}.data[{i}]"
+            if isinstance(link, dict) and link.get("type") == "person" and isinstance(link.get("id"), str):
+                # the relationship's name is the file's: it names the role, never the message
+                yield str(relation), link, f"data.relationships[{n}].data[{i}]"

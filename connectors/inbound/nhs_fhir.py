@@ -41,10 +41,8 @@ def _read(path: Path) -> Any:
         if data.lstrip().startswith(b"<"):
             return Bundle.model_validate_xml(data)
         return Bundle.model_validate_json(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise FileRejected(f"not a FHIR R4 Bundle ({where}: {first['type']})") from None
+    except ValidationError as exc:  # the location could name a key from the file: only the kind of error
+        raise FileRejected(f"not a FHIR R4 Bundle ({exc.errors()[0]['type']})") from None
     except Exception as exc:  # lxml or JSON syntax errors
         raise FileRejected(f"not a FHIR R4 Bundle ({type(exc).__name__})") from None
 
@@ -93,17 +91,20 @@ class NhsFhir(Connector):
         if enc.class_fhir is None or enc.class_fhir.code != "EMER":
             raise RecordError("Encounter.class", "not an emergency attendance (EMER)", "not_emergency")
         patient = by_ref.get(enc.subject.reference) if enc.subject and enc.subject.reference else None
-        if patient is None:
+        if patient is None or patient.get_resource_type() != "Patient":
             raise RecordError("Encounter.subject", "no Patient for this reference in the Bundle", "dangling_reference")
         arrived = enc.period.start if enc.period else None
         if arrived is None:
             raise RecordError("Encounter.period.start", "is required (arrival)", "missing")
         ods = enc.serviceProvider.identifier.value if enc.serviceProvider and enc.serviceProvider.identifier else None
+        if not ods or not str(ods).startswith(ctx.org_id):  # the trust's own sites only (RNX01 is a site of RNX)
+            raise RecordError("Encounter.serviceProvider", "is not a site of --org", "wrong_provider")
         location = next((by_ref.get(loc.location.reference) for loc in (enc.location or [])
                          if loc.location and loc.location.reference), None)
         setting = None
         if location is not None:
-            setting = next((c for t in (location.type or []) if (c := _coding(t, CARE_SETTING_SYSTEMS))), None)
+            types = getattr(location, "type", None) or []  # a reference may point at another kind of resource
+            setting = next((c for t in types if (c := _coding(t, CARE_SETTING_SYSTEMS))), None)
         care_setting = code(table("fhir", "care_setting_type"), setting, "Location.type (ECDS department type)")
         la_ext = _extension(enc, LA_EXTENSIONS)
         la = None
@@ -123,9 +124,12 @@ class NhsFhir(Connector):
         reason_ext = _extension(enc, (ATTENDANCE_REASON,))
         reason = reason_ext.valueCode if reason_ext is not None else "other"
         subject = _subject(patient)
+        if not enc.id and not enc.identifier:
+            raise RecordError("Encounter.id", "is required (with identifier, it makes the event id)", "missing")
         arrived_at = arrived if isinstance(arrived, datetime) else start_of(arrived)
         return envelope(
-            connector=NAME, key=("Encounter", *(i.value for i in (enc.identifier or [])[:1]), enc.id),
+            connector=NAME, key=("Encounter", *(i.value for i in (enc.identifier or [])[:1]), enc.id,
+                                 subject["identifiers"].get("nhs_number"), arrived_at.isoformat()),
             event_type="nhs.unscheduled_care_attendance.v1", agency=Agency.NHS, ctx=ctx, subject=subject,
             occurred_at=arrived_at,
             payload={"care_setting_ods": ods, "care_setting_type": care_setting, "arrived_at": arrived_at.isoformat(),
@@ -152,8 +156,9 @@ class NhsFhir(Connector):
         if start is None:
             raise RecordError("CareTeam.period.start", "is required", "missing")
         end = team.period.end
-        la = next((o.identifier.value for o in (team.managingOrganization or []) if o.identifier), ctx.org_id)
-        if la != ctx.org_id:  # an authority publishes its own plans only
+        authorities = {o.identifier.value for o in (team.managingOrganization or []) if o.identifier}
+        la = ctx.org_id
+        if authorities - {ctx.org_id}:  # an authority publishes its own plans only
             raise RecordError("CareTeam.managingOrganization", "is another authority, not --org", "wrong_authority")
         contact = next((t.value for t in (team.telecom or []) if t.system == "phone" and t.use == "work"), None)
         ident = team.subject.identifier if team.subject else None
@@ -169,7 +174,7 @@ class NhsFhir(Connector):
                        "family_name": team.subject.display or None}
         when = end or start
         return envelope(
-            connector=NAME, key=("CareTeam", team.id, _iso(start), _iso(end)),
+            connector=NAME, key=("CareTeam", team.id, ident.value, _iso(start), _iso(end)),
             event_type="social_care.child_protection_plan.v1", agency=Agency.SOCIAL_CARE, ctx=ctx, subject=subject,
             occurred_at=min(start_of(when), ctx.now),
             payload={"action": "end" if end else "start", "plan_start": _iso(start), "plan_end": _iso(end),

@@ -69,8 +69,8 @@ class SchoolSessions(Connector):
         if not isinstance(doc, dict) or not isinstance(doc.get("pupils"), list):
             raise FileRejected("not a session attendance file: expected an object with a `pupils` list")
         school = {"school_urn": doc.get("school_urn"), "la_code": doc.get("la_code")}
-        if school["school_urn"] != ctx.org_id:  # a school reports its own pupils only
-            raise FileRejected(f"the marks are for school {school['school_urn']!s:.6}, not --org {ctx.org_id}")
+        if str(school["school_urn"]) != ctx.org_id:  # a school reports its own pupils only
+            raise FileRejected(f"school_urn is another school's, not --org {ctx.org_id}")
         for number, pupil in enumerate(doc["pupils"], start=1):
             yield f"pupil {number}", (school, pupil)
 

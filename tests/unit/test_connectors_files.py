@@ -49,7 +49,7 @@ def test_a_return_from_another_authority_is_refused(tmp_path: Path) -> None:
     source = (REPO / "connectors" / "samples" / "cin-census" / "cin-2024-25.xml").read_text()
     path = tmp_path / "other-la.xml"
     path.write_text(source.replace("<LEA>999</LEA>", "<LEA>931</LEA>"))
-    with pytest.raises(FileRejected, match="from DfE LA 931, not N01's 999"):
+    with pytest.raises(FileRejected, match=r"not N01's DfE LA number 999"):
         _convert("cin-census", "N01", path)
 
 
@@ -57,7 +57,7 @@ def test_a_school_cannot_report_another_schools_pupils(tmp_path: Path) -> None:
     source = (REPO / "connectors" / "samples" / "school-sessions" / "sessions.json").read_text()
     path = tmp_path / "other.json"
     path.write_text(source.replace('"school_urn": "900001"', '"school_urn": "900002"'))
-    with pytest.raises(FileRejected, match="not --org 900001"):
+    with pytest.raises(FileRejected, match=r"another school's, not --org 900001"):
         _convert("school-sessions", "900001", path)
 
 
@@ -69,3 +69,56 @@ def test_an_ssda903_zip_that_unpacks_to_gigabytes_is_refused(tmp_path: Path) -> 
         z.writestr("Episodes.csv", "0" * (201 * 2**20))
     with pytest.raises(FileRejected, match="more than 200 MiB"):
         _convert("ssda903", "N01", path)
+
+
+@pytest.mark.parametrize(("name", "org", "text"), [
+    ("encompass", "NSP", '{"data": {"type": "incident", "attributes": {"reference": "NSP-1234", "occurredAt": 5, '
+                         '"domesticAbuse": true, "riskGrade": {}}, "relationships": [1]}, "included": 7}'),
+    ("encompass", "NSP", '{"data": {"type": "incident", "attributes": [1], "relationships": {"persons": {"data": '
+                         '[{"type": "person", "id": ["p2"]}]}}}}'),
+    ("school-sessions", "900001", '{"school_urn": "900001", "pupils": [{"upn": 5, "marks": '
+                                  '[{"date": 20260907, "session": "AM", "code": ["N"]}]}]}'),
+    ("encompass", "NSP", "[" * 100_000),
+])
+def test_odd_values_in_a_file_never_stop_the_run(name: str, org: str, text: str, tmp_path: Path) -> None:
+    path = tmp_path / "odd.json"
+    path.write_text(text)
+    try:
+        results = _convert(name, org, path)
+    except FileRejected:
+        return
+    assert all(not isinstance(r, Converted) for r in results)
+
+
+def test_a_force_cannot_notify_another_forces_incident(tmp_path: Path) -> None:
+    source = (REPO / "connectors" / "samples" / "encompass" / "notifications.json").read_text()
+    path = tmp_path / "other.json"
+    path.write_text(source.replace("NSP-2026112501", "XSP-2026112501"))
+    codes = [r.code for r in _convert("encompass", "NSP", path) if not isinstance(r, Converted)]
+    assert "wrong_force" in codes
+
+
+def test_a_census_return_must_say_whose_it_is(tmp_path: Path) -> None:
+    source = (REPO / "connectors" / "samples" / "cin-census" / "cin-2024-25.xml").read_text()
+    path = tmp_path / "anonymous.xml"
+    path.write_text(source.replace("<LEA>999</LEA>", ""))
+    with pytest.raises(FileRejected, match="not N01's DfE LA number"):
+        _convert("cin-census", "N01", path)
+
+
+def test_the_watch_never_follows_a_symlink_to_another_drop(tmp_path: Path) -> None:
+    from connectors.ledger import Ledger
+    from connectors.run import watch
+
+    elsewhere = tmp_path / "other-org"
+    elsewhere.mkdir()
+    target = elsewhere / "notifications.json"
+    target.write_text((REPO / "connectors" / "samples" / "encompass" / "notifications.json").read_text())
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "link.json").symlink_to(target)
+    sent: list[object] = []
+    ctx = Context(org_id="NSP", now=NOW, settings=connector_settings("encompass", REPO / "policies" / "data"))
+    stats = watch(drop, CONNECTORS["encompass"](), ctx, Ledger(tmp_path / "l.sqlite"), lambda e: e,
+                  lambda records: sent.extend(records) or len(records), once=True, report=lambda _m: None)
+    assert sent == [] and stats.files == 0
