@@ -160,18 +160,27 @@ def start_of(day: date) -> datetime:
     return datetime.combine(day, time(0, 0), LONDON)
 
 
-def parse_date(value: str | None, field_name: str, *, formats: tuple[str, ...] = ("%Y-%m-%d",),
-               required: bool = True) -> date | None:
-    """A date in one of the source's formats, or a RecordError naming the field."""
+def _present(value: object, field_name: str, required: bool, wrong: tuple[str, str]) -> str | None:
+    """A source value as stripped text: None when absent (RecordError if required), and a
+    RecordError (`wrong` = message, code) when the file holds something other than text."""
     if value is not None and not isinstance(value, str):
-        raise RecordError(field_name, "not a date", "invalid_date")
+        raise RecordError(field_name, *wrong)
     if value is None or not value.strip():
         if required:
             raise RecordError(field_name, "is required", "missing")
         return None
+    return value.strip()
+
+
+def parse_date(value: str | None, field_name: str, *, formats: tuple[str, ...] = ("%Y-%m-%d",),
+               required: bool = True) -> date | None:
+    """A date in one of the source's formats, or a RecordError naming the field."""
+    text = _present(value, field_name, required, ("not a date", "invalid_date"))
+    if text is None:
+        return None
     for fmt in formats:
         try:
-            return datetime.strptime(value.strip(), fmt).date()
+            return datetime.strptime(text, fmt).date()
         except ValueError:
             continue
     raise RecordError(field_name, f"not a date in the form {' or '.join(formats)}", "invalid_date")
@@ -179,14 +188,11 @@ def parse_date(value: str | None, field_name: str, *, formats: tuple[str, ...] =
 
 def parse_datetime(value: str | None, field_name: str, *, required: bool = True) -> datetime | None:
     """An ISO 8601 date-time; a time without a zone is taken as England's local time."""
-    if value is not None and not isinstance(value, str):
-        raise RecordError(field_name, "not an ISO 8601 date-time", "invalid_datetime")
-    if value is None or not value.strip():
-        if required:
-            raise RecordError(field_name, "is required", "missing")
+    text = _present(value, field_name, required, ("not an ISO 8601 date-time", "invalid_datetime"))
+    if text is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise RecordError(field_name, "not an ISO 8601 date-time", "invalid_datetime") from None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=LONDON)
@@ -194,13 +200,10 @@ def parse_datetime(value: str | None, field_name: str, *, required: bool = True)
 
 def code(table: dict[str, str], value: str | None, field_name: str, *, required: bool = True) -> str | None:
     """A source code looked up in a mapping table (connectors/mappings/*.yaml)."""
-    if value is not None and not isinstance(value, str):
-        raise RecordError(field_name, "not a code", "unknown_code")
-    if value is None or not value.strip():
-        if required:
-            raise RecordError(field_name, "is required", "missing")
+    text = _present(value, field_name, required, ("not a code", "unknown_code"))
+    if text is None:
         return None
-    mapped = table.get(value.strip())
+    mapped = table.get(text)
     if mapped is None:
         raise RecordError(field_name, f"not one of the codes in the mapping table ({len(table)} codes)",
                           "unknown_code")

@@ -89,8 +89,8 @@ def redact_texts(items: list[tuple[Envelope, str | None]]) -> list[dict[str, str
     from bus.redaction import default_redactor
 
     per_event = [texts_to_redact(event, role) for event, role in items]
-    work = [(text, subject_names(event)) for (event, _), texts in zip(items, per_event, strict=True)
-            for text in texts.values()]
+    work = [(text, names) for (event, _), texts in zip(items, per_event, strict=True) if texts
+            for names in [subject_names(event)] for text in texts.values()]  # names once per event
     done = iter(default_redactor().redact_many(work) if work else [])
     return [{name: next(done) for name in texts} for texts in per_event]
 
