@@ -18,6 +18,7 @@ from bus.audit.cli import audit_app
 from bus.bench.cli import bench_app
 from bus.cli_common import err, fail, kafka_as, load_settings, local_stack, open_audit, resolve_endpoints
 from bus.exceptions import SgbusError
+from bus.gateway.cli import gateway_app
 from bus.policy.cli import policy_app
 from bus.pseudonymise.cli import keys_app
 from bus.security.cli import partners_app
@@ -37,6 +38,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(deliver_app, name="deliver")
 app.add_typer(partners_app, name="partners")
 app.add_typer(connector_app, name="connector")
+app.add_typer(gateway_app, name="gateway")
 
 
 # -- stack ----------------------------------------------------------------------------------

@@ -50,6 +50,31 @@ def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None 
     return proc
 
 
+def start_gateway(settings: Settings, log_path: Path, env: dict[str, str] | None = None,
+                  timeout_s: float = 60.0) -> tuple[subprocess.Popen[bytes], str]:
+    """`sgbus gateway --port 0` in a child process; (process, base URL) once it listens."""
+    from bus.gateway.state import local_url, state_path
+
+    state_path(settings.home).unlink(missing_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    out = log_path.open("ab")
+    child_env = {**os.environ, "SGBUS_HOME": str(settings.home.resolve()),
+                 "SGBUS_POLICIES_DIR": str(settings.policies_dir.resolve()), **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "bus", "gateway", "--port", "0", "--metrics-port", "0"],
+                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env)
+    out.close()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        url = local_url(settings.home)
+        if url is not None:
+            return proc, url
+        if proc.poll() is not None:
+            raise StackError(f"the gateway exited ({proc.returncode}); see {log_path}")
+        time.sleep(0.1)
+    stop_worker(proc)
+    raise StackError(f"the gateway did not start within {timeout_s:.0f}s; see {log_path}")
+
+
 def stop_worker(proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

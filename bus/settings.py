@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     opa_timeout_s: float = Field(default=2.0, gt=0, description="timeout of one OPA query")
     retry_max_backoff_s: float = Field(default=5.0, gt=0, description="cap of the OPA retry backoff")
     log_level: str = Field(default="info", description="worker log level")
+    gateway_url: str | None = Field(
+        default=None, description="the gateway's base URL for `sgbus gateway send|mailbox|status`; default: the "
+                                  "local gateway's (from $SGBUS_HOME/gateway/gateway.json)")
+    gateway_rate: float = Field(default=500.0, gt=0, description="events a second each partner may publish")
+    gateway_burst: int = Field(default=1000, ge=1, description="events a partner may publish at once")
 
     @property
     def audit_db_path(self) -> Path:

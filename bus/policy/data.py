@@ -96,6 +96,9 @@ class Agreement(Model):
     valid_from: date
     valid_to: date | None = None
     retention_days: int = Field(ge=1, le=36500)
+    publisher_may_know_recipients: bool = Field(
+        default=False, description="the publisher's event status (gateway) may name who received it under "
+                                   "this agreement; otherwise it gives only how many partners did")
 
 
 class Emergency(Model):

@@ -185,3 +185,56 @@ def keys_revoke(kid: Annotated[str, typer.Argument(help="key id from `sgbus part
         fail(f"KID: no key {kid!r} in the register", 2)
     typer.echo(f"revoked {kid}")
     _reload_if_running(settings)
+
+
+certs_app = typer.Typer(help="Client certificates of partners' systems for the HTTPS gateway.", no_args_is_help=True)
+partners_app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("issue")
+def certs_issue(
+    partner_id: Annotated[str, typer.Argument(help="partner id from policies/data/partners.yaml")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="write client.key, client.pem and ca.pem into this directory (0600/0700) for the partner's "
+                      "system, and keep no copy of the key here")] = None,
+) -> None:
+    """Issue a gateway client certificate for PARTNER_ID's system from the partnership CA and
+    register it: requests made with it act as that partner, and as nobody else."""
+    from bus.gateway.identity import PartnerCerts
+    from bus.policy.data import load_partnership
+
+    settings = Settings()
+    if load_partnership(settings.policies_dir / "data").partner(partner_id) is None:
+        fail(f"PARTNER_ID: no partner {partner_id!r} in {settings.policies_dir / 'data'}", 2)
+    issued, entry = PartnerCerts(settings.home).issue(partner_id, out)
+    typer.echo(f"issued gateway certificate {entry.fingerprint[:16]}... for {partner_id} (valid to {entry.not_after})")
+    typer.echo(f"key {issued.key}, certificate {issued.cert}, CA {issued.ca}")
+
+
+@certs_app.command("list")
+def certs_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
+    """Registered gateway client certificates (fingerprints only)."""
+    from bus.gateway.identity import PartnerCerts
+
+    certs = PartnerCerts(Settings().home).all()
+    if as_json:
+        typer.echo(json.dumps([c.__dict__ for c in certs], indent=2))
+        return
+    for c in certs:
+        typer.echo(f"{c.fingerprint}  {c.partner:<24} issued {c.issued_at}  to {c.not_after}"
+                   f"{'  REVOKED' if c.revoked else ''}")
+    if not certs:
+        typer.echo("no gateway certificates issued (`sgbus partners certs issue PARTNER_ID`)")
+
+
+@certs_app.command("revoke")
+def certs_revoke(
+    which: Annotated[str, typer.Argument(help="a partner id (all its certificates) or one certificate's fingerprint")],
+) -> None:
+    """Revoke gateway certificates: the gateway refuses them from its next request on."""
+    from bus.gateway.identity import PartnerCerts
+
+    revoked = PartnerCerts(Settings().home).revoke(which)
+    if not revoked:
+        fail(f"WHICH: no unrevoked certificate of partner or fingerprint {which!r}", 2)
+    typer.echo(f"revoked {len(revoked)} certificate(s)")

@@ -10,6 +10,10 @@ One principal per job, each allowed exactly its topics, consumer groups and tran
   (`sg.audit.heads`), in groups starting `partner.<partner>.`.
 - `delivery.<partner>`: the webhook/file delivery connector for one partner: reads that
   partner's topic (groups `delivery.<partner>.`) and writes dead letters.
+- `sgbus-gateway`: the HTTPS gateway, on behalf of partners it has authenticated by client
+  certificate: writes ingress topics (it checks each event is the caller's own organisation's
+  and signed by its key, as ingest checks again), reads partner topics for their mailboxes
+  (groups `gateway.`) and the dead letters (to tell a publisher what became of its event).
 
 Every group and transactional-id prefix starts with its kind (`ingest.`, `route.`, `audit.`,
 `worker.`, `partner.`, `delivery.`) and ends with a dot, which partner ids cannot contain: no
@@ -28,7 +32,8 @@ from bus.topics import AUDIT, AUDIT_HEADS, DELIVER_PREFIX, DLQ, EVENTS, INGRESS_
 ADMIN = "admin"
 STAGE_PRINCIPALS = {"ingest": "sgbus-ingest", "route": "sgbus-route", "audit": "sgbus-audit",
                     "all": "sgbus-worker"}
-Role = Literal["admin", "stage", "publisher", "partner", "delivery"]
+GATEWAY = "sgbus-gateway"
+Role = Literal["admin", "stage", "publisher", "partner", "delivery", "gateway"]
 ResourceType = Literal["topic", "group", "transactional_id", "cluster"]
 Operation = Literal["read", "write", "idempotent_write"]
 CLUSTER = "kafka-cluster"  # the one name Kafka gives the cluster resource
@@ -65,6 +70,9 @@ def stage_group_prefix(stage: str) -> str:
 def stage_app_id(app_id: str, stage: str) -> str:
     """The Faust app id (= consumer group) of a worker running `stage` under `app_id`."""
     return stage_group_prefix(stage) + app_id
+
+
+GATEWAY_GROUP_PREFIX = "gateway."
 
 
 def partner_group_prefix(partner_id: str) -> str:
@@ -121,6 +129,9 @@ def principals(partnership: Partnership) -> list[Principal]:
             # (kept for a stage that writes no topic).
             grants.add(Grant("cluster", CLUSTER, "literal", "idempotent_write"))
         out.append(Principal(name, "stage", frozenset(grants)))
+    out.append(Principal(GATEWAY, "gateway", frozenset({
+        _topic(INGRESS_PREFIX, "write", "prefixed"), _topic(DELIVER_PREFIX, "read", "prefixed"), _topic(DLQ, "read"),
+        *_own_groups(GATEWAY_GROUP_PREFIX, transactional=False)})))
     for p in partnership.partners:
         out.append(Principal(publisher_name(p.id), "publisher",
                              frozenset({_topic(ingress_topic(p.agency), "write")}), p.id))

@@ -36,7 +36,7 @@ def test_bad_identifier_mode_is_reported_with_line(tmp_path: Path) -> None:
     data = _copy(tmp_path)
     text = (data / "agreements.yaml").read_text().replace("{upn: token}", "{upn: publish}")
     (data / "agreements.yaml").write_text(text)
-    line = next(i for i, t in enumerate(text.splitlines(), 1) if "publish" in t)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "upn: publish" in t)
     with pytest.raises(PolicyDataError) as info:
         load_partnership(data)
     assert f"agreements.yaml:{line}: agreements.4.identifiers.upn" in str(info.value)

@@ -96,7 +96,7 @@ def test_no_group_prefix_covers_another_principals_groups() -> None:
 
 def test_every_principal_name_is_unique_and_has_no_characters_scram_would_escape() -> None:
     names = [p.name for p in principals(PARTNERSHIP)]
-    assert len(names) == len(set(names)) == 5 + 3 * len(PARTNERSHIP.partners)
+    assert len(names) == len(set(names)) == 6 + 3 * len(PARTNERSHIP.partners)  # admin, 4 stages, gateway
     assert all("," not in n and "=" not in n for n in names)
 
 
@@ -334,3 +334,11 @@ def test_a_reused_event_id_never_carries_another_childs_identity(tmp_path: Path)
     assert len(to_csc) == 2
     seen = {(v.subject.family_name, str(v.subject.date_of_birth)) for v in to_csc}
     assert seen == {(r["subject"]["family_name"], r["subject"]["date_of_birth"]) for r in (first, second)}
+
+
+def test_the_gateway_writes_only_ingress_topics_and_reads_only_partner_topics_and_dead_letters() -> None:
+    gateway = BY_NAME["sgbus-gateway"]
+    assert gateway.role == "gateway" and gateway.partner_id is None
+    assert _topics("sgbus-gateway", "write") == {("sg.ingress.", "prefixed")}
+    assert _topics("sgbus-gateway", "read") == {("sg.deliver.", "prefixed"), ("sg.dlq", "literal")}
+    assert {(g.resource, g.name) for g in gateway.grants if g.resource != "topic"} == {("group", "gateway.")}

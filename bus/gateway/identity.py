@@ -1,0 +1,112 @@
+"""Partner client certificates for the gateway: issued by the partnership CA, registered by
+fingerprint, revocable. The register, not the certificate's name, says which partner a
+certificate speaks for: a Kafka node's or OPA's certificate from the same CA is no partner."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from bus.exceptions import ConfigurationError
+from bus.security.files import private_dir, write_private
+from bus.security.pki import Issued, PartnershipCA, ca_path
+
+
+def client_cert_name(partner_id: str) -> str:
+    return f"gateway-client.{partner_id}"
+
+
+def fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+@dataclass(frozen=True)
+class RegisteredCert:
+    fingerprint: str
+    partner: str
+    serial: str
+    issued_at: str
+    not_after: str
+    revoked: bool = False
+
+
+class PartnerCerts:
+    """The register `<home>/pki/partner-certs.json` (public data: fingerprints and partner ids)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.path = home / "pki" / "partner-certs.json"
+        self._cache: tuple[float, dict[str, RegisteredCert]] | None = None
+
+    def all(self) -> list[RegisteredCert]:
+        try:
+            raw = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return []
+        except ValueError:
+            raise ConfigurationError(f"the partner certificate register {self.path} is unreadable") from None
+        return [RegisteredCert(**c) for c in raw.get("certs", [])]
+
+    def _save(self, certs: list[RegisteredCert]) -> None:
+        write_private(self.path, json.dumps({"certs": [c.__dict__ for c in certs]}, indent=2))
+
+    def partner_for(self, der: bytes) -> str | None:
+        """The partner a presented (CA-verified) certificate speaks for, or None."""
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+        if self._cache is None or self._cache[0] != mtime:
+            self._cache = (mtime, {c.fingerprint: c for c in self.all()})
+        found = self._cache[1].get(fingerprint(der))
+        return found.partner if found is not None and not found.revoked else None
+
+    def issue(self, partner_id: str, out: Path | None = None) -> tuple[Issued, RegisteredCert]:
+        """A new key and certificate for PARTNER_ID's system. With `out`, the key and chain are
+        moved there (the bus host keeps no copy of the private key)."""
+        issued = PartnershipCA(self.home).issue(client_cert_name(partner_id), server=False, client=True)
+        cert = x509.load_pem_x509_certificate(issued.cert.read_bytes())
+        entry = RegisteredCert(
+            fingerprint=fingerprint(cert.public_bytes(serialization.Encoding.DER)), partner=partner_id,
+            serial=format(cert.serial_number, "x"), issued_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            not_after=cert.not_valid_after_utc.isoformat(timespec="seconds"))
+        self._save([*self.all(), entry])
+        if out is not None:
+            private_dir(out)
+            moved = Issued(out / "client.key", out / "client.pem", out / "ca.pem")
+            write_private(moved.key, issued.key.read_bytes())
+            write_private(moved.cert, issued.cert.read_bytes())
+            shutil.copyfile(ca_path(self.home), moved.ca)
+            for path in (issued.key, issued.cert, issued.keystore):
+                path.unlink()
+            issued = moved
+        return issued, entry
+
+    def revoke(self, partner_or_fingerprint: str) -> list[RegisteredCert]:
+        """Revoke every certificate of a partner, or one by fingerprint; returns those revoked."""
+        certs, revoked = [], []
+        for c in self.all():
+            if not c.revoked and partner_or_fingerprint in (c.partner, c.fingerprint):
+                c = RegisteredCert(**{**c.__dict__, "revoked": True})
+                revoked.append(c)
+            certs.append(c)
+        if revoked:
+            self._save(certs)
+        return revoked
+
+    def local(self, partner_id: str) -> Issued | None:
+        """A certificate kept on this host for PARTNER_ID (the local stack's own clients)."""
+        issued = PartnershipCA(self.home).issued(client_cert_name(partner_id))
+        if issued is None:
+            return None
+        cert = x509.load_pem_x509_certificate(issued.cert.read_bytes())
+        if self.partner_for(cert.public_bytes(serialization.Encoding.DER)) != partner_id:
+            return None  # revoked, or issued before the register was reset
+        return issued

@@ -1,0 +1,511 @@
+"""The gateway's HTTPS server (aiohttp: the handler sees the TLS peer certificate, which
+uvicorn does not hand to an ASGI app). Thin handlers over publish/mailbox/tracking."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from confluent_kafka import KafkaException, Producer
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from pydantic import BaseModel, ValidationError
+
+from bus import logs
+from bus.exceptions import PolicyUnavailable
+from bus.gateway.identity import PartnerCerts
+from bus.gateway.mailbox import BadCursor, Mailbox
+from bus.gateway.models import (
+    MAX_BATCH,
+    AckRequest,
+    AckResult,
+    BatchItem,
+    BatchRequest,
+    BatchResult,
+    FieldProblem,
+    Health,
+    MailboxItem,
+    MailboxPage,
+    Problem,
+    Receipt,
+)
+from bus.gateway.publish import Accepted, Refused, check_event
+from bus.gateway.ratelimit import RateLimiter
+from bus.gateway.receipts import ReceiptStore, StoredReceipt
+from bus.gateway.state import state_path
+from bus.gateway.tracking import DeadLetterFollower, event_status
+from bus.metrics import LATENCY_BUCKETS
+from bus.policy.data import Partner, Partnership
+from bus.policy.loader import fetch_policy_state
+from bus.security.kafka_access import KafkaAccess
+from bus.security.opa_auth import OpaAccess
+from bus.security.pki import LOCAL_HOSTS, PartnershipCA
+from schemas.registry import MAX_EVENT_BYTES
+
+log = logs.get("sgbus.gateway")
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://sgbus.example/problems/"
+#: a whole batch: 500 events, most far below the per-event limit
+MAX_BATCH_BYTES = 16 * 1024 * 1024
+GATEWAY_SERVER_CERT = "gateway"
+#: the longest a mailbox read waits for a first delivery (long polling)
+MAX_WAIT_S = 10
+
+
+class ProblemError(Exception):
+    def __init__(self, status: int, code: str, title: str, errors: list[FieldProblem] | None = None,
+                 headers: dict[str, str] | None = None, detail: str | None = None) -> None:
+        super().__init__(code)
+        self.problem = Problem(type=PROBLEM_BASE + code, title=title, status=status, code=code,
+                               errors=errors or [], detail=detail)
+        self.headers = headers or {}
+
+
+def field_problem(field: str, code: str, message: str) -> list[FieldProblem]:
+    return [FieldProblem(field=field, code=code, message=message)]
+
+
+def json_response(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(body=model.model_dump_json(exclude_none=True), status=status,
+                        content_type="application/json")
+
+
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=problem.model_dump_json(exclude_none=True), status=problem.status,
+                        content_type=PROBLEM_JSON, headers=headers)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("sgbus_gateway_requests_total", "Gateway requests", ["route", "status", "partner"],
+                                registry=r)
+        self.latency = Histogram("sgbus_gateway_request_seconds", "Gateway request time", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.rejected = Counter("sgbus_gateway_rejected_total", "Requests or events refused", ["reason"], registry=r)
+        self.published = Counter("sgbus_gateway_events_published_total", "Events handed to the bus",
+                                 ["partner"], registry=r)
+
+
+class PolicyState:
+    """Partnership data and signing key register from the policy bundle OPA serves (as the
+    workers use them), re-read every `refresh_s` and on an unknown key (at most every 2 s)."""
+
+    def __init__(self, opa: OpaAccess, refresh_s: float = 30.0) -> None:
+        self.opa, self.refresh_s = opa, refresh_s
+        self.state: tuple[Partnership, Any] | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+
+    def get(self, *, unknown_key: bool = False) -> tuple[Partnership, Any]:
+        with self._lock:
+            age = time.monotonic() - self._at
+            if self.state is None or age >= self.refresh_s or (unknown_key and age >= 2.0):
+                self._at = time.monotonic()
+                try:
+                    partnership, _revision, signers = fetch_policy_state(self.opa)
+                    self.state = (partnership, signers)
+                except PolicyUnavailable:
+                    if self.state is None:
+                        raise
+            return self.state
+
+
+class Gateway:
+    """Everything the handlers use, built once per process."""
+
+    def __init__(self, home: Path, kafka: KafkaAccess, opa: OpaAccess, *, rate: float, burst: float,
+                 audit_lookup: Callable[[str, str], list[dict[str, Any]]]) -> None:
+        self.home = home
+        self.kafka = kafka
+        self.policy = PolicyState(opa)
+        self.certs = PartnerCerts(home)
+        self.limiter = RateLimiter(rate, burst)
+        self.metrics = GatewayMetrics()
+        self.store = ReceiptStore(home / "gateway")
+        self.audit_lookup = audit_lookup
+        self.mailboxes: dict[str, Mailbox] = {}
+        self._mailbox_lock = threading.Lock()
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.producer = Producer(kafka.librdkafka(**{
+            "enable.idempotence": True, "acks": "all", "linger.ms": 2, "message.timeout.ms": 20000,
+            "log_level": 3}))
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="gateway-producer", daemon=True)
+        self.follower = DeadLetterFollower(kafka, self.store)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._poller.start()
+        self.follower.start()
+
+    def close(self) -> None:
+        self.producer.flush(10)
+        self._stop.set()
+        self.follower.stop()
+        self.follower.join(5)
+        self._poller.join(5)
+        for mailbox in self.mailboxes.values():
+            mailbox.close()
+        self.store.close()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.05)
+
+    # -- services ---------------------------------------------------------------------------
+    def mailbox(self, partner_id: str) -> Mailbox:
+        with self._mailbox_lock:
+            if partner_id not in self.mailboxes:
+                self.mailboxes[partner_id] = Mailbox(self.kafka, partner_id)
+            return self.mailboxes[partner_id]
+
+    def lock_for(self, event_id: str) -> asyncio.Lock:
+        lock = self._locks.get(event_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[event_id] = lock
+        return lock
+
+    async def produce(self, accepted: Accepted) -> tuple[int, int, int]:
+        """Hand one event to Kafka; (partition, offset, timestamp ms) once the broker has it."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[int, int, int]] = loop.create_future()
+
+        def settle(err: Any, msg: Any) -> None:
+            if err is not None:
+                result: Any = ProblemError(503, "bus_unavailable", "The bus could not take the event now",
+                                           headers={"Retry-After": "5"})
+            else:
+                result = (int(msg.partition()), int(msg.offset()), int(msg.timestamp()[1]))
+            loop.call_soon_threadsafe(_settle, done, result)
+
+        try:
+            self.producer.produce(accepted.topic, key=accepted.key, value=accepted.value, on_delivery=settle)
+        except (BufferError, KafkaException):
+            raise ProblemError(503, "bus_unavailable", "The bus could not take the event now",
+                               headers={"Retry-After": "5"}) from None
+        return await done
+
+
+def _settle(fut: asyncio.Future[Any], result: Any) -> None:
+    if fut.done():
+        return
+    if isinstance(result, BaseException):
+        fut.set_exception(result)
+    else:
+        fut.set_result(result)
+
+
+GATEWAY_KEY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
+
+
+# -- middleware ---------------------------------------------------------------------------
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    route = getattr(info, "route", None)
+    resource = getattr(route, "resource", None)
+    return str(getattr(resource, "canonical", "unmatched")) if resource is not None else "unmatched"
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                   ) -> web.StreamResponse:
+    """Every error as RFC 9457 problem+json; metrics for every request."""
+    gw = request.app[GATEWAY_KEY]
+    started = time.perf_counter()
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+    except ProblemError as exc:
+        gw.metrics.rejected.labels(exc.problem.code).inc()
+        response = problem_response(exc.problem, exc.headers)
+    except web.HTTPException as exc:  # aiohttp's own: 404, 405, 413 ...
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
+        gw.metrics.rejected.labels(code).inc()
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        response = problem_response(Problem(type=PROBLEM_BASE + code, title=exc.reason, status=exc.status,
+                                            code=code), headers)
+    except Exception as exc:  # a bug: never the request's content in the log
+        log.error("gateway_error", route=_route_name(request), error=type(exc).__name__)
+        gw.metrics.rejected.labels("internal_error").inc()
+        response = problem_response(Problem(type=PROBLEM_BASE + "internal_error", title="Internal error",
+                                            status=500, code="internal_error"))
+    route = _route_name(request)
+    gw.metrics.requests.labels(route, str(response.status), request.get("partner", "none")).inc()
+    gw.metrics.latency.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
+def authenticated(request: web.Request) -> Partner:
+    """The partner whose registered certificate the TLS client presented; 401 otherwise."""
+    gw = request.app[GATEWAY_KEY]
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    if not der:
+        raise ProblemError(401, "no_client_certificate", "A partner client certificate is required")
+    partner_id = gw.certs.partner_for(der)
+    partnership, _signers = _policy(gw)
+    partner = partnership.partner(partner_id) if partner_id is not None else None
+    if partner is None:
+        raise ProblemError(401, "unknown_client_certificate",
+                           "The client certificate is not registered to a partner (or was revoked)")
+    request["partner"] = partner.id
+    return partner
+
+
+def _policy(gw: Gateway, *, unknown_key: bool = False) -> tuple[Partnership, Any]:
+    try:
+        return gw.policy.get(unknown_key=unknown_key)
+    except PolicyUnavailable:
+        raise ProblemError(503, "policy_unavailable", "The partnership's policy data is not available yet",
+                           headers={"Retry-After": "5"}) from None
+
+
+def _rate(gw: Gateway, partner: Partner, cost: int) -> None:
+    wait = gw.limiter.take(partner.id, cost)
+    if wait > 0:
+        raise ProblemError(429, "rate_limited", "Too many events; retry after the time given",
+                           headers={"Retry-After": RateLimiter.retry_after(wait)})
+
+
+def _json_body(request: web.Request) -> None:
+    if request.content_type != "application/json":
+        raise ProblemError(415, "unsupported_media_type", "Send application/json")
+
+
+async def _read(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise ProblemError(413, "too_large", "The body is too large", detail=f"the limit is {limit} bytes")
+    body = await request.read()
+    if len(body) > limit:
+        raise ProblemError(413, "too_large", "The body is too large", detail=f"the limit is {limit} bytes")
+    return body
+
+
+def _validation_problem(exc: ValidationError) -> list[FieldProblem]:
+    out = []
+    for e in exc.errors(include_url=False, include_input=False, include_context=False):
+        loc = ".".join(str(p) for p in e["loc"]) or "$"
+        out.append(FieldProblem(field=loc, code=e["type"], message=e["msg"]))
+    return out
+
+
+# -- handlers -----------------------------------------------------------------------------
+async def healthz(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    try:
+        await asyncio.to_thread(gw.producer.list_topics, timeout=2)
+        ok = True
+    except KafkaException:
+        ok = False
+    return json_response(Health(status="ok" if ok else "degraded", kafka=ok))
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from bus.gateway.openapi import build_openapi
+
+    return web.json_response(build_openapi())
+
+
+async def _publish_one(gw: Gateway, partner: Partner, raw: bytes) -> tuple[int, Receipt | None, Problem | None]:
+    _partnership, signers = _policy(gw)
+    outcome = check_event(raw, partner, signers)
+    if isinstance(outcome, Refused) and outcome.unknown_key:  # a key registered since we last looked
+        _partnership, signers = await asyncio.to_thread(_policy, gw, unknown_key=True)
+        outcome = check_event(raw, partner, signers)
+    if isinstance(outcome, Refused):
+        gw.metrics.rejected.labels(outcome.code).inc()
+        return outcome.status, None, Problem(type=PROBLEM_BASE + outcome.code, title=outcome.title,
+                                             status=outcome.status, code=outcome.code, errors=outcome.errors)
+    async with gw.lock_for(outcome.event_id):
+        stored = gw.store.get(outcome.event_id)
+        if stored is None:
+            try:
+                partition, offset, ts = await gw.produce(outcome)
+            except ProblemError as exc:
+                return exc.problem.status, None, exc.problem
+            stored = gw.store.put(StoredReceipt(outcome.event_id, partner.id, outcome.content_sha256, outcome.topic,
+                                                partition, offset, ts, datetime.now(UTC)))
+            gw.metrics.published.labels(partner.id).inc()
+        elif stored.partner != partner.id or stored.content_sha256 != outcome.content_sha256:
+            gw.metrics.rejected.labels("duplicate_event_id").inc()
+            return 409, None, Problem(type=PROBLEM_BASE + "duplicate_event_id", status=409, code="duplicate_event_id",
+                                      title="An event with this id but other content was already published",
+                                      errors=field_problem("event_id", "duplicate_event_id",
+                                                           "event ids must be unique; a retry must be identical"))
+    return 202, Receipt(event_id=uuid.UUID(stored.event_id), topic=stored.topic, partition=stored.partition,
+                        offset=stored.offset, received_at=stored.received_at), None
+
+
+async def publish(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    partner = authenticated(request)
+    _json_body(request)
+    _rate(gw, partner, 1)
+    raw = await _read(request, MAX_EVENT_BYTES)
+    status, receipt, problem = await _publish_one(gw, partner, raw)
+    if problem is not None:
+        return problem_response(problem, {"Retry-After": "5"} if status == 503 else None)
+    assert receipt is not None
+    return json_response(receipt, status)
+
+
+async def publish_batch(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    partner = authenticated(request)
+    _json_body(request)
+    raw = await _read(request, MAX_BATCH_BYTES)
+    try:
+        batch = BatchRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ProblemError(422, "invalid_batch", "The batch is invalid", _validation_problem(exc)) from None
+    _rate(gw, partner, len(batch.events))
+    outcomes = await asyncio.gather(*(
+        _publish_one(gw, partner, json.dumps(event, ensure_ascii=False).encode()) for event in batch.events))
+    results = [BatchItem(index=i, status=status, receipt=receipt, problem=problem)
+               for i, (status, receipt, problem) in enumerate(outcomes)]
+    accepted = sum(1 for r in results if r.receipt is not None)
+    return json_response(BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results))
+
+
+async def status(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    partner = authenticated(request)
+    try:
+        event_id = str(uuid.UUID(request.match_info["event_id"]))
+    except ValueError:
+        raise ProblemError(422, "invalid_event_id", "The event id is not a UUID",
+                           field_problem("event_id", "uuid_parsing", "must be a UUID")) from None
+    receipt = gw.store.get(event_id)
+    if receipt is None or receipt.partner != partner.id:  # another partner's event is as unknown as none
+        raise ProblemError(404, "unknown_event", "No event with this id was published by you through the gateway")
+    partnership, _signers = _policy(gw)
+    result = await asyncio.to_thread(event_status, receipt, gw.store, partnership, gw.audit_lookup)
+    return json_response(result)
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+        if not low <= value <= high:
+            raise ValueError
+    except ValueError:
+        raise ProblemError(422, "invalid_parameter", f"{name} must be an integer from {low} to {high}",
+                           field_problem(name, "invalid_parameter", f"an integer from {low} to {high}")) from None
+    return value
+
+
+async def mailbox(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    partner = authenticated(request)
+    limit = _query_int(request, "limit", 100, 1, MAX_BATCH)
+    wait = _query_int(request, "wait", 0, 0, MAX_WAIT_S)
+    after = request.query.get("after")
+    try:
+        items, cursor, more = await asyncio.to_thread(gw.mailbox(partner.id).read, after, limit, float(wait))
+    except BadCursor as exc:
+        raise ProblemError(422, "invalid_cursor", "The cursor is not valid for this mailbox",
+                           field_problem("after", "invalid_cursor", str(exc))) from None
+    except KafkaException:
+        raise ProblemError(503, "bus_unavailable", "The mailbox cannot be read now",
+                           headers={"Retry-After": "5"}) from None
+    return json_response(MailboxPage(items=[MailboxItem(partition=d.partition, offset=d.offset,
+                                                        delivered_at=d.delivered_at, event=d.event) for d in items],
+                                     cursor=cursor, more=more))
+
+
+async def ack(request: web.Request) -> web.Response:
+    gw = request.app[GATEWAY_KEY]
+    partner = authenticated(request)
+    _json_body(request)
+    raw = await _read(request, 8192)
+    try:
+        body = AckRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise ProblemError(422, "invalid_body", "The body is invalid", _validation_problem(exc)) from None
+    try:
+        advanced = await asyncio.to_thread(gw.mailbox(partner.id).ack, body.cursor)
+    except BadCursor as exc:
+        raise ProblemError(422, "invalid_cursor", "The cursor is not valid for this mailbox",
+                           field_problem("cursor", "invalid_cursor", str(exc))) from None
+    except KafkaException:
+        raise ProblemError(503, "bus_unavailable", "The mailbox cannot be acknowledged now",
+                           headers={"Retry-After": "5"}) from None
+    return json_response(AckResult(cursor=body.cursor, advanced=advanced))
+
+
+def build_app(gw: Gateway) -> web.Application:
+    app = web.Application(middlewares=[problems], client_max_size=MAX_BATCH_BYTES)
+    app[GATEWAY_KEY] = gw
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_post("/v1/events", publish)
+    app.router.add_post("/v1/events:batch", publish_batch)
+    app.router.add_get("/v1/events/{event_id}/status", status)
+    app.router.add_get("/v1/mailbox", mailbox)
+    app.router.add_post("/v1/mailbox/ack", ack)
+    return app
+
+
+def server_tls(home: Path) -> ssl.SSLContext:
+    """TLS 1.2+ with the gateway's certificate; client certificates are asked for (not required,
+    so /healthz and the OpenAPI document stay open) and checked against the partnership CA
+    only: a certificate from any other CA fails the handshake."""
+    ca = PartnershipCA(home)
+    issued = ca.issued(GATEWAY_SERVER_CERT) or ca.issue(GATEWAY_SERVER_CERT, server=True, client=False,
+                                                          hosts=LOCAL_HOSTS)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(issued.ca))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(issued.cert), str(issued.key))
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+async def serve(gw: Gateway, home: Path, host: str, port: int, metrics_port: int,
+                on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Run until SIGTERM/SIGINT; then stop taking requests, finish those in flight, flush."""
+    import os
+    import signal
+
+    from bus.security.files import write_private
+
+    gw.start()
+    runner = web.AppRunner(build_app(gw), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=server_tls(home), shutdown_timeout=10)
+    await site.start()
+    server: Any = site._server
+    bound = int(server.sockets[0].getsockname()[1]) if server is not None else port
+    metrics_server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=gw.metrics.registry)
+    info = {"url": f"https://{host}:{bound}", "metrics_url": f"http://127.0.0.1:{metrics_server.server_address[1]}",
+            "pid": os.getpid()}
+    write_private(state_path(home), json.dumps(info))
+    log.info("gateway_started", url=info["url"], metrics=info["metrics_url"])
+    if on_ready is not None:
+        on_ready(info)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("gateway_stopping")
+        await runner.cleanup()
+        metrics_server.shutdown()
+        await asyncio.to_thread(gw.close)
+        state_path(home).unlink(missing_ok=True)

@@ -1,0 +1,86 @@
+"""Tracking (as MESH's): what became of an event a partner published through the gateway.
+A follower reads sg.dlq into the receipt store; decisions come from the audit store, matched
+by the exact ingress record the gateway wrote (its ingest id), never by event id alone."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from bus import logs
+from bus.gateway.models import DeadLetterReason, EventStatus
+from bus.gateway.receipts import ReceiptStore, StoredReceipt, position_key
+from bus.ingest import ingest_id_for
+from bus.policy.data import Partnership
+from bus.security.kafka_access import KafkaAccess
+from bus.topics import DLQ
+
+log = logs.get("sgbus.gateway.tracking")
+
+
+class DeadLetterFollower(threading.Thread):
+    """Reads ingest dead letters from sg.dlq into the receipt store, resuming where it stopped."""
+
+    def __init__(self, access: KafkaAccess, store: ReceiptStore) -> None:
+        super().__init__(name="gateway-dlq-follower", daemon=True)
+        self.store = store
+        self._stop_event = threading.Event()
+        self._consumer = Consumer(access.librdkafka(**{
+            "group.id": "gateway.dlq-follower", "enable.auto.commit": False, "isolation.level": "read_committed",
+            "log_level": 3}))
+
+    def run(self) -> None:
+        try:
+            saved = self.store.position("dlq")
+            start = int(saved) if saved is not None else OFFSET_BEGINNING
+            self._consumer.assign([TopicPartition(DLQ, 0, start)])
+            while not self._stop_event.is_set():
+                messages = self._consumer.consume(500, 0.5)
+                found: dict[str, list[dict[str, str]]] = {}
+                last = None
+                for msg in messages:
+                    if msg.error() is not None:
+                        continue
+                    last = msg.offset()
+                    try:
+                        letter = json.loads(msg.value() or b"")
+                        if letter.get("stage") == "ingest":
+                            found[position_key(str(letter["topic"]), int(letter["partition"]),
+                                               int(letter["offset"]))] = list(letter.get("reasons") or [])
+                    except (ValueError, KeyError, TypeError, AttributeError):
+                        continue  # not a dead letter of ours; nothing to track
+                if last is not None:
+                    self.store.add_dead_letters(found, str(last + 1))
+        except Exception as exc:  # tracking is best effort: publishing and mailboxes go on without it
+            log.error("dlq_follower_stopped", error=type(exc).__name__)
+        finally:
+            self._consumer.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+def event_status(receipt: StoredReceipt, store: ReceiptStore, partnership: Partnership,
+                 decisions: Callable[[str, str], list[dict[str, Any]]]) -> EventStatus:
+    """The publisher's view of its event: dead-lettered (with reason codes), ingested (how many
+    partners it was shared with; who, only under agreements that say the publisher may know),
+    or received (not processed yet). `decisions(event_id, ingest_id)` reads the audit store."""
+    reasons = store.dead_letter(receipt.position)
+    if reasons is not None:
+        return EventStatus(event_id=receipt.event_id, state="dead_lettered",
+                           received_at=receipt.received_at, shared_with=0,
+                           reasons=[DeadLetterReason(**r) for r in reasons])
+    ingest_id = str(ingest_id_for(receipt.topic, receipt.partition, receipt.offset, receipt.timestamp_ms))
+    records = decisions(receipt.event_id, ingest_id)
+    if not records:
+        return EventStatus(event_id=receipt.event_id, state="received",
+                           received_at=receipt.received_at, shared_with=0)
+    allowed = {str(r["recipient"]): r.get("agreement") for r in records if r.get("decision") == "allow"}
+    tell = {a.id for a in partnership.agreements if a.publisher_may_know_recipients}
+    named = sorted(p for p, agreement in allowed.items() if agreement in tell)
+    return EventStatus(event_id=receipt.event_id, state="ingested",
+                       received_at=receipt.received_at, shared_with=len(allowed), recipients=named or None)

@@ -1,0 +1,155 @@
+"""The gateway's pure parts: publish checks, cursors, rate limits, certificate register, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from bus.gateway.identity import PartnerCerts
+from bus.gateway.mailbox import BadCursor, Delivery, _merge, decode_cursor, encode_cursor
+from bus.gateway.openapi import COMMITTED, render
+from bus.gateway.publish import Accepted, Refused, check_event
+from bus.gateway.ratelimit import RateLimiter
+from bus.policy.data import load_partnership
+from bus.provenance.registry import LocalSigners
+from bus.security.pki import PartnershipCA
+from schemas.envelope import Agency
+from schemas.synthetic import Synth
+
+REPO = Path(__file__).parents[2]
+PARTNERSHIP = load_partnership(REPO / "policies" / "data")
+POLICE = PARTNERSHIP.partner("northshire-police")
+SCHOOL = PARTNERSHIP.partner("oakfield-primary")
+
+
+@pytest.fixture(scope="module")
+def signers(tmp_path_factory: pytest.TempPathFactory) -> LocalSigners:
+    local = LocalSigners(tmp_path_factory.mktemp("signers"))
+    for agency, org in ((Agency.POLICE, "NSP"), (Agency.SCHOOL, "900001")):
+        local.issue_publisher(agency, org)
+    return local
+
+
+def _dai(seed: int = 5) -> dict[str, Any]:
+    s = Synth(seed=seed)
+    return s.domestic_abuse_incident(s.child())
+
+
+def _check(event: dict[str, Any] | bytes, partner: Any, signers: LocalSigners) -> Accepted | Refused:
+    raw = event if isinstance(event, bytes) else json.dumps(event).encode()
+    return check_event(raw, partner, signers.registry())
+
+
+def test_the_forces_signed_event_is_accepted_for_its_ingress_topic(signers: LocalSigners) -> None:
+    out = _check(signers.sign(_dai()), POLICE, signers)
+    assert isinstance(out, Accepted) and out.topic == "sg.ingress.police" and len(out.content_sha256) == 64
+
+
+def test_a_school_cannot_publish_a_police_event_even_one_signed_by_the_force(signers: LocalSigners) -> None:
+    out = _check(signers.sign(_dai()), SCHOOL, signers)
+    assert isinstance(out, Refused) and (out.status, out.code) == (403, "not_your_source")
+    assert out.errors[0].field == "source.agency"
+
+
+def test_an_event_altered_after_signing_is_forbidden(signers: LocalSigners) -> None:
+    event = signers.sign(_dai())
+    event["payload"]["risk_grade"] = "standard" if event["payload"]["risk_grade"] != "standard" else "high"
+    out = _check(event, POLICE, signers)
+    assert isinstance(out, Refused) and (out.status, out.code) == (403, "bad_signature")
+
+
+def test_an_unsigned_event_is_unprocessable_and_an_unknown_key_asks_for_a_register_refresh(
+        signers: LocalSigners, tmp_path: Path) -> None:
+    out = _check(_dai(), POLICE, signers)
+    assert isinstance(out, Refused) and (out.status, out.code) == (422, "unsigned")
+    stranger = LocalSigners(tmp_path)
+    stranger.issue_publisher(Agency.POLICE, "NSP")
+    out = _check(stranger.sign(_dai()), POLICE, signers)
+    assert isinstance(out, Refused) and out.status == 403 and out.unknown_key
+
+
+def test_an_invalid_event_names_the_field_and_never_the_value(signers: LocalSigners) -> None:
+    event = _dai()
+    event["payload"]["risk_grade"] = "Jane Smith 07700 900123"
+    out = _check(signers.sign(event), POLICE, signers)
+    assert isinstance(out, Refused) and out.status == 422
+    assert [e.field for e in out.errors] == ["payload.risk_grade"]
+    assert "Jane" not in json.dumps([e.model_dump() for e in out.errors])
+
+
+def test_bodies_that_are_not_events_get_400_422_or_413(signers: LocalSigners) -> None:
+    assert _check(b"{not json", POLICE, signers).status == 400  # type: ignore[union-attr]
+    assert _check(b"[1, 2]", POLICE, signers).status == 422  # type: ignore[union-attr]
+    big = signers.sign({**_dai(), "padding": "x" * 300_000})
+    assert _check(big, POLICE, signers).status == 413  # type: ignore[union-attr]
+
+
+def test_a_cursor_round_trips_and_is_refused_by_another_mailbox_or_when_tampered() -> None:
+    cursor = encode_cursor("oakfield-primary", {0: 3, 1: 7})
+    assert decode_cursor("oakfield-primary", cursor) == {0: 3, 1: 7}
+    with pytest.raises(BadCursor, match="another mailbox"):
+        decode_cursor("riverside-academy", cursor)
+    for bad in ("", "c1.", "c2." + cursor[3:], cursor[:-4], "c1.eyJtIjoxfQ"):
+        with pytest.raises(BadCursor):
+            decode_cursor("oakfield-primary", bad)
+
+
+def test_a_page_takes_a_prefix_of_every_partition_in_delivery_time_order() -> None:
+    from datetime import UTC, datetime
+
+    def d(p: int, o: int, t: int) -> Delivery:
+        return Delivery(p, o, datetime.fromtimestamp(t, UTC), {"n": t})
+
+    pending = {0: [d(0, 5, 10), d(0, 6, 30), d(0, 9, 31)], 1: [d(1, 2, 20), d(1, 4, 40)]}
+    picked, positions = _merge(pending, {0: 5, 1: 2}, 3)
+    assert [(x.partition, x.offset) for x in picked] == [(0, 5), (1, 2), (0, 6)]
+    assert positions == {0: 7, 1: 3}  # the next page starts exactly after what was returned
+
+
+def test_the_rate_limiter_allows_a_burst_then_says_how_long_to_wait() -> None:
+    now = [0.0]
+    limiter = RateLimiter(rate=2.0, burst=3, clock=lambda: now[0])
+    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = limiter.take("a")
+    assert wait == pytest.approx(0.5) and RateLimiter.retry_after(wait) == "1"
+    assert limiter.take("b") == 0.0  # partners have buckets of their own
+    now[0] += 0.5
+    assert limiter.take("a") == 0.0
+
+
+def test_only_registered_unrevoked_partner_certificates_speak_for_a_partner(tmp_path: Path) -> None:
+    certs = PartnerCerts(tmp_path)
+    issued, entry = certs.issue("oakfield-primary")
+
+    def der(path: Path) -> bytes:
+        return x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(serialization.Encoding.DER)
+
+    assert certs.partner_for(der(issued.cert)) == "oakfield-primary"
+    node = PartnershipCA(tmp_path).issue("kafka-node", server=True, client=True)  # same CA, no partner
+    assert certs.partner_for(der(node.cert)) is None
+    assert [c.fingerprint for c in certs.revoke("oakfield-primary")] == [entry.fingerprint]
+    assert certs.partner_for(der(issued.cert)) is None
+    assert certs.local("oakfield-primary") is None
+
+
+def test_a_certificate_issued_for_another_system_keeps_no_key_on_the_bus_host(tmp_path: Path) -> None:
+    certs = PartnerCerts(tmp_path)
+    issued, _ = certs.issue("northshire-nhs-uec", out=tmp_path / "handover")
+    assert issued.key.parent == tmp_path / "handover" and issued.key.stat().st_mode & 0o777 == 0o600
+    assert not list((tmp_path / "pki").glob("gateway-client.*"))
+
+
+def test_the_committed_openapi_document_is_current() -> None:
+    assert COMMITTED.read_text() == render(), "run `sgbus gateway openapi --out schemas/openapi.json`"
+    doc = json.loads(render())
+    assert doc["openapi"].startswith("3.1")
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            if path not in ("/healthz", "/openapi.json"):
+                assert "401" in op["responses"] and "security" not in op
