@@ -20,6 +20,8 @@ from bus.audit.heads import latest_head
 from bus.audit.signer import load_verifier, public_keys_path
 from bus.audit.trail import render, subject_tokens
 from bus.exceptions import StackError
+from bus.gateway.client import GatewayClient
+from bus.gateway.identity import PartnerCerts
 from bus.kafka_io import idempotent_producer, produce_all, read_topic
 from bus.policy.data import load_partnership
 from bus.provenance.registry import LocalSigners
@@ -27,6 +29,7 @@ from bus.pseudonymise.keyring import init_keyring
 from bus.records import decode_audit_batch
 from bus.routing import candidates
 from bus.security.kafka_access import KafkaAccess
+from bus.security.pki import ca_path
 from bus.security.principals import partner_group_prefix, partner_name, publisher_for_org
 from bus.settings import Settings
 from bus.stack import Stack
@@ -121,10 +124,53 @@ def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: in
     return 0 if result.ok else 1
 
 
+GATEWAY_PUBLISHER, GATEWAY_COLLECTOR = "northshire-police", "oakfield-primary"
+
+
+def _gateway_event(seed: int) -> dict[str, Any]:
+    s = Synth(seed=seed + 1000)
+    event = s.domestic_abuse_incident(s.child(4, 11), school_urn="900001")  # Oakfield Primary's URN
+    event["event_id"] = str(uuid.uuid4())
+    return event
+
+
+def _gateway_client(settings: Settings, url: str, partner: str) -> GatewayClient:
+    certs = PartnerCerts(settings.home)
+    cert = certs.local(partner) or certs.issue(partner)[0]
+    return GatewayClient(url, cert, ca_path(settings.home))
+
+
+def _collect_over_https(settings: Settings, url: str, event_id: str, *, echo: Echo, err: Echo,
+                        timeout_s: float) -> bool:
+    """The school's system collects its mailbox over HTTPS and acknowledges what it stored."""
+    with _gateway_client(settings, url, GATEWAY_COLLECTOR) as school:
+        deadline, cursor = time.monotonic() + timeout_s, None
+        items: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not any(i["event"]["event_id"] == event_id for i in items):
+            page = school.mailbox(cursor, limit=500, wait=2).body
+            items += page["items"]
+            cursor = page["cursor"]
+        if not any(i["event"]["event_id"] == event_id for i in items) or cursor is None:
+            err(f"{GATEWAY_COLLECTOR} did not find the force's event in its mailbox within {timeout_s:.0f}s")
+            return False
+        school.ack(cursor)
+    with _gateway_client(settings, url, GATEWAY_PUBLISHER) as force:
+        status = force.status(event_id).body
+        while status.get("state") == "received" and time.monotonic() < deadline:  # the audit store catching up
+            time.sleep(0.2)
+            status = force.status(event_id).body
+    echo("")
+    echo(f"{GATEWAY_COLLECTOR} collected {len(items)} deliver{'y' if len(items) == 1 else 'ies'} from its mailbox "
+         "over HTTPS, the force's event among them, and acknowledged them")
+    echo(f"{GATEWAY_PUBLISHER} tracks its event: {status.get('state')}, shared with {status.get('shared_with')} "
+         f"partner(s), named: {', '.join(status.get('recipients') or []) or 'none'}")
+    return True
+
+
 def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err: Echo) -> int:
     stack = Stack(settings.home, settings.policies_dir, progress=err)
     _status, started = stack.up()
-    worker = None
+    worker = gateway = None
     try:
         init_keyring(settings.keyring_path)
         partnership = load_partnership(settings.policies_dir / "data")
@@ -147,8 +193,15 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
             len(candidates(partnership, e["event_type"], e["source"]["agency"], e["source"]["org_id"]))
             for e in events
         )
+        # One more, published over HTTPS through the gateway by the force's system.
+        gateway_event = _gateway_event(seed)
+        titles[gateway_event["event_id"]] = f"{gateway_event['event_type']} <- gateway"
+        expected += len(candidates(partnership, gateway_event["event_type"], "police", "NSP"))
+        ids.add(gateway_event["event_id"])
         worker = start_worker(settings, settings.home / "demo-worker.log")
-        err(f"worker started (pid {worker.pid}); publishing {len(events)} synthetic events ...")
+        gateway, gateway_url = start_gateway(settings, settings.home / "demo-gateway.log")
+        err(f"worker started (pid {worker.pid}), gateway on {gateway_url}; publishing {len(events) + 1} synthetic "
+            "events ...")
         # Each organisation publishes as its own principal, as its system would.
         records: dict[str, list[tuple[str, bytes, bytes]]] = {}
         signers = LocalSigners(settings.home)
@@ -163,6 +216,13 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
                 (ingress_topic(e["source"]["agency"]), parsed.partition_key(), json.dumps(e).encode()))
         for publisher, batch in records.items():
             produce_all(idempotent_producer(stack.access(publisher)), batch)
+        gateway_event = signers.sign(gateway_event)
+        receipt = _gateway_client(settings, gateway_url, GATEWAY_PUBLISHER).publish(gateway_event)
+        if receipt.status != 202:
+            err(f"the gateway refused the force's event: {receipt.body}")
+            return 1
+        echo(f"{GATEWAY_PUBLISHER} published over HTTPS (mutual TLS): receipt {receipt.body['topic']}"
+             f"/{receipt.body['partition']}@{receipt.body['offset']}")
 
         def audits_for_demo(values: list[bytes]) -> list[dict[str, object]]:
             decoded = (r.model_dump(mode="json") for v in values for r in decode_audit_batch(v))
@@ -194,11 +254,15 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         if sum(delivered.values()) != allowed:
             err(f"delivered {sum(delivered.values())} but {allowed} shares were allowed")
             return 1
+        if not _collect_over_https(settings, gateway_url, gateway_event["event_id"], echo=echo, err=err,
+                                   timeout_s=timeout_s):
+            return 1
         return _show_audit_trail(settings, events[0], expected=len(audit_for(events[0]["event_id"], audit)),
                                  echo=echo, err=err, timeout_s=timeout_s, access=stack.access())
     finally:
-        if worker is not None:
-            stop_worker(worker)
+        for proc in (gateway, worker):
+            if proc is not None:
+                stop_worker(proc)
         for name in started:
             (stack.stop_opa if name == "opa" else stack.stop_kafka)()
         if started:

@@ -62,9 +62,6 @@ def gateway_serve(
 
 
 def _client(settings: Settings, partner: str | None, cert_dir: Path | None, url: str | None):  # type: ignore[no-untyped-def]
-    import logging
-
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
     from bus.exceptions import ConfigurationError
     from bus.gateway.client import GatewayClient, partner_cert
     from bus.gateway.state import local_url

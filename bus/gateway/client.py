@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ def partner_cert(home: Path, partner_id: str | None, cert_dir: Path | None) -> I
 
 class GatewayClient:
     def __init__(self, url: str, cert: Issued | None, ca: Path, timeout_s: float = 30.0) -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # else one INFO line per request
         self.http = httpx.Client(base_url=url, verify=tls_context(cert, ca), timeout=timeout_s)
 
     def __enter__(self) -> GatewayClient:

@@ -250,6 +250,11 @@ def test_demo_runs_on_the_secure_stack_and_leaves_only_private_files(tmp_path: P
     for connector in ("encompass", "school-sessions", "nhs-fhir", "cin-census"):
         assert f"connector {connector} (" in result.stderr
         assert f"<- {connector}" in result.stdout, connector
+    # One partner published over HTTPS through the gateway, another collected it from its mailbox.
+    assert "northshire-police published over HTTPS (mutual TLS)" in result.stdout
+    assert "police.domestic_abuse_incident.v1 <- gateway" in result.stdout
+    assert "oakfield-primary collected" in result.stdout and "and acknowledged them" in result.stdout
+    assert "tracks its event: ingested, shared with 2 partner(s), named: oakfield-primary" in result.stdout
     assert (home / "credentials").is_dir() and (home / "pki" / "ca.key").is_file()
     assert loose_modes(home) == []
 
