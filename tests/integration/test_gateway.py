@@ -275,3 +275,30 @@ def test_every_endpoint_matches_the_committed_openapi_document(gateway: Gateway)
             tried += 1
     assert tried == 12  # seven operations with valid input, the five that take input also with invalid
     assert "Traceback" not in gateway.log.read_text()
+
+
+def test_the_readme_curl_calls_work_against_the_live_gateway(gateway: Gateway, tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    calls = [line for line in readme.splitlines() if line.startswith("curl --cacert $CERTS/ca.pem")]
+    assert len(calls) == 7
+    home = gateway.bus.settings.home
+    certs = PartnerCerts(home)
+    police, school = tmp_path / "police", tmp_path / "school"
+    certs.issue("northshire-police", out=police)
+    certs.issue("oakfield-primary", out=school)
+    s = Synth(seed=165)
+    event = gateway.bus.signers.sign(_dai(s, s.child()))
+    (tmp_path / "event.json").write_text(json.dumps(event))
+    (tmp_path / "batch.json").write_text(json.dumps({"events": [gateway.bus.signers.sign(_dai(s, s.child()))]}))
+    env = {"GW": gateway.url, "CERTS": str(police), "EVENT_ID": event["event_id"], "CURSOR": ""}
+    for call in calls:
+        if "/v1/mailbox" in call:
+            env["CERTS"] = str(school)
+        result = subprocess.run(["bash", "-c", call + " -s -o body.json -w '%{http_code}'"], cwd=tmp_path,
+                                env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60,
+                                check=False)
+        body = json.loads((tmp_path / "body.json").read_text())
+        assert result.stdout in {"200", "202"}, (call, result.stdout, body)
+        if "mailbox?" in call:
+            env["CURSOR"] = body["cursor"]
+    assert body == {"cursor": env["CURSOR"], "advanced": body["advanced"]}
