@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from bus.agents.pipeline import STAGES
 from bus.bench.forwarder import FORWARD_PARTITIONS, FORWARD_TOPIC
+from bus.bench.gateway import run_gateway
 from bus.bench.load import Broker, Prepared, Receiver, bench_producer, percentile, prepare, publish_all, publish_paced
 from bus.bench.load import reset_topics as _reset_topics
 from bus.bench.opa import bench_opa
@@ -55,11 +56,15 @@ class BenchConfig:
     profile: bool = True
     seed: int = 7
     drain_timeout_s: float = 1500.0
+    gateway_rate: int = 200  # events/s offered through the HTTPS gateway (issue 16)
+    gateway_seconds: float = 15.0
+    gateway_events: int = 3000  # flat out, single and batched
 
 
 FULL = BenchConfig()
 SMOKE = BenchConfig(events=300, loads=(100,), load_seconds=(2.0,), backfill=600, backfill_workers=1,
-                    opa_batches=(1, 10), opa_seconds=0.5, profile=False, drain_timeout_s=120.0)
+                    opa_batches=(1, 10), opa_seconds=0.5, profile=False, drain_timeout_s=120.0,
+                    gateway_rate=50, gateway_seconds=2.0, gateway_events=100)
 WARMUP = 20
 
 
@@ -400,6 +405,8 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
     loads = [prepare(h.partnership, int(rate * seconds), cfg.seed + 10 + i, signers.sign)
              for i, (rate, seconds) in enumerate(zip(cfg.loads, cfg.load_seconds, strict=True))]
     backfill = prepare(h.partnership, cfg.backfill, cfg.seed + 3, signers.sign)
+    through_gateway = [prepare(h.partnership, n, cfg.seed + 20 + i, signers.sign) for i, n in
+                       enumerate((int(cfg.gateway_rate * cfg.gateway_seconds), cfg.gateway_events, cfg.gateway_events))]
     results: dict[str, Any] = {"config": asdict(cfg)}
     progress("free-text redaction: held-out corpus, ingest with and without it ...")
     results["redaction"] = run_redaction(policies_dir.resolve().parent, 500 if cfg.events < 1000 else 5000)
@@ -432,6 +439,11 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
                            "decisions_per_s": round(r.decisions_per_s, 1), "ms_per_query": round(r.ms_per_query, 2)}
                           for r in bench_opa(h.stack.opa_access("worker"), policies_dir, list(cfg.opa_batches),
                                                     cfg.opa_seconds)]
+        progress("HTTPS gateway: publishing over mutual TLS ...")
+        h.reset()
+        paced, single, batched = through_gateway
+        results["gateway"] = run_gateway(h.home, h.policies_dir, h.partnership, paced, float(cfg.gateway_rate),
+                                         single, batched, progress=progress, cpu_seconds=cpu_seconds)
     finally:
         h.down()
         if own_home:

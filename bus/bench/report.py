@@ -46,7 +46,7 @@ def write_results(results: dict[str, Any], results_dir: Path) -> list[Path]:
     """One JSON file per phase plus run.json (machine, config, wall time)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for phase in ("ceiling", "pipe", "two_workers", "stages", "latency", "backfill", "opa", "redaction"):
+    for phase in ("ceiling", "pipe", "two_workers", "stages", "latency", "backfill", "opa", "redaction", "gateway"):
         if phase in results:
             path = results_dir / f"{phase}.json"
             path.write_text(json.dumps(results[phase], indent=2) + "\n")
@@ -194,6 +194,7 @@ def render(results: dict[str, Any]) -> str:
     elif prof:
         lines += ["", f"Profile not taken: {prof.get('error', 'no samples')}"]
     lines += _redaction(results.get("redaction"))
+    lines += _gateway(results.get("gateway"))
     lines += ["", "## Method and caveats", "", *METHOD, ""]
     return "\n".join(lines)
 
@@ -237,6 +238,31 @@ def _redaction(r: dict[str, Any] | None) -> list[str]:
         lines += ["", f"Before (the hand-written redactor, commit {REDACTION_BEFORE['commit']}, same command): "
                       f"{REDACTION_BEFORE['events_per_s']:,} events/s for the same ingest."]
     return lines
+
+
+def _gateway(g: dict[str, Any] | None) -> list[str]:
+    if not g:
+        return []
+    paced, single, batch = g["paced"], g["single"], g["batched"]
+    return [
+        "", "## HTTPS gateway (issue 16)", "",
+        "`sgbus gateway` on the same stack, partners' systems publishing over mutual TLS (each with its own "
+        "client certificate, HTTP/1.1 keep-alive) with every check (validation, source, signature, idempotency "
+        "record) and acks=all to Kafka; a receipt means the broker has the event. Nothing consumes meanwhile.",
+        "",
+        "| load | events | accepted | events/s | p50 | p95 | p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| {paced['offered_per_s']:.0f} events/s offered, one event per request | {paced['events']:,} | "
+        f"{paced['accepted']:,} | {paced['achieved_per_s']:,.0f} | {paced['p50_ms']} ms | {paced['p95_ms']} ms | "
+        f"{paced['p99_ms']} ms |",
+        f"| flat out, one event per request, {single['in_flight']} in flight | {single['events']:,} | "
+        f"{single['accepted']:,} | {single['events_per_s']:,.0f} | | | {single['p99_ms']} ms |",
+        f"| flat out, batches of {batch['batch_size']}, {batch['in_flight']} in flight | {batch['events']:,} | "
+        f"{batch['accepted']:,} | {batch['events_per_s']:,.0f} | | | |",
+        "",
+        f"The gateway process used {100 * paced['gateway_cpu_share']:.0f}% of one core at "
+        f"{paced['offered_per_s']:.0f} events/s.",
+    ]
 
 
 METHOD = [

@@ -20,7 +20,7 @@ def test_bench_harness_writes_the_report_and_raw_results_on_a_tiny_load(tmp_path
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p.name for p in results.iterdir()} >= {
-        "ceiling.json", "pipe.json", "two_workers.json", "latency.json", "backfill.json", "opa.json", "run.json"}
+        "ceiling.json", "pipe.json", "two_workers.json", "latency.json", "backfill.json", "opa.json", "gateway.json", "run.json"}
     pipe = json.loads((results / "pipe.json").read_text())
     ceiling = json.loads((results / "ceiling.json").read_text())
     assert pipe["events_per_s"] > 0 and ceiling["events_per_s"] > 0
@@ -32,6 +32,10 @@ def test_bench_harness_writes_the_report_and_raw_results_on_a_tiny_load(tmp_path
     run = json.loads((results / "run.json").read_text())
     assert run["command"] == "sgbus bench run --smoke" and run["machine"]["cores"] >= 1
     report = out.read_text()
-    for heading in ("## Targets", "## Throughput", "## End-to-end latency", "## Backfill", "## OPA"):
+    gateway = json.loads((results / "gateway.json").read_text())
+    assert gateway["paced"]["accepted"] == gateway["paced"]["events"] > 0
+    assert gateway["batched"]["accepted"] == gateway["batched"]["events"]
+    for heading in ("## Targets", "## Throughput", "## End-to-end latency", "## Backfill", "## OPA",
+                    "## HTTPS gateway"):
         assert heading in report
     assert "full pipe / ceiling" in report
