@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     gateway_url: str | None = Field(
         default=None, description="the gateway's base URL for `sgbus gateway send|mailbox|status`; default: the "
                                   "local gateway's (from $SGBUS_HOME/gateway/gateway.json)")
+    gateway_tls_cert: Path | None = Field(
+        default=None, description="the gateway's server certificate chain (PEM); default: the local stack's")
+    gateway_tls_key: Path | None = Field(default=None, description="the key of gateway_tls_cert (PEM)")
     gateway_rate: float = Field(default=500.0, gt=0, description="events a second each partner may publish")
     gateway_burst: int = Field(default=1000, ge=1, description="events a partner may publish at once")
 

@@ -335,10 +335,9 @@ class AuditStore:
         )
         return [json.loads(r[0]) for r in rows]
 
-    def for_ingest(self, event_id: str, ingest_id: str) -> list[dict[str, Any]]:
-        """The decisions about one ingress record (the gateway's status of a published event)."""
-        rows = self._execute("SELECT body FROM audit WHERE event_id = ? AND ingest_id = ? ORDER BY seq",
-                             [event_id, ingest_id])
+    def for_event(self, event_id: str) -> list[dict[str, Any]]:
+        """The decisions about an event id (the gateway's status of a published event)."""
+        rows = self._execute("SELECT body FROM audit WHERE event_id = ? ORDER BY seq", [event_id])
         return [json.loads(r[0]) for r in rows]
 
     def latest_checkpoint(self) -> Checkpoint | None:

@@ -38,7 +38,7 @@ def gateway_serve(
 
     from bus import logs
     from bus.audit.chain import open_audit_store
-    from bus.gateway.server import Gateway, serve
+    from bus.gateway.server import Gateway, serve, server_tls
     from bus.security.principals import GATEWAY
     from bus.security.resolve import opa_access
 
@@ -46,19 +46,23 @@ def gateway_serve(
     logs.configure(settings.log_level)
     bootstrap, opa_url = resolve_endpoints(settings)
 
-    def decisions(event_id: str, ingest_id: str) -> list[dict[str, Any]]:
+    def decisions(event_id: str) -> list[dict[str, Any]]:
         if settings.audit_dsn is None and not settings.audit_db_path.is_file():
             return []
         store = open_audit_store(settings)
         try:
-            return store.for_ingest(event_id, ingest_id)
+            return store.for_event(event_id)
         finally:
             store.close()
 
     gw = Gateway(settings.home, kafka_as(settings, bootstrap, GATEWAY), opa_access(settings, opa_url, "worker"),
                  rate=settings.gateway_rate, burst=settings.gateway_burst, audit_lookup=decisions)
+    if (settings.gateway_tls_cert is None) != (settings.gateway_tls_key is None):
+        fail("set both SGBUS_GATEWAY_TLS_CERT and SGBUS_GATEWAY_TLS_KEY, or neither", 2)
+    tls = server_tls(settings.home, settings.gateway_tls_cert, settings.gateway_tls_key, settings.ca_file)
     asyncio.run(serve(gw, settings.home, host, port, settings.metrics_port if metrics_port is None else metrics_port,
-                      on_ready=lambda info: err(f"gateway listening on {info['url']} (metrics {info['metrics_url']})")))
+                      on_ready=lambda info: err(f"gateway listening on {info['url']} (metrics {info['metrics_url']})"),
+                      tls=tls))
 
 
 def _client(settings: Settings, partner: str | None, cert_dir: Path | None, url: str | None):  # type: ignore[no-untyped-def]

@@ -4,9 +4,12 @@ certificate speaks for: a Kafka node's or OPA's certificate from the same CA is 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,7 +46,7 @@ class PartnerCerts:
     def __init__(self, home: Path) -> None:
         self.home = home
         self.path = home / "pki" / "partner-certs.json"
-        self._cache: tuple[float, dict[str, RegisteredCert]] | None = None
+        self._cache: tuple[tuple[int, int, int], dict[str, RegisteredCert]] | None = None
 
     def all(self) -> list[RegisteredCert]:
         try:
@@ -57,16 +60,30 @@ class PartnerCerts:
     def _save(self, certs: list[RegisteredCert]) -> None:
         write_private(self.path, json.dumps({"certs": [c.__dict__ for c in certs]}, indent=2))
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """One change of the register at a time (a concurrent issue must not undo a revocation)."""
+        private_dir(self.path.parent)
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
     def partner_for(self, der: bytes) -> str | None:
         """The partner a presented (CA-verified) certificate speaks for, or None."""
         try:
-            mtime = self.path.stat().st_mtime
+            st = self.path.stat()
         except FileNotFoundError:
             return None
-        if self._cache is None or self._cache[0] != mtime:
-            self._cache = (mtime, {c.fingerprint: c for c in self.all()})
+        version = (st.st_mtime_ns, st.st_ino, st.st_size)  # the register is replaced whole on change
+        if self._cache is None or self._cache[0] != version:
+            self._cache = (version, {c.fingerprint: c for c in self.all()})
         found = self._cache[1].get(fingerprint(der))
-        return found.partner if found is not None and not found.revoked else None
+        if found is None or found.revoked or datetime.fromisoformat(found.not_after) <= datetime.now(UTC):
+            return None
+        return found.partner
 
     def issue(self, partner_id: str, out: Path | None = None) -> tuple[Issued, RegisteredCert]:
         """A new key and certificate for PARTNER_ID's system. With `out`, the key and chain are
@@ -77,7 +94,8 @@ class PartnerCerts:
             fingerprint=fingerprint(cert.public_bytes(serialization.Encoding.DER)), partner=partner_id,
             serial=format(cert.serial_number, "x"), issued_at=datetime.now(UTC).isoformat(timespec="seconds"),
             not_after=cert.not_valid_after_utc.isoformat(timespec="seconds"))
-        self._save([*self.all(), entry])
+        with self._changing():
+            self._save([*self.all(), entry])
         if out is not None:
             private_dir(out)
             moved = Issued(out / "client.key", out / "client.pem", out / "ca.pem")
@@ -91,14 +109,15 @@ class PartnerCerts:
 
     def revoke(self, partner_or_fingerprint: str) -> list[RegisteredCert]:
         """Revoke every certificate of a partner, or one by fingerprint; returns those revoked."""
-        certs, revoked = [], []
-        for c in self.all():
-            if not c.revoked and partner_or_fingerprint in (c.partner, c.fingerprint):
-                c = RegisteredCert(**{**c.__dict__, "revoked": True})
-                revoked.append(c)
-            certs.append(c)
-        if revoked:
-            self._save(certs)
+        with self._changing():
+            certs, revoked = [], []
+            for c in self.all():
+                if not c.revoked and partner_or_fingerprint in (c.partner, c.fingerprint):
+                    c = RegisteredCert(**{**c.__dict__, "revoked": True})
+                    revoked.append(c)
+                certs.append(c)
+            if revoked:
+                self._save(certs)
         return revoked
 
     def local(self, partner_id: str) -> Issued | None:

@@ -30,6 +30,18 @@ class BadCursor(ValueError):
     """The cursor is malformed, from another mailbox, or points past the end of this one."""
 
 
+class MailboxBusy(RuntimeError):
+    """Another read or acknowledgement of this mailbox is in progress (one at a time each)."""
+
+
+class MailboxUnavailable(RuntimeError):
+    """The partner's topic cannot be found (not created yet, or being recreated)."""
+
+
+#: how long the partitions of a partner's topic are remembered
+PARTITIONS_TTL_S = 60.0
+
+
 def mailbox_group(partner_id: str) -> str:
     return f"gateway.{partner_id}.mailbox"
 
@@ -83,15 +95,21 @@ class Mailbox:
             # an empty partition answers (end of partition) after this, not Kafka's default 500 ms
             "fetch.wait.max.ms": 50,
         }))
-        self._partitions: list[int] | None = None
+        self._partitions: tuple[float, list[int]] | None = None
 
     def _tps(self) -> list[TopicPartition]:
-        if self._partitions is None:
+        if self._partitions is None or time.monotonic() - self._partitions[0] > PARTITIONS_TTL_S:
             md = self._consumer.list_topics(self.topic, timeout=10).topics.get(self.topic)
             if md is None or md.error is not None:
-                raise RuntimeError("the partner's delivery topic does not exist")
-            self._partitions = sorted(md.partitions)
-        return [TopicPartition(self.topic, p) for p in self._partitions]
+                raise MailboxUnavailable("the partner's delivery topic does not exist")
+            self._partitions = (time.monotonic(), sorted(md.partitions))
+        return [TopicPartition(self.topic, p) for p in self._partitions[1]]
+
+    def _acquire(self) -> None:
+        # One call at a time per mailbox, and a second one is told so at once rather than queued:
+        # a partner cannot tie up the gateway's threads waiting on its own mailbox.
+        if not self._lock.acquire(blocking=False):
+            raise MailboxBusy("another call on this mailbox is in progress")
 
     def _bounds(self, partition: int) -> tuple[int, int]:
         low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10)
@@ -100,7 +118,9 @@ class Mailbox:
     def _committed(self) -> dict[int, int]:
         out = {}
         for tp in self._consumer.committed(self._tps(), timeout=10):
-            out[tp.partition] = tp.offset if tp.offset >= 0 else self._bounds(tp.partition)[0]
+            low, high = self._bounds(tp.partition)
+            # none yet, or past the end (the topic was recreated): from the oldest kept
+            out[tp.partition] = tp.offset if 0 <= tp.offset <= high else low
         return out
 
     def _check(self, positions: dict[int, int]) -> dict[int, int]:
@@ -116,7 +136,8 @@ class Mailbox:
         """Up to `limit` deliveries after `after` (default: after what was acknowledged), the
         cursor past them, and whether more were waiting. In order within each partition (so
         per child: one child's deliveries share a partition) and by delivery time across them."""
-        with self._lock:
+        self._acquire()
+        try:
             start = self._committed()
             if after is not None:
                 start.update(self._check(decode_cursor(self.partner_id, after)))
@@ -124,6 +145,8 @@ class Mailbox:
             picked, positions = _merge(pending, start, limit)
             more = sum(len(v) for v in pending.values()) > len(picked)
             return picked, encode_cursor(self.partner_id, positions), more
+        finally:
+            self._lock.release()
 
     def _fetch(self, start: dict[int, int], limit: int, wait_s: float) -> dict[int, list[Delivery]]:
         """Up to `limit` + 1 deliveries from each partition (a partition is paused when it has
@@ -168,7 +191,8 @@ class Mailbox:
     def ack(self, cursor: str) -> bool:
         """Commit the cursor's positions (forward only: an old cursor never brings back what a
         later one acknowledged). True if anything new was acknowledged."""
-        with self._lock:
+        self._acquire()
+        try:
             positions = self._check(decode_cursor(self.partner_id, cursor))
             committed = self._committed()
             forward = {p: o for p, o in positions.items() if o > committed.get(p, 0)}
@@ -176,6 +200,8 @@ class Mailbox:
                 self._consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in forward.items()],
                                       asynchronous=False)
             return bool(forward)
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:

@@ -49,6 +49,10 @@ _LIMITS = {"413": _problem("the body is over the size limit"),
            "503": _problem("the bus or the policy data is unavailable now; nothing was published", retry=True)}
 
 
+_READS_LIMIT = _problem("over the partner's rate of reads, or another call on its mailbox is in progress "
+                        "(mailbox_busy)", retry=True)
+
+
 def _ok(description: str, schema: str, status: str = "200") -> dict[str, Any]:
     return {status: {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}}
 
@@ -105,7 +109,7 @@ def build_openapi() -> dict[str, Any]:
             "parameters": [uuid_param],
             "responses": {**_ok("the event's status", "EventStatus"), **_AUTH,
                           "404": _problem("no such event was published by the caller through the gateway"),
-                          "422": _problem("the event id is not a UUID"),
+                          "422": _problem("the event id is not a UUID"), "429": _READS_LIMIT,
                           "503": _LIMITS["503"]}}},
         "/v1/mailbox": {"get": {
             "operationId": "readMailbox", "summary": "The caller's deliveries, in order, from a cursor",
@@ -120,13 +124,14 @@ def build_openapi() -> dict[str, Any]:
                  "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WAIT_S, "default": 0},
                  "description": "seconds to wait for a delivery when none is waiting"}],
             "responses": {**_ok("a page of deliveries", "MailboxPage"), **_AUTH,
-                          "422": _problem("a parameter or the cursor is invalid"), "503": _LIMITS["503"]}}},
+                          "422": _problem("a parameter or the cursor is invalid"),
+                          "429": _READS_LIMIT, "503": _LIMITS["503"]}}},
         "/v1/mailbox/ack": {"post": {
             "operationId": "ackMailbox", "summary": "Acknowledge every delivery up to a cursor",
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("AckRequest")}}},
             "responses": {**_ok("acknowledged", "AckResult"), **_AUTH,
                           "422": _problem("the body or the cursor is invalid"),
-                          **{k: v for k, v in _LIMITS.items() if k != "429"}}}},
+                          **_LIMITS, "429": _READS_LIMIT}}},
     }
     return {
         "openapi": "3.1.0",

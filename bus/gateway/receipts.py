@@ -13,12 +13,16 @@ from pathlib import Path
 from bus.security.files import private_dir
 
 _SCHEMA = """
+-- per partner: one organisation cannot squat another's event ids (the bus keys its own register
+-- by source too)
 CREATE TABLE IF NOT EXISTS receipts (
-  event_id TEXT PRIMARY KEY, partner TEXT NOT NULL, content_sha256 TEXT NOT NULL,
+  partner TEXT NOT NULL, event_id TEXT NOT NULL, content_sha256 TEXT NOT NULL,
   topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL, timestamp_ms INTEGER NOT NULL,
-  received_at TEXT NOT NULL);
--- keyed by the rejected record's ingress position: only the record the gateway wrote matches
-CREATE TABLE IF NOT EXISTS dead_letters (position TEXT PRIMARY KEY, reasons TEXT NOT NULL);
+  received_at TEXT NOT NULL, PRIMARY KEY (partner, event_id));
+-- keyed by the rejected record's ingress position and the event id it named: only the record
+-- the gateway wrote matches, and a letter naming something else cannot hide or replace it
+CREATE TABLE IF NOT EXISTS dead_letters (
+  position TEXT NOT NULL, event_id TEXT NOT NULL, reasons TEXT NOT NULL, PRIMARY KEY (position, event_id));
 CREATE TABLE IF NOT EXISTS positions (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
@@ -53,10 +57,11 @@ class ReceiptStore:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
-    def get(self, event_id: str) -> StoredReceipt | None:
+    def get(self, partner: str, event_id: str) -> StoredReceipt | None:
         with self._lock:
             row = self._db.execute("SELECT event_id, partner, content_sha256, topic, partition, offset, timestamp_ms, "
-                                   "received_at FROM receipts WHERE event_id = ?", (event_id,)).fetchone()
+                                   "received_at FROM receipts WHERE partner = ? AND event_id = ?",
+                                   (partner, event_id)).fetchone()
         if row is None:
             return None
         return StoredReceipt(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]), int(row[5]), int(row[6]),
@@ -66,26 +71,28 @@ class ReceiptStore:
         """Store a receipt; if the id is already there, the stored one wins and is returned."""
         with self._lock:
             self._db.execute("INSERT OR IGNORE INTO receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (
-                receipt.event_id, receipt.partner, receipt.content_sha256, receipt.topic, receipt.partition,
+                receipt.partner, receipt.event_id, receipt.content_sha256, receipt.topic, receipt.partition,
                 receipt.offset, receipt.timestamp_ms, receipt.received_at.isoformat()))
-        stored = self.get(receipt.event_id)
+        stored = self.get(receipt.partner, receipt.event_id)
         assert stored is not None
         return stored
 
-    def add_dead_letters(self, reasons: dict[str, list[dict[str, str]]], position: str) -> None:
+    def add_dead_letters(self, reasons: dict[str, tuple[str, list[dict[str, str]]]], position: str) -> None:
         """Record ingest dead letters by ingress position (only field and code of each reason)
         and how far sg.dlq has been read, together."""
         with self._lock:
             self._db.execute("BEGIN")
-            for where, why in reasons.items():
-                self._db.execute("INSERT OR REPLACE INTO dead_letters VALUES (?, ?)", (
-                    where, json.dumps([{"field": r.get("field", "$"), "code": r.get("code", "")} for r in why])))
+            for where, (event_id, why) in reasons.items():
+                self._db.execute("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?)", (
+                    where, event_id,
+                    json.dumps([{"field": str(r.get("field", "$")), "code": str(r.get("code", ""))} for r in why])))
             self._db.execute("INSERT OR REPLACE INTO positions VALUES ('dlq', ?)", (position,))
             self._db.execute("COMMIT")
 
-    def dead_letter(self, position: str) -> list[dict[str, str]] | None:
+    def dead_letter(self, position: str, event_id: str) -> list[dict[str, str]] | None:
         with self._lock:
-            row = self._db.execute("SELECT reasons FROM dead_letters WHERE position = ?", (position,)).fetchone()
+            row = self._db.execute("SELECT reasons FROM dead_letters WHERE position = ? AND event_id = ?",
+                                   (position, event_id)).fetchone()
         return json.loads(row[0]) if row else None
 
     def position(self, name: str) -> str | None:

@@ -4,6 +4,7 @@ uvicorn does not hand to an ASGI app). Thin handlers over publish/mailbox/tracki
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import ssl
 import threading
@@ -11,6 +12,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from bus import logs
 from bus.exceptions import PolicyUnavailable
 from bus.gateway.identity import PartnerCerts
-from bus.gateway.mailbox import BadCursor, Mailbox
+from bus.gateway.mailbox import BadCursor, Mailbox, MailboxBusy, MailboxUnavailable
 from bus.gateway.models import (
     MAX_BATCH,
     AckRequest,
@@ -48,8 +50,8 @@ from bus.policy.data import Partner, Partnership
 from bus.policy.loader import fetch_policy_state
 from bus.security.kafka_access import KafkaAccess
 from bus.security.opa_auth import OpaAccess
-from bus.security.pki import LOCAL_HOSTS, PartnershipCA
-from schemas.registry import MAX_EVENT_BYTES
+from bus.security.pki import LOCAL_HOSTS, Issued, PartnershipCA, ca_path
+from schemas.registry import MAX_EVENT_BYTES, _field_path
 
 log = logs.get("sgbus.gateway")
 PROBLEM_JSON = "application/problem+json"
@@ -59,6 +61,8 @@ MAX_BATCH_BYTES = 16 * 1024 * 1024
 GATEWAY_SERVER_CERT = "gateway"
 #: the longest a mailbox read waits for a first delivery (long polling)
 MAX_WAIT_S = 10
+#: mailbox reads, acknowledgements and status look-ups a partner may make a second (bursts of twice that)
+READS_PER_S = 20
 
 
 class ProblemError(Exception):
@@ -106,10 +110,13 @@ class PolicyState:
         self._at = 0.0
         self._lock = threading.Lock()
 
+    def due(self, *, unknown_key: bool = False) -> bool:
+        age = time.monotonic() - self._at
+        return self.state is None or age >= self.refresh_s or (unknown_key and age >= 2.0)
+
     def get(self, *, unknown_key: bool = False) -> tuple[Partnership, Any]:
         with self._lock:
-            age = time.monotonic() - self._at
-            if self.state is None or age >= self.refresh_s or (unknown_key and age >= 2.0):
+            if self.due(unknown_key=unknown_key):
                 self._at = time.monotonic()
                 try:
                     partnership, _revision, signers = fetch_policy_state(self.opa)
@@ -117,6 +124,7 @@ class PolicyState:
                 except PolicyUnavailable:
                     if self.state is None:
                         raise
+            assert self.state is not None
             return self.state
 
 
@@ -124,12 +132,17 @@ class Gateway:
     """Everything the handlers use, built once per process."""
 
     def __init__(self, home: Path, kafka: KafkaAccess, opa: OpaAccess, *, rate: float, burst: float,
-                 audit_lookup: Callable[[str, str], list[dict[str, Any]]]) -> None:
+                 audit_lookup: Callable[[str], list[dict[str, Any]]]) -> None:
         self.home = home
         self.kafka = kafka
         self.policy = PolicyState(opa)
         self.certs = PartnerCerts(home)
         self.limiter = RateLimiter(rate, burst)
+        #: mailbox reads, acknowledgements and status look-ups, per partner
+        self.read_limiter = RateLimiter(READS_PER_S, 2 * READS_PER_S)
+        # Blocking work (Kafka reads, SQLite, the audit store) runs here, not in the default
+        # executor, so one partner's long polls cannot hold up policy refreshes.
+        self.io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gateway-io")
         self.metrics = GatewayMetrics()
         self.store = ReceiptStore(home / "gateway")
         self.audit_lookup = audit_lookup
@@ -142,6 +155,7 @@ class Gateway:
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="gateway-producer", daemon=True)
         self.follower = DeadLetterFollower(kafka, self.store)
+        self.health: tuple[float, bool] = (-1e9, False)
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -154,6 +168,7 @@ class Gateway:
         self.follower.stop()
         self.follower.join(5)
         self._poller.join(5)
+        self.io.shutdown(wait=True, cancel_futures=True)
         for mailbox in self.mailboxes.values():
             mailbox.close()
         self.store.close()
@@ -168,6 +183,9 @@ class Gateway:
             if partner_id not in self.mailboxes:
                 self.mailboxes[partner_id] = Mailbox(self.kafka, partner_id)
             return self.mailboxes[partner_id]
+
+    async def run_io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(fn, *args))
 
     def lock_for(self, event_id: str) -> asyncio.Lock:
         lock = self._locks.get(event_id)
@@ -246,7 +264,7 @@ async def problems(request: web.Request, handler: Callable[[web.Request], Awaita
     return response
 
 
-def authenticated(request: web.Request) -> Partner:
+async def authenticated(request: web.Request) -> Partner:
     """The partner whose registered certificate the TLS client presented; 401 otherwise."""
     gw = request.app[GATEWAY_KEY]
     transport = request.transport
@@ -255,8 +273,7 @@ def authenticated(request: web.Request) -> Partner:
     if not der:
         raise ProblemError(401, "no_client_certificate", "A partner client certificate is required")
     partner_id = gw.certs.partner_for(der)
-    partnership, _signers = _policy(gw)
-    partner = partnership.partner(partner_id) if partner_id is not None else None
+    partner = (await _policy(gw))[0].partner(partner_id) if partner_id is not None else None
     if partner is None:
         raise ProblemError(401, "unknown_client_certificate",
                            "The client certificate is not registered to a partner (or was revoked)")
@@ -264,16 +281,20 @@ def authenticated(request: web.Request) -> Partner:
     return partner
 
 
-def _policy(gw: Gateway, *, unknown_key: bool = False) -> tuple[Partnership, Any]:
+async def _policy(gw: Gateway, *, unknown_key: bool = False) -> tuple[Partnership, Any]:
+    """The policy state; read from OPA off the event loop when due (every 30 s)."""
+    state = gw.policy.state
+    if state is not None and not gw.policy.due(unknown_key=unknown_key):
+        return state
     try:
-        return gw.policy.get(unknown_key=unknown_key)
+        return await asyncio.to_thread(gw.policy.get, unknown_key=unknown_key)
     except PolicyUnavailable:
         raise ProblemError(503, "policy_unavailable", "The partnership's policy data is not available yet",
                            headers={"Retry-After": "5"}) from None
 
 
-def _rate(gw: Gateway, partner: Partner, cost: int) -> None:
-    wait = gw.limiter.take(partner.id, cost)
+def _rate(gw: Gateway, partner: Partner, cost: int, *, reads: bool = False) -> None:
+    wait = (gw.read_limiter if reads else gw.limiter).take(partner.id, cost)
     if wait > 0:
         raise ProblemError(429, "rate_limited", "Too many events; retry after the time given",
                            headers={"Retry-After": RateLimiter.retry_after(wait)})
@@ -287,58 +308,79 @@ def _json_body(request: web.Request) -> None:
 async def _read(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise ProblemError(413, "too_large", "The body is too large", detail=f"the limit is {limit} bytes")
-    body = await request.read()
-    if len(body) > limit:
-        raise ProblemError(413, "too_large", "The body is too large", detail=f"the limit is {limit} bytes")
-    return body
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(64 * 1024):  # never more than the limit in memory
+        size += len(chunk)
+        if size > limit:
+            raise ProblemError(413, "too_large", "The body is too large", detail=f"the limit is {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _validation_problem(exc: ValidationError) -> list[FieldProblem]:
     out = []
     for e in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = ".".join(str(p) for p in e["loc"]) or "$"
-        out.append(FieldProblem(field=loc, code=e["type"], message=e["msg"]))
+        # a key the caller made up is shown as <unknown>, as for events: it could be anything
+        out.append(FieldProblem(field=_field_path(e["loc"], e["type"]) or "$", code=e["type"], message=e["msg"]))
     return out
 
 
 # -- handlers -----------------------------------------------------------------------------
 async def healthz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
-    try:
-        await asyncio.to_thread(gw.producer.list_topics, timeout=2)
-        ok = True
-    except KafkaException:
-        ok = False
+    at, ok = gw.health
+    if time.monotonic() - at > 1.0:  # an open endpoint: at most one broker round trip a second
+        try:
+            await asyncio.to_thread(gw.producer.list_topics, timeout=2)
+            ok = True
+        except KafkaException:
+            ok = False
+        gw.health = (time.monotonic(), ok)
     return json_response(Health(status="ok" if ok else "degraded", kafka=ok))
 
 
-async def openapi(request: web.Request) -> web.Response:
-    from bus.gateway.openapi import build_openapi
+@functools.cache
+def _openapi_body() -> bytes:
+    from bus.gateway.openapi import render
 
-    return web.json_response(build_openapi())
+    return render().encode()
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=_openapi_body(), content_type="application/json")
 
 
 async def _publish_one(gw: Gateway, partner: Partner, raw: bytes) -> tuple[int, Receipt | None, Problem | None]:
-    _partnership, signers = _policy(gw)
-    outcome = check_event(raw, partner, signers)
+    try:
+        return await _publish_checked(gw, partner, raw)
+    except ProblemError as exc:
+        return exc.problem.status, None, exc.problem
+    except Exception as exc:  # a bug costs this event only (never its content in the log)
+        log.error("publish_error", error=type(exc).__name__)
+        return 500, None, Problem(type=PROBLEM_BASE + "internal_error", title="Internal error", status=500,
+                                  code="internal_error")
+
+
+async def _publish_checked(gw: Gateway, partner: Partner, raw: bytes,
+                           ) -> tuple[int, Receipt | None, Problem | None]:
+    _partnership, signers = await _policy(gw)
+    outcome = await asyncio.to_thread(check_event, raw, partner, signers)
     if isinstance(outcome, Refused) and outcome.unknown_key:  # a key registered since we last looked
-        _partnership, signers = await asyncio.to_thread(_policy, gw, unknown_key=True)
-        outcome = check_event(raw, partner, signers)
+        _partnership, signers = await _policy(gw, unknown_key=True)
+        outcome = await asyncio.to_thread(check_event, raw, partner, signers)
     if isinstance(outcome, Refused):
         gw.metrics.rejected.labels(outcome.code).inc()
         return outcome.status, None, Problem(type=PROBLEM_BASE + outcome.code, title=outcome.title,
                                              status=outcome.status, code=outcome.code, errors=outcome.errors)
-    async with gw.lock_for(outcome.event_id):
-        stored = gw.store.get(outcome.event_id)
+    async with gw.lock_for(f"{partner.id}/{outcome.event_id}"):
+        stored = await gw.run_io(gw.store.get, partner.id, outcome.event_id)
         if stored is None:
-            try:
-                partition, offset, ts = await gw.produce(outcome)
-            except ProblemError as exc:
-                return exc.problem.status, None, exc.problem
-            stored = gw.store.put(StoredReceipt(outcome.event_id, partner.id, outcome.content_sha256, outcome.topic,
-                                                partition, offset, ts, datetime.now(UTC)))
+            partition, offset, ts = await gw.produce(outcome)
+            stored = await gw.run_io(gw.store.put, StoredReceipt(
+                outcome.event_id, partner.id, outcome.content_sha256, outcome.topic, partition, offset, ts,
+                datetime.now(UTC)))
             gw.metrics.published.labels(partner.id).inc()
-        elif stored.partner != partner.id or stored.content_sha256 != outcome.content_sha256:
+        elif stored.content_sha256 != outcome.content_sha256:
             gw.metrics.rejected.labels("duplicate_event_id").inc()
             return 409, None, Problem(type=PROBLEM_BASE + "duplicate_event_id", status=409, code="duplicate_event_id",
                                       title="An event with this id but other content was already published",
@@ -350,7 +392,7 @@ async def _publish_one(gw: Gateway, partner: Partner, raw: bytes) -> tuple[int, 
 
 async def publish(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
-    partner = authenticated(request)
+    partner = await authenticated(request)
     _json_body(request)
     _rate(gw, partner, 1)
     raw = await _read(request, MAX_EVENT_BYTES)
@@ -363,14 +405,15 @@ async def publish(request: web.Request) -> web.Response:
 
 async def publish_batch(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
-    partner = authenticated(request)
+    partner = await authenticated(request)
     _json_body(request)
+    _rate(gw, partner, 1)  # the parse below costs something even when the batch is refused
     raw = await _read(request, MAX_BATCH_BYTES)
     try:
-        batch = BatchRequest.model_validate_json(raw)
+        batch = await asyncio.to_thread(BatchRequest.model_validate_json, raw)
     except ValidationError as exc:
         raise ProblemError(422, "invalid_batch", "The batch is invalid", _validation_problem(exc)) from None
-    _rate(gw, partner, len(batch.events))
+    _rate(gw, partner, len(batch.events) - 1)
     outcomes = await asyncio.gather(*(
         _publish_one(gw, partner, json.dumps(event, ensure_ascii=False).encode()) for event in batch.events))
     results = [BatchItem(index=i, status=status, receipt=receipt, problem=problem)
@@ -381,17 +424,23 @@ async def publish_batch(request: web.Request) -> web.Response:
 
 async def status(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
-    partner = authenticated(request)
+    partner = await authenticated(request)
+    _rate(gw, partner, 1, reads=True)
     try:
         event_id = str(uuid.UUID(request.match_info["event_id"]))
     except ValueError:
         raise ProblemError(422, "invalid_event_id", "The event id is not a UUID",
                            field_problem("event_id", "uuid_parsing", "must be a UUID")) from None
-    receipt = gw.store.get(event_id)
-    if receipt is None or receipt.partner != partner.id:  # another partner's event is as unknown as none
+    receipt = await gw.run_io(gw.store.get, partner.id, event_id)
+    if receipt is None:  # another partner's event is as unknown as none
         raise ProblemError(404, "unknown_event", "No event with this id was published by you through the gateway")
-    partnership, _signers = _policy(gw)
-    result = await asyncio.to_thread(event_status, receipt, gw.store, partnership, gw.audit_lookup)
+    partnership, _signers = await _policy(gw)
+    try:
+        result = await gw.run_io(event_status, receipt, partner, gw.store, partnership, gw.audit_lookup)
+    except Exception as exc:  # the audit store is down or busy: say so, do not guess
+        log.warning("status_unavailable", error=type(exc).__name__)
+        raise ProblemError(503, "status_unavailable", "The event's status cannot be read now",
+                           headers={"Retry-After": "5"}) from None
     return json_response(result)
 
 
@@ -411,16 +460,20 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
 
 async def mailbox(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
-    partner = authenticated(request)
+    partner = await authenticated(request)
+    _rate(gw, partner, 1, reads=True)
     limit = _query_int(request, "limit", 100, 1, MAX_BATCH)
     wait = _query_int(request, "wait", 0, 0, MAX_WAIT_S)
     after = request.query.get("after")
     try:
-        items, cursor, more = await asyncio.to_thread(gw.mailbox(partner.id).read, after, limit, float(wait))
+        items, cursor, more = await gw.run_io(gw.mailbox(partner.id).read, after, limit, float(wait))
+    except MailboxBusy:
+        raise ProblemError(429, "mailbox_busy", "Another read or acknowledgement of this mailbox is in progress",
+                           headers={"Retry-After": "1"}) from None
     except BadCursor as exc:
         raise ProblemError(422, "invalid_cursor", "The cursor is not valid for this mailbox",
                            field_problem("after", "invalid_cursor", str(exc))) from None
-    except KafkaException:
+    except (KafkaException, MailboxUnavailable):
         raise ProblemError(503, "bus_unavailable", "The mailbox cannot be read now",
                            headers={"Retry-After": "5"}) from None
     return json_response(MailboxPage(items=[MailboxItem(partition=d.partition, offset=d.offset,
@@ -430,7 +483,8 @@ async def mailbox(request: web.Request) -> web.Response:
 
 async def ack(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
-    partner = authenticated(request)
+    partner = await authenticated(request)
+    _rate(gw, partner, 1, reads=True)
     _json_body(request)
     raw = await _read(request, 8192)
     try:
@@ -438,11 +492,14 @@ async def ack(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise ProblemError(422, "invalid_body", "The body is invalid", _validation_problem(exc)) from None
     try:
-        advanced = await asyncio.to_thread(gw.mailbox(partner.id).ack, body.cursor)
+        advanced = await gw.run_io(gw.mailbox(partner.id).ack, body.cursor)
+    except MailboxBusy:
+        raise ProblemError(429, "mailbox_busy", "Another read or acknowledgement of this mailbox is in progress",
+                           headers={"Retry-After": "1"}) from None
     except BadCursor as exc:
         raise ProblemError(422, "invalid_cursor", "The cursor is not valid for this mailbox",
                            field_problem("cursor", "invalid_cursor", str(exc))) from None
-    except KafkaException:
+    except (KafkaException, MailboxUnavailable):
         raise ProblemError(503, "bus_unavailable", "The mailbox cannot be acknowledged now",
                            headers={"Retry-After": "5"}) from None
     return json_response(AckResult(cursor=body.cursor, advanced=advanced))
@@ -461,13 +518,19 @@ def build_app(gw: Gateway) -> web.Application:
     return app
 
 
-def server_tls(home: Path) -> ssl.SSLContext:
+def server_tls(home: Path, cert: Path | None = None, key: Path | None = None, ca_file: Path | None = None,
+               ) -> ssl.SSLContext:
     """TLS 1.2+ with the gateway's certificate; client certificates are asked for (not required,
     so /healthz and the OpenAPI document stay open) and checked against the partnership CA
-    only: a certificate from any other CA fails the handshake."""
-    ca = PartnershipCA(home)
-    issued = ca.issued(GATEWAY_SERVER_CERT) or ca.issue(GATEWAY_SERVER_CERT, server=True, client=False,
-                                                          hosts=LOCAL_HOSTS)
+    only: a certificate from any other CA fails the handshake. Given no certificate, the local
+    stack's is used (issued from the partnership CA on first start: local use only; in
+    production give the gateway a certificate and keep the CA key away from it)."""
+    if cert is not None and key is not None:
+        issued = Issued(key, cert, ca_file or ca_path(home))
+    else:
+        ca = PartnershipCA(home)
+        issued = ca.issued(GATEWAY_SERVER_CERT) or ca.issue(GATEWAY_SERVER_CERT, server=True, client=False,
+                                                              hosts=LOCAL_HOSTS)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(issued.ca))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(issued.cert), str(issued.key))
@@ -476,7 +539,7 @@ def server_tls(home: Path) -> ssl.SSLContext:
 
 
 async def serve(gw: Gateway, home: Path, host: str, port: int, metrics_port: int,
-                on_ready: Callable[[dict[str, Any]], None] | None = None) -> None:
+                on_ready: Callable[[dict[str, Any]], None] | None = None, tls: ssl.SSLContext | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop taking requests, finish those in flight, flush."""
     import os
     import signal
@@ -486,7 +549,7 @@ async def serve(gw: Gateway, home: Path, host: str, port: int, metrics_port: int
     gw.start()
     runner = web.AppRunner(build_app(gw), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=server_tls(home), shutdown_timeout=10)
+    site = web.TCPSite(runner, host, port, ssl_context=tls or server_tls(home), shutdown_timeout=10)
     await site.start()
     server: Any = site._server
     bound = int(server.sockets[0].getsockname()[1]) if server is not None else port

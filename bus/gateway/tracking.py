@@ -1,6 +1,7 @@
 """Tracking (as MESH's): what became of an event a partner published through the gateway.
-A follower reads sg.dlq into the receipt store; decisions come from the audit store, matched
-by the exact ingress record the gateway wrote (its ingest id), never by event id alone."""
+A follower reads sg.dlq into the receipt store (a letter counts only for the exact ingress
+record the gateway wrote and the event id it carried); decisions come from the audit store,
+only those about the publisher's own organisation's event."""
 
 from __future__ import annotations
 
@@ -14,8 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from bus import logs
 from bus.gateway.models import DeadLetterReason, EventStatus
 from bus.gateway.receipts import ReceiptStore, StoredReceipt, position_key
-from bus.ingest import ingest_id_for
-from bus.policy.data import Partnership
+from bus.policy.data import Partner, Partnership
 from bus.security.kafka_access import KafkaAccess
 from bus.topics import DLQ
 
@@ -35,47 +35,53 @@ class DeadLetterFollower(threading.Thread):
 
     def run(self) -> None:
         try:
-            saved = self.store.position("dlq")
-            start = int(saved) if saved is not None else OFFSET_BEGINNING
-            self._consumer.assign([TopicPartition(DLQ, 0, start)])
             while not self._stop_event.is_set():
-                messages = self._consumer.consume(500, 0.5)
-                found: dict[str, list[dict[str, str]]] = {}
-                last = None
-                for msg in messages:
-                    if msg.error() is not None:
-                        continue
-                    last = msg.offset()
-                    try:
-                        letter = json.loads(msg.value() or b"")
-                        if letter.get("stage") == "ingest":
-                            found[position_key(str(letter["topic"]), int(letter["partition"]),
-                                               int(letter["offset"]))] = list(letter.get("reasons") or [])
-                    except (ValueError, KeyError, TypeError, AttributeError):
-                        continue  # not a dead letter of ours; nothing to track
-                if last is not None:
-                    self.store.add_dead_letters(found, str(last + 1))
-        except Exception as exc:  # tracking is best effort: publishing and mailboxes go on without it
-            log.error("dlq_follower_stopped", error=type(exc).__name__)
+                try:
+                    self._follow()
+                except Exception as exc:  # keep tracking: publishing and mailboxes go on meanwhile
+                    log.error("dlq_follower_error", error=type(exc).__name__)
+                    self._stop_event.wait(5.0)
         finally:
             self._consumer.close()
+
+    def _follow(self) -> None:
+        saved = self.store.position("dlq")
+        self._consumer.assign([TopicPartition(DLQ, 0, int(saved) if saved is not None else OFFSET_BEGINNING)])
+        while not self._stop_event.is_set():
+            found: dict[str, tuple[str, list[dict[str, str]]]] = {}
+            last = None
+            for msg in self._consumer.consume(500, 0.5):
+                if msg.error() is not None:
+                    continue
+                last = msg.offset()
+                try:
+                    letter = json.loads(msg.value() or b"")
+                    if letter.get("stage") == "ingest" and letter.get("event_id"):
+                        where = position_key(str(letter["topic"]), int(letter["partition"]), int(letter["offset"]))
+                        found.setdefault(where, (str(letter["event_id"]), list(letter.get("reasons") or [])))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    continue  # not an ingest dead letter; nothing to track
+            if last is not None:
+                self.store.add_dead_letters(found, str(last + 1))
 
     def stop(self) -> None:
         self._stop_event.set()
 
 
-def event_status(receipt: StoredReceipt, store: ReceiptStore, partnership: Partnership,
-                 decisions: Callable[[str, str], list[dict[str, Any]]]) -> EventStatus:
+def event_status(receipt: StoredReceipt, partner: Partner, store: ReceiptStore, partnership: Partnership,
+                 decisions: Callable[[str], list[dict[str, Any]]]) -> EventStatus:
     """The publisher's view of its event: dead-lettered (with reason codes), ingested (how many
     partners it was shared with; who, only under agreements that say the publisher may know),
-    or received (not processed yet). `decisions(event_id, ingest_id)` reads the audit store."""
-    reasons = store.dead_letter(receipt.position)
+    or received (not processed yet). `decisions(event_id)` reads the audit store; only
+    decisions about this organisation's event count (ingest keeps one event per source and id,
+    so a copy the gateway sent again after a lost acknowledgement shares the first's)."""
+    reasons = store.dead_letter(receipt.position, receipt.event_id)
     if reasons is not None:
         return EventStatus(event_id=receipt.event_id, state="dead_lettered",
                            received_at=receipt.received_at, shared_with=0,
                            reasons=[DeadLetterReason(**r) for r in reasons])
-    ingest_id = str(ingest_id_for(receipt.topic, receipt.partition, receipt.offset, receipt.timestamp_ms))
-    records = decisions(receipt.event_id, ingest_id)
+    records = [r for r in decisions(receipt.event_id)
+               if r.get("source_org") == partner.org_id and r.get("source_agency") == partner.agency.value]
     if not records:
         return EventStatus(event_id=receipt.event_id, state="received",
                            received_at=receipt.received_at, shared_with=0)

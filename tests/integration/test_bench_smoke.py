@@ -20,7 +20,8 @@ def test_bench_harness_writes_the_report_and_raw_results_on_a_tiny_load(tmp_path
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p.name for p in results.iterdir()} >= {
-        "ceiling.json", "pipe.json", "two_workers.json", "latency.json", "backfill.json", "opa.json", "gateway.json", "run.json"}
+        "ceiling.json", "pipe.json", "two_workers.json", "latency.json", "backfill.json", "opa.json", "gateway.json",
+        "run.json"}
     pipe = json.loads((results / "pipe.json").read_text())
     ceiling = json.loads((results / "ceiling.json").read_text())
     assert pipe["events_per_s"] > 0 and ceiling["events_per_s"] > 0

@@ -28,7 +28,7 @@ from schemas.synthetic import Synth
 from tests.helpers import wait_for
 from tests.integration.conftest import Bus
 
-PARTNERS = ("northshire-police", "oakfield-primary", "northshire-csc", "riverside-academy")
+PARTNERS = ("northshire-police", "oakfield-primary", "northshire-csc", "riverside-academy", "northshire-nhs-uec")
 
 
 @dataclass
@@ -132,6 +132,10 @@ def test_a_school_cannot_publish_a_police_event_and_the_force_can_exactly_once(g
         reply = school.publish(event)
         assert (reply.status, reply.body["code"]) == (403, "not_your_source")
         assert reply.body["errors"][0]["field"] == "source.agency"
+        # the school learnt the id: its own event under that id does not block the force's
+        squat = gateway.bus.signers.sign({**s.attendance_concern(s.child(), school_urn="900001"),
+                                          "event_id": event["event_id"]})
+        assert school.publish(squat).status == 202
     with gateway.client("northshire-police") as force:
         first = force.publish(event)
         assert first.status == 202 and first.body["topic"] == "sg.ingress.police"
@@ -218,6 +222,22 @@ def test_deliveries_are_collected_exactly_once_in_order_across_a_gateway_restart
         assert school.mailbox().body["items"] == []
     metrics = gateway.metrics()
     assert 'sgbus_gateway_requests_total{partner="riverside-academy",route="/v1/mailbox",status="200"}' in metrics
+
+
+def test_a_second_call_on_a_busy_mailbox_is_told_to_retry_not_queued(gateway: Gateway) -> None:
+    import threading
+
+    with gateway.client("northshire-nhs-uec") as first, gateway.client("northshire-nhs-uec") as second:
+        _drain(first)
+        long_poll = threading.Thread(target=first.mailbox, kwargs={"wait": 3})
+        long_poll.start()
+        try:
+            reply = wait_for(lambda: (r := second.mailbox()).status == 429 and r, 3, interval_s=0.05,
+                             what="the second read refused")
+        finally:
+            long_poll.join()
+        assert reply.body["code"] == "mailbox_busy"
+        assert second.mailbox().status == 200  # and served once the first is done
 
 
 def test_a_partner_cannot_use_another_partners_mailbox_cursor(gateway: Gateway) -> None:

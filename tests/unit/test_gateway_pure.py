@@ -153,3 +153,57 @@ def test_the_committed_openapi_document_is_current() -> None:
         for op in ops.values():
             if path not in ("/healthz", "/openapi.json"):
                 assert "401" in op["responses"] and "security" not in op
+
+
+def _receipt(partner: str = "northshire-police", event_id: str = "5c1f9d3e-1111-4a2b-8c3d-000000000001"):  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from bus.gateway.receipts import StoredReceipt
+
+    return StoredReceipt(event_id, partner, "a" * 64, "sg.ingress.police", 1, 7, 1, datetime.now(UTC))
+
+
+def test_receipts_are_per_partner_so_no_one_can_squat_another_organisations_event_id(tmp_path: Path) -> None:
+    from bus.gateway.receipts import ReceiptStore
+
+    store = ReceiptStore(tmp_path)
+    squatter = store.put(_receipt("oakfield-primary"))
+    mine = store.put(_receipt("northshire-police"))
+    assert (squatter.partner, mine.partner) == ("oakfield-primary", "northshire-police")
+    assert store.get("northshire-police", mine.event_id) == mine
+
+
+def test_a_dead_letter_counts_only_for_the_record_and_event_id_the_gateway_wrote(tmp_path: Path) -> None:
+    from bus.gateway.receipts import ReceiptStore
+    from bus.gateway.tracking import event_status
+
+    store = ReceiptStore(tmp_path)
+    receipt = store.put(_receipt())
+    decisions = [{"recipient": "oakfield-primary", "decision": "allow", "agreement": "DSA-OE-001",
+                  "source_org": "NSP", "source_agency": "police"},
+                 {"recipient": "northshire-csc", "decision": "allow", "agreement": "DSA-OE-002",
+                  "source_org": "XSP", "source_agency": "police"}]  # another force's event, same id
+    # a forged letter for the same position naming another event changes nothing
+    store.add_dead_letters({receipt.position: ("00000000-0000-4000-8000-000000000000",
+                                               [{"field": "$", "code": "forged"}])}, "1")
+    status = event_status(receipt, POLICE, store, PARTNERSHIP, lambda _id: decisions)
+    assert (status.state, status.shared_with, status.recipients) == ("ingested", 1, ["oakfield-primary"])
+    other = _receipt(event_id="5c1f9d3e-1111-4a2b-8c3d-000000000002")
+    store.put(other)
+    store.add_dead_letters({other.position: (other.event_id, [{"field": "event_id", "code": "duplicate_event_id",
+                                                               "message": "never shown"}])}, "2")
+    status = event_status(other, POLICE, store, PARTNERSHIP, lambda _id: [])
+    assert status.state == "dead_lettered" and [r.model_dump() for r in status.reasons] == [
+        {"field": "event_id", "code": "duplicate_event_id"}]
+
+
+def test_a_batch_with_a_made_up_key_is_refused_without_repeating_the_key() -> None:
+    from pydantic import ValidationError
+
+    from bus.gateway.models import BatchRequest
+    from bus.gateway.server import _validation_problem
+
+    with pytest.raises(ValidationError) as info:
+        BatchRequest.model_validate_json(b'{"events": [{}], "Jane Smith 07700900123": 1}')
+    problems = _validation_problem(info.value)
+    assert [p.field for p in problems] == ["<unknown>"] and "Jane" not in str([p.model_dump() for p in problems])
