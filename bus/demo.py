@@ -242,7 +242,8 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         delivered: Counter[str] = Counter()
         for partner in partnership.partners:
             # Read as the partner itself: its credentials open its own topic and nothing else.
-            values = read_topic(stack.access(partner_name(partner.id)), deliver_topic(partner.id), timeout_s=3.0,
+            values = read_topic(stack.access(partner_name(partner.id)), deliver_topic(partner.id), timeout_s=10.0,
+                                to_end=True,
                                 group=partner_group_prefix(partner.id) + "demo")
             delivered[partner.id] = sum(1 for v in values if json.loads(v)["event_id"] in ids)
         echo("")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from bus.exceptions import StackError
 from bus.security.kafka_access import KafkaAccess
@@ -38,11 +38,14 @@ def produce_all(producer: Producer, records: list[tuple[str, bytes, bytes]], tim
     return len(records)
 
 
-def committed_reader(access: KafkaAccess, group: str) -> Consumer:
+def committed_reader(access: KafkaAccess, group: str, *, eof: bool = False) -> Consumer:
     """A consumer of committed records that commits nothing. Callers assign partitions rather
-    than subscribe, so the group is never joined and READ on the topic is all it needs."""
+    than subscribe, so the group is never joined and READ on the topic is all it needs. With
+    `eof`, reaching the end of a partition is reported (and an empty one answers quickly)."""
+    extra = {"enable.partition.eof": True, "fetch.wait.max.ms": 50} if eof else {}
     return Consumer(access.librdkafka(**{
         "group.id": group, "enable.auto.commit": False, "isolation.level": "read_committed", "log_level": 3,
+        **extra,
     }))
 
 
@@ -55,13 +58,16 @@ def partitions_of(consumer: Consumer, topic: str) -> list[int]:
 
 def read_topic(
     access: KafkaAccess, topic: str, *, max_messages: int | None = None, timeout_s: float = 10.0,
-    until: Callable[[list[bytes]], bool] | None = None, group: str = "sgbus-reader",
+    until: Callable[[list[bytes]], bool] | None = None, group: str = "sgbus-reader", to_end: bool = False,
 ) -> list[bytes]:
     """Every value in `topic` from the beginning (no consumer group, nothing committed), until
-    `max_messages`, `until(values)` holds, or `timeout_s` passes."""
-    consumer = committed_reader(access, group)
+    `max_messages`, `until(values)` holds, `timeout_s` passes or, with `to_end`, the end of
+    every partition is reached (a snapshot of what is there now)."""
+    consumer = committed_reader(access, group, eof=to_end)
     try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions_of(consumer, topic)])
+        partitions = partitions_of(consumer, topic)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        at_end: set[int] = set()
         values: list[bytes] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -69,11 +75,17 @@ def read_topic(
                 break
             if until is not None and until(values):
                 break
+            if to_end and len(at_end) == len(partitions):
+                break
             msg = consumer.poll(0.2)
             if msg is None:
                 continue
-            if msg.error():
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(int(msg.partition() or 0))
                 continue
+            at_end.discard(int(msg.partition() or 0))
             value = msg.value()
             if value is not None:
                 values.append(value)

@@ -44,7 +44,7 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
     and put each remaining event back on sg.events for just its missed recipients."""
     report = ReplayReport()
     wanted: dict[str, tuple[int, int, set[str]]] = {}
-    for value in read_topic(access, DLQ, timeout_s=3.0):
+    for value in read_topic(access, DLQ, timeout_s=10.0, to_end=True):
         # sg.dlq is written by several principals: take nothing from it on trust. A record
         # counts only if well formed and the audit store holds the view_failed it claims.
         try:

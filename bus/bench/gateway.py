@@ -116,6 +116,9 @@ def run_gateway(home: Path, policies_dir: Path, partnership: Partnership, paced:
                 single: list[Prepared], batched: list[Prepared], progress: Callable[[str], None],
                 cpu_seconds: Callable[[int], float]) -> dict[str, Any]:
     """Start `sgbus gateway` on the running stack and measure it (nothing consumes meanwhile)."""
+    import logging
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else one line per request
     settings = Settings(home=home, policies_dir=policies_dir)
     # As many events a second as the flat-out phases offer: the rate limit is not what is measured.
     proc, url = start_gateway(settings, home / "bench-gateway.log",

@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import secrets
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,7 +89,11 @@ class PartnerCerts:
     def issue(self, partner_id: str, out: Path | None = None) -> tuple[Issued, RegisteredCert]:
         """A new key and certificate for PARTNER_ID's system. With `out`, the key and chain are
         moved there (the bus host keeps no copy of the private key)."""
-        issued = PartnershipCA(self.home).issue(client_cert_name(partner_id), server=False, client=True)
+        # Handed-over keys are made under a name of their own: the host's own certificate for
+        # this partner (if any) is left as it is.
+        stem = f"{client_cert_name(partner_id)}.handover-{secrets.token_hex(4)}" if out is not None else None
+        issued = PartnershipCA(self.home).issue(client_cert_name(partner_id), server=False, client=True,
+                                                file_stem=stem)
         cert = x509.load_pem_x509_certificate(issued.cert.read_bytes())
         entry = RegisteredCert(
             fingerprint=fingerprint(cert.public_bytes(serialization.Encoding.DER)), partner=partner_id,

@@ -42,6 +42,9 @@ def _problem(description: str, retry: bool = False) -> dict[str, Any]:
     return out
 
 
+#: the HTTP server's own refusal of a malformed request (e.g. a request line over 8 KiB), before any handler
+_MALFORMED = {"description": "a malformed request", "content": {
+    "application/problem+json": {"schema": _ref("Problem")}, "text/plain": {"schema": {"type": "string"}}}}
 _AUTH = {"401": _problem("no partner client certificate, or one not registered to a partner (or revoked)")}
 _LIMITS = {"413": _problem("the body is over the size limit"),
            "415": _problem("the body is not application/json"),
@@ -133,6 +136,10 @@ def build_openapi() -> dict[str, Any]:
                           "422": _problem("the body or the cursor is invalid"),
                           **_LIMITS, "429": _READS_LIMIT}}},
     }
+    for ops in paths.values():
+        for op in ops.values():
+            op["responses"].setdefault("400", _MALFORMED)
+            op["responses"] = dict(sorted(op["responses"].items()))
     return {
         "openapi": "3.1.0",
         "info": {"title": "sgbus gateway", "version": "1.0.0",

@@ -4,8 +4,10 @@ uvicorn does not hand to an ASGI app). Thin handlers over publish/mailbox/tracki
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
+import logging
 import ssl
 import threading
 import time
@@ -194,8 +196,9 @@ class Gateway:
             self._locks[event_id] = lock
         return lock
 
-    async def produce(self, accepted: Accepted) -> tuple[int, int, int]:
-        """Hand one event to Kafka; (partition, offset, timestamp ms) once the broker has it."""
+    def enqueue(self, accepted: Accepted) -> asyncio.Future[tuple[int, int, int]]:
+        """Hand one event to Kafka now (events enqueued one after another keep their order);
+        the future gives (partition, offset, timestamp ms) once the broker has it."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[int, int, int]] = loop.create_future()
 
@@ -210,9 +213,9 @@ class Gateway:
         try:
             self.producer.produce(accepted.topic, key=accepted.key, value=accepted.value, on_delivery=settle)
         except (BufferError, KafkaException):
-            raise ProblemError(503, "bus_unavailable", "The bus could not take the event now",
-                               headers={"Retry-After": "5"}) from None
-        return await done
+            done.set_exception(ProblemError(503, "bus_unavailable", "The bus could not take the event now",
+                                            headers={"Retry-After": "5"}))
+        return done
 
 
 def _settle(fut: asyncio.Future[Any], result: Any) -> None:
@@ -350,44 +353,105 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=_openapi_body(), content_type="application/json")
 
 
-async def _publish_one(gw: Gateway, partner: Partner, raw: bytes) -> tuple[int, Receipt | None, Problem | None]:
-    try:
-        return await _publish_checked(gw, partner, raw)
-    except ProblemError as exc:
-        return exc.problem.status, None, exc.problem
-    except Exception as exc:  # a bug costs this event only (never its content in the log)
-        log.error("publish_error", error=type(exc).__name__)
-        return 500, None, Problem(type=PROBLEM_BASE + "internal_error", title="Internal error", status=500,
-                                  code="internal_error")
+Outcome = tuple[int, Receipt | None, Problem | None]
 
 
-async def _publish_checked(gw: Gateway, partner: Partner, raw: bytes,
-                           ) -> tuple[int, Receipt | None, Problem | None]:
-    _partnership, signers = await _policy(gw)
-    outcome = await asyncio.to_thread(check_event, raw, partner, signers)
-    if isinstance(outcome, Refused) and outcome.unknown_key:  # a key registered since we last looked
-        _partnership, signers = await _policy(gw, unknown_key=True)
-        outcome = await asyncio.to_thread(check_event, raw, partner, signers)
-    if isinstance(outcome, Refused):
-        gw.metrics.rejected.labels(outcome.code).inc()
-        return outcome.status, None, Problem(type=PROBLEM_BASE + outcome.code, title=outcome.title,
-                                             status=outcome.status, code=outcome.code, errors=outcome.errors)
-    async with gw.lock_for(f"{partner.id}/{outcome.event_id}"):
-        stored = await gw.run_io(gw.store.get, partner.id, outcome.event_id)
-        if stored is None:
-            partition, offset, ts = await gw.produce(outcome)
-            stored = await gw.run_io(gw.store.put, StoredReceipt(
-                outcome.event_id, partner.id, outcome.content_sha256, outcome.topic, partition, offset, ts,
-                datetime.now(UTC)))
-            gw.metrics.published.labels(partner.id).inc()
-        elif stored.content_sha256 != outcome.content_sha256:
-            gw.metrics.rejected.labels("duplicate_event_id").inc()
-            return 409, None, Problem(type=PROBLEM_BASE + "duplicate_event_id", status=409, code="duplicate_event_id",
-                                      title="An event with this id but other content was already published",
-                                      errors=field_problem("event_id", "duplicate_event_id",
-                                                           "event ids must be unique; a retry must be identical"))
+def _internal_error() -> Outcome:
+    return 500, None, Problem(type=PROBLEM_BASE + "internal_error", title="Internal error", status=500,
+                              code="internal_error")
+
+
+def _duplicate() -> Outcome:
+    return 409, None, Problem(type=PROBLEM_BASE + "duplicate_event_id", status=409, code="duplicate_event_id",
+                              title="An event with this id but other content was already published",
+                              errors=field_problem("event_id", "duplicate_event_id",
+                                                   "event ids must be unique; a retry must be identical"))
+
+
+def _receipt_of(stored: StoredReceipt) -> Outcome:
     return 202, Receipt(event_id=uuid.UUID(stored.event_id), topic=stored.topic, partition=stored.partition,
                         offset=stored.offset, received_at=stored.received_at), None
+
+
+async def _publish(gw: Gateway, partner: Partner, raws: list[bytes]) -> list[Outcome]:
+    """Check and publish events in the order given (one child's events stay in order); each
+    gets the status a publish of it alone would have. Never raises for one event's sake."""
+    try:
+        return await _publish_checked(gw, partner, raws)
+    except ProblemError as exc:
+        return [(exc.problem.status, None, exc.problem)] * len(raws)
+    except Exception as exc:  # a bug: never the events' content in the log
+        log.error("publish_error", error=type(exc).__name__)
+        return [_internal_error()] * len(raws)
+
+
+def _check_all(raws: list[bytes], partner: Partner, signers: Any) -> list[Accepted | Refused]:
+    out: list[Accepted | Refused] = []
+    for raw in raws:
+        try:
+            out.append(check_event(raw, partner, signers))
+        except Exception as exc:  # a bug costs this event only
+            log.error("check_error", error=type(exc).__name__)
+            out.append(Refused(500, "internal_error", "Internal error"))
+    return out
+
+
+async def _publish_checked(gw: Gateway, partner: Partner, raws: list[bytes]) -> list[Outcome]:
+    _partnership, signers = await _policy(gw)
+    outcomes = await asyncio.to_thread(_check_all, raws, partner, signers)
+    retry = [i for i, o in enumerate(outcomes) if isinstance(o, Refused) and o.unknown_key]
+    if retry:  # a key registered since we last looked
+        _partnership, signers = await _policy(gw, unknown_key=True)
+        for i, again in zip(retry, await asyncio.to_thread(_check_all, [raws[i] for i in retry], partner, signers),
+                            strict=True):
+            outcomes[i] = again
+    results: list[Outcome | None] = [None] * len(raws)
+    accepted: list[tuple[int, Accepted]] = []
+    for i, o in enumerate(outcomes):
+        if isinstance(o, Refused):
+            gw.metrics.rejected.labels(o.code).inc()
+            results[i] = (o.status, None, Problem(type=PROBLEM_BASE + o.code, title=o.title, status=o.status,
+                                                  code=o.code, errors=o.errors))
+        else:
+            accepted.append((i, o))
+    async with contextlib.AsyncExitStack() as held:
+        # Every id of the batch locked (in one order, so two batches cannot wait on each other):
+        # a retry racing its original waits for the first receipt.
+        for key in sorted({f"{partner.id}/{o.event_id}" for _, o in accepted}):
+            await held.enter_async_context(gw.lock_for(key))
+        stored = await gw.run_io(lambda: {o.event_id: gw.store.get(partner.id, o.event_id) for _, o in accepted})
+        sent: dict[str, tuple[Accepted, asyncio.Future[tuple[int, int, int]]]] = {}
+        waiting: list[tuple[int, Accepted]] = []
+        for i, o in accepted:
+            earlier = stored.get(o.event_id)
+            if earlier is not None:
+                results[i] = _receipt_of(earlier) if earlier.content_sha256 == o.content_sha256 else _duplicate()
+            elif o.event_id in sent:  # twice in one batch
+                if sent[o.event_id][0].content_sha256 == o.content_sha256:
+                    waiting.append((i, o))
+                else:
+                    results[i] = _duplicate()
+            else:
+                sent[o.event_id] = (o, gw.enqueue(o))
+                waiting.append((i, o))
+        receipts: dict[str, StoredReceipt] = {}
+        for event_id, (o, future) in sent.items():
+            try:
+                partition, offset, ts = await future
+            except ProblemError:
+                continue
+            receipts[event_id] = StoredReceipt(event_id, partner.id, o.content_sha256, o.topic, partition, offset,
+                                               ts, datetime.now(UTC))
+        saved = await gw.run_io(lambda: {k: gw.store.put(r) for k, r in receipts.items()})
+        gw.metrics.published.labels(partner.id).inc(len(saved))
+        for i, o in waiting:
+            if o.event_id in saved:
+                results[i] = _receipt_of(saved[o.event_id])
+            else:
+                problem = Problem(type=PROBLEM_BASE + "bus_unavailable", title="The bus could not take the event now",
+                                  status=503, code="bus_unavailable")
+                results[i] = (503, None, problem)
+    return [r if r is not None else _internal_error() for r in results]
 
 
 async def publish(request: web.Request) -> web.Response:
@@ -396,7 +460,7 @@ async def publish(request: web.Request) -> web.Response:
     _json_body(request)
     _rate(gw, partner, 1)
     raw = await _read(request, MAX_EVENT_BYTES)
-    status, receipt, problem = await _publish_one(gw, partner, raw)
+    [(status, receipt, problem)] = await _publish(gw, partner, [raw])
     if problem is not None:
         return problem_response(problem, {"Retry-After": "5"} if status == 503 else None)
     assert receipt is not None
@@ -414,8 +478,7 @@ async def publish_batch(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise ProblemError(422, "invalid_batch", "The batch is invalid", _validation_problem(exc)) from None
     _rate(gw, partner, len(batch.events) - 1)
-    outcomes = await asyncio.gather(*(
-        _publish_one(gw, partner, json.dumps(event, ensure_ascii=False).encode()) for event in batch.events))
+    outcomes = await _publish(gw, partner, [json.dumps(event, ensure_ascii=False).encode() for event in batch.events])
     results = [BatchItem(index=i, status=status, receipt=receipt, problem=problem)
                for i, (status, receipt, problem) in enumerate(outcomes)]
     accepted = sum(1 for r in results if r.receipt is not None)
@@ -538,6 +601,17 @@ def server_tls(home: Path, cert: Path | None = None, key: Path | None = None, ca
     return ctx
 
 
+class _NoRequestContent(logging.Filter):
+    """aiohttp logs a malformed request with the bytes it choked on (part of a URL or body);
+    keep the fact, drop the content."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = "malformed_request: %s", (type(record.exc_info[1]).__name__
+                                                            if record.exc_info and record.exc_info[1] else "error",)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
+
+
 async def serve(gw: Gateway, home: Path, host: str, port: int, metrics_port: int,
                 on_ready: Callable[[dict[str, Any]], None] | None = None, tls: ssl.SSLContext | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop taking requests, finish those in flight, flush."""
@@ -546,6 +620,7 @@ async def serve(gw: Gateway, home: Path, host: str, port: int, metrics_port: int
 
     from bus.security.files import write_private
 
+    logging.getLogger("aiohttp.server").addFilter(_NoRequestContent())
     gw.start()
     runner = web.AppRunner(build_app(gw), access_log=None, handle_signals=False)
     await runner.setup()

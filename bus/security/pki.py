@@ -88,8 +88,10 @@ class PartnershipCA:
             raise TypeError("the partnership CA key is not an EC key")
         return key, x509.load_pem_x509_certificate(self.cert_path.read_bytes())
 
-    def issue(self, name: str, *, server: bool, client: bool, hosts: tuple[str, ...] = ()) -> Issued:
-        """Issue (or reissue) `<pki>/<name>.key` + `<name>.pem` with CN=`name`."""
+    def issue(self, name: str, *, server: bool, client: bool, hosts: tuple[str, ...] = (),
+              file_stem: str | None = None) -> Issued:
+        """Issue (or reissue) `<pki>/<name>.key` + `<name>.pem` with CN=`name` (files named
+        `file_stem` instead, when given)."""
         self.ensure()
         ca_key, ca_cert = self._load()
         key = ec.generate_private_key(ec.SECP256R1())
@@ -115,7 +117,8 @@ class PartnershipCA:
             builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         chain = cert.public_bytes(serialization.Encoding.PEM) + ca_cert.public_bytes(serialization.Encoding.PEM)
-        issued = Issued(self.dir / f"{name}.key", self.dir / f"{name}.pem", self.cert_path)
+        stem = file_stem or name
+        issued = Issued(self.dir / f"{stem}.key", self.dir / f"{stem}.pem", self.cert_path)
         write_private(issued.key, _key_pem(key))
         write_private(issued.cert, chain)
         write_private(issued.keystore, _key_pem(key) + chain)

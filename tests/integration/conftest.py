@@ -25,7 +25,7 @@ from bus.security.opa_auth import OpaAccess, OpaRole
 from bus.security.principals import publisher_name
 from bus.settings import Settings
 from bus.stack import Stack, free_port
-from bus.topics import AUDIT, ingress_topic
+from bus.topics import AUDIT, deliver_topic, ingress_topic
 from schemas.registry import parse_event_dict
 from schemas.synthetic import Synth
 from tests.helpers import wait_for
@@ -110,20 +110,32 @@ class Bus:
         produce_all(idempotent_producer(self.publisher(agency)), [(ingress_topic(agency), key, value)])
 
     def records(self, topic: str, timeout_s: float = 3.0) -> list[dict[str, Any]]:
-        return [json.loads(v) for v in read_topic(self.admin, topic, timeout_s=timeout_s)]
+        return [json.loads(v) for v in read_topic(self.admin, topic, timeout_s=timeout_s, to_end=True)]
 
     def audit_records(self, timeout_s: float = 3.0) -> list[dict[str, Any]]:
         """Every audit record in sg.audit (each message holds one route batch's records)."""
-        return [r for v in read_topic(self.admin, AUDIT, timeout_s=timeout_s) for r in json.loads(v)]
+        return [r for v in read_topic(self.admin, AUDIT, timeout_s=timeout_s, to_end=True) for r in json.loads(v)]
 
     def raw_values(self, topic: str) -> list[bytes]:
-        return read_topic(self.admin, topic, timeout_s=3.0)
+        return read_topic(self.admin, topic, timeout_s=3.0, to_end=True)
 
     def audits_for(self, event_ids: set[str], expected: int, timeout_s: float = 90.0) -> list[dict[str, Any]]:
+        """The audit records about `event_ids` once `expected` are there, and once every allowed
+        share among them is on its partner's topic too (the two are written by one batch, but
+        topics are read as snapshots: a caller may then check deliveries straight away)."""
         def probe() -> list[dict[str, Any]] | None:
             found = [r for r in self.audit_records(timeout_s=1.5) if r["event_id"] in event_ids]
             return found if len(found) >= expected else None
-        return wait_for(probe, timeout_s, what=f"{expected} audit records")
+        found = wait_for(probe, timeout_s, what=f"{expected} audit records")
+        wanted: dict[str, set[str]] = {}
+        for r in found:
+            if r["decision"] == "allow":
+                wanted.setdefault(str(r["recipient"]), set()).add(str(r["event_id"]))
+        for partner, ids in wanted.items():
+            wait_for(lambda p=partner, i=ids: i <= {json.loads(v)["event_id"]  # type: ignore[misc]
+                                                    for v in self.raw_values(deliver_topic(p))},
+                     timeout_s, what=f"the deliveries to {partner}")
+        return found
 
     def metric(self, name: str) -> float:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310 - loopback

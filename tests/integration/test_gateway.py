@@ -149,7 +149,11 @@ def test_a_school_cannot_publish_a_police_event_and_the_force_can_exactly_once(g
         # DSA-OE-001 lets the force know which school it notified; DSA-OE-002 (the MASH) only counts
         assert status.body["shared_with"] == 2 and status.body["recipients"] == ["oakfield-primary"]
     with gateway.client("oakfield-primary") as school:
-        assert school.status(event["event_id"]).status == 404  # not the school's to track
+        # the school tracks only its own event under that id, never the force's
+        own = school.status(event["event_id"]).body
+        assert own["received_at"] != status.body["received_at"] and "recipients" not in own
+    with gateway.client("riverside-academy") as other_school:
+        assert other_school.status(event["event_id"]).status == 404  # nothing of its own under that id
 
 
 def test_invalid_and_oversized_events_get_problem_details_naming_the_field_only(gateway: Gateway) -> None:
@@ -294,7 +298,8 @@ def test_every_endpoint_matches_the_committed_openapi_document(gateway: Gateway)
             runner(operation, GenerationMode.NEGATIVE, [*wanted, checks.negative_data_rejection])()
             tried += 1
     assert tried == 12  # seven operations with valid input, the five that take input also with invalid
-    assert "Traceback" not in gateway.log.read_text()
+    log = gateway.log.read_text()
+    assert "Traceback" not in log and "%C2" not in log  # no request content in the log, even of a malformed one
 
 
 def test_the_readme_curl_calls_work_against_the_live_gateway(gateway: Gateway, tmp_path: Path) -> None:

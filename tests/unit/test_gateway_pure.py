@@ -207,3 +207,19 @@ def test_a_batch_with_a_made_up_key_is_refused_without_repeating_the_key() -> No
         BatchRequest.model_validate_json(b'{"events": [{}], "Jane Smith 07700900123": 1}')
     problems = _validation_problem(info.value)
     assert [p.field for p in problems] == ["<unknown>"] and "Jane" not in str([p.model_dump() for p in problems])
+
+
+def test_a_malformed_request_is_logged_without_the_bytes_it_carried() -> None:
+    import logging
+
+    from bus.gateway.server import _NoRequestContent
+
+    try:
+        raise ValueError("Got more than 8190 bytes when reading: b'/v1/mailbox?after=Jane%20Smith'")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
+                                   ("127.0.0.1",), sys.exc_info())
+    assert _NoRequestContent().filter(record)
+    assert record.getMessage() == "malformed_request: ValueError" and record.exc_info is None
