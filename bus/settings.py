@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     opa_timeout_s: float = Field(default=2.0, gt=0, description="timeout of one OPA query")
     retry_max_backoff_s: float = Field(default=5.0, gt=0, description="cap of the OPA retry backoff")
     log_level: str = Field(default="info", description="worker log level")
+    shutdown_grace_s: float = Field(
+        default=15.0, gt=0, le=300, description="longest a worker takes to stop on SIGTERM/SIGINT before it exits "
+                                                "anyway (uncommitted work is processed again)")
     gateway_url: str | None = Field(
         default=None, description="the gateway's base URL for `sgbus gateway send|mailbox|status`; default: the "
                                   "local gateway's (from $SGBUS_HOME/gateway/gateway.json)")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
+from typing import Any
 
 import faust
 
@@ -79,12 +82,38 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     run_faust(create_app(access, services, stage), settings)
 
 
+#: exit status of a worker whose graceful stop overran its grace period
+EXIT_STOP_OVERRAN = 3
+
+
+class BoundedWorker(faust.Worker):
+    """Faust's worker with a bounded stop: on SIGTERM or SIGINT it stops as Faust does, but if
+    that has not finished within `grace_s` (Kafka unreachable: flushes and commits that never
+    return) the process exits at once. Nothing unfinished is committed either way: offsets are
+    committed only after a batch's records are sent, and an exactly-once stage's open
+    transaction is aborted by the broker, so what was in flight is processed again."""
+
+    grace_s: float = 15.0
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        timer = threading.Timer(self.grace_s, _overran, args=(self.grace_s,))
+        timer.daemon = True
+        timer.start()
+        super()._schedule_shutdown(signal)
+
+
+def _overran(grace_s: float) -> None:
+    log.error("stop_overran_grace", grace_s=grace_s)
+    os._exit(EXIT_STOP_OVERRAN)
+
+
 def run_faust(app: faust.App, settings: Settings) -> None:
-    """Run a Faust app in this process until SIGTERM/SIGINT."""
+    """Run a Faust app in this process until SIGTERM/SIGINT (stopping within the grace period)."""
     # Faust creates its own loop; make sure one exists for this thread first.
     asyncio.set_event_loop(asyncio.new_event_loop())
     level = {"warning": "warn"}.get(settings.log_level, settings.log_level)
-    worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
+    worker = BoundedWorker(app, loglevel=level, quiet=True, redirect_stdouts=False)
+    worker.grace_s = settings.shutdown_grace_s
     # Faust's progress spinner sets the root logger to DEBUG whenever the level is WARN or above,
     # so every aiokafka and Faust debug record was built and then dropped (seen in py-spy profiles).
     worker.spinner = None
