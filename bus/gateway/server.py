@@ -521,6 +521,22 @@ def _query_int(request: web.Request, name: str, default: int, low: int, high: in
     return value
 
 
+async def _on_mailbox(gw: Gateway, cursor_field: str, call: Callable[..., Any], *args: Any) -> Any:
+    """A mailbox call off the event loop, its failures as problems (`cursor_field`: where the
+    caller put the cursor)."""
+    try:
+        return await gw.run_io(call, *args)
+    except MailboxBusy:
+        raise ProblemError(429, "mailbox_busy", "Another read or acknowledgement of this mailbox is in progress",
+                           headers={"Retry-After": "1"}) from None
+    except BadCursor as exc:
+        raise ProblemError(422, "invalid_cursor", "The cursor is not valid for this mailbox",
+                           field_problem(cursor_field, "invalid_cursor", str(exc))) from None
+    except (KafkaException, MailboxUnavailable):
+        raise ProblemError(503, "bus_unavailable", "The mailbox cannot be used now",
+                           headers={"Retry-After": "5"}) from None
+
+
 async def mailbox(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
     partner = await authenticated(request)
@@ -528,17 +544,7 @@ async def mailbox(request: web.Request) -> web.Response:
     limit = _query_int(request, "limit", 100, 1, MAX_BATCH)
     wait = _query_int(request, "wait", 0, 0, MAX_WAIT_S)
     after = request.query.get("after")
-    try:
-        items, cursor, more = await gw.run_io(gw.mailbox(partner.id).read, after, limit, float(wait))
-    except MailboxBusy:
-        raise ProblemError(429, "mailbox_busy", "Another read or acknowledgement of this mailbox is in progress",
-                           headers={"Retry-After": "1"}) from None
-    except BadCursor as exc:
-        raise ProblemError(422, "invalid_cursor", "The cursor is not valid for this mailbox",
-                           field_problem("after", "invalid_cursor", str(exc))) from None
-    except (KafkaException, MailboxUnavailable):
-        raise ProblemError(503, "bus_unavailable", "The mailbox cannot be read now",
-                           headers={"Retry-After": "5"}) from None
+    items, cursor, more = await _on_mailbox(gw, "after", gw.mailbox(partner.id).read, after, limit, float(wait))
     return json_response(MailboxPage(items=[MailboxItem(partition=d.partition, offset=d.offset,
                                                         delivered_at=d.delivered_at, event=d.event) for d in items],
                                      cursor=cursor, more=more))
@@ -554,17 +560,7 @@ async def ack(request: web.Request) -> web.Response:
         body = AckRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise ProblemError(422, "invalid_body", "The body is invalid", _validation_problem(exc)) from None
-    try:
-        advanced = await gw.run_io(gw.mailbox(partner.id).ack, body.cursor)
-    except MailboxBusy:
-        raise ProblemError(429, "mailbox_busy", "Another read or acknowledgement of this mailbox is in progress",
-                           headers={"Retry-After": "1"}) from None
-    except BadCursor as exc:
-        raise ProblemError(422, "invalid_cursor", "The cursor is not valid for this mailbox",
-                           field_problem("cursor", "invalid_cursor", str(exc))) from None
-    except (KafkaException, MailboxUnavailable):
-        raise ProblemError(503, "bus_unavailable", "The mailbox cannot be acknowledged now",
-                           headers={"Retry-After": "5"}) from None
+    advanced = await _on_mailbox(gw, "cursor", gw.mailbox(partner.id).ack, body.cursor)
     return json_response(AckResult(cursor=body.cursor, advanced=advanced))
 
 
