@@ -37,8 +37,8 @@ def gateway_serve(
     import asyncio
 
     from bus import logs
-    from bus.audit.chain import open_audit_store
     from bus.gateway.server import Gateway, serve, server_tls
+    from bus.gateway.tracking import AuditReader
     from bus.security.principals import GATEWAY
     from bus.security.resolve import opa_access
 
@@ -46,15 +46,7 @@ def gateway_serve(
     logs.configure(settings.log_level)
     bootstrap, opa_url = resolve_endpoints(settings)
 
-    def decisions(event_id: str) -> list[dict[str, Any]]:
-        if settings.audit_dsn is None and not settings.audit_db_path.is_file():
-            return []
-        store = open_audit_store(settings)
-        try:
-            return store.for_event(event_id)
-        finally:
-            store.close()
-
+    decisions = AuditReader(settings)
     gw = Gateway(settings.home, kafka_as(settings, bootstrap, GATEWAY), opa_access(settings, opa_url, "worker"),
                  rate=settings.gateway_rate, burst=settings.gateway_burst, audit_lookup=decisions)
     if (settings.gateway_tls_cert is None) != (settings.gateway_tls_key is None):
@@ -63,6 +55,7 @@ def gateway_serve(
     asyncio.run(serve(gw, settings.home, host, port, settings.metrics_port if metrics_port is None else metrics_port,
                       on_ready=lambda info: err(f"gateway listening on {info['url']} (metrics {info['metrics_url']})"),
                       tls=tls))
+    decisions.close()
 
 
 def _client(settings: Settings, partner: str | None, cert_dir: Path | None, url: str | None):  # type: ignore[no-untyped-def]

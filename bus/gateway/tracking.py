@@ -13,10 +13,12 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bus import logs
+from bus.audit.chain import AuditStore, open_audit_store
 from bus.gateway.models import DeadLetterReason, EventStatus
 from bus.gateway.receipts import ReceiptStore, StoredReceipt, position_key
 from bus.policy.data import Partner, Partnership
 from bus.security.kafka_access import KafkaAccess
+from bus.settings import Settings
 from bus.topics import DLQ
 
 log = logs.get("sgbus.gateway.tracking")
@@ -66,6 +68,39 @@ class DeadLetterFollower(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+
+
+class AuditReader:
+    """Decisions by event id from the audit store, over one connection kept open (the store's
+    schema statements run once, not per look-up) and reopened after an error."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: AuditStore | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, event_id: str) -> list[dict[str, Any]]:
+        if self.settings.audit_dsn is None and not self.settings.audit_db_path.is_file():
+            return []  # nothing audited yet
+        with self._lock:
+            if self._store is None:
+                self._store = open_audit_store(self.settings)
+            try:
+                return self._store.for_event(event_id)
+            except Exception:
+                self.close_unlocked()
+                raise
+
+    def close_unlocked(self) -> None:
+        if self._store is not None:
+            try:
+                self._store.close()
+            finally:
+                self._store = None
+
+    def close(self) -> None:
+        with self._lock:
+            self.close_unlocked()
 
 
 def event_status(receipt: StoredReceipt, partner: Partner, store: ReceiptStore, partnership: Partnership,

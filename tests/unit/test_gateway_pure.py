@@ -223,3 +223,20 @@ def test_a_malformed_request_is_logged_without_the_bytes_it_carried() -> None:
                                    ("127.0.0.1",), sys.exc_info())
     assert _NoRequestContent().filter(record)
     assert record.getMessage() == "malformed_request: ValueError" and record.exc_info is None
+
+
+def test_the_status_audit_reader_keeps_one_connection_and_reads_nothing_before_the_store_exists(
+        tmp_path: Path) -> None:
+    from bus.audit.chain import AuditStore
+    from bus.gateway.tracking import AuditReader
+    from bus.settings import Settings
+
+    reader = AuditReader(Settings(home=tmp_path, audit_db=tmp_path / "audit.db"))
+    assert reader("5c1f9d3e-1111-4a2b-8c3d-000000000001") == [] and reader._store is None
+    AuditStore(tmp_path / "audit.db").close()
+    assert reader("5c1f9d3e-1111-4a2b-8c3d-000000000001") == []
+    first = reader._store
+    reader("5c1f9d3e-1111-4a2b-8c3d-000000000002")
+    assert first is not None and reader._store is first
+    reader.close()
+    assert reader._store is None
