@@ -40,17 +40,23 @@ from schemas.synthetic import Synth
 Echo = Callable[[str], None]
 
 
-def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None = None,
-                 stage: str = "all") -> subprocess.Popen[bytes]:
-    """`sgbus worker [--stage S]` in a child process, logging to `log_path`."""
+def _start_sgbus(settings: Settings, log_path: Path, args: list[str], env: dict[str, str] | None,
+                 ) -> subprocess.Popen[bytes]:
+    """`sgbus ARGS` in a child process on this stack's home and policies, logging to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     out = log_path.open("ab")
     child_env = {**os.environ, "SGBUS_HOME": str(settings.home.resolve()),
                  "SGBUS_POLICIES_DIR": str(settings.policies_dir.resolve()), **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "bus", "worker", "--stage", stage], stdout=out,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env)
+    proc = subprocess.Popen([sys.executable, "-m", "bus", *args], stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=child_env)
     out.close()
     return proc
+
+
+def start_worker(settings: Settings, log_path: Path, env: dict[str, str] | None = None,
+                 stage: str = "all") -> subprocess.Popen[bytes]:
+    """`sgbus worker [--stage S]` in a child process, logging to `log_path`."""
+    return _start_sgbus(settings, log_path, ["worker", "--stage", stage], env)
 
 
 def start_gateway(settings: Settings, log_path: Path, env: dict[str, str] | None = None,
@@ -59,13 +65,7 @@ def start_gateway(settings: Settings, log_path: Path, env: dict[str, str] | None
     from bus.gateway.state import local_url, state_path
 
     state_path(settings.home).unlink(missing_ok=True)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    out = log_path.open("ab")
-    child_env = {**os.environ, "SGBUS_HOME": str(settings.home.resolve()),
-                 "SGBUS_POLICIES_DIR": str(settings.policies_dir.resolve()), **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "bus", "gateway", "--port", "0", "--metrics-port", "0"],
-                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env)
-    out.close()
+    proc = _start_sgbus(settings, log_path, ["gateway", "--port", "0", "--metrics-port", "0"], env)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         url = local_url(settings.home)

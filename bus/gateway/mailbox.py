@@ -111,25 +111,28 @@ class Mailbox:
         if not self._lock.acquire(blocking=False):
             raise MailboxBusy("another call on this mailbox is in progress")
 
-    def _bounds(self, partition: int) -> tuple[int, int]:
-        low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=10)
-        return int(low), int(high)
+    def _bounds(self) -> dict[int, tuple[int, int]]:
+        """(low, high) watermark of each partition, read once per call."""
+        out = {}
+        for tp in self._tps():
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=10)
+            out[tp.partition] = (int(low), int(high))
+        return out
 
-    def _committed(self) -> dict[int, int]:
+    def _committed(self, bounds: dict[int, tuple[int, int]]) -> dict[int, int]:
         out = {}
         for tp in self._consumer.committed(self._tps(), timeout=10):
-            low, high = self._bounds(tp.partition)
+            low, high = bounds[tp.partition]
             # none yet, or past the end (the topic was recreated): from the oldest kept
             out[tp.partition] = tp.offset if 0 <= tp.offset <= high else low
         return out
 
-    def _check(self, positions: dict[int, int]) -> dict[int, int]:
-        known = {tp.partition for tp in self._tps()}
-        if set(positions) - known:
+    @staticmethod
+    def _check(positions: dict[int, int], bounds: dict[int, tuple[int, int]]) -> dict[int, int]:
+        if set(positions) - set(bounds):
             raise BadCursor("the cursor names partitions this mailbox does not have")
-        for partition, offset in positions.items():
-            if offset > self._bounds(partition)[1]:
-                raise BadCursor("the cursor points past the end of the mailbox")
+        if any(offset > bounds[partition][1] for partition, offset in positions.items()):
+            raise BadCursor("the cursor points past the end of the mailbox")
         return positions
 
     def read(self, after: str | None, limit: int, wait_s: float = 0.0) -> tuple[list[Delivery], str, bool]:
@@ -138,22 +141,24 @@ class Mailbox:
         per child: one child's deliveries share a partition) and by delivery time across them."""
         self._acquire()
         try:
-            start = self._committed()
+            bounds = self._bounds()
+            start = self._committed(bounds)
             if after is not None:
-                start.update(self._check(decode_cursor(self.partner_id, after)))
-            pending = self._fetch(start, limit, wait_s)
+                start.update(self._check(decode_cursor(self.partner_id, after), bounds))
+            pending = self._fetch(start, {p: high for p, (_low, high) in bounds.items()}, limit, wait_s)
             picked, positions = _merge(pending, start, limit)
             more = sum(len(v) for v in pending.values()) > len(picked)
             return picked, encode_cursor(self.partner_id, positions), more
         finally:
             self._lock.release()
 
-    def _fetch(self, start: dict[int, int], limit: int, wait_s: float) -> dict[int, list[Delivery]]:
+    def _fetch(self, start: dict[int, int], ends: dict[int, int], limit: int, wait_s: float,
+               ) -> dict[int, list[Delivery]]:
         """Up to `limit` + 1 deliveries from each partition (a partition is paused when it has
         them): the same start gives the same page, whatever order the fetches come back in."""
         pending: dict[int, list[Delivery]] = {p: [] for p in start}
         # nothing past the high watermark: known without a fetch (an empty mailbox answers at once)
-        done = {p for p, o in start.items() if o >= self._bounds(p)[1]}
+        done = {p for p, o in start.items() if o >= ends[p]}
         if len(done) == len(start) and wait_s <= 0:
             return pending
         self._consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
@@ -193,8 +198,9 @@ class Mailbox:
         later one acknowledged). True if anything new was acknowledged."""
         self._acquire()
         try:
-            positions = self._check(decode_cursor(self.partner_id, cursor))
-            committed = self._committed()
+            bounds = self._bounds()
+            positions = self._check(decode_cursor(self.partner_id, cursor), bounds)
+            committed = self._committed(bounds)
             forward = {p: o for p, o in positions.items() if o > committed.get(p, 0)}
             if forward:
                 self._consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in forward.items()],

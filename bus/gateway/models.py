@@ -9,6 +9,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_BATCH = 500
+#: the longest a mailbox read waits for a first delivery (long polling), in seconds
+MAX_WAIT_S = 10
 
 
 class Body(BaseModel):

@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 
 from bus.gateway.models import (
     MAX_BATCH,
+    MAX_WAIT_S,
     AckRequest,
     AckResult,
     BatchRequest,
@@ -22,8 +23,6 @@ from bus.gateway.models import (
     Receipt,
 )
 from schemas.registry import _ADAPTER, MAX_EVENT_BYTES
-
-MAX_WAIT_S = 10  # as bus/gateway/server.py (not imported: this module must not need Kafka)
 
 REF = "#/components/schemas/{model}"
 COMMITTED = Path(__file__).resolve().parents[2] / "schemas" / "openapi.json"

@@ -30,6 +30,7 @@ from bus.gateway.identity import PartnerCerts
 from bus.gateway.mailbox import BadCursor, Mailbox, MailboxBusy, MailboxUnavailable
 from bus.gateway.models import (
     MAX_BATCH,
+    MAX_WAIT_S,
     AckRequest,
     AckResult,
     BatchItem,
@@ -61,8 +62,6 @@ PROBLEM_BASE = "https://sgbus.example/problems/"
 #: a whole batch: 500 events, most far below the per-event limit
 MAX_BATCH_BYTES = 16 * 1024 * 1024
 GATEWAY_SERVER_CERT = "gateway"
-#: the longest a mailbox read waits for a first delivery (long polling)
-MAX_WAIT_S = 10
 #: mailbox reads, acknowledgements and status look-ups a partner may make a second (bursts of twice that)
 READS_PER_S = 20
 
