@@ -44,13 +44,15 @@ app.add_typer(gateway_app, name="gateway")
 # -- stack ----------------------------------------------------------------------------------
 @stack_app.command("up")
 def stack_up(as_json: Annotated[bool, typer.Option("--json", help="print status as JSON")] = False) -> None:
-    """Start Kafka (KRaft) and OPA on free loopback ports, load policies, create topics."""
+    """Start Kafka (KRaft), OPA, Prometheus and Alertmanager on free loopback ports, load
+    policies, create topics."""
     settings = load_settings()
     status, started = local_stack(settings).up()
     if as_json:
         typer.echo(json.dumps(status))
     elif started:
         typer.echo(f"started {', '.join(started)}: kafka {status['kafka_bootstrap']}, opa {status['opa_url']}")
+        typer.echo(f"prometheus {status['prometheus_url']}, alertmanager {status['alertmanager_url']}")
         typer.echo(f"state and logs in {status['home']}; stop with `sgbus stack down`")
     else:
         typer.echo(f"already running: kafka {status['kafka_bootstrap']}, opa {status['opa_url']} (nothing to do)")
@@ -65,12 +67,12 @@ def stack_down() -> None:
 
 @stack_app.command("status")
 def stack_status(as_json: Annotated[bool, typer.Option("--json", help="print status as JSON")] = False) -> None:
-    """Show whether Kafka and OPA are running, their endpoints, pids and logs."""
+    """Show whether Kafka, OPA, Prometheus and Alertmanager are running, their endpoints, pids and logs."""
     status = local_stack(load_settings(), quiet=True).status()
     if as_json:
         typer.echo(json.dumps(status))
         return
-    for name in ("kafka", "opa"):
+    for name in ("kafka", "opa", "prometheus", "alertmanager"):
         info = status[name]
         if info["alive"]:
             typer.echo(f"{name}: running (pid {info['pid']}, port {info['port']}, log {info['log']})")
@@ -82,12 +84,18 @@ def stack_status(as_json: Annotated[bool, typer.Option("--json", help="print sta
 
 @stack_app.command("fetch")
 def stack_fetch() -> None:
-    """Fetch, verify and cache the pinned Kafka jars and OPA binary (done by `up` too)."""
+    """Fetch, verify and cache the pinned Kafka jars, OPA binary, Prometheus, Alertmanager and
+    JMX exporter (done by `up` too)."""
     from bus import toolchain
+    from bus.toolchain import monitoring
 
     libs, opa = toolchain.ensure_all(err)
     typer.echo(f"kafka {toolchain.KAFKA_VERSION}: {libs}")
     typer.echo(f"opa {opa.version}: {opa.path}")
+    binaries = monitoring.ensure_prometheus(err)
+    typer.echo(f"prometheus {monitoring.PROMETHEUS_VERSION}: {binaries.prometheus}")
+    typer.echo(f"alertmanager: {binaries.alertmanager}")
+    typer.echo(f"jmx exporter {monitoring.JMX_EXPORTER_VERSION}: {monitoring.ensure_jmx_exporter(err)}")
 
 
 # -- worker, publish, tail, demo -------------------------------------------------------------
@@ -237,6 +245,31 @@ def tail(
     for value in values:
         typer.echo(value.decode())
     err(f"{len(values)} event(s) delivered to {partner}")
+
+
+@app.command("status")
+def status_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """An operator's summary without a browser: processes up, lag, rates, dead letters and
+    rejections by reason, alerts firing (from Prometheus and Alertmanager). Exit 1 when a
+    process is down or a critical alert fires."""
+    from bus.ops.status import StatusUnavailable, collect, render
+
+    settings = load_settings()
+    prometheus, alertmanager = settings.prometheus_url, settings.alertmanager_url
+    if prometheus is None:
+        stack = local_stack(settings, quiet=True).status()
+        prometheus, alertmanager = stack["prometheus_url"], alertmanager or stack["alertmanager_url"]
+    if prometheus is None:
+        fail("no Prometheus: set SGBUS_PROMETHEUS_URL or start the local stack (`sgbus stack up`)")
+    try:
+        status = collect(prometheus, alertmanager)
+    except StatusUnavailable as exc:
+        fail(str(exc))
+    typer.echo(json.dumps(status.as_json(), indent=2) if as_json else render(status))
+    if not status.healthy:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -111,6 +111,8 @@ def pseudonymise_checked(checked: list[Checked], keyring: Keyring) -> list[Inges
             event = pseudonymise_at_ingest(c.event, keyring, redacted=texts, provenance=provenance,
                                            ingest_id=ingest_id_for(r.topic, r.partition, r.offset, r.timestamp_ms),
                                            override_role=c.verified.override_role)
+            if r.timestamp_ms > 0:
+                event = event.model_copy(update={"published_at": datetime.fromtimestamp(r.timestamp_ms / 1000, UTC)})
             out.append(IngestOutcome(event=event, override_refused=c.verified.override_refused))
         except RedactorUnavailable:
             raise

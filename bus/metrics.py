@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from bus.encompass import SchoolCalendar, is_notification, late
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+#: bounded categories of the policy's free-text deny reasons (policies/sgbus/share/share.rego)
+DENY_REASONS = ("not_a_partner", "no_agreement", "conditions_not_met")
+
+
+def deny_category(reasons: list[str]) -> str:
+    first = reasons[0] if reasons else ""
+    if first.startswith("recipient is not a partner"):
+        return "not_a_partner"
+    if first.startswith("no agreement covers"):
+        return "no_agreement"
+    return "conditions_not_met"
 
 
 class Metrics:
@@ -60,9 +76,50 @@ class Metrics:
             "sgbus_audit_heads_published_total", "Signed audit chain heads published to sg.audit.heads", registry=r
         )
         self.opa_up = Gauge("sgbus_opa_up", "1 when the last OPA query succeeded", registry=r)
+        self.policy_denials = Counter(
+            "sgbus_policy_denials_total", "Shares denied, by category of the policy's first reason",
+            ["reason"], registry=r,
+        )
+        self.e2e_latency_seconds = Histogram(
+            "sgbus_e2e_latency_seconds", "Publish (ingress record time) to delivery on the partner's topic",
+            ["event_type"], registry=r, buckets=LATENCY_BUCKETS,
+        )
+        self.encompass_notifications = Counter(
+            "sgbus_encompass_notifications_total",
+            "Police domestic-abuse notifications delivered to schools", registry=r,
+        )
+        self.encompass_deadline_missed = Counter(
+            "sgbus_encompass_deadline_missed_total",
+            "Police domestic-abuse notifications delivered to a school after the start of the next school day",
+            registry=r,
+        )
+        self.audit_chain_length = Gauge(
+            "sgbus_audit_chain_length", "Records in the audit chain at its last verification", registry=r
+        )
+        self.audit_chain_verified = Gauge(
+            "sgbus_audit_chain_verified", "1 when the last verification of the audit chain passed, 0 when it "
+            "failed (NaN until the first one)", registry=r
+        )
+        self.audit_chain_verified.set(float("nan"))
+        self.audit_chain_last_verified = Gauge(
+            "sgbus_audit_chain_last_verified_timestamp_seconds", "When the audit chain was last verified",
+            registry=r,
+        )
         self.policy_revision = Gauge(
             "sgbus_policy_revision_info", "Policy revision of the last decision", ["revision"], registry=r
         )
+
+    def delivered(self, *, event_type: str, recipient: str, recipient_agency: str, occurred_at: datetime,
+                  published_at: datetime | None, calendar: SchoolCalendar, now: datetime | None = None) -> None:
+        """Count one delivery to a partner's topic (labels: ids from the partnership's finite sets only)."""
+        now = now or datetime.now(UTC)
+        self.deliveries.labels(recipient).inc()
+        if published_at is not None:
+            self.e2e_latency_seconds.labels(event_type).observe(max(0.0, (now - published_at).total_seconds()))
+        if is_notification(event_type, recipient_agency):
+            self.encompass_notifications.inc()
+            if late(calendar, occurred_at, now):
+                self.encompass_deadline_missed.inc()
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Serve /metrics; returns the bound port (port 0 picks a free one)."""

@@ -43,6 +43,8 @@ class PseudonymisedEvent(Rec):
     occurred_at: AwareDatetime
     recorded_at: AwareDatetime
     ingested_at: AwareDatetime
+    #: the ingress record's timestamp (when the publisher sent it), for end-to-end latency
+    published_at: AwareDatetime | None = None
     classification: str
     subject: SealedSubject
     #: free text is the redacted copy; the originals are in `sealed_text`

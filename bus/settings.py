@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     audit_dsn: SecretStr | None = Field(
         default=None, description="PostgreSQL DSN of the audit store; when set, used instead of SQLite"
     )
+    audit_verify_interval_s: float = Field(
+        default=300.0, ge=1, description="how often the audit stage verifies the whole chain with the public keys "
+                                         "(sgbus_audit_chain_verified; alert SgbusAuditChainVerificationFailed)")
+    prometheus_url: str | None = Field(
+        default=None, description="Prometheus for `sgbus status`; default: the local stack's")
+    alertmanager_url: str | None = Field(
+        default=None, description="Alertmanager for `sgbus status`; default: the local stack's")
     app_id: str = Field(default="sgbus", description="Faust app id (consumer group)")
     metrics_port: int = Field(default=0, description="Prometheus /metrics port (0: pick a free one)")
     batch_size: int = Field(default=100, ge=1, le=1000, description="events per policy query")

@@ -26,6 +26,7 @@ from typing import Any
 from bus import toolchain
 from bus.audit.signer import ensure_audit_signer
 from bus.exceptions import StackError
+from bus.ops import monitoring, targets
 from bus.policy.bundle import SIGNING_ALG, Bundle, build_bundle, ensure_policy_key
 from bus.policy.data import load_partnership
 from bus.provenance.registry import LocalSigners
@@ -36,6 +37,7 @@ from bus.security.kafka_access import KafkaAccess, local_access
 from bus.security.kafka_admin import SyncReport, scram_users, sync_principals, upsert_scram
 from bus.security.pki import LOCAL_HOSTS, Issued, PartnershipCA, ca_path, client_context
 from bus.security.principals import ADMIN
+from bus.toolchain.monitoring import ensure_jmx_exporter, ensure_prometheus
 from bus.topics import create_topics, topic_specs
 
 Progress = Callable[[str], None]
@@ -167,7 +169,7 @@ class Stack:
             state[service] = info
             # Ports outlive a stop so a restarted service comes back where clients expect it.
             ports = state.setdefault("ports", {})
-            for key in ("port", "controller_port", "internal_port"):
+            for key in ("port", "controller_port", "internal_port", "jmx_port"):
                 if key in info:
                     ports[f"{service}_{key}"] = info[key]
         self._write_state(state)
@@ -179,7 +181,7 @@ class Stack:
     def status(self) -> dict[str, Any]:
         state = self._read_state()
         out: dict[str, Any] = {"home": str(self.home)}
-        for name in ("kafka", "opa"):
+        for name in ("kafka", "opa", "prometheus", "alertmanager"):
             info = state.get(name)
             if info:
                 out[name] = {**info, "alive": process_alive(info.get("pid"), info.get("marker", "?"))}
@@ -188,6 +190,10 @@ class Stack:
         out["running"] = out["kafka"]["alive"] and out["opa"]["alive"]
         out["kafka_bootstrap"] = f"127.0.0.1:{out['kafka']['port']}" if out["kafka"]["alive"] else None
         out["opa_url"] = f"https://127.0.0.1:{out['opa']['port']}" if out["opa"]["alive"] else None
+        out["prometheus_url"] = (f"http://127.0.0.1:{out['prometheus']['port']}"
+                                 if out["prometheus"]["alive"] else None)
+        out["alertmanager_url"] = (f"http://127.0.0.1:{out['alertmanager']['port']}"
+                                   if out["alertmanager"]["alive"] else None)
         out["kafka_security"] = "SASL_SSL (SCRAM-SHA-512), ACLs required"
         out["kafka_ca"] = str(ca_path(self.home))
         out["opa_auth"] = "TLS, bearer token per role, system.authz"
@@ -241,6 +247,11 @@ class Stack:
         iport = free_port(self._previous_port("kafka_internal_port"))
         while iport in (port, cport):
             iport = free_port()
+        jport = free_port(self._previous_port("kafka_jmx_port"))
+        while jport in (port, cport, iport):
+            jport = free_port()
+        jmx_config = monitoring.write_yaml(kdir / "jmx-exporter.yaml", monitoring.JMX_EXPORTER_CONFIG)
+        agent = f"-javaagent:{ensure_jmx_exporter(self.progress)}=127.0.0.1:{jport}:{jmx_config}"
         node = self._node_cert()
         props = kdir / "server.properties"
         template = resources.files("bus.toolchain").joinpath("kafka-server.properties").read_text()
@@ -267,12 +278,12 @@ class Stack:
                 raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
         stdout = (kdir / "stdout.log").open("ab")
         proc = subprocess.Popen(
-            [*jvm, "kafka.Kafka", str(props)], stdout=stdout, stderr=subprocess.STDOUT,
+            [*jvm[:1], agent, *jvm[1:], "kafka.Kafka", str(props)], stdout=stdout, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, cwd=kdir,
         )
         stdout.close()
         info = {"pid": proc.pid, "port": port, "controller_port": cport, "internal_port": iport,
-                "marker": str(props),
+                "jmx_port": jport, "marker": str(props),
                 "data_dir": str(data), "log": str(log), "version": toolchain.KAFKA_VERSION}
         self._update("kafka", info)
         self._wait_kafka(info)
@@ -383,6 +394,92 @@ class Stack:
         self._update("opa", None)
         return stopped
 
+    # -- Prometheus and Alertmanager -----------------------------------------------------
+    def start_alertmanager(self) -> dict[str, Any]:
+        binaries = ensure_prometheus(self.progress)
+        adir = private_dir(self.home / "alertmanager")
+        port = free_port(self._previous_port("alertmanager_port"))
+        config = monitoring.write_yaml(adir / "alertmanager.yml", monitoring.alertmanager_config())
+        log = adir / "alertmanager.log"
+        cmd = [str(binaries.alertmanager), f"--config.file={config}", f"--storage.path={adir / 'data'}",
+               f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"]
+        info = self._spawn(cmd, adir, log, port, str(config))
+        self._update("alertmanager", info)
+        self._wait_http(info, f"http://127.0.0.1:{port}/-/ready", "Alertmanager")
+        return info
+
+    def write_prometheus_config(self) -> Path:
+        """prometheus.yml for what runs now (OPA's and Kafka's ports are read from the state)."""
+        state = self._read_state()
+        pdir = private_dir(self.home / "prometheus")
+        private_dir(targets.targets_dir(self.home))
+        token_file = pdir / "opa-metrics.token"
+        token_file.write_text(opa_auth.local_token(self.home, "metrics"))
+        ports = state.get("ports", {})
+        doc = monitoring.prometheus_config(
+            targets_dir=targets.targets_dir(self.home),
+            alertmanager_port=int(ports.get("alertmanager_port", 9093)),
+            opa_port=ports.get("opa_port"), opa_token_file=token_file, ca_file=ca_path(self.home),
+            jmx_port=ports.get("kafka_jmx_port"), prometheus_port=int(ports.get("prometheus_port", 9090)),
+            alertmanager_self_port=int(ports.get("alertmanager_port", 9093)))
+        return monitoring.write_yaml(pdir / "prometheus.yml", doc)
+
+    def start_prometheus(self) -> dict[str, Any]:
+        binaries = ensure_prometheus(self.progress)
+        pdir = private_dir(self.home / "prometheus")
+        port = free_port(self._previous_port("prometheus_port"))
+        state = self._read_state()
+        state.setdefault("ports", {})["prometheus_port"] = port
+        self._write_state(state)
+        config = self.write_prometheus_config()
+        targets.prune(self.home)
+        log = pdir / "prometheus.log"
+        cmd = [str(binaries.prometheus), f"--config.file={config}", f"--storage.tsdb.path={pdir / 'data'}",
+               "--storage.tsdb.retention.time=7d", f"--web.listen-address=127.0.0.1:{port}",
+               "--web.enable-lifecycle", "--log.level=warn"]
+        info = self._spawn(cmd, pdir, log, port, str(config))
+        self._update("prometheus", info)
+        self._wait_http(info, f"http://127.0.0.1:{port}/-/ready", "Prometheus")
+        return info
+
+    def _spawn(self, cmd: list[str], cwd: Path, log: Path, port: int, marker: str) -> dict[str, Any]:
+        out = log.open("ab")
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=cwd)
+        out.close()
+        return {"pid": proc.pid, "port": port, "marker": marker, "log": str(log)}
+
+    def _wait_http(self, info: dict[str, Any], url: str, name: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not process_alive(info["pid"], info["marker"]):
+                raise StackError(f"{name} exited during start; log {info['log']}:\n{_tail(Path(info['log']))}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        raise StackError(f"{name} did not become ready in {READY_TIMEOUT_S:.0f}s; log {info['log']}")
+
+    def reload_prometheus(self) -> None:
+        """Rewrite prometheus.yml (OPA or Kafka came back on another port) and have Prometheus re-read it."""
+        status = self.status()
+        if not status["prometheus"]["alive"]:
+            return
+        self.write_prometheus_config()
+        req = urllib.request.Request(f"{status['prometheus_url']}/-/reload", method="POST")  # noqa: S310
+        with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback
+            pass
+
+    def _stop(self, name: str) -> bool:
+        info = self._read_state().get(name)
+        if not info:
+            return False
+        stopped = stop_process(info["pid"], info["marker"])
+        self._update(name, None)
+        return stopped
+
     # -- whole stack -------------------------------------------------------------------
     def up(self) -> tuple[dict[str, Any], list[str]]:
         """Start whatever is not running; returns (status, names of services started)."""
@@ -407,6 +504,16 @@ class Stack:
             self.progress("starting OPA ...")
             self.start_opa()
             started.append("opa")
+        if not status["alertmanager"]["alive"]:
+            self.progress("starting Alertmanager ...")
+            self.start_alertmanager()
+            started.append("alertmanager")
+        if not status["prometheus"]["alive"]:
+            self.progress("starting Prometheus ...")
+            self.start_prometheus()
+            started.append("prometheus")
+        elif started:
+            self.reload_prometheus()
         status = self.status()
         created = create_topics(self.access(), topic_specs(partnership))
         if created:
@@ -418,7 +525,7 @@ class Stack:
 
     def down(self) -> list[str]:
         """Stop what `up` started (by recorded pid); returns the names stopped."""
-        stopped = []
+        stopped = [name for name in ("prometheus", "alertmanager") if self._stop(name)]
         if self.stop_opa():
             stopped.append("opa")
         if self.stop_kafka():

@@ -16,12 +16,14 @@ from bus.audit.chain import open_audit_store
 from bus.audit.signer import load_signer
 from bus.exceptions import PolicyUnavailable
 from bus.metrics import Metrics
+from bus.ops import targets
+from bus.ops.lag import Group, LagCollector
 from bus.policy.client import PolicyClient
 from bus.policy.loader import fetch_partnership, fetch_signers
 from bus.pseudonymise.keyring import KeyringWatch
 from bus.route import Router
 from bus.security.opa_auth import OpaAccess
-from bus.security.principals import STAGE_PRINCIPALS
+from bus.security.principals import STAGE_PRINCIPALS, stage_app_id
 from bus.security.resolve import kafka_access, opa_access
 from bus.settings import Settings
 
@@ -66,7 +68,10 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
             raise SystemExit(2) from None
         warm_up()
     metrics = Metrics()
+    # Lag of this stage's own group, read with its own principal.
+    metrics.registry.register(LagCollector(access, [Group(stage, stage_app_id(settings.app_id, stage))]))
     port = metrics.serve(settings.metrics_port)
+    targets.register(settings.home, "sgbus-worker", port, {"stage": stage})
     log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
     partnership, revision = _wait_for_partnership(opa, metrics)
     log.info("policy_loaded", revision=revision, partners=len(partnership.partners))

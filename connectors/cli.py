@@ -105,7 +105,8 @@ def connector_run(
     from bus.provenance.registry import LocalSigners, load_private_key
     from bus.security.principals import publisher_for_org
     from connectors.ledger import Ledger
-    from connectors.run import watch
+    from connectors.metrics import serve_connector_metrics
+    from connectors.run import RunStats, watch
 
     connector, ctx, settings, partnership = _connector_and_context(name, org, None)
     if not watch_dir.is_dir():
@@ -122,9 +123,12 @@ def connector_run(
     ledger = Ledger(settings.home / "connectors" / f"{name}.{org}.sqlite")
     stopping = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
+    stats = RunStats()
+    if not once:  # a long-running connector is scraped like every other sgbus process
+        serve_connector_metrics(settings, name, org, stats)
     try:
         stats = watch(watch_dir, connector, ctx, ledger, sign, lambda records: produce_all(producer, records),
-                      once=once, poll_s=poll, should_stop=lambda: stopping["now"], report=err)
+                      once=once, poll_s=poll, should_stop=lambda: stopping["now"], report=err, stats=stats)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:

@@ -119,9 +119,9 @@ def process_file(path: Path, connector: Connector, ctx: Context, ledger: Ledger,
 
 def watch(directory: Path, connector: Connector, ctx: Context, ledger: Ledger, sign: Sign, publish: Publish, *,
           once: bool = False, poll_s: float = 1.0, should_stop: Callable[[], bool] = lambda: False,
-          report: Callable[[str], None] = print) -> RunStats:
+          report: Callable[[str], None] = print, stats: RunStats | None = None) -> RunStats:
     """Publish every file in `directory` (oldest first), then, unless `once`, each new one."""
-    stats = RunStats()
+    stats = stats if stats is not None else RunStats()
     resend_pending(ledger, publish)
     while not should_stop():
         now = time.time()

@@ -15,6 +15,7 @@ from bus import logs
 from bus.audit.chain import IngestedCheck
 from bus.exceptions import PolicyUnavailable
 from bus.ingest import Checked, IngestOutcome, Record, check, pseudonymise_checked, rejected
+from bus.metrics import deny_category
 from bus.records import AuditRecord, DeadLetter, PseudonymisedEvent, decode_audit_batch, encode_audit_batches
 from bus.redaction.redactor import RedactorUnavailable
 from bus.route import RoutePlan, delivery_latency_s
@@ -221,11 +222,18 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             for tp, records in by_source.items():
                 for key, value in encode_audit_batches(records):
                     await send(audit, key, value, tp)
+            partnership = svc.router.partnership
+            published = {str(e.ingest_id): e.published_at for e in parsed}
             for d in plan.deliveries:
-                metrics.deliveries.labels(d.event.recipient).inc()
+                partner = partnership.partner(d.event.recipient)
+                metrics.delivered(event_type=d.event.event_type, recipient=d.event.recipient,
+                                  recipient_agency=partner.agency if partner else "", occurred_at=d.event.occurred_at,
+                                  published_at=published.get(str(d.ingest_id)), calendar=partnership.school_calendar)
                 metrics.delivery_latency_seconds.observe(delivery_latency_s(d.event))
             for dec in plan.decisions:
                 metrics.policy_decisions.labels("allow" if dec.allow else "deny", dec.agreement or "none").inc()
+                if not dec.allow:
+                    metrics.policy_denials.labels(deny_category(dec.reasons)).inc()
                 if dec.override:
                     metrics.policy_overrides.labels(dec.agreement or "none").inc()
             metrics.audit_records.inc(len(plan.audits))
@@ -258,6 +266,13 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         app.agent(events, name="sgbus.route")(route_agent)
     if "audit" in stages:
         app.agent(audit, name="sgbus.audit", concurrency=1)(audit_agent)
+
+        async def verify_audit_chain() -> None:
+            from bus.audit.watch import verify_into_metrics
+
+            await asyncio.to_thread(verify_into_metrics, settings, metrics)
+
+        app.timer(settings.audit_verify_interval_s, name="sgbus.audit.verify")(verify_audit_chain)
 
     async def _register_with_retry(checks: list[IngestedCheck]) -> dict[str, IngestedCheck]:
         """The event id register is in the audit store: while it cannot be written, hold the

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from bus import logs
 from bus.exceptions import PolicyUnavailable
 from bus.gateway.identity import PartnerCerts
-from bus.gateway.mailbox import BadCursor, Mailbox, MailboxBusy, MailboxUnavailable
+from bus.gateway.mailbox import BadCursor, Mailbox, MailboxBusy, MailboxUnavailable, mailbox_group
 from bus.gateway.models import (
     MAX_BATCH,
     MAX_WAIT_S,
@@ -49,6 +49,8 @@ from bus.gateway.receipts import ReceiptStore, StoredReceipt
 from bus.gateway.state import state_path
 from bus.gateway.tracking import DeadLetterFollower, event_status
 from bus.metrics import LATENCY_BUCKETS
+from bus.ops import targets
+from bus.ops.lag import Group, LagCollector
 from bus.policy.data import Partner, Partnership
 from bus.policy.loader import fetch_policy_state
 from bus.security.kafka_access import KafkaAccess
@@ -138,6 +140,8 @@ class Gateway:
         self.kafka = kafka
         self.policy = PolicyState(opa)
         self.certs = PartnerCerts(home)
+        # Lag of each partner's mailbox group (sg.deliver.<partner> not yet acknowledged), from its first call.
+        self.lag = LagCollector(kafka)
         self.limiter = RateLimiter(rate, burst)
         #: mailbox reads, acknowledgements and status look-ups, per partner
         self.read_limiter = RateLimiter(READS_PER_S, 2 * READS_PER_S)
@@ -183,6 +187,7 @@ class Gateway:
         with self._mailbox_lock:
             if partner_id not in self.mailboxes:
                 self.mailboxes[partner_id] = Mailbox(self.kafka, partner_id)
+                self.lag.watch(Group("mailbox", mailbox_group(partner_id)))
             return self.mailboxes[partner_id]
 
     async def run_io(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -623,7 +628,9 @@ async def serve(gw: Gateway, home: Path, host: str, port: int, metrics_port: int
     await site.start()
     server: Any = site._server
     bound = int(server.sockets[0].getsockname()[1]) if server is not None else port
+    gw.metrics.registry.register(gw.lag)
     metrics_server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=gw.metrics.registry)
+    targets.register(home, "sgbus-gateway", int(metrics_server.server_address[1]))
     info = {"url": f"https://{host}:{bound}", "metrics_url": f"http://127.0.0.1:{metrics_server.server_address[1]}",
             "pid": os.getpid()}
     write_private(state_path(home), json.dumps(info))

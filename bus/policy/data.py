@@ -11,6 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bus.encompass import SchoolCalendar
 from bus.exceptions import PolicyDataError
 from schemas.envelope import Agency
 from schemas.registry import EVENT_MODELS, payload_model
@@ -126,6 +127,7 @@ class Partnership(Model):
     subscriptions: list[Subscription]
     agreements: list[Agreement]
     emergency: Emergency | None = None
+    school_calendar: SchoolCalendar = Field(default_factory=SchoolCalendar)
 
     @cached_property
     def _partner_index(self) -> dict[str, Partner]:
@@ -145,7 +147,7 @@ class Partnership(Model):
 
 
 FILES = ("partners", "subscriptions", "agreements")
-OPTIONAL_FILES = ("emergency",)
+OPTIONAL_FILES = ("emergency", "school_calendar")
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:

@@ -15,8 +15,9 @@ from bus.exceptions import ConfigurationError
 from bus.security.credentials import CredentialStore
 from bus.security.pki import client_context
 
-OpaRole = Literal["admin", "worker"]
-ROLES: tuple[OpaRole, ...] = ("admin", "worker")
+OpaRole = Literal["admin", "worker", "metrics"]
+# `metrics`: Prometheus's token, good for GET /metrics and nothing else.
+ROLES: tuple[OpaRole, ...] = ("admin", "worker", "metrics")
 
 
 def _name(role: OpaRole) -> str:

@@ -16,6 +16,7 @@ from confluent_kafka import Consumer, Message, Producer
 from bus.exceptions import SgbusError
 from bus.security.kafka_access import KafkaAccess
 from bus.security.principals import delivery_group
+from connectors.delivery.metrics import DeliveryMetrics
 
 DLQ = "sg.dlq"
 DELIVER_PREFIX = "sg.deliver."
@@ -73,6 +74,7 @@ def _event_id(msg: Message) -> str:
 def run_delivery(
     *, access: KafkaAccess, partner: str, sink: Sink, state_dir: Path, max_events: int | None = None,
     idle_timeout_s: float | None = None, should_stop: Callable[[], bool] = lambda: False,
+    metrics: DeliveryMetrics | None = None,
 ) -> DeliveryStats:
     """Deliver until stopped, `max_events` handled, or `idle_timeout_s` without new events."""
     # `access` is the partner's delivery principal: it reads only this partner's topic, in
@@ -102,11 +104,17 @@ def run_delivery(
                 event_id = _event_id(msg)
                 if seen.seen(event_id) or event_id in delivered_ids:
                     stats.duplicates_skipped += 1
+                    if metrics:
+                        metrics.outcome("duplicate")
                     continue
                 try:
                     sink.deliver(event_id, msg.value() or b"")
                     stats.delivered += 1
+                    if metrics:
+                        metrics.outcome("delivered")
                 except Rejected as exc:
+                    if metrics:
+                        metrics.outcome("rejected")
                     record = {"stage": f"delivery:{sink.name}", "recipient": partner, "event_id": event_id,
                               "status": exc.status, "reason": exc.reason, "topic": msg.topic(),
                               "partition": msg.partition(), "offset": msg.offset()}

@@ -23,22 +23,37 @@ def _run_delivery(partner: str, sink, max_events: int | None, idle_timeout: floa
                   fmt: str = "json") -> None:
     if fmt not in ("json", "fhir"):
         fail(f"--format: json or fhir (not {fmt})", 2)
+    from connectors.delivery.metrics import DeliveryMetrics
+
+    channel = sink.name
+    metrics = DeliveryMetrics(partner, channel)
+    if hasattr(sink, "on_retry"):
+        sink.on_retry = metrics.failure
     if fmt == "fhir":
         from connectors.delivery.fhir import FhirSink
 
         sink = FhirSink(sink)
     import signal
 
-    from bus.security.principals import delivery_name
+    from prometheus_client import start_http_server
+
+    from bus.ops import targets
+    from bus.ops.lag import Group, LagCollector
+    from bus.security.principals import delivery_group, delivery_name
     from connectors.delivery.base import run_delivery
 
     settings = load_settings()
     bootstrap, _ = resolve_endpoints(settings)
     access = kafka_as(settings, bootstrap, delivery_name(partner))
+    metrics.registry.register(LagCollector(access, [Group(f"delivery:{channel}", delivery_group(partner, sink.name))]))
+    server, _thread = start_http_server(settings.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    targets.register(settings.home, "sgbus-delivery", int(server.server_address[1]),
+                     {"partner": partner, "channel": channel})
     stopping = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
     stats = run_delivery(access=access, partner=partner, sink=sink, state_dir=settings.home / "delivery",
-                         max_events=max_events, idle_timeout_s=idle_timeout, should_stop=lambda: stopping["now"])
+                         max_events=max_events, idle_timeout_s=idle_timeout, should_stop=lambda: stopping["now"],
+                         metrics=metrics)
     err(f"delivered {stats.delivered}, dead-lettered {stats.dead_lettered}, "
         f"skipped {stats.duplicates_skipped} duplicate(s)")
 

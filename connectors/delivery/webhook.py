@@ -36,7 +36,7 @@ def backoff_delays(base_s: float = 0.2, cap_s: float = 30.0, rng: random.Random 
 class WebhookSink:
     def __init__(self, url: str, secret: bytes, *, timeout_s: float = 10.0, base_backoff_s: float = 0.2,
                  max_backoff_s: float = 30.0, sleep: Callable[[float], None] = time.sleep,
-                 name: str = "webhook") -> None:
+                 name: str = "webhook", on_retry: Callable[[str], None] = lambda _reason: None) -> None:
         self.name = name  # also names the consumer group and the dedupe store
         self.url = url
         self.secret = secret
@@ -45,6 +45,7 @@ class WebhookSink:
         self.max_backoff_s = max_backoff_s
         self.sleep = sleep
         self.attempts = 0
+        self.on_retry = on_retry  # told why an attempt failed (unreachable, server_error, throttled)
 
     def deliver(self, event_id: str, body: bytes) -> None:
         delays = backoff_delays(self.base_backoff_s, self.max_backoff_s)
@@ -60,12 +61,14 @@ class WebhookSink:
             try:
                 response = self.client.post(self.url, content=body, headers=headers)
             except httpx.HTTPError:
+                self.on_retry("unreachable")
                 self.sleep(next(delays))  # timeout or connection failure: retry
                 continue
             if response.status_code < 300:
                 return
             if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
                 raise Rejected(f"partner answered HTTP {response.status_code}", response.status_code)
+            self.on_retry("throttled" if response.status_code == 429 else "server_error")
             self.sleep(next(delays))  # 5xx, 408, 429: retry
 
     def flush(self) -> None:

@@ -6,7 +6,7 @@
 #   role to the SHA-256 of its token (never the tokens themselves). Policies and data arrive
 #   only in the signed bundle, so nobody may write them over the REST API, not even the
 #   admin; the admin token may read and query (operators' checks), the worker token may only
-#   ask for decisions and read the partnership data.
+#   ask for decisions and read the partnership data, the metrics token only read /metrics.
 package system.authz
 
 import rego.v1
@@ -29,6 +29,13 @@ allow if {
 	some call in worker_calls
 	input.method == call.method
 	input.path == call.path
+}
+
+# Prometheus scrapes OPA's own metrics (no policy, data or decision in them) and nothing else.
+allow if {
+	role == "metrics"
+	input.method == "GET"
+	input.path == ["metrics"]
 }
 
 worker_calls := [

@@ -7,6 +7,7 @@ import data.system.authz
 tokens := {
 	"admin": crypto.sha256("admin-secret"),
 	"worker": crypto.sha256("worker-secret"),
+	"metrics": crypto.sha256("metrics-secret"),
 }
 
 decide_path := ["v1", "data", "sgbus", "share", "decisions"]
@@ -69,4 +70,21 @@ test_nobody_may_write_policies_or_data_over_rest_not_even_the_admin if {
 		not authz.allow with input as {"method": method, "path": ["v1", "data", "sgbus"], "identity": "admin-secret"}
 			with data.system.sgbus_tokens as tokens
 	}
+}
+
+test_metrics_token_may_read_metrics if {
+	authz.allow with input as {"method": "GET", "path": ["metrics"], "identity": "metrics-secret"}
+		with data.system.sgbus_tokens as tokens
+}
+
+test_anonymous_metrics_read_is_refused if {
+	not authz.allow with input as {"method": "GET", "path": ["metrics"]}
+		with data.system.sgbus_tokens as tokens
+}
+
+test_metrics_token_may_not_read_data_or_ask_for_decisions if {
+	not authz.allow with input as {"method": "GET", "path": ["v1", "data", "sgbus"], "identity": "metrics-secret"}
+		with data.system.sgbus_tokens as tokens
+	not authz.allow with input as {"method": "POST", "path": decide_path, "identity": "metrics-secret"}
+		with data.system.sgbus_tokens as tokens
 }

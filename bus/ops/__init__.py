@@ -1,0 +1,1 @@
+"""Operators' tooling: the local Prometheus and Alertmanager, scrape targets, lag, dashboards, `sgbus status`."""

@@ -1,0 +1,78 @@
+"""Configuration of the local stack's Prometheus, Alertmanager and Kafka JMX exporter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+#: the local stack scrapes and evaluates every 5 s so an alert's `for:` is the only wait
+SCRAPE_INTERVAL = "5s"
+
+# Broker metrics operators read: throughput, request latency, under-replication, controller.
+JMX_EXPORTER_CONFIG = {
+    "lowercaseOutputName": True,
+    "lowercaseOutputLabelNames": True,
+    "includeObjectNames": [
+        "kafka.server:type=BrokerTopicMetrics,name=*",
+        "kafka.server:type=ReplicaManager,name=*",
+        "kafka.controller:type=KafkaController,name=*",
+        "kafka.network:type=RequestMetrics,name=TotalTimeMs,request=*",
+        "kafka.server:type=KafkaRequestHandlerPool,name=*",
+        "java.lang:type=Memory",
+    ],
+    "rules": [{"pattern": ".*"}],
+}
+
+
+def deploy_dir() -> Path:
+    """The repository's deploy/ directory (rules, dashboards)."""
+    return Path(__file__).resolve().parents[2] / "deploy"
+
+
+def rules_dir() -> Path:
+    return deploy_dir() / "prometheus" / "rules"
+
+
+def prometheus_config(*, targets_dir: Path, alertmanager_port: int, opa_port: int | None,
+                      opa_token_file: Path, ca_file: Path, jmx_port: int | None,
+                      prometheus_port: int, alertmanager_self_port: int) -> dict[str, object]:
+    scrape: list[dict[str, object]] = [
+        {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{prometheus_port}"]}]},
+        {"job_name": "alertmanager", "static_configs": [{"targets": [f"127.0.0.1:{alertmanager_self_port}"]}]},
+        # Every sgbus process serving /metrics registers a file here (bus/ops/targets.py).
+        {"job_name": "sgbus", "file_sd_configs": [{"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}],
+         # The file's own `job` label (worker, gateway, ...) wins over the scrape job's name.
+         "honor_labels": True},
+    ]
+    if opa_port is not None:
+        scrape.append({
+            "job_name": "opa", "scheme": "https", "metrics_path": "/metrics",
+            "authorization": {"type": "Bearer", "credentials_file": str(opa_token_file)},
+            "tls_config": {"ca_file": str(ca_file)},
+            "static_configs": [{"targets": [f"127.0.0.1:{opa_port}"]}],
+        })
+    if jmx_port is not None:
+        scrape.append({"job_name": "kafka", "static_configs": [{"targets": [f"127.0.0.1:{jmx_port}"]}]})
+    return {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL,
+                   "external_labels": {"partnership": "local"}},
+        "rule_files": [str(rules_dir() / "*.yml")],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
+        "scrape_configs": scrape,
+    }
+
+
+def alertmanager_config() -> dict[str, object]:
+    """Alerts are kept and shown (API, `sgbus status`); a partnership adds its own receivers
+    (email, Teams/Slack webhook, paging) under `receivers` — README "Operating sgbus"."""
+    return {
+        "route": {"receiver": "operators", "group_by": ["alertname", "partner", "stage"],
+                  "group_wait": "10s", "group_interval": "1m", "repeat_interval": "4h"},
+        "receivers": [{"name": "operators"}],
+    }
+
+
+def write_yaml(path: Path, doc: object) -> Path:
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
