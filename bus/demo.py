@@ -167,6 +167,34 @@ def _collect_over_https(settings: Settings, url: str, event_id: str, *, echo: Ec
     return True
 
 
+def _show_operators_view(stack: Stack, *, delivered: int, echo: Echo, err: Echo, timeout_s: float = 30.0) -> None:
+    """What `sgbus status` shows an operator, once Prometheus has scraped the demo's deliveries."""
+    from bus.ops.status import StatusUnavailable, collect
+    from bus.ops.status import render as render_status
+
+    status = stack.status()
+    if not status["prometheus_url"]:
+        return
+    deadline = time.monotonic() + timeout_s
+    try:
+        view = collect(status["prometheus_url"], status["alertmanager_url"])
+        # Until Prometheus has scraped the worker since the last delivery, and the audit stage has
+        # verified the chain once.
+        while time.monotonic() < deadline and not (
+                view.delivered_total >= delivered and view.audit_verified is not None
+                and any(t["job"] == "sgbus-gateway" for t in view.targets)):
+            time.sleep(1.0)
+            view = collect(status["prometheus_url"], status["alertmanager_url"])
+    except StatusUnavailable as exc:
+        err(f"(no operator's view: {exc})")
+        return
+    echo("")
+    echo(f"operator's view (`sgbus status`; Prometheus {status['prometheus_url']}, "
+         f"Alertmanager {status['alertmanager_url']}):")
+    for line in render_status(view).splitlines():
+        echo(f"  {line}")
+
+
 def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err: Echo) -> int:
     stack = Stack(settings.home, settings.policies_dir, progress=err)
     _status, started = stack.up()
@@ -198,7 +226,10 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         titles[gateway_event["event_id"]] = f"{gateway_event['event_type']} <- gateway"
         expected += len(candidates(partnership, gateway_event["event_type"], "police", "NSP"))
         ids.add(gateway_event["event_id"])
-        worker = start_worker(settings, settings.home / "demo-worker.log")
+        # The demo's audit stage verifies its chain every 5 s, so the operator's view at the end shows it.
+        interval = os.environ.get("SGBUS_AUDIT_VERIFY_INTERVAL_S", "5")
+        worker = start_worker(settings, settings.home / "demo-worker.log",
+                              env={"SGBUS_AUDIT_VERIFY_INTERVAL_S": interval})
         gateway, gateway_url = start_gateway(settings, settings.home / "demo-gateway.log")
         err(f"worker started (pid {worker.pid}), gateway on {gateway_url}; publishing {len(events) + 1} synthetic "
             "events ...")
@@ -258,13 +289,15 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         if not _collect_over_https(settings, gateway_url, gateway_event["event_id"], echo=echo, err=err,
                                    timeout_s=timeout_s):
             return 1
-        return _show_audit_trail(settings, events[0], expected=len(audit_for(events[0]["event_id"], audit)),
-                                 echo=echo, err=err, timeout_s=timeout_s, access=stack.access())
+        shown = _show_audit_trail(settings, events[0], expected=len(audit_for(events[0]["event_id"], audit)),
+                                  echo=echo, err=err, timeout_s=timeout_s, access=stack.access())
+        _show_operators_view(stack, delivered=sum(delivered.values()), echo=echo, err=err)
+        return shown
     finally:
         for proc in (gateway, worker):
             if proc is not None:
                 stop_worker(proc)
-        for name in started:
-            (stack.stop_opa if name == "opa" else stack.stop_kafka)()
+        for name in reversed(started):
+            stack.stop_service(name)
         if started:
             err(f"stopped {', '.join(started)}")

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 
 from bus.encompass import SchoolCalendar, is_notification, late
 
@@ -25,8 +33,13 @@ def deny_category(reasons: list[str]) -> str:
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        r = self.registry
+        if registry is None:
+            registry = CollectorRegistry()
+            # The process's memory, CPU and open files (process_*), as on prometheus_client's default registry.
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+        self.registry = r = registry
+        self._revision: str | None = None
         self.events_ingested = Counter(
             "sgbus_events_ingested_total", "Events accepted at ingest", ["agency", "event_type"], registry=r
         )
@@ -108,6 +121,13 @@ class Metrics:
         self.policy_revision = Gauge(
             "sgbus_policy_revision_info", "Policy revision of the last decision", ["revision"], registry=r
         )
+
+    def revision_in_force(self, revision: str) -> None:
+        """One series: the revision of the latest decision (an older one is dropped, not left at 1)."""
+        if revision != self._revision:
+            self.policy_revision.clear()
+            self.policy_revision.labels(revision).set(1)
+            self._revision = revision
 
     def delivered(self, *, event_type: str, recipient: str, recipient_agency: str, occurred_at: datetime,
                   published_at: datetime | None, calendar: SchoolCalendar, now: datetime | None = None) -> None:

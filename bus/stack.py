@@ -403,9 +403,9 @@ class Stack:
         log = adir / "alertmanager.log"
         cmd = [str(binaries.alertmanager), f"--config.file={config}", f"--storage.path={adir / 'data'}",
                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"]
-        info = self._spawn(cmd, adir, log, port, str(config))
+        proc, info = self._spawn(cmd, adir, log, port, str(config))
         self._update("alertmanager", info)
-        self._wait_http(info, f"http://127.0.0.1:{port}/-/ready", "Alertmanager")
+        self._wait_http(proc, info, f"http://127.0.0.1:{port}/-/ready", "Alertmanager")
         return info
 
     def write_prometheus_config(self) -> Path:
@@ -437,22 +437,24 @@ class Stack:
         cmd = [str(binaries.prometheus), f"--config.file={config}", f"--storage.tsdb.path={pdir / 'data'}",
                "--storage.tsdb.retention.time=7d", f"--web.listen-address=127.0.0.1:{port}",
                "--web.enable-lifecycle", "--log.level=warn"]
-        info = self._spawn(cmd, pdir, log, port, str(config))
+        proc, info = self._spawn(cmd, pdir, log, port, str(config))
         self._update("prometheus", info)
-        self._wait_http(info, f"http://127.0.0.1:{port}/-/ready", "Prometheus")
+        self._wait_http(proc, info, f"http://127.0.0.1:{port}/-/ready", "Prometheus")
         return info
 
-    def _spawn(self, cmd: list[str], cwd: Path, log: Path, port: int, marker: str) -> dict[str, Any]:
+    def _spawn(self, cmd: list[str], cwd: Path, log: Path, port: int, marker: str,
+               ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
         out = log.open("ab")
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=cwd)
         out.close()
-        return {"pid": proc.pid, "port": port, "marker": marker, "log": str(log)}
+        return proc, {"pid": proc.pid, "port": port, "marker": marker, "log": str(log)}
 
-    def _wait_http(self, info: dict[str, Any], url: str, name: str) -> None:
+    def _wait_http(self, proc: subprocess.Popen[bytes], info: dict[str, Any], url: str, name: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
-            if not process_alive(info["pid"], info["marker"]):
+            # The child's own exit status, not /proc: right after the exec its command line can read empty.
+            if proc.poll() is not None:
                 raise StackError(f"{name} exited during start; log {info['log']}:\n{_tail(Path(info['log']))}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
@@ -472,7 +474,8 @@ class Stack:
         with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback
             pass
 
-    def _stop(self, name: str) -> bool:
+    def stop_service(self, name: str) -> bool:
+        """Stop one service `up` started (kafka, opa, prometheus, alertmanager), by recorded pid."""
         info = self._read_state().get(name)
         if not info:
             return False
@@ -525,7 +528,7 @@ class Stack:
 
     def down(self) -> list[str]:
         """Stop what `up` started (by recorded pid); returns the names stopped."""
-        stopped = [name for name in ("prometheus", "alertmanager") if self._stop(name)]
+        stopped = [name for name in ("prometheus", "alertmanager") if self.stop_service(name)]
         if self.stop_opa():
             stopped.append("opa")
         if self.stop_kafka():

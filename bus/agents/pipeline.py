@@ -297,7 +297,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                     plan: RoutePlan = await svc.router.route_batch(parsed)
                 metrics.opa_up.set(1)
                 for dec in plan.decisions[:1]:
-                    metrics.policy_revision.labels(dec.revision).set(1)
+                    metrics.revision_in_force(dec.revision)
                 return plan
             except PolicyUnavailable as exc:
                 metrics.opa_up.set(0)

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 from confluent_kafka import KafkaException, Producer
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, start_http_server
 from pydantic import BaseModel, ValidationError
 
 from bus import logs
@@ -94,6 +94,7 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)
         self.requests = Counter("sgbus_gateway_requests_total", "Gateway requests", ["route", "status", "partner"],
                                 registry=r)
         self.latency = Histogram("sgbus_gateway_request_seconds", "Gateway request time", ["route"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ QUERIES = {
     "opa_up": "min(sgbus_opa_up)",
     "audit_verified": 'min(sgbus_audit_chain_verified{stage=~"all|audit"})',
     "audit_length": 'max(sgbus_audit_chain_length{stage=~"all|audit"})',
+    "delivered_total": 'sum(sgbus_deliveries_total{job="sgbus-worker"})',
 }
 
 
@@ -36,6 +38,8 @@ class Status:
     opa_up: float | None = None
     audit_verified: float | None = None
     audit_length: float | None = None
+    #: deliveries the workers have counted since they started
+    delivered_total: int = 0
     alerts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -47,7 +51,8 @@ class Status:
         return {"healthy": self.healthy, "targets": self.targets, "lag": self.lag, "rates": self.rates,
                 "decisions_per_s": self.decisions_per_s, "dead_letters_1h": self.dead_letters_1h,
                 "rejected_1h": self.rejected_1h, "opa_up": self.opa_up, "audit_verified": self.audit_verified,
-                "audit_length": self.audit_length, "alerts": self.alerts}
+                "audit_length": self.audit_length, "delivered_total": self.delivered_total,
+                "alerts": self.alerts}
 
 
 def _query(client: httpx.Client, prometheus: str, expr: str) -> list[dict[str, Any]]:
@@ -66,7 +71,11 @@ def _value(sample: dict[str, Any]) -> float:
 
 
 def _scalar(samples: list[dict[str, Any]]) -> float | None:
-    return _value(samples[0]) if samples else None
+    """The first sample's value; None when there is none or it is NaN (e.g. not yet verified)."""
+    if not samples:
+        return None
+    value = _value(samples[0])
+    return None if math.isnan(value) else value
 
 
 def _by(samples: list[dict[str, Any]], label: str) -> dict[str, float]:
@@ -85,6 +94,7 @@ def collect(prometheus: str, alertmanager: str | None, timeout_s: float = 5.0) -
                               "lag": int(_value(s))} for s in r["lag"]), key=lambda x: (x["consumer"], x["topic"]))
         status.rates = {"ingested_per_s": round(_scalar(r["ingested_per_s"]) or 0.0, 3),
                         "delivered_per_s": round(_scalar(r["delivered_per_s"]) or 0.0, 3)}
+        status.delivered_total = int(_scalar(r["delivered_total"]) or 0)
         status.decisions_per_s = _by(r["decisions_per_s"], "outcome")
         status.dead_letters_1h = {k: v for k, v in _by(r["dead_letters_1h"], "reason").items() if v > 0}
         status.rejected_1h = {k: v for k, v in _by(r["rejected_1h"], "reason").items() if v > 0}
@@ -118,10 +128,12 @@ def render(status: Status) -> str:
         lines.append("  (none registered)")
     opa = {None: "unknown", 1.0: "reachable"}.get(status.opa_up, "UNREACHABLE - sharing stopped")
     audit = {None: "not yet verified", 1.0: "verified"}.get(status.audit_verified, "VERIFICATION FAILED")
-    length = f", {int(status.audit_length)} records" if status.audit_length is not None else ""
+    verified = status.audit_verified is not None and status.audit_length
+    length = f", {int(status.audit_length or 0)} records" if verified else ""
     lines += ["", f"OPA: {opa}    audit chain: {audit}{length}",
               f"rates (1m): ingested {status.rates.get('ingested_per_s', 0):.2f}/s, "
-              f"delivered {status.rates.get('delivered_per_s', 0):.2f}/s, decisions "
+              f"delivered {status.rates.get('delivered_per_s', 0):.2f}/s ({status.delivered_total} since start), "
+              "decisions "
               + (", ".join(f"{k} {v:.2f}/s" for k, v in sorted(status.decisions_per_s.items())) or "none"),
               "", "lag (messages not yet committed):"]
     lag = [f"  {x['consumer']:<22} {x['topic']:<36} {x['lag']}" for x in status.lag]

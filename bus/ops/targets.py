@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from bus.security.files import private_dir
+from bus.security.files import private_dir, write_private
 
 #: label values a target may carry (bounded: jobs and stages are fixed names, partners and
 #: connectors come from the partnership data)
@@ -26,9 +26,7 @@ def register(home: Path, job: str, port: int, labels: dict[str, str] | None = No
     directory = private_dir(targets_dir(home))
     path = directory / f"{job}-{os.getpid()}.json"
     entry = [{"targets": [f"127.0.0.1:{port}"], "labels": {"job": job, "pid": str(os.getpid()), **(labels or {})}}]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entry))
-    tmp.replace(path)
+    write_private(path, json.dumps(entry))
     atexit.register(_remove, path)
     return path
 

@@ -1,0 +1,158 @@
+"""Operators' tooling without services: alert rules (promtool), dashboards, scrape config, targets, labels."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from bus.metrics import DENY_REASONS, Metrics, deny_category
+from bus.ops import alert_tests, dashboards, monitoring, targets
+from bus.policy.data import load_partnership
+from bus.toolchain.monitoring import ensure_prometheus
+from connectors.delivery.metrics import DeliveryMetrics
+
+REPO = Path(__file__).parents[2]
+RULES = REPO / "deploy/prometheus/rules/sgbus.yml"
+PARTNERSHIP = load_partnership(REPO / "policies/data")
+
+
+@pytest.fixture(scope="module")
+def promtool() -> Path:
+    return ensure_prometheus().promtool
+
+
+def test_alert_rules_pass_promtool_check(promtool: Path) -> None:
+    result = subprocess.run([str(promtool), "check", "rules", str(RULES)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_alert_has_a_promtool_unit_test_that_passes(promtool: Path) -> None:
+    result = subprocess.run([str(promtool), "test", "rules", str(alert_tests.TESTS)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tested = {case["alertname"] for test in yaml.safe_load(alert_tests.TESTS.read_text())["tests"]
+              for case in test["alert_rule_test"] if case.get("exp_alerts")}
+    assert tested == set(alert_tests.rules_by_alert(yaml.safe_load(RULES.read_text())))
+
+
+def test_promtool_tests_expect_the_rules_current_runbook_text() -> None:
+    assert alert_tests.TESTS.read_text() == alert_tests.filled_text(), (
+        "run `python -m bus.ops.alert_tests` after editing the rules' annotations")
+
+
+def test_every_alert_has_a_severity_summary_and_runbook_and_is_in_the_readme() -> None:
+    readme = (REPO / "README.md").read_text().split("## Operating sgbus", 1)[1]
+    for name, rule in alert_tests.rules_by_alert(yaml.safe_load(RULES.read_text())).items():
+        assert rule["labels"]["severity"] in ("critical", "warning"), name
+        assert rule["annotations"]["summary"] and len(rule["annotations"]["runbook"]) > 80, name
+        assert f"`{name}`" in readme, f"README 'Operating sgbus' does not explain {name}"
+
+
+def test_alert_rules_group_only_by_bounded_labels() -> None:
+    text = RULES.read_text()
+    for group in re.findall(r"by \(([^)]*)\)", text):
+        for label in (x.strip() for x in group.split(",")):
+            assert label in {"instance", "stage", "agreement", "reason", "partner", "channel", "agency"}, label
+
+
+def test_committed_dashboards_are_what_the_generator_makes() -> None:
+    rendered = dashboards.render_all()
+    committed = {p.name: p.read_text() for p in dashboards.out_dir().glob("*.json")}
+    assert committed == rendered, "run `python -m bus.ops.dashboards` and commit deploy/grafana/"
+
+
+def test_dashboards_cover_overview_partner_policy_and_pipeline() -> None:
+    titles = {json.loads(t)["title"] for t in dashboards.render_all().values()}
+    assert titles == {"sgbus - overview", "sgbus - per-partner delivery", "sgbus - policy decisions",
+                      "sgbus - pipeline health"}
+    for text in dashboards.render_all().values():
+        board = json.loads(text)
+        assert board["panels"], board["title"]
+        for panel in board["panels"]:
+            assert panel["targets"] and all(t["expr"] for t in panel["targets"]), panel["title"]
+            assert panel["datasource"]["uid"] == "${datasource}"
+
+
+def test_rendered_prometheus_config_passes_promtool(tmp_path: Path, promtool: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("t")
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    doc = monitoring.prometheus_config(targets_dir=tmp_path / "targets", alertmanager_port=9093, opa_port=8181,
+                                       opa_token_file=token, ca_file=ca, jmx_port=7071, prometheus_port=9090,
+                                       alertmanager_self_port=9093)
+    config = monitoring.write_yaml(tmp_path / "prometheus.yml", doc)
+    result = subprocess.run([str(promtool), "check", "config", "--syntax-only", str(config)],
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {c["job_name"] for c in doc["scrape_configs"]}  # type: ignore[index, union-attr]
+    assert jobs == {"prometheus", "alertmanager", "sgbus", "opa", "kafka"}
+    opa = next(c for c in doc["scrape_configs"] if c["job_name"] == "opa")  # type: ignore[union-attr, index]
+    # The token is read from a file, never written into the config.
+    assert opa["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
+
+
+def test_a_registered_target_names_its_job_and_goes_when_its_process_is_gone(tmp_path: Path) -> None:
+    path = targets.register(tmp_path, "sgbus-worker", 12345, {"stage": "route"})
+    entry = json.loads(path.read_text())
+    assert entry[0]["targets"] == ["127.0.0.1:12345"]
+    assert entry[0]["labels"]["job"] == "sgbus-worker" and entry[0]["labels"]["stage"] == "route"
+    assert path.stat().st_mode & 0o077 == 0
+    dead = targets.targets_dir(tmp_path) / "sgbus-gateway-999999999.json"
+    dead.write_text("[]")
+    assert targets.prune(tmp_path) == [dead]
+    assert path.exists()
+    with pytest.raises(ValueError, match="unknown job"):
+        targets.register(tmp_path, "anything", 1)
+
+
+def test_deny_reasons_fall_into_three_bounded_categories() -> None:
+    assert deny_category(["recipient is not a partner of this partnership"]) == "not_a_partner"
+    assert deny_category(["no agreement covers x from police/NSP to y"]) == "no_agreement"
+    assert deny_category(["DSA-OE-001: the child does not attend oakfield-primary"]) == "conditions_not_met"
+    assert set(DENY_REASONS) == {"not_a_partner", "no_agreement", "conditions_not_met"}
+
+
+def test_delivery_metrics_label_partner_and_channel_only() -> None:
+    m = DeliveryMetrics("oakfield-primary", "webhook", CollectorRegistry())
+    m.outcome("delivered")
+    m.failure("server_error")
+    assert m.registry.get_sample_value("sgbus_partner_deliveries_total", {
+        "partner": "oakfield-primary", "channel": "webhook", "outcome": "delivered"}) == 1
+    assert m.registry.get_sample_value("sgbus_partner_delivery_failures_total", {
+        "partner": "oakfield-primary", "channel": "webhook", "reason": "server_error"}) == 1
+
+
+def test_a_notification_delivered_before_the_next_school_day_is_on_time_and_after_it_late() -> None:
+    m = Metrics()
+    school = next(p for p in PARTNERSHIP.partners if p.agency == "school")
+    incident = datetime(2026, 11, 26, 21, 0, tzinfo=UTC)  # Thursday evening: due Friday 08:30
+    common = {"event_type": "police.domestic_abuse_incident.v1", "recipient": school.id, "recipient_agency": "school",
+              "occurred_at": incident, "published_at": incident, "calendar": PARTNERSHIP.school_calendar}
+    m.delivered(**common, now=datetime(2026, 11, 27, 7, 0, tzinfo=UTC))
+    assert m.registry.get_sample_value("sgbus_encompass_notifications_total") == 1
+    assert m.registry.get_sample_value("sgbus_encompass_deadline_missed_total") == 0
+    m.delivered(**common, now=datetime(2026, 11, 27, 9, 0, tzinfo=UTC))
+    assert m.registry.get_sample_value("sgbus_encompass_deadline_missed_total") == 1
+    # The same event to social care is not an Encompass notification.
+    m.delivered(**{**common, "recipient": "northshire-csc", "recipient_agency": "social_care"},
+                now=datetime(2026, 11, 30, 9, 0, tzinfo=UTC))
+    assert m.registry.get_sample_value("sgbus_encompass_notifications_total") == 2
+    assert m.registry.get_sample_value("sgbus_e2e_latency_seconds_count",
+                                       {"event_type": "police.domestic_abuse_incident.v1"}) == 3
+
+
+def test_no_metric_takes_a_label_that_could_carry_an_identifier_or_text() -> None:
+    allowed = {"agency", "event_type", "reason", "outcome", "agreement", "partner", "revision", "le",
+               "implementation", "major", "minor", "patchlevel", "version"}  # python_info
+    for family in Metrics().registry.collect():
+        for sample in family.samples:
+            assert set(sample.labels) <= allowed, (family.name, sample.labels)
