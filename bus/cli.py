@@ -255,16 +255,22 @@ def status_cmd(
     rejections by reason, alerts firing (from Prometheus and Alertmanager). Exit 1 when a
     process is down or a critical alert fires."""
     from bus.ops.status import StatusUnavailable, collect, render
+    from bus.ops.web_auth import MonitoringAccess, local_access
 
     settings = load_settings()
     prometheus, alertmanager = settings.prometheus_url, settings.alertmanager_url
+    access = None
     if prometheus is None:
         stack = local_stack(settings, quiet=True).status()
         prometheus, alertmanager = stack["prometheus_url"], alertmanager or stack["alertmanager_url"]
+        access = local_access(settings.home)
+    elif settings.monitoring_username and settings.monitoring_password:
+        access = MonitoringAccess(settings.monitoring_username, settings.monitoring_password.get_secret_value(),
+                                  settings.ca_file)
     if prometheus is None:
         fail("no Prometheus: set SGBUS_PROMETHEUS_URL or start the local stack (`sgbus stack up`)")
     try:
-        status = collect(prometheus, alertmanager)
+        status = collect(prometheus, alertmanager, access)
     except StatusUnavailable as exc:
         fail(str(exc))
     typer.echo(json.dumps(status.as_json(), indent=2) if as_json else render(status))

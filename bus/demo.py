@@ -176,15 +176,16 @@ def _show_operators_view(stack: Stack, *, delivered: int, echo: Echo, err: Echo,
     if not status["prometheus_url"]:
         return
     deadline = time.monotonic() + timeout_s
+    access = stack.monitoring_access()
     try:
-        view = collect(status["prometheus_url"], status["alertmanager_url"])
+        view = collect(status["prometheus_url"], status["alertmanager_url"], access)
         # Until Prometheus has scraped the worker since the last delivery, and the audit stage has
         # verified the chain once.
         while time.monotonic() < deadline and not (
                 view.delivered_total >= delivered and view.audit_verified is not None
                 and any(t["job"] == "sgbus-gateway" for t in view.targets)):
             time.sleep(1.0)
-            view = collect(status["prometheus_url"], status["alertmanager_url"])
+            view = collect(status["prometheus_url"], status["alertmanager_url"], access)
     except StatusUnavailable as exc:
         err(f"(no operator's view: {exc})")
         return

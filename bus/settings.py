@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         default=None, description="Prometheus for `sgbus status`; default: the local stack's")
     alertmanager_url: str | None = Field(
         default=None, description="Alertmanager for `sgbus status`; default: the local stack's")
+    monitoring_username: str | None = Field(
+        default=None, description="operator login for SGBUS_PROMETHEUS_URL / SGBUS_ALERTMANAGER_URL")
+    monitoring_password: SecretStr | None = Field(default=None, description="its password")
     app_id: str = Field(default="sgbus", description="Faust app id (consumer group)")
     metrics_port: int = Field(default=0, description="Prometheus /metrics port (0: pick a free one)")
     batch_size: int = Field(default=100, ge=1, le=1000, description="events per policy query")

@@ -23,16 +23,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from bus import toolchain
 from bus.audit.signer import ensure_audit_signer
 from bus.exceptions import StackError
-from bus.ops import monitoring, targets
+from bus.ops import monitoring, targets, web_auth
 from bus.policy.bundle import SIGNING_ALG, Bundle, build_bundle, ensure_policy_key
 from bus.policy.data import load_partnership
 from bus.provenance.registry import LocalSigners
 from bus.security import opa_auth
 from bus.security.credentials import CredentialStore
-from bus.security.files import private_dir, restrict_umask
+from bus.security.files import private_dir, restrict_umask, write_private
 from bus.security.kafka_access import KafkaAccess, local_access
 from bus.security.kafka_admin import SyncReport, scram_users, sync_principals, upsert_scram
 from bus.security.pki import LOCAL_HOSTS, Issued, PartnershipCA, ca_path, client_context
@@ -190,10 +192,11 @@ class Stack:
         out["running"] = out["kafka"]["alive"] and out["opa"]["alive"]
         out["kafka_bootstrap"] = f"127.0.0.1:{out['kafka']['port']}" if out["kafka"]["alive"] else None
         out["opa_url"] = f"https://127.0.0.1:{out['opa']['port']}" if out["opa"]["alive"] else None
-        out["prometheus_url"] = (f"http://127.0.0.1:{out['prometheus']['port']}"
+        out["prometheus_url"] = (f"https://127.0.0.1:{out['prometheus']['port']}"
                                  if out["prometheus"]["alive"] else None)
-        out["alertmanager_url"] = (f"http://127.0.0.1:{out['alertmanager']['port']}"
+        out["alertmanager_url"] = (f"https://127.0.0.1:{out['alertmanager']['port']}"
                                    if out["alertmanager"]["alive"] else None)
+        out["monitoring_auth"] = f"TLS, operator login ({web_auth.OPERATOR}; $SGBUS_HOME/credentials/)"
         out["kafka_security"] = "SASL_SSL (SCRAM-SHA-512), ACLs required"
         out["kafka_ca"] = str(ca_path(self.home))
         out["opa_auth"] = "TLS, bearer token per role, system.authz"
@@ -202,6 +205,8 @@ class Stack:
     # -- security ----------------------------------------------------------------------
     NODE = "sgbus-node-1"
     OPA = "sgbus-opa"
+    PROMETHEUS = "sgbus-prometheus"
+    ALERTMANAGER = "sgbus-alertmanager"
 
     def _node_cert(self) -> Issued:
         ca = PartnershipCA(self.home).ensure()
@@ -395,33 +400,44 @@ class Stack:
         return stopped
 
     # -- Prometheus and Alertmanager -----------------------------------------------------
+    def monitoring_access(self) -> web_auth.MonitoringAccess:
+        """The operator's login to the local Prometheus and Alertmanager (HTTPS, partnership CA)."""
+        return web_auth.local_access(self.home)
+
+    def _web_config(self, directory: Path, name: str) -> Path:
+        cert = web_auth.server_cert(self.home, name)
+        return monitoring.write_yaml(directory / "web.yml", web_auth.web_config(cert, self.monitoring_access()))
+
     def start_alertmanager(self) -> dict[str, Any]:
         binaries = ensure_prometheus(self.progress)
         adir = private_dir(self.home / "alertmanager")
         port = free_port(self._previous_port("alertmanager_port"))
         config = monitoring.write_yaml(adir / "alertmanager.yml", monitoring.alertmanager_config())
         log = adir / "alertmanager.log"
+        web = self._web_config(adir, self.ALERTMANAGER)
         cmd = [str(binaries.alertmanager), f"--config.file={config}", f"--storage.path={adir / 'data'}",
-               f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"]
+               f"--web.listen-address=127.0.0.1:{port}", f"--web.config.file={web}",
+               "--cluster.listen-address=", "--log.level=warn"]
         proc, info = self._spawn(cmd, adir, log, port, str(config))
         self._update("alertmanager", info)
-        self._wait_http(proc, info, f"http://127.0.0.1:{port}/-/ready", "Alertmanager")
+        self._wait_http(proc, info, f"https://127.0.0.1:{port}/-/ready", "Alertmanager")
         return info
 
     def write_prometheus_config(self) -> Path:
-        """prometheus.yml for what runs now (OPA's and Kafka's ports are read from the state)."""
+        """prometheus.yml for what runs now (OPA's, Kafka's and Alertmanager's ports are read from the state)."""
         state = self._read_state()
         pdir = private_dir(self.home / "prometheus")
         private_dir(targets.targets_dir(self.home))
-        token_file = pdir / "opa-metrics.token"
-        token_file.write_text(opa_auth.local_token(self.home, "metrics"))
+        token_file = write_private(pdir / "opa-metrics.token", opa_auth.local_token(self.home, "metrics"))
+        access = self.monitoring_access()
+        password_file = write_private(pdir / "operator.password", access.password)
         ports = state.get("ports", {})
         doc = monitoring.prometheus_config(
             targets_dir=targets.targets_dir(self.home),
             alertmanager_port=int(ports.get("alertmanager_port", 9093)),
             opa_port=ports.get("opa_port"), opa_token_file=token_file, ca_file=ca_path(self.home),
             jmx_port=ports.get("kafka_jmx_port"), prometheus_port=int(ports.get("prometheus_port", 9090)),
-            alertmanager_self_port=int(ports.get("alertmanager_port", 9093)))
+            self_auth=web_auth.scrape_auth(access, password_file, ca_path(self.home)))
         return monitoring.write_yaml(pdir / "prometheus.yml", doc)
 
     def start_prometheus(self) -> dict[str, Any]:
@@ -434,12 +450,13 @@ class Stack:
         config = self.write_prometheus_config()
         targets.prune(self.home)
         log = pdir / "prometheus.log"
+        # No --web.enable-lifecycle: a reload is SIGHUP from whoever owns the process, not an HTTP call.
         cmd = [str(binaries.prometheus), f"--config.file={config}", f"--storage.tsdb.path={pdir / 'data'}",
                "--storage.tsdb.retention.time=7d", f"--web.listen-address=127.0.0.1:{port}",
-               "--web.enable-lifecycle", "--log.level=warn"]
+               f"--web.config.file={self._web_config(pdir, self.PROMETHEUS)}", "--log.level=warn"]
         proc, info = self._spawn(cmd, pdir, log, port, str(config))
         self._update("prometheus", info)
-        self._wait_http(proc, info, f"http://127.0.0.1:{port}/-/ready", "Prometheus")
+        self._wait_http(proc, info, f"https://127.0.0.1:{port}/-/ready", "Prometheus")
         return info
 
     def _spawn(self, cmd: list[str], cwd: Path, log: Path, port: int, marker: str,
@@ -452,27 +469,26 @@ class Stack:
 
     def _wait_http(self, proc: subprocess.Popen[bytes], info: dict[str, Any], url: str, name: str) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            # The child's own exit status, not /proc: right after the exec its command line can read empty.
-            if proc.poll() is not None:
-                raise StackError(f"{name} exited during start; log {info['log']}:\n{_tail(Path(info['log']))}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
-                    if resp.status == 200:
+        with self.monitoring_access().client(timeout_s=2.0) as client:
+            while time.monotonic() < deadline:
+                # The child's own exit status, not /proc: right after the exec its command line can read empty.
+                if proc.poll() is not None:
+                    raise StackError(f"{name} exited during start; log {info['log']}:\n{_tail(Path(info['log']))}")
+                try:
+                    if client.get(url).status_code == 200:
                         return
-            except (urllib.error.URLError, OSError):
+                except httpx.HTTPError:
+                    pass
                 time.sleep(0.1)
         raise StackError(f"{name} did not become ready in {READY_TIMEOUT_S:.0f}s; log {info['log']}")
 
     def reload_prometheus(self) -> None:
         """Rewrite prometheus.yml (OPA or Kafka came back on another port) and have Prometheus re-read it."""
-        status = self.status()
-        if not status["prometheus"]["alive"]:
+        info = self._read_state().get("prometheus")
+        if not info or not process_alive(info["pid"], info["marker"]):
             return
         self.write_prometheus_config()
-        req = urllib.request.Request(f"{status['prometheus_url']}/-/reload", method="POST")  # noqa: S310
-        with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback
-            pass
+        os.kill(info["pid"], signal.SIGHUP)
 
     def stop_service(self, name: str) -> bool:
         """Stop one service `up` started (kafka, opa, prometheus, alertmanager), by recorded pid."""

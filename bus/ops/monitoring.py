@@ -36,14 +36,16 @@ def rules_dir() -> Path:
 
 def prometheus_config(*, targets_dir: Path, alertmanager_port: int, opa_port: int | None,
                       opa_token_file: Path, ca_file: Path, jmx_port: int | None,
-                      prometheus_port: int, alertmanager_self_port: int) -> dict[str, object]:
+                      prometheus_port: int, self_auth: dict[str, object] | None = None) -> dict[str, object]:
+    """`self_auth`: scheme, basic_auth and tls_config for reaching Prometheus and Alertmanager
+    themselves (both serve HTTPS with an operator login: bus/ops/web_auth.py)."""
+    auth = self_auth or {}
     scrape: list[dict[str, object]] = [
-        {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{prometheus_port}"]}]},
-        {"job_name": "alertmanager", "static_configs": [{"targets": [f"127.0.0.1:{alertmanager_self_port}"]}]},
-        # Every sgbus process serving /metrics registers a file here (bus/ops/targets.py).
-        {"job_name": "sgbus", "file_sd_configs": [{"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}],
-         # The file's own `job` label (worker, gateway, ...) wins over the scrape job's name.
-         "honor_labels": True},
+        {"job_name": "prometheus", **auth, "static_configs": [{"targets": [f"127.0.0.1:{prometheus_port}"]}]},
+        {"job_name": "alertmanager", **auth, "static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]},
+        # Every sgbus process serving /metrics registers a file here (bus/ops/targets.py); the
+        # file's `job` label (sgbus-worker, sgbus-gateway, ...) replaces this job's name.
+        {"job_name": "sgbus", "file_sd_configs": [{"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}]},
     ]
     if opa_port is not None:
         scrape.append({
@@ -58,7 +60,7 @@ def prometheus_config(*, targets_dir: Path, alertmanager_port: int, opa_port: in
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL,
                    "external_labels": {"partnership": "local"}},
         "rule_files": [str(rules_dir() / "*.yml")],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
+        "alerting": {"alertmanagers": [{**auth, "static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]},
         "scrape_configs": scrape,
     }
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 
+from bus.ops.web_auth import MonitoringAccess
+
 QUERIES = {
     "targets": 'up{job=~"sgbus-.*|opa|kafka"}',
     "lag": "sum by (consumer, topic) (sgbus_consumer_lag)",
@@ -58,6 +60,8 @@ class Status:
 def _query(client: httpx.Client, prometheus: str, expr: str) -> list[dict[str, Any]]:
     try:
         resp = client.get(f"{prometheus}/api/v1/query", params={"query": expr})
+        if resp.status_code == 401:
+            raise StatusUnavailable(f"Prometheus at {prometheus} refused the operator login (401)")
         resp.raise_for_status()
         body = resp.json()
     except (httpx.HTTPError, ValueError) as exc:
@@ -82,9 +86,11 @@ def _by(samples: list[dict[str, Any]], label: str) -> dict[str, float]:
     return {s["metric"].get(label, ""): round(_value(s), 3) for s in samples}
 
 
-def collect(prometheus: str, alertmanager: str | None, timeout_s: float = 5.0) -> Status:
+def collect(prometheus: str, alertmanager: str | None, access: MonitoringAccess | None = None,
+            timeout_s: float = 5.0) -> Status:
+    """Ask Prometheus (and Alertmanager) as the operator `access` (HTTPS with a login), or anonymously."""
     status = Status()
-    with httpx.Client(timeout=timeout_s) as client:
+    with (access.client(timeout_s) if access else httpx.Client(timeout=timeout_s)) as client:
         r = {name: _query(client, prometheus, expr) for name, expr in QUERIES.items()}
         status.targets = sorted(({"job": s["metric"].get("job", ""), "stage": s["metric"].get("stage"),
                                   "partner": s["metric"].get("partner"), "instance": s["metric"].get("instance", ""),

@@ -13,11 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from bus.security.principals import delivery_name
 from bus.topics import DLQ
 from connectors.delivery.base import run_delivery
 from connectors.delivery.filedrop import FileDropSink
+from connectors.delivery.metrics import DeliveryMetrics
 from connectors.delivery.webhook import WebhookSink
 from schemas.synthetic import Synth
 from tests.helpers import wait_for
@@ -79,10 +81,17 @@ def test_webhook_retries_5xx_with_backoff_then_delivers_each_event_once_signed_a
 ) -> None:
     ids = _publish_for_one_child(bus, seed=71, count=3)
     endpoint.answer = lambda event_id, attempt: 503 if event_id == ids[0] and attempt <= 2 else 200
-    sink = WebhookSink(endpoint.url, SECRET, base_backoff_s=0.05, max_backoff_s=0.2, name="webhook-t1")
+    metrics = DeliveryMetrics("oakfield-primary", "webhook-t1", CollectorRegistry())
+    sink = WebhookSink(endpoint.url, SECRET, base_backoff_s=0.05, max_backoff_s=0.2, name="webhook-t1",
+                       on_retry=metrics.failure)
     stats = run_delivery(access=bus.access(delivery_name("oakfield-primary")),
-                 partner="oakfield-primary", sink=sink, state_dir=tmp_path,
-                         idle_timeout_s=3)
+                         partner="oakfield-primary", sink=sink, state_dir=tmp_path,
+                         idle_timeout_s=3, metrics=metrics)
+    labels = {"partner": "oakfield-primary", "channel": "webhook-t1"}
+    assert metrics.registry.get_sample_value("sgbus_partner_delivery_failures_total",
+                                             {**labels, "reason": "server_error"}) == 2
+    assert metrics.registry.get_sample_value("sgbus_partner_deliveries_total",
+                                             {**labels, "outcome": "delivered"}) == stats.delivered
     ours = [(eid, headers, body) for eid, headers, body in endpoint.accepted if eid in ids]
     assert [eid for eid, _, _ in ours] == ids  # once each, in the order published for this child
     assert endpoint.attempts[ids[0]] == 3
@@ -105,8 +114,11 @@ def test_webhook_4xx_goes_to_the_dlq_with_status_and_delivery_continues(
     ids = _publish_for_one_child(bus, seed=72, count=2)
     endpoint.answer = lambda event_id, attempt: 422 if event_id == ids[0] else 200
     sink = WebhookSink(endpoint.url, SECRET, base_backoff_s=0.05, name="webhook-t2")
+    metrics = DeliveryMetrics("oakfield-primary", "webhook-t2", CollectorRegistry())
     run_delivery(access=bus.access(delivery_name("oakfield-primary")),
-                 partner="oakfield-primary", sink=sink, state_dir=tmp_path, idle_timeout_s=3)
+                 partner="oakfield-primary", sink=sink, state_dir=tmp_path, idle_timeout_s=3, metrics=metrics)
+    assert metrics.registry.get_sample_value("sgbus_partner_deliveries_total", {
+        "partner": "oakfield-primary", "channel": "webhook-t2", "outcome": "rejected"}) == 1
     assert ids[1] in [eid for eid, _, _ in endpoint.accepted]
     assert endpoint.attempts[ids[0]] == 1  # 4xx is final: not retried
     dead = wait_for(lambda: [r for r in bus.records(DLQ) if r.get("event_id") == ids[0]], 30, what="dead letter")

@@ -16,6 +16,7 @@ import pytest
 
 from bus.ops import dashboards
 from bus.policy.data import load_partnership
+from bus.security.pki import client_context
 from bus.topics import deliver_topic, topic_specs
 from schemas.registry import EVENT_MODELS
 from schemas.synthetic import Synth
@@ -31,8 +32,14 @@ def _prometheus(bus: Bus) -> str:
     return str(url)
 
 
+def operator(bus: Bus) -> httpx.Client:
+    """The operator's login (HTTPS with the partnership CA)."""
+    return bus.stack.monitoring_access().client()
+
+
 def query(bus: Bus, expr: str) -> list[dict[str, Any]]:
-    resp = httpx.get(f"{_prometheus(bus)}/api/v1/query", params={"query": expr}, timeout=10)
+    with operator(bus) as client:
+        resp = client.get(f"{_prometheus(bus)}/api/v1/query", params={"query": expr})
     body = resp.json()
     assert resp.status_code == 200 and body["status"] == "success", (expr, body)
     result: list[dict[str, Any]] = body["data"]["result"]
@@ -76,13 +83,35 @@ def traffic(bus: Bus) -> dict[str, Any]:
 def test_stack_status_names_prometheus_and_alertmanager_and_both_are_ready(bus: Bus) -> None:
     status = bus.stack.status()
     for name in ("prometheus_url", "alertmanager_url"):
-        assert status[name] and status[name].startswith("http://127.0.0.1:")
-        assert httpx.get(f"{status[name]}/-/ready", timeout=5).status_code == 200
+        assert status[name] and status[name].startswith("https://127.0.0.1:")
+        with operator(bus) as client:
+            assert client.get(f"{status[name]}/-/ready").status_code == 200
+
+
+def test_a_local_user_without_the_operator_login_can_neither_read_nor_silence(bus: Bus) -> None:
+    """Else anyone on the host could silence SgbusAuditChainVerificationFailed before tampering."""
+    status = bus.stack.status()
+    ca = bus.stack.monitoring_access().ca_file
+    silence = {"matchers": [{"name": "alertname", "value": ".*", "isRegex": True}], "createdBy": "x",
+               "comment": "x", "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z"}
+    with httpx.Client(verify=client_context(ca), timeout=10) as anonymous:
+        assert anonymous.post(f"{status['alertmanager_url']}/api/v2/silences", json=silence).status_code == 401
+        assert anonymous.get(f"{status['prometheus_url']}/api/v1/query", params={"query": "up"}).status_code == 401
+        assert anonymous.post(f"{status['prometheus_url']}/-/quit").status_code == 401
+    with httpx.Client(verify=client_context(ca), auth=("monitoring-operator", "guess"), timeout=10) as guesser:
+        assert guesser.get(f"{status['alertmanager_url']}/api/v2/alerts").status_code == 401
+    # Plain HTTP is refused before any handler runs.
+    plain = httpx.get(status["prometheus_url"].replace("https://", "http://") + "/api/v1/query",
+                      params={"query": "up"}, timeout=5)
+    assert plain.status_code == 400 and "HTTPS" in plain.text
+    with operator(bus) as client:  # and the operator's own login works, but lifecycle calls do not exist
+        assert client.post(f"{status['prometheus_url']}/-/quit").status_code == 403
 
 
 def test_prometheus_scrapes_opa_kafka_and_the_worker(bus: Bus, traffic: dict[str, Any]) -> None:
     def healthy_jobs() -> set[str] | None:
-        resp = httpx.get(f"{_prometheus(bus)}/api/v1/targets", timeout=10).json()
+        with operator(bus) as client:
+            resp = client.get(f"{_prometheus(bus)}/api/v1/targets").json()
         up = {t["labels"]["job"] for t in resp["data"]["activeTargets"] if t["health"] == "up"}
         return up if {"opa", "kafka", "sgbus-worker", "prometheus", "alertmanager"} <= up else None
 
@@ -126,8 +155,9 @@ def test_every_dashboard_query_answers_on_the_live_prometheus(bus: Bus, traffic:
 
 
 def test_metric_labels_stay_within_the_partnerships_finite_sets(bus: Bus, traffic: dict[str, Any]) -> None:
-    resp = httpx.get(f"{_prometheus(bus)}/api/v1/series", params={"match[]": '{__name__=~"sgbus_.+"}'}, timeout=10)
-    series = resp.json()["data"]
+    with operator(bus) as client:
+        series = client.get(f"{_prometheus(bus)}/api/v1/series", params={"match[]": '{__name__=~"sgbus_.+"}'}).json()[
+            "data"]
     assert len(series) > 50
     topics = {t.name for t in topic_specs(PARTNERSHIP)}
     stages = {"all", "ingest", "route", "audit"}
@@ -191,7 +221,8 @@ def test_stopping_opa_fires_sgbus_opa_down_in_alertmanager(bus: Bus, traffic: di
     alertmanager = bus.stack.status()["alertmanager_url"]
 
     def opa_down() -> list[dict[str, Any]] | None:
-        alerts = httpx.get(f"{alertmanager}/api/v2/alerts", params={"active": "true"}, timeout=10).json()
+        with operator(bus) as client:
+            alerts = client.get(f"{alertmanager}/api/v2/alerts", params={"active": "true"}).json()
         return [a for a in alerts if a["labels"]["alertname"] == "SgbusOpaDown"] or None
 
     assert opa_down() is None

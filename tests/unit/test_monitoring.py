@@ -13,7 +13,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from bus.metrics import DENY_REASONS, Metrics, deny_category
-from bus.ops import alert_tests, dashboards, monitoring, targets
+from bus.ops import alert_tests, dashboards, monitoring, targets, web_auth
 from bus.policy.data import load_partnership
 from bus.toolchain.monitoring import ensure_prometheus
 from connectors.delivery.metrics import DeliveryMetrics
@@ -86,9 +86,12 @@ def test_rendered_prometheus_config_passes_promtool(tmp_path: Path, promtool: Pa
     token.write_text("t")
     ca = tmp_path / "ca.pem"
     ca.write_text("")
+    access = web_auth.MonitoringAccess("monitoring-operator", "pw", ca)
+    password = tmp_path / "password"
+    password.write_text("pw")
     doc = monitoring.prometheus_config(targets_dir=tmp_path / "targets", alertmanager_port=9093, opa_port=8181,
                                        opa_token_file=token, ca_file=ca, jmx_port=7071, prometheus_port=9090,
-                                       alertmanager_self_port=9093)
+                                       self_auth=web_auth.scrape_auth(access, password, ca))
     config = monitoring.write_yaml(tmp_path / "prometheus.yml", doc)
     result = subprocess.run([str(promtool), "check", "config", "--syntax-only", str(config)],
                             capture_output=True, text=True, check=False)
@@ -96,8 +99,24 @@ def test_rendered_prometheus_config_passes_promtool(tmp_path: Path, promtool: Pa
     jobs = {c["job_name"] for c in doc["scrape_configs"]}  # type: ignore[index, union-attr]
     assert jobs == {"prometheus", "alertmanager", "sgbus", "opa", "kafka"}
     opa = next(c for c in doc["scrape_configs"] if c["job_name"] == "opa")  # type: ignore[union-attr, index]
-    # The token is read from a file, never written into the config.
+    # The token and the operator's password are read from files, never written into the config.
     assert opa["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
+    assert "pw" not in config.read_text().replace(str(password), "")
+    alerting = doc["alerting"]["alertmanagers"][0]  # type: ignore[index]
+    assert alerting["scheme"] == "https" and alerting["basic_auth"]["password_file"] == str(password)
+
+
+def test_web_config_holds_a_bcrypt_hash_of_the_operator_password_not_the_password(tmp_path: Path) -> None:
+    import bcrypt
+
+    from bus.security.pki import Issued
+
+    access = web_auth.MonitoringAccess("monitoring-operator", "correct horse battery staple")
+    doc = web_auth.web_config(Issued(tmp_path / "k", tmp_path / "c", tmp_path / "ca"), access)
+    hashed = doc["basic_auth_users"]["monitoring-operator"]  # type: ignore[index]
+    assert "correct horse" not in yaml.safe_dump(doc)
+    assert bcrypt.checkpw(b"correct horse battery staple", hashed.encode())
+    assert doc["tls_server_config"]["min_version"] == "TLS12"  # type: ignore[index]
 
 
 def test_a_registered_target_names_its_job_and_goes_when_its_process_is_gone(tmp_path: Path) -> None:
@@ -156,3 +175,17 @@ def test_no_metric_takes_a_label_that_could_carry_an_identifier_or_text() -> Non
     for family in Metrics().registry.collect():
         for sample in family.samples:
             assert set(sample.labels) <= allowed, (family.name, sample.labels)
+
+
+def test_an_inbound_connector_reports_its_running_totals() -> None:
+    from connectors.metrics import ConnectorCollector
+    from connectors.run import RunStats
+
+    stats = RunStats()
+    registry = CollectorRegistry()
+    registry.register(ConnectorCollector("cin-census", "N01", stats))
+    stats.files, stats.published, stats.rejected = 2, 6, 1
+    labels = {"connector": "cin-census", "org_id": "N01"}
+    assert registry.get_sample_value("sgbus_connector_files_total", {**labels, "outcome": "read"}) == 2
+    assert registry.get_sample_value("sgbus_connector_records_total", {**labels, "outcome": "published"}) == 6
+    assert registry.get_sample_value("sgbus_connector_records_total", {**labels, "outcome": "rejected"}) == 1
