@@ -252,10 +252,12 @@ def status_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """An operator's summary without a browser: processes up, lag, rates, dead letters and
-    rejections by reason, alerts firing (from Prometheus and Alertmanager). Exit 1 when a
-    process is down or a critical alert fires."""
+    rejections by reason, alerts firing (from Prometheus and Alertmanager). Exit 1 unless
+    healthy: a process down, no worker, a critical alert firing, no alert rules loaded, or
+    alerts that could not be checked."""
     from bus.ops.status import StatusUnavailable, collect, render
-    from bus.ops.web_auth import MonitoringAccess, local_access
+    from bus.ops.web_auth import OPERATOR, MonitoringAccess, local_access
+    from bus.security.credentials import CredentialStore
 
     settings = load_settings()
     prometheus, alertmanager = settings.prometheus_url, settings.alertmanager_url
@@ -263,12 +265,16 @@ def status_cmd(
     if prometheus is None:
         stack = local_stack(settings, quiet=True).status()
         prometheus, alertmanager = stack["prometheus_url"], alertmanager or stack["alertmanager_url"]
-        access = local_access(settings.home)
+        if prometheus is not None and CredentialStore(settings.home).get(OPERATOR) is not None:
+            access = local_access(settings.home)
     elif settings.monitoring_username and settings.monitoring_password:
         access = MonitoringAccess(settings.monitoring_username, settings.monitoring_password.get_secret_value(),
                                   settings.ca_file)
     if prometheus is None:
         fail("no Prometheus: set SGBUS_PROMETHEUS_URL or start the local stack (`sgbus stack up`)")
+    for name, url in (("SGBUS_PROMETHEUS_URL", prometheus), ("SGBUS_ALERTMANAGER_URL", alertmanager)):
+        if url and access and not url.startswith("https://"):
+            fail(f"{name}: use https:// (the operator's password is sent with each request)", 2)
     try:
         status = collect(prometheus, alertmanager, access)
     except StatusUnavailable as exc:

@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+#: the longest closure a calendar may hold (a summer holiday is about 45 days)
+MAX_CLOSURE_DAYS = 120
 #: the notification Encompass is about (any version of the schema)
 NOTIFICATION_TYPE_PREFIX = "police.domestic_abuse_incident."
 
@@ -25,6 +27,8 @@ class Closure(BaseModel):
     def _ordered(self) -> Closure:
         if self.last < self.first:
             raise ValueError("last is before first")
+        if (self.last - self.first).days > MAX_CLOSURE_DAYS:
+            raise ValueError(f"a closure longer than {MAX_CLOSURE_DAYS} days is not a school holiday")
         return self
 
 
@@ -35,6 +39,9 @@ class SchoolCalendar(BaseModel):
 
     timezone: str = "Europe/London"
     day_starts: time = time(8, 30)
+    #: the last day whose term dates the partnership has entered: after it every weekday counts
+    #: as a school day, so an alert asks for next year's dates before then
+    known_until: date | None = None
     closures: list[Closure] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -51,11 +58,14 @@ class SchoolCalendar(BaseModel):
         return not any(c.first <= day <= c.last for c in self.closures)
 
     def deadline(self, incident_at: datetime) -> datetime:
-        """The start of the first school day after `incident_at` (UTC)."""
+        """The start of the first school day after `incident_at` (UTC). Raises ValueError for a
+        time no calendar can place (before 1900) or a calendar closed for over a year."""
+        if incident_at.year < 1900:
+            raise ValueError("incident time out of range")
         zone = ZoneInfo(self.timezone)
         local = incident_at.astimezone(zone)
         day = local.date()
-        for _ in range(400):  # a closure list never spans more than a year
+        for _ in range(400):
             start = datetime.combine(day, self.day_starts, tzinfo=zone)
             if start > local and self.is_school_day(day):
                 return start.astimezone(UTC)

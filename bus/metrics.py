@@ -11,7 +11,6 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
 )
 
 from bus.encompass import SchoolCalendar, is_notification, late
@@ -113,14 +112,36 @@ class Metrics:
             "sgbus_audit_chain_verified", "1 when the last verification of the audit chain passed, 0 when it "
             "failed (NaN until the first one)", registry=r
         )
-        self.audit_chain_verified.set(float("nan"))
         self.audit_chain_last_verified = Gauge(
             "sgbus_audit_chain_last_verified_timestamp_seconds", "When the audit chain was last verified",
             registry=r,
         )
+        self.school_calendar_known_until = Gauge(
+            "sgbus_school_calendar_known_until_timestamp_seconds",
+            "The last day the partnership's school calendar has term dates for (NaN: not stated)", registry=r)
+        self.school_calendar_known_until.set(float("nan"))
+        # NaN until the audit stage's first verification: neither "failed" nor a length of 0.
+        self.audit_chain_verified.set(float("nan"))
+        self.audit_chain_length.set(float("nan"))
+        self.audit_chain_last_verified.set(float("nan"))
         self.policy_revision = Gauge(
             "sgbus_policy_revision_info", "Policy revision of the last decision", ["revision"], registry=r
         )
+
+    def prime(self, agreements: list[str], partners: list[str]) -> None:
+        """Create the label sets alerts watch, at 0: a counter series born at its first increment
+        hides that increment from increase() (the first override would not alert)."""
+        for agreement in agreements:
+            self.policy_overrides.labels(agreement)
+        for reason in DENY_REASONS:
+            self.policy_denials.labels(reason)
+        for partner in partners:
+            self.deliveries.labels(partner)
+
+    def calendar_in_force(self, calendar: SchoolCalendar) -> None:
+        known = calendar.known_until
+        self.school_calendar_known_until.set(
+            datetime.combine(known, datetime.min.time(), tzinfo=UTC).timestamp() if known else float("nan"))
 
     def revision_in_force(self, revision: str) -> None:
         """One series: the revision of the latest decision (an older one is dropped, not left at 1)."""
@@ -138,10 +159,10 @@ class Metrics:
             self.e2e_latency_seconds.labels(event_type).observe(max(0.0, (now - published_at).total_seconds()))
         if is_notification(event_type, recipient_agency):
             self.encompass_notifications.inc()
-            if late(calendar, occurred_at, now):
+            try:
+                missed = late(calendar, occurred_at, now)
+            except ValueError:  # a time the calendar cannot place: counted late, to be looked at
+                missed = True
+            if missed:
                 self.encompass_deadline_missed.inc()
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
-        """Serve /metrics; returns the bound port (port 0 picks a free one)."""
-        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
-        return int(server.server_address[1])

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     monitoring_password: SecretStr | None = Field(default=None, description="its password")
     app_id: str = Field(default="sgbus", description="Faust app id (consumer group)")
     metrics_port: int = Field(default=0, description="Prometheus /metrics port (0: pick a free one)")
+    metrics_tls_cert: Path | None = Field(
+        default=None, description="certificate (PEM) /metrics is served with; default: the local stack's")
+    metrics_tls_key: Path | None = Field(default=None, description="its private key (PEM)")
+    metrics_client_ca: Path | None = Field(
+        default=None, description="CA whose client certificates may read /metrics; default: SGBUS_CA_FILE")
     batch_size: int = Field(default=100, ge=1, le=1000, description="events per policy query")
     batch_window_s: float = Field(default=0.05, gt=0, description="max wait to fill a batch")
     stage_batch_size: int = Field(

@@ -27,8 +27,9 @@ import httpx
 
 from bus import toolchain
 from bus.audit.signer import ensure_audit_signer
-from bus.exceptions import StackError
+from bus.exceptions import StackError, ToolchainError
 from bus.ops import monitoring, targets, web_auth
+from bus.ops.serve import ensure_local_metrics_pki
 from bus.policy.bundle import SIGNING_ALG, Bundle, build_bundle, ensure_policy_key
 from bus.policy.data import load_partnership
 from bus.provenance.registry import LocalSigners
@@ -437,7 +438,8 @@ class Stack:
             alertmanager_port=int(ports.get("alertmanager_port", 9093)),
             opa_port=ports.get("opa_port"), opa_token_file=token_file, ca_file=ca_path(self.home),
             jmx_port=ports.get("kafka_jmx_port"), prometheus_port=int(ports.get("prometheus_port", 9090)),
-            self_auth=web_auth.scrape_auth(access, password_file, ca_path(self.home)))
+            self_auth=web_auth.scrape_auth(access, password_file, ca_path(self.home)),
+            scraper=ensure_local_metrics_pki(self.home)[1])
         return monitoring.write_yaml(pdir / "prometheus.yml", doc)
 
     def start_prometheus(self) -> dict[str, Any]:
@@ -513,6 +515,8 @@ class Stack:
             self.progress(f"issued {len(new_keys)} publisher signing keys")
         if ensure_audit_signer(self.home)[1]:
             self.progress("created the audit signing key (audit-signing/)")
+        # The certificates sgbus processes serve /metrics with and Prometheus scrapes them with.
+        ensure_local_metrics_pki(self.home)
         if status["opa"]["alive"] and new_keys:
             self.reload_policies()
         if not status["kafka"]["alive"]:
@@ -523,24 +527,33 @@ class Stack:
             self.progress("starting OPA ...")
             self.start_opa()
             started.append("opa")
-        if not status["alertmanager"]["alive"]:
-            self.progress("starting Alertmanager ...")
-            self.start_alertmanager()
-            started.append("alertmanager")
-        if not status["prometheus"]["alive"]:
-            self.progress("starting Prometheus ...")
-            self.start_prometheus()
-            started.append("prometheus")
-        elif started:
-            self.reload_prometheus()
-        status = self.status()
         created = create_topics(self.access(), topic_specs(partnership))
         if created:
             self.progress(f"created {len(created)} topics")
         report = sync_principals(self.access(), partnership, self.home)
         if report.users_created or report.users_removed or report.acls_created or report.acls_removed:
             self.progress(f"principals: {report.summary()}")
-        return status, started
+        started += self._up_monitoring(status, restarted=bool(started))
+        return self.status(), started
+
+    def _up_monitoring(self, status: dict[str, Any], *, restarted: bool) -> list[str]:
+        """Alertmanager, then Prometheus. Last, and not fatal: the bus shares without them (and
+        the operator is told); they need Debian's packages, which not every host can fetch."""
+        started = []
+        try:
+            if not status["alertmanager"]["alive"]:
+                self.progress("starting Alertmanager ...")
+                self.start_alertmanager()
+                started.append("alertmanager")
+            if not status["prometheus"]["alive"]:
+                self.progress("starting Prometheus ...")
+                self.start_prometheus()
+                started.append("prometheus")
+            elif restarted:
+                self.reload_prometheus()
+        except (StackError, ToolchainError) as exc:
+            self.progress(f"WARNING: monitoring not started, the bus runs without it: {exc}")
+        return started
 
     def down(self) -> list[str]:
         """Stop what `up` started (by recorded pid); returns the names stopped."""

@@ -45,8 +45,11 @@ class TopicSpec:
 
 def topic_specs(partnership: Partnership) -> list[TopicSpec]:
     specs = [
+        # The broker stamps each ingress record as it appends it: the publisher's own clock never
+        # feeds the end-to-end latency metric (or anything else).
         TopicSpec(ingress_topic(a), 2, {"retention.ms": str(INGRESS_RETENTION_MS),
-                                        "segment.ms": str(INGRESS_SEGMENT_MS)}) for a in Agency
+                                        "segment.ms": str(INGRESS_SEGMENT_MS),
+                                        "message.timestamp.type": "LogAppendTime"}) for a in Agency
     ]
     # sg.audit has one partition: one audit agent at a time writes the one hash chain, in order.
     specs += [TopicSpec(EVENTS, 4), TopicSpec(AUDIT, 1), TopicSpec(DLQ, 1),

@@ -18,6 +18,7 @@ from bus.exceptions import PolicyUnavailable
 from bus.metrics import Metrics
 from bus.ops import targets
 from bus.ops.lag import Group, LagCollector
+from bus.ops.serve import serve_metrics
 from bus.policy.client import PolicyClient
 from bus.policy.loader import fetch_partnership, fetch_signers
 from bus.pseudonymise.keyring import KeyringWatch
@@ -70,10 +71,12 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     metrics = Metrics()
     # Lag of this stage's own group, read with its own principal.
     metrics.registry.register(LagCollector(access, [Group(stage, stage_app_id(settings.app_id, stage))]))
-    port = metrics.serve(settings.metrics_port)
-    targets.register(settings.home, "sgbus-worker", port, {"stage": stage})
-    log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
+    _server, url = serve_metrics(metrics.registry, settings, "sgbus-worker", {"stage": stage})
+    log.info("metrics_serving", url=url)
     partnership, revision = _wait_for_partnership(opa, metrics)
+    agreements = [a.id for a in partnership.agreements] + ([partnership.emergency.id] if partnership.emergency else [])
+    metrics.prime(agreements, [p.id for p in partnership.partners])
+    metrics.calendar_in_force(partnership.school_calendar)
     log.info("policy_loaded", revision=revision, partners=len(partnership.partners))
     policy = PolicyClient(opa, timeout_s=settings.opa_timeout_s)
     services = Services(settings=settings, keys=keys, metrics=metrics,
@@ -101,6 +104,7 @@ class BoundedWorker(faust.Worker):
     grace_s: float = 15.0
 
     def _schedule_shutdown(self, signal: Any) -> None:
+        targets.stopping()  # asked to stop: leave Prometheus's targets on exit (a crash does not)
         timer = threading.Timer(self.grace_s, _overran, args=(self.grace_s,))
         timer.daemon = True
         timer.start()
@@ -109,6 +113,7 @@ class BoundedWorker(faust.Worker):
 
 def _overran(grace_s: float) -> None:
     log.error("stop_overran_grace", grace_s=grace_s)
+    targets.leave()  # os._exit skips atexit
     os._exit(EXIT_STOP_OVERRAN)
 
 

@@ -102,6 +102,7 @@ def connector_run(
     exit 2 if any record was rejected."""
     from bus.exceptions import ConfigurationError
     from bus.kafka_io import idempotent_producer, produce_all
+    from bus.ops import targets
     from bus.provenance.registry import LocalSigners, load_private_key
     from bus.security.principals import publisher_for_org
     from connectors.ledger import Ledger
@@ -133,6 +134,7 @@ def connector_run(
         raise typer.Exit(130) from None
     finally:
         ledger.close()
+        targets.stopping()  # stopped as asked (SIGTERM, Ctrl-C, --once): leave Prometheus's targets
     err(f"{stats.files} file(s): published {stats.published} event(s), {stats.already_sent} already sent, "
         f"{stats.rejected} record(s) rejected, {stats.bad_files} unreadable file(s)")
     if stats.rejected or stats.bad_files:

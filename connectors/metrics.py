@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from bus.ops import targets
+from bus.ops.serve import serve_metrics
 from bus.settings import Settings
 from connectors.run import RunStats
 
@@ -32,10 +32,8 @@ class ConnectorCollector(Collector):
         yield records
 
 
-def serve_connector_metrics(settings: Settings, connector: str, org: str, stats: RunStats) -> int:
+def serve_connector_metrics(settings: Settings, connector: str, org: str, stats: RunStats) -> str:
     registry = CollectorRegistry()
     registry.register(ConnectorCollector(connector, org, stats))
-    server, _thread = start_http_server(settings.metrics_port, addr="127.0.0.1", registry=registry)
-    port = int(server.server_address[1])
-    targets.register(settings.home, "sgbus-connector", port, {"connector": connector, "org_id": org})
-    return port
+    _server, url = serve_metrics(registry, settings, "sgbus-connector", {"connector": connector, "org_id": org})
+    return url

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from bus import logs
 from bus.audit.chain import IngestedCheck
+from bus.audit.watch import AuditWatch
 from bus.exceptions import PolicyUnavailable
 from bus.ingest import Checked, IngestOutcome, Record, check, pseudonymise_checked, rejected
 from bus.metrics import deny_category
@@ -39,6 +40,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     Faust flushes the producer (at-least-once) or commits the Kafka transaction (exactly-once)
     before it commits the consumed offsets."""
     settings, metrics = svc.settings, svc.metrics
+    audit_watch = AuditWatch(settings, metrics)
 
     async def send(topic: faust.TopicT, key: bytes | None, value: bytes, source: TP) -> None:
         if not exactly_once:
@@ -222,22 +224,29 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             for tp, records in by_source.items():
                 for key, value in encode_audit_batches(records):
                     await send(audit, key, value, tp)
-            partnership = svc.router.partnership
-            published = {str(e.ingest_id): e.published_at for e in parsed}
-            for d in plan.deliveries:
-                partner = partnership.partner(d.event.recipient)
-                metrics.delivered(event_type=d.event.event_type, recipient=d.event.recipient,
-                                  recipient_agency=partner.agency if partner else "", occurred_at=d.event.occurred_at,
-                                  published_at=published.get(str(d.ingest_id)), calendar=partnership.school_calendar)
-                metrics.delivery_latency_seconds.observe(delivery_latency_s(d.event))
-            for dec in plan.decisions:
-                metrics.policy_decisions.labels("allow" if dec.allow else "deny", dec.agreement or "none").inc()
-                if not dec.allow:
-                    metrics.policy_denials.labels(deny_category(dec.reasons)).inc()
-                if dec.override:
-                    metrics.policy_overrides.labels(dec.agreement or "none").inc()
-            metrics.audit_records.inc(len(plan.audits))
+            try:
+                _count_routed(plan, parsed)
+            except Exception as exc:  # counting must never stop sharing (nor replay the batch)
+                log.error("metrics_failed", error=type(exc).__name__)
             await commit_batch(batch)
+
+    def _count_routed(plan: RoutePlan, parsed: list[PseudonymisedEvent]) -> None:
+        partnership = svc.router.partnership
+        metrics.calendar_in_force(partnership.school_calendar)
+        published = {str(e.ingest_id): e.published_at for e in parsed}
+        for d in plan.deliveries:
+            partner = partnership.partner(d.event.recipient)
+            metrics.delivered(event_type=d.event.event_type, recipient=d.event.recipient,
+                              recipient_agency=partner.agency if partner else "", occurred_at=d.event.occurred_at,
+                              published_at=published.get(str(d.ingest_id)), calendar=partnership.school_calendar)
+            metrics.delivery_latency_seconds.observe(delivery_latency_s(d.event))
+        for dec in plan.decisions:
+            metrics.policy_decisions.labels("allow" if dec.allow else "deny", dec.agreement or "none").inc()
+            if not dec.allow:
+                metrics.policy_denials.labels(deny_category(dec.reasons)).inc()
+            if dec.override:
+                metrics.policy_overrides.labels(dec.agreement or "none").inc()
+        metrics.audit_records.inc(len(plan.audits))
 
     async def audit_agent(stream: faust.StreamT[bytes]) -> None:
         """The single writer of the hash-chained audit store."""
@@ -258,6 +267,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 # Outside the database: an insider who rewrites the store cannot take this back.
                 await send(audit_heads, AUDIT_HEADS_KEY, checkpoint.to_json(), batch[-1].message.tp)
                 metrics.audit_heads_published.inc()
+                audit_watch.published = checkpoint
             await commit_batch(batch)
 
     if "ingest" in stages:
@@ -268,11 +278,14 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         app.agent(audit, name="sgbus.audit", concurrency=1)(audit_agent)
 
         async def verify_audit_chain() -> None:
-            from bus.audit.watch import verify_into_metrics
+            await asyncio.to_thread(audit_watch.run)
 
-            await asyncio.to_thread(verify_into_metrics, settings, metrics)
+        async def verify_audit_chain_at_start() -> None:
+            await asyncio.sleep(min(5.0, settings.audit_verify_interval_s))
+            await verify_audit_chain()
 
         app.timer(settings.audit_verify_interval_s, name="sgbus.audit.verify")(verify_audit_chain)
+        app.task(verify_audit_chain_at_start)
 
     async def _register_with_retry(checks: list[IngestedCheck]) -> dict[str, IngestedCheck]:
         """The event id register is in the audit store: while it cannot be written, hold the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from bus import logs
-from bus.audit.chain import Verification, open_audit_store, verify
+from bus.audit.chain import Checkpoint, Verification, open_audit_store, verify
 from bus.audit.signer import load_verifier, public_keys_path
 from bus.metrics import Metrics
 from bus.settings import Settings
@@ -13,24 +13,40 @@ from bus.settings import Settings
 log = logs.get("sgbus.audit.watch")
 
 
-def verify_into_metrics(settings: Settings, metrics: Metrics) -> Verification | None:
-    """Walk the chain and its signed checkpoints (as `sgbus audit verify --offline` does) and set
-    sgbus_audit_chain_verified / _length / _last_verified_timestamp_seconds. A store that cannot be
-    read counts as not verified (the alert should fire: nobody can vouch for the trail)."""
-    try:
-        verifier = load_verifier(settings.audit_public_keys or public_keys_path(settings.home))
-        store = open_audit_store(settings)
+class AuditWatch:
+    """Verifies the chain (as `sgbus audit verify` does) against the newest head this process
+    published to sg.audit.heads, so an insider who removes the newest records together with their
+    checkpoints is caught too; a chain shorter than at the last verification fails as well."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings, self.metrics = settings, metrics
+        self.published: Checkpoint | None = None
+        self.verified_length = 0
+
+    def run(self) -> Verification | None:
+        """Set sgbus_audit_chain_verified / _length / _last_verified_timestamp_seconds. A store that
+        cannot be read counts as not verified (nobody can vouch for the trail)."""
+        m = self.metrics
         try:
-            result = verify(store, verifier)
-        finally:
-            store.close()
-    except Exception as exc:  # reported, never raised into the agent
-        metrics.audit_chain_verified.set(0)
-        log.error("audit_verification_could_not_run", error=type(exc).__name__)
-        return None
-    metrics.audit_chain_verified.set(1 if result.ok else 0)
-    metrics.audit_chain_length.set(result.records)
-    metrics.audit_chain_last_verified.set(time.time())
-    if not result.ok:
-        log.error("audit_chain_verification_failed", first_bad_seq=result.first_bad_seq, problem=result.problem)
-    return result
+            verifier = load_verifier(self.settings.audit_public_keys or public_keys_path(self.settings.home))
+            store = open_audit_store(self.settings)
+            try:
+                result = verify(store, verifier, self.published)
+            finally:
+                store.close()
+        except Exception as exc:  # reported, never raised into the agent
+            m.audit_chain_verified.set(0)
+            log.error("audit_verification_could_not_run", error=type(exc).__name__)
+            return None
+        ok = result.ok and result.records >= self.verified_length
+        m.audit_chain_verified.set(1 if ok else 0)
+        m.audit_chain_length.set(result.records)
+        if ok:
+            self.verified_length = result.records
+            m.audit_chain_last_verified.set(time.time())
+        elif result.ok:
+            log.error("audit_chain_verification_failed", problem="the chain is shorter than when last verified",
+                      records=result.records, verified_before=self.verified_length)
+        else:
+            log.error("audit_chain_verification_failed", first_bad_seq=result.first_bad_seq, problem=result.problem)
+        return result

@@ -52,7 +52,7 @@ def gateway_serve(
     if (settings.gateway_tls_cert is None) != (settings.gateway_tls_key is None):
         fail("set both SGBUS_GATEWAY_TLS_CERT and SGBUS_GATEWAY_TLS_KEY, or neither", 2)
     tls = server_tls(settings.home, settings.gateway_tls_cert, settings.gateway_tls_key, settings.ca_file)
-    asyncio.run(serve(gw, settings.home, host, port, settings.metrics_port if metrics_port is None else metrics_port,
+    asyncio.run(serve(gw, settings, host, port, settings.metrics_port if metrics_port is None else metrics_port,
                       on_ready=lambda info: err(f"gateway listening on {info['url']} (metrics {info['metrics_url']})"),
                       tls=tls))
     decisions.close()

@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 from confluent_kafka import KafkaException, Producer
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from pydantic import BaseModel, ValidationError
 
 from bus import logs
@@ -51,11 +51,14 @@ from bus.gateway.tracking import DeadLetterFollower, event_status
 from bus.metrics import LATENCY_BUCKETS
 from bus.ops import targets
 from bus.ops.lag import Group, LagCollector
+from bus.ops.serve import serve_metrics
 from bus.policy.data import Partner, Partnership
 from bus.policy.loader import fetch_policy_state
 from bus.security.kafka_access import KafkaAccess
 from bus.security.opa_auth import OpaAccess
 from bus.security.pki import LOCAL_HOSTS, Issued, PartnershipCA, ca_path
+from bus.settings import Settings
+from bus.topics import deliver_topic
 from schemas.registry import MAX_EVENT_BYTES, _field_path
 
 log = logs.get("sgbus.gateway")
@@ -141,8 +144,10 @@ class Gateway:
         self.kafka = kafka
         self.policy = PolicyState(opa)
         self.certs = PartnerCerts(home)
-        # Lag of each partner's mailbox group (sg.deliver.<partner> not yet acknowledged), from its first call.
-        self.lag = LagCollector(kafka)
+        # Lag of each partner's mailbox (sg.deliver.<partner> not yet acknowledged): every partner
+        # holding a gateway certificate is expected to collect, so it is watched from the start.
+        self.lag = LagCollector(kafka, [Group("mailbox", mailbox_group(p), deliver_topic(p))
+                                        for p in sorted({c.partner for c in self.certs.all() if not c.revoked})])
         self.limiter = RateLimiter(rate, burst)
         #: mailbox reads, acknowledgements and status look-ups, per partner
         self.read_limiter = RateLimiter(READS_PER_S, 2 * READS_PER_S)
@@ -188,7 +193,7 @@ class Gateway:
         with self._mailbox_lock:
             if partner_id not in self.mailboxes:
                 self.mailboxes[partner_id] = Mailbox(self.kafka, partner_id)
-                self.lag.watch(Group("mailbox", mailbox_group(partner_id)))
+                self.lag.watch(Group("mailbox", mailbox_group(partner_id), deliver_topic(partner_id)))
             return self.mailboxes[partner_id]
 
     async def run_io(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -613,9 +618,10 @@ class _NoRequestContent(logging.Filter):
         return True
 
 
-async def serve(gw: Gateway, home: Path, host: str, port: int, metrics_port: int,
+async def serve(gw: Gateway, settings: Settings, host: str, port: int, metrics_port: int,
                 on_ready: Callable[[dict[str, Any]], None] | None = None, tls: ssl.SSLContext | None = None) -> None:
     """Run until SIGTERM/SIGINT; then stop taking requests, finish those in flight, flush."""
+    home = settings.home
     import os
     import signal
 
@@ -630,10 +636,8 @@ async def serve(gw: Gateway, home: Path, host: str, port: int, metrics_port: int
     server: Any = site._server
     bound = int(server.sockets[0].getsockname()[1]) if server is not None else port
     gw.metrics.registry.register(gw.lag)
-    metrics_server, _ = start_http_server(metrics_port, addr="127.0.0.1", registry=gw.metrics.registry)
-    targets.register(home, "sgbus-gateway", int(metrics_server.server_address[1]))
-    info = {"url": f"https://{host}:{bound}", "metrics_url": f"http://127.0.0.1:{metrics_server.server_address[1]}",
-            "pid": os.getpid()}
+    metrics_server, metrics_url = serve_metrics(gw.metrics.registry, settings, "sgbus-gateway", port=metrics_port)
+    info = {"url": f"https://{host}:{bound}", "metrics_url": metrics_url, "pid": os.getpid()}
     write_private(state_path(home), json.dumps(info))
     log.info("gateway_started", url=info["url"], metrics=info["metrics_url"])
     if on_ready is not None:
@@ -644,6 +648,7 @@ async def serve(gw: Gateway, home: Path, host: str, port: int, metrics_port: int
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+        targets.stopping()
     finally:
         log.info("gateway_stopping")
         await runner.cleanup()

@@ -12,76 +12,93 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bus import logs
 from bus.security.kafka_access import KafkaAccess
 
 CACHE_S = 4.0  # scrapes within this of the last reading reuse it (the local stack scrapes every 5 s)
+log = logs.get("sgbus.lag")
 
 
 @dataclass(frozen=True)
 class Group:
     """A consumer group to watch and the bounded name it is reported under (`stage` for the
-    worker's stages, `delivery:<sink>` or `mailbox` for a partner's consumers)."""
+    worker's stages, `delivery:<sink>` or `mailbox` for a partner's consumers). `topic`: the
+    topic the group is expected to read, so that a group that has never committed reports
+    everything on it as not yet read (a school that never collects its mailbox shows)."""
 
     consumer: str
     group_id: str
+    topic: str | None = None
 
 
 class LagCollector(Collector):
     def __init__(self, access: KafkaAccess, groups: Iterable[Group] | None = None) -> None:
         self._access = access
         self._groups = list(groups or [])
-        self._lock = threading.Lock()
-        self._cached: tuple[float, dict[tuple[str, str], int], bool] | None = None
-        self._admin: Any = None
-        self._consumer: Any = None
+        self._groups_lock = threading.Lock()  # held only to copy or extend the list
+        self._read_lock = threading.Lock()  # one Kafka read at a time; other scrapes get the last one
+        self._cached: tuple[dict[tuple[str, str], int], bool] = ({}, True)
+        self._read_at = float("-inf")
+        self._clients: tuple[Any, Any] | None = None
 
     def watch(self, group: Group) -> None:
-        with self._lock:
+        with self._groups_lock:
             if group not in self._groups:
                 self._groups.append(group)
-                self._cached = None
 
-    def _clients(self) -> tuple[Any, Any]:
+    def _kafka(self) -> tuple[Any, Any]:
         from confluent_kafka import Consumer
         from confluent_kafka.admin import AdminClient
 
-        if self._admin is None:
-            self._admin = AdminClient(self._access.librdkafka(log_level=0))
+        if self._clients is None:
+            admin = AdminClient(self._access.librdkafka(log_level=0))
             # A consumer outside any group (never subscribes): only for reading watermarks.
-            self._consumer = Consumer(self._access.librdkafka(**{
+            consumer = Consumer(self._access.librdkafka(**{
                 "group.id": "sgbus-lag-probe-unused", "enable.auto.commit": False, "log_level": 0}))
-        return self._admin, self._consumer
+            self._clients = (admin, consumer)
+        return self._clients
 
     def read(self) -> tuple[dict[tuple[str, str], int], bool]:
         """(consumer, topic) -> messages not yet committed, summed over partitions; and whether
         every group could be read."""
-        from confluent_kafka import ConsumerGroupTopicPartitions
+        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-        admin, consumer = self._clients()
+        admin, consumer = self._kafka()
+        with self._groups_lock:
+            groups = list(self._groups)
         lag: dict[tuple[str, str], int] = {}
         complete = True
-        for group in self._groups:
+        for group in groups:
             try:
                 future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group.group_id)],
                                                            request_timeout=5)[group.group_id]
-                partitions = future.result(timeout=10).topic_partitions or []
-                for tp in partitions:
-                    if tp.offset < 0:  # nothing committed for this partition yet
-                        continue
+                committed = [tp for tp in future.result(timeout=10).topic_partitions or [] if tp.offset >= 0]
+                if not committed and group.topic:
+                    meta = consumer.list_topics(group.topic, timeout=5).topics[group.topic]
+                    for p in meta.partitions:
+                        low, high = consumer.get_watermark_offsets(TopicPartition(group.topic, p), timeout=5,
+                                                                   cached=False)
+                        lag[(group.consumer, group.topic)] = lag.get((group.consumer, group.topic), 0) + high - low
+                for tp in committed:
                     _low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
                     key = (group.consumer, tp.topic)
                     lag[key] = lag.get(key, 0) + max(0, high - tp.offset)
-            except Exception:  # the broker or the group is unreadable now: report what we have
+            except Exception as exc:  # the broker or the group is unreadable now: report what we have
                 complete = False
+                log.warning("lag_unreadable", consumer=group.consumer, error=type(exc).__name__)
         return lag, complete
 
+    def _latest(self) -> tuple[dict[tuple[str, str], int], bool]:
+        if time.monotonic() - self._read_at > CACHE_S and self._read_lock.acquire(blocking=False):
+            try:
+                self._cached = self.read()
+                self._read_at = time.monotonic()  # after the read: a slow read is not repeated at once
+            finally:
+                self._read_lock.release()
+        return self._cached
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        with self._lock:
-            now = time.monotonic()
-            if self._cached is None or now - self._cached[0] > CACHE_S:
-                lag, complete = self.read()
-                self._cached = (now, lag, complete)
-            _, lag, complete = self._cached
+        lag, complete = self._latest()
         family = GaugeMetricFamily("sgbus_consumer_lag", "Messages not yet committed by a consumer, per topic",
                                    labels=["consumer", "topic"])
         for (name, topic), value in sorted(lag.items()):

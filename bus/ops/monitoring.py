@@ -6,6 +6,9 @@ from pathlib import Path
 
 import yaml
 
+from bus.security.files import write_private
+from bus.security.pki import Issued
+
 #: the local stack scrapes and evaluates every 5 s so an alert's `for:` is the only wait
 SCRAPE_INTERVAL = "5s"
 
@@ -36,7 +39,8 @@ def rules_dir() -> Path:
 
 def prometheus_config(*, targets_dir: Path, alertmanager_port: int, opa_port: int | None,
                       opa_token_file: Path, ca_file: Path, jmx_port: int | None,
-                      prometheus_port: int, self_auth: dict[str, object] | None = None) -> dict[str, object]:
+                      prometheus_port: int, self_auth: dict[str, object] | None = None,
+                      scraper: Issued | None = None) -> dict[str, object]:
     """`self_auth`: scheme, basic_auth and tls_config for reaching Prometheus and Alertmanager
     themselves (both serve HTTPS with an operator login: bus/ops/web_auth.py)."""
     auth = self_auth or {}
@@ -44,8 +48,11 @@ def prometheus_config(*, targets_dir: Path, alertmanager_port: int, opa_port: in
         {"job_name": "prometheus", **auth, "static_configs": [{"targets": [f"127.0.0.1:{prometheus_port}"]}]},
         {"job_name": "alertmanager", **auth, "static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]},
         # Every sgbus process serving /metrics registers a file here (bus/ops/targets.py); the
-        # file's `job` label (sgbus-worker, sgbus-gateway, ...) replaces this job's name.
-        {"job_name": "sgbus", "file_sd_configs": [{"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}]},
+        # file's `job` label (sgbus-worker, sgbus-gateway, ...) replaces this job's name and its
+        # `__scheme__` says https when the process serves TLS, read only with the scraper's certificate.
+        {"job_name": "sgbus", "file_sd_configs": [{"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}],
+         **({"tls_config": {"ca_file": str(ca_file), "cert_file": str(scraper.cert), "key_file": str(scraper.key)}}
+            if scraper else {})},
     ]
     if opa_port is not None:
         scrape.append({
@@ -76,5 +83,5 @@ def alertmanager_config() -> dict[str, object]:
 
 
 def write_yaml(path: Path, doc: object) -> Path:
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    """Atomically, mode 0600 (a web config holds a password hash)."""
+    return write_private(path, yaml.safe_dump(doc, sort_keys=False))

@@ -42,15 +42,32 @@ class Status:
     audit_length: float | None = None
     #: deliveries the workers have counted since they started
     delivered_total: int = 0
+    #: alerting rules Prometheus has loaded (0: nothing can alert)
+    alert_rules: int = 0
+    #: False when no Alertmanager was asked: firing alerts are then unknown
+    alerts_checked: bool = False
     alerts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def problems(self) -> list[str]:
+        """Why this is not healthy; empty when it is."""
+        out = [f"{t['job']} {t['instance']} is down" for t in self.targets if not t["up"]]
+        if not any(t["job"] == "sgbus-worker" and t["up"] for t in self.targets):
+            out.append("no worker is running (nothing is being shared)")
+        if not self.alerts_checked:
+            out.append("alerts not checked (no Alertmanager)")
+        if self.alert_rules == 0:
+            out.append("Prometheus has no alert rules loaded")
+        out += [f"{a['name']} is firing" for a in self.alerts if a["severity"] == "critical"]
+        return out
+
+    @property
     def healthy(self) -> bool:
-        """No target down and no critical alert firing."""
-        return all(t["up"] for t in self.targets) and not any(a["severity"] == "critical" for a in self.alerts)
+        return not self.problems
 
     def as_json(self) -> dict[str, Any]:
-        return {"healthy": self.healthy, "targets": self.targets, "lag": self.lag, "rates": self.rates,
+        return {"healthy": self.healthy, "problems": self.problems, "alert_rules": self.alert_rules,
+                "alerts_checked": self.alerts_checked, "targets": self.targets, "lag": self.lag, "rates": self.rates,
                 "decisions_per_s": self.decisions_per_s, "dead_letters_1h": self.dead_letters_1h,
                 "rejected_1h": self.rejected_1h, "opa_up": self.opa_up, "audit_verified": self.audit_verified,
                 "audit_length": self.audit_length, "delivered_total": self.delivered_total,
@@ -107,7 +124,14 @@ def collect(prometheus: str, alertmanager: str | None, access: MonitoringAccess 
         status.opa_up = _scalar(r["opa_up"])
         status.audit_verified = _scalar(r["audit_verified"])
         status.audit_length = _scalar(r["audit_length"])
+        try:
+            rules = client.get(f"{prometheus}/api/v1/rules", params={"type": "alert"}).json()["data"]["groups"]
+            status.alert_rules = sum(len(g["rules"]) for g in rules)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise StatusUnavailable(
+                f"Prometheus at {prometheus} did not list its rules ({type(exc).__name__})") from exc
         if alertmanager:
+            status.alerts_checked = True
             try:
                 resp = client.get(f"{alertmanager}/api/v2/alerts", params={"active": "true", "silenced": "false"})
                 resp.raise_for_status()
@@ -126,7 +150,9 @@ def collect(prometheus: str, alertmanager: str | None, access: MonitoringAccess 
 
 
 def render(status: Status) -> str:
-    lines = [f"sgbus: {'HEALTHY' if status.healthy else 'ATTENTION NEEDED'}", "", "processes:"]
+    lines = [f"sgbus: {'HEALTHY' if status.healthy else 'ATTENTION NEEDED'}"]
+    lines += [f"  - {p}" for p in status.problems]
+    lines += ["", "processes:"]
     for t in status.targets:
         what = t["job"] + (f" ({t['stage']})" if t["stage"] else "") + (f" [{t['partner']}]" if t["partner"] else "")
         lines.append(f"  {'up  ' if t['up'] else 'DOWN'}  {what:<40} {t['instance']}")
@@ -148,10 +174,10 @@ def render(status: Status) -> str:
     errors = [f"  dead letters  {k}: {v:.0f}" for k, v in sorted(status.dead_letters_1h.items())]
     errors += [f"  rejected      {k}: {v:.0f}" for k, v in sorted(status.rejected_1h.items())]
     lines += errors or ["  no dead letters, no rejections"]
-    lines += ["", "alerts firing:"]
+    lines += ["", f"alerts firing ({status.alert_rules} alert rules loaded):"]
     for a in status.alerts:
         where = ", ".join(f"{k}={v}" for k, v in sorted(a["labels"].items()) if k not in ("job", "instance", "pid"))
         lines.append(f"  [{a['severity']}] {a['name']}: {a['summary']}" + (f" ({where})" if where else ""))
     if not status.alerts:
-        lines.append("  none")
+        lines.append("  none" if status.alerts_checked else "  unknown: no Alertmanager was asked")
     return "\n".join(lines)

@@ -19,21 +19,40 @@ def targets_dir(home: Path) -> Path:
     return home / "prometheus" / "targets"
 
 
-def register(home: Path, job: str, port: int, labels: dict[str, str] | None = None) -> Path:
-    """Announce `127.0.0.1:port` to the stack's Prometheus as `job` until this process exits."""
+_mine: list[Path] = []
+_stopping = False
+
+
+def register(home: Path, job: str, port: int, labels: dict[str, str] | None = None, *,
+             scheme: str = "http") -> Path:
+    """Announce `127.0.0.1:port` to the stack's Prometheus as `job`. The entry is removed when the
+    process exits after `stopping()` (asked to stop); a process that crashes or is killed leaves
+    it, so Prometheus sees the target down and SgbusWorkerDown fires."""
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}")
     directory = private_dir(targets_dir(home))
     path = directory / f"{job}-{os.getpid()}.json"
-    entry = [{"targets": [f"127.0.0.1:{port}"], "labels": {"job": job, "pid": str(os.getpid()), **(labels or {})}}]
+    # The process's own labels first: job and scheme are not theirs to change.
+    entry = [{"targets": [f"127.0.0.1:{port}"], "labels": {**(labels or {}), "job": job, "__scheme__": scheme}}]
     write_private(path, json.dumps(entry))
-    atexit.register(_remove, path)
+    if not _mine:
+        atexit.register(leave)
+    _mine.append(path)
     return path
 
 
-def _remove(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()
+def stopping() -> None:
+    """This process was asked to stop (SIGTERM, SIGINT, or its work is done): on exit, leave Prometheus."""
+    global _stopping
+    _stopping = True
+
+
+def leave() -> None:
+    """Remove this process's entries if it was asked to stop."""
+    if _stopping:
+        for path in _mine:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def prune(home: Path) -> list[Path]:
@@ -45,6 +64,7 @@ def prune(home: Path) -> list[Path]:
     for path in directory.glob("*.json"):
         pid = path.stem.rsplit("-", 1)[-1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            _remove(path)
+            with contextlib.suppress(OSError):
+                path.unlink()
             removed.append(path)
     return removed

@@ -35,25 +35,29 @@ def _run_delivery(partner: str, sink, max_events: int | None, idle_timeout: floa
         sink = FhirSink(sink)
     import signal
 
-    from prometheus_client import start_http_server
-
     from bus.ops import targets
     from bus.ops.lag import Group, LagCollector
+    from bus.ops.serve import serve_metrics
     from bus.security.principals import delivery_group, delivery_name
+    from bus.topics import DELIVER_PREFIX
     from connectors.delivery.base import run_delivery
 
     settings = load_settings()
     bootstrap, _ = resolve_endpoints(settings)
     access = kafka_as(settings, bootstrap, delivery_name(partner))
-    metrics.registry.register(LagCollector(access, [Group(f"delivery:{channel}", delivery_group(partner, sink.name))]))
-    server, _thread = start_http_server(settings.metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    targets.register(settings.home, "sgbus-delivery", int(server.server_address[1]),
-                     {"partner": partner, "channel": channel})
+    metrics.registry.register(LagCollector(access, [
+        Group(f"delivery:{channel}", delivery_group(partner, sink.name), DELIVER_PREFIX + partner)]))
+    serve_metrics(metrics.registry, settings, "sgbus-delivery", {"partner": partner, "channel": channel})
     stopping = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stopping.update(now=True))
-    stats = run_delivery(access=access, partner=partner, sink=sink, state_dir=settings.home / "delivery",
-                         max_events=max_events, idle_timeout_s=idle_timeout, should_stop=lambda: stopping["now"],
-                         metrics=metrics)
+    try:
+        stats = run_delivery(access=access, partner=partner, sink=sink, state_dir=settings.home / "delivery",
+                             max_events=max_events, idle_timeout_s=idle_timeout,
+                             should_stop=lambda: stopping["now"], metrics=metrics)
+    except KeyboardInterrupt:
+        targets.stopping()
+        raise typer.Exit(130) from None
+    targets.stopping()  # stopped as asked, or its --max / --idle-timeout reached: not a crash
     err(f"delivered {stats.delivered}, dead-lettered {stats.dead_lettered}, "
         f"skipped {stats.duplicates_skipped} duplicate(s)")
 

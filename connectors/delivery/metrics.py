@@ -19,6 +19,11 @@ class DeliveryMetrics:
         self._failures = Counter(
             "sgbus_partner_delivery_failures_total", "Delivery attempts that failed and are retried",
             ["partner", "channel", "reason"], registry=r)
+        # At 0 from the start, so the first rejection or failure shows in increase() (and alerts).
+        for outcome in ("delivered", "rejected", "duplicate"):
+            self._outcomes.labels(partner, channel, outcome)
+        for reason in RETRY_REASONS:
+            self._failures.labels(partner, channel, reason)
 
     def outcome(self, outcome: str, n: int = 1) -> None:
         self._outcomes.labels(self.partner, self.channel, outcome).inc(n)

@@ -17,6 +17,7 @@ import pytest
 
 from bus.demo import start_worker, stop_worker
 from bus.kafka_io import idempotent_producer, produce_all, read_topic
+from bus.ops.serve import scraper_context
 from bus.policy.data import load_partnership
 from bus.provenance.registry import LocalSigners
 from bus.pseudonymise.keyring import init_keyring
@@ -138,7 +139,9 @@ class Bus:
         return found
 
     def metric(self, name: str) -> float:
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310 - loopback
+        """The worker's own count (read as Prometheus does: TLS with the scraper's certificate)."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5,  # noqa: S310 - loopback
+                                    context=scraper_context(self.settings.home)) as resp:
             text = resp.read().decode()
         total = 0.0
         for line in text.splitlines():
@@ -158,7 +161,7 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
         init_keyring(settings.keyring_path)
         metrics_port = free_port()
         handle = Bus(stack, settings, status["kafka_bootstrap"], status["opa_url"],
-                     f"http://127.0.0.1:{metrics_port}/metrics", home / "worker.log",
+                     f"https://127.0.0.1:{metrics_port}/metrics", home / "worker.log",
                      worker_env={"SGBUS_METRICS_PORT": str(metrics_port), "SGBUS_RETRY_MAX_BACKOFF_S": "1.0",
                                  # the operations tests read the audit stage's verification metrics
                                  "SGBUS_AUDIT_VERIFY_INTERVAL_S": "5"})

@@ -23,6 +23,7 @@ from bus.gateway.client import GatewayClient
 from bus.gateway.identity import PartnerCerts
 from bus.gateway.openapi import COMMITTED
 from bus.gateway.state import state_path
+from bus.ops.serve import scraper_context
 from bus.security.pki import Issued, ca_path
 from schemas.synthetic import Synth
 from tests.helpers import wait_for
@@ -52,7 +53,8 @@ class Gateway:
         self.__post_init__()
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(self.metrics_url, timeout=5,  # noqa: S310 - loopback
+                                    context=scraper_context(self.bus.settings.home)) as resp:
             return str(resp.read().decode())
 
 

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from bus.metrics import DENY_REASONS, Metrics, deny_category
 from bus.ops import alert_tests, dashboards, monitoring, targets, web_auth
 from bus.policy.data import load_partnership
+from bus.security.pki import Issued
 from bus.toolchain.monitoring import ensure_prometheus
 from connectors.delivery.metrics import DeliveryMetrics
 
@@ -91,7 +92,8 @@ def test_rendered_prometheus_config_passes_promtool(tmp_path: Path, promtool: Pa
     password.write_text("pw")
     doc = monitoring.prometheus_config(targets_dir=tmp_path / "targets", alertmanager_port=9093, opa_port=8181,
                                        opa_token_file=token, ca_file=ca, jmx_port=7071, prometheus_port=9090,
-                                       self_auth=web_auth.scrape_auth(access, password, ca))
+                                       self_auth=web_auth.scrape_auth(access, password, ca),
+                                       scraper=Issued(tmp_path / "s.key", tmp_path / "s.pem", ca))
     config = monitoring.write_yaml(tmp_path / "prometheus.yml", doc)
     result = subprocess.run([str(promtool), "check", "config", "--syntax-only", str(config)],
                             capture_output=True, text=True, check=False)
@@ -102,14 +104,15 @@ def test_rendered_prometheus_config_passes_promtool(tmp_path: Path, promtool: Pa
     # The token and the operator's password are read from files, never written into the config.
     assert opa["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
     assert "pw" not in config.read_text().replace(str(password), "")
+    sgbus = next(c for c in doc["scrape_configs"] if c["job_name"] == "sgbus")  # type: ignore[union-attr, index]
+    # Processes' /metrics are read only with the scraper's client certificate.
+    assert sgbus["tls_config"]["cert_file"] == str(tmp_path / "s.pem")
     alerting = doc["alerting"]["alertmanagers"][0]  # type: ignore[index]
     assert alerting["scheme"] == "https" and alerting["basic_auth"]["password_file"] == str(password)
 
 
 def test_web_config_holds_a_bcrypt_hash_of_the_operator_password_not_the_password(tmp_path: Path) -> None:
     import bcrypt
-
-    from bus.security.pki import Issued
 
     access = web_auth.MonitoringAccess("monitoring-operator", "correct horse battery staple")
     doc = web_auth.web_config(Issued(tmp_path / "k", tmp_path / "c", tmp_path / "ca"), access)
@@ -119,16 +122,24 @@ def test_web_config_holds_a_bcrypt_hash_of_the_operator_password_not_the_passwor
     assert doc["tls_server_config"]["min_version"] == "TLS12"  # type: ignore[index]
 
 
-def test_a_registered_target_names_its_job_and_goes_when_its_process_is_gone(tmp_path: Path) -> None:
-    path = targets.register(tmp_path, "sgbus-worker", 12345, {"stage": "route"})
+def test_a_registered_target_names_its_job_and_goes_only_when_its_process_was_asked_to_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(targets, "_mine", [])
+    monkeypatch.setattr(targets, "_stopping", False)
+    path = targets.register(tmp_path, "sgbus-worker", 12345, {"stage": "route", "job": "spoofed"}, scheme="https")
     entry = json.loads(path.read_text())
     assert entry[0]["targets"] == ["127.0.0.1:12345"]
-    assert entry[0]["labels"]["job"] == "sgbus-worker" and entry[0]["labels"]["stage"] == "route"
+    # The process's labels cannot change its job or scheme.
+    assert entry[0]["labels"] == {"stage": "route", "job": "sgbus-worker", "__scheme__": "https"}
     assert path.stat().st_mode & 0o077 == 0
+    targets.leave()  # a crash: the entry stays, so Prometheus sees the target down
+    assert path.exists()
+    targets.stopping()
+    targets.leave()
+    assert not path.exists()
     dead = targets.targets_dir(tmp_path) / "sgbus-gateway-999999999.json"
     dead.write_text("[]")
     assert targets.prune(tmp_path) == [dead]
-    assert path.exists()
     with pytest.raises(ValueError, match="unknown job"):
         targets.register(tmp_path, "anything", 1)
 
