@@ -41,6 +41,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     before it commits the consumed offsets."""
     settings, metrics = svc.settings, svc.metrics
     audit_watch = AuditWatch(settings, metrics)
+    audit_lock = asyncio.Lock()
 
     async def send(topic: faust.TopicT, key: bytes | None, value: bytes, source: TP) -> None:
         if not exactly_once:
@@ -257,7 +258,8 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                     records.extend(decode_audit_batch(ev.value))
                 except ValidationError:
                     metrics.dlq.labels("malformed_audit").inc()
-            added, checkpoint = await asyncio.to_thread(svc.audit_store.append, records, svc.audit_signer)
+            async with audit_lock:  # the verification below never reads a chain half-appended
+                added, checkpoint = await asyncio.to_thread(svc.audit_store.append, records, svc.audit_signer)
             metrics.audit_stored.inc(added)
             if checkpoint is None and records:
                 # A redelivered batch (stored before a crash, its head never published): publish
@@ -278,7 +280,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         app.agent(audit, name="sgbus.audit", concurrency=1)(audit_agent)
 
         async def verify_audit_chain() -> None:
-            await asyncio.to_thread(audit_watch.run)
+            # Between appends: records and checkpoints are read as one consistent chain.
+            async with audit_lock:
+                await asyncio.to_thread(audit_watch.run)
 
         async def verify_audit_chain_at_start() -> None:
             await asyncio.sleep(min(5.0, settings.audit_verify_interval_s))

@@ -164,7 +164,7 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
                      f"https://127.0.0.1:{metrics_port}/metrics", home / "worker.log",
                      worker_env={"SGBUS_METRICS_PORT": str(metrics_port), "SGBUS_RETRY_MAX_BACKOFF_S": "1.0",
                                  # the operations tests read the audit stage's verification metrics
-                                 "SGBUS_AUDIT_VERIFY_INTERVAL_S": "5"})
+                                 "SGBUS_AUDIT_VERIFY_INTERVAL_S": "30"})
         handle.start_worker()
         # Ready when a canary event has been routed end to end.
         s = Synth(seed=99)
