@@ -64,6 +64,8 @@ class Services:
     #: not shared between the ingest and audit agents' threads)
     event_register: AuditStore
     audit_signer: AuditSigner | None = None
+    #: signs what the concern stage raises, as its source organisation (agency bus)
+    concern_sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     @property
     def keyring(self) -> Keyring:
@@ -113,6 +115,10 @@ def create_app(access: KafkaAccess, services: Services, stage: str = "all") -> f
         app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
                   **faust_options(access, services.settings.home))
         register(app, services, STAGES)
+    elif stage == "concern":  # its raises are idempotent (derived ids), its table at-least-once
+        app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
+                  **faust_options(access, services.settings.home))
+        register(app, services, (stage,))
     else:  # the audit stage too, so it reads only committed audit records
         app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
                   **faust_options(access, services.settings.home, "exactly_once"))

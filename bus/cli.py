@@ -103,14 +103,15 @@ def stack_fetch() -> None:
 def worker(
     stage: Annotated[str, typer.Option(
         help="all: every agent in this process (at-least-once); ingest, route or audit: that stage "
-             "only, with Kafka transactions (exactly-once); run one process per stage")] = "all",
+             "only, with Kafka transactions (exactly-once); concern: the multi-agency concern table "
+             "(at-least-once, its raises are idempotent); run one process per stage")] = "all",
 ) -> None:
-    """Run the Faust agents (ingest -> route -> deliver + audit) until stopped."""
+    """Run the Faust agents (ingest -> route -> deliver + audit, and concern) until stopped."""
     from bus.audit.chain import AuditStoreError
     from bus.worker import run_worker
 
-    if stage not in ("all", "ingest", "route", "audit"):
-        fail(f"--stage: one of all, ingest, route, audit (not {stage})", 2)
+    if stage not in ("all", "ingest", "route", "audit", "concern"):
+        fail(f"--stage: one of all, ingest, route, audit, concern (not {stage})", 2)
     settings = load_settings()
     bootstrap, opa_url = resolve_endpoints(settings)
     try:
@@ -282,6 +283,38 @@ def status_cmd(
     typer.echo(json.dumps(status.as_json(), indent=2) if as_json else render(status))
     if not status.healthy:
         raise typer.Exit(1)
+
+
+@app.command()
+def chronology(
+    token: Annotated[str, typer.Option(help="the child's token as the MASH holds it (psn:...)")],
+    partner: Annotated[str | None, typer.Option(
+        "--as", help="the MASH partner asking (default: children's social care in the concern's linkage domain)")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the entries as JSON")] = False,
+) -> None:
+    """One child's cross-agency timeline for the MASH: every event it was sent about the child
+    (concerns included), oldest first, read with its own Kafka principal."""
+    from bus.concern.chronology import as_json as entries_json
+    from bus.concern.chronology import mash_partner, render, timeline
+    from bus.exceptions import ConfigurationError
+    from bus.policy.data import load_partnership
+    from bus.security.principals import partner_name
+
+    if not token.startswith("psn:"):
+        fail("--token: a token as the MASH receives it (psn:<key id>:<value>)", 2)
+    settings = load_settings()
+    try:
+        who = mash_partner(load_partnership(settings.policies_dir / "data"), partner)
+    except ConfigurationError as exc:
+        fail(f"--as: {exc}" if partner else str(exc), 2)
+    bootstrap, _ = resolve_endpoints(settings)
+    entries = timeline(kafka_as(settings, bootstrap, partner_name(who.id)), who, token)
+    if as_json:
+        typer.echo(entries_json(entries))
+    else:
+        for line in render(entries, who):
+            typer.echo(line)
 
 
 @app.command()

@@ -23,7 +23,7 @@ from bus.exceptions import StackError
 from bus.gateway.client import GatewayClient
 from bus.gateway.identity import PartnerCerts
 from bus.kafka_io import idempotent_producer, produce_all, read_topic
-from bus.policy.data import load_partnership
+from bus.policy.data import Partnership, load_partnership
 from bus.provenance.registry import LocalSigners
 from bus.pseudonymise.keyring import init_keyring
 from bus.records import decode_audit_batch
@@ -124,6 +124,47 @@ def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: in
     return 0 if result.ok else 1
 
 
+def _show_concern(settings: Settings, stack: Stack, partnership: Partnership, child: dict[str, Any], *,
+                  echo: Echo, err: Echo, timeout_s: float) -> int:
+    """The multi-agency concern the MASH received about the child, its audit trail, and the
+    child's chronology as the MASH sees it (`sgbus chronology`)."""
+    from bus.concern.chronology import mash_partner, timeline
+    from bus.concern.chronology import render as render_chronology
+    from bus.pseudonymise.operators.token import token
+
+    if partnership.concern is None:
+        return 0
+    keyring = init_keyring(settings.keyring_path)[0]
+    key = token(keyring, partnership.concern.linkage_domain, "nhs_number", child["identifiers"]["nhs_number"])
+    mash = mash_partner(partnership, None)
+    access = stack.access(partner_name(mash.id))
+    deadline = time.monotonic() + timeout_s
+    entries = timeline(access, mash, key, timeout_s=5.0)
+    while time.monotonic() < deadline and not any(e.event_type.startswith("bus.") for e in entries):
+        time.sleep(1.0)
+        entries = timeline(access, mash, key, timeout_s=5.0)
+    concerns = [e for e in entries if e.event_type.startswith("bus.")]
+    if not concerns:
+        err(f"no multi-agency concern reached {mash.id} within {timeout_s:.0f}s")
+        return 1
+    echo("")
+    echo(f"multi-agency concern raised to {mash.id} (the MASH): {concerns[-1].summary}")
+    deadline = time.monotonic() + timeout_s
+    records: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not records:
+        store = open_audit_store(settings)
+        records = store.for_event(concerns[-1].event_id)
+        store.close()
+        time.sleep(0.2)
+    echo("  its audit trail:")
+    for line in render(records):
+        echo("    " + line)
+    echo(f"  the child's chronology for the MASH (sgbus chronology --token {key}):")
+    for line in render_chronology(entries, mash):
+        echo("    " + line)
+    return 0 if records else 1
+
+
 GATEWAY_PUBLISHER, GATEWAY_COLLECTOR = "northshire-police", "oakfield-primary"
 
 
@@ -204,6 +245,12 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         init_keyring(settings.keyring_path)
         partnership = load_partnership(settings.policies_dir / "data")
         events = Synth(seed=seed).demo_set()
+        # The Operation Encompass child is known to the school and the NHS too: three agencies
+        # within 90 days, so the bus raises a multi-agency concern to the MASH.
+        more = Synth(seed=seed + 2000)
+        encompass_child = events[0]["subject"]
+        events += [more.attendance_concern(encompass_child, school_urn="900001"),
+                   more.unscheduled_care_attendance(encompass_child)]
         for e in events:  # fresh ids: earlier demo runs on the same stack must not count
             e["event_id"] = str(uuid.uuid4())
         titles = {e["event_id"]: e["event_type"] for e in events}
@@ -292,6 +339,9 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
             return 1
         shown = _show_audit_trail(settings, events[0], expected=len(audit_for(events[0]["event_id"], audit)),
                                   echo=echo, err=err, timeout_s=timeout_s, access=stack.access())
+        if shown == 0:
+            shown = _show_concern(settings, stack, partnership, encompass_child, echo=echo, err=err,
+                                  timeout_s=timeout_s)
         _show_operators_view(stack, delivered=sum(delivered.values()), echo=echo, err=err)
         return shown
     finally:

@@ -116,6 +116,13 @@ class Metrics:
             "sgbus_audit_chain_last_verified_timestamp_seconds", "When the audit chain was last verified",
             registry=r,
         )
+        self.concerns_raised = Counter(
+            "sgbus_concerns_raised_total", "Multi-agency concerns raised, by the partnership's rule", ["rule"],
+            registry=r)
+        self.concern_children = Gauge(
+            "sgbus_concern_children", "Children with a picture in this worker's concern table", registry=r)
+        self.concern_last_at = Gauge(
+            "sgbus_concern_last_update_timestamp_seconds", "When the concern table last took a batch", registry=r)
         self.school_calendar_known_until = Gauge(
             "sgbus_school_calendar_known_until_timestamp_seconds",
             "The last day the partnership's school calendar has term dates for (NaN: not stated)", registry=r)
@@ -128,7 +135,7 @@ class Metrics:
             "sgbus_policy_revision_info", "Policy revision of the last decision", ["revision"], registry=r
         )
 
-    def prime(self, agreements: list[str], partners: list[str]) -> None:
+    def prime(self, agreements: list[str], partners: list[str], concern_rules: list[str] | None = None) -> None:
         """Create the label sets alerts watch, at 0: a counter series born at its first increment
         hides that increment from increase() (the first override would not alert)."""
         for agreement in agreements:
@@ -137,6 +144,8 @@ class Metrics:
             self.policy_denials.labels(reason)
         for partner in partners:
             self.deliveries.labels(partner)
+        for rule in concern_rules or []:
+            self.concerns_raised.labels(rule)
 
     def calendar_in_force(self, calendar: SchoolCalendar) -> None:
         known = calendar.known_until

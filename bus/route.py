@@ -107,6 +107,14 @@ class Router:
         self.revision = revision
         self._source = source
 
+    async def refresh(self) -> None:
+        """Re-read the partnership and revision OPA holds now (after `sgbus policy reload`)."""
+        if self._source is not None:
+            try:
+                self.partnership, self.revision = await asyncio.to_thread(self._source)
+            except PolicyUnavailable:
+                pass  # keep what we have; the caller retries
+
     async def _check_revision(self, decisions: list[Decision]) -> None:
         """Decisions count only if they carry the revision this worker pinned (the one whose
         partners and subscriptions it routes with). After `sgbus policy reload` they carry a

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     audit_verify_interval_s: float = Field(
         default=300.0, ge=1, description="how often the audit stage verifies the whole chain with the public keys "
                                          "(sgbus_audit_chain_verified; alert SgbusAuditChainVerificationFailed)")
+    concern_org_id: str = Field(default="SGBUS", description="org_id the concern stage publishes as (its partner "
+                                                             "entry's, agency bus)")
+    concern_signing_key: Path | None = Field(
+        default=None, description="the concern stage's signing key file (`sgbus partners keys issue --out`); "
+                                  "default: the local stack's key for concern_org_id")
     prometheus_url: str | None = Field(
         default=None, description="Prometheus for `sgbus status`; default: the local stack's")
     alertmanager_url: str | None = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from bus.exceptions import StackError
@@ -43,6 +44,10 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
+#: sg.events partitions; the concern table's changelog has as many (one child: one partition)
+EVENTS_PARTITIONS = 4
+
+
 def topic_specs(partnership: Partnership) -> list[TopicSpec]:
     specs = [
         # The broker stamps each ingress record as it appends it: the publisher's own clock never
@@ -52,7 +57,7 @@ def topic_specs(partnership: Partnership) -> list[TopicSpec]:
                                         "message.timestamp.type": "LogAppendTime"}) for a in Agency
     ]
     # sg.audit has one partition: one audit agent at a time writes the one hash chain, in order.
-    specs += [TopicSpec(EVENTS, 4), TopicSpec(AUDIT, 1), TopicSpec(DLQ, 1),
+    specs += [TopicSpec(EVENTS, EVENTS_PARTITIONS), TopicSpec(AUDIT, 1), TopicSpec(DLQ, 1),
               TopicSpec(AUDIT_HEADS, 1, {"cleanup.policy": "compact"})]
     specs += [TopicSpec(deliver_topic(p.id), 2, {"retention.ms": str(deliver_retention_ms(partnership, p.id))})
               for p in partnership.partners]
@@ -112,3 +117,18 @@ def _align_configs(admin: AdminClient, specs: list[TopicSpec], timeout_s: float)
             fut.result(timeout_s)
         except Exception as exc:  # the broker's error names the topic and the key
             raise StackError(f"could not set the configuration of {res.name}: {exc}") from None
+
+
+def ensure_compacted_topic(access: KafkaAccess, name: str, partitions: int, timeout_s: float = 30.0) -> bool:
+    """Create a compacted topic (a Faust table's changelog) unless it exists; True if created.
+    `access`: a principal with CREATE on the name (a stage, within its own prefix)."""
+    admin = AdminClient(access.librdkafka(log_level=0))
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+                                            config={"cleanup.policy": "compact"})], operation_timeout=timeout_s)
+    try:
+        futures[name].result()
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+        return False
+    return True

@@ -6,6 +6,7 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -75,9 +76,11 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     log.info("metrics_serving", url=url)
     partnership, revision = _wait_for_partnership(opa, metrics)
     agreements = [a.id for a in partnership.agreements] + ([partnership.emergency.id] if partnership.emergency else [])
-    metrics.prime(agreements, [p.id for p in partnership.partners])
+    metrics.prime(agreements, [p.id for p in partnership.partners],
+                  [r.id for r in partnership.concern.rules] if partnership.concern else [])
     metrics.calendar_in_force(partnership.school_calendar)
     log.info("policy_loaded", revision=revision, partners=len(partnership.partners))
+    concern_sign = _concern_signer(settings, access, stage) if stage in ("all", "concern") else None
     policy = PolicyClient(opa, timeout_s=settings.opa_timeout_s)
     services = Services(settings=settings, keys=keys, metrics=metrics,
                         router=Router(partnership, keys(), policy, revision,
@@ -86,8 +89,22 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
                         audit_store=open_audit_store(settings),
                         signers=SignerSource(lambda: fetch_signers(opa)),
                         event_register=open_audit_store(settings),
-                        audit_signer=audit_signer)
+                        audit_signer=audit_signer, concern_sign=concern_sign)
     run_faust(create_app(access, services, stage), settings)
+
+
+def _concern_signer(settings: Settings, access: Any, stage: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The concern stage's signing key (it publishes like any source), and its table's changelog
+    topic, which the stage creates within its own prefix (Faust is not allowed to declare topics)."""
+    from bus.concern.agent import changelog_topic_name
+    from bus.provenance.registry import LocalSigners, load_private_key
+    from bus.topics import EVENTS_PARTITIONS, ensure_compacted_topic
+
+    if ensure_compacted_topic(access, changelog_topic_name(stage_app_id(settings.app_id, stage)), EVENTS_PARTITIONS):
+        log.info("concern_changelog_created")
+    if settings.concern_signing_key is not None:
+        return load_private_key(settings.concern_signing_key)
+    return LocalSigners(settings.home).sign
 
 
 #: exit status of a worker whose graceful stop overran its grace period

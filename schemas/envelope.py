@@ -21,6 +21,8 @@ class Agency(StrEnum):
     NHS = "nhs"
     SCHOOL = "school"
     SOCIAL_CARE = "social_care"
+    #: the bus itself, for what it raises (bus.multi_agency_concern)
+    BUS = "bus"
 
 
 class Strict(BaseModel):

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from schemas.envelope import Envelope
-from schemas.events import nhs, police, school, social_care
+from schemas.events import bus, nhs, police, school, social_care
 
 MAX_EVENT_BYTES = 256 * 1024
 
@@ -21,6 +21,7 @@ _MODELS: list[type[Envelope]] = [
     school.ChildMissingEducationV1,
     social_care.ChildProtectionPlanV1, social_care.LookedAfterStatusV1, social_care.ReferralOutcomeV1,
     social_care.StrategyDiscussionRequestV1, social_care.MissingFromCareV1,
+    bus.MultiAgencyConcernV1,
 ]
 
 

@@ -90,6 +90,7 @@ class Synth:
             "social_care.referral_outcome.v1": self.referral_outcome,
             "social_care.strategy_discussion_request.v1": self.strategy_discussion_request,
             "social_care.missing_from_care.v1": self.missing_from_care,
+            "bus.multi_agency_concern.v1": self.multi_agency_concern,
         }
 
     # -- building blocks ------------------------------------------------------------------------
@@ -378,6 +379,24 @@ class Synth:
             "urgent_risk_of_significant_harm": self.rng.random() < 0.2,
         }, occurred=requested)
 
+    # -- the bus ----------------------------------------------------------------------------------
+    def multi_agency_concern(self, subject: dict[str, Any]) -> dict[str, Any]:
+        """A concern as the bus raises it (for tests and the catalogue; the bus builds its own)."""
+        first, second, third = sorted((self._ago(24, 24 * 80) for _ in range(3)))
+        reports = [
+            {"event_type": "police.domestic_abuse_incident", "agency": "police", "count": 1,
+             "first_at": first.isoformat(), "last_at": first.isoformat()},
+            {"event_type": "school.attendance_concern", "agency": "school", "count": 1,
+             "first_at": second.isoformat(), "last_at": second.isoformat()},
+            {"event_type": "nhs.unscheduled_care_attendance", "agency": "nhs", "count": 1,
+             "first_at": third.isoformat(), "last_at": third.isoformat()},
+        ]
+        return self._envelope("bus.multi_agency_concern.v1", "bus", "SGBUS", subject, {
+            "rule": "three-agencies-90d", "window_days": 90, "agencies": ["nhs", "police", "school"],
+            "reports": reports, "events_in_window": 3, "first_at": first.isoformat(), "last_at": third.isoformat(),
+            "raised": 1,
+        }, occurred=third)
+
     # -- sets and streams -----------------------------------------------------------------------
     def event(self, event_type: str, subject: dict[str, Any] | None = None) -> dict[str, Any]:
         build = self.builders[event_type]
@@ -390,7 +409,8 @@ class Synth:
     def stream(self, count: int, event_type: str | None = None) -> Iterator[dict[str, Any]]:
         """`count` varied events (of one type, or of every type); children recur across events."""
         children = [self.child() for _ in range(max(1, count // 4))]
-        types = sorted(self.builders)
+        # What partners publish (the bus raises its own concerns; a stream never fakes them).
+        types = sorted(t for t in self.builders if not t.startswith("bus."))
         for _ in range(count):
             kind = event_type or self.rng.choice(types)
             subject = None if kind in ("nhs.prebirth_concern.v1", "social_care.looked_after_status.v1") \

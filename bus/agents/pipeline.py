@@ -26,7 +26,9 @@ from schemas.envelope import Agency
 log = logs.get("sgbus.worker")
 
 
-STAGES = ("ingest", "route", "audit")
+STAGES = ("ingest", "route", "audit", "concern")
+#: the stages that run with Kafka transactions when alone (`worker --stage`); concern is at-least-once
+EXACTLY_ONCE_STAGES = ("ingest", "route", "audit")
 
 
 def register_key(event: PseudonymisedEvent) -> str:
@@ -276,6 +278,10 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         app.agent(ingress, name="sgbus.ingest")(ingest_agent)
     if "route" in stages:
         app.agent(events, name="sgbus.route")(route_agent)
+    if "concern" in stages and svc.concern_sign is not None:
+        from bus.concern.agent import register_concern
+
+        register_concern(app, svc, send, events, raw_topic(ingress_topic(Agency.BUS)), svc.concern_sign, commit_batch)
     if "audit" in stages:
         app.agent(audit, name="sgbus.audit", concurrency=1)(audit_agent)
 

@@ -70,6 +70,9 @@ OVERVIEW = DashboardSpec("sgbus-overview", "sgbus - overview", "Is sharing happe
     PanelSpec("Alerts firing", "Alerts firing now (details in Alertmanager or `sgbus status`).",
               (q('count by (alertname) (ALERTS{alertstate="firing"})', "{{alertname}}"),), "short", "stat",
               data_expected=False),
+    PanelSpec("Multi-agency concerns raised (24h)", "Children who crossed a concern threshold, by rule "
+              "(policies/data/concern.yaml); each goes to the MASH through DSA-MAC-001.",
+              (q("sum by (rule) (increase(sgbus_concerns_raised_total[24h]))", "{{rule}}"),), "short", "stat"),
     PanelSpec("Encompass notifications late (24h)", "Police domestic-abuse notifications that reached a school "
               "after the start of the next school day.",
               (q("sum(increase(sgbus_encompass_deadline_missed_total[24h]))"),), "short", "stat"),
@@ -140,6 +143,8 @@ PIPELINE = DashboardSpec("sgbus-pipeline", "sgbus - pipeline health", "Stages, l
               (q(f'sum(rate(kafka_server_brokertopicmetrics_count{{name="MessagesInPerSec"}}[{RATE}]))'),), "ops"),
     PanelSpec("Kafka under-replicated partitions", "Should be 0.",
               (q('max(kafka_server_replicamanager_value{name="UnderReplicatedPartitions"})'),), "short", "stat"),
+    PanelSpec("Children in the concern table", "Pictures the concern stage holds (its changelog rebuilds them).",
+              (q("sum(sgbus_concern_children)"),), "short", "stat"),
     PanelSpec("Worker memory", "Resident memory of each worker.",
               (q('process_resident_memory_bytes{job="sgbus-worker"}', "{{stage}} {{instance}}"),), "bytes"),
     PanelSpec("Redaction held batches", "Ingest batches held because the redactor could not be built.",

@@ -76,7 +76,9 @@ def policy_simulate(
     today: Annotated[str | None, typer.Option(help="date agreements are checked against (default today)")] = None,
 ) -> None:
     """Show what a proposed policy set would change: per event, recipients added or removed and
-    fields, identifier modes or demographics changed. Nothing is loaded into OPA."""
+    fields, identifier modes or demographics changed; and which children (by the MASH's token)
+    would newly cross, or no longer cross, a multi-agency concern threshold. Nothing is loaded
+    into OPA."""
     from bus.policy.simulate import simulate
     from schemas.registry import InvalidEvent, parse_event
 
@@ -93,7 +95,15 @@ def policy_simulate(
         except InvalidEvent as exc:
             p = exc.problems[0]
             fail(f"--events line {number}: {p.field}: {p.message} [{p.code}]", 2)
-    result = simulate(load_settings().policies_dir, policies, parsed, today)
+    from bus.exceptions import KeyringError
+    from bus.pseudonymise.keyring import load_keyring
+
+    settings = load_settings()
+    try:  # children are named by the MASH's token when the keyring is at hand
+        keyring = load_keyring(settings.keyring_path)
+    except KeyringError:
+        keyring = None
+    result = simulate(settings.policies_dir, policies, parsed, today, keyring=keyring)
     if as_json:
         typer.echo(json.dumps(result.as_json(), indent=2))
     else:

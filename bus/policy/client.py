@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 from opa_client.opa_async import AsyncOpaClient
 
+from bus.concern.decide import ConcernDecision, bind_concern_decisions
 from bus.exceptions import PolicyUnavailable
 from bus.policy.decision import Decision, bind_decisions
 from bus.security.opa_auth import OpaAccess
@@ -73,3 +74,19 @@ class PolicyClient:
             raise PolicyUnavailable(f"OPA query failed: {type(exc).__name__}") from None
         result = answer.get("result") if isinstance(answer, dict) else None
         return bind_decisions(requests, result)
+
+    async def concern_decisions(self, children: list[dict[str, Any]], rule_ids: list[str]) -> list[ConcernDecision]:
+        """Which children cross which concern rules now, and which to raise (data.sgbus.concern).
+        Raises PolicyUnavailable on any error or an answer that does not match the question."""
+        if not children:
+            return []
+        try:
+            await self._ensure_open()
+            answer = await asyncio.wait_for(
+                self._client.query_rule({"children": children}, "sgbus/concern", RULE), timeout=self._timeout_s * 2)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # aiohttp and the client raise many unrelated types
+            raise PolicyUnavailable(f"OPA concern query failed: {type(exc).__name__}") from None
+        result = answer.get("result") if isinstance(answer, dict) else None
+        return bind_concern_decisions(children, rule_ids, result)

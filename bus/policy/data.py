@@ -11,10 +11,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from bus.concern.rules import Concern
 from bus.encompass import SchoolCalendar
 from bus.exceptions import PolicyDataError
 from schemas.envelope import Agency
-from schemas.registry import EVENT_MODELS, payload_model
+from schemas.registry import EVENT_MODELS, base_type, payload_model
 
 PartnerId = str
 _ID = r"^[a-z0-9][a-z0-9-]{1,48}$"
@@ -128,6 +129,7 @@ class Partnership(Model):
     agreements: list[Agreement]
     emergency: Emergency | None = None
     school_calendar: SchoolCalendar = Field(default_factory=SchoolCalendar)
+    concern: Concern | None = None
 
     @cached_property
     def _partner_index(self) -> dict[str, Partner]:
@@ -147,7 +149,7 @@ class Partnership(Model):
 
 
 FILES = ("partners", "subscriptions", "agreements")
-OPTIONAL_FILES = ("emergency", "school_calendar")
+OPTIONAL_FILES = ("emergency", "school_calendar", "concern")
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -265,6 +267,17 @@ def _cross_check(p: Partnership, data_dir: Path, nodes: dict[str, yaml.Node | No
                 )
         if ag.valid_to is not None and ag.valid_to < ag.valid_from:
             problems.append(f"{where('agreements', i, 'valid_to')}: valid_to: before valid_from")
+    if p.concern is not None:
+        domains = {x.linkage_domain for x in p.partners}
+        if p.concern.linkage_domain not in domains:
+            problems.append(f"{where('concern', 'linkage_domain')}: linkage_domain: no partner is in "
+                            f"{p.concern.linkage_domain}")
+        bases = {base_type(t) for t in EVENT_MODELS}
+        for i, rule in enumerate(p.concern.rules):
+            for event_type in rule.require:
+                if event_type not in bases:
+                    problems.append(f"{where('concern', 'rules', i, 'require', event_type)}: require: unknown "
+                                    f"event type {event_type} (name it without its version)")
     return problems
 
 

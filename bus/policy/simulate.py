@@ -16,6 +16,7 @@ from bus.policy.bundle import bundle_extra
 from bus.policy.data import load_partnership
 from bus.policy.decision import Decision
 from bus.policy.revision import policy_revision, rego_files
+from bus.pseudonymise.keyring import Keyring
 from bus.route import requests_for
 from schemas.envelope import Envelope
 
@@ -97,12 +98,17 @@ class Simulation:
     proposed_revision: str
     events: int
     changes: list[EventChange]
+    #: (child's token in the concern's linkage domain, rule) that would newly cross / no longer cross
+    concern_newly: list[tuple[str, str]] = field(default_factory=list)
+    concern_no_longer: list[tuple[str, str]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
             "current_revision": self.current_revision, "proposed_revision": self.proposed_revision,
             "events": self.events,
             "changes": [c.__dict__ for c in self.changes if not c.empty],
+            "concern": {"newly_crossing": [{"child": k, "rule": r} for k, r in self.concern_newly],
+                        "no_longer_crossing": [{"child": k, "rule": r} for k, r in self.concern_no_longer]},
         }
 
     def render(self) -> list[str]:
@@ -119,10 +125,17 @@ class Simulation:
         modified = sum(len(c.changed) for c in changed)
         lines.append(f"{len(changed)} event(s) affected: {added} recipient(s) added, {removed} removed, "
                      f"{modified} share(s) changed")
+        lines += [f"concern: child {k} would newly cross {r}" for k, r in self.concern_newly]
+        lines += [f"concern: child {k} would no longer cross {r}" for k, r in self.concern_no_longer]
+        lines.append(f"multi-agency concern: {len(self.concern_newly)} child/rule pair(s) newly crossing, "
+                     f"{len(self.concern_no_longer)} no longer")
         return lines
 
 
-def simulate(current_dir: Path, proposed_dir: Path, events: list[Envelope], today: str | None = None) -> Simulation:
+def simulate(current_dir: Path, proposed_dir: Path, events: list[Envelope], today: str | None = None,
+             keyring: Keyring | None = None) -> Simulation:
+    """Per event, what the proposed set changes; and which children would newly cross (or no longer
+    cross) a multi-agency concern rule, named by the MASH's token when `keyring` is given."""
     today = today or datetime.now(UTC).date().isoformat()
     try:
         cur_rev, current = evaluate(current_dir, events, today)
@@ -150,4 +163,8 @@ def simulate(current_dir: Path, proposed_dir: Path, events: list[Envelope], toda
                 if notes:
                     change.changed[r] = notes
         changes.append(change)
-    return Simulation(cur_rev, new_rev, len(events), changes)
+    from bus.concern.simulate import concern_changes
+
+    at = int(datetime.now(UTC).timestamp())
+    newly, no_longer = concern_changes(current_dir, proposed_dir, events, keyring, at)
+    return Simulation(cur_rev, new_rev, len(events), changes, newly, no_longer)

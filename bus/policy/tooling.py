@@ -51,16 +51,18 @@ def check_policies(policies_dir: Path) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="sgbus-schema-") as tmp:
         schema = Path(tmp) / OPA_INPUT_SCHEMA
         schema.write_text(rendered_schemas()[OPA_INPUT_SCHEMA])
-        # policies/system (OPA's own API authorisation) sees HTTP requests, not share
-        # requests: it is checked strictly on its own, without the share input schema.
-        check = _opa("check", "--strict", "--schema", str(schema), "--ignore", "system", rego_dir)
+        # policies/system (OPA's own API authorisation) sees HTTP requests and sgbus/concern
+        # children's pictures, not share requests: each is checked strictly on its own, without
+        # the share input schema.
+        check = _opa("check", "--strict", "--schema", str(schema), "--ignore", "system", "--ignore", "concern",
+                     rego_dir)
     if check.returncode != 0:
         problems.append(check.stderr.strip() or check.stdout.strip())
-    system_dir = policies_dir / "system"
-    if system_dir.is_dir():
-        check = _opa("check", "--strict", str(system_dir))
-        if check.returncode != 0:
-            problems.append(check.stderr.strip() or check.stdout.strip())
+    for own in (policies_dir / "system", policies_dir / "sgbus" / "concern"):
+        if own.is_dir():
+            check = _opa("check", "--strict", str(own))
+            if check.returncode != 0:
+                problems.append(check.stderr.strip() or check.stdout.strip())
     return problems
 
 

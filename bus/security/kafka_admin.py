@@ -34,7 +34,7 @@ _RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
              "transactional_id": ResourceType.TRANSACTIONAL_ID, "cluster": ResourceType.BROKER}
 _PATTERN = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
 _OPERATION = {"read": AclOperation.READ, "write": AclOperation.WRITE,
-              "idempotent_write": AclOperation.IDEMPOTENT_WRITE}
+              "idempotent_write": AclOperation.IDEMPOTENT_WRITE, "create": AclOperation.CREATE}
 
 
 @dataclass

@@ -28,14 +28,15 @@ from typing import Literal
 
 from bus.policy.data import Partnership
 from bus.topics import AUDIT, AUDIT_HEADS, DELIVER_PREFIX, DLQ, EVENTS, INGRESS_PREFIX, deliver_topic, ingress_topic
+from schemas.envelope import Agency
 
 ADMIN = "admin"
 STAGE_PRINCIPALS = {"ingest": "sgbus-ingest", "route": "sgbus-route", "audit": "sgbus-audit",
-                    "all": "sgbus-worker"}
+                    "concern": "sgbus-concern", "all": "sgbus-worker"}
 GATEWAY = "sgbus-gateway"
 Role = Literal["admin", "stage", "publisher", "partner", "delivery", "gateway"]
 ResourceType = Literal["topic", "group", "transactional_id", "cluster"]
-Operation = Literal["read", "write", "idempotent_write"]
+Operation = Literal["read", "write", "idempotent_write", "create"]
 CLUSTER = "kafka-cluster"  # the one name Kafka gives the cluster resource
 Pattern = Literal["literal", "prefixed"]
 
@@ -115,6 +116,8 @@ _STAGE_TOPICS: dict[str, set[Grant]] = {
     "route": {_topic(EVENTS, "read"), _topic(DELIVER_PREFIX, "write", "prefixed"), _topic(AUDIT, "write"),
               _topic(DLQ, "write")},
     "audit": {_topic(AUDIT, "read"), _topic(AUDIT_HEADS, "write")},
+    # The concern stage reads every event and publishes what it raises like any source would.
+    "concern": {_topic(EVENTS, "read"), _topic(ingress_topic(Agency.BUS), "write")},
 }
 _STAGE_TOPICS["all"] = set().union(*_STAGE_TOPICS.values())
 
@@ -124,6 +127,9 @@ def principals(partnership: Partnership) -> list[Principal]:
     out = [Principal(ADMIN, "admin", frozenset())]
     for stage, name in STAGE_PRINCIPALS.items():
         grants = _STAGE_TOPICS[stage] | _own_groups(stage_group_prefix(stage), transactional=True)
+        if stage in ("concern", "all"):
+            # The concern table's changelog (`<app id>-concern-changelog`), created by the stage itself.
+            grants |= {_topic(stage_group_prefix(stage), op, "prefixed") for op in ("read", "write", "create")}
         if not any(g.operation == "write" and g.resource == "topic" for g in grants):
             # Faust's producer is idempotent; a producer id needs WRITE on some topic or this
             # (kept for a stage that writes no topic).

@@ -40,6 +40,7 @@ allow if {
 
 worker_calls := [
 	{"method": "POST", "path": ["v1", "data", "sgbus", "share", "decisions"]},
+	{"method": "POST", "path": ["v1", "data", "sgbus", "concern", "decisions"]},
 	{"method": "GET", "path": ["v1", "data", "sgbus"]},
 ]
 

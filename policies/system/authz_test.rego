@@ -88,3 +88,8 @@ test_metrics_token_may_not_read_data_or_ask_for_decisions if {
 	not authz.allow with input as {"method": "POST", "path": decide_path, "identity": "metrics-secret"}
 		with data.system.sgbus_tokens as tokens
 }
+
+test_worker_may_ask_for_concern_decisions if {
+	authz.allow with input as {"method": "POST", "path": ["v1", "data", "sgbus", "concern", "decisions"], "identity": "worker-secret"}
+		with data.system.sgbus_tokens as tokens
+}

@@ -160,7 +160,7 @@ def test_metric_labels_stay_within_the_partnerships_finite_sets(bus: Bus, traffi
             "data"]
     assert len(series) > 50
     topics = {t.name for t in topic_specs(PARTNERSHIP)}
-    stages = {"all", "ingest", "route", "audit"}
+    stages = {"all", "ingest", "route", "audit", "concern"}
     agreements = {a.id for a in PARTNERSHIP.agreements} | {"none"}
     if PARTNERSHIP.emergency:
         agreements.add(PARTNERSHIP.emergency.id)
@@ -174,7 +174,8 @@ def test_metric_labels_stay_within_the_partnerships_finite_sets(bus: Bus, traffi
                     "unreadable"},
         "reason": code,
         "stage": stages,
-        "consumer": re.compile(r"^(all|ingest|route|audit|mailbox|delivery:[a-z0-9-]+)$"),
+        "consumer": re.compile(r"^(all|ingest|route|audit|concern|mailbox|delivery:[a-z0-9-]+)$"),
+        "rule": {r.id for r in PARTNERSHIP.concern.rules} if PARTNERSHIP.concern else set(),
         "topic": topics,
         "revision": re.compile(r"^sha256:[0-9a-f]{16,64}$"),
         "le": re.compile(r"^(\+Inf|[0-9.e+-]+)$"),

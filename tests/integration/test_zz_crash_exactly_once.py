@@ -14,7 +14,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from bus.agents.pipeline import STAGES
+from bus.agents.pipeline import EXACTLY_ONCE_STAGES
 from bus.demo import start_worker, stop_worker
 from bus.kafka_io import read_topic
 from bus.security.kafka_access import KafkaAccess
@@ -59,7 +59,8 @@ def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_e
            "SGBUS_RETRY_MAX_BACKOFF_S": "1.0"}
 
     def start() -> list[subprocess.Popen[bytes]]:
-        return [start_worker(bus.settings, tmp_path / f"{stage}.log", env=env, stage=stage) for stage in STAGES]
+        return [start_worker(bus.settings, tmp_path / f"{stage}.log", env=env, stage=stage)
+                for stage in EXACTLY_ONCE_STAGES]
 
     procs = start()
     try:

@@ -181,7 +181,7 @@ def test_a_notification_delivered_before_the_next_school_day_is_on_time_and_afte
 
 
 def test_no_metric_takes_a_label_that_could_carry_an_identifier_or_text() -> None:
-    allowed = {"agency", "event_type", "reason", "outcome", "agreement", "partner", "revision", "le",
+    allowed = {"agency", "event_type", "reason", "outcome", "agreement", "partner", "revision", "le", "rule",
                "implementation", "major", "minor", "patchlevel", "version"}  # python_info
     for family in Metrics().registry.collect():
         for sample in family.samples:

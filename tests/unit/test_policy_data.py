@@ -17,7 +17,7 @@ def _copy(tmp_path: Path) -> Path:
 
 def test_repository_partnership_data_is_valid() -> None:
     p = load_partnership(REPO_DATA)
-    assert {x.agency for x in p.partners} == {"police", "nhs", "school", "social_care"}
+    assert {x.agency for x in p.partners} == {"police", "nhs", "school", "social_care", "bus"}
     assert p.partner("northshire-csc") is not None
 
 

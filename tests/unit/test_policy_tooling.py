@@ -111,3 +111,22 @@ def test_simulate_cli_names_a_bad_events_line(tmp_path: Path) -> None:
     result = sgbus("policy", "simulate", "--policies", str(REPO / "policies"), "--events", str(events))
     assert result.returncode == 2
     assert "--events line 1: event_type" in result.stderr
+
+
+def test_simulate_names_the_children_who_would_newly_cross_a_lowered_concern_threshold(proposed: Path) -> None:
+    from bus.pseudonymise.keyring import Keyring
+    from bus.pseudonymise.operators.token import token
+
+    _edit(proposed / "data" / "concern.yaml", "      min_agencies: 3", "      min_agencies: 2")
+    s = Synth(seed=7)
+    two, one = s.child(min_age=6), s.child(min_age=6)
+    events = [parse_event(json.dumps(e)) for e in (
+        s.domestic_abuse_incident(two), s.unscheduled_care_attendance(two), s.missing_episode(one))]
+    keyring = Keyring.generate()
+    result = simulate(REPO / "policies", proposed, events, keyring=keyring)
+    mash = token(keyring, "mash", "nhs_number", two["identifiers"]["nhs_number"])
+    assert result.concern_newly == [(mash, "three-agencies-90d")]
+    assert result.concern_no_longer == []
+    assert f"concern: child {mash} would newly cross three-agencies-90d" in result.render()
+    # Without the change, nobody moves.
+    assert simulate(REPO / "policies", REPO / "policies", events, keyring=keyring).concern_newly == []

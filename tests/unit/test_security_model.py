@@ -96,7 +96,7 @@ def test_no_group_prefix_covers_another_principals_groups() -> None:
 
 def test_every_principal_name_is_unique_and_has_no_characters_scram_would_escape() -> None:
     names = [p.name for p in principals(PARTNERSHIP)]
-    assert len(names) == len(set(names)) == 6 + 3 * len(PARTNERSHIP.partners)  # admin, 4 stages, gateway
+    assert len(names) == len(set(names)) == 7 + 3 * len(PARTNERSHIP.partners)  # admin, 5 stages, gateway
     assert all("," not in n and "=" not in n for n in names)
 
 
