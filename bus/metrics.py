@@ -119,6 +119,9 @@ class Metrics:
         self.concerns_raised = Counter(
             "sgbus_concerns_raised_total", "Multi-agency concerns raised, by the partnership's rule", ["rule"],
             registry=r)
+        self.concern_failures = Counter(
+            "sgbus_concern_failures_total", "Concern batches or raises that failed (logged; sharing goes on)",
+            registry=r)
         self.concern_children = Gauge(
             "sgbus_concern_children", "Children with a picture in this worker's concern table", registry=r)
         self.concern_last_at = Gauge(

@@ -382,7 +382,7 @@ class Synth:
     # -- the bus ----------------------------------------------------------------------------------
     def multi_agency_concern(self, subject: dict[str, Any]) -> dict[str, Any]:
         """A concern as the bus raises it (for tests and the catalogue; the bus builds its own)."""
-        first, second, third = sorted((self._ago(24, 24 * 80) for _ in range(3)))
+        first, second, third = sorted(self._ago(24, 24 * 80) for _ in range(3))
         reports = [
             {"event_type": "police.domestic_abuse_incident", "agency": "police", "count": 1,
              "first_at": first.isoformat(), "last_at": first.isoformat()},

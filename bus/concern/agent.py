@@ -19,6 +19,7 @@ from bus import logs
 from bus.concern.decide import ConcernDecision
 from bus.concern.picture import Picture, Report, concern_event_id, raise_payload, remember_raise
 from bus.exceptions import PolicyUnavailable
+from bus.policy.data import Partnership
 from bus.pseudonymise.engine import KEY_KINDS, reveal_subject
 from bus.pseudonymise.operators.token import token
 from bus.records import PseudonymisedEvent
@@ -29,6 +30,8 @@ from schemas.registry import base_type, parse_event_dict
 log = logs.get("sgbus.concern")
 TABLE = "concern"
 CONCERN_TYPE = "bus.multi_agency_concern.v1"
+#: how often a concern stage re-reads the partnership (rules, recipients) from OPA
+REFRESH_S = 30.0
 
 Send = Callable[[faust.TopicT, bytes | None, bytes, TP], Awaitable[None]]
 Sign = Callable[[dict[str, Any]], dict[str, Any]]
@@ -39,24 +42,51 @@ def changelog_topic_name(app_id: str) -> str:
     return f"{app_id}-{TABLE}-changelog"
 
 
-def mash_key(subject: dict[str, Any], domain: str, keyring: Any) -> str | None:
-    """The child's token in the concern's linkage domain, from the first identifier the subject has
-    (in the order sg.events is partitioned by, so one child's events and picture share a partition)."""
+def key_identifier(subject: dict[str, Any]) -> tuple[str, str] | None:
+    """The identifier a child is linked by: the first the subject has, in the order sg.events is
+    partitioned by (so one child's events and picture share a partition)."""
     ids = subject.get("identifiers") or {}
     for kind in KEY_KINDS:
         if ids.get(kind):
-            return token(keyring, domain, kind, str(ids[kind]))
+            return kind, str(ids[kind])
     return None
 
 
-def concern_event(key: str, rule: str, payload: dict[str, Any], subject: dict[str, Any], org_id: str,
+def mash_key(subject: dict[str, Any], domain: str, keyring: Any) -> str | None:
+    """The child's token in the concern's linkage domain (never a raw identifier)."""
+    found = key_identifier(subject)
+    return token(keyring, domain, *found) if found else None
+
+
+def countable(partnership: Partnership) -> tuple[set[tuple[str, str, str]], set[tuple[str, str]]]:
+    """What may count in a picture: only what the concern's recipients could be sent anyway, so a
+    concern never tells the MASH of an event type or a source it is not entitled to hear of.
+    ((agency, org_id, event type without version) shared with a recipient by some agreement,
+    (agency, org_id) of the recipients themselves: their own events)."""
+    recipients = {r for a in partnership.agreements if CONCERN_TYPE in a.event_types for r in a.recipients}
+    shared: set[tuple[str, str, str]] = set()
+    for a in partnership.agreements:
+        if CONCERN_TYPE in a.event_types or not recipients & set(a.recipients):
+            continue
+        for provider in a.providers:
+            partner = partnership.partner(provider)
+            if partner is not None:
+                shared |= {(partner.agency.value, partner.org_id, base_type(t)) for t in a.event_types}
+    own = {(p.agency.value, p.org_id) for p in partnership.partners if p.id in recipients}
+    return shared, own
+
+
+def concern_event(key: str, rule: str, payload: dict[str, Any], identifier: tuple[str, str], org_id: str,
                   ) -> dict[str, Any]:
-    """The event as its source (the bus) publishes it. Every field derives from the picture, so a
-    replayed batch raises the very same event (same id, same content: ingest drops the repeat)."""
+    """The event as its source (the bus) publishes it. Its subject is the one identifier the child
+    is linked by (sealed and tokenised at ingest like any): no name, no date of birth, nothing else
+    a partner sent. Every field derives from the picture, so a replayed batch raises the very
+    same event (same id, same content: ingest drops the repeat)."""
     at = payload["last_at"]
+    kind, value = identifier
     return {"event_id": concern_event_id(key, rule, payload["raised"]), "event_type": CONCERN_TYPE,
             "source": {"agency": Agency.BUS.value, "org_id": org_id}, "occurred_at": at, "recorded_at": at,
-            "subject": subject, "classification": "OFFICIAL-SENSITIVE", "payload": payload}
+            "subject": {"identifiers": {kind: value}}, "classification": "OFFICIAL-SENSITIVE", "payload": payload}
 
 
 def register_concern(app: faust.App, svc: Any, send: Send, events: faust.TopicT, ingress_bus: faust.TopicT,
@@ -79,22 +109,39 @@ def register_concern(app: faust.App, svc: Any, send: Send, events: faust.TopicT,
                 log.warning("concern_policy_unavailable_holding_batch", children=len(children), cause=str(exc))
                 await svc.router.refresh()  # new rules after a reload: ask with their ids
                 concern = svc.router.partnership.concern
-                rule_ids = [r.id for r in concern.rules] if concern else rule_ids
+                if concern is None:
+                    return []  # the reload removed the concern rules: nothing to decide
+                rule_ids = [r.id for r in concern.rules]
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, settings.retry_max_backoff_s)
 
     async def concern_agent(stream: faust.StreamT[bytes]) -> None:
+        refreshed = time.monotonic()
         async for batch in stream.take_events(  # type: ignore[attr-defined]  # on Stream, not StreamT
                 settings.batch_size, within=settings.batch_window_s):
-            concern = svc.router.partnership.concern
-            if concern is not None:
-                await handle(batch, concern)
+            if time.monotonic() - refreshed > REFRESH_S:  # a concern stage alone has no route to re-pin it
+                await svc.router.refresh()
+                refreshed = time.monotonic()
+            partnership = svc.router.partnership
+            if partnership.concern is not None:
+                try:
+                    await handle(batch, partnership)
+                except PolicyUnavailable:
+                    raise
+                except Exception as exc:
+                    # The concern must never stop sharing (route commits with it in one app): the
+                    # batch is left uncounted, said loudly, and the stage carries on.
+                    metrics.concern_failures.inc()
+                    log.error("concern_batch_failed", events=len(batch), error=type(exc).__name__)
             await commit_batch(batch)
 
-    async def handle(batch: list[faust.EventT[bytes]], concern: Any) -> None:
+    async def handle(batch: list[faust.EventT[bytes]], partnership: Partnership) -> None:
+        concern = partnership.concern
+        assert concern is not None
+        shared, own = countable(partnership)
         now = int(time.time())
         keyring = svc.keyring
-        touched: dict[str, tuple[Picture, TP, dict[str, Any]]] = {}
+        touched: dict[str, tuple[Picture, TP, tuple[str, str]]] = {}
         for ev in batch:
             try:
                 event = PseudonymisedEvent.model_validate_json(ev.value)
@@ -102,35 +149,47 @@ def register_concern(app: faust.App, svc: Any, send: Send, events: faust.TopicT,
                 continue  # the route stage dead-letters it
             if event.source.agency == Agency.BUS:
                 continue  # what the bus raised is not a report about the child
+            source = (event.source.agency.value, event.source.org_id)
+            if (*source, base_type(event.event_type)) not in shared and source not in own:
+                continue  # the MASH may not hear of it, so it does not count
             try:
                 subject = reveal_subject(event, keyring)
             except Exception as exc:  # a key no longer held: the child cannot be placed
                 log.error("concern_subject_unreadable", error=type(exc).__name__)
                 continue
-            key = mash_key(subject, concern.linkage_domain, keyring)
-            if key is None:
+            identifier = key_identifier(subject)
+            if identifier is None:
                 continue  # no identifier to link by (e.g. an unborn child known by name only)
+            key = token(keyring, concern.linkage_domain, *identifier)
             held = touched.get(key)
             picture = held[0] if held else Picture.from_bytes(table.data.get(key))
             picture.add(Report(str(event.ingest_id), event.source.agency.value, base_type(event.event_type),
                                int(event.occurred_at.timestamp())))
             picture.prune(now, concern.window_days)
-            touched[key] = (picture, ev.message.tp, subject)
+            touched[key] = (picture, ev.message.tp, identifier)
         if not touched:
             return
         rule_ids = [r.id for r in concern.rules]
         windows = {r.id: r.window_days for r in concern.rules}
         decisions = await decide([p.opa_child(k, now) for k, (p, _, _) in touched.items()], rule_ids)
         for d in decisions:
-            picture, tp, subject = touched[d.key]
+            picture, tp, identifier = touched[d.key]
             if not d.crossed:
-                picture.raised.pop(d.rule, None)  # below the threshold again: a later crossing raises anew
+                picture.rearm(d.rule)  # below the threshold again: a later crossing raises anew
                 continue
             if not d.raise_:
                 continue
-            payload = raise_payload(picture, d.rule, windows.get(d.rule, concern.window_days), now)
-            raised = sign(concern_event(d.key, d.rule, payload, subject, settings.concern_org_id))
-            await send(ingress_bus, parse_event_dict(raised).partition_key(), json.dumps(raised).encode(), tp)
+            try:
+                payload = raise_payload(picture, d.rule, windows.get(d.rule, concern.window_days), now)
+                if payload is None:
+                    continue
+                raised = sign(concern_event(d.key, d.rule, payload, identifier, settings.concern_org_id))
+                key_bytes = parse_event_dict(raised).partition_key()
+            except Exception as exc:  # one child's concern cannot be built: the others still go
+                metrics.concern_failures.inc()
+                log.error("concern_not_built", rule=d.rule, error=type(exc).__name__)
+                continue
+            await send(ingress_bus, key_bytes, json.dumps(raised).encode(), tp)
             remember_raise(picture, d.rule, payload)
             metrics.concerns_raised.labels(d.rule).inc()
             log.info("concern_raised", rule=d.rule, raised=payload["raised"], agencies=len(payload["agencies"]))

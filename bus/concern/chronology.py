@@ -27,23 +27,21 @@ class Entry:
 
 
 def mash_partner(partnership: Partnership, partner_id: str | None) -> Partner:
-    """The partner asking: it must be in the concern's linkage domain (the MASH's), so the token
-    it holds is the one the timeline is keyed by; nobody else may ask."""
-    concern = partnership.concern
-    if concern is None:
+    """The partner asking: it must be a recipient of the multi-agency concern by agreement (the
+    MASH), so the token it holds is the one the timeline is keyed by; nobody else may ask."""
+    if partnership.concern is None:
         raise ConfigurationError("the partnership has no multi-agency concern (policies/data/concern.yaml)")
-    if partner_id is None:
-        candidates = [p for p in partnership.partners
-                      if p.linkage_domain == concern.linkage_domain and p.agency == "social_care"]
-        if not candidates:
-            raise ConfigurationError(f"no children's social care partner in linkage domain {concern.linkage_domain}")
-        return candidates[0]
-    partner = partnership.partner(partner_id)
+    recipients = [r for a in partnership.agreements if "bus.multi_agency_concern.v1" in a.event_types
+                  for r in a.recipients]
+    if not recipients:
+        raise ConfigurationError("no agreement sends the multi-agency concern to anyone")
+    chosen = partner_id or recipients[0]
+    partner = partnership.partner(chosen)
     if partner is None:
-        raise ConfigurationError(f"unknown partner {partner_id}")
-    if partner.linkage_domain != concern.linkage_domain:
-        raise ConfigurationError(f"{partner_id} is not in the MASH's linkage domain ({concern.linkage_domain}): "
-                                 "the chronology is for the MASH only")
+        raise ConfigurationError(f"unknown partner {chosen}")
+    if chosen not in recipients:
+        raise ConfigurationError(f"{chosen} does not receive the multi-agency concern: the chronology is for "
+                                 "the MASH only")
     return partner
 
 

@@ -11,6 +11,9 @@ from typing import Any
 from bus.concern.rules import Concern
 
 DAY_S = 86400
+#: reports kept per child (the oldest go first): bounds the table entry, the changelog message
+#: and the OPA input whatever one partner publishes about one child
+MAX_REPORTS = 500
 #: concern event ids are derived, so the same raise emitted twice (a replayed batch) is one event
 _CONCERN_NS = uuid.UUID("6f1d2c1e-3b7a-5c2e-9a44-0d6f3e8b9c10")
 
@@ -29,6 +32,8 @@ class Picture:
     per rule, what the picture was when a concern was last raised."""
 
     reports: list[Report] = field(default_factory=list)
+    #: per rule: the picture at the last raise, `active` while the child stays over the threshold,
+    #: and `raised`, a count that never goes back (it is part of the concern's event id)
     raised: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, report: Report) -> bool:
@@ -37,13 +42,21 @@ class Picture:
             return False
         self.reports.append(report)
         self.reports.sort(key=lambda r: (r.at, r.ingest_id))
+        del self.reports[:-MAX_REPORTS]
         return True
+
+    def rearm(self, rule_id: str) -> None:
+        """Below the threshold again: the next crossing raises anew (with the next count)."""
+        if rule_id in self.raised:
+            self.raised[rule_id]["active"] = False
 
     def prune(self, now: int, window_days: int) -> None:
         self.reports = [r for r in self.reports if now - r.at <= window_days * DAY_S]
 
     def opa_child(self, key: str, now: int) -> dict[str, Any]:
-        return {"key": key, "now": now, "raised": self.raised,
+        active = {rule: {k: v[k] for k in ("agencies", "event_types", "events")}
+                  for rule, v in self.raised.items() if v.get("active", True)}
+        return {"key": key, "now": now, "raised": active,
                 "events": [{"agency": r.agency, "event_type": r.event_type, "at": r.at} for r in self.reports]}
 
     def in_window(self, now: int, window_days: int) -> list[Report]:
@@ -61,9 +74,12 @@ class Picture:
         return cls([Report(*r) for r in doc.get("reports", [])], dict(doc.get("raised", {})))
 
 
-def raise_payload(picture: Picture, rule_id: str, window_days: int, now: int) -> dict[str, Any]:
-    """The bus.multi_agency_concern.v1 payload: counts and first/last dates per event type."""
+def raise_payload(picture: Picture, rule_id: str, window_days: int, now: int) -> dict[str, Any] | None:
+    """The bus.multi_agency_concern.v1 payload: counts and first/last dates per event type (None
+    when no report is in the window: nothing to raise)."""
     reports = picture.in_window(now, window_days)
+    if not reports:
+        return None
     by_type: dict[tuple[str, str], list[int]] = {}
     for r in reports:
         by_type.setdefault((r.event_type, r.agency), []).append(r.at)
@@ -87,6 +103,7 @@ def remember_raise(picture: Picture, rule_id: str, payload: dict[str, Any]) -> N
         "event_types": sorted({r["event_type"] for r in payload["reports"]}),
         "events": payload["events_in_window"],
         "raised": payload["raised"],
+        "active": True,
     }
 
 

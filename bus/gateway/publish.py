@@ -12,6 +12,7 @@ from bus.policy.data import Partner
 from bus.provenance.registry import SignerRegistry
 from bus.provenance.verify import SourceRejected, verify_source
 from bus.topics import ingress_topic
+from schemas.envelope import Agency
 from schemas.registry import InvalidEvent, parse_event
 
 #: signature problems that say "not you", not "malformed"
@@ -55,6 +56,11 @@ def check_event(raw: bytes, partner: Partner, signers: SignerRegistry) -> Accept
         if any(p.code == "too_large" for p in problems):
             return Refused(413, "too_large", "The event is too large", problems)
         return Refused(422, "invalid_event", "The event is invalid", problems)
+    if partner.agency == Agency.BUS or event.source.agency == Agency.BUS:
+        # What the bus raises (multi-agency concerns) comes only from its concern stage.
+        return Refused(403, "not_your_source", "The bus's own events are not published through the gateway", [
+            FieldProblem(field="source.agency", code="not_your_source",
+                         message="events of agency bus come only from the bus itself")])
     if event.source.agency != partner.agency or event.source.org_id != partner.org_id:
         where = "source.agency" if event.source.agency != partner.agency else "source.org_id"
         return Refused(403, "not_your_source", "Partners publish only their own organisation's events", [

@@ -139,8 +139,11 @@ def principals(partnership: Partnership) -> list[Principal]:
         _topic(INGRESS_PREFIX, "write", "prefixed"), _topic(DELIVER_PREFIX, "read", "prefixed"), _topic(DLQ, "read"),
         *_own_groups(GATEWAY_GROUP_PREFIX, transactional=False)})))
     for p in partnership.partners:
-        out.append(Principal(publisher_name(p.id), "publisher",
-                             frozenset({_topic(ingress_topic(p.agency), "write")}), p.id))
+        # The bus's own source (agency bus) publishes only through the concern stage's principal:
+        # no publisher principal exists that could write forged concerns.
+        if p.agency != Agency.BUS:
+            out.append(Principal(publisher_name(p.id), "publisher",
+                                 frozenset({_topic(ingress_topic(p.agency), "write")}), p.id))
         out.append(Principal(partner_name(p.id), "partner",
                              frozenset({_topic(deliver_topic(p.id), "read"), _topic(AUDIT_HEADS, "read"),
                                         *_own_groups(partner_group_prefix(p.id), transactional=False)}), p.id))

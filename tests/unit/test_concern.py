@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bus.concern.agent import concern_event, mash_key
+from bus.concern.agent import concern_event, countable, mash_key
 from bus.concern.chronology import mash_partner
 from bus.concern.decide import bind_concern_decisions
 from bus.concern.picture import DAY_S, Picture, Report, concern_event_id, raise_payload, remember_raise
@@ -63,17 +63,52 @@ def test_the_raised_event_is_a_valid_catalogue_event_with_counts_and_dates_only(
     payload = raise_payload(p, "three-agencies-90d", 90, NOW)
     s = Synth(seed=3)
     child = s.child(min_age=6)
-    event = concern_event("psn:k:abc", "three-agencies-90d", payload, child, "SGBUS")
+    identifier = ("nhs_number", child["identifiers"]["nhs_number"])
+    event = concern_event("psn:k:abc", "three-agencies-90d", payload, identifier, "SGBUS")
     parsed = parse_event_dict(event)
+    # Only the identifier the child is linked by: no name, no date of birth, nothing else.
+    assert event["subject"] == {"identifiers": {"nhs_number": child["identifiers"]["nhs_number"]}}
     assert parsed.event_type == "bus.multi_agency_concern.v1"
     assert payload["agencies"] == ["nhs", "police", "school"] and payload["events_in_window"] == 3
     assert payload["raised"] == 1
     assert event["event_id"] == concern_event_id("psn:k:abc", "three-agencies-90d", 1)
     # Replayed: the same picture raises the very same event.
-    assert concern_event("psn:k:abc", "three-agencies-90d", raise_payload(p, "three-agencies-90d", 90, NOW),
-                         child, "SGBUS") == event
+    again = raise_payload(p, "three-agencies-90d", 90, NOW)
+    assert again is not None and concern_event("psn:k:abc", "three-agencies-90d", again, identifier, "SGBUS") == event
     remember_raise(p, "three-agencies-90d", payload)
-    assert raise_payload(p, "three-agencies-90d", 90, NOW)["raised"] == 2
+    assert (second := raise_payload(p, "three-agencies-90d", 90, NOW)) is not None and second["raised"] == 2
+
+
+def test_a_child_who_falls_below_and_crosses_again_gets_a_new_event_id() -> None:
+    p = three()
+    first = raise_payload(p, "three-agencies-90d", 90, NOW)
+    assert first is not None
+    remember_raise(p, "three-agencies-90d", first)
+    assert p.opa_child("k", NOW)["raised"]["three-agencies-90d"]["events"] == 3
+    p.rearm("three-agencies-90d")  # below the threshold: Rego sees no earlier raise
+    assert p.opa_child("k", NOW)["raised"] == {}
+    again = raise_payload(p, "three-agencies-90d", 90, NOW)
+    assert again is not None and again["raised"] == 2  # never reused: the event id stays unique
+    assert raise_payload(Picture(), "three-agencies-90d", 90, NOW) is None
+
+
+def test_a_flood_about_one_child_is_bounded() -> None:
+    from bus.concern.picture import MAX_REPORTS
+
+    p = Picture()
+    for i in range(MAX_REPORTS + 50):
+        p.add(r(i, "police", "police.missing_episode", 1 + i / 1000))
+    assert len(p.reports) == MAX_REPORTS and len(p.to_bytes()) < 100_000
+
+
+def test_only_what_the_mash_could_be_sent_counts_in_a_picture() -> None:
+    shared, own = countable(PARTNERSHIP)
+    assert ("police", "NSP", "police.domestic_abuse_incident") in shared
+    assert ("nhs", "RNX", "nhs.unscheduled_care_attendance") in shared
+    # No agreement sends CAMHS referrals or another authority's events to the MASH.
+    assert not any(t == "nhs.camhs_referral_status" for _, _, t in shared)
+    assert not any(org == "S01" for _, org, _ in shared)
+    assert ("social_care", "N01") in own
 
 
 def test_the_picture_key_is_the_mash_token_of_the_first_identifier() -> None:
@@ -94,11 +129,11 @@ def test_an_answer_that_does_not_match_the_question_fails_closed() -> None:
             bind_concern_decisions(children, ["r1"], bad)
 
 
-def test_only_the_mash_domain_may_ask_for_a_chronology() -> None:
+def test_only_the_mash_may_ask_for_a_chronology() -> None:
     assert mash_partner(PARTNERSHIP, None).id == "northshire-csc"
-    assert mash_partner(PARTNERSHIP, "northshire-police").linkage_domain == "mash"
-    with pytest.raises(ConfigurationError, match="MASH only"):
-        mash_partner(PARTNERSHIP, "oakfield-primary")
+    for other in ("oakfield-primary", "northshire-police", "sgbus-concern"):  # the police share the domain, still no
+        with pytest.raises(ConfigurationError, match="MASH only"):
+            mash_partner(PARTNERSHIP, other)
     with pytest.raises(ConfigurationError, match="unknown partner"):
         mash_partner(PARTNERSHIP, "nobody")
 

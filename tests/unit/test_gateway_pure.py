@@ -240,3 +240,14 @@ def test_the_status_audit_reader_keeps_one_connection_and_reads_nothing_before_t
     assert first is not None and reader._store is first
     reader.close()
     assert reader._store is None
+
+
+def test_nobody_publishes_as_the_bus_through_the_gateway(signers: LocalSigners) -> None:
+    """Concerns come only from the bus's concern stage, even for a certificate issued to its partner entry."""
+    signers.issue_publisher(Agency.BUS, "SGBUS")
+    s = Synth(seed=9)
+    forged = signers.sign(s.multi_agency_concern(s.child(min_age=6)))
+    for caller in (POLICE, PARTNERSHIP.partner("sgbus-concern")):
+        out = _check(forged, caller, signers)
+        assert isinstance(out, Refused) and (out.status, out.code) == (403, "not_your_source")
+        assert out.errors[0].field == "source.agency"

@@ -58,8 +58,17 @@ def test_a_partner_principal_may_read_only_its_own_topic_and_write_nothing() -> 
 
 def test_a_publisher_may_write_only_its_agencys_ingress_topic() -> None:
     for partner in PARTNERSHIP.partners:
+        if partner.agency == "bus":
+            continue
         grants = BY_NAME[f"publisher.{partner.id}"].grants
         assert grants == frozenset({Grant("topic", f"sg.ingress.{partner.agency.value}", "literal", "write")})
+
+
+def test_only_the_concern_stage_may_write_the_buss_own_ingress_topic() -> None:
+    """No publisher principal speaks for the bus: a forged concern cannot be written to Kafka."""
+    writers = {name for name in BY_NAME if ("sg.ingress.bus", "literal") in _topics(name, "write")}
+    assert writers == {"sgbus-concern", "sgbus-worker"}
+    assert "publisher.sgbus-concern" not in BY_NAME
 
 
 def test_no_principal_but_the_admin_may_write_the_audit_or_partner_topics_except_the_route_stage() -> None:
@@ -96,7 +105,8 @@ def test_no_group_prefix_covers_another_principals_groups() -> None:
 
 def test_every_principal_name_is_unique_and_has_no_characters_scram_would_escape() -> None:
     names = [p.name for p in principals(PARTNERSHIP)]
-    assert len(names) == len(set(names)) == 7 + 3 * len(PARTNERSHIP.partners)  # admin, 5 stages, gateway
+    bus_sources = sum(1 for p in PARTNERSHIP.partners if p.agency == "bus")  # no publisher principal
+    assert len(names) == len(set(names)) == 7 + 3 * len(PARTNERSHIP.partners) - bus_sources  # admin, 5 stages, gw
     assert all("," not in n and "=" not in n for n in names)
 
 
