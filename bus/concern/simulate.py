@@ -3,18 +3,11 @@ cross, or no longer cross, a rule, for a set of events (as `sgbus policy simulat
 
 from __future__ import annotations
 
-import json
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bus import toolchain
 from bus.concern.picture import Picture, Report
-from bus.exceptions import SgbusError
-from bus.policy.bundle import bundle_extra
 from bus.policy.data import load_partnership
-from bus.policy.revision import policy_revision, rego_files
 from bus.pseudonymise.engine import KEY_KINDS
 from bus.pseudonymise.keyring import Keyring
 from bus.pseudonymise.operators.token import token
@@ -44,29 +37,13 @@ def pictures(events: list[Envelope], domain: str, keyring: Keyring | None) -> di
 
 def crossed(policies_dir: Path, children: list[dict[str, Any]]) -> set[tuple[str, str]]:
     """(child key, rule) pairs the policy set at `policies_dir` says are crossed (`opa eval`)."""
+    from bus.policy.simulate import opa_eval
+
     partnership = load_partnership(policies_dir / "data")
     if partnership.concern is None or not children:
         return set()
-    data = partnership.as_opa_data()
-    extra = bundle_extra(None)
-    revision = policy_revision(policies_dir, data, extra)
-    with tempfile.TemporaryDirectory(prefix="sgbus-sim-concern-") as tmp:
-        data_file = Path(tmp) / "data.json"
-        data_file.write_text(json.dumps({"sgbus": {"partnership": data, "meta": {"revision": revision}}}))
-        input_file = Path(tmp) / "input.json"
-        input_file.write_text(json.dumps({"children": children}))
-        args = [str(toolchain.ensure_opa().path), "eval", "--format", "json", "-i", str(input_file),
-                "-d", str(data_file)]
-        for rego in rego_files(policies_dir):
-            args += ["-d", str(rego)]
-        proc = subprocess.run([*args, "data.sgbus.concern.decisions"], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise SgbusError(f"opa eval failed on {policies_dir}: {proc.stderr.strip() or proc.stdout.strip()}")
-    try:
-        values = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
-    except (KeyError, IndexError, json.JSONDecodeError):
-        return set()  # no concern policy in that set
-    return {(str(d["key"]), str(d["rule"])) for d in values if d.get("crossed") is True}
+    _revision, values = opa_eval(policies_dir, partnership, {"children": children}, "data.sgbus.concern.decisions")
+    return {(str(d["key"]), str(d["rule"])) for d in values or [] if d.get("crossed") is True}
 
 
 def concern_changes(current_dir: Path, proposed_dir: Path, events: list[Envelope], keyring: Keyring | None,

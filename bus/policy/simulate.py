@@ -13,7 +13,7 @@ from typing import Any
 from bus import toolchain
 from bus.exceptions import PolicyDataError, SgbusError
 from bus.policy.bundle import bundle_extra
-from bus.policy.data import load_partnership
+from bus.policy.data import Partnership, load_partnership
 from bus.policy.decision import Decision
 from bus.policy.revision import policy_revision, rego_files
 from bus.pseudonymise.keyring import Keyring
@@ -21,32 +21,41 @@ from bus.route import requests_for
 from schemas.envelope import Envelope
 
 
-def evaluate(policies_dir: Path, events: list[Envelope], today: str) -> tuple[str, dict[tuple[str, str], Decision]]:
-    """(revision, {(event_id, recipient): decision}) from `opa eval` on one policy set."""
-    partnership = load_partnership(policies_dir / "data")
+def opa_eval(policies_dir: Path, partnership: Partnership, input_doc: dict[str, Any], query: str) -> tuple[str, Any]:
+    """(revision, value of `query`) from `opa eval` on one policy set and its partnership data, as
+    OPA would hold them in the signed bundle (value None when the query is undefined)."""
     data = partnership.as_opa_data()
     extra = bundle_extra(None)
     revision = policy_revision(policies_dir, data, extra)
-    pairs = requests_for(partnership, events)
-    if not pairs:
-        return revision, {}
     with tempfile.TemporaryDirectory(prefix="sgbus-sim-") as tmp:
         data_file = Path(tmp) / "data.json"
         data_file.write_text(json.dumps({"sgbus": {"partnership": data, "meta": {"revision": revision},
                                                    "catalogue": extra["catalogue"]}}))
         input_file = Path(tmp) / "input.json"
-        input_file.write_text(json.dumps({"today": today, "requests": [r for _, r in pairs]}))
+        input_file.write_text(json.dumps(input_doc))
         args = [str(toolchain.ensure_opa().path), "eval", "--format", "json", "-i", str(input_file),
                 "-d", str(data_file)]
         for rego in rego_files(policies_dir):
             args += ["-d", str(rego)]
-        proc = subprocess.run([*args, "data.sgbus.share.decisions"], capture_output=True, text=True, check=False)
+        proc = subprocess.run([*args, query], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SgbusError(f"opa eval failed on {policies_dir}: {proc.stderr.strip() or proc.stdout.strip()}")
     try:
-        values = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
+        return revision, json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
     except (KeyError, IndexError, json.JSONDecodeError):
-        raise SgbusError(f"policies in {policies_dir} returned no decisions") from None
+        return revision, None
+
+
+def evaluate(policies_dir: Path, events: list[Envelope], today: str) -> tuple[str, dict[tuple[str, str], Decision]]:
+    """(revision, {(event_id, recipient): decision}) from `opa eval` on one policy set."""
+    partnership = load_partnership(policies_dir / "data")
+    pairs = requests_for(partnership, events)
+    if not pairs:
+        return policy_revision(policies_dir, partnership.as_opa_data(), bundle_extra(None)), {}
+    revision, values = opa_eval(policies_dir, partnership, {"today": today, "requests": [r for _, r in pairs]},
+                                "data.sgbus.share.decisions")
+    if values is None:
+        raise SgbusError(f"policies in {policies_dir} returned no decisions")
     decisions = [Decision.model_validate(v) for v in values]
     return revision, {(d.event_id, d.recipient): d for d in decisions}
 
