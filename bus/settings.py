@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     audit_verify_interval_s: float = Field(
         default=300.0, ge=1, description="how often the audit stage verifies the whole chain with the public keys "
                                          "(sgbus_audit_chain_verified; alert SgbusAuditChainVerificationFailed)")
+    concern_enabled: bool = Field(
+        default=True, description="run the multi-agency concern agent in `sgbus worker` (the benchmark turns it off "
+                                  "to measure the sharing pipe alone)")
     concern_org_id: str = Field(default="SGBUS", description="org_id the concern stage publishes as (its partner "
                                                              "entry's, agency bus)")
     concern_signing_key: Path | None = Field(

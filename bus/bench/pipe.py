@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from bus.agents.pipeline import STAGES
+from bus.agents.pipeline import EXACTLY_ONCE_STAGES as STAGES  # the pipe's stages, without concern
 from bus.bench.forwarder import FORWARD_PARTITIONS, FORWARD_TOPIC
 from bus.bench.gateway import run_gateway
 from bus.bench.load import Broker, Prepared, Receiver, bench_producer, percentile, prepare, publish_all, publish_paced
@@ -135,7 +135,9 @@ class Harness:
         audit_db = self.home / f"{app_id}.db"  # workers of one app share the one chain, as in production
         env = {**os.environ, "SGBUS_HOME": str(self.home), "SGBUS_POLICIES_DIR": str(self.policies_dir),
                "SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(audit_db),
-               "SGBUS_METRICS_PORT": "0", "SGBUS_LOG_LEVEL": "warning"}  # 0: each worker picks a free port
+               "SGBUS_METRICS_PORT": "0", "SGBUS_LOG_LEVEL": "warning",  # 0: each worker picks a free port
+               # the sharing pipe alone, comparable with earlier runs (the concern agent adds work per batch)
+               "SGBUS_CONCERN_ENABLED": "false"}
         args = (["worker"] + (["--stage", stage] if stage else [])) if module == "bus" else []
         popen = subprocess.Popen([sys.executable, "-m", module, *args],
                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
