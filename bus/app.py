@@ -106,7 +106,7 @@ def faust_options(access: KafkaAccess, home: Path, guarantee: str = "at_least_on
 def create_app(access: KafkaAccess, services: Services, stage: str = "all") -> faust.App:
     """All stages in one app (at-least-once), or one stage with its own consumer group and
     Kafka transactions (exactly-once): `sgbus worker --stage ingest|route|audit`."""
-    from bus.agents.pipeline import STAGES, register
+    from bus.agents.pipeline import SHARING_STAGES, register
 
     # The app id is the consumer group and prefixes the transactional ids: both start with the
     # stage's prefix, the only groups and ids its principal may use (bus/security/principals.py).
@@ -114,7 +114,7 @@ def create_app(access: KafkaAccess, services: Services, stage: str = "all") -> f
     if stage == "all":
         app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
                   **faust_options(access, services.settings.home))
-        register(app, services, STAGES)
+        register(app, services, SHARING_STAGES)
     elif stage == "concern":  # its raises are idempotent (derived ids), its table at-least-once
         app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
                   **faust_options(access, services.settings.home))

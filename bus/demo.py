@@ -240,7 +240,7 @@ def _show_operators_view(stack: Stack, *, delivered: int, echo: Echo, err: Echo,
 def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err: Echo) -> int:
     stack = Stack(settings.home, settings.policies_dir, progress=err)
     _status, started = stack.up()
-    worker = gateway = None
+    worker = gateway = concern_worker = None
     try:
         init_keyring(settings.keyring_path)
         partnership = load_partnership(settings.policies_dir / "data")
@@ -278,9 +278,11 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         interval = os.environ.get("SGBUS_AUDIT_VERIFY_INTERVAL_S", "5")
         worker = start_worker(settings, settings.home / "demo-worker.log",
                               env={"SGBUS_AUDIT_VERIFY_INTERVAL_S": interval})
+        # The multi-agency concern runs beside the sharing pipe, in its own process.
+        concern_worker = start_worker(settings, settings.home / "demo-concern.log", stage="concern")
         gateway, gateway_url = start_gateway(settings, settings.home / "demo-gateway.log")
-        err(f"worker started (pid {worker.pid}), gateway on {gateway_url}; publishing {len(events) + 1} synthetic "
-            "events ...")
+        err(f"worker started (pid {worker.pid}), concern stage (pid {concern_worker.pid}), gateway on "
+            f"{gateway_url}; publishing {len(events) + 1} synthetic events ...")
         # Each organisation publishes as its own principal, as its system would.
         records: dict[str, list[tuple[str, bytes, bytes]]] = {}
         signers = LocalSigners(settings.home)
@@ -345,7 +347,7 @@ def run_demo(settings: Settings, *, seed: int, timeout_s: float, echo: Echo, err
         _show_operators_view(stack, delivered=sum(delivered.values()), echo=echo, err=err)
         return shown
     finally:
-        for proc in (gateway, worker):
+        for proc in (gateway, worker, concern_worker):
             if proc is not None:
                 stop_worker(proc)
         for name in reversed(started):

@@ -81,7 +81,7 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     metrics.calendar_in_force(partnership.school_calendar)
     log.info("policy_loaded", revision=revision, partners=len(partnership.partners))
     concern_sign = (_concern_signer(settings, access, stage)
-                    if stage in ("all", "concern") and settings.concern_enabled else None)
+                    if stage == "concern" and settings.concern_enabled else None)
     policy = PolicyClient(opa, timeout_s=settings.opa_timeout_s)
     services = Services(settings=settings, keys=keys, metrics=metrics,
                         router=Router(partnership, keys(), policy, revision,

@@ -27,6 +27,9 @@ log = logs.get("sgbus.worker")
 
 
 STAGES = ("ingest", "route", "audit", "concern")
+#: the sharing pipe: what `worker --stage all` runs in one app (the concern runs beside it, always
+#: in its own app and process: bus/concern/agent.py)
+SHARING_STAGES = ("ingest", "route", "audit")
 #: the stages that run with Kafka transactions when alone (`worker --stage`); concern is at-least-once
 EXACTLY_ONCE_STAGES = ("ingest", "route", "audit")
 
@@ -156,6 +159,12 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     def transactional_id(source: TP) -> str:
         return f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
 
+    counter = None
+    if "concern" in stages and svc.concern_sign is not None:
+        from bus.concern.agent import ConcernCounter
+
+        counter = ConcernCounter(app, svc, send, raw_topic(ingress_topic(Agency.BUS)), svc.concern_sign)
+
     async def commit_batch(batch: list[faust.EventT[bytes]]) -> None:
         """Exactly-once: each stage runs one actor, which commits, after its whole batch, the
         transaction of each source partition with the offset just past the batch's last event
@@ -278,10 +287,10 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         app.agent(ingress, name="sgbus.ingest")(ingest_agent)
     if "route" in stages:
         app.agent(events, name="sgbus.route")(route_agent)
-    if "concern" in stages and svc.concern_sign is not None:
-        from bus.concern.agent import register_concern
+    if counter is not None:
+        from bus.concern.agent import register_concern_agent
 
-        register_concern(app, svc, send, events, raw_topic(ingress_topic(Agency.BUS)), svc.concern_sign, commit_batch)
+        register_concern_agent(app, counter, events, commit_batch)
     if "audit" in stages:
         app.agent(audit, name="sgbus.audit", concurrency=1)(audit_agent)
 

@@ -89,14 +89,38 @@ def concern_event(key: str, rule: str, payload: dict[str, Any], identifier: tupl
             "subject": {"identifiers": {kind: value}}, "classification": "OFFICIAL-SENSITIVE", "payload": payload}
 
 
-def register_concern(app: faust.App, svc: Any, send: Send, events: faust.TopicT, ingress_bus: faust.TopicT,
-                     sign: Sign, commit_batch: Callable[[list[Any]], Awaitable[None]]) -> None:
-    settings, metrics = svc.settings, svc.metrics
-    # Keys: the child's MASH-domain token; values: the picture as JSON text (Faust's json codec).
-    table = app.Table(TABLE, default=None, partitions=EVENTS_PARTITIONS, key_type=str, value_type=str)
+class ConcernCounter:
+    """Counts each batch of sg.events into the children's pictures and raises what crosses."""
 
-    async def decide(children: list[dict[str, Any]], rule_ids: list[str]) -> list[ConcernDecision]:
+    def __init__(self, app: faust.App, svc: Any, send: Send, ingress_bus: faust.TopicT, sign: Sign) -> None:
+        self.svc, self.send, self.ingress_bus, self.sign = svc, send, ingress_bus, sign
+        # Keys: the child's MASH-domain token; values: the picture as JSON text (Faust's json codec).
+        self.table = app.Table(TABLE, default=None, partitions=EVENTS_PARTITIONS, key_type=str, value_type=str)
+        self.refreshed = time.monotonic()
+
+    async def count(self, batch: list[faust.EventT[bytes]]) -> None:
+        """Never raises but PolicyUnavailable (held, like sharing): one batch's failure is counted
+        and said, and sharing goes on."""
+        svc = self.svc
+        if time.monotonic() - self.refreshed > REFRESH_S:  # a concern stage alone has no route to re-pin it
+            await svc.router.refresh()
+            self.refreshed = time.monotonic()
+        partnership = svc.router.partnership
+        if partnership.concern is None:
+            return
+        try:
+            await self.handle(batch, partnership)
+        except PolicyUnavailable:
+            raise
+        except Exception as exc:
+            # One bad batch must not stop the concern stage: it is left uncounted, said
+            # loudly, and the stage carries on.
+            svc.metrics.concern_failures.inc()
+            log.error("concern_batch_failed", events=len(batch), error=type(exc).__name__)
+
+    async def decide(self, children: list[dict[str, Any]], rule_ids: list[str]) -> list[ConcernDecision]:
         """Fail closed: while OPA cannot answer, raise nothing and hold the batch."""
+        svc, metrics = self.svc, self.svc.metrics
         backoff = 0.1
         while True:
             try:
@@ -113,29 +137,11 @@ def register_concern(app: faust.App, svc: Any, send: Send, events: faust.TopicT,
                     return []  # the reload removed the concern rules: nothing to decide
                 rule_ids = [r.id for r in concern.rules]
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, settings.retry_max_backoff_s)
+                backoff = min(backoff * 2, svc.settings.retry_max_backoff_s)
 
-    async def concern_agent(stream: faust.StreamT[bytes]) -> None:
-        refreshed = time.monotonic()
-        async for batch in stream.take_events(  # type: ignore[attr-defined]  # on Stream, not StreamT
-                settings.batch_size, within=settings.batch_window_s):
-            if time.monotonic() - refreshed > REFRESH_S:  # a concern stage alone has no route to re-pin it
-                await svc.router.refresh()
-                refreshed = time.monotonic()
-            partnership = svc.router.partnership
-            if partnership.concern is not None:
-                try:
-                    await handle(batch, partnership)
-                except PolicyUnavailable:
-                    raise
-                except Exception as exc:
-                    # The concern must never stop sharing (route commits with it in one app): the
-                    # batch is left uncounted, said loudly, and the stage carries on.
-                    metrics.concern_failures.inc()
-                    log.error("concern_batch_failed", events=len(batch), error=type(exc).__name__)
-            await commit_batch(batch)
-
-    async def handle(batch: list[faust.EventT[bytes]], partnership: Partnership) -> None:
+    async def handle(self, batch: list[faust.EventT[bytes]], partnership: Partnership) -> None:
+        svc, table = self.svc, self.table
+        settings, metrics = svc.settings, svc.metrics
         concern = partnership.concern
         assert concern is not None
         shared, own = countable(partnership)
@@ -171,7 +177,7 @@ def register_concern(app: faust.App, svc: Any, send: Send, events: faust.TopicT,
             return
         rule_ids = [r.id for r in concern.rules]
         windows = {r.id: r.window_days for r in concern.rules}
-        decisions = await decide([p.opa_child(k, now) for k, (p, _, _) in touched.items()], rule_ids)
+        decisions = await self.decide([p.opa_child(k, now) for k, (p, _, _) in touched.items()], rule_ids)
         for d in decisions:
             picture, tp, identifier = touched[d.key]
             if not d.crossed:
@@ -183,13 +189,13 @@ def register_concern(app: faust.App, svc: Any, send: Send, events: faust.TopicT,
                 payload = raise_payload(picture, d.rule, windows.get(d.rule, concern.window_days), now)
                 if payload is None:
                     continue
-                raised = sign(concern_event(d.key, d.rule, payload, identifier, settings.concern_org_id))
+                raised = self.sign(concern_event(d.key, d.rule, payload, identifier, settings.concern_org_id))
                 key_bytes = parse_event_dict(raised).partition_key()
             except Exception as exc:  # one child's concern cannot be built: the others still go
                 metrics.concern_failures.inc()
                 log.error("concern_not_built", rule=d.rule, error=type(exc).__name__)
                 continue
-            await send(ingress_bus, key_bytes, json.dumps(raised).encode(), tp)
+            await self.send(self.ingress_bus, key_bytes, json.dumps(raised).encode(), tp)
             remember_raise(picture, d.rule, payload)
             metrics.concerns_raised.labels(d.rule).inc()
             log.info("concern_raised", rule=d.rule, raised=payload["raised"], agencies=len(payload["agencies"]))
@@ -201,5 +207,20 @@ def register_concern(app: faust.App, svc: Any, send: Send, events: faust.TopicT,
             table.send_changelog(tp.partition, key, text)
         metrics.concern_children.set(len(table.data))
         metrics.concern_last_at.set(datetime.now(UTC).timestamp())
+
+
+
+def register_concern_agent(app: faust.App, counter: ConcernCounter, events: faust.TopicT,
+                           commit_batch: Callable[[list[Any]], Awaitable[None]]) -> None:
+    """The concern stage (`worker --stage concern`), always a Faust app of its own: a table's
+    recovery and flow control in the sharing pipe's app left one ingress partition unfetched
+    under load (10,000 events, seen twice), so sharing never waits on the concern."""
+    settings = counter.svc.settings
+
+    async def concern_agent(stream: faust.StreamT[bytes]) -> None:
+        async for batch in stream.take_events(  # type: ignore[attr-defined]  # on Stream, not StreamT
+                settings.batch_size, within=settings.batch_window_s):
+            await counter.count(batch)
+            await commit_batch(batch)
 
     app.agent(events, name="sgbus.concern")(concern_agent)

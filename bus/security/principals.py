@@ -3,8 +3,8 @@
 One principal per job, each allowed exactly its topics, consumer groups and transactional ids:
 
 - `admin`: the stack tooling (topics, ACLs, SCRAM users, bench observers); a super user.
-- `sgbus-<stage>` for `ingest`, `route`, `audit` (exactly-once stage workers) and `worker`
-  (all stages in one process); groups and transactional ids start `<stage>.`.
+- `sgbus-<stage>` for `ingest`, `route`, `audit` (exactly-once stage workers), `concern` (its own process) and `worker`
+  (the sharing stages in one process); groups and transactional ids start `<stage>.`.
 - `publisher.<partner>`: writes only its agency's `sg.ingress.<agency>` topic.
 - `partner.<partner>`: reads only `sg.deliver.<partner>` and the published audit heads
   (`sg.audit.heads`), in groups starting `partner.<partner>.`.
@@ -119,7 +119,7 @@ _STAGE_TOPICS: dict[str, set[Grant]] = {
     # The concern stage reads every event and publishes what it raises like any source would.
     "concern": {_topic(EVENTS, "read"), _topic(ingress_topic(Agency.BUS), "write")},
 }
-_STAGE_TOPICS["all"] = set().union(*_STAGE_TOPICS.values())
+_STAGE_TOPICS["all"] = set().union(*(_STAGE_TOPICS[s] for s in ("ingest", "route", "audit")))
 
 
 def principals(partnership: Partnership) -> list[Principal]:
@@ -127,7 +127,7 @@ def principals(partnership: Partnership) -> list[Principal]:
     out = [Principal(ADMIN, "admin", frozenset())]
     for stage, name in STAGE_PRINCIPALS.items():
         grants = _STAGE_TOPICS[stage] | _own_groups(stage_group_prefix(stage), transactional=True)
-        if stage in ("concern", "all"):
+        if stage == "concern":
             # The concern table's changelog (`<app id>-concern-changelog`), created by the stage itself.
             grants |= {_topic(stage_group_prefix(stage), op, "prefixed") for op in ("read", "write", "create")}
         if not any(g.operation == "write" and g.resource == "topic" for g in grants):

@@ -52,9 +52,21 @@ class Bus:
     worker_log: Path
     worker: subprocess.Popen[bytes] | None = None
     worker_env: dict[str, str] | None = None
+    #: the concern stage, a process of its own beside the sharing pipe's worker
+    concern_worker: subprocess.Popen[bytes] | None = None
 
     def start_worker(self) -> None:
         self.worker = start_worker(self.settings, self.worker_log, env=self.worker_env)
+
+    def start_concern_worker(self) -> None:
+        env = {**(self.worker_env or {}), "SGBUS_METRICS_PORT": "0"}
+        self.concern_worker = start_worker(self.settings, self.worker_log.with_name("concern.log"), env=env,
+                                           stage="concern")
+
+    def kill_concern_worker(self) -> None:
+        assert self.concern_worker is not None
+        self.concern_worker.send_signal(signal.SIGKILL)
+        self.concern_worker.wait(30)
 
     def kill_worker(self) -> None:
         """SIGKILL: no shutdown hooks, no final commit, buffers lost."""
@@ -166,6 +178,7 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
                                  # the operations tests read the audit stage's verification metrics
                                  "SGBUS_AUDIT_VERIFY_INTERVAL_S": "30"})
         handle.start_worker()
+        handle.start_concern_worker()
         # Ready when a canary event has been routed end to end.
         s = Synth(seed=99)
         canary = s.child_protection_plan(s.child())
@@ -173,8 +186,9 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
         handle.audits_for({canary["event_id"]}, 1, timeout_s=180)
         yield handle
     finally:
-        if handle is not None and handle.worker is not None:
-            stop_worker(handle.worker)
+        for proc in (handle.worker, handle.concern_worker) if handle is not None else ():
+            if proc is not None:
+                stop_worker(proc)
             if os.environ.get("SGBUS_TEST_SHOW_WORKER_LOG"):
                 print((home / "worker.log").read_text())
         stack.down()

@@ -39,7 +39,7 @@ def concerns_for(bus: Bus, partner: str, key: str) -> list[dict[str, Any]]:
 
 def picture(bus: Bus, key: str) -> dict[str, Any] | None:
     """The child's latest picture on the table's changelog (what a restarted worker recovers)."""
-    changelog = changelog_topic_name(stage_app_id(bus.settings.app_id, "all"))
+    changelog = changelog_topic_name(stage_app_id(bus.settings.app_id, "concern"))
     latest = None
     c = Consumer(bus.admin.librdkafka(**{"group.id": "sgbus-reader-concern", "enable.auto.commit": False,
                                         "enable.partition.eof": True, "log_level": 0}))
@@ -117,15 +117,15 @@ def test_a_history_spread_outside_the_window_raises_nothing(bus: Bus) -> None:
     assert not concerns_for(bus, MASH, key)
 
 
-def test_a_worker_restart_keeps_the_picture_and_a_new_agency_raises_again(bus: Bus) -> None:
+def test_a_concern_worker_restart_keeps_the_picture_and_a_new_agency_raises_again(bus: Bus) -> None:
     s = Synth(seed=2022)
     child = s.child(min_age=6)
     key = mash_token(bus, child)
     bus.publish(history(s, child))
     wait_for(lambda: concerns_for(bus, MASH, key), 120, what="the first concern")
     wait_for(lambda: (p := picture(bus, key)) and "three-agencies-90d" in p["raised"], 60, what="the raise recorded")
-    bus.kill_worker()  # SIGKILL: only the Kafka changelog can bring the picture back
-    bus.start_worker()
+    bus.kill_concern_worker()  # SIGKILL: only the Kafka changelog can bring the picture back
+    bus.start_concern_worker()
     # Social care is a fourth agency: material only if the three earlier reports survived.
     bus.publish([s.child_protection_plan(child)])
     second = wait_for(lambda: [c for c in concerns_for(bus, MASH, key) if c["payload"]["raised"] == 2], 180,

@@ -67,7 +67,7 @@ def test_a_publisher_may_write_only_its_agencys_ingress_topic() -> None:
 def test_only_the_concern_stage_may_write_the_buss_own_ingress_topic() -> None:
     """No publisher principal speaks for the bus: a forged concern cannot be written to Kafka."""
     writers = {name for name in BY_NAME if ("sg.ingress.bus", "literal") in _topics(name, "write")}
-    assert writers == {"sgbus-concern", "sgbus-worker"}
+    assert writers == {"sgbus-concern"}  # the all-in-one worker runs the sharing stages only
     assert "publisher.sgbus-concern" not in BY_NAME
 
 
