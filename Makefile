@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export SGBUS_CACHE_DIR ?= $(HOME)/.cache/sgbus
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint unit integration bench clean help
+.PHONY: setup demo test lint unit integration bench deploy-tools deploy-check clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,7 +29,7 @@ lint: setup  ## ruff and mypy
 	$(BIN)/ruff check bus schemas connectors tests
 	$(BIN)/mypy
 
-test: setup lint  ## every test: unit, policy (opa), integration (real Kafka + OPA)
+test: setup lint deploy-tools  ## every test: unit, policy (opa), deploy (helm), integration (real Kafka + OPA)
 	$(BIN)/pytest
 
 unit: setup  ## fast tests only
@@ -40,6 +40,13 @@ integration: setup  ## tests against the real local stack
 
 bench: setup  ## benchmarks on a stack of their own (~12 min; writes docs/BENCHMARKS.md, bench/results/)
 	$(BIN)/sgbus bench run
+
+deploy-tools: setup  ## the pinned Helm, built once from the Go module proxy (cached outside the repo)
+	@$(BIN)/sgbus deploy tools
+
+deploy-check: deploy-tools  ## deploy/ up to date with policies/data; helm lint + template; manifests validated offline
+	$(BIN)/sgbus deploy render --check
+	$(BIN)/pytest -q tests/deploy
 
 clean:  ## remove the virtualenv and local state (not the download cache)
 	-$(BIN)/sgbus stack down

@@ -17,6 +17,7 @@ import typer
 from bus.audit.cli import audit_app
 from bus.bench.cli import bench_app
 from bus.cli_common import err, fail, kafka_as, load_settings, local_stack, open_audit, resolve_endpoints
+from bus.deploy.cli import deploy_app
 from bus.exceptions import SgbusError
 from bus.gateway.cli import gateway_app
 from bus.policy.cli import policy_app
@@ -39,15 +40,26 @@ app.add_typer(deliver_app, name="deliver")
 app.add_typer(partners_app, name="partners")
 app.add_typer(connector_app, name="connector")
 app.add_typer(gateway_app, name="gateway")
+app.add_typer(deploy_app, name="deploy")
 
 
 # -- stack ----------------------------------------------------------------------------------
 @stack_app.command("up")
-def stack_up(as_json: Annotated[bool, typer.Option("--json", help="print status as JSON")] = False) -> None:
+def stack_up(
+    as_json: Annotated[bool, typer.Option("--json", help="print status as JSON")] = False,
+    brokers: Annotated[int, typer.Option(
+        min=1, max=3, help="Kafka nodes for a new stack: 1, or 3 (each controller and broker; topics replicated "
+                           "3 times, min.insync.replicas 2)")] = 1,
+) -> None:
     """Start Kafka (KRaft), OPA, Prometheus and Alertmanager on free loopback ports, load
     policies, create topics."""
     settings = load_settings()
-    status, started = local_stack(settings).up()
+    stack = local_stack(settings)
+    stack.brokers = brokers
+    try:
+        status, started = stack.up()
+    except SgbusError as exc:
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps(status))
     elif started:

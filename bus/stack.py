@@ -123,6 +123,11 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
+def kafka_service(node: int) -> str:
+    """The state entry (and directory) of a Kafka node: `kafka` for node 1, `kafka-N` after."""
+    return "kafka" if node == 1 else f"kafka-{node}"
+
+
 def new_cluster_id() -> str:
     """A KRaft cluster id (URL-safe base64 of a UUID) that does not start with '-' or '_':
     Kafka's argument parser would read a leading '-' as an option."""
@@ -139,6 +144,9 @@ class Stack:
     home: Path
     policies_dir: Path
     progress: Progress = _quiet
+    #: KRaft nodes for a stack not yet started (1, or 3: each controller and broker); a started
+    #: stack keeps the count it was formatted with (stack.json)
+    brokers: int = 1
 
     def __post_init__(self) -> None:
         # Everything the stack and the processes it starts write is private (0600/0700).
@@ -190,8 +198,18 @@ class Stack:
                 out[name] = {**info, "alive": process_alive(info.get("pid"), info.get("marker", "?"))}
             else:
                 out[name] = {"alive": False}
-        out["running"] = out["kafka"]["alive"] and out["opa"]["alive"]
-        out["kafka_bootstrap"] = f"127.0.0.1:{out['kafka']['port']}" if out["kafka"]["alive"] else None
+        nodes = []
+        for node in range(1, int(state.get("kafka_nodes", 1)) + 1):
+            info = state.get(kafka_service(node))
+            if info:
+                nodes.append({"node_id": node, "port": info["port"], "pid": info["pid"],
+                              "alive": process_alive(info.get("pid"), info.get("marker", "?"))})
+        out["kafka_nodes"] = nodes
+        kafka_alive = any(n["alive"] for n in nodes)
+        out["kafka"]["alive"] = kafka_alive  # the cluster answers while any node runs
+        out["running"] = kafka_alive and out["opa"]["alive"]
+        # Every node, so clients find the cluster whichever node is down.
+        out["kafka_bootstrap"] = ",".join(f"127.0.0.1:{n['port']}" for n in nodes) if kafka_alive else None
         out["opa_url"] = f"https://127.0.0.1:{out['opa']['port']}" if out["opa"]["alive"] else None
         out["prometheus_url"] = (f"https://127.0.0.1:{out['prometheus']['port']}"
                                  if out["prometheus"]["alive"] else None)
@@ -241,60 +259,178 @@ class Stack:
         return sync_principals(self.access(), partnership, self.home)
 
     # -- Kafka -------------------------------------------------------------------------
+    def _node_count(self) -> int:
+        formatted = self._read_state().get("kafka_nodes")
+        if formatted is not None and int(formatted) != self.brokers and self.brokers != 1:
+            raise StackError(f"this stack ({self.home}) was formatted with {formatted} Kafka node(s); "
+                             f"`sgbus stack down` and remove {self.home}/kafka* to start {self.brokers}")
+        return int(formatted) if formatted is not None else self.brokers
+
+    def _kafka_ports(self, nodes: int) -> list[dict[str, int]]:
+        """Client, controller, internal and JMX ports of every node (kept from a previous start)."""
+        taken: set[int] = set()
+        plan = []
+        for node in range(1, nodes + 1):
+            ports = {}
+            for key in ("port", "controller_port", "internal_port", "jmx_port"):
+                port = free_port(self._previous_port(f"{kafka_service(node)}_{key}"))
+                while port in taken:
+                    port = free_port()
+                taken.add(port)
+                ports[key] = port
+            plan.append(ports)
+        return plan
+
     def start_kafka(self) -> dict[str, Any]:
+        """Start every KRaft node (formatting new ones with one cluster id); node 1's info."""
         libs = toolchain.ensure_kafka(self.progress)
-        kdir = self.home / "kafka"
-        data = kdir / "data"
+        nodes = self._node_count()
+        if nodes not in (1, 3):
+            raise StackError(f"--brokers {nodes}: the local stack runs 1 or 3 Kafka nodes")
+        plan = self._kafka_ports(nodes)
+        voters = ",".join(f"{i}@127.0.0.1:{p['controller_port']}" for i, p in enumerate(plan, start=1))
+        rf, min_isr = (3, 2) if nodes == 3 else (1, 1)
+        state = self._read_state()
+        state["kafka_nodes"] = nodes
+        self._write_state(state)
+        cluster_id = self._cluster_id(nodes) or new_cluster_id()
+        infos = []
+        for node, ports in enumerate(plan, start=1):
+            props = self._write_node_config(node, ports, voters, rf, min_isr)
+            infos.append(self._spawn_node(node, ports, props, libs, cluster_id))
+        for info in infos:
+            self._update(kafka_service(info["node_id"]), info)
+        self._wait_kafka(infos[0], brokers=nodes)
+        self._ensure_admin(infos[0])
+        return infos[0]
+
+    def _node_dir(self, node: int) -> Path:
+        return self.home / kafka_service(node)
+
+    def _cluster_id(self, nodes: int) -> str | None:
+        """The id the existing nodes were formatted with (all must agree)."""
+        for node in range(1, nodes + 1):
+            meta = self._node_dir(node) / "data" / "meta.properties"
+            if meta.is_file():
+                for line in meta.read_text().splitlines():
+                    if line.startswith("cluster.id="):
+                        return line.split("=", 1)[1].strip()
+        return None
+
+    def _write_node_config(self, node: int, ports: dict[str, int], voters: str, rf: int, min_isr: int) -> Path:
+        kdir = self._node_dir(node)
         kdir.mkdir(parents=True, exist_ok=True)
-        port = free_port(self._previous_port("kafka_port"))
-        cport = free_port(self._previous_port("kafka_controller_port"))
-        while cport == port:
-            cport = free_port()
-        iport = free_port(self._previous_port("kafka_internal_port"))
-        while iport in (port, cport):
-            iport = free_port()
-        jport = free_port(self._previous_port("kafka_jmx_port"))
-        while jport in (port, cport, iport):
-            jport = free_port()
-        jmx_config = monitoring.write_yaml(kdir / "jmx-exporter.yaml", monitoring.JMX_EXPORTER_CONFIG)
-        agent = f"-javaagent:{ensure_jmx_exporter(self.progress)}=127.0.0.1:{jport}:{jmx_config}"
-        node = self._node_cert()
+        cert = self._node_cert()  # one node identity for the local nodes (all on this machine)
         props = kdir / "server.properties"
         template = resources.files("bus.toolchain").joinpath("kafka-server.properties").read_text()
         props.write_text(
-            template.replace("@PORT@", str(port)).replace("@CONTROLLER_PORT@", str(cport))
-            .replace("@INTERNAL_PORT@", str(iport)).replace("@DATA_DIR@", str(data))
-            .replace("@KEYSTORE@", str(node.keystore)).replace("@TRUSTSTORE@", str(node.ca))
+            template.replace("@NODE_ID@", str(node)).replace("@VOTERS@", voters)
+            .replace("@PORT@", str(ports["port"])).replace("@CONTROLLER_PORT@", str(ports["controller_port"]))
+            .replace("@INTERNAL_PORT@", str(ports["internal_port"])).replace("@DATA_DIR@", str(kdir / "data"))
+            .replace("@KEYSTORE@", str(cert.keystore)).replace("@TRUSTSTORE@", str(cert.ca))
             .replace("@NODE_PRINCIPAL@", f"CN={self.NODE},O=sgbus partnership")
+            .replace("@RF@", str(rf)).replace("@MIN_ISR@", str(min_isr))
         )
+        return props
+
+    def _node_jvm(self, node: int, libs: Path) -> list[str]:
+        kdir = self._node_dir(node)
         log4j = kdir / "log4j2.properties"
         log4j.write_text(resources.files("bus.toolchain").joinpath("kafka-log4j2.properties").read_text())
-        log = kdir / "server.log"
-        java = toolchain.java_binary()
         classpath = ":".join(str(p) for p in sorted(libs.glob("*.jar")))
-        jvm = [java, *KAFKA_HEAP, "-Djava.awt.headless=true",
-               f"-Dlog4j2.configurationFile={log4j}", f"-Dsgbus.kafka.log={log}", "-cp", classpath]
-        if not (data / "meta.properties").is_file():
-            cluster_id = new_cluster_id()
+        return [toolchain.java_binary(), *KAFKA_HEAP, "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={log4j}", f"-Dsgbus.kafka.log={kdir / 'server.log'}", "-cp", classpath]
+
+    def _spawn_node(self, node: int, ports: dict[str, int], props: Path, libs: Path,
+                    cluster_id: str | None) -> dict[str, Any]:
+        kdir = self._node_dir(node)
+        jvm = self._node_jvm(node, libs)
+        if cluster_id is not None and not (kdir / "data" / "meta.properties").is_file():
             fmt = subprocess.run(
                 [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
                 capture_output=True, text=True, check=False,
             )
             if fmt.returncode != 0:
-                raise StackError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+                raise StackError(f"formatting Kafka storage (node {node}) failed:\n{fmt.stdout}{fmt.stderr}")
+        jmx_config = monitoring.write_yaml(kdir / "jmx-exporter.yaml", monitoring.JMX_EXPORTER_CONFIG)
+        agent = f"-javaagent:{ensure_jmx_exporter(self.progress)}=127.0.0.1:{ports['jmx_port']}:{jmx_config}"
         stdout = (kdir / "stdout.log").open("ab")
         proc = subprocess.Popen(
             [*jvm[:1], agent, *jvm[1:], "kafka.Kafka", str(props)], stdout=stdout, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, cwd=kdir,
         )
         stdout.close()
-        info = {"pid": proc.pid, "port": port, "controller_port": cport, "internal_port": iport,
-                "jmx_port": jport, "marker": str(props),
-                "data_dir": str(data), "log": str(log), "version": toolchain.KAFKA_VERSION}
-        self._update("kafka", info)
-        self._wait_kafka(info)
-        self._ensure_admin(info)
-        return info
+        return {"pid": proc.pid, "node_id": node, **ports, "marker": str(props), "data_dir": str(kdir / "data"),
+                "log": str(kdir / "server.log"), "version": toolchain.KAFKA_VERSION}
+
+    def kill_kafka_node(self, node: int) -> None:
+        """SIGKILL one node (the broker-loss tests): no shutdown, no handover."""
+        info = self._read_state().get(kafka_service(node))
+        if not info or not process_alive(info["pid"], info["marker"]):
+            raise StackError(f"Kafka node {node} is not running")
+        os.kill(info["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while process_alive(info["pid"], info["marker"]) and time.monotonic() < deadline:
+            _reap(info["pid"])
+            time.sleep(0.05)
+
+    def start_kafka_node(self, node: int) -> dict[str, Any]:
+        """Start one stopped node again, on its ports and data, and wait until it serves."""
+        info = self._read_state().get(kafka_service(node))
+        if not info:
+            raise StackError(f"Kafka node {node} was never started")
+        if process_alive(info["pid"], info["marker"]):
+            return dict(info)
+        ports = {k: int(info[k]) for k in ("port", "controller_port", "internal_port", "jmx_port")}
+        started = self._spawn_node(node, ports, Path(info["marker"]), toolchain.ensure_kafka(self.progress), None)
+        self._update(kafka_service(node), started)
+        self._wait_node(started)
+        return started
+
+    def active_controller(self) -> int | None:
+        """The node id of the active KRaft controller (its JMX exporter reports
+        ActiveControllerCount 1), or None while no node answers so."""
+        state = self._read_state()
+        for node in range(1, int(state.get("kafka_nodes", 1)) + 1):
+            info = state.get(kafka_service(node))
+            if not info or not process_alive(info["pid"], info["marker"]):
+                continue
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{info['jmx_port']}/metrics", timeout=5) as resp:
+                    text = resp.read().decode()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                active = "activecontrollercount" in line.lower() and not line.startswith("#")
+                if active and float(line.split()[-1]) == 1:
+                    return node
+        return None
+
+    def partition_leader(self, topic: str, partition: int) -> int:
+        """The node id leading `topic`'s `partition` now."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(self.access().librdkafka(log_level=0))
+        return int(admin.list_topics(topic, timeout=10).topics[topic].partitions[partition].leader)
+
+    def _wait_node(self, info: dict[str, Any]) -> None:
+        """Until the node itself answers on its internal listener as a registered broker."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(self._node_client(info))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not process_alive(info["pid"], info["marker"]):
+                raise StackError(f"Kafka node {info['node_id']} exited during start; log {info['log']}:\n"
+                                 f"{_tail(Path(info['log']))}")
+            try:
+                brokers: list[Any] = list(admin.list_topics(timeout=2).brokers.values())
+            except Exception:  # not ready yet
+                brokers = []
+            if any(b.id == info["node_id"] for b in brokers):
+                return
+            time.sleep(0.2)
+        raise StackError(f"Kafka node {info['node_id']} did not become ready in {READY_TIMEOUT_S:.0f}s")
 
     def _ensure_admin(self, info: dict[str, Any]) -> None:
         """The admin principal's SCRAM user, created through the node's own mTLS identity (so
@@ -306,7 +442,7 @@ class Stack:
         if ADMIN not in scram_users(admin):
             upsert_scram(admin, cred.username, cred.password)
 
-    def _wait_kafka(self, info: dict[str, Any]) -> None:
+    def _wait_kafka(self, info: dict[str, Any], brokers: int = 1) -> None:
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient(self._node_client(info))
@@ -316,18 +452,20 @@ class Stack:
                 raise StackError(f"Kafka exited during start; log {info['log']}:\n{_tail(Path(info['log']))}")
             try:
                 md = admin.list_topics(timeout=2)
-                if md.brokers:
+                if len(md.brokers) >= brokers:
                     return
             except Exception:  # not ready yet
                 time.sleep(0.2)
         raise StackError(f"Kafka did not become ready in {READY_TIMEOUT_S:.0f}s; log {info['log']}")
 
     def stop_kafka(self) -> bool:
-        info = self._read_state().get("kafka")
-        if not info:
-            return False
-        stopped = stop_process(info["pid"], info["marker"])
-        self._update("kafka", None)
+        state = self._read_state()
+        stopped = False
+        for node in range(int(state.get("kafka_nodes", 1)), 0, -1):
+            info = state.get(kafka_service(node))
+            if info:
+                stopped = stop_process(info["pid"], info["marker"]) or stopped
+                self._update(kafka_service(node), None)
         return stopped
 
     # -- OPA ---------------------------------------------------------------------------
@@ -502,8 +640,9 @@ class Stack:
         return stopped
 
     # -- whole stack -------------------------------------------------------------------
-    def up(self) -> tuple[dict[str, Any], list[str]]:
-        """Start whatever is not running; returns (status, names of services started)."""
+    def up(self, *, monitoring: bool = True) -> tuple[dict[str, Any], list[str]]:
+        """Start whatever is not running; returns (status, names of services started).
+        `monitoring=False`: Kafka and OPA only (a test's second stack)."""
         toolchain.ensure_all(self.progress)
         status = self.status()
         started: list[str] = []
@@ -520,9 +659,16 @@ class Stack:
         if status["opa"]["alive"] and new_keys:
             self.reload_policies()
         if not status["kafka"]["alive"]:
-            self.progress("starting Kafka ...")
+            nodes = self._node_count()
+            self.progress("starting Kafka ..." if nodes == 1 else f"starting Kafka ({nodes} KRaft nodes) ...")
             self.start_kafka()
             started.append("kafka")
+        else:
+            for node in status["kafka_nodes"]:
+                if not node["alive"]:  # one node of a cluster down: bring it back
+                    self.progress(f"starting Kafka node {node['node_id']} ...")
+                    self.start_kafka_node(node["node_id"])
+                    started.append(kafka_service(node["node_id"]))
         if not status["opa"]["alive"]:
             self.progress("starting OPA ...")
             self.start_opa()
@@ -533,7 +679,8 @@ class Stack:
         report = sync_principals(self.access(), partnership, self.home)
         if report.users_created or report.users_removed or report.acls_created or report.acls_removed:
             self.progress(f"principals: {report.summary()}")
-        started += self._up_monitoring(status, restarted=bool(started))
+        if monitoring:
+            started += self._up_monitoring(status, restarted=bool(started))
         return self.status(), started
 
     def _up_monitoring(self, status: dict[str, Any], *, restarted: bool) -> list[str]:

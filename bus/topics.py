@@ -27,6 +27,9 @@ INGRESS_RETENTION_MS = 24 * 3600 * 1000
 # the retention (plus at most an hour), not when a week-long default segment fills.
 INGRESS_SEGMENT_MS = 3600 * 1000
 DAY_MS = 24 * 3600 * 1000
+#: replication factor -1: the cluster's default.replication.factor (1 on the one-node local stack,
+#: 3 with min.insync.replicas 2 on a three-broker cluster), so topics follow the cluster they are on
+BROKER_DEFAULT = -1
 
 
 def ingress_topic(agency: Agency | str) -> str:
@@ -84,7 +87,8 @@ def create_topics(access: KafkaAccess, specs: list[TopicSpec], timeout_s: float 
     if not todo:
         return []
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config) for s in todo],
+        [NewTopic(s.name, num_partitions=s.partitions, replication_factor=BROKER_DEFAULT, config=s.config)
+         for s in todo],
         operation_timeout=timeout_s,
     )
     created = []
@@ -123,7 +127,7 @@ def ensure_compacted_topic(access: KafkaAccess, name: str, partitions: int, time
     """Create a compacted topic (a Faust table's changelog) unless it exists; True if created.
     `access`: a principal with CREATE on the name (a stage, within its own prefix)."""
     admin = AdminClient(access.librdkafka(log_level=0))
-    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=BROKER_DEFAULT,
                                             config={"cleanup.policy": "compact"})], operation_timeout=timeout_s)
     try:
         futures[name].result()

@@ -59,12 +59,15 @@ class BenchConfig:
     gateway_rate: int = 200  # events/s offered through the HTTPS gateway (issue 16)
     gateway_seconds: float = 15.0
     gateway_events: int = 3000  # flat out, single and batched
+    # One process per stage on a three-broker cluster: one route process, then two sharing the
+    # route's partitions (issue 18); a stack of its own after the rest.
+    cluster: bool = True
 
 
 FULL = BenchConfig()
 SMOKE = BenchConfig(events=300, loads=(100,), load_seconds=(2.0,), backfill=600, backfill_workers=1,
                     opa_batches=(1, 10), opa_seconds=0.5, profile=False, drain_timeout_s=120.0,
-                    gateway_rate=50, gateway_seconds=2.0, gateway_events=100)
+                    gateway_rate=50, gateway_seconds=2.0, gateway_events=100, cluster=False)
 WARMUP = 20
 
 
@@ -102,9 +105,10 @@ class Harness:
     partnership: Partnership = field(init=False)
     broker: Broker = field(init=False)
     pids: dict[str, int] = field(default_factory=dict)
+    brokers: int = 1
 
     def __post_init__(self) -> None:
-        self.stack = Stack(self.home, self.policies_dir, progress=self.progress)
+        self.stack = Stack(self.home, self.policies_dir, progress=self.progress, brokers=self.brokers)
         self.partnership = load_partnership(self.policies_dir / "data")
 
     def up(self) -> None:
@@ -235,12 +239,15 @@ def _cpu_share(before: dict[str, float], after: dict[str, float], seconds: float
     return {k: round((after[k] - before[k]) / seconds, 2) for k in after if seconds > 0}
 
 
-def start_workers(h: Harness, module: str, app_id: str, workers: int, stages: bool) -> list[Proc]:
-    """`workers` all-in-one processes, or one process per stage (`sgbus worker --stage`)."""
+def start_workers(h: Harness, module: str, app_id: str, workers: int, stages: bool,
+                  route_workers: int = 1) -> list[Proc]:
+    """`workers` all-in-one processes, or one process per stage (`sgbus worker --stage`; the
+    route stage in `route_workers` processes sharing its partitions)."""
     if stages:
         procs = [h.spawn(module, app_id, stage) for stage in STAGES]
+        procs += [h.spawn(module, app_id, "route") for _ in range(route_workers - 1)]
         for stage in STAGES:
-            h.wait_group(stage_app_id(app_id, stage), 1)
+            h.wait_group(stage_app_id(app_id, stage), route_workers if stage == "route" else 1)
         return procs
     procs = [h.spawn(module, app_id) for _ in range(workers)]
     h.wait_group(stage_app_id(app_id, "all"), workers)
@@ -249,13 +256,14 @@ def start_workers(h: Harness, module: str, app_id: str, workers: int, stages: bo
 
 def run_throughput(h: Harness, name: str, module: str, workers: int, records: list[Prepared],
                    warm: list[Prepared], cfg: BenchConfig, profile_out: Path | None = None,
-                   extra: list[Prepared] | None = None, stages: bool = False) -> dict[str, Any]:
+                   extra: list[Prepared] | None = None, stages: bool = False,
+                   route_workers: int = 1) -> dict[str, Any]:
     """Drain a burst of `records` as fast as it goes: events/s from the first publish to the
     last output (the pipe: the last audit record stored; the ceiling: the last forwarded record)."""
     h.reset()
     app_id = f"bench-{name}-{time.time_ns()}"
     pipe = module == "bus"
-    procs = start_workers(h, module, app_id, workers, stages)
+    procs = start_workers(h, module, app_id, workers, stages, route_workers)
     try:
         producer = bench_producer(h.access)
         publish_all(producer, warm)
@@ -448,9 +456,37 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
                                          single, batched, progress=progress, cpu_seconds=cpu_seconds)
     finally:
         h.down()
+    try:
+        if cfg.cluster:
+            results["cluster"] = run_cluster(h, cfg, main, warm, progress)
+    finally:
         if own_home:
             import shutil
 
             shutil.rmtree(home, ignore_errors=True)
     results["wall_seconds"] = round(time.time() - began, 1)
     return results
+
+
+def run_cluster(h: Harness, cfg: BenchConfig, main: list[Prepared], warm: list[Prepared],
+                progress: Progress) -> dict[str, Any]:
+    """One process per stage on three brokers (replication 3, min.insync 2): one route process,
+    then two sharing the route's partitions (each partition's transactions fence the other's)."""
+    import shutil
+
+    home = h.home / "cluster"
+    home.mkdir(exist_ok=True)
+    # The events were signed with the first stack's publisher keys: this stack registers the same.
+    shutil.copytree(h.home / "signing", home / "signing", dirs_exist_ok=True)
+    c = Harness(home, h.policies_dir, progress, brokers=3)
+    c.up()
+    try:
+        progress(f"three brokers: one process per stage, {len(main):,} events ...")
+        one = run_throughput(c, "cluster1", "bus", 1, main, warm, cfg, stages=True)
+        progress(f"  {one['events_per_s']:,} events/s")
+        progress(f"three brokers: two route processes, {len(main):,} events ...")
+        two = run_throughput(c, "cluster2", "bus", 1, main, warm, cfg, stages=True, route_workers=2)
+        progress(f"  {two['events_per_s']:,} events/s")
+    finally:
+        c.down()
+    return {"brokers": 3, "one_route": one, "two_route": two}

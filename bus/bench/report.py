@@ -46,7 +46,8 @@ def write_results(results: dict[str, Any], results_dir: Path) -> list[Path]:
     """One JSON file per phase plus run.json (machine, config, wall time)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for phase in ("ceiling", "pipe", "two_workers", "stages", "latency", "backfill", "opa", "redaction", "gateway"):
+    for phase in ("ceiling", "pipe", "two_workers", "stages", "latency", "backfill", "opa", "redaction", "gateway",
+                  "cluster"):
         if phase in results:
             path = results_dir / f"{phase}.json"
             path.write_text(json.dumps(results[phase], indent=2) + "\n")
@@ -135,6 +136,7 @@ def render(results: dict[str, Any]) -> str:
         + (f" One process per stage (three processes) / ceiling (one process): "
            f"{results['stages']['events_per_s'] / ceiling['events_per_s']:.2f}." if "stages" in results else ""),
         "",
+        *_cluster_lines(results.get("cluster")),
         "## End-to-end latency (publish → partner consumer receipt)",
         "",
         "Each load is offered on a fixed schedule (for " + ", ".join(
@@ -293,3 +295,22 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
 def stamp(results: dict[str, Any], command: str) -> dict[str, Any]:
     return {**results, "machine": machine(), "command": command,
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _cluster_lines(cluster: dict[str, Any] | None) -> list[str]:
+    """The scaling rows on three brokers (issue 18), when the run had them."""
+    if not cluster:
+        return []
+    lines = ["## Scaling on three brokers", "",
+             "`sgbus stack up --brokers 3` (three KRaft nodes; every topic 3 replicas, min.insync.replicas 2, "
+             "producers acks=all): one process per stage (exactly-once), then a second route process sharing "
+             "the route stage's partitions.", "",
+             "| run | events | events/s | worker peak RSS | cores used |", "|---|---:|---:|---:|---|"]
+    for label, r in (("one process per stage", cluster["one_route"]),
+                     ("one per stage + a second route process", cluster["two_route"])):
+        cores = ", ".join(f"{k} {v}" for k, v in r["cores_used"].items())
+        rss = " / ".join(f"{x:.0f} MB" for x in r["worker_peak_rss_mb"])
+        lines.append(f"| {label} | {r['events']:,} | {r['events_per_s']:,.0f} | {rss} | {cores} |")
+    ratio = cluster["two_route"]["events_per_s"] / cluster["one_route"]["events_per_s"]
+    lines += ["", f"Two route processes vs one: {ratio:.2f}x (on 2 cores shared with three brokers and OPA).", ""]
+    return lines

@@ -1,0 +1,1 @@
+"""What a platform team applies: Strimzi resources and the Helm chart's generated files."""

@@ -1,0 +1,126 @@
+"""The Helm chart: `helm lint --strict`, `helm template` with the default values and with every
+option on, each core object valid for Kubernetes (kubernetes-validate, strict, offline), and the
+properties a platform team relies on (no secret values, non-root, deny-by-default network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bus.deploy.check import CHART, K8S_VERSION, helm, template, validate_core
+from bus.toolchain.helm import ensure_helm
+
+REPO = Path(__file__).resolve().parents[2]
+FULL = REPO / "tests" / "data" / "helm-values-full.yaml"
+STAGES = {"ingest", "route", "audit", "concern"}
+
+
+@pytest.fixture(scope="module")
+def helm_bin() -> Path:
+    return ensure_helm()
+
+
+@pytest.fixture(scope="module")
+def default_docs(helm_bin: Path) -> list[dict[str, Any]]:
+    return template(helm_bin, REPO / CHART, [])
+
+
+@pytest.fixture(scope="module")
+def full_docs(helm_bin: Path) -> list[dict[str, Any]]:
+    return template(helm_bin, REPO / CHART, [FULL])
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def test_chart_lints_strictly(helm_bin: Path) -> None:
+    out = helm(helm_bin, "lint", "--strict", str(REPO / CHART), "--values", str(FULL), "--kube-version", K8S_VERSION)
+    assert "0 chart(s) failed" in out
+
+
+def test_every_rendered_core_object_is_valid_kubernetes(default_docs: list[dict[str, Any]],
+                                                        full_docs: list[dict[str, Any]]) -> None:
+    assert validate_core(default_docs) == []
+    assert validate_core(full_docs) == []
+
+
+def test_the_validation_would_catch_a_misspelt_field(default_docs: list[dict[str, Any]]) -> None:
+    bad = next(d for d in default_docs if d["kind"] == "Deployment")
+    bad["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    assert validate_core([bad])
+
+
+def test_one_deployment_per_stage_each_as_its_own_kafka_user(default_docs: list[dict[str, Any]]) -> None:
+    deployments = by_kind(default_docs, "Deployment")
+    for stage in STAGES:
+        d = deployments[f"sgbus-{stage}"]
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        assert c["args"] == ["worker", "--stage", stage]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["SGBUS_KAFKA_USERNAME"]["value"] == f"sgbus-{stage}"
+        assert env["SGBUS_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == f"sgbus-{stage}"
+        assert {"livenessProbe", "readinessProbe", "resources"} <= set(c)
+    assert deployments["sgbus-audit"]["spec"]["replicas"] == 1  # one writer of the one hash chain
+
+
+def test_no_secret_value_is_in_the_chart(full_docs: list[dict[str, Any]]) -> None:
+    assert not by_kind(full_docs, "Secret")
+    secretish = ("PASSWORD", "TOKEN", "KEY_JSON", "KEYRING_JSON", "DSN", "SECRET")
+    for d in full_docs:
+        if d["kind"] != "Deployment":
+            continue
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            for e in c.get("env", []):
+                if any(s in e["name"] for s in secretish):
+                    assert "valueFrom" in e and "value" not in e, (d["metadata"]["name"], e["name"])
+
+
+def test_every_pod_runs_non_root_read_only_without_privileges(full_docs: list[dict[str, Any]]) -> None:
+    for d in by_kind(full_docs, "Deployment").values():
+        pod = d["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+            assert sc["capabilities"]["drop"] == ["ALL"]
+
+
+def test_network_is_denied_by_default_and_opened_per_flow(full_docs: list[dict[str, Any]]) -> None:
+    policies = by_kind(full_docs, "NetworkPolicy")
+    deny = policies["sgbus-default-deny"]["spec"]
+    assert deny["policyTypes"] == ["Ingress", "Egress"] and "ingress" not in deny and "egress" not in deny
+    opa = policies["sgbus-opa-ingress"]["spec"]["ingress"][0]
+    assert {"podSelector": {"matchLabels": {"sgbus.io/opa-client": "true"}}} in opa["from"]
+    gateway = policies["sgbus-gateway-ingress"]["spec"]["ingress"][0]
+    assert gateway["from"] == yaml.safe_load(FULL.read_text())["networkPolicy"]["gatewayFrom"]
+
+
+def test_disruption_budgets_only_where_a_replica_can_go(default_docs: list[dict[str, Any]]) -> None:
+    pdbs = by_kind(default_docs, "PodDisruptionBudget")
+    assert set(pdbs) == {"sgbus-ingest", "sgbus-route", "sgbus-opa", "sgbus-gateway"}
+
+
+def test_rules_and_dashboards_are_the_operators_own(default_docs: list[dict[str, Any]]) -> None:
+    rule = by_kind(default_docs, "PrometheusRule")["sgbus"]
+    shipped = yaml.safe_load((REPO / "deploy" / "prometheus" / "rules" / "sgbus.yml").read_text())
+    assert rule["spec"] == shipped
+    boards = {d["metadata"]["name"]: d for d in by_kind(default_docs, "ConfigMap").values()
+              if d["metadata"]["labels"].get("grafana_dashboard") == "1"}
+    for board in (REPO / "deploy" / "grafana").glob("*.json"):
+        cm = boards[f"sgbus-dashboard-{board.stem}"]
+        assert cm["data"][board.name] == board.read_text().rstrip("\n")
+    monitor = by_kind(default_docs, "ServiceMonitor")["sgbus"]
+    assert monitor["spec"]["endpoints"][0]["scheme"] == "https"
+
+
+def test_connectors_read_as_their_partners_delivery_user(full_docs: list[dict[str, Any]]) -> None:
+    d = by_kind(full_docs, "Deployment")["sgbus-deliver-northshire-csc-webhook"]
+    c = d["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in c["env"]}
+    assert c["args"][:3] == ["deliver", "webhook", "northshire-csc"]
+    assert env["SGBUS_KAFKA_USERNAME"]["value"] == "delivery.northshire-csc"
+    assert env["SGBUS_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "northshire-csc-webhook"
