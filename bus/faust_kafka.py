@@ -25,8 +25,17 @@ class _Consumer(driver.Consumer):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class _Producer(driver.Producer):
+    def _settings_extra(self) -> Any:
+        # Faust asks for acks=all and idempotence only inside transactions (exactly-once); the
+        # at-least-once worker and concern stage want them too: a retried send after a broker
+        # loss is then written once, and no acknowledged record is lost with a leader.
+        return {"acks": "all", "enable_idempotence": True}
+
+
 class _Transport(driver.Transport):
     Consumer: ClassVar[type[Any]] = _Consumer
+    Producer: ClassVar[type[Any]] = _Producer
 
 
 class App(faust.App):

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     monitoring_password: SecretStr | None = Field(default=None, description="its password")
     app_id: str = Field(default="sgbus", description="Faust app id (consumer group)")
     metrics_port: int = Field(default=0, description="Prometheus /metrics port (0: pick a free one)")
+    metrics_host: str = Field(default="127.0.0.1", description="address /metrics listens on (0.0.0.0 in a pod, "
+                                                              "where Prometheus and the probes reach it; TLS and "
+                                                              "client certificates either way)")
     metrics_tls_cert: Path | None = Field(
         default=None, description="certificate (PEM) /metrics is served with; default: the local stack's")
     metrics_tls_key: Path | None = Field(default=None, description="its private key (PEM)")

@@ -261,6 +261,8 @@ class Stack:
     # -- Kafka -------------------------------------------------------------------------
     def _node_count(self) -> int:
         formatted = self._read_state().get("kafka_nodes")
+        if formatted is None and (self._node_dir(1) / "data" / "meta.properties").is_file():
+            formatted = 1  # a home formatted before multi-node stacks: one node
         if formatted is not None and int(formatted) != self.brokers and self.brokers != 1:
             raise StackError(f"this stack ({self.home}) was formatted with {formatted} Kafka node(s); "
                              f"`sgbus stack down` and remove {self.home}/kafka* to start {self.brokers}")

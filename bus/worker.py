@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -15,7 +15,7 @@ from bus import logs
 from bus.app import Services, SignerSource, create_app
 from bus.audit.chain import open_audit_store
 from bus.audit.signer import load_signer
-from bus.exceptions import PolicyUnavailable
+from bus.exceptions import ConfigurationError, PolicyUnavailable
 from bus.metrics import Metrics
 from bus.ops import targets
 from bus.ops.lag import Group, LagCollector
@@ -47,12 +47,18 @@ def _wait_for_partnership(opa: OpaAccess, metrics: Metrics):  # type: ignore[no-
             delay = min(delay * 2, 5.0)
 
 
+def _no_keys(force: bool = False) -> Any:
+    raise ConfigurationError("the audit stage holds no pseudonymisation keys")
+
+
 def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "all") -> None:
     # Each stage connects as its own principal and may touch only its own topics and groups.
     access = kafka_access(settings, bootstrap, STAGE_PRINCIPALS[stage])
     opa = opa_access(settings, opa_url, "worker")
     secret = settings.keyring_json.get_secret_value() if settings.keyring_json else None
-    keys = KeyringWatch(settings.keyring_path, secret)
+    # The audit stage stores and signs decisions; it never reads an identity, so it holds no
+    # pseudonymisation keys (in a deployment, never beside the audit signing key).
+    keys: Any = KeyringWatch(settings.keyring_path, secret) if stage != "audit" else _no_keys
     # Only the audit stage signs checkpoints; no other process needs (or gets) the key.
     audit_signer = None
     if stage in ("all", "audit"):
@@ -84,7 +90,8 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
                     if stage == "concern" and settings.concern_enabled else None)
     policy = PolicyClient(opa, timeout_s=settings.opa_timeout_s)
     services = Services(settings=settings, keys=keys, metrics=metrics,
-                        router=Router(partnership, keys(), policy, revision,
+                        router=Router(partnership, keys() if stage != "audit" else cast(Any, None), policy,
+                                      revision,
                                       source=lambda: fetch_partnership(opa),
                                       query_events=settings.batch_size, keyring_source=keys),
                         audit_store=open_audit_store(settings),

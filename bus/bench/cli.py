@@ -48,6 +48,31 @@ def bench_run(
     err(f"wrote {out}")
 
 
+@bench_app.command("cluster")
+def bench_cluster(
+    out: Annotated[Path, typer.Option(help="Markdown report whose three-broker section to replace")] = Path(
+        "docs/BENCHMARKS.md"),
+    results_dir: Annotated[Path, typer.Option(help="directory for the raw JSON results")] = Path("bench/results"),
+    events: Annotated[int, typer.Option(min=100, help="events per run")] = 6000,
+) -> None:
+    """Only the scaling rows on three brokers (`make bench` runs them last): one process per
+    stage, then a second route process, on a three-node stack of their own."""
+    import dataclasses
+
+    from bus.bench.pipe import FULL, run_cluster_alone
+    from bus.bench.report import update_cluster_section
+    from bus.exceptions import StackError
+
+    try:
+        cluster = run_cluster_alone(dataclasses.replace(FULL, events=events), load_settings().policies_dir, err)
+    except StackError as exc:
+        fail(f"benchmark failed: {exc}")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "cluster.json").write_text(json.dumps(cluster, indent=2) + "\n")
+    update_cluster_section(out, cluster, f"sgbus bench cluster --events {events}")
+    err(f"wrote {results_dir / 'cluster.json'} and the three-broker section of {out}")
+
+
 @bench_app.command("opa")
 def bench_opa_cmd(
     batch_sizes: Annotated[str, typer.Option(help="comma-separated requests per query")] = "1,10,100,500",

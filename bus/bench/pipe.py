@@ -458,7 +458,11 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
         h.down()
     try:
         if cfg.cluster:
-            results["cluster"] = run_cluster(h, cfg, main, warm, progress)
+            try:
+                results["cluster"] = run_cluster(h, cfg, main, warm, progress)
+            except StackError as exc:  # the rest of the run still reports
+                progress(f"three-broker phase failed: {exc}")
+                results["cluster"] = {"error": str(exc)}
     finally:
         if own_home:
             import shutil
@@ -471,13 +475,15 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
 def run_cluster(h: Harness, cfg: BenchConfig, main: list[Prepared], warm: list[Prepared],
                 progress: Progress) -> dict[str, Any]:
     """One process per stage on three brokers (replication 3, min.insync 2): one route process,
-    then two sharing the route's partitions (each partition's transactions fence the other's)."""
+    then two sharing the route's partitions (each partition's transactions fence the other's).
+    `h`: the harness whose publishers signed `main` (after the main phases, or a bare one)."""
     import shutil
 
     home = h.home / "cluster"
     home.mkdir(exist_ok=True)
-    # The events were signed with the first stack's publisher keys: this stack registers the same.
+    # The events were signed with the first stack's publisher keys: register the same ones.
     shutil.copytree(h.home / "signing", home / "signing", dirs_exist_ok=True)
+    shutil.copytree(h.home / "partnership", home / "partnership", dirs_exist_ok=True)
     c = Harness(home, h.policies_dir, progress, brokers=3)
     c.up()
     try:
@@ -490,3 +496,20 @@ def run_cluster(h: Harness, cfg: BenchConfig, main: list[Prepared], warm: list[P
     finally:
         c.down()
     return {"brokers": 3, "one_route": one, "two_route": two}
+
+
+def run_cluster_alone(cfg: BenchConfig, policies_dir: Path, progress: Progress) -> dict[str, Any]:
+    """The three-broker scaling rows on a stack of their own (`sgbus bench cluster`)."""
+    import shutil
+
+    home = Path(tempfile.mkdtemp(prefix="sgbus-bench-cluster-"))
+    try:
+        partnership = load_partnership(policies_dir / "data")
+        signers = LocalSigners(home)
+        signers.ensure_publishers((p.agency, p.org_id) for p in partnership.partners)
+        main = prepare(partnership, cfg.events, cfg.seed, signers.sign)
+        warm = prepare(partnership, WARMUP, cfg.seed + 2, signers.sign)
+        h = Harness(home, policies_dir.resolve(), progress)  # its home (the signers) and policies only
+        return run_cluster(h, cfg, main, warm, progress)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

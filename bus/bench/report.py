@@ -301,7 +301,10 @@ def _cluster_lines(cluster: dict[str, Any] | None) -> list[str]:
     """The scaling rows on three brokers (issue 18), when the run had them."""
     if not cluster:
         return []
-    lines = ["## Scaling on three brokers", "",
+    if "error" in cluster:
+        return [CLUSTER_BEGIN, "## Scaling on three brokers", "", f"Not measured in this run: {cluster['error']}", "",
+                CLUSTER_END, ""]
+    lines = [CLUSTER_BEGIN, "## Scaling on three brokers", "",
              "`sgbus stack up --brokers 3` (three KRaft nodes; every topic 3 replicas, min.insync.replicas 2, "
              "producers acks=all): one process per stage (exactly-once), then a second route process sharing "
              "the route stage's partitions.", "",
@@ -312,5 +315,30 @@ def _cluster_lines(cluster: dict[str, Any] | None) -> list[str]:
         rss = " / ".join(f"{x:.0f} MB" for x in r["worker_peak_rss_mb"])
         lines.append(f"| {label} | {r['events']:,} | {r['events_per_s']:,.0f} | {rss} | {cores} |")
     ratio = cluster["two_route"]["events_per_s"] / cluster["one_route"]["events_per_s"]
-    lines += ["", f"Two route processes vs one: {ratio:.2f}x (on 2 cores shared with three brokers and OPA).", ""]
+    lines += ["", f"Two route processes vs one: {ratio:.2f}x (on 2 cores shared with three brokers and OPA; "
+                  "'kafka' is node 1's CPU only).", "", CLUSTER_END, ""]
     return lines
+
+
+CLUSTER_BEGIN, CLUSTER_END = "<!-- cluster -->", "<!-- /cluster -->"
+
+
+def update_cluster_section(path: Path, cluster: dict[str, Any], command: str) -> None:
+    """Replace (or add, before the latency section) the three-broker rows of a report written by
+    `sgbus bench run`, from a run of `sgbus bench cluster` alone."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n\n"
+    lines = _cluster_lines(cluster)
+    lines.insert(3, f"Measured alone on {datetime.now(UTC).date().isoformat()}: `{command}` "
+                    f"(same machine as above; commit {machine().get('sgbus_commit', '?')}).")
+    lines.insert(4, "")
+    block = "\n".join(lines)
+    if CLUSTER_BEGIN in text and CLUSTER_END in text:
+        head, rest = text.split(CLUSTER_BEGIN, 1)
+        tail = rest.split(CLUSTER_END, 1)[1].lstrip("\n")
+        text = head + block + tail
+    elif "## End-to-end latency" in text:
+        head, tail = text.split("## End-to-end latency", 1)
+        text = head + block + "## End-to-end latency" + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    path.write_text(text)

@@ -54,8 +54,13 @@ def kafka_cluster(namespace: str) -> list[dict[str, Any]]:
                 # Clients (sgbus's processes, partners' systems) only over TLS with SCRAM-SHA-512,
                 # as on the local stack; no plain listener exists.
                 "listeners": [{"name": "tls", "port": 9093, "type": "internal", "tls": True,
-                               "authentication": {"type": "scram-sha-512"}}],
-                "authorization": {"type": "simple", "superUsers": [f"User:{ADMIN}"]},
+                               "authentication": {"type": "scram-sha-512"},
+                               # Only sgbus's own pods reach the brokers (partners use the gateway).
+                               "networkPolicyPeers": [{"podSelector": {"matchLabels": {
+                                   "sgbus.io/kafka-client": "true"}}}]}],
+                # No super user of ours: Strimzi's operators administer the cluster, and every
+                # sgbus principal has exactly its ACLs (the local stack's `admin` has no KafkaUser).
+                "authorization": {"type": "simple"},
                 "config": {
                     "default.replication.factor": REPLICAS, "min.insync.replicas": MIN_INSYNC,
                     "offsets.topic.replication.factor": REPLICAS,
@@ -69,6 +74,9 @@ def kafka_cluster(namespace: str) -> list[dict[str, Any]]:
                                                                     "key": "kafka-metrics-config.yml"}}},
             },
             "entityOperator": {"topicOperator": {}, "userOperator": {}},
+            # The partnership CA is Strimzi's cluster CA (installed as Secrets before the cluster;
+            # Strimzi's "custom CA" procedure), so Kafka, OPA and the gateway chain to one CA.
+            "clusterCa": {"generateCertificateAuthority": False},
         },
     }
     # The broker's JMX exporter allow-list, the same as the local stack's (no per-topic names).
@@ -105,15 +113,14 @@ def _acl(grant: Grant) -> dict[str, Any]:
 
 
 def kafka_user(principal: Principal, namespace: str) -> dict[str, Any]:
-    spec: dict[str, Any] = {"authentication": {"type": "scram-sha-512"}}
-    if principal.grants:  # the admin is a super user (Kafka's own list), with no ACLs of its own
-        spec["authorization"] = {"type": "simple",
-                                 "acls": [_acl(g) for g in sorted(principal.grants)]}
+    spec: dict[str, Any] = {"authentication": {"type": "scram-sha-512"},
+                            "authorization": {"type": "simple", "acls": [_acl(g) for g in sorted(principal.grants)]}}
     labels = _labels() | {"sgbus.io/role": principal.role}
     return {"apiVersion": API, "kind": "KafkaUser",
             "metadata": {"name": principal.name, "namespace": namespace, "labels": labels}, "spec": spec}
 
 
 def kafka_users(partnership: Partnership, namespace: str) -> list[dict[str, Any]]:
-    """A KafkaUser with exactly the ACLs of the security model for every principal."""
-    return [kafka_user(p, namespace) for p in principals(partnership)]
+    """A KafkaUser with exactly the ACLs of the security model for every principal but the local
+    stack's tooling `admin` (a super user there; in Kubernetes Strimzi's operators administer)."""
+    return [kafka_user(p, namespace) for p in principals(partnership) if p.name != ADMIN]

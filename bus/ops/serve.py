@@ -66,10 +66,10 @@ def serve_metrics(registry: Collector, settings: Settings, job: str, labels: dic
     wanted = settings.metrics_port if port is None else port
     if tls is None:
         log.warning("metrics_served_without_tls", hint="run `sgbus stack up` or set SGBUS_METRICS_TLS_CERT/KEY")
-        server, _thread = start_http_server(wanted, addr="127.0.0.1", registry=registry)
+        server, _thread = start_http_server(wanted, addr=settings.metrics_host, registry=registry)
     else:
         server, _thread = start_http_server(
-            wanted, addr="127.0.0.1", registry=registry, certfile=str(tls.cert), keyfile=str(tls.key),
+            wanted, addr=settings.metrics_host, registry=registry, certfile=str(tls.cert), keyfile=str(tls.key),
             client_cafile=str(tls.client_ca), client_auth_required=True, tls_min_version=ssl.TLSVersion.TLSv1_2)
     bound = int(server.server_address[1])
     scheme = "https" if tls else "http"

@@ -147,52 +147,50 @@ def _opa_reports_version(binary: Path) -> bool:
     return f"Version: {OPA_VERSION.removeprefix('v')}" in out
 
 
-def ensure_opa(progress: Progress = _quiet) -> OpaBinary:
-    """Return the pinned `opa` binary, building it once from the Go module proxy if needed."""
-    home = cache_dir() / f"opa-{OPA_VERSION}"
-    binary = home / "opa"
-    stamp = home / "opa.sha256"
-    if (
-        binary.is_file()
-        and stamp.is_file()
-        and stamp.read_text().strip() == sha256_file(binary)
-        and _opa_reports_version(binary)
-    ):
-        return OpaBinary(binary, OPA_VERSION)
+def go_install_pinned(module: str, package: str, version: str, module_sum: str, home: Path, name: str,
+                      built_ok: Callable[[Path], bool], progress: Progress) -> Path:
+    """`go install package@version` into `home/name`: the Go checksum database verifies every
+    module, the main module's h1: sum must equal `module_sum`, `built_ok` checks the binary; a
+    stamp of its SHA-256 lets later calls trust the cached copy without rebuilding."""
+    binary, stamp = home / name, home / f"{name}.sha256"
+    if binary.is_file() and stamp.is_file() and stamp.read_text().strip() == sha256_file(binary) \
+            and built_ok(binary):
+        return binary
     go = shutil.which("go")
     if go is None:
-        raise ToolchainError("Go is not on PATH; it is needed once to build OPA")
+        raise ToolchainError(f"Go is not on PATH; it is needed once to build {name}")
     home.mkdir(parents=True, exist_ok=True)
     gobin = home / "bin.partial"
     shutil.rmtree(gobin, ignore_errors=True)
     env = {**os.environ, "GOBIN": str(gobin), "GOFLAGS": "-trimpath", "CGO_ENABLED": "0"}
-    progress(f"building Open Policy Agent {OPA_VERSION} from the Go module proxy (a few minutes, once) ...")
-    proc = subprocess.run(
-        [go, "install", f"{OPA_MODULE}@{OPA_VERSION}"],
-        capture_output=True, text=True, env=env, check=False,
-    )
+    progress(f"building {name} {version} from the Go module proxy (a few minutes, once) ...")
+    proc = subprocess.run([go, "install", f"{package}@{version}"], capture_output=True, text=True, env=env,
+                          check=False)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.splitlines()[-15:])
-        raise ToolchainError(f"go install {OPA_MODULE}@{OPA_VERSION} failed:\n{tail}")
-    info = subprocess.run(
-        [go, "mod", "download", "-json", f"{OPA_MODULE}@{OPA_VERSION}"],
-        capture_output=True, text=True, env=env, check=False,
-    )
+        raise ToolchainError(f"go install {package}@{version} failed:\n{tail}")
+    info = subprocess.run([go, "mod", "download", "-json", f"{module}@{version}"], capture_output=True, text=True,
+                          env=env, check=False)
     try:
-        module_sum = json.loads(info.stdout).get("Sum")
+        got = json.loads(info.stdout).get("Sum")
     except json.JSONDecodeError:
-        module_sum = None
-    if module_sum != OPA_MODULE_SUM:
-        raise ToolchainError(
-            f"OPA module checksum {module_sum!r} does not match the pinned {OPA_MODULE_SUM}"
-        )
-    built = gobin / "opa"
-    if not _opa_reports_version(built):
-        raise ToolchainError(f"the built opa binary does not report version {OPA_VERSION}")
+        got = None
+    if got != module_sum:
+        raise ToolchainError(f"{name} module checksum {got!r} does not match the pinned {module_sum}")
+    built = gobin / name
+    if not built_ok(built):
+        raise ToolchainError(f"the built {name} binary is not {module}@{version}")
     built.replace(binary)
     shutil.rmtree(gobin, ignore_errors=True)
     stamp.write_text(sha256_file(binary) + "\n")
-    progress(f"OPA {OPA_VERSION} built, module checksum verified, cached at {binary}")
+    progress(f"{name} {version} built, module checksum verified, cached at {binary}")
+    return binary
+
+
+def ensure_opa(progress: Progress = _quiet) -> OpaBinary:
+    """Return the pinned `opa` binary, building it once from the Go module proxy if needed."""
+    binary = go_install_pinned(OPA_MODULE, OPA_MODULE, OPA_VERSION, OPA_MODULE_SUM, cache_dir() / f"opa-{OPA_VERSION}",
+                               "opa", _opa_reports_version, progress)
     return OpaBinary(binary, OPA_VERSION)
 
 

@@ -124,3 +124,40 @@ def test_connectors_read_as_their_partners_delivery_user(full_docs: list[dict[st
     assert c["args"][:3] == ["deliver", "webhook", "northshire-csc"]
     assert env["SGBUS_KAFKA_USERNAME"]["value"] == "delivery.northshire-csc"
     assert env["SGBUS_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "northshire-csc-webhook"
+
+
+def test_keys_only_where_their_stage_uses_them(full_docs: list[dict[str, Any]]) -> None:
+    """The audit pod never holds the pseudonymisation keys beside the audit signing key; only
+    the concern pod holds the concern key; connectors hold no OPA token."""
+    deployments = by_kind(full_docs, "Deployment")
+
+    def env(name: str) -> set[str]:
+        return {e["name"] for e in deployments[name]["spec"]["template"]["spec"]["containers"][0].get("env", [])}
+
+    assert "SGBUS_KEYRING_JSON" not in env("sgbus-audit") and "SGBUS_AUDIT_SIGNING_KEY_JSON" in env("sgbus-audit")
+    assert "SGBUS_AUDIT_PUBLIC_KEYS" in env("sgbus-audit")
+    for stage in ("ingest", "route", "concern"):
+        names = env(f"sgbus-{stage}")
+        assert "SGBUS_KEYRING_JSON" in names and "SGBUS_AUDIT_SIGNING_KEY_JSON" not in names
+    assert {n for n in deployments if "SGBUS_CONCERN_SIGNING_KEY" in env(n)} == {"sgbus-concern"}
+    assert "SGBUS_OPA_TOKEN" not in env("sgbus-deliver-northshire-csc-webhook")
+    assert "SGBUS_METRICS_HOST" in env("sgbus-route")  # probes and scrapes reach it on the pod's address
+
+
+def test_egress_is_narrowed_to_each_service(full_docs: list[dict[str, Any]]) -> None:
+    policies = by_kind(full_docs, "NetworkPolicy")
+    dns = policies["sgbus-dns-egress"]["spec"]["egress"][0]["to"][0]
+    assert dns["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    db = policies["sgbus-audit-store-egress"]["spec"]["egress"][0]
+    assert db["to"][0]["ipBlock"]["cidr"] and db["ports"] == [{"port": 5432, "protocol": "TCP"}]
+    out = policies["sgbus-delivery-egress"]["spec"]["egress"][0]["to"][0]["ipBlock"]
+    assert "10.0.0.0/8" in out["except"] and "192.168.0.0/16" in out["except"]
+    for p in policies.values():
+        for rule in p["spec"].get("egress", []):
+            assert rule.get("to"), p["metadata"]["name"]  # no rule open to every destination
+
+
+def test_opa_runs_only_the_signed_bundle(default_docs: list[dict[str, Any]]) -> None:
+    args = by_kind(default_docs, "Deployment")["sgbus-opa"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--signing-alg=ES256" in args and "--authentication=token" in args and "--authorization=basic" in args
+    assert [a for a in args if a.endswith((".rego", ".tar.gz"))] == ["/etc/opa/bundle/bundle.tar.gz"]

@@ -19,8 +19,8 @@ app.kubernetes.io/component: {{ .component }}
 {{ .Values.image.repository }}:{{ .Values.image.tag }}
 {{- end -}}
 
-{{/* Environment every sgbus process needs: Kafka over TLS with its own SCRAM user, OPA with the
-worker token, the metrics endpoint's TLS. Secrets are referenced, never inlined. */}}
+{{/* Environment every sgbus process needs: Kafka over TLS with its own SCRAM user, the
+partnership CA, the metrics endpoint's TLS. Secrets are referenced, never inlined. */}}
 {{- define "sgbus.commonEnv" -}}
 - name: SGBUS_HOME
   value: /var/lib/sgbus
@@ -31,11 +31,9 @@ worker token, the metrics endpoint's TLS. Secrets are referenced, never inlined.
 - name: SGBUS_KAFKA_PASSWORD
   valueFrom: {secretKeyRef: {name: {{ .user | quote }}, key: password}}
 - name: SGBUS_CA_FILE
-  value: /etc/sgbus/kafka-ca/ca.crt
-- name: SGBUS_OPA_URL
-  value: {{ printf "https://%s-opa:8181" (include "sgbus.fullname" .root) | quote }}
-- name: SGBUS_OPA_TOKEN
-  valueFrom: {secretKeyRef: {name: {{ .root.Values.secrets.opaTokens | quote }}, key: decide}}
+  value: /etc/sgbus/ca/ca.crt
+- name: SGBUS_METRICS_HOST
+  value: "0.0.0.0"
 - name: SGBUS_METRICS_PORT
   value: {{ .root.Values.monitoring.metricsPort | quote }}
 - name: SGBUS_METRICS_TLS_CERT
@@ -46,18 +44,26 @@ worker token, the metrics endpoint's TLS. Secrets are referenced, never inlined.
   value: /etc/sgbus/metrics-tls/ca.crt
 {{- end -}}
 
+{{/* OPA's URL and the worker token: only for processes that ask for decisions (stages, gateway). */}}
+{{- define "sgbus.opaEnv" -}}
+- name: SGBUS_OPA_URL
+  value: {{ printf "https://%s-opa:8181" (include "sgbus.fullname" .) | quote }}
+- name: SGBUS_OPA_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ .Values.secrets.opaTokens | quote }}, key: decide}}
+{{- end -}}
+
 {{- define "sgbus.commonVolumeMounts" -}}
 - {name: home, mountPath: /var/lib/sgbus}
 - {name: tmp, mountPath: /tmp}
-- {name: kafka-ca, mountPath: /etc/sgbus/kafka-ca, readOnly: true}
+- {name: partnership-ca, mountPath: /etc/sgbus/ca, readOnly: true}
 - {name: metrics-tls, mountPath: /etc/sgbus/metrics-tls, readOnly: true}
 {{- end -}}
 
 {{- define "sgbus.commonVolumes" -}}
 - {name: home, emptyDir: {}}
 - {name: tmp, emptyDir: {}}
-- name: kafka-ca
-  secret: {secretName: {{ .Values.kafka.caSecret | quote }}, items: [{key: ca.crt, path: ca.crt}]}
+- name: partnership-ca
+  secret: {secretName: {{ .Values.secrets.partnershipCa | quote }}, items: [{key: ca.crt, path: ca.crt}]}
 - name: metrics-tls
   secret: {secretName: {{ .Values.secrets.metricsTls | quote }}}
 {{- end -}}
