@@ -112,12 +112,16 @@ def test_prometheus_scrapes_opa_kafka_and_the_worker(bus: Bus, traffic: dict[str
     def healthy_jobs() -> set[str] | None:
         with operator(bus) as client:
             resp = client.get(f"{_prometheus(bus)}/api/v1/targets").json()
-        up = {t["labels"]["job"] for t in resp["data"]["activeTargets"] if t["health"] == "up"}
-        return up if {"opa", "kafka", "sgbus-worker", "prometheus", "alertmanager"} <= up else None
+        targets = [t["labels"] for t in resp["data"]["activeTargets"] if t["health"] == "up"]
+        up = {t["job"] for t in targets}
+        # The sharing worker and the concern stage are separate processes, each its own target.
+        stages = {t.get("stage") for t in targets if t["job"] == "sgbus-worker"}
+        wanted = {"opa", "kafka", "sgbus-worker", "prometheus", "alertmanager"}
+        return up if wanted <= up and {"all", "concern"} <= stages else None
 
     wait_for(healthy_jobs, 60, what="every target up")
     worker = query(bus, 'up{job="sgbus-worker"}')
-    assert worker and worker[0]["metric"]["stage"] == "all"
+    assert {w["metric"]["stage"]: w["value"][1] for w in worker} == {"all": "1", "concern": "1"}
 
 
 def test_encompass_notifications_are_counted_on_time_or_late(bus: Bus, traffic: dict[str, Any]) -> None:
