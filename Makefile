@@ -26,7 +26,7 @@ demo: setup  ## run the main job on the local stack (starts and stops what it ne
 	$(BIN)/sgbus demo
 
 lint: setup  ## ruff and mypy
-	$(BIN)/ruff check bus schemas connectors tests
+	$(BIN)/ruff check bus schemas connectors bench tests
 	$(BIN)/mypy
 
 test: setup lint deploy-tools  ## every test: unit, policy (opa), deploy (helm), integration (real Kafka + OPA)
@@ -39,7 +39,7 @@ integration: setup  ## tests against the real local stack
 	$(BIN)/pytest -m integration
 
 bench: setup  ## benchmarks on a stack of their own (~12 min; writes docs/BENCHMARKS.md, bench/results/)
-	$(BIN)/sgbus bench run
+	$(BIN)/python -m bench run
 
 deploy-tools: setup  ## the pinned Helm, built once from the Go module proxy (cached outside the repo)
 	@$(BIN)/sgbus deploy tools

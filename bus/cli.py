@@ -15,7 +15,6 @@ from typing import Annotated, Any
 import typer
 
 from bus.audit.cli import audit_app
-from bus.bench.cli import bench_app
 from bus.cli_common import err, fail, kafka_as, load_settings, local_stack, open_audit, resolve_endpoints
 from bus.deploy.cli import deploy_app
 from bus.exceptions import SgbusError
@@ -35,7 +34,6 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(keys_app, name="keys")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(audit_app, name="audit")
-app.add_typer(bench_app, name="bench")
 app.add_typer(deliver_app, name="deliver")
 app.add_typer(partners_app, name="partners")
 app.add_typer(connector_app, name="connector")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bus.bench.load import percentile
-from bus.bench.profile import summarise_collapsed
+from bench.load import percentile
+from bench.profile import summarise_collapsed
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -30,17 +30,24 @@ def test_profile_summary_attributes_samples_to_stages_and_leaf_functions() -> No
 
 
 def test_three_broker_rows_replace_their_own_section_only(tmp_path: Path) -> None:
-    from bus.bench.report import CLUSTER_BEGIN, CLUSTER_END, update_cluster_section
+    from bench.report import CLUSTER_BEGIN, CLUSTER_END, update_cluster_section
 
     run = {"events": 6000, "events_per_s": 300.0, "worker_peak_rss_mb": [200.0], "cores_used": {"kafka": 0.5}}
     report = tmp_path / "BENCHMARKS.md"
     report.write_text("# Benchmarks\n\n## Throughput\n\nrows\n\n## End-to-end latency (publish)\n\nlatency rows\n")
     update_cluster_section(report, {"brokers": 3, "one_route": run, "two_route": {**run, "events_per_s": 450.0}},
-                           "sgbus bench cluster --events 6000")
+                           "python -m bench cluster --events 6000")
     first = report.read_text()
     assert first.index("## Throughput") < first.index(CLUSTER_BEGIN) < first.index("## End-to-end latency")
     assert "Two route processes vs one: 1.50x" in first and "latency rows" in first
-    update_cluster_section(report, {"brokers": 3, "one_route": run, "two_route": run}, "sgbus bench cluster")
+    update_cluster_section(report, {"brokers": 3, "one_route": run, "two_route": run}, "python -m bench cluster")
     second = report.read_text()
     assert second.count(CLUSTER_BEGIN) == 1 and second.count(CLUSTER_END) == 1
     assert "1.00x" in second and "1.50x" not in second and "latency rows" in second
+
+
+def test_the_product_package_never_imports_the_benchmark_harness() -> None:
+    repo = Path(__file__).parents[2]
+    offenders = [str(p.relative_to(repo)) for p in (repo / "bus").rglob("*.py")
+                 if "from bench" in p.read_text() or "import bench" in p.read_text()]
+    assert offenders == []

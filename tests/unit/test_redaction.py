@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.bench.redaction import load_corpus, make_corpus, measure
+from bench.redaction import load_corpus, make_corpus, measure
 from bus.redaction import find_spans, redact
 
 CORPUS = Path(__file__).parents[1] / "data" / "redaction"

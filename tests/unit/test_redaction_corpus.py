@@ -1,4 +1,4 @@
-"""`sgbus bench redaction --corpus`: any labelled corpus in the documented format is scored."""
+"""`python -m bench redaction --corpus`: any labelled corpus in the documented format is scored."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bus.bench.redaction import CorpusError, load_corpus, measure
+from bench.redaction import CorpusError, load_corpus, measure
 
 REPO = Path(__file__).parents[2]
 HELD_OUT = REPO / "tests" / "data" / "redaction" / "corpus-heldout.jsonl"

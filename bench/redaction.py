@@ -1,5 +1,5 @@
 """Measure free-text redaction: on a labelled synthetic corpus with planted values and
-distractors, or on any labelled corpus file (`sgbus bench redaction --corpus FILE.jsonl`)."""
+distractors, or on any labelled corpus file (`python -m bench redaction --corpus FILE.jsonl`)."""
 
 from __future__ import annotations
 
@@ -210,11 +210,11 @@ def held_out_corpus(repo: Path) -> Path | None:
 
 
 def run_redaction(repo: Path, events: int = 5000) -> dict[str, Any]:
-    """For `sgbus bench run`: recall and precision on the held-out corpus, ingest events/s with
+    """For `python -m bench run`: recall and precision on the held-out corpus, ingest events/s with
     and without redaction, and CPU per text by length."""
     import time
 
-    from bus.bench.pseudonymise import bench_pseudonymise
+    from bench.pseudonymise import bench_pseudonymise
     from bus.redaction import default_redactor
 
     out: dict[str, Any] = {}

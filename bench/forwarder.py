@@ -26,7 +26,7 @@ def create_forwarder(app_id: str, access: KafkaAccess, home: Path, fetch_max_wai
     source = app.topic(*[ingress_topic(a) for a in Agency], key_serializer="raw", value_serializer="raw")
     out = app.topic(FORWARD_TOPIC, key_serializer="raw", value_serializer="raw")
 
-    @app.agent(source, name="sgbus.bench.forward")
+    @app.agent(source, name="sgbench.forward")
     async def forward(stream: faust.StreamT[bytes]) -> None:
         async for ev in stream.events():
             await out.send(key=ev.message.key, value=ev.value)

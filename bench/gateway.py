@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from bus.bench.load import Prepared, percentile
+from bench.load import Prepared, percentile
 from bus.demo import start_gateway, stop_worker
 from bus.gateway.client import tls_context
 from bus.gateway.identity import PartnerCerts

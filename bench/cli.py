@@ -1,4 +1,5 @@
-"""`sgbus bench`: the whole pipe on a stack of its own, and single parts."""
+"""`python -m bench`: the whole pipe on a stack of its own, and single parts (outside `sgbus`: the
+harness drives the product; the product never imports it)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def bench_run(
     a 200,000-event backfill and OPA batching, on a stack of its own (started and stopped here)."""
     import dataclasses
 
-    from bus.bench.pipe import FULL, SMOKE, run_all
-    from bus.bench.report import stamp, write_markdown, write_results
+    from bench.pipe import FULL, SMOKE, run_all
+    from bench.report import stamp, write_markdown, write_results
     from bus.exceptions import StackError
 
     cfg = SMOKE if smoke else FULL
@@ -37,7 +38,7 @@ def bench_run(
         cfg = dataclasses.replace(cfg, backfill=backfill)
     flags = ["--smoke" if smoke else "", f"--events {events}" if events else "",
              f"--backfill {backfill}" if backfill else ""]
-    command = " ".join(["sgbus bench run", *[f for f in flags if f]])
+    command = " ".join(["python -m bench run", *[f for f in flags if f]])
     try:
         results = stamp(run_all(cfg, load_settings().policies_dir, results_dir, progress=err), command)
     except StackError as exc:
@@ -45,6 +46,39 @@ def bench_run(
     for path in write_results(results, results_dir):
         err(f"wrote {path}")
     write_markdown(results, out)
+    err(f"wrote {out}")
+
+
+@bench_app.command("core")
+def bench_core(
+    out: Annotated[Path, typer.Option(help="JSON file for the figures")] = Path("bench/results/core.json"),
+    events: Annotated[int, typer.Option(min=100, help="events in the throughput phases")] = 6000,
+    label: Annotated[str, typer.Option(help="what this run measures (e.g. the lever tried)")] = "",
+) -> None:
+    """Only what a performance change moves (~4 min, a stack of its own): ceiling vs one
+    worker with its profile, latency at 50 and 200 events/s, idle CPU. Prints the figures."""
+    import dataclasses
+
+    from bench.pipe import FULL, run_core
+    from bench.report import stamp
+    from bus.exceptions import StackError
+
+    cfg = dataclasses.replace(FULL, events=events, loads=(50, 200), load_seconds=(10.0, 10.0))
+    try:
+        results = stamp(run_core(cfg, load_settings().policies_dir, out.parent, progress=err),
+                        f"python -m bench core --events {events}")
+    except StackError as exc:
+        fail(f"benchmark failed: {exc}")
+    results["label"] = label
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    lat = {row["offered_per_s"]: row for row in results["latency"]["loads"]}
+    typer.echo(f"ceiling {results['ceiling']['events_per_s']:,} events/s; one worker "
+               f"{results['pipe']['events_per_s']:,} ({results['ratio_full_to_ceiling']} x ceiling)")
+    for rate, row in lat.items():
+        typer.echo(f"at {rate}/s: p50 {row.get('p50_ms')} ms, p99 {row.get('p99_ms')} ms, "
+                   f"processed {row['processed_per_s']}/s")
+    typer.echo(f"idle cores: {results['idle']['cores_used']}")
     err(f"wrote {out}")
 
 
@@ -59,8 +93,8 @@ def bench_cluster(
     stage, then a second route process, on a three-node stack of their own."""
     import dataclasses
 
-    from bus.bench.pipe import FULL, run_cluster_alone
-    from bus.bench.report import update_cluster_section
+    from bench.pipe import FULL, run_cluster_alone
+    from bench.report import update_cluster_section
     from bus.exceptions import StackError
 
     try:
@@ -69,7 +103,7 @@ def bench_cluster(
         fail(f"benchmark failed: {exc}")
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "cluster.json").write_text(json.dumps(cluster, indent=2) + "\n")
-    update_cluster_section(out, cluster, f"sgbus bench cluster --events {events}")
+    update_cluster_section(out, cluster, f"python -m bench cluster --events {events}")
     err(f"wrote {results_dir / 'cluster.json'} and the three-broker section of {out}")
 
 
@@ -80,7 +114,7 @@ def bench_opa_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Decisions per second from the stack's OPA: one request per query vs batched."""
-    from bus.bench.opa import bench_opa
+    from bench.opa import bench_opa
 
     try:
         sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
@@ -114,7 +148,7 @@ def bench_redaction_cmd(
 ) -> None:
     """Recall and precision of free-text redaction: a span counts as found when one redacted
     span covers it; precision is the share of redacted spans that touch a labelled one."""
-    from bus.bench.redaction import CorpusError, load_corpus, make_corpus, measure
+    from bench.redaction import CorpusError, load_corpus, make_corpus, measure
 
     try:
         samples = load_corpus(corpus) if corpus is not None else make_corpus(count, seed)
@@ -133,7 +167,7 @@ def bench_pseudonymise_cmd(
     count: Annotated[int, typer.Option(min=100, help="typical events to process")] = 5000,
 ) -> None:
     """Events per second on one core: ingest pseudonymisation and one recipient view."""
-    from bus.bench.pseudonymise import bench_pseudonymise
+    from bench.pseudonymise import bench_pseudonymise
 
     for r in bench_pseudonymise(count):
         typer.echo(f"{r.stage:<55} {r.per_s:>9.0f} events/s ({r.events} in {r.seconds:.2f}s)")

@@ -1,4 +1,4 @@
-"""`sgbus bench run`: the whole pipe against its ceiling, latency under load, scaling, memory,
+"""`python -m bench run`: the whole pipe against its ceiling, latency under load, scaling, memory,
 backfill and OPA batching, in one run on a local stack of its own."""
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
+from bench.forwarder import FORWARD_PARTITIONS, FORWARD_TOPIC
+from bench.gateway import run_gateway
+from bench.load import Broker, Prepared, Receiver, bench_producer, percentile, prepare, publish_all, publish_paced
+from bench.load import reset_topics as _reset_topics
+from bench.opa import bench_opa
+from bench.profile import summarise_collapsed
+from bench.redaction import run_redaction
 from bus.agents.pipeline import EXACTLY_ONCE_STAGES as STAGES  # the pipe's stages, without concern
-from bus.bench.forwarder import FORWARD_PARTITIONS, FORWARD_TOPIC
-from bus.bench.gateway import run_gateway
-from bus.bench.load import Broker, Prepared, Receiver, bench_producer, percentile, prepare, publish_all, publish_paced
-from bus.bench.load import reset_topics as _reset_topics
-from bus.bench.opa import bench_opa
-from bus.bench.profile import summarise_collapsed
-from bus.bench.redaction import run_redaction
 from bus.demo import stop_worker
 from bus.exceptions import StackError
 from bus.policy.data import Partnership, load_partnership
@@ -37,6 +37,8 @@ from bus.stack import Stack
 from bus.topics import DLQ, TopicSpec, deliver_topic, topic_specs
 
 Progress = Callable[[str], None]
+#: `bench` is not installed: the forwarder it spawns (`-m bench.forwarder`) is found from here
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class Harness:
         log = log_path.open("ab")
         audit_db = self.home / f"{app_id}.db"  # workers of one app share the one chain, as in production
         env = {**os.environ, "SGBUS_HOME": str(self.home), "SGBUS_POLICIES_DIR": str(self.policies_dir),
+               "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
                "SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(audit_db),
                "SGBUS_METRICS_PORT": "0", "SGBUS_LOG_LEVEL": "warning",  # 0: each worker picks a free port
                # the sharing pipe alone, comparable with earlier runs (the concern agent adds work per batch)
@@ -357,6 +360,25 @@ def run_latency(h: Harness, cfg: BenchConfig, loads: list[list[Prepared]], warm:
         worker.stop()
 
 
+def run_idle(h: Harness, warm: list[Prepared], seconds: float = 20.0) -> dict[str, Any]:
+    """CPU of a quiet stack: one all-in-one worker that has shared its warm-up and then sees
+    nothing, with Kafka and OPA, over `seconds` (what a low fetch wait costs when nothing flows)."""
+    h.reset()
+    app_id = f"bench-idle-{time.time_ns()}"
+    worker = h.spawn("bus", app_id)
+    try:
+        h.wait_group(stage_app_id(app_id, "all"), 1)
+        publish_all(bench_producer(h.access), warm)
+        h.wait_audited([worker], _audits(warm), "idle warm-up", 180)
+        time.sleep(2.0)  # let the warm-up's last commits and checkpoints settle
+        watch = {"kafka": h.pids["kafka"], "opa": h.pids["opa"], "worker": worker.pid}
+        cpu0, t0 = h.cpu(watch), time.time()
+        time.sleep(seconds)
+        return {"seconds": seconds, "cores_used": _cpu_share(cpu0, h.cpu(watch), time.time() - t0)}
+    finally:
+        worker.stop()
+
+
 def run_backfill(h: Harness, cfg: BenchConfig, records: list[Prepared]) -> dict[str, Any]:
     """A backlog published while no worker runs, then drained by `backfill_workers` workers
     started together: time taken and no loss (checked in the audit store and partner topics)."""
@@ -423,7 +445,7 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
     h.up()
     try:
         progress(f"ceiling: Faust forwarder, {len(main):,} events ...")
-        results["ceiling"] = run_throughput(h, "ceiling", "bus.bench.forwarder", 1, main, warm, cfg)
+        results["ceiling"] = run_throughput(h, "ceiling", "bench.forwarder", 1, main, warm, cfg)
         progress(f"  {results['ceiling']['events_per_s']:,} events/s")
         progress(f"full pipe: one worker, {len(main):,} events ...")
         results["pipe"] = run_throughput(h, "pipe", "bus", 1, main, warm, cfg,
@@ -440,6 +462,9 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
         progress(f"  {results['stages']['events_per_s']:,} events/s")
         progress(f"latency at offered loads {', '.join(map(str, cfg.loads))} events/s ...")
         results["latency"] = run_latency(h, cfg, loads, warm)
+        progress("idle CPU of a quiet stack ...")
+        results["idle"] = run_idle(h, warm)
+        progress(f"  {results['idle']['cores_used']}")
         progress(f"backfill of {len(backfill):,} events ...")
         results["backfill"] = run_backfill(h, cfg, backfill)
         bf = results["backfill"]
@@ -499,7 +524,7 @@ def run_cluster(h: Harness, cfg: BenchConfig, main: list[Prepared], warm: list[P
 
 
 def run_cluster_alone(cfg: BenchConfig, policies_dir: Path, progress: Progress) -> dict[str, Any]:
-    """The three-broker scaling rows on a stack of their own (`sgbus bench cluster`)."""
+    """The three-broker scaling rows on a stack of their own (`python -m bench cluster`)."""
     import shutil
 
     home = Path(tempfile.mkdtemp(prefix="sgbus-bench-cluster-"))
@@ -511,5 +536,42 @@ def run_cluster_alone(cfg: BenchConfig, policies_dir: Path, progress: Progress) 
         warm = prepare(partnership, WARMUP, cfg.seed + 2, signers.sign)
         h = Harness(home, policies_dir.resolve(), progress)  # its home (the signers) and policies only
         return run_cluster(h, cfg, main, warm, progress)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run_core(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: Progress) -> dict[str, Any]:
+    """The figures a performance change moves, in a few minutes: ceiling, one worker (profiled),
+    latency at the lighter loads and idle CPU (`python -m bench core`; no report rewritten)."""
+    import shutil
+
+    home = Path(tempfile.mkdtemp(prefix="sgbus-bench-core-"))
+    h = Harness(home.resolve(), policies_dir.resolve(), progress)
+    try:
+        signers = LocalSigners(h.home)
+        signers.ensure_publishers((p.agency, p.org_id) for p in h.partnership.partners)
+        main = prepare(h.partnership, cfg.events, cfg.seed, signers.sign)
+        extra = prepare(h.partnership, cfg.events // 2, cfg.seed + 1, signers.sign) if cfg.profile else []
+        warm = prepare(h.partnership, WARMUP, cfg.seed + 2, signers.sign)
+        loads = [prepare(h.partnership, int(rate * seconds), cfg.seed + 10 + i, signers.sign)
+                 for i, (rate, seconds) in enumerate(zip(cfg.loads, cfg.load_seconds, strict=True))]
+        results: dict[str, Any] = {"config": asdict(cfg)}
+        h.up()
+        try:
+            progress(f"ceiling: Faust forwarder, {len(main):,} events ...")
+            results["ceiling"] = run_throughput(h, "ceiling", "bench.forwarder", 1, main, warm, cfg)
+            progress(f"full pipe: one worker, {len(main):,} events ...")
+            results["pipe"] = run_throughput(h, "pipe", "bus", 1, main, warm, cfg, extra=extra,
+                                             profile_out=results_dir / "profile-core.collapsed" if cfg.profile
+                                             else None)
+            results["ratio_full_to_ceiling"] = round(
+                results["pipe"]["events_per_s"] / results["ceiling"]["events_per_s"], 3)
+            progress(f"latency at offered loads {', '.join(map(str, cfg.loads))} events/s ...")
+            results["latency"] = run_latency(h, cfg, loads, warm)
+            progress("idle CPU of a quiet stack ...")
+            results["idle"] = run_idle(h, warm)
+        finally:
+            h.down()
+        return results
     finally:
         shutil.rmtree(home, ignore_errors=True)

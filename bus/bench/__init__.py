@@ -1,1 +1,0 @@
-"""Benchmarks run against the real local stack (never timed unit tests)."""
