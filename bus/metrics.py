@@ -55,6 +55,9 @@ class Metrics:
         self.policy_overrides = Counter(
             "sgbus_policy_overrides_total", "Emergency overrides applied", ["agreement"], registry=r
         )
+        self.policy_cache = Counter(
+            "sgbus_policy_cache_total", "Policy requests answered from the decision cache (hit) or by OPA (miss)",
+            ["result"], registry=r)
         self.policy_retries = Counter(
             "sgbus_policy_retries_total", "Batches held back because OPA could not answer", registry=r
         )
@@ -145,6 +148,8 @@ class Metrics:
             self.policy_overrides.labels(agreement)
         for reason in DENY_REASONS:
             self.policy_denials.labels(reason)
+        for result in ("hit", "miss"):
+            self.policy_cache.labels(result)
         for partner in partners:
             self.deliveries.labels(partner)
         for rule in concern_rules or []:

@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from bus import logs
 from bus.audit.records import audit_record
 from bus.exceptions import KeyringError, PolicyUnavailable
+from bus.policy.cache import DecisionCache, same_decision
 from bus.policy.client import PolicyClient
 from bus.policy.data import Partner, Partnership
 from bus.policy.decision import Decision
@@ -20,6 +22,8 @@ from bus.routing import candidates
 from bus.topics import deliver_topic
 from schemas.envelope import Envelope
 from schemas.policy_input import PolicyEvent
+
+log = logs.get("sgbus.route")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class RoutePlan:
     audits: list[AuditRecord] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     failed: list[FailedView] = field(default_factory=list)
+    cache_hits: int = 0
+    cache_misses: int = 0
 
 
 def policy_event(event: PseudonymisedEvent | Envelope) -> dict[str, Any]:
@@ -98,8 +104,10 @@ class Router:
 
     def __init__(self, partnership: Partnership, keyring: Keyring, policy: PolicyClient,
                  revision: str = "unknown", source: PartnershipSource | None = None,
-                 query_events: int = 100, keyring_source: KeyringSource | None = None) -> None:
+                 query_events: int = 100, keyring_source: KeyringSource | None = None,
+                 cache: DecisionCache | None = None) -> None:
         self.partnership = partnership
+        self.cache = cache
         self._keyring_source = keyring_source
         self.query_events = query_events
         self.keyring = keyring
@@ -129,29 +137,58 @@ class Router:
                 pass  # keep the pinned revision; the retry asks again
         raise PolicyUnavailable("decisions carry a policy revision other than the pinned one")
 
-    async def _decide(self, events: list[PseudonymisedEvent],
-                      ) -> tuple[list[tuple[PseudonymisedEvent, dict[str, Any]]], list[Decision]]:
-        """(event, request) pairs and their decisions, in order: one OPA query per
-        `query_events` events (larger queries are slower per decision), sent together; any
-        failure fails the whole batch."""
-        step = self.query_events
-        chunks = [requests_for(self.partnership, events[i:i + step]) for i in range(0, len(events), step)]
-        answers = await asyncio.gather(*(self.policy.decide_batch([req for _, req in chunk]) for chunk in chunks),
-                                       return_exceptions=True)
+    async def _ask(self, groups: list[list[dict[str, Any]]], today: str | None = None) -> list[Decision]:
+        """One OPA query per group, sent together; decisions in order; any failure fails all."""
+        answers = await asyncio.gather(*(self.policy.decide_batch(g, today) for g in groups), return_exceptions=True)
         decisions: list[Decision] = []
         for answer in answers:
             if isinstance(answer, BaseException):
                 raise answer
             decisions.extend(answer)
-        return [pair for chunk in chunks for pair in chunk], decisions
+        return decisions
+
+    async def _decide(self, events: list[PseudonymisedEvent],
+                      ) -> tuple[list[tuple[PseudonymisedEvent, dict[str, Any]]], list[Decision], int]:
+        """(event, request) pairs and their decisions, in order, and how many came from the
+        cache: one OPA query per `query_events` events (larger queries are slower per
+        decision), sent together; any failure fails the whole batch."""
+        step = self.query_events
+        chunks = [requests_for(self.partnership, events[i:i + step]) for i in range(0, len(events), step)]
+        pairs = [pair for chunk in chunks for pair in chunk]
+        cache = self.cache
+        if cache is None or cache.disabled:
+            return pairs, await self._ask([[req for _, req in chunk] for chunk in chunks]), 0
+        today = datetime.now(UTC).date().isoformat()
+        cache.pin(self.revision, self.partnership)
+        keys = [cache.key(req, today) for _, req in pairs]
+        found = [cache.get(k, req["event"]["event_id"]) for k, (_, req) in zip(keys, pairs, strict=True)]
+        ask = [i for i, d in enumerate(found) if d is None]
+        # One cached request is asked afresh in every batch: OPA's answer shows a reload (its
+        # revision) and checks the key (the same answer, or the cache is dropped for good).
+        probe = next((i for i, d in enumerate(found) if d is not None), None)
+        asked = ask + ([probe] if probe is not None else [])
+        per = max(1, step * len(pairs) // max(1, len(events)))  # requests in `step` events, as above
+        fresh = dict(zip(asked, await self._ask(
+            [[pairs[i][1] for i in asked[j:j + per]] for j in range(0, len(asked), per)], today), strict=True))
+        if probe is not None:
+            cached, answer = found[probe], fresh[probe]
+            assert cached is not None
+            if answer.revision == cached.revision and not same_decision(answer, cached):
+                log.error("decision_cache_disagrees_with_policy_dropped", revision=answer.revision)
+                cache.disable()
+                return pairs, await self._ask([[req for _, req in chunk] for chunk in chunks], today), 0
+        for i in ask:
+            cache.put(keys[i], fresh[i])
+        decisions = [fresh[i] if i in fresh else d for i, d in enumerate(found)]
+        return pairs, [d for d in decisions if d is not None], len(pairs) - len(asked)
 
     async def route_batch(self, events: list[PseudonymisedEvent]) -> RoutePlan:
         """Raises PolicyUnavailable (nothing decided, nothing shared) when OPA cannot answer."""
         if self._keyring_source is not None:  # pick up a `keys rotate` before the batch
             self.keyring = self._keyring_source(False)
-        pairs, decisions = await self._decide(events)
+        pairs, decisions, hits = await self._decide(events)
         await self._check_revision(decisions)
-        plan = RoutePlan(decisions=decisions)
+        plan = RoutePlan(decisions=decisions, cache_hits=hits, cache_misses=len(pairs) - hits)
         # Each event's identity is opened once for all its recipients. Cached per event *object*,
         # not per event id: a publisher can reuse an id for another child (issue 13), and an
         # id-keyed cache gave the second event the first child's identity.

@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         default=100, ge=1, le=5000, description="longest a worker's Kafka fetch waits for new records"
     )
+    decision_cache_size: int = Field(
+        default=10_000, ge=0, le=1_000_000,
+        description="decisions a route worker keeps for requests policy cannot tell apart (0: ask OPA every time)")
     opa_timeout_s: float = Field(default=2.0, gt=0, description="timeout of one OPA query")
     retry_max_backoff_s: float = Field(default=5.0, gt=0, description="cap of the OPA retry backoff")
     log_level: str = Field(default="info", description="worker log level")

@@ -20,6 +20,7 @@ from bus.metrics import Metrics
 from bus.ops import targets
 from bus.ops.lag import Group, LagCollector
 from bus.ops.serve import serve_metrics
+from bus.policy.cache import DecisionCache
 from bus.policy.client import PolicyClient
 from bus.policy.loader import fetch_partnership, fetch_signers
 from bus.pseudonymise.keyring import KeyringWatch
@@ -93,7 +94,9 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
                         router=Router(partnership, keys() if stage != "audit" else cast(Any, None), policy,
                                       revision,
                                       source=lambda: fetch_partnership(opa),
-                                      query_events=settings.batch_size, keyring_source=keys),
+                                      query_events=settings.batch_size, keyring_source=keys,
+                                      cache=DecisionCache(settings.decision_cache_size)
+                                      if settings.decision_cache_size else None),
                         audit_store=open_audit_store(settings),
                         signers=SignerSource(lambda: fetch_signers(opa)),
                         event_register=open_audit_store(settings),

@@ -259,6 +259,8 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             if dec.override:
                 metrics.policy_overrides.labels(dec.agreement or "none").inc()
         metrics.audit_records.inc(len(plan.audits))
+        metrics.policy_cache.labels("hit").inc(plan.cache_hits)
+        metrics.policy_cache.labels("miss").inc(plan.cache_misses)
 
     async def audit_agent(stream: faust.StreamT[bytes]) -> None:
         """The single writer of the hash-chained audit store."""

@@ -129,3 +129,39 @@ def test_a_large_batch_is_decided_in_queries_of_batch_size_events_with_the_same_
     assert all(0 < q for q in queries)
     assert sum(queries) == one_query[0] == len(whole) > 40
     assert split == whole
+
+
+def test_the_decision_cache_gives_the_same_deliveries_and_audit_decisions_as_asking_opa_every_time(bus: Bus) -> None:
+    """Issue 19: a fixed synthetic set routed by the stack's OPA with and without the cache, in
+    batches as the worker takes them: the same decisions, audit records and partner copies."""
+    from bus.policy.cache import DecisionCache
+
+    keyring = load_keyring(bus.settings.keyring_path)
+    partnership = load_partnership(REPO / "policies" / "data")
+    events = [e for e in (pseudonymised(parse_event_dict(raw), keyring) for raw in Synth(seed=44).stream(600))
+              if requests_for(partnership, [e])]
+    assert len(events) > 300
+
+    async def route(cache: DecisionCache | None) -> tuple[list[Any], list[Any], int, list[int]]:
+        client = _CountingClient(bus.opa("worker"))
+        router = Router(partnership, keyring, client, revision, cache=cache)
+        try:
+            plans = [await router.route_batch(events[i:i + 50]) for i in range(0, len(events), 50)]
+        finally:
+            await client.close()
+        # ids and times are fresh per record; a sealed justification has a fresh nonce
+        audits = [a.model_dump(exclude={"audit_id", "decided_at", "override_justification"})
+                  for p in plans for a in p.audits]
+        copies = [(d.topic, d.key, d.event.model_dump(exclude={"sharing": {"delivered_at"}}))
+                  for p in plans for d in p.deliveries]
+        return audits, copies, sum(p.cache_hits for p in plans), client.queries
+
+    _, revision = fetch_partnership(bus.opa("worker"))
+    audits, copies, no_hits, asked_every_time = asyncio.run(route(None))
+    cached_audits, cached_copies, hits, asked_with_cache = asyncio.run(route(DecisionCache()))
+    assert no_hits == 0 and hits > 0.8 * len(audits)
+    assert sum(asked_with_cache) < 0.2 * sum(asked_every_time)
+    assert cached_audits == audits and len(audits) > 400
+    differ = [(a, b) for a, b in zip(cached_copies, copies, strict=True) if a != b]
+    assert not differ, [{k: (v, b[2][k]) for k, v in a[2].items() if v != b[2][k]} for a, b in differ[:1]]
+    assert len(copies) > 300

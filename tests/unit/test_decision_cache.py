@@ -1,0 +1,160 @@
+"""The decision cache: reused only for requests policy cannot tell apart, under one revision on
+one day; the Rego reads nothing the key leaves out; a disagreeing answer drops the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+from bus.policy.cache import POLICY_READS, DecisionCache, condition_attributes
+from bus.policy.data import load_partnership
+from bus.policy.decision import Decision
+from bus.pseudonymise.keyring import Keyring
+from bus.route import Router
+from schemas.registry import parse_event_dict
+from schemas.synthetic import Synth
+from tests.helpers import pseudonymised
+
+REPO = Path(__file__).parents[2]
+PARTNERSHIP = load_partnership(REPO / "policies" / "data")
+SHARE_REGO = [p for p in (REPO / "policies" / "sgbus" / "share").glob("*.rego") if not p.name.endswith("_test.rego")]
+
+
+class _Policy:
+    """Answers like OPA would for a stand-in policy: allow unless the event names school
+    100000; counts what it is asked. `revision` and `agreement` can be changed between batches."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+        self.revision = "sha256:one"
+        self.agreement = "DSA-TEST"
+
+    async def decide_batch(self, requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
+        self.asked.append(len(requests))
+        return [Decision.model_validate({
+            "event_id": r["event"]["event_id"], "recipient": r["recipient"], "purpose": r["purpose"],
+            "allow": r["event"]["attributes"].get("school_urn") != "100000", "agreement": self.agreement,
+            "reasons": [f"{r['event']['event_type']} to {r['recipient']}"], "revision": self.revision,
+            "identifiers": {"nhs_number": "token"}}) for r in requests]
+
+
+def _events(n: int, keyring: Keyring, **attributes: Any) -> list[Any]:
+    s = Synth(seed=5)
+    out = []
+    for _ in range(n):
+        raw = s.domestic_abuse_incident(s.child(6, 10))  # each its own child, reference and time
+        raw["payload"].update(attributes)
+        out.append(pseudonymised(parse_event_dict(raw), keyring))
+    return out
+
+
+def _router(policy: _Policy, keyring: Keyring, cache: DecisionCache | None = None) -> Router:
+    return Router(PARTNERSHIP, keyring, policy, policy.revision,  # type: ignore[arg-type]
+                  cache=cache if cache is not None else DecisionCache())
+
+
+def test_events_policy_cannot_tell_apart_are_decided_once_and_each_decision_names_its_own_event() -> None:
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _router(policy, keyring)
+    first = asyncio.run(router.route_batch(_events(3, keyring)))
+    assert first.cache_hits == 0 and sum(policy.asked) == first.cache_misses > 0
+    policy.asked.clear()
+    later = _events(20, keyring)  # other children, references, times: the same to policy
+    plan = asyncio.run(router.route_batch(later))
+    assert policy.asked == [1]  # only the spot check
+    assert plan.cache_hits == len(plan.decisions) - 1
+    assert [d.event_id for d in plan.decisions] == [str(e.event_id) for e, _ in
+                                                   _pairs(router, later)]
+    assert {str(a.event_id) for a in plan.audits} == {str(e.event_id) for e in later}
+
+
+def _pairs(router: Router, events: list[Any]) -> list[Any]:
+    from bus.route import requests_for
+
+    return requests_for(router.partnership, events)
+
+
+def test_an_attribute_an_agreement_condition_reads_is_part_of_the_key() -> None:
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _router(policy, keyring)
+    assert "school_urn" in condition_attributes(PARTNERSHIP)
+    asyncio.run(router.route_batch(_events(2, keyring)))
+    plan = asyncio.run(router.route_batch(_events(2, keyring, school_urn="100000")))
+    assert plan.cache_hits == 0 and not any(d.allow for d in plan.decisions)
+
+
+def test_a_new_revision_or_a_new_day_empties_what_was_cached() -> None:
+    keyring, policy = Keyring.generate(), _Policy()
+    cache = DecisionCache()
+    router = _router(policy, keyring, cache)
+    asyncio.run(router.route_batch(_events(2, keyring)))
+    assert len(cache) > 0
+    cache.pin("sha256:two", PARTNERSHIP)
+    assert len(cache) == 0
+    request = _pairs(router, _events(1, keyring))[0][1]
+    assert cache.key(request, "2026-11-26") != cache.key(request, "2026-11-27")
+
+
+def test_a_reloaded_policy_is_noticed_through_the_spot_check_and_nothing_is_shared_on_old_decisions() -> None:
+    from bus.exceptions import PolicyUnavailable
+
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _router(policy, keyring)
+    asyncio.run(router.route_batch(_events(2, keyring)))
+    policy.revision = "sha256:two"  # `sgbus policy reload`
+    try:
+        asyncio.run(router.route_batch(_events(5, keyring)))
+    except PolicyUnavailable:
+        pass
+    else:
+        raise AssertionError("a batch decided partly under the old revision was shared")
+    policy.asked.clear()
+    router.revision = "sha256:two"  # what the router re-pins to (its source is not wired here)
+    plan = asyncio.run(router.route_batch(_events(5, keyring)))
+    assert plan.cache_hits == 0 and {d.revision for d in plan.decisions} == {"sha256:two"}
+
+
+def test_a_cached_decision_opa_no_longer_gives_under_the_same_revision_drops_the_cache_for_good() -> None:
+    keyring, policy = Keyring.generate(), _Policy()
+    cache = DecisionCache()
+    router = _router(policy, keyring, cache)
+    asyncio.run(router.route_batch(_events(2, keyring)))
+    policy.agreement = "DSA-OTHER"  # the policy read something the key left out
+    events = _events(6, keyring)
+    plan = asyncio.run(router.route_batch(events))
+    assert cache.disabled and plan.cache_hits == 0
+    assert {d.agreement for d in plan.decisions} == {"DSA-OTHER"}
+    policy.asked.clear()
+    asyncio.run(router.route_batch(events))
+    assert sum(policy.asked) == len(plan.decisions)  # every request asked again
+
+
+def _rego_source() -> str:
+    # Comments are not code: drop them before looking for reads.
+    return "\n".join(re.sub(r"#.*", "", line) for p in SHARE_REGO for line in p.read_text().splitlines())
+
+
+def test_share_policy_reads_of_input_are_only_today_and_the_requests() -> None:
+    reads = set(re.findall(r"\binput\.(\w+)", _rego_source()))
+    assert reads == {"today", "requests"}, (
+        "share.rego reads more of the input: add it to the decision cache's key (bus/policy/cache.py)")
+
+
+def test_share_policy_reads_of_an_event_are_what_the_cache_keys_on() -> None:
+    """A policy change that reads another event field (say occurred_at) fails here until
+    POLICY_READS names it; the key would otherwise reuse decisions policy would not give."""
+    source = _rego_source()
+    # Every way the Rego holds an event: req.event, or a function parameter named event.
+    fields = set(re.findall(r"\breq\.event\.(\w+)", source)) | set(re.findall(r"(?<![\w.])event\.(\w+)", source))
+    assert fields <= {*POLICY_READS, "attributes", "event_id"}, fields - {*POLICY_READS, "attributes", "event_id"}
+    assert not re.search(r"\breq\.event\b(?!\.)", source.replace("_source_partner_ids(req.event)", "")), (
+        "req.event is passed whole somewhere new: check what reads it")
+    # Attributes are only read by name from an agreement condition, and event ids only echoed.
+    attribute_reads = re.findall(r"[^\n]*\breq\.event\.attributes\b[^\n]*", source)
+    assert attribute_reads and all(
+        re.search(r"object\.get\(req\.event\.attributes, c\.(attribute|recipient_org_matches), null\)", line)
+        for line in attribute_reads), attribute_reads
+    echoes = re.findall(r"[^\n]*\breq\.event\.event_id\b[^\n]*", source)
+    assert echoes and all(line.strip() == '"event_id": req.event.event_id,' for line in echoes), echoes
