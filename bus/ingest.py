@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -91,21 +92,27 @@ def check(record: Record, signers: SignerRegistry) -> Checked | IngestOutcome:
     return _rejected(record, reasons)
 
 
-def pseudonymise_checked(checked: list[Checked], keyring: Keyring) -> list[IngestOutcome]:
-    """Pseudonymise verified records, their free text redacted in one pass for the batch.
-    Raises RedactorUnavailable (nothing decided: hold the batch and retry); a text that cannot
-    be fully analysed dead-letters its own event only."""
+def pseudonymise_checked(checked: list[Checked], keyring: Keyring,
+                         redact_fields: Callable[[str], frozenset[str] | None] | None = None) -> list[IngestOutcome]:
+    """Pseudonymise verified records, their free text redacted in one pass for the batch: the
+    fields `redact_fields(event_type)` names (Partnership.redact_fields; None: all), the rest
+    sealed only, redacted by route if a decision asks. Raises RedactorUnavailable (nothing
+    decided: hold the batch and retry); a text that cannot be fully analysed dead-letters its
+    own event only."""
+    only = [redact_fields(c.event.event_type) for c in checked] if redact_fields is not None else None
     try:
         redacted: list[dict[str, str] | None] = list(
-            redact_texts([(c.event, c.verified.override_role) for c in checked]))
+            redact_texts([(c.event, c.verified.override_role) for c in checked], only))
     except RedactorUnavailable:
         raise  # nothing can be redacted now: the caller holds the batch and tries again
     except Exception:  # one text failed (e.g. RedactionFailed): try each event alone, so it costs one event
         redacted = [None] * len(checked)
     out = []
-    for c, texts in zip(checked, redacted, strict=True):
+    for i, (c, texts) in enumerate(zip(checked, redacted, strict=True)):
         r = c.record
         try:
+            if texts is None:  # this event alone, so a text that fails costs only its own event
+                texts = redact_texts([(c.event, c.verified.override_role)], [only[i]] if only is not None else None)[0]
             provenance = Provenance(kid=c.verified.kid, content_sha256=c.verified.content_sha256,
                                     signature=c.verified.signature)
             event = pseudonymise_at_ingest(c.event, keyring, redacted=texts, provenance=provenance,

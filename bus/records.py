@@ -52,6 +52,9 @@ class PseudonymisedEvent(Rec):
     #: each free-text field's original (and the override justification's, as "urgency.justification"),
     #: sealed like the subject; opened only for a decision that says `reveal`
     sealed_text: dict[str, dict[str, str]] = Field(default_factory=dict, repr=False)
+    #: free-text fields sealed without a redacted copy (no agreement asked for one when ingest
+    #: ran): absent from `payload`; route redacts the original when a decision says `redact`
+    unredacted: list[str] = Field(default_factory=list)
     #: present only when the declaration was verified; declared_by_role is then the registered role
     urgency: Urgency | None = None
     provenance: Provenance

@@ -15,7 +15,16 @@ from bus.policy.cache import DecisionCache, same_decision
 from bus.policy.client import PolicyClient
 from bus.policy.data import Partner, Partnership
 from bus.policy.decision import Decision
-from bus.pseudonymise.engine import partner_key, policy_attributes, recipient_view, reveal_subject
+from bus.pseudonymise.engine import (
+    names_in,
+    original_text,
+    partner_key,
+    policy_attributes,
+    recipient_view,
+    redact_each,
+    redact_later,
+    reveal_subject,
+)
 from bus.pseudonymise.keyring import Keyring
 from bus.records import AuditRecord, DeliveredEvent, PseudonymisedEvent
 from bus.routing import candidates
@@ -193,6 +202,7 @@ class Router:
         # not per event id: a publisher can reuse an id for another child (issue 13), and an
         # id-keyed cache gave the second event the first child's identity.
         opened: dict[int, dict[str, Any]] = {}
+        redacted = await self._redact_later(pairs, decisions, opened)
         for (event, _req), decision in zip(pairs, decisions, strict=True):
             if not decision.allow:
                 plan.audits.append(audit_record(event, decision))
@@ -203,14 +213,14 @@ class Router:
                 continue
             try:
                 try:
-                    delivery = self._deliver(event, decision, partner, opened)
+                    delivery = self._deliver(event, decision, partner, opened, redacted.get(id(event)))
                 except KeyringError:
                     if self._keyring_source is None:
                         raise
                     # A key this worker has not loaded yet (e.g. `keys rotate` by another
                     # process): re-read the keyring once; a second failure is recorded below.
                     self.keyring = self._keyring_source(True)
-                    delivery = self._deliver(event, decision, partner, opened)
+                    delivery = self._deliver(event, decision, partner, opened, redacted.get(id(event)))
             except Exception as exc:  # never stop the stream; the type name is safe to record
                 self._failed(plan, event, decision, partner.id, exc)
                 continue
@@ -218,15 +228,43 @@ class Router:
             plan.deliveries.append(delivery)
         return plan
 
+    async def _redact_later(self, pairs: list[tuple[PseudonymisedEvent, dict[str, Any]]], decisions: list[Decision],
+                            opened: dict[int, dict[str, Any]]) -> dict[int, dict[str, str]]:
+        """Redacted copies of the free text allowed decisions ask redacted that ingest only
+        sealed (a policy reloaded since), per event object, all in one redactor call off the
+        event loop. A text that cannot be opened or analysed is left out, so its view fails
+        (audited view_failed, dead-lettered for `sgbus replay --failed`). Raises
+        RedactorUnavailable: the caller holds the batch."""
+        work: dict[tuple[int, str], tuple[str, tuple[str, ...]]] = {}
+        for (event, _req), decision in zip(pairs, decisions, strict=True):
+            names = [n for n in (redact_later(event, decision) if decision.allow else []) if (id(event), n) not in work]
+            if not names:
+                continue
+            try:
+                if id(event) not in opened:
+                    opened[id(event)] = reveal_subject(event, self.keyring)
+                for name in names:
+                    work[(id(event), name)] = (original_text(event, name, self.keyring), names_in(opened[id(event)]))
+            except Exception:  # noqa: S112 - a key this worker lacks: the view fails and says so
+                continue
+        if not work:
+            return {}
+        done = await asyncio.to_thread(redact_each, list(work.values()))
+        out: dict[int, dict[str, str]] = {}
+        for (event_key, name), text in zip(work, done, strict=True):
+            if text is not None:
+                out.setdefault(event_key, {})[name] = text
+        return out
+
     def _deliver(self, event: PseudonymisedEvent, decision: Decision, partner: Partner,
-                 opened: dict[int, dict[str, Any]]) -> Delivery:
+                 opened: dict[int, dict[str, Any]], redacted: dict[str, str] | None = None) -> Delivery:
         # Each event's identity is opened once for all its recipients. Cached per event *object*,
         # not per event id: a publisher can reuse an id for another child (issue 13), and an
         # id-keyed cache gave the second event the first child's identity.
         if id(event) not in opened:
             opened[id(event)] = reveal_subject(event, self.keyring)
         subject = opened[id(event)]
-        view = recipient_view(event, decision, partner, self.keyring, subject)
+        view = recipient_view(event, decision, partner, self.keyring, subject, redacted)
         return Delivery(deliver_topic(partner.id), partner_key(subject, partner, self.keyring, str(event.ingest_id)),
                         view, str(event.ingest_id))
 

@@ -119,7 +119,10 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         backoff = 0.1
         while True:
             try:
-                done = await asyncio.to_thread(pseudonymise_checked, verified, keyring)
+                # Only the free text some agreement may want redacted (route redacts any other a
+                # reloaded policy asks for): redaction was most of ingest's time.
+                done = await asyncio.to_thread(pseudonymise_checked, verified, keyring,
+                                               svc.router.partnership.redact_fields)
                 break
             except RedactorUnavailable as exc:  # fail closed: nothing shared, nothing lost, retried
                 metrics.redaction_unavailable.inc()
@@ -337,5 +340,10 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 metrics.opa_up.set(0)
                 metrics.policy_retries.inc()
                 log.warning("policy_unavailable_holding_batch", events=len(parsed), retry_in_s=backoff, cause=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, settings.retry_max_backoff_s)
+            except RedactorUnavailable as exc:  # free text a decision asks redacted: fail closed, retry
+                metrics.redaction_unavailable.inc()
+                log.error("redactor_unavailable_holding_batch", events=len(parsed), retry_in_s=backoff, cause=str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, settings.retry_max_backoff_s)

@@ -135,6 +135,22 @@ class Partnership(Model):
     def _partner_index(self) -> dict[str, Partner]:
         return {p.id: p for p in self.partners}
 
+    def redact_fields(self, event_type: str) -> frozenset[str] | None:
+        """The free-text fields of `event_type` some decision could ask the redacted copy of
+        (an agreement's `redact`); None: every one (an emergency section that redacts)."""
+        if self.emergency is not None and self.emergency.free_text == "redact":
+            return None
+        return self._redact_index.get(event_type, frozenset())
+
+    @cached_property
+    def _redact_index(self) -> dict[str, frozenset[str]]:
+        index: dict[str, set[str]] = {}
+        for a in self.agreements:
+            wanted = {f for f, mode in a.free_text.items() if mode == "redact"}
+            for event_type in a.event_types if wanted else ():
+                index.setdefault(event_type, set()).update(wanted)
+        return {k: frozenset(v) for k, v in index.items()}
+
     def partner(self, partner_id: str) -> Partner | None:
         # Called for every allowed decision; ids are unique (validated on load).
         return self._partner_index.get(partner_id)

@@ -67,12 +67,14 @@ def _subject_names(subject: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(subject[n]) for n, kind in DEMOGRAPHICS.items() if kind is Demographic.NAME and subject.get(n))
 
 
-def texts_to_redact(event: Envelope, override_role: str | None = None) -> dict[str, str]:
-    """The free text of an event that ingest redacts, by field (the urgency justification
-    only when its declaration was verified, since otherwise the urgency block is not kept)."""
+def texts_to_redact(event: Envelope, override_role: str | None = None,
+                    only: frozenset[str] | None = None) -> dict[str, str]:
+    """The free text of an event that ingest redacts, by field: the payload's free-text fields
+    in `only` (None: all; Partnership.redact_fields), and the urgency justification when its
+    declaration was verified (otherwise the urgency block is not kept)."""
     payload = getattr(event, "payload")  # noqa: B009
     texts = {name: str(getattr(payload, name)) for name in free_text_fields(event.event_type)
-             if getattr(payload, name, None) is not None}
+             if getattr(payload, name, None) is not None and (only is None or name in only)}
     if override_role is not None and event.urgency is not None:
         texts.update({f"urgency.{name}": str(getattr(event.urgency, name)) for name in _URGENCY_FREE_TEXT})
     return texts
@@ -83,12 +85,15 @@ def subject_names(event: Envelope) -> tuple[str, ...]:
     return _subject_names(event.subject.model_dump(mode="json"))
 
 
-def redact_texts(items: list[tuple[Envelope, str | None]]) -> list[dict[str, str]]:
-    """The redacted copy of each event's free text (texts_to_redact), all run through the
-    redactor together: one call for a batch is about twice as fast as one per text."""
+def redact_texts(items: list[tuple[Envelope, str | None]],
+                 only: list[frozenset[str] | None] | None = None) -> list[dict[str, str]]:
+    """The redacted copy of each event's free text (texts_to_redact; `only`: per event, the
+    fields wanted), all run through the redactor together: one call for a batch is about twice
+    as fast as one per text."""
     from bus.redaction import default_redactor
 
-    per_event = [texts_to_redact(event, role) for event, role in items]
+    wanted = only if only is not None else [None] * len(items)
+    per_event = [texts_to_redact(event, role, fields) for (event, role), fields in zip(items, wanted, strict=True)]
     work = [(text, names) for (event, _), texts in zip(items, per_event, strict=True) if texts
             for names in [subject_names(event)] for text in texts.values()]  # names once per event
     done = iter(default_redactor().redact_many(work) if work else [])
@@ -114,10 +119,15 @@ def pseudonymise_at_ingest(event: Envelope, keyring: Keyring, *, ingest_id: UUID
         redacted = redact_texts([(event, override_role)])[0]
     sealed_text: dict[str, dict[str, str]] = {}
     payload: dict[str, Any] = getattr(event, "payload").model_dump(mode="json")  # noqa: B009
+    unredacted = []
     for name in free_text_fields(event.event_type):
         if payload.get(name) is not None:
             sealed_text[name] = seal(keyring, payload[name], text_ad(associated, name))
-            payload[name] = redacted[name]
+            if name in redacted:
+                payload[name] = redacted[name]
+            else:  # no agreement asks for its redacted copy: sealed only, redacted by route if one does
+                del payload[name]
+                unredacted.append(name)
     urgency = event.urgency if override_role is not None else None
     if urgency is not None:
         sealed_text[JUSTIFICATION] = seal(keyring, urgency.justification, text_ad(associated, JUSTIFICATION))
@@ -137,6 +147,7 @@ def pseudonymise_at_ingest(event: Envelope, keyring: Keyring, *, ingest_id: UUID
         subject=SealedSubject(tokens=tokens, token_kid=token_kid, sealed=sealed),
         payload=payload,
         sealed_text=sealed_text,
+        unredacted=unredacted,
         urgency=urgency,
         provenance=provenance,
     )
@@ -210,12 +221,52 @@ def partner_key(subject: dict[str, Any], partner: Partner, keyring: Keyring, fal
     return fallback
 
 
+def redact_later(event: PseudonymisedEvent, decision: Decision) -> list[str]:
+    """Free-text fields the decision wants redacted that ingest sealed without a redacted copy."""
+    return [name for name, mode in decision.free_text.items() if mode == "redact" and name in event.unredacted]
+
+
+def original_text(event: PseudonymisedEvent, name: str, keyring: Keyring) -> str:
+    """A free-text field's original, opened from its seal."""
+    text: str = reveal(keyring, event.sealed_text[name], text_ad(subject_ad(event), name))
+    return text
+
+
+def redact_each(items: list[tuple[str, tuple[str, ...]]]) -> list[str | None]:
+    """Redacted copies of (text, subject names), together; None for a text that cannot be fully
+    analysed. Raises RedactorUnavailable (nothing can be redacted now)."""
+    from bus.redaction import default_redactor
+    from bus.redaction.redactor import RedactorUnavailable
+
+    redactor = default_redactor()
+    try:
+        return list(redactor.redact_many(items))
+    except RedactorUnavailable:
+        raise
+    except Exception:  # one text failed: each alone, so only that one goes without
+        out: list[str | None] = []
+        for text, names in items:
+            try:
+                out.append(redactor.redact(text, names))
+            except RedactorUnavailable:
+                raise
+            except Exception:
+                out.append(None)
+        return out
+
+
+def names_in(subject: dict[str, Any]) -> tuple[str, ...]:
+    """The opened subject's own names (what redaction always finds)."""
+    return _subject_names(subject)
+
+
 def recipient_view(
     event: PseudonymisedEvent, decision: Decision, partner: Partner, keyring: Keyring,
-    subject: dict[str, Any] | None = None,
+    subject: dict[str, Any] | None = None, redacted: Mapping[str, str] | None = None,
 ) -> DeliveredEvent:
     """The partner's copy: only the fields, identifier modes and demographics allowed.
-    `subject` is the already opened identity, when the caller builds several views of one event."""
+    `subject` is the already opened identity, when the caller builds several views of one event;
+    `redacted`: the redacted copies of the event's `unredacted` fields the decision asks for."""
     if not decision.allow or decision.agreement is None:
         raise ValueError("a view is built only for an allowed decision")
     plan = plan_for(decision)
@@ -241,12 +292,16 @@ def recipient_view(
     free_text = free_text_fields(event.event_type)
     payload = {k: v for k, v in event.payload.items() if k not in free_text and decision.shares_field(k)}
     for name, mode in decision.free_text.items():
-        if name not in free_text or event.payload.get(name) is None:
+        if name not in free_text or (event.payload.get(name) is None and name not in event.unredacted):
             continue
-        if mode == "redact":
+        if mode == "redact" and name in event.unredacted:
+            if redacted is None or name not in redacted:  # never the original in its place
+                raise ValueError("free text asked redacted has no redacted copy")
+            payload[name] = redacted[name]
+        elif mode == "redact":
             payload[name] = event.payload[name]
         elif mode == "reveal":
-            payload[name] = reveal(keyring, event.sealed_text[name], text_ad(subject_ad(event), name))
+            payload[name] = original_text(event, name, keyring)
     return DeliveredEvent(
         event_id=event.event_id,
         event_type=event.event_type,

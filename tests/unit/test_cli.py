@@ -12,7 +12,7 @@ from schemas.synthetic import Synth
 COMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status"], ["worker"],
             ["publish"], ["tail"], ["demo"], ["policy"], ["policy", "check"], ["policy", "test"],
             ["policy", "reload"], ["keys", "init"], ["keys", "rotate"], ["schemas", "export"], ["synth"],
-            ["policy", "simulate"], ["bench"], ["bench", "opa"],
+            ["policy", "simulate"],
             ["deliver"], ["deliver", "webhook"], ["deliver", "file"], ["audit"], ["audit", "verify"],
             ["audit", "trail"], ["policy", "bundle"], ["partners"], ["partners", "sync"],
             ["partners", "principals"], ["partners", "credentials"]]
@@ -21,6 +21,18 @@ COMMANDS = [[], ["stack"], ["stack", "up"], ["stack", "down"], ["stack", "status
 def sgbus(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bus", *args], input=stdin, capture_output=True,
                           text=True, env=env, timeout=120, check=False)
+
+
+BENCH_COMMANDS = [[], ["run"], ["core"], ["cluster"], ["opa"], ["redaction"], ["pseudonymise"]]
+
+
+@pytest.mark.parametrize("cmd", BENCH_COMMANDS, ids=lambda c: " ".join(["bench", *c]))
+def test_every_benchmark_command_has_help(cmd: list[str]) -> None:
+    """`python -m bench` (the harness outside the product package) from the repository root."""
+    result = subprocess.run([sys.executable, "-m", "bench", *cmd, "--help"], capture_output=True, text=True,
+                            cwd=Path(__file__).parents[2], timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "Usage: python -m bench" in result.stdout
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "sgbus")

@@ -41,8 +41,8 @@ def test_a_malformed_corpus_line_is_named(tmp_path: Path) -> None:
 
 
 def test_the_cli_prints_json_recall_precision_and_overall_recall() -> None:
-    out = subprocess.run([sys.executable, "-m", "bus", "bench", "redaction", "--corpus", str(HELD_OUT), "--json"],
-                         capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "bench", "redaction", "--corpus", str(HELD_OUT), "--json"],
+                         capture_output=True, text=True, check=True, timeout=120, cwd=HELD_OUT.parents[3])
     report = json.loads(out.stdout)
     assert set(report) >= {"recall", "precision", "overall_recall"}
     assert report["recall"]["NHS_NUMBER"] == 1.0  # checksum-verified identifiers: all found
