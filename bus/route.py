@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -174,7 +175,8 @@ class Router:
         ask = [i for i, d in enumerate(found) if d is None]
         # One cached request is asked afresh in every batch: OPA's answer shows a reload (its
         # revision) and checks the key (the same answer, or the cache is dropped for good).
-        probe = next((i for i, d in enumerate(found) if d is not None), None)
+        hits = [i for i, d in enumerate(found) if d is not None]
+        probe = secrets.choice(hits) if hits else None  # any of them, not always the first
         asked = ask + ([probe] if probe is not None else [])
         per = max(1, step * len(pairs) // max(1, len(events)))  # requests in `step` events, as above
         fresh = dict(zip(asked, await self._ask(

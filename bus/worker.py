@@ -65,6 +65,16 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     if stage in ("all", "audit"):
         audit_secret = settings.audit_signing_key_json
         audit_signer = load_signer(settings.home, audit_secret.get_secret_value() if audit_secret else None)
+    if stage == "route":
+        # Route redacts free text a reloaded policy asks redacted that ingest only sealed: the
+        # model must be there (loaded when first needed, so the route process stays small).
+        from bus.redaction import model
+
+        try:
+            model.verify()
+        except model.ModelError as exc:
+            log.error("redaction_model_unusable", cause=str(exc))
+            raise SystemExit(2) from None
     if stage in ("all", "ingest"):
         # Ingest redacts free text: refuse to start without the pinned model (rather than
         # dead-letter every event), then load it in the background while Kafka connects.

@@ -32,7 +32,9 @@ Key = tuple[Any, ...]
 
 def condition_attributes(partnership: Partnership) -> tuple[str, ...]:
     """Every attribute an agreement condition compares (`attribute` or `recipient_org_matches`)."""
-    names = {c.attribute or c.recipient_org_matches for a in partnership.agreements for c in a.conditions}
+    # Both names of every condition, even though the partnership refuses a condition with both:
+    # a name left out of the key is a decision reused for a request policy tells apart.
+    names = {n for a in partnership.agreements for c in a.conditions for n in (c.attribute, c.recipient_org_matches)}
     return tuple(sorted(n for n in names if n))
 
 

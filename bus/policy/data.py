@@ -65,8 +65,9 @@ class Condition(Model):
     @model_validator(mode="after")
     def _one_form(self) -> Condition:
         attribute_form = self.attribute is not None and self.equals is not None
-        if attribute_form == (self.recipient_org_matches is not None):
-            raise ValueError("give either attribute + equals, or recipient_org_matches")
+        org_form = self.recipient_org_matches is not None and self.attribute is None and self.equals is None
+        if attribute_form == org_form or (attribute_form and self.recipient_org_matches is not None):
+            raise ValueError("give either attribute + equals, or recipient_org_matches (not parts of both)")
         return self
 
 

@@ -296,7 +296,9 @@ def recipient_view(
             continue
         if mode == "redact" and name in event.unredacted:
             if redacted is None or name not in redacted:  # never the original in its place
-                raise ValueError("free text asked redacted has no redacted copy")
+                from bus.redaction.redactor import RedactionFailed
+
+                raise RedactionFailed("free text asked redacted has no redacted copy")
             payload[name] = redacted[name]
         elif mode == "redact":
             payload[name] = event.payload[name]

@@ -158,3 +158,73 @@ def test_share_policy_reads_of_an_event_are_what_the_cache_keys_on() -> None:
         for line in attribute_reads), attribute_reads
     echoes = re.findall(r"[^\n]*\breq\.event\.event_id\b[^\n]*", source)
     assert echoes and all(line.strip() == '"event_id": req.event.event_id,' for line in echoes), echoes
+
+
+def _decisions_by_opa(tmp_path: Path, requests: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    import json
+    import subprocess
+
+    from bus import toolchain
+    from bus.policy.data import catalogue
+
+    data, given = tmp_path / "data.json", tmp_path / f"{name}.json"
+    if not data.exists():
+        data.write_text(json.dumps({"sgbus": {"partnership": PARTNERSHIP.as_opa_data(), "catalogue": catalogue(),
+                                              "meta": {"revision": "sha256:test"}}}))
+    given.write_text(json.dumps({"today": "2026-11-26", "requests": requests}))
+    opa = str(toolchain.ensure_opa().path)
+    out = subprocess.run([opa, "eval", "--format", "json", "-d", str(REPO / "policies" / "sgbus"), "-d", str(data),
+                          "-i", str(given), "data.sgbus.share.decisions"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    result: list[dict[str, Any]] = json.loads(out.stdout)["result"][0]["expressions"][0]["value"]
+    return result
+
+
+def test_the_share_policy_gives_the_same_decision_whatever_the_request_holds_outside_the_key(tmp_path: Path) -> None:
+    """Differential check of the key against the real policy: every request changed outside
+    the key (event id, occurred_at, every attribute no condition names, with values of other
+    types) and put in another batch (other order, other neighbours) is decided alike."""
+    import random
+
+    from bench.opa import sample_requests
+
+    rng = random.Random(19)
+    keyed = set(condition_attributes(PARTNERSHIP))
+    requests = sample_requests(REPO / "policies", 600, seed=4)
+    for r in requests[::3]:  # some urgent, with and without a justification and a known role
+        r["event"] |= {"urgent": True, "justification_recorded": rng.random() < 0.7,
+                       "override_role": rng.choice(["duty inspector", "MASH manager", None])}
+    changed = []
+    for r in requests:
+        event = r["event"]
+        attributes = {k: (v if k in keyed else rng.choice([None, 0, 1.5, True, "x", [], {"a": 1}]))
+                      for k, v in event["attributes"].items()}
+        attributes |= {"unkeyed_extra": rng.random()}
+        changed.append({**r, "event": {**event, "event_id": f"changed-{rng.random()}",
+                                       "occurred_at": "1999-01-01T00:00:00+00:00", "attributes": attributes}})
+    order = list(range(len(changed)))
+    rng.shuffle(order)
+    batch = [changed[i] for i in order] + [changed[0]] * 5
+    first = _decisions_by_opa(tmp_path, requests, "original")
+    second = _decisions_by_opa(tmp_path, batch, "changed")
+    cache = DecisionCache()
+    cache.pin("sha256:test", PARTNERSHIP)
+    assert len({cache.key(r, "2026-11-26") for r in requests}) < len(requests) / 2  # the key repeats
+    differ = [i for pos, i in enumerate(order)
+              if {**first[i], "event_id": None} != {**second[pos], "event_id": None}]
+    assert not differ, f"{len(differ)} decisions changed with what the cache key leaves out"
+    assert sum(d["allow"] for d in first) > 100 and sum(not d["allow"] for d in first) > 10
+    assert any(d["override"] for d in first)
+
+
+def test_a_condition_with_parts_of_both_forms_is_refused_so_no_name_escapes_the_key() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from bus.policy.data import Condition
+
+    with pytest.raises(ValidationError):
+        Condition(attribute="risk_grade", recipient_org_matches="school_urn")
+    with pytest.raises(ValidationError):
+        Condition(attribute="risk_grade", equals="high", recipient_org_matches="school_urn")
+    assert Condition(recipient_org_matches="school_urn").attribute is None

@@ -18,11 +18,15 @@ decisions := [decide(req) | some req in input.requests]
 
 # METADATA
 # description: The decision for one request {event, recipient, purpose}.
-decide(req) := _with_override(req, _allow(req, agreement)) if {
-	applicable := _applicable(req)
+decide(req) := _with_override(req, _decide_covered(req, _covering(req)))
+
+# The covering agreements are found once per request; the allow path checks them without
+# building failure messages, which only a deny needs.
+_decide_covered(req, covering) := _allow(req, agreement) if {
+	applicable := [a | some a in covering; _passes(a, req)]
 	count(applicable) > 0
 	agreement := applicable[0]
-} else := _with_override(req, _deny(req))
+} else := _deny(req, covering)
 
 default _partners := []
 
@@ -65,7 +69,27 @@ _covering(req) := [_agreements[i] |
 	_covers(_agreements[i], req)
 ]
 
-_applicable(req) := [a | some a in _covering(req); count(_failures(a, req)) == 0]
+# The same tests as _failures, as one rule body that stops at the first that fails.
+_passes(a, req) if {
+	input.today >= a.valid_from
+	not _expired_on(a)
+	req.purpose in a.purposes
+	every c in a.conditions {
+		_holds(c, req)
+	}
+	not _outside_area_of(a, req)
+}
+
+_expired_on(a) if {
+	a.valid_to != null
+	input.today > a.valid_to
+}
+
+_outside_area_of(a, req) if {
+	a.areas != null
+	area := _partner(req.recipient).area
+	not area in a.areas
+}
 
 _failures(a, req) := (((_not_yet_in_force(a) | _expired(a)) | _purpose_not_covered(a, req)) | _unmet_conditions(a, req)) | _outside_area(a, req)
 
@@ -199,7 +223,7 @@ _allow(req, a) := {
 	"revision": revision,
 }
 
-_deny(req) := {
+_deny(req, covering) := {
 	"event_id": req.event.event_id,
 	"recipient": req.recipient,
 	"allow": false,
@@ -212,14 +236,14 @@ _deny(req) := {
 	"demographics": {"dob": "drop", "postcode": "drop", "name": "drop"},
 	"retention_days": 0,
 	"override": false,
-	"reasons": _deny_reasons(req),
+	"reasons": _deny_reasons(req, covering),
 	"revision": revision,
 }
 
-_deny_reasons(req) := ["recipient is not a partner of this partnership"] if {
+_deny_reasons(req, covering) := ["recipient is not a partner of this partnership"] if {
 	not _partner(req.recipient)
 } else := [sprintf("no agreement covers %s from %s/%s to %s", [
 	req.event.event_type, req.event.agency, req.event.org_id, req.recipient,
 ])] if {
-	count(_covering(req)) == 0
-} else := sort([msg | some a in _covering(req); some msg in _failures(a, req)])
+	count(covering) == 0
+} else := sort([msg | some a in covering; some msg in _failures(a, req)])
