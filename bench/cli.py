@@ -82,6 +82,23 @@ def bench_core(
     err(f"wrote {out}")
 
 
+@bench_app.command("report")
+def bench_report(
+    out: Annotated[Path, typer.Option(help="Markdown report to (re)write")] = Path("docs/BENCHMARKS.md"),
+    results_dir: Annotated[Path, typer.Option(help="directory of the raw JSON results")] = Path("bench/results"),
+) -> None:
+    """Render the report again from a run's raw results (and levers.json, the runs of
+    `python -m bench core` kept for each lever tried), without measuring anything."""
+    from bench.report import load_results, write_markdown
+
+    try:
+        results = load_results(results_dir)
+    except (OSError, ValueError) as exc:
+        fail(f"--results-dir: {exc}", 2)
+    write_markdown(results, out)
+    err(f"wrote {out}")
+
+
 @bench_app.command("cluster")
 def bench_cluster(
     out: Annotated[Path, typer.Option(help="Markdown report whose three-broker section to replace")] = Path(

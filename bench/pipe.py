@@ -321,7 +321,7 @@ def _profile(h: Harness, proc: Proc, extra: list[Prepared], stored_before: int, 
     if not out.is_file():
         return {"error": "py-spy wrote no profile"}
     return {"events": len(extra), "tool": "py-spy 0.4.1 record --rate 200 --nonblocking",
-            **summarise_collapsed(out.read_text())}
+            **summarise_collapsed(out.read_text(errors="replace"))}
 
 
 def run_latency(h: Harness, cfg: BenchConfig, loads: list[list[Prepared]], warm: list[Prepared]) -> dict[str, Any]:

@@ -42,12 +42,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+PHASES = ("ceiling", "pipe", "two_workers", "stages", "latency", "idle", "backfill", "opa", "redaction", "gateway",
+          "cluster")
+
+
 def write_results(results: dict[str, Any], results_dir: Path) -> list[Path]:
     """One JSON file per phase plus run.json (machine, config, wall time)."""
     results_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for phase in ("ceiling", "pipe", "two_workers", "stages", "latency", "backfill", "opa", "redaction", "gateway",
-                  "cluster"):
+    for phase in PHASES:
         if phase in results:
             path = results_dir / f"{phase}.json"
             path.write_text(json.dumps(results[phase], indent=2) + "\n")
@@ -154,7 +157,8 @@ def render(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"Worker peak RSS during the latency runs: {results['latency']['worker_peak_rss_mb']:.0f} MB.",
-        "",
+        *_idle_lines(results.get("idle")),
+        *_lever_lines(results.get("levers")),
         "## Backfill",
         "",
         f"{backfill['events']:,} events published while no worker ran ({backfill['publish_seconds']} s to publish), "
@@ -204,6 +208,52 @@ def render(results: dict[str, Any]) -> str:
 #: ingest with the hand-written redactor this replaced (issue 14), same command, same machine,
 #: measured on commit b867551 (the redactor knew only the subject's names and identifier formats)
 REDACTION_BEFORE = {"commit": "b867551", "events_per_s": 3160}
+
+
+def _idle_lines(idle: dict[str, Any] | None) -> list[str]:
+    if not idle:
+        return [""]
+    cores = ", ".join(f"{k} {v}" for k, v in idle["cores_used"].items())
+    return ["", f"A quiet stack (one all-in-one worker that has shared its warm-up, then nothing for "
+                f"{idle['seconds']:.0f} s) uses: {cores} cores.", ""]
+
+
+def _lever_lines(levers: dict[str, Any] | None) -> list[str]:
+    """Issue 19: each lever tried, measured by `python -m bench core` before and after it
+    (bench/results/levers.json: the runs, kept by hand; one run each on a shared machine)."""
+    if not levers:
+        return []
+    lines = ["## Levers tried (issue 19)", "", levers["note"], "",
+             "| run | ceiling events/s | one worker events/s | / ceiling | p50 / p99 at 50/s | p50 / p99 at 200/s "
+             "| OPA cores | idle cores (kafka, worker) |",
+             "|---|---:|---:|---:|---|---|---:|---|"]
+    for run in levers["runs"]:
+        lat = {r["offered_per_s"]: r for r in run["latency"]["loads"]}
+
+        def at(rate: int, lat: dict[int, Any] = lat) -> str:
+            r = lat.get(rate, {})
+            return f"{r.get('p50_ms', 0):,.0f} / {r.get('p99_ms', 0):,.0f} ms"
+
+        idle = run.get("idle", {}).get("cores_used", {})
+        lines.append(f"| {run['label']} | {run['ceiling']['events_per_s']:,.0f} | {run['pipe']['events_per_s']:,.0f} "
+                     f"| {run['ratio_full_to_ceiling']:.2f} | {at(50)} | {at(200)} "
+                     f"| {run['pipe']['cores_used'].get('opa', 0)} "
+                     f"| {idle.get('kafka', '-')}, {idle.get('worker', '-')} |")
+    lines += ["", *levers.get("findings", []), ""]
+    return lines
+
+
+def load_results(results_dir: Path) -> dict[str, Any]:
+    """A run's results as `python -m bench run` wrote them (to render the report again)."""
+    results: dict[str, Any] = json.loads((results_dir / "run.json").read_text())
+    for phase in PHASES:
+        path = results_dir / f"{phase}.json"
+        if path.is_file():
+            results[phase] = json.loads(path.read_text())
+    levers = results_dir / "levers.json"
+    if levers.is_file():
+        results["levers"] = json.loads(levers.read_text())
+    return results
 
 
 def _redaction(r: dict[str, Any] | None) -> list[str]:

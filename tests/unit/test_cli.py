@@ -23,7 +23,7 @@ def sgbus(*args: str, stdin: str | None = None, env: dict[str, str] | None = Non
                           text=True, env=env, timeout=120, check=False)
 
 
-BENCH_COMMANDS = [[], ["run"], ["core"], ["cluster"], ["opa"], ["redaction"], ["pseudonymise"]]
+BENCH_COMMANDS = [[], ["run"], ["core"], ["report"], ["cluster"], ["opa"], ["redaction"], ["pseudonymise"]]
 
 
 @pytest.mark.parametrize("cmd", BENCH_COMMANDS, ids=lambda c: " ".join(["bench", *c]))
