@@ -420,6 +420,20 @@ def run_backfill(h: Harness, cfg: BenchConfig, records: list[Prepared]) -> dict[
             w.stop()
 
 
+def _prepare_phases(h: Harness, cfg: BenchConfig) -> tuple[LocalSigners, list[Prepared], list[Prepared],
+                                                             list[Prepared], list[list[Prepared]]]:
+    """Each organisation's signing key (issued here so the stack's bundle registers it) and the
+    signed events of the throughput, profile, warm-up and latency phases."""
+    signers = LocalSigners(h.home)
+    signers.ensure_publishers((p.agency, p.org_id) for p in h.partnership.partners)
+    main = prepare(h.partnership, cfg.events, cfg.seed, signers.sign)
+    extra = prepare(h.partnership, cfg.events // 2, cfg.seed + 1, signers.sign) if cfg.profile else []
+    warm = prepare(h.partnership, WARMUP, cfg.seed + 2, signers.sign)
+    loads = [prepare(h.partnership, int(rate * seconds), cfg.seed + 10 + i, signers.sign)
+             for i, (rate, seconds) in enumerate(zip(cfg.loads, cfg.load_seconds, strict=True))]
+    return signers, main, extra, warm, loads
+
+
 def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: Progress,
             home: Path | None = None) -> dict[str, Any]:
     """Every phase in order on one stack; returns the results (also the JSON files' content)."""
@@ -428,14 +442,7 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
     h = Harness(home.resolve(), policies_dir.resolve(), progress)
     began = time.time()
     progress(f"preparing {cfg.events:,} + {cfg.backfill:,} synthetic events ...")
-    # Each organisation's signing key, issued here so the stack's bundle registers it.
-    signers = LocalSigners(h.home)
-    signers.ensure_publishers((p.agency, p.org_id) for p in h.partnership.partners)
-    main = prepare(h.partnership, cfg.events, cfg.seed, signers.sign)
-    extra = prepare(h.partnership, cfg.events // 2, cfg.seed + 1, signers.sign) if cfg.profile else []
-    warm = prepare(h.partnership, WARMUP, cfg.seed + 2, signers.sign)
-    loads = [prepare(h.partnership, int(rate * seconds), cfg.seed + 10 + i, signers.sign)
-             for i, (rate, seconds) in enumerate(zip(cfg.loads, cfg.load_seconds, strict=True))]
+    signers, main, extra, warm, loads = _prepare_phases(h, cfg)
     backfill = prepare(h.partnership, cfg.backfill, cfg.seed + 3, signers.sign)
     through_gateway = [prepare(h.partnership, n, cfg.seed + 20 + i, signers.sign) for i, n in
                        enumerate((int(cfg.gateway_rate * cfg.gateway_seconds), cfg.gateway_events, cfg.gateway_events))]
@@ -548,13 +555,7 @@ def run_core(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: 
     home = Path(tempfile.mkdtemp(prefix="sgbus-bench-core-"))
     h = Harness(home.resolve(), policies_dir.resolve(), progress)
     try:
-        signers = LocalSigners(h.home)
-        signers.ensure_publishers((p.agency, p.org_id) for p in h.partnership.partners)
-        main = prepare(h.partnership, cfg.events, cfg.seed, signers.sign)
-        extra = prepare(h.partnership, cfg.events // 2, cfg.seed + 1, signers.sign) if cfg.profile else []
-        warm = prepare(h.partnership, WARMUP, cfg.seed + 2, signers.sign)
-        loads = [prepare(h.partnership, int(rate * seconds), cfg.seed + 10 + i, signers.sign)
-                 for i, (rate, seconds) in enumerate(zip(cfg.loads, cfg.load_seconds, strict=True))]
+        _, main, extra, warm, loads = _prepare_phases(h, cfg)
         results: dict[str, Any] = {"config": asdict(cfg)}
         h.up()
         try:

@@ -177,6 +177,7 @@ def test_metric_labels_stay_within_the_partnerships_finite_sets(bus: Bus, traffi
         "outcome": {"allow", "deny", "delivered", "rejected", "duplicate", "published", "already_sent", "read",
                     "unreadable"},
         "reason": code,
+        "result": {"hit", "miss"},  # the decision cache
         "stage": stages,
         "consumer": re.compile(r"^(all|ingest|route|audit|concern|mailbox|delivery:[a-z0-9-]+)$"),
         "rule": {r.id for r in PARTNERSHIP.concern.rules} if PARTNERSHIP.concern else set(),
