@@ -77,7 +77,10 @@ class Settings(BaseSettings):
     metrics_client_ca: Path | None = Field(
         default=None, description="CA whose client certificates may read /metrics; default: SGBUS_CA_FILE")
     batch_size: int = Field(default=100, ge=1, le=1000, description="events per policy query")
-    batch_window_s: float = Field(default=0.05, gt=0, description="max wait to fill a batch")
+    batch_window_s: float = Field(
+        default=0.005, gt=0, le=5,
+        description="longest a batch waits for more events after its first one arrived (events that arrive "
+                    "while a batch is processed join the next one anyway)")
     stage_batch_size: int = Field(
         default=500, ge=1, le=5000,
         description="events per Kafka transaction in exactly-once stage workers (worker --stage)",
@@ -85,6 +88,10 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         default=100, ge=1, le=5000, description="longest a worker's Kafka fetch waits for new records"
     )
+    route_at_ingest: bool = Field(
+        default=True,
+        description="the all-in-one worker routes each event in the batch that ingested it, without a second "
+                    "Kafka hop (stage workers always take the hop)")
     decision_cache_size: int = Field(
         default=10_000, ge=0, le=1_000_000,
         description="decisions a route worker keeps for requests policy cannot tell apart (0: ask OPA every time)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -12,6 +13,7 @@ from faust.types import TP
 from pydantic import ValidationError
 
 from bus import logs
+from bus.agents.batching import take_ready
 from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
 from bus.exceptions import PolicyUnavailable
@@ -34,6 +36,16 @@ SHARING_STAGES = ("ingest", "route", "audit")
 EXACTLY_ONCE_STAGES = ("ingest", "route", "audit")
 
 
+#: on an sg.events record its own all-in-one worker has routed already (bus/agents/pipeline.py)
+ROUTED_AT_INGEST = [("sgbus-routed", b"ingest")]
+
+
+def routed_at_ingest(headers: Any) -> bool:
+    """Whether a record's headers (Faust gives a list of pairs or a mapping) say it was routed."""
+    pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+    return any(k == "sgbus-routed" and v == b"ingest" for k, v in pairs)
+
+
 def register_key(event: PseudonymisedEvent) -> str:
     """Event ids are unique per source organisation: one organisation cannot squat another's."""
     return f"{event.source.agency.value}/{event.source.org_id}/{event.event_id}"
@@ -48,17 +60,19 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     audit_watch = AuditWatch(settings, metrics)
     audit_lock = asyncio.Lock()
 
-    async def send(topic: faust.TopicT, key: bytes | None, value: bytes, source: TP) -> None:
+    async def send(topic: faust.TopicT, key: bytes | None, value: bytes, source: TP,
+                   headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any] | None:
+        """Send; at-least-once returns the send's future (its partition and offset once acked)."""
         if not exactly_once:
-            await topic.send(key=key, value=value)
-            return
+            return await topic.send(key=key, value=value, headers=headers)
         # Faust (0.15.3) names a send's transaction after the *destination* topic-partition but
         # commits the consumed offsets in the *source* partition's transaction, so outside
         # co-partitioned topologies the two never commit together (sends left uncommitted, or
         # committed apart from their offsets: duplicates after a crash). Send in the source
         # partition's transaction, exactly as the commit names it.
-        await app.producer.send(topic.get_topic_name(), key, value, None, None, None,
+        await app.producer.send(topic.get_topic_name(), key, value, None, None, headers,
                                 transactional_id=transactional_id(source))
+        return None
 
     def raw_topic(*names: str) -> faust.TopicT:
         # Bytes in, bytes out: pydantic (de)serialises our models, not Faust's codecs.
@@ -67,6 +81,13 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     # Exactly-once commits a Kafka transaction per batch (several broker round trips), so its
     # batches are larger; the router still splits them into policy queries of batch_size events.
     batch_size = settings.stage_batch_size if exactly_once else settings.batch_size
+    # The all-in-one worker routes what it has just ingested, in the same batch: one Kafka hop
+    # (and one parse) fewer per event. sg.events is still written (the concern stage reads it,
+    # replays go through it); the route agent skips what ingest marked as routed. A crash before
+    # the ingress offsets are committed repeats the batch with the same ingest ids: delivered at
+    # least once, audited once, as when the two hops were apart.
+    route_at_ingest = (not exactly_once and "ingest" in stages and "route" in stages
+                       and settings.route_at_ingest)
     ingress = raw_topic(*[ingress_topic(a) for a in Agency])
     events = raw_topic(EVENTS)
     audit = raw_topic(AUDIT)
@@ -136,6 +157,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         checks = [IngestedCheck(register_key(o.event), o.event.provenance.content_sha256, str(o.event.ingest_id))
                   for o in outcomes if o.event is not None]
         first = await _register_with_retry(checks) if checks else {}
+        to_route: list[PseudonymisedEvent] = []
+        positions: dict[int, Awaitable[Any]] = {}
+        sources: dict[str, TP] = {}
         for ev, out in zip(batch, outcomes, strict=True):
             msg = ev.message
             if out.event is None:
@@ -156,8 +180,20 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 metrics.overrides_refused.labels(out.override_refused).inc()
                 log.warning("override_refused", code=out.override_refused, topic=msg.topic, offset=msg.offset,
                             event_type=out.event.event_type)
-            await send(events, out.event.subject_key.encode(), out.event.model_dump_json().encode(), msg.tp)
+            sent = await send(events, out.event.subject_key.encode(), out.event.model_dump_json().encode(), msg.tp,
+                              ROUTED_AT_INGEST if route_at_ingest else None)
             metrics.events_ingested.labels(out.event.source.agency.value, out.event.event_type).inc()
+            if route_at_ingest:
+                assert sent is not None  # at-least-once only
+                to_route.append(out.event)
+                positions[id(out.event)] = sent
+                sources[str(out.event.ingest_id)] = msg.tp
+        if to_route:
+            async def position(event: PseudonymisedEvent) -> tuple[int, int]:
+                meta = await positions[id(event)]  # acked by now or soon: the producer is flushing
+                return int(meta.partition), int(meta.offset)
+
+            await route_events(to_route, sources, position)
 
     def transactional_id(source: TP) -> str:
         return f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
@@ -195,19 +231,19 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
         # Batches (events keep each message's topic and offset for the dead letter): one
         # register round trip to the store per batch.
-        async for batch in stream.take_events(  # type: ignore[attr-defined]  # on Stream, not StreamT
-                batch_size, within=settings.batch_window_s):
+        async for batch in take_ready(stream, batch_size, settings.batch_window_s):
             await ingest_batch(batch)
             await commit_batch(batch)
 
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(  # type: ignore[attr-defined]  # on Stream, not StreamT
-                batch_size, within=settings.batch_window_s):
+        async for batch in take_ready(stream, batch_size, settings.batch_window_s):
             # Every output goes out in the transaction of its own event's source partition.
             source: dict[str, TP] = {}
-            where: dict[int, tuple[TP, int]] = {}
+            where: dict[int, tuple[int, int]] = {}
             parsed: list[PseudonymisedEvent] = []
             for ev in batch:
+                if route_at_ingest and routed_at_ingest(ev.message.headers):
+                    continue  # this app's ingest routed it already (a replay has no such header)
                 try:
                     event = PseudonymisedEvent.model_validate_json(ev.value)
                 except ValidationError:
@@ -216,34 +252,45 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                     continue
                 parsed.append(event)
                 source[str(event.ingest_id)] = ev.message.tp
-                where[id(event)] = (ev.message.tp, ev.message.offset)
-            plan = await _decide_with_retry(parsed)
-            for d in plan.deliveries:
-                await send(deliver_topic(d.topic), d.key.encode(), d.event.model_dump_json().encode(),
-                           source[str(d.ingest_id)])
-            for failed in plan.failed:
-                metrics.dlq.labels("view_failed").inc()
-                metrics.views_failed.labels(failed.recipient).inc()
-                log.error("view_failed", recipient=failed.recipient, error=failed.error)
-                tp, offset = where[id(failed.event)]
-                # Where the event is on sg.events, so `sgbus replay --failed` can route it again.
-                await send(dlq, str(failed.event.ingest_id).encode(), json.dumps({
-                    "stage": "route", "event_id": str(failed.event.event_id),
-                    "ingest_id": str(failed.event.ingest_id), "recipient": failed.recipient,
-                    "events_partition": tp.partition, "events_offset": offset,
-                    "reasons": [{"field": "$", "code": "view_failed", "message": failed.error}],
-                }).encode(), tp)
-            by_source: dict[TP, list[AuditRecord]] = {}
-            for rec in plan.audits:
-                by_source.setdefault(source[str(rec.ingest_id)], []).append(rec)
-            for tp, records in by_source.items():
-                for key, value in encode_audit_batches(records):
-                    await send(audit, key, value, tp)
-            try:
-                _count_routed(plan, parsed)
-            except Exception as exc:  # counting must never stop sharing (nor replay the batch)
-                log.error("metrics_failed", error=type(exc).__name__)
+                where[id(event)] = (ev.message.partition, ev.message.offset)
+
+            async def position(event: PseudonymisedEvent,
+                               where: dict[int, tuple[int, int]] = where) -> tuple[int, int]:
+                return where[id(event)]
+
+            if parsed:
+                await route_events(parsed, source, position)
             await commit_batch(batch)
+
+    async def route_events(parsed: list[PseudonymisedEvent], source: dict[str, TP],
+                           position: Callable[[PseudonymisedEvent], Awaitable[tuple[int, int]]]) -> None:
+        """Decide, make the partners' copies, dead-letter the views that failed, audit."""
+        plan = await _decide_with_retry(parsed)
+        for d in plan.deliveries:
+            await send(deliver_topic(d.topic), d.key.encode(), d.event.model_dump_json().encode(),
+                       source[str(d.ingest_id)])
+        for failed in plan.failed:
+            metrics.dlq.labels("view_failed").inc()
+            metrics.views_failed.labels(failed.recipient).inc()
+            log.error("view_failed", recipient=failed.recipient, error=failed.error)
+            partition, offset = await position(failed.event)
+            # Where the event is on sg.events, so `sgbus replay --failed` can route it again.
+            await send(dlq, str(failed.event.ingest_id).encode(), json.dumps({
+                "stage": "route", "event_id": str(failed.event.event_id),
+                "ingest_id": str(failed.event.ingest_id), "recipient": failed.recipient,
+                "events_partition": partition, "events_offset": offset,
+                "reasons": [{"field": "$", "code": "view_failed", "message": failed.error}],
+            }).encode(), source[str(failed.event.ingest_id)])
+        by_source: dict[TP, list[AuditRecord]] = {}
+        for rec in plan.audits:
+            by_source.setdefault(source[str(rec.ingest_id)], []).append(rec)
+        for tp, records in by_source.items():
+            for key, value in encode_audit_batches(records):
+                await send(audit, key, value, tp)
+        try:
+            _count_routed(plan, parsed)
+        except Exception as exc:  # counting must never stop sharing (nor replay the batch)
+            log.error("metrics_failed", error=type(exc).__name__)
 
     def _count_routed(plan: RoutePlan, parsed: list[PseudonymisedEvent]) -> None:
         partnership = svc.router.partnership
@@ -267,7 +314,8 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
 
     async def audit_agent(stream: faust.StreamT[bytes]) -> None:
         """The single writer of the hash-chained audit store."""
-        async for batch in stream.take_events(20, within=0.2):  # type: ignore[attr-defined]
+        # A longer window: the store's transaction per batch is the cost here, not latency.
+        async for batch in take_ready(stream, 20, max(settings.batch_window_s, 0.05)):
             records: list[AuditRecord] = []
             for ev in batch:
                 try:

@@ -318,11 +318,20 @@ class AuditStore:
         """(ingest id, recipient) pairs among `ingest_ids` audited as view_failed."""
         return self._pairs("view_failed", ingest_ids)
 
-    def records(self) -> Iterator[StoredRecord]:
-        query = f"SELECT seq, body, prev_hash, hash, {', '.join(QUERY_COLUMNS)} FROM audit ORDER BY seq"  # noqa: S608
-        for seq, body, prev, digest, *columns in self._execute(query):
-            yield StoredRecord(int(seq), json.loads(body), str(prev), str(digest),
-                               dict(zip(QUERY_COLUMNS, (str(c) for c in columns), strict=True)))
+    def records(self, page: int = 5_000) -> Iterator[StoredRecord]:
+        """Every record in chain order, read a page at a time: psycopg would otherwise fetch a
+        whole long chain into memory before the first row."""
+        query = (f"SELECT seq, body, prev_hash, hash, {', '.join(QUERY_COLUMNS)} FROM audit"  # noqa: S608
+                 " WHERE seq > ? ORDER BY seq LIMIT ?")
+        after = -(2**63)  # below any seq: a record stored with seq 0 or less is still seen (and refused)
+        while True:
+            rows = self._execute(query, (after, page)).fetchall()
+            for seq, body, prev, digest, *columns in rows:
+                yield StoredRecord(int(seq), json.loads(body), str(prev), str(digest),
+                                   dict(zip(QUERY_COLUMNS, (str(c) for c in columns), strict=True)))
+            if len(rows) < page:
+                return
+            after = int(rows[-1][0])
 
     def count(self) -> int:
         return int(self._execute("SELECT COUNT(*) FROM audit").fetchone()[0])
@@ -361,6 +370,24 @@ class Verification:
     published_seq: int | None = None
 
 
+class _Hashes:
+    """The hashes of records 1..n of a verified chain, 32 bytes each."""
+
+    def __init__(self) -> None:
+        self._digests = bytearray()
+
+    def append(self, digest: str) -> None:
+        self._digests += bytes.fromhex(digest)
+
+    def __contains__(self, seq: int) -> bool:
+        return 1 <= seq <= len(self._digests) // 32
+
+    def __getitem__(self, seq: int) -> str:
+        if seq not in self:
+            raise KeyError(seq)
+        return self._digests[32 * (seq - 1):32 * seq].hex()
+
+
 def verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpoint | None = None,
            ) -> Verification:
     """Walk the chain and its checkpoints with the public keys only; report the first record
@@ -368,7 +395,9 @@ def verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpo
     record, a missing or forged checkpoint, or a chain that ends before the latest head
     published outside the database (`published`, from sg.audit.heads)."""
     prev, expected_seq, count = GENESIS, 1, 0
-    hashes: dict[int, str] = {}
+    # Record n's hash at [32(n-1), 32n): a dict of a long chain's hex strings was most of the
+    # audit stage's memory.
+    hashes = _Hashes()
     for rec in store.records():
         count += 1
         if rec.seq != expected_seq:
@@ -383,7 +412,7 @@ def verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpo
                 return Verification(False, count, 0, prev, f"record {rec.seq}: column {column} disagrees with the "
                                     "signed record (changed in the database)", rec.seq)
         prev, expected_seq = rec.hash, rec.seq + 1
-        hashes[rec.seq] = rec.hash
+        hashes.append(rec.hash)
     checkpoints = store.checkpoints()
     n = len(checkpoints)
 

@@ -16,6 +16,7 @@ from faust.types import TP
 from pydantic import ValidationError
 
 from bus import logs
+from bus.agents.batching import take_ready
 from bus.concern.decide import ConcernDecision
 from bus.concern.picture import Picture, Report, concern_event_id, raise_payload, remember_raise
 from bus.exceptions import PolicyUnavailable
@@ -33,7 +34,7 @@ CONCERN_TYPE = "bus.multi_agency_concern.v1"
 #: how often a concern stage re-reads the partnership (rules, recipients) from OPA
 REFRESH_S = 30.0
 
-Send = Callable[[faust.TopicT, bytes | None, bytes, TP], Awaitable[None]]
+Send = Callable[[faust.TopicT, bytes | None, bytes, TP], Awaitable[Any]]
 Sign = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -218,8 +219,7 @@ def register_concern_agent(app: faust.App, counter: ConcernCounter, events: faus
     settings = counter.svc.settings
 
     async def concern_agent(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(  # type: ignore[attr-defined]  # on Stream, not StreamT
-                settings.batch_size, within=settings.batch_window_s):
+        async for batch in take_ready(stream, settings.batch_size, max(settings.batch_window_s, 0.05)):
             await counter.count(batch)
             await commit_batch(batch)
 

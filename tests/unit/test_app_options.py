@@ -39,3 +39,12 @@ def test_the_consumer_is_built_with_the_configured_fetch_wait_over_scram_and_tls
     assert consumer._client._security_protocol == "SASL_SSL"
     assert consumer._client._sasl_mechanism == "SCRAM-SHA-512"
     assert consumer._client._ssl_context is not None
+
+
+def test_only_records_marked_by_ingest_are_skipped_by_the_all_in_one_route_agent() -> None:
+    from bus.agents.pipeline import ROUTED_AT_INGEST, routed_at_ingest
+
+    assert routed_at_ingest(ROUTED_AT_INGEST) and routed_at_ingest(dict(ROUTED_AT_INGEST))
+    # no header (an earlier release's ingest, a stage worker, or a replay): routed by the route agent
+    assert not routed_at_ingest(None) and not routed_at_ingest([]) and not routed_at_ingest({})
+    assert not routed_at_ingest([("sgbus-routed", b"something-else"), ("other", b"ingest")])

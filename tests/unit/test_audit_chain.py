@@ -78,6 +78,17 @@ def test_an_untouched_chain_verifies(store: AuditStore, public: AuditVerifier) -
     assert verify(store, public, _published(store)).ok
 
 
+def test_records_are_read_a_page_at_a_time_in_chain_order(store: AuditStore) -> None:
+    paged = [r.seq for r in store.records(page=3)]
+    assert paged == [r.seq for r in store.records()] == list(range(1, 21))
+
+
+def test_a_record_stored_below_seq_one_is_still_reported(store: AuditStore, public: AuditVerifier) -> None:
+    store._execute("UPDATE audit SET seq = 0 WHERE seq = 1")
+    result = verify(store, public)
+    assert not result.ok and result.first_bad_seq == 1
+
+
 def test_an_altered_record_is_reported(store: AuditStore, public: AuditVerifier) -> None:
     body = json.loads(store._execute("SELECT body FROM audit WHERE seq = 7").fetchone()[0])
     body["decision"] = "allow"
