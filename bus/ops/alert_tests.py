@@ -18,9 +18,13 @@ from bus.ops.monitoring import deploy_dir
 
 RULES = deploy_dir() / "prometheus" / "rules" / "sgbus.yml"
 TESTS = deploy_dir() / "prometheus" / "tests" / "sgbus_test.yml"
+#: alerts over days, without a `for:`: evaluated hourly (every 15 s, promtool took minutes)
+LONG_TESTS = deploy_dir() / "prometheus" / "tests" / "sgbus_long_test.yml"
+TEST_FILES = (TESTS, LONG_TESTS)
 HEADER = """\
-# promtool unit tests of ../rules/sgbus.yml: firing and not firing, for every alert.
-# Run: promtool test rules deploy/prometheus/tests/sgbus_test.yml (make test runs it).
+# promtool unit tests of ../rules/sgbus.yml: firing and not firing, for every alert
+# (sgbus_test.yml evaluates every 15 s; sgbus_long_test.yml, for alerts over days, hourly).
+# Run: promtool test rules deploy/prometheus/tests/*.yml (make test runs it).
 # exp_annotations are filled in from the rules by `python -m bus.ops.alert_tests` (a test
 # fails if they are out of date): edit the labels and series, then run it.
 """
@@ -57,8 +61,9 @@ def filled_text(tests_path: Path = TESTS, rules_path: Path = RULES) -> str:
 
 
 def main() -> int:
-    TESTS.write_text(filled_text())
-    print(f"wrote {TESTS}")
+    for path in TEST_FILES:
+        path.write_text(filled_text(path))
+        print(f"wrote {path}")
     return 0
 
 
