@@ -55,6 +55,8 @@ class BenchConfig:
     backfill_stages: bool = True  # one process per stage: what an operator runs for a backlog
     opa_batches: tuple[int, ...] = (1, 10, 100, 500)
     opa_seconds: float = 2.0
+    #: how long the idle-CPU phase watches a quiet stack
+    idle_seconds: float = 20.0
     profile: bool = True
     seed: int = 7
     drain_timeout_s: float = 1500.0
@@ -68,7 +70,7 @@ class BenchConfig:
 
 FULL = BenchConfig()
 SMOKE = BenchConfig(events=300, loads=(100,), load_seconds=(2.0,), backfill=600, backfill_workers=1,
-                    opa_batches=(1, 10), opa_seconds=0.5, profile=False, drain_timeout_s=120.0,
+                    opa_batches=(1, 10), opa_seconds=0.5, idle_seconds=2.0, profile=False, drain_timeout_s=120.0,
                     gateway_rate=50, gateway_seconds=2.0, gateway_events=100, cluster=False)
 WARMUP = 20
 
@@ -470,7 +472,7 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
         progress(f"latency at offered loads {', '.join(map(str, cfg.loads))} events/s ...")
         results["latency"] = run_latency(h, cfg, loads, warm)
         progress("idle CPU of a quiet stack ...")
-        results["idle"] = run_idle(h, warm)
+        results["idle"] = run_idle(h, warm, cfg.idle_seconds)
         progress(f"  {results['idle']['cores_used']}")
         progress(f"backfill of {len(backfill):,} events ...")
         results["backfill"] = run_backfill(h, cfg, backfill)
@@ -570,7 +572,7 @@ def run_core(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: 
             progress(f"latency at offered loads {', '.join(map(str, cfg.loads))} events/s ...")
             results["latency"] = run_latency(h, cfg, loads, warm)
             progress("idle CPU of a quiet stack ...")
-            results["idle"] = run_idle(h, warm)
+            results["idle"] = run_idle(h, warm, cfg.idle_seconds)
         finally:
             h.down()
         return results

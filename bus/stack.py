@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -461,13 +462,17 @@ class Stack:
         raise StackError(f"Kafka did not become ready in {READY_TIMEOUT_S:.0f}s; log {info['log']}")
 
     def stop_kafka(self) -> bool:
+        """Every node at once: one by one, the last nodes of a cluster wait out their shutdown
+        timeout for a controller quorum that the earlier ones took with them."""
         state = self._read_state()
-        stopped = False
-        for node in range(int(state.get("kafka_nodes", 1)), 0, -1):
-            info = state.get(kafka_service(node))
-            if info:
-                stopped = stop_process(info["pid"], info["marker"]) or stopped
-                self._update(kafka_service(node), None)
+        nodes = [(node, state[kafka_service(node)]) for node in range(int(state.get("kafka_nodes", 1)), 0, -1)
+                 if state.get(kafka_service(node))]
+        if not nodes:
+            return False
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            stopped = any(list(pool.map(lambda n: stop_process(n[1]["pid"], n[1]["marker"]), nodes)))
+        for node, _info in nodes:
+            self._update(kafka_service(node), None)
         return stopped
 
     # -- OPA ---------------------------------------------------------------------------
