@@ -327,10 +327,11 @@ METHOD = [
     "- The ceiling is the same Faust options (`bus.app.faust_options`: at-least-once, acks=all, raw bytes), the "
     "same ingress topics and partitions and the same per-event stream as the ingest agent, forwarding unchanged "
     "to one 4-partition topic.",
-    "- Latency includes the publisher's linger (1 ms), the route batch window (`SGBUS_BATCH_WINDOW_S`, 50 ms by "
-    "default), the worker's Kafka fetch wait at each of its three hops (`SGBUS_FETCH_MAX_WAIT_MS`, 100 ms by "
-    "default; it bounds how long records that arrive while a fetch is in flight wait) and the partner "
-    "consumer's fetch wait (5 ms).",
+    "- Latency includes the publisher's linger (1 ms), the worker's batch window (it follows the load: ~1 ms "
+    "when quiet, at most `SGBUS_BATCH_WINDOW_S`, 50 ms), the worker's Kafka fetch wait (`SGBUS_FETCH_MAX_WAIT_MS`, "
+    "100 ms by default; it bounds how long records that arrive while a fetch is in flight wait), its producer "
+    "linger (5 ms) and the partner consumer's fetch wait (5 ms). The all-in-one worker routes what it ingests "
+    "without a second Kafka hop (`SGBUS_ROUTE_AT_INGEST`); stage workers take it.",
     "- The stage workers commit a Kafka transaction per batch of up to `SGBUS_STAGE_BATCH_SIZE` events (500); "
     "the backfill uses them, one process per stage.",
     "- Timings use record timestamps (broker CreateTime) and the wall clock of the same machine.",

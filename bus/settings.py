@@ -78,9 +78,9 @@ class Settings(BaseSettings):
         default=None, description="CA whose client certificates may read /metrics; default: SGBUS_CA_FILE")
     batch_size: int = Field(default=100, ge=1, le=1000, description="events per policy query")
     batch_window_s: float = Field(
-        default=0.005, gt=0, le=5,
-        description="longest a batch waits for more events after its first one arrived (events that arrive "
-                    "while a batch is processed join the next one anyway)")
+        default=0.05, gt=0, le=5,
+        description="longest a batch waits for more events after its first one arrived (at light load, much "
+                    "less: bus/agents/batching.py)")
     stage_batch_size: int = Field(
         default=500, ge=1, le=5000,
         description="events per Kafka transaction in exactly-once stage workers (worker --stage)",

@@ -10,10 +10,20 @@ from typing import Any
 import faust
 from mode.utils.futures import notify
 
+#: the shortest window: what a batch waits for company at the lightest load
+MIN_WINDOW_S = 0.001
 
-def take_ready(stream: faust.StreamT[Any], max_: int, window_s: float) -> AsyncIterator[list[faust.EventT[Any]]]:
-    """Yield the stream's events in batches of at most `max_`, each `window_s` after its first
-    event arrived (or as soon as it is full).
+
+def next_window(last: int, max_: int, window_s: float, min_window_s: float = MIN_WINDOW_S) -> float:
+    """How long a batch waits after its first event: twice the last batch's share of a full
+    one, times `window_s`, within [min_window_s, window_s]."""
+    return max(min(min_window_s, window_s), window_s * min(1.0, 2.0 * last / max_))
+
+
+def take_ready(stream: faust.StreamT[Any], max_: int, window_s: float, *,
+               min_window_s: float = MIN_WINDOW_S) -> AsyncIterator[list[faust.EventT[Any]]]:
+    """Yield the stream's events in batches of at most `max_`: as soon as it is full, or a
+    window after its first event arrived; the window follows the load (below).
 
     Why not `Stream.take_events(max_, within)`: its window is a timer that restarts when the
     previous batch is done, whether or not anything arrived, so at light load an event waits on
@@ -22,8 +32,9 @@ def take_ready(stream: faust.StreamT[Any], max_: int, window_s: float) -> AsyncI
     grows to `max_`: events that arrive while a batch is processed wait in the stream's queue
     and pour into the next one. Acknowledgement is as in take_events: a batch's events are acked
     once the caller asks for the next batch (i.e. after it processed this one).
+    `min_window_s` (at most `window_s`) for a stage whose cost is per batch rather than latency.
     """
-    agen = _take_ready(stream, max_, window_s)
+    agen = _take_ready(stream, max_, window_s, min(min_window_s, window_s))
     # As Faust does for its own buffering generators: the stream closes them when it stops.
     active: Any = getattr(stream, "_active_agens", None)
     if active is not None:
@@ -31,8 +42,8 @@ def take_ready(stream: faust.StreamT[Any], max_: int, window_s: float) -> AsyncI
     return agen
 
 
-async def _take_ready(stream: faust.StreamT[Any], max_: int,
-                      window_s: float) -> AsyncGenerator[list[faust.EventT[Any]], None]:
+async def _take_ready(stream: faust.StreamT[Any], max_: int, window_s: float,
+                      min_window_s: float) -> AsyncGenerator[list[faust.EventT[Any]], None]:
     s: Any = stream  # Faust's Stream: the buffering hooks below are on it, not on StreamT
     events: list[faust.EventT[Any]] = []
     arrived = asyncio.Event()
@@ -40,6 +51,8 @@ async def _take_ready(stream: faust.StreamT[Any], max_: int,
     consumed = asyncio.Event()
     consuming: asyncio.Future[None] | None = None
     enable_acks: bool = s.enable_acks
+    loop = asyncio.get_running_loop()
+    last = max_  # until the first batch shows the load, wait as long as allowed
 
     async def add_to_buffer(value: Any) -> Any:
         nonlocal consuming
@@ -72,13 +85,18 @@ async def _take_ready(stream: faust.StreamT[Any], max_: int,
         while not s.should_stop:
             if await s.wait_for_stopped(arrived):  # no timeout: an idle stream costs nothing
                 break
+            # The window follows the load: the last batch's size over the largest, doubled, of
+            # window_s. A quiet stream (batches of one or two) waits ~1 ms; under load the
+            # batches grow and the window with them, to full batches of max_.
+            window = next_window(last, max_, window_s, min_window_s)
             if not full.is_set():
-                await s.wait_for_stopped(full, timeout=window_s)
+                await s.wait_for_stopped(full, timeout=window)
             if not events:  # pragma: no cover - arrived is only set with an event added
                 arrived.clear()
                 continue
-            consuming = asyncio.get_running_loop().create_future()
+            consuming = loop.create_future()
             batch = list(events)
+            last = len(batch)
             try:
                 yield batch
             finally:

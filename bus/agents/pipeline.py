@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import faust
@@ -108,8 +108,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         log.warning("event_rejected", topic=dl.topic, offset=dl.offset, code=code,
                     field=dl.reasons[0]["field"] if dl.reasons else "$")
 
-    async def ingest_batch(batch: list[faust.EventT[bytes]]) -> None:
-        """Check, pseudonymise and register a batch; then send, in order, what passed."""
+    async def ingest_batch(batch: list[faust.EventT[bytes]]) -> Coroutine[Any, Any, None] | None:
+        """Check, pseudonymise and register a batch; then send, in order, what passed. Routing
+        at ingest, returns the routing of what it sent (the caller runs it before it acks)."""
         backoff = 0.1
         while True:
             try:
@@ -188,12 +189,14 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 to_route.append(out.event)
                 positions[id(out.event)] = sent
                 sources[str(out.event.ingest_id)] = msg.tp
-        if to_route:
-            async def position(event: PseudonymisedEvent) -> tuple[int, int]:
-                meta = await positions[id(event)]  # acked by now or soon: the producer is flushing
-                return int(meta.partition), int(meta.offset)
+        if not to_route:
+            return None
 
-            await route_events(to_route, sources, position)
+        async def position(event: PseudonymisedEvent) -> tuple[int, int]:
+            meta = await positions[id(event)]  # acked by now or soon: the producer is flushing
+            return int(meta.partition), int(meta.offset)
+
+        return route_events(to_route, sources, position)
 
     def transactional_id(source: TP) -> str:
         return f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
@@ -232,7 +235,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         # Batches (events keep each message's topic and offset for the dead letter): one
         # register round trip to the store per batch.
         async for batch in take_ready(stream, batch_size, settings.batch_window_s):
-            await ingest_batch(batch)
+            route = await ingest_batch(batch)
+            if route is not None:  # routing at ingest: before the batch is acknowledged
+                await route
             await commit_batch(batch)
 
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
@@ -314,8 +319,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
 
     async def audit_agent(stream: faust.StreamT[bytes]) -> None:
         """The single writer of the hash-chained audit store."""
-        # A longer window: the store's transaction per batch is the cost here, not latency.
-        async for batch in take_ready(stream, 20, max(settings.batch_window_s, 0.05)):
+        # A fixed 200 ms window: each batch is a store transaction, a signed checkpoint and a
+        # published head, and nobody waits on this stage.
+        async for batch in take_ready(stream, 20, 0.2, min_window_s=0.2):
             records: list[AuditRecord] = []
             for ev in batch:
                 try:

@@ -219,7 +219,9 @@ def register_concern_agent(app: faust.App, counter: ConcernCounter, events: faus
     settings = counter.svc.settings
 
     async def concern_agent(stream: faust.StreamT[bytes]) -> None:
-        async for batch in take_ready(stream, settings.batch_size, max(settings.batch_window_s, 0.05)):
+        # Not on any partner's clock: full windows, fewer table updates and raises per second.
+        async for batch in take_ready(stream, settings.batch_size, settings.batch_window_s,
+                                      min_window_s=settings.batch_window_s):
             await counter.count(batch)
             await commit_batch(batch)
 

@@ -34,7 +34,7 @@ def _group_stable(stack: Stack, group: str) -> bool:
 def test_a_worker_stops_within_its_grace_period_on_sigterm_after_the_brokers_are_gone(tmp_path: Path) -> None:
     home = tmp_path / "home"
     stack = Stack(home, REPO / "policies")
-    stack.up()
+    stack.up(monitoring=False)
     worker = None
     try:
         settings = Settings(home=home, policies_dir=REPO / "policies")

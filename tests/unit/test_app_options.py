@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bus.app import faust_options
 from bus.faust_kafka import App
 from bus.security.kafka_access import KafkaAccess
@@ -48,3 +50,13 @@ def test_only_records_marked_by_ingest_are_skipped_by_the_all_in_one_route_agent
     # no header (an earlier release's ingest, a stage worker, or a replay): routed by the route agent
     assert not routed_at_ingest(None) and not routed_at_ingest([]) and not routed_at_ingest({})
     assert not routed_at_ingest([("sgbus-routed", b"something-else"), ("other", b"ingest")])
+
+
+def test_a_batch_waits_about_a_millisecond_when_quiet_and_the_whole_window_under_load() -> None:
+    from bus.agents.batching import MIN_WINDOW_S, next_window
+
+    assert next_window(1, 100, 0.05) == MIN_WINDOW_S  # one event at a time: go almost at once
+    assert next_window(10, 100, 0.05) == pytest.approx(0.01)
+    assert next_window(50, 100, 0.05) == next_window(100, 100, 0.05) == 0.05  # busy: full batches
+    assert next_window(1, 20, 0.2, min_window_s=0.2) == 0.2  # the audit stage: always its window
+    assert next_window(1, 100, 0.0005) == 0.0005  # never longer than the window asked for
