@@ -72,7 +72,8 @@ class Services:
         return self.keys()
 
 
-def faust_options(access: KafkaAccess, home: Path, guarantee: str = "at_least_once") -> dict[str, Any]:
+def faust_options(access: KafkaAccess, home: Path, guarantee: str = "at_least_once", *,
+                  session_timeout_s: float = 15.0) -> dict[str, Any]:
     """Faust settings shared by the worker and the benchmark's ceiling forwarder."""
     datadir = home.resolve() / "faust"
     private_dir(datadir)  # Faust creates only the last level
@@ -84,6 +85,9 @@ def faust_options(access: KafkaAccess, home: Path, guarantee: str = "at_least_on
         # the worker's state under SGBUS_HOME.
         datadir=str(datadir / "{conf.name}"),
         web_enabled=False,
+        # How long a crashed worker's partitions stay with it before the group hands them on
+        # (Faust's default, 60 s, was a minute of nothing shared after every crash).
+        broker_session_timeout=session_timeout_s,
         topic_allow_declare=False,  # topics are created explicitly by `sgbus stack up`
         topic_disable_leader=True,
         # at_least_once: Faust flushes the producer before committing offsets, so nothing is
@@ -113,14 +117,17 @@ def create_app(access: KafkaAccess, services: Services, stage: str = "all") -> f
     app_id = stage_app_id(services.settings.app_id, stage)
     if stage == "all":
         app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
-                  **faust_options(access, services.settings.home))
+                  **faust_options(access, services.settings.home,
+                                session_timeout_s=services.settings.session_timeout_s))
         register(app, services, SHARING_STAGES)
     elif stage == "concern":  # its raises are idempotent (derived ids), its table at-least-once
         app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
-                  **faust_options(access, services.settings.home))
+                  **faust_options(access, services.settings.home,
+                                session_timeout_s=services.settings.session_timeout_s))
         register(app, services, (stage,))
     else:  # the audit stage too, so it reads only committed audit records
         app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
-                  **faust_options(access, services.settings.home, "exactly_once"))
+                  **faust_options(access, services.settings.home, "exactly_once",
+                                session_timeout_s=services.settings.session_timeout_s))
         register(app, services, (stage,), exactly_once=True)
     return app

@@ -60,3 +60,10 @@ def test_a_batch_waits_about_a_millisecond_when_quiet_and_the_whole_window_under
     assert next_window(50, 100, 0.05) == next_window(100, 100, 0.05) == 0.05  # busy: full batches
     assert next_window(1, 20, 0.2, min_window_s=0.2) == 0.2  # the audit stage: always its window
     assert next_window(1, 100, 0.0005) == 0.0005  # never longer than the window asked for
+
+
+def test_a_crashed_workers_partitions_are_handed_on_after_the_session_timeout_not_faust_s_minute(
+        tmp_path: Path) -> None:
+    app = App("sgbus-test", **faust_options(_access(tmp_path), tmp_path, session_timeout_s=15.0))
+    assert app.conf.broker_session_timeout == 15.0
+    assert faust_options(_access(tmp_path), tmp_path)["broker_session_timeout"] < 60
