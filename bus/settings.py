@@ -93,7 +93,7 @@ class Settings(BaseSettings):
         description="the all-in-one worker routes each event in the batch that ingested it, without a second "
                     "Kafka hop (stage workers always take the hop)")
     session_timeout_s: float = Field(
-        default=15.0, ge=6, le=300,
+        default=15.0, ge=10, le=300,
         description="how long a worker that stopped answering keeps its Kafka partitions before its consumer "
                     "group hands them to the others (after a crash, sharing resumes about this much later)")
     decision_cache_size: int = Field(

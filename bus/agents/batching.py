@@ -30,8 +30,8 @@ def take_ready(stream: faust.StreamT[Any], max_: int, window_s: float, *,
     average half a window for a timer that was already running, at every hop; and an idle worker
     wakes up every window. Here nothing waits until an event is there. Under load the batch still
     grows to `max_`: events that arrive while a batch is processed wait in the stream's queue
-    and pour into the next one. Acknowledgement is as in take_events: a batch's events are acked
-    once the caller asks for the next batch (i.e. after it processed this one).
+    and pour into the next one. A batch's events are acked once the caller asks for the next
+    batch (i.e. after it processed this one), and never if the caller raised or was stopped first.
     `min_window_s` (at most `window_s`) for a stage whose cost is per batch rather than latency.
     """
     agen = _take_ready(stream, max_, window_s, min(min_window_s, window_s))
@@ -97,12 +97,18 @@ async def _take_ready(stream: faust.StreamT[Any], max_: int, window_s: float,
             consuming = loop.create_future()
             batch = list(events)
             last = len(batch)
+            done = False
             try:
                 yield batch
+                done = True  # the caller came back for more: it has processed this batch
             finally:
                 events.clear()
-                for event in batch:
-                    await s.ack(event)
+                # Unlike Faust's take_events, a batch the caller did not finish (it raised, or the
+                # agent was stopped mid-batch) is not acked: its offsets are never committed, so
+                # the group hands it out again rather than skip it.
+                if done:
+                    for event in batch:
+                        await s.ack(event)
                 notify(consuming)
                 arrived.clear()
                 full.clear()

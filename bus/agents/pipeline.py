@@ -37,7 +37,7 @@ EXACTLY_ONCE_STAGES = ("ingest", "route", "audit")
 
 
 #: on an sg.events record its own all-in-one worker has routed already (bus/agents/pipeline.py)
-ROUTED_AT_INGEST = [("sgbus-routed", b"ingest")]
+ROUTED_AT_INGEST = (("sgbus-routed", b"ingest"),)
 
 
 def routed_at_ingest(headers: Any) -> bool:
@@ -182,7 +182,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 log.warning("override_refused", code=out.override_refused, topic=msg.topic, offset=msg.offset,
                             event_type=out.event.event_type)
             sent = await send(events, out.event.subject_key.encode(), out.event.model_dump_json().encode(), msg.tp,
-                              ROUTED_AT_INGEST if route_at_ingest else None)
+                              list(ROUTED_AT_INGEST) if route_at_ingest else None)
             metrics.events_ingested.labels(out.event.source.agency.value, out.event.event_type).inc()
             if route_at_ingest:
                 assert sent is not None  # at-least-once only

@@ -413,6 +413,12 @@ def verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpo
                                     "signed record (changed in the database)", rec.seq)
         prev, expected_seq = rec.hash, rec.seq + 1
         hashes.append(rec.hash)
+    stored = store.count()
+    if stored != count:
+        # Rows the walk by sequence number cannot reach (SQLite lets a NULL into the key column):
+        # they would still count for dedupe and delivery checks, so they fail the chain.
+        return Verification(False, count, 0, prev, f"{stored - count} record(s) are outside the chain "
+                            "(no usable sequence number)", expected_seq)
     checkpoints = store.checkpoints()
     n = len(checkpoints)
 

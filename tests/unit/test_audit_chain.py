@@ -89,6 +89,13 @@ def test_a_record_stored_below_seq_one_is_still_reported(store: AuditStore, publ
     assert not result.ok and result.first_bad_seq == 1
 
 
+def test_a_record_without_a_sequence_number_is_reported(store: AuditStore, public: AuditVerifier) -> None:
+    store._execute("INSERT INTO audit SELECT NULL, 'x-' || audit_id, ingest_id, event_id, 'someone-else', decision,"
+                   " subject_token, decided_at, body, prev_hash, hash FROM audit WHERE seq = 3")
+    result = verify(store, public)
+    assert not result.ok and "outside the chain" in (result.problem or "")
+
+
 def test_an_altered_record_is_reported(store: AuditStore, public: AuditVerifier) -> None:
     body = json.loads(store._execute("SELECT body FROM audit WHERE seq = 7").fetchone()[0])
     body["decision"] = "allow"
