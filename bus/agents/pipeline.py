@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -43,7 +43,7 @@ ROUTED_AT_INGEST = (("sgbus-routed", b"ingest"),)
 def routed_at_ingest(headers: Any) -> bool:
     """Whether a record's headers (Faust gives a list of pairs or a mapping) say it was routed."""
     pairs = headers.items() if isinstance(headers, dict) else (headers or ())
-    return any(k == "sgbus-routed" and v == b"ingest" for k, v in pairs)
+    return any((k, v) in ROUTED_AT_INGEST for k, v in pairs)
 
 
 def register_key(event: PseudonymisedEvent) -> str:
@@ -108,9 +108,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         log.warning("event_rejected", topic=dl.topic, offset=dl.offset, code=code,
                     field=dl.reasons[0]["field"] if dl.reasons else "$")
 
-    async def ingest_batch(batch: list[faust.EventT[bytes]]) -> Coroutine[Any, Any, None] | None:
-        """Check, pseudonymise and register a batch; then send, in order, what passed. Routing
-        at ingest, returns the routing of what it sent (the caller runs it before it acks)."""
+    async def ingest_batch(batch: list[faust.EventT[bytes]]) -> None:
+        """Check, pseudonymise and register a batch; then send, in order, what passed (and,
+        routing at ingest, route it: before the caller acks the batch)."""
         backoff = 0.1
         while True:
             try:
@@ -190,13 +190,13 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 positions[id(out.event)] = sent
                 sources[str(out.event.ingest_id)] = msg.tp
         if not to_route:
-            return None
+            return
 
         async def position(event: PseudonymisedEvent) -> tuple[int, int]:
             meta = await positions[id(event)]  # acked by now or soon: the producer is flushing
             return int(meta.partition), int(meta.offset)
 
-        return route_events(to_route, sources, position)
+        await route_events(to_route, sources, position)
 
     def transactional_id(source: TP) -> str:
         return f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
@@ -235,9 +235,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         # Batches (events keep each message's topic and offset for the dead letter): one
         # register round trip to the store per batch.
         async for batch in take_ready(stream, batch_size, settings.batch_window_s):
-            route = await ingest_batch(batch)
-            if route is not None:  # routing at ingest: before the batch is acknowledged
-                await route
+            await ingest_batch(batch)
             await commit_batch(batch)
 
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
