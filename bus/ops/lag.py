@@ -16,6 +16,11 @@ from bus import logs
 from bus.security.kafka_access import KafkaAccess
 
 CACHE_S = 4.0  # scrapes within this of the last reading reuse it (the local stack scrapes every 5 s)
+# A scrape waits this long for the very first reading only; after that it never waits for Kafka: a read
+# that takes longer than Prometheus's scrape timeout (the interval, 5 s) would otherwise mark the whole
+# process down (`up` 0), when only the lag is unknown.
+FIRST_READ_WAIT_S = 2.0
+STALE_S = 30.0  # a read still going after this long: the last figures are old, report them unreadable
 log = logs.get("sgbus.lag")
 
 
@@ -39,6 +44,8 @@ class LagCollector(Collector):
         self._read_lock = threading.Lock()  # one Kafka read at a time; other scrapes get the last one
         self._cached: tuple[dict[tuple[str, str], int], bool] = ({}, True)
         self._read_at = float("-inf")
+        self._first = threading.Event()  # set once the first read has finished
+        self._started_at = float("-inf")
         self._clients: tuple[Any, Any] | None = None
 
     def watch(self, group: Group) -> None:
@@ -88,14 +95,30 @@ class LagCollector(Collector):
                 log.warning("lag_unreadable", consumer=group.consumer, error=type(exc).__name__)
         return lag, complete
 
+    def _refresh(self) -> None:
+        try:
+            self._cached = self.read()
+        except Exception as exc:  # e.g. the client could not be created: the lag is unknown, not zero
+            self._cached = (self._cached[0], False)
+            log.warning("lag_unreadable", error=type(exc).__name__)
+        finally:
+            self._read_at = time.monotonic()  # after the read: a slow read is not repeated at once
+            self._first.set()
+            self._read_lock.release()
+
     def _latest(self) -> tuple[dict[tuple[str, str], int], bool]:
-        if time.monotonic() - self._read_at > CACHE_S and self._read_lock.acquire(blocking=False):
-            try:
-                self._cached = self.read()
-                self._read_at = time.monotonic()  # after the read: a slow read is not repeated at once
-            finally:
-                self._read_lock.release()
-        return self._cached
+        """The last reading; a stale one starts a fresh read in the background, which the next
+        scrape reports."""
+        now = time.monotonic()
+        if now - self._read_at > CACHE_S and self._read_lock.acquire(blocking=False):
+            self._started_at = now
+            threading.Thread(target=self._refresh, name="sgbus-lag-read", daemon=True).start()
+        if not self._first.wait(FIRST_READ_WAIT_S):
+            return self._cached[0], False  # no reading yet: say the lag could not be read
+        lag, complete = self._cached
+        if self._read_lock.locked() and time.monotonic() - self._started_at > STALE_S:
+            complete = False
+        return lag, complete
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         lag, complete = self._latest()

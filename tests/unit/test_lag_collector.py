@@ -1,0 +1,78 @@
+"""The lag collector never makes a scrape wait on Kafka (a slow read would mark the process down)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from bus.ops import lag as lag_module
+from bus.ops.lag import Group, LagCollector
+
+
+class _SlowCollector(LagCollector):
+    """Reads from a script instead of Kafka: each read blocks until released."""
+
+    def __init__(self) -> None:
+        super().__init__(access=None, groups=[Group("all", "g")])  # type: ignore[arg-type]
+        self.release = threading.Event()
+        self.reads = 0
+
+    def read(self) -> tuple[dict[tuple[str, str], int], bool]:
+        self.reads += 1
+        self.release.wait(10)
+        return {("all", "sg.events"): self.reads}, True
+
+
+def _values(collector: LagCollector) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for family in collector.collect():
+        for sample in family.samples:
+            out[sample.name + str(sorted(sample.labels.items()))] = sample.value
+    return out
+
+
+def test_a_scrape_during_a_slow_first_read_reports_the_lag_unreadable_without_waiting_long(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lag_module, "FIRST_READ_WAIT_S", 0.05)
+    collector = _SlowCollector()
+    started = time.monotonic()
+    values = _values(collector)
+    assert time.monotonic() - started < 1
+    assert values == {"sgbus_consumer_lag_readable[]": 0}
+    collector.release.set()
+    collector._first.wait(5)
+    assert _values(collector)["sgbus_consumer_lag[('consumer', 'all'), ('topic', 'sg.events')]"] == 1
+
+
+def test_a_slow_later_read_does_not_hold_the_scrape_and_the_last_reading_is_reported(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lag_module, "CACHE_S", 0.0)
+    collector = _SlowCollector()
+    collector.release.set()
+    _values(collector)
+    collector._first.wait(5)
+    collector.release.clear()  # the next read hangs, as a broker in trouble would make it
+    time.sleep(0.01)  # the reading must be older than CACHE_S (0) for a new read to start
+    started = time.monotonic()
+    values = _values(collector)
+    assert time.monotonic() - started < 1
+    assert values["sgbus_consumer_lag_readable[]"] == 1
+    assert values["sgbus_consumer_lag[('consumer', 'all'), ('topic', 'sg.events')]"] == 1
+    assert collector.reads == 2  # exactly one read in flight, however many scrapes
+    _values(collector)
+    assert collector.reads == 2
+    monkeypatch.setattr(lag_module, "STALE_S", 0.0)
+    assert _values(collector)["sgbus_consumer_lag_readable[]"] == 0  # an overdue read: not trusted
+    collector.release.set()
+
+
+def test_a_read_that_raises_reports_the_lag_unreadable() -> None:
+    class Broken(LagCollector):
+        def read(self) -> tuple[dict[tuple[str, str], int], bool]:
+            raise RuntimeError("no client")
+
+    values = _values(Broken(access=None))  # type: ignore[arg-type]
+    assert values["sgbus_consumer_lag_readable[]"] == 0
