@@ -16,10 +16,10 @@ from bus import logs
 from bus.security.kafka_access import KafkaAccess
 
 CACHE_S = 4.0  # scrapes within this of the last reading reuse it (the local stack scrapes every 5 s)
-# A scrape waits this long for the very first reading only; after that it never waits for Kafka: a read
-# that takes longer than Prometheus's scrape timeout (the interval, 5 s) would otherwise mark the whole
+# A scrape waits at most this long for the read it started and otherwise reports the last reading: a
+# read that takes longer than Prometheus's scrape timeout (the interval, 5 s) would mark the whole
 # process down (`up` 0), when only the lag is unknown.
-FIRST_READ_WAIT_S = 2.0
+READ_WAIT_S = 1.5
 STALE_S = 30.0  # a read still going after this long: the last figures are old, report them unreadable
 log = logs.get("sgbus.lag")
 
@@ -95,7 +95,7 @@ class LagCollector(Collector):
                 log.warning("lag_unreadable", consumer=group.consumer, error=type(exc).__name__)
         return lag, complete
 
-    def _refresh(self) -> None:
+    def _refresh(self, done: threading.Event) -> None:
         try:
             self._cached = self.read()
         except Exception as exc:  # e.g. the client could not be created: the lag is unknown, not zero
@@ -104,16 +104,19 @@ class LagCollector(Collector):
         finally:
             self._read_at = time.monotonic()  # after the read: a slow read is not repeated at once
             self._first.set()
+            done.set()
             self._read_lock.release()
 
     def _latest(self) -> tuple[dict[tuple[str, str], int], bool]:
-        """The last reading; a stale one starts a fresh read in the background, which the next
-        scrape reports."""
+        """A fresh reading when Kafka answers within READ_WAIT_S, else the last one (a read that is
+        still going finishes in the background, for a later scrape)."""
         now = time.monotonic()
         if now - self._read_at > CACHE_S and self._read_lock.acquire(blocking=False):
             self._started_at = now
-            threading.Thread(target=self._refresh, name="sgbus-lag-read", daemon=True).start()
-        if not self._first.wait(FIRST_READ_WAIT_S):
+            done = threading.Event()
+            threading.Thread(target=self._refresh, args=(done,), name="sgbus-lag-read", daemon=True).start()
+            done.wait(READ_WAIT_S)
+        if not self._first.is_set():
             return self._cached[0], False  # no reading yet: say the lag could not be read
         lag, complete = self._cached
         if self._read_lock.locked() and time.monotonic() - self._started_at > STALE_S:

@@ -77,6 +77,8 @@ def traffic(bus: Bus) -> dict[str, Any]:
     delivered = bus.metric("sgbus_deliveries_total")
     wait_for(lambda: (r := query(bus, 'sum(sgbus_deliveries_total{job="sgbus-worker"})')) and
              float(r[0]["value"][1]) >= delivered, 60, what="Prometheus to scrape the worker")
+    wait_for(lambda: query(bus, 'sgbus_audit_chain_verified{job="sgbus-worker"}'), 60,
+             what="Prometheus to scrape the audit chain verification")
     return {"events": [on_time, late, plan], "notified": notified, "missed": missed}
 
 

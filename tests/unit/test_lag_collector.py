@@ -36,7 +36,7 @@ def _values(collector: LagCollector) -> dict[str, Any]:
 
 def test_a_scrape_during_a_slow_first_read_reports_the_lag_unreadable_without_waiting_long(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lag_module, "FIRST_READ_WAIT_S", 0.05)
+    monkeypatch.setattr(lag_module, "READ_WAIT_S", 0.05)
     collector = _SlowCollector()
     started = time.monotonic()
     values = _values(collector)
@@ -50,6 +50,7 @@ def test_a_scrape_during_a_slow_first_read_reports_the_lag_unreadable_without_wa
 def test_a_slow_later_read_does_not_hold_the_scrape_and_the_last_reading_is_reported(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lag_module, "CACHE_S", 0.0)
+    monkeypatch.setattr(lag_module, "READ_WAIT_S", 0.05)
     collector = _SlowCollector()
     collector.release.set()
     _values(collector)
@@ -67,6 +68,12 @@ def test_a_slow_later_read_does_not_hold_the_scrape_and_the_last_reading_is_repo
     monkeypatch.setattr(lag_module, "STALE_S", 0.0)
     assert _values(collector)["sgbus_consumer_lag_readable[]"] == 0  # an overdue read: not trusted
     collector.release.set()
+
+
+def test_a_read_that_answers_quickly_is_reported_by_the_scrape_that_started_it() -> None:
+    collector = _SlowCollector()
+    collector.release.set()
+    assert _values(collector)["sgbus_consumer_lag[('consumer', 'all'), ('topic', 'sg.events')]"] == 1
 
 
 def test_a_read_that_raises_reports_the_lag_unreadable() -> None:
