@@ -28,7 +28,7 @@ def bench_run(
     import dataclasses
 
     from bench.pipe import FULL, SMOKE, run_all
-    from bench.report import stamp, write_markdown, write_results
+    from bench.report import stamp, with_levers, write_markdown, write_results
     from bus.exceptions import StackError
 
     cfg = SMOKE if smoke else FULL
@@ -45,7 +45,7 @@ def bench_run(
         fail(f"benchmark failed: {exc}")
     for path in write_results(results, results_dir):
         err(f"wrote {path}")
-    write_markdown(results, out)
+    write_markdown(with_levers(results, results_dir), out)
     err(f"wrote {out}")
 
 

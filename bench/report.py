@@ -250,9 +250,15 @@ def load_results(results_dir: Path) -> dict[str, Any]:
         path = results_dir / f"{phase}.json"
         if path.is_file():
             results[phase] = json.loads(path.read_text())
+    return with_levers(results, results_dir)
+
+
+def with_levers(results: dict[str, Any], results_dir: Path) -> dict[str, Any]:
+    """`results` and the levers tried (levers.json, kept by hand): a new run's report keeps
+    that section."""
     levers = results_dir / "levers.json"
     if levers.is_file():
-        results["levers"] = json.loads(levers.read_text())
+        return {**results, "levers": json.loads(levers.read_text())}
     return results
 
 

@@ -51,3 +51,15 @@ def test_the_product_package_never_imports_the_benchmark_harness() -> None:
     offenders = [str(p.relative_to(repo)) for p in (repo / "bus").rglob("*.py")
                  if "from bench" in p.read_text() or "import bench" in p.read_text()]
     assert offenders == []
+
+
+def test_a_new_run_s_report_keeps_the_levers_tried(tmp_path: Path) -> None:
+    """`make bench` rewrites the report; the levers section comes from levers.json, kept by hand."""
+    from bench.report import load_results, render, with_levers
+
+    repo_results = Path(__file__).parents[2] / "bench" / "results"
+    run = {k: v for k, v in load_results(repo_results).items() if k != "levers"}  # what a run returns
+    assert "## Levers tried" not in render(run)
+    (tmp_path / "levers.json").write_text((repo_results / "levers.json").read_text())
+    assert "## Levers tried (issue 19)" in render(with_levers(run, tmp_path))
+    assert with_levers(run, tmp_path / "nowhere") == run
