@@ -67,3 +67,35 @@ def test_a_crashed_workers_partitions_are_handed_on_after_the_session_timeout_no
     app = App("sgbus-test", **faust_options(_access(tmp_path), tmp_path, session_timeout_s=15.0))
     assert app.conf.broker_session_timeout == 15.0
     assert faust_options(_access(tmp_path), tmp_path)["broker_session_timeout"] < 60
+
+
+def _start_calls(app: App) -> list[str]:
+    """What the app's table manager does on start, recorded instead of done."""
+    calls: list[str] = []
+    manager: Any = app.tables
+
+    async def sleep(seconds: float) -> None:
+        calls.append(f"sleep {seconds}")
+
+    async def update_channels() -> None:
+        calls.append("update channels")
+
+    async def start_recovery() -> None:
+        calls.append("start recovery")
+
+    manager.sleep = sleep
+    manager._update_channels = update_channels
+    manager.recovery.start = start_recovery
+    asyncio.run(manager.on_start())
+    return calls
+
+
+def test_an_app_without_tables_starts_without_faust_s_one_second_wait_for_them(tmp_path: Path) -> None:
+    assert _start_calls(App("sgbus-test", **faust_options(_access(tmp_path), tmp_path))) == [
+        "update channels", "start recovery"]
+
+
+def test_an_app_with_a_table_keeps_the_wait(tmp_path: Path) -> None:
+    app = App("sgbus-test", **faust_options(_access(tmp_path), tmp_path))
+    app.Table("concern-test", default=int)
+    assert _start_calls(app) == ["sleep 1.0", "update channels", "start recovery"]
