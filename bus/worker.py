@@ -132,6 +132,9 @@ def _concern_signer(settings: Settings, access: Any, stage: str) -> Callable[[di
 EXIT_STOP_OVERRAN = 3
 
 
+SENTINEL_S = 0.1
+
+
 class BoundedWorker(faust.Worker):
     """Faust's worker with a bounded stop: on SIGTERM or SIGINT it stops as Faust does, but if
     that has not finished within `grace_s` (Kafka unreachable: flushes and commits that never
@@ -147,6 +150,12 @@ class BoundedWorker(faust.Worker):
         timer.daemon = True
         timer.start()
         super()._schedule_shutdown(signal)
+
+    async def _sentinel_task(self) -> None:
+        # mode sleeps a whole second here after the app has stopped (producer flushed, offsets
+        # committed, connections closed), only to let the last callbacks run before the loop
+        # closes: a tenth is ample, and every stop and rolling restart is shorter.
+        await asyncio.sleep(SENTINEL_S)
 
 
 def _overran(grace_s: float) -> None:
