@@ -53,8 +53,9 @@ class _TableManager(TableManager):
         if len(self):
             await super().on_start()
             return
-        await self._update_channels()
-        await self.recovery.start()
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()
 
 
 class App(faust.App):

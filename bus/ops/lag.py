@@ -105,6 +105,7 @@ class LagCollector(Collector):
             self._read_at = time.monotonic()  # after the read: a slow read is not repeated at once
             self._first.set()
             done.set()
+            self._started_at = float("inf")  # no read in flight: never "overdue" until the next starts
             self._read_lock.release()
 
     def _latest(self) -> tuple[dict[tuple[str, str], int], bool]:
@@ -114,7 +115,11 @@ class LagCollector(Collector):
         if now - self._read_at > CACHE_S and self._read_lock.acquire(blocking=False):
             self._started_at = now
             done = threading.Event()
-            threading.Thread(target=self._refresh, args=(done,), name="sgbus-lag-read", daemon=True).start()
+            try:
+                threading.Thread(target=self._refresh, args=(done,), name="sgbus-lag-read", daemon=True).start()
+            except BaseException:  # no thread (resources short): a later scrape tries again
+                self._read_lock.release()
+                raise
             done.wait(READ_WAIT_S)
         if not self._first.is_set():
             return self._cached[0], False  # no reading yet: say the lag could not be read

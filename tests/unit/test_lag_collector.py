@@ -83,3 +83,18 @@ def test_a_read_that_raises_reports_the_lag_unreadable() -> None:
 
     values = _values(Broken(access=None))  # type: ignore[arg-type]
     assert values["sgbus_consumer_lag_readable[]"] == 0
+
+
+def test_a_read_that_could_not_start_is_tried_again_by_the_next_scrape(monkeypatch: pytest.MonkeyPatch) -> None:
+    collector = _SlowCollector()
+    collector.release.set()
+    real_start = threading.Thread.start
+
+    def no_thread(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with pytest.raises(RuntimeError):
+        _values(collector)
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    assert _values(collector)["sgbus_consumer_lag[('consumer', 'all'), ('topic', 'sg.events')]"] == 1
