@@ -27,18 +27,46 @@ def register(home: Path, job: str, port: int, labels: dict[str, str] | None = No
              scheme: str = "http") -> Path:
     """Announce `127.0.0.1:port` to the stack's Prometheus as `job`. The entry is removed when the
     process exits after `stopping()` (asked to stop); a process that crashes or is killed leaves
-    it, so Prometheus sees the target down and SgbusWorkerDown fires."""
+    it, so Prometheus sees the target down and SgbusWorkerDown fires, until a process in the same
+    role starts and replaces it."""
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}")
     directory = private_dir(targets_dir(home))
     path = directory / f"{job}-{os.getpid()}.json"
     # The process's own labels first: job and scheme are not theirs to change.
-    entry = [{"targets": [f"127.0.0.1:{port}"], "labels": {**(labels or {}), "job": job, "__scheme__": scheme}}]
+    own = {**(labels or {}), "job": job, "__scheme__": scheme}
+    entry = [{"targets": [f"127.0.0.1:{port}"], "labels": own}]
+    replaced(directory, own)
     write_private(path, json.dumps(entry))
     if not _mine:
         atexit.register(leave)
     _mine.append(path)
     return path
+
+
+def _dead(path: Path) -> bool:
+    pid = path.stem.rsplit("-", 1)[-1]
+    return pid.isdigit() and not Path(f"/proc/{pid}").exists()
+
+
+def replaced(directory: Path, labels: dict[str, str]) -> list[Path]:
+    """Remove the entries of dead processes in the same role (the same job and labels) as a
+    process now starting: it replaces them, so SgbusWorkerDown resolves once a crashed stage is
+    back. A dead process in another role keeps its entry (its stage is still down)."""
+    removed: list[Path] = []
+    for other in directory.glob("*.json"):
+        if not _dead(other):
+            continue
+        try:
+            theirs = json.loads(other.read_text())[0]["labels"]
+        except (OSError, ValueError, LookupError, TypeError):
+            continue
+        if {k: v for k, v in theirs.items() if k != "__scheme__"} == {k: v for k, v in labels.items()
+                                                                       if k != "__scheme__"}:
+            with contextlib.suppress(OSError):
+                other.unlink()
+            removed.append(other)
+    return removed
 
 
 def stopping() -> None:
@@ -62,8 +90,7 @@ def prune(home: Path) -> list[Path]:
     if not directory.is_dir():
         return removed
     for path in directory.glob("*.json"):
-        pid = path.stem.rsplit("-", 1)[-1]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        if _dead(path):
             with contextlib.suppress(OSError):
                 path.unlink()
             removed.append(path)

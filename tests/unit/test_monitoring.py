@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from datetime import UTC, datetime
@@ -202,3 +203,24 @@ def test_an_inbound_connector_reports_its_running_totals() -> None:
     assert registry.get_sample_value("sgbus_connector_files_total", {**labels, "outcome": "read"}) == 2
     assert registry.get_sample_value("sgbus_connector_records_total", {**labels, "outcome": "published"}) == 6
     assert registry.get_sample_value("sgbus_connector_records_total", {**labels, "outcome": "rejected"}) == 1
+
+
+def test_a_restarted_stage_replaces_its_crashed_predecessor_s_target_but_not_another_stage_s(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Else SgbusWorkerDown fires for ever after a crash, even once the stage is back."""
+    monkeypatch.setattr(targets, "_mine", [])
+    directory = targets.targets_dir(tmp_path)
+    directory.mkdir(parents=True)
+
+    def dead(name: str, stage: str) -> Path:
+        path = directory / f"sgbus-worker-{name}.json"
+        path.write_text(json.dumps([{"targets": ["127.0.0.1:1"],
+                                     "labels": {"stage": stage, "job": "sgbus-worker", "__scheme__": "https"}}]))
+        return path
+
+    crashed_concern, crashed_route = dead("999999991", "concern"), dead("999999992", "route")
+    alive_concern = directory / f"sgbus-worker-{os.getppid()}.json"  # a running process: never touched
+    alive_concern.write_text(crashed_concern.read_text())
+    mine = targets.register(tmp_path, "sgbus-worker", 2345, {"stage": "concern"}, scheme="https")
+    assert not crashed_concern.exists()
+    assert crashed_route.exists() and alive_concern.exists() and mine.exists()
