@@ -42,10 +42,10 @@ class LagCollector(Collector):
         self._groups = list(groups or [])
         self._groups_lock = threading.Lock()  # held only to copy or extend the list
         self._read_lock = threading.Lock()  # one Kafka read at a time; other scrapes get the last one
-        self._cached: tuple[dict[tuple[str, str], int], bool] = ({}, True)
-        self._read_at = float("-inf")
-        self._first = threading.Event()  # set once the first read has finished
-        self._started_at = float("-inf")
+        # (lag, every group read): nothing read yet counts as not readable
+        self._cached: tuple[dict[tuple[str, str], int], bool] = ({}, False)
+        self._read_at = float("-inf")  # when the last read finished
+        self._started_at = float("inf")  # when the read in flight started (inf: none in flight)
         self._clients: tuple[Any, Any] | None = None
 
     def watch(self, group: Group) -> None:
@@ -103,9 +103,8 @@ class LagCollector(Collector):
             log.warning("lag_unreadable", error=type(exc).__name__)
         finally:
             self._read_at = time.monotonic()  # after the read: a slow read is not repeated at once
-            self._first.set()
+            self._started_at = float("inf")
             done.set()
-            self._started_at = float("inf")  # no read in flight: never "overdue" until the next starts
             self._read_lock.release()
 
     def _latest(self) -> tuple[dict[tuple[str, str], int], bool]:
@@ -118,13 +117,12 @@ class LagCollector(Collector):
             try:
                 threading.Thread(target=self._refresh, args=(done,), name="sgbus-lag-read", daemon=True).start()
             except BaseException:  # no thread (resources short): a later scrape tries again
+                self._started_at = float("inf")
                 self._read_lock.release()
                 raise
             done.wait(READ_WAIT_S)
-        if not self._first.is_set():
-            return self._cached[0], False  # no reading yet: say the lag could not be read
         lag, complete = self._cached
-        if self._read_lock.locked() and time.monotonic() - self._started_at > STALE_S:
+        if time.monotonic() - self._started_at > STALE_S:  # the read in flight is overdue
             complete = False
         return lag, complete
 

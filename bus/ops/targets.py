@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from bus.security.files import private_dir, write_private
@@ -44,29 +45,33 @@ def register(home: Path, job: str, port: int, labels: dict[str, str] | None = No
     return path
 
 
-def _dead(path: Path) -> bool:
-    pid = path.stem.rsplit("-", 1)[-1]
-    return pid.isdigit() and not Path(f"/proc/{pid}").exists()
+def _remove_dead(directory: Path, also: Callable[[Path], bool] = lambda _path: True) -> list[Path]:
+    """Remove the entries of processes that are gone and for which `also(entry)` holds."""
+    removed: list[Path] = []
+    for path in directory.glob("*.json"):
+        pid = path.stem.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists() and also(path):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            removed.append(path)
+    return removed
+
+
+def _role(labels: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in labels.items() if k != "__scheme__"}
 
 
 def replaced(directory: Path, labels: dict[str, str]) -> list[Path]:
     """Remove the entries of dead processes in the same role (the same job and labels) as a
     process now starting: it replaces them, so SgbusWorkerDown resolves once a crashed stage is
     back. A dead process in another role keeps its entry (its stage is still down)."""
-    removed: list[Path] = []
-    for other in directory.glob("*.json"):
-        if not _dead(other):
-            continue
+    def same_role(path: Path) -> bool:
         try:
-            theirs = json.loads(other.read_text())[0]["labels"]
-        except (OSError, ValueError, LookupError, TypeError):
-            continue
-        if {k: v for k, v in theirs.items() if k != "__scheme__"} == {k: v for k, v in labels.items()
-                                                                       if k != "__scheme__"}:
-            with contextlib.suppress(OSError):
-                other.unlink()
-            removed.append(other)
-    return removed
+            return _role(json.loads(path.read_text())[0]["labels"]) == _role(labels)
+        except (OSError, ValueError, LookupError, TypeError, AttributeError):
+            return False
+
+    return _remove_dead(directory, same_role)
 
 
 def stopping() -> None:
@@ -85,13 +90,5 @@ def leave() -> None:
 
 def prune(home: Path) -> list[Path]:
     """Remove the entries of processes that died without cleaning up (SIGKILL, crash)."""
-    removed: list[Path] = []
     directory = targets_dir(home)
-    if not directory.is_dir():
-        return removed
-    for path in directory.glob("*.json"):
-        if _dead(path):
-            with contextlib.suppress(OSError):
-                path.unlink()
-            removed.append(path)
-    return removed
+    return _remove_dead(directory) if directory.is_dir() else []
