@@ -30,7 +30,7 @@ lint: setup  ## ruff and mypy
 	$(BIN)/mypy
 
 test: setup lint deploy-tools  ## every test: unit, policy (opa), deploy (helm), integration (real Kafka + OPA)
-	$(BIN)/pytest --durations=15
+	$(BIN)/pytest -n 2 --durations=15  # two processes: tests/conftest.py
 
 unit: setup  ## fast tests only
 	$(BIN)/pytest tests/unit

@@ -231,9 +231,11 @@ def test_a_head_not_signed_by_the_audit_key_is_refused(store: AuditStore, public
     assert not result.ok and "bad signature" in (result.problem or "")
 
 
-@pytest.mark.parametrize("column,value", [("event_id", str(uuid.uuid4())), ("subject_token", "psn:k0:forged"),
-                                          ("recipient", "someone-else"), ("decided_at", "2020-01-01T00:00:00"),
-                                          ("ingest_id", str(uuid.uuid4())), ("decision", "view_failed")])
+# Fixed ids: pytest-xdist requires every worker to collect the same test ids.
+@pytest.mark.parametrize("column,value", [
+    ("event_id", "6f1c2a9e-0d4b-4c1e-9a57-3e2b8d0c4f11"), ("subject_token", "psn:k0:forged"),
+    ("recipient", "someone-else"), ("decided_at", "2020-01-01T00:00:00"),
+    ("ingest_id", "0a7d5e3b-92c4-4f8a-b1d6-5c9e2f4a7b20"), ("decision", "view_failed")])
 def test_a_changed_query_column_is_reported(store: AuditStore, public: AuditVerifier, column: str, value: str) -> None:
     """Regression (issue 13): changing the stored event_id or subject_token beside the hashed
     body passed `audit verify` (and hid the share from the child's audit trail)."""
