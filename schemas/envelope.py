@@ -43,7 +43,8 @@ class SubjectIdentifiers(Strict):
     )
 
     def present(self) -> dict[str, str]:
-        return {k: v for k, v in self.model_dump().items() if v is not None}
+        # Attribute reads, not model_dump(): run by every subject's validator, on every event.
+        return {k: v for k in type(self).model_fields if (v := getattr(self, k)) is not None}
 
 
 class Subject(Strict):
