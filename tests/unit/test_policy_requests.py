@@ -7,7 +7,7 @@ from pathlib import Path
 from bus.policy.data import load_partnership
 from bus.pseudonymise.engine import free_text_fields
 from bus.route import requests_for
-from schemas.policy_input import PolicyInput
+from schemas.policy_input import PolicyEvent, PolicyInput
 from schemas.registry import parse_event_dict
 from schemas.synthetic import Synth
 
@@ -21,7 +21,9 @@ def test_every_request_matches_the_policy_input_contract_and_names_a_candidate()
     assert len(pairs) > len({e.event_id for e, _ in pairs}) > 20  # several recipients per event
     parsed = PolicyInput.model_validate({"today": "2026-01-01", "requests": [req for _, req in pairs]})
     with_free_text = 0
-    for (event, _), req in zip(pairs, parsed.requests, strict=True):
+    for (event, sent), req in zip(pairs, parsed.requests, strict=True):
+        assert sent["event"] == req.event.model_dump()  # the router's dict is the model, field for field
+        assert list(sent["event"]) == list(PolicyEvent.model_fields)
         assert req.event.event_id == str(event.event_id)
         assert req.event.agency == event.source.agency.value
         assert partnership.partner(req.recipient) is not None
