@@ -12,7 +12,6 @@ import pytest
 #: integration modules that start stacks of their own and never use the shared one: they run
 #: beside the shared stack's modules, on the other worker
 OWN_STACKS = frozenset({
-    "tests/integration/test_audit_postgres.py",  # a PostgreSQL server of its own, no Kafka
     "tests/integration/test_bench_smoke.py",
     "tests/integration/test_demo.py",
     "tests/integration/test_worker_shutdown.py",
