@@ -4,12 +4,18 @@ for them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import faust
 from faust.tables.manager import TableManager
 from faust.transport.drivers import aiokafka as driver
-from faust.types import TransportT
+from faust.types import TP, TransportT
+
+from bus import logs
+from bus.agents.sends import SendFailed, SendLedger
+
+log = logs.get("sgbus.worker")
 
 DEFAULT_FETCH_MAX_WAIT_MS = 1500  # Faust's own value
 
@@ -25,6 +31,20 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
 class _Consumer(driver.Consumer):
     def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        # At-least-once: Faust has just flushed the producer. If a send since the last commit
+        # was refused, committing would lose its record: stop instead (as Faust does when an
+        # attached send fails); the restarted worker reads the batch again and resends it.
+        ledger: SendLedger | None = getattr(self.app, "sends", None)
+        failed = ledger.failure() if ledger is not None else None
+        if failed is not None:
+            topic, error = failed
+            log.error("send_failed_not_committing", topic=topic, error=type(error).__name__)
+            await self.crash(SendFailed(f"a record for {topic} was not written ({type(error).__name__}); "
+                                        "nothing after it is committed"))
+            return False
+        return bool(await super()._commit(offsets))
 
 
 class _Producer(driver.Producer):
@@ -70,6 +90,8 @@ class App(faust.App):
     def __init__(self, id: str, *, fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
                  **options: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        #: at-least-once sends since the last commit (bus/agents/pipeline.py tracks them)
+        self.sends = SendLedger()
         options.setdefault("TableManager", _TableManager)
         super().__init__(id, **options)
 

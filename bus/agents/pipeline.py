@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from bus import logs
 from bus.agents.batching import take_ready
+from bus.agents.sends import SendLedger
 from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
 from bus.exceptions import PolicyUnavailable
@@ -57,6 +58,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     Faust flushes the producer (at-least-once) or commits the Kafka transaction (exactly-once)
     before it commits the consumed offsets."""
     settings, metrics = svc.settings, svc.metrics
+    sends: SendLedger | None = getattr(app, "sends", None)  # bus/faust_kafka.py's App has one
     audit_watch = AuditWatch(settings, metrics)
     audit_lock = asyncio.Lock()
 
@@ -64,10 +66,14 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                    headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any] | None:
         """Send; at-least-once returns the send's future (its partition and offset once acked)."""
         if not exactly_once:
-            # Straight to the producer, not Faust's topic.send (its message futures and sensor
-            # callbacks were ~4 % of the worker's GIL time): Faust still flushes this producer
-            # before it commits the consumed offsets, so nothing sent here is lost.
-            return await app.producer.send(topic.get_topic_name(), key, value, None, None, headers)
+            # Straight to the producer, not through Faust's topic.send (its message futures and
+            # sensor callbacks). Faust flushes this producer before it commits the consumed
+            # offsets, and the ledger stops that commit if a send failed (bus/agents/sends.py).
+            name = topic.get_topic_name()
+            sent = await app.producer.send(name, key, value, None, None, headers)
+            if sends is not None:
+                sends.track(name, sent)
+            return sent
         # Faust (0.15.3) names a send's transaction after the *destination* topic-partition but
         # commits the consumed offsets in the *source* partition's transaction, so outside
         # co-partitioned topologies the two never commit together (sends left uncommitted, or

@@ -1,0 +1,80 @@
+"""The at-least-once send ledger: a commit must not pass a send the broker refused."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bus.agents import sends
+from bus.agents.sends import SendLedger
+
+
+async def _futures(n: int) -> list[asyncio.Future[object]]:
+    loop = asyncio.get_running_loop()
+    return [loop.create_future() for _ in range(n)]
+
+
+def test_delivered_sends_pass_and_in_flight_ones_wait_for_the_next_commit() -> None:
+    async def run() -> None:
+        ledger = SendLedger()
+        done, later = await _futures(2)
+        ledger.track("sg.events", done)
+        ledger.track("sg.audit", later)
+        done.set_result("metadata")
+        assert ledger.failure() is None
+        later.set_exception(RuntimeError("TopicAuthorizationFailedError"))
+        assert ledger.failure() == ("sg.audit", later.exception())  # noticed at the next commit
+
+    asyncio.run(run())
+
+
+def test_the_first_refused_send_is_reported_and_stays_reported() -> None:
+    async def run() -> None:
+        ledger = SendLedger()
+        first, second, ok = await _futures(3)
+        for topic, fut in (("sg.deliver.a", first), ("sg.deliver.b", second), ("sg.events", ok)):
+            ledger.track(topic, fut)
+        first.set_exception(ValueError("refused"))
+        second.cancel()
+        ok.set_result(None)
+        failed = ledger.failure()
+        assert failed is not None and failed[0] == "sg.deliver.a" and isinstance(failed[1], ValueError)
+        assert ledger.failure() == failed  # a later commit is refused too
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_send_counts_as_not_written() -> None:
+    async def run() -> None:
+        ledger = SendLedger()
+        (fut,) = await _futures(1)
+        ledger.track("sg.deliver.a", fut)
+        fut.cancel()
+        failed = ledger.failure()
+        assert failed is not None and isinstance(failed[1], asyncio.CancelledError)
+
+    asyncio.run(run())
+
+
+def test_exactly_once_sends_return_nothing_to_track() -> None:
+    ledger = SendLedger()
+    ledger.track("sg.events", None)
+    assert ledger.failure() is None and not ledger._pending
+
+
+def test_a_long_run_without_commits_forgets_delivered_sends_but_not_a_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sends, "_PRUNE_AT", 10)
+
+    async def run() -> None:
+        ledger = SendLedger()
+        futs = await _futures(25)
+        futs[3].set_exception(OSError("refused"))
+        for i, fut in enumerate(futs):
+            if i != 3:
+                fut.set_result(None)
+            ledger.track(f"t{i}", fut)
+        assert len(ledger._pending) < 10
+        assert ledger.failure() is not None and ledger.failure()[0] == "t3"  # type: ignore[index]
+
+    asyncio.run(run())
