@@ -28,14 +28,24 @@ def scope_of(nodeid: str) -> str:
     return module
 
 
+_MISPLACED = pytest.StashKey[str]()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A module listed as having a stack of its own must not use the shared one: on the other
-    worker it would start a second shared stack beside the first."""
-    wrong = sorted({i.nodeid.split("::", 1)[0] for i in items
-                    if "bus" in getattr(i, "fixturenames", ()) and scope_of(i.nodeid) != SHARED_STACK})
-    if wrong:
-        raise pytest.UsageError(f"{', '.join(wrong)} use the shared stack: remove them from OWN_STACKS in "
-                                "tests/conftest.py")
+    worker it would start a second shared stack beside the first. Its tests fail, saying so."""
+    for item in items:
+        if "bus" in getattr(item, "fixturenames", ()) and scope_of(item.nodeid) != SHARED_STACK:
+            item.stash[_MISPLACED] = (f"{item.nodeid.split('::', 1)[0]} uses the shared stack: remove it from "
+                                      "OWN_STACKS in tests/conftest.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Failing here, before any fixture starts, and not at collection: under xdist a collection
+    # error in a worker reaches the controller without its message.
+    if _MISPLACED in item.stash:
+        pytest.fail(item.stash[_MISPLACED], pytrace=False)
 
 
 @pytest.hookimpl(optionalhook=True)
