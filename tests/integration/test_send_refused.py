@@ -6,15 +6,7 @@ from __future__ import annotations
 
 import json
 
-from confluent_kafka.admin import (
-    AclBinding,
-    AclBindingFilter,
-    AclOperation,
-    AclPermissionType,
-    AdminClient,
-    ResourcePatternType,
-    ResourceType,
-)
+from confluent_kafka import admin as kafka_admin
 
 from bus.security.principals import STAGE_PRINCIPALS
 from bus.topics import deliver_topic
@@ -25,15 +17,16 @@ from tests.integration.conftest import Bus
 PARTNER = "oakfield-primary"  # told of a domestic abuse incident by its school URN (DSA-OE-001)
 
 
-def _deny(topic: str) -> AclBinding:
-    return AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, f"User:{STAGE_PRINCIPALS['all']}", "*",
-                      AclOperation.WRITE, AclPermissionType.DENY)
+def _deny(topic: str) -> kafka_admin.AclBinding:
+    return kafka_admin.AclBinding(
+        kafka_admin.ResourceType.TOPIC, topic, kafka_admin.ResourcePatternType.LITERAL,
+        f"User:{STAGE_PRINCIPALS['all']}", "*", kafka_admin.AclOperation.WRITE, kafka_admin.AclPermissionType.DENY)
 
 
 def test_a_refused_send_is_never_committed_past_and_is_delivered_after_the_restart(bus: Bus) -> None:
     assert bus.worker is not None
     topic = deliver_topic(PARTNER)
-    admin = AdminClient(bus.admin.librdkafka())
+    admin = kafka_admin.AdminClient(bus.admin.librdkafka())
     deny = _deny(topic)
     for fut in admin.create_acls([deny]).values():
         fut.result(30)
@@ -47,7 +40,7 @@ def test_a_refused_send_is_never_committed_past_and_is_delivered_after_the_resta
         assert code != 0
         assert event["event_id"] not in {json.loads(v)["event_id"] for v in bus.raw_values(topic)}
     finally:
-        for fut in admin.delete_acls([AclBindingFilter(
+        for fut in admin.delete_acls([kafka_admin.AclBindingFilter(
                 deny.restype, deny.name, deny.resource_pattern_type, deny.principal, deny.host, deny.operation,
                 deny.permission_type)]).values():
             fut.result(30)
