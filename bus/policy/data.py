@@ -157,7 +157,7 @@ class Partnership(Model):
         return self._partner_index.get(partner_id)
 
     def partner_for_source(self, agency: str, org_id: str) -> Partner | None:
-        # Called for every event routed (a scan of the partners was ~4 % of the worker's time).
+        # Called for every event routed: a lookup rather than a scan of the partners.
         return self._source_index.get((str(agency), org_id))
 
     @cached_property
