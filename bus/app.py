@@ -14,6 +14,7 @@ from bus.audit.chain import AuditStore
 from bus.audit.signer import AuditSigner
 from bus.exceptions import PolicyUnavailable
 from bus.faust_kafka import App
+from bus.ingest_process import IngestProcess
 from bus.metrics import Metrics
 from bus.provenance.registry import SignerRegistry
 from bus.pseudonymise.keyring import Keyring, KeyringWatch
@@ -66,6 +67,8 @@ class Services:
     audit_signer: AuditSigner | None = None
     #: signs what the concern stage raises, as its source organisation (agency bus)
     concern_sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    #: prepares the all-in-one worker's ingest batches in a process of its own (SGBUS_INGEST_PROCESS)
+    ingest_process: IngestProcess | None = None
 
     @property
     def keyring(self) -> Keyring:

@@ -131,6 +131,27 @@ def pseudonymise_checked(checked: list[Checked], keyring: Keyring,
     return out
 
 
+def needs_fresh_signers(out: Checked | IngestOutcome) -> bool:
+    """Whether a record's signing key or override declarer was unknown: a key issued since the
+    register was last read; read it again, then decide."""
+    if isinstance(out, Checked):
+        return out.verified.override_refused == "override_unknown_declarer"
+    return out.dead_letter is not None and out.dead_letter.reasons[0]["code"] == "unknown_signing_key"
+
+
+def prepare_batch(records: list[Record], signers: SignerRegistry, keyring: Keyring,
+                  redact_fields: Callable[[str], frozenset[str] | None] | None = None, *,
+                  final: bool = True) -> list[IngestOutcome | None]:
+    """Check and pseudonymise a batch: one outcome per record, in order. Unless `final`, None
+    for a record whose key or declarer `signers` does not know (the caller reads the register
+    again and prepares those once more, finally). Raises RedactorUnavailable (hold the batch)."""
+    checked = [check(r, signers) for r in records]
+    again = set() if final else {i for i, c in enumerate(checked) if needs_fresh_signers(c)}
+    verified = [c for i, c in enumerate(checked) if isinstance(c, Checked) and i not in again]
+    done = iter(pseudonymise_checked(verified, keyring, redact_fields))
+    return [None if i in again else next(done) if isinstance(c, Checked) else c for i, c in enumerate(checked)]
+
+
 def ingest(raw: bytes, keyring: Keyring, signers: SignerRegistry, *, topic: str, partition: int,
            offset: int, timestamp_ms: int = 0) -> IngestOutcome:
     """Check and pseudonymise one record. Never raises for bad input: every failure becomes a

@@ -75,6 +75,7 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
         except model.ModelError as exc:
             log.error("redaction_model_unusable", cause=str(exc))
             raise SystemExit(2) from None
+    ingest_process = None
     if stage in ("all", "ingest"):
         # Ingest redacts free text: refuse to start without the pinned model (rather than
         # dead-letter every event), then load it in the background while Kafka connects.
@@ -85,7 +86,14 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
         except model.ModelError as exc:
             log.error("redaction_model_unusable", cause=str(exc))
             raise SystemExit(2) from None
-        warm_up()
+        if stage == "all" and settings.ingest_process and settings.route_at_ingest:
+            from bus.ingest_process import IngestProcess
+
+            # It loads the model itself; this process only if a reloaded policy asks route to redact.
+            ingest_process = IngestProcess(settings.keyring_path, secret)
+            ingest_process.start()
+        else:
+            warm_up()
     metrics = Metrics()
     # Lag of this stage's own group, read with its own principal.
     metrics.registry.register(LagCollector(access, [Group(stage, stage_app_id(settings.app_id, stage))]))
@@ -110,7 +118,7 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
                         audit_store=open_audit_store(settings),
                         signers=SignerSource(lambda: fetch_signers(opa)),
                         event_register=open_audit_store(settings),
-                        audit_signer=audit_signer, concern_sign=concern_sign)
+                        audit_signer=audit_signer, concern_sign=concern_sign, ingest_process=ingest_process)
     run_faust(create_app(access, services, stage), settings)
 
 

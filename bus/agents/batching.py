@@ -21,7 +21,7 @@ def next_window(last: int, max_: int, window_s: float, min_window_s: float = MIN
 
 
 def take_ready(stream: faust.StreamT[Any], max_: int, window_s: float, *,
-               min_window_s: float = MIN_WINDOW_S) -> AsyncIterator[list[faust.EventT[Any]]]:
+               min_window_s: float = MIN_WINDOW_S, defer_acks: bool = False) -> AsyncIterator[list[faust.EventT[Any]]]:
     """Yield the stream's events in batches of at most `max_`: as soon as it is full, or a
     window after its first event arrived; the window follows the load (below).
 
@@ -33,8 +33,10 @@ def take_ready(stream: faust.StreamT[Any], max_: int, window_s: float, *,
     and pour into the next one. A batch's events are acked once the caller asks for the next
     batch (i.e. after it processed this one), and never if the caller raised or was stopped first.
     `min_window_s` (at most `window_s`) for a stage whose cost is per batch rather than latency.
+    With `defer_acks` the caller acks each batch's events itself (`stream.ack`), e.g. once a
+    batch it holds while taking the next is finished.
     """
-    agen = _take_ready(stream, max_, window_s, min(min_window_s, window_s))
+    agen = _take_ready(stream, max_, window_s, min(min_window_s, window_s), defer_acks)
     # As Faust does for its own buffering generators: the stream closes them when it stops.
     active: Any = getattr(stream, "_active_agens", None)
     if active is not None:
@@ -43,7 +45,7 @@ def take_ready(stream: faust.StreamT[Any], max_: int, window_s: float, *,
 
 
 async def _take_ready(stream: faust.StreamT[Any], max_: int, window_s: float,
-                      min_window_s: float) -> AsyncGenerator[list[faust.EventT[Any]], None]:
+                      min_window_s: float, defer_acks: bool = False) -> AsyncGenerator[list[faust.EventT[Any]], None]:
     s: Any = stream  # Faust's Stream: the buffering hooks below are on it, not on StreamT
     events: list[faust.EventT[Any]] = []
     arrived = asyncio.Event()
@@ -106,7 +108,7 @@ async def _take_ready(stream: faust.StreamT[Any], max_: int, window_s: float,
                 # Unlike Faust's take_events, a batch the caller did not finish (it raised, or the
                 # agent was stopped mid-batch) is not acked: its offsets are never committed, so
                 # the group hands it out again rather than skip it.
-                if done:
+                if done and not defer_acks:
                     for event in batch:
                         await s.ack(event)
                 notify(consuming)

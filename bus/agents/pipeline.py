@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.types import TP
@@ -18,7 +18,8 @@ from bus.agents.sends import SendLedger
 from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
 from bus.exceptions import PolicyUnavailable
-from bus.ingest import Checked, IngestOutcome, Record, check, pseudonymise_checked, rejected
+from bus.ingest import IngestOutcome, Record, prepare_batch, rejected
+from bus.ingest_process import IngestProcess, IngestProcessFailed
 from bus.metrics import deny_category
 from bus.records import AuditRecord, DeadLetter, PseudonymisedEvent, decode_audit_batch, encode_audit_batches
 from bus.redaction.redactor import RedactorUnavailable
@@ -97,6 +98,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     # least once, audited once, as when the two hops were apart.
     route_at_ingest = (not exactly_once and "ingest" in stages and "route" in stages
                        and settings.route_at_ingest)
+    # Ingest's CPU work in a process of its own, pipelined with routing (all-in-one only: a
+    # stage worker commits a transaction per batch, which a second batch in flight would join).
+    ingest_process: IngestProcess | None = svc.ingest_process if route_at_ingest else None
     ingress = raw_topic(*[ingress_topic(a) for a in Agency])
     events = raw_topic(EVENTS)
     audit = raw_topic(AUDIT)
@@ -117,9 +121,12 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         log.warning("event_rejected", topic=dl.topic, offset=dl.offset, code=code,
                     field=dl.reasons[0]["field"] if dl.reasons else "$")
 
-    async def ingest_batch(batch: list[faust.EventT[bytes]]) -> None:
-        """Check, pseudonymise and register a batch; then send, in order, what passed (and,
-        routing at ingest, route it: before the caller acks the batch)."""
+    async def prepare(batch: list[faust.EventT[bytes]]) -> list[IngestOutcome]:
+        """Check and pseudonymise a batch (in a thread, or in ingest's own process): one outcome
+        per event, in order. While the signing key register or the redactor is unavailable,
+        hold the batch (nothing sent, offsets not committed) and retry."""
+        records = [Record(ev.value, ev.message.topic, ev.message.partition, ev.message.offset,
+                          int(ev.message.timestamp * 1000) if ev.message.timestamp else 0) for ev in batch]
         backoff = 0.1
         while True:
             try:
@@ -130,38 +137,42 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                             cause=str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, settings.retry_max_backoff_s)
-        keyring = svc.keyring
-        checked: list[Checked | IngestOutcome] = []
-        for ev in batch:
-            msg = ev.message
-            record = Record(ev.value, msg.topic, msg.partition, msg.offset,
-                            int(msg.timestamp * 1000) if msg.timestamp else 0)
-            out = check(record, signers)
-            if (isinstance(out, IngestOutcome) and out.dead_letter is not None
-                    and out.dead_letter.reasons[0]["code"] == "unknown_signing_key") \
-                    or (isinstance(out, Checked) and out.verified.override_refused == "override_unknown_declarer"):
-                # A key issued since the register was last read: read it again, then decide.
-                fresh = await asyncio.to_thread(lambda: svc.signers.refresh(unknown_key=True))
-                out = check(record, fresh)
-            checked.append(out)
-        # Free text is redacted for the whole batch at once (the redactor is much faster so), in a
-        # thread, so that long texts do not stall the event loop (heartbeats, transactions).
-        verified = [c for c in checked if isinstance(c, Checked)]
+        # Only the free text some agreement may want redacted (route redacts any other a
+        # reloaded policy asks for): redaction was most of ingest's time.
+        redact = svc.router.partnership.redact_plan
         backoff = 0.1
         while True:
             try:
-                # Only the free text some agreement may want redacted (route redacts any other a
-                # reloaded policy asks for): redaction was most of ingest's time.
-                done = await asyncio.to_thread(pseudonymise_checked, verified, keyring,
-                                               svc.router.partnership.redact_fields)
-                break
+                outcomes = await run_prepare(records, signers, redact, final=False)
+                again = [i for i, out in enumerate(outcomes) if out is None]
+                if again:  # a key issued since the register was last read: read it again, then decide
+                    fresh = await asyncio.to_thread(lambda: svc.signers.refresh(unknown_key=True))
+                    redone = await run_prepare([records[i] for i in again], fresh, redact, final=True)
+                    for i, out in zip(again, redone, strict=True):
+                        outcomes[i] = out
+                return cast(list[IngestOutcome], outcomes)  # `final` left no None
             except RedactorUnavailable as exc:  # fail closed: nothing shared, nothing lost, retried
                 metrics.redaction_unavailable.inc()
                 log.error("redactor_unavailable_holding_batch", events=len(batch), retry_in_s=backoff, cause=str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, settings.retry_max_backoff_s)
-        passed = iter(done)
-        outcomes = [next(passed) if isinstance(c, Checked) else c for c in checked]
+            except IngestProcessFailed as exc:
+                log.error("ingest_process_failed_holding_batch", events=len(batch), retry_in_s=backoff,
+                          cause=str(exc))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, settings.retry_max_backoff_s)
+
+    async def run_prepare(records: list[Record], signers: Any, redact: Any, *,
+                          final: bool) -> list[IngestOutcome | None]:
+        if ingest_process is not None:
+            return await ingest_process.prepare(records, signers, redact, final=final)
+        # A thread, so that long texts do not stall the event loop (heartbeats, transactions).
+        return await asyncio.to_thread(prepare_batch, records, signers, svc.keyring, redact, final=final)
+
+    async def ingest_batch(batch: list[faust.EventT[bytes]]) -> None:
+        await ingest_prepared(batch, await prepare(batch))
+
+    async def ingest_prepared(batch: list[faust.EventT[bytes]], outcomes: list[IngestOutcome]) -> None:
+        """Register and send, in order, what passed (and, routing at ingest, route it: before
+        the caller acks the batch)."""
         # Event ids are the publisher's claim: the first content seen under an id wins; the same
         # content again is a harmless replay; other content under a used id is dead-lettered.
         checks = [IngestedCheck(register_key(o.event), o.event.provenance.content_sha256, str(o.event.ingest_id))
@@ -243,9 +254,52 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
         # Batches (events keep each message's topic and offset for the dead letter): one
         # register round trip to the store per batch.
+        if ingest_process is not None:
+            await ingest_pipelined(stream)
+            return
         async for batch in take_ready(stream, batch_size, settings.batch_window_s):
             await ingest_batch(batch)
             await commit_batch(batch)
+
+    async def ingest_pipelined(stream: faust.StreamT[bytes]) -> None:
+        """While batch N is registered, sent and routed here, ingest's process prepares batch
+        N+1. Batches are finished one at a time, in order, and each is acked only once it is
+        finished, so a crash repeats what was in flight (at least once, as ever)."""
+
+        async def finish(batch: list[faust.EventT[bytes]], prepared: asyncio.Future[list[IngestOutcome]]) -> None:
+            await ingest_prepared(batch, await prepared)
+            for ev in batch:
+                await stream.ack(ev)
+
+        batches = take_ready(stream, batch_size, settings.batch_window_s, defer_acks=True)
+        finishing: asyncio.Future[None] | None = None
+        coming: asyncio.Future[list[faust.EventT[bytes]]] | None = None
+        prepared: asyncio.Future[list[IngestOutcome]] | None = None
+        try:
+            while True:
+                coming = asyncio.ensure_future(anext(batches))
+                # Wait for the next batch, but give up on it if the one being finished fails
+                # (a quiet stream must not keep that error waiting).
+                while finishing is not None and not coming.done():
+                    either: set[asyncio.Future[Any]] = {coming, finishing}
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                    if finishing.done():
+                        finishing.result()  # raises its error
+                        finishing = None
+                try:
+                    batch = await coming
+                except StopAsyncIteration:
+                    break
+                prepared = asyncio.ensure_future(prepare(batch))
+                if finishing is not None:
+                    await finishing
+                finishing = asyncio.ensure_future(finish(batch, prepared))
+            if finishing is not None:
+                await finishing
+        finally:
+            for pending in (coming, prepared, finishing):
+                if pending is not None and not pending.done():
+                    pending.cancel()
 
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
         async for batch in take_ready(stream, batch_size, settings.batch_window_s):

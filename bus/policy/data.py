@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from functools import cached_property, lru_cache
@@ -124,6 +125,17 @@ class Emergency(Model):
                                     "choice stands where it has one)")
 
 
+@dataclass(frozen=True)
+class RedactPlan:
+    """Which free-text fields of an event type ingest redacts (Partnership.redact_fields)."""
+
+    every: bool
+    fields: dict[str, frozenset[str]]
+
+    def __call__(self, event_type: str) -> frozenset[str] | None:
+        return None if self.every else self.fields.get(event_type, frozenset())
+
+
 class Partnership(Model):
     partners: list[Partner]
     subscriptions: list[Subscription]
@@ -139,9 +151,12 @@ class Partnership(Model):
     def redact_fields(self, event_type: str) -> frozenset[str] | None:
         """The free-text fields of `event_type` some decision could ask the redacted copy of
         (an agreement's `redact`); None: every one (an emergency section that redacts)."""
-        if self.emergency is not None and self.emergency.free_text == "redact":
-            return None
-        return self._redact_index.get(event_type, frozenset())
+        return self.redact_plan(event_type)
+
+    @cached_property
+    def redact_plan(self) -> RedactPlan:
+        """`redact_fields` as plain data, which ingest's own process is handed with each batch."""
+        return RedactPlan(self.emergency is not None and self.emergency.free_text == "redact", self._redact_index)
 
     @cached_property
     def _redact_index(self) -> dict[str, frozenset[str]]:
