@@ -75,6 +75,11 @@ def bench_core(
     lat = {row["offered_per_s"]: row for row in results["latency"]["loads"]}
     typer.echo(f"ceiling {results['ceiling']['events_per_s']:,} events/s; one worker "
                f"{results['pipe']['events_per_s']:,} ({results['ratio_full_to_ceiling']} x ceiling)")
+    if "pipe_ingest_process" in results:
+        second = results["pipe_ingest_process"]
+        typer.echo(f"one worker, ingest in a second process: {second['events_per_s']:,} "
+                   f"({second['events_per_s'] / results['ceiling']['events_per_s']:.3f} x ceiling); "
+                   f"cores {second['cores_used']}")
     for rate, row in lat.items():
         typer.echo(f"at {rate}/s: p50 {row.get('p50_ms')} ms, p99 {row.get('p99_ms')} ms, "
                    f"processed {row['processed_per_s']}/s")

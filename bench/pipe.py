@@ -75,6 +75,10 @@ SMOKE = BenchConfig(events=300, loads=(100,), load_seconds=(2.0,), backfill=600,
 WARMUP = 20
 
 
+#: the all-in-one worker with ingest's work in a second process (README "How an event flows")
+INGEST_PROCESS = {"SGBUS_INGEST_PROCESS": "true"}
+
+
 def _proc_status(pid: int, field_name: str) -> int:
     """A kB figure from /proc/<pid>/status (0 when gone)."""
     try:
@@ -137,7 +141,7 @@ class Harness:
         specs = [*topic_specs(self.partnership), TopicSpec(FORWARD_TOPIC, FORWARD_PARTITIONS)]
         _reset_topics(self.access, specs)
 
-    def spawn(self, module: str, app_id: str, stage: str | None = None) -> Proc:
+    def spawn(self, module: str, app_id: str, stage: str | None = None, env: dict[str, str] | None = None) -> Proc:
         log_path = self.home / f"{app_id}{'-' + stage if stage else ''}.log"
         log = log_path.open("ab")
         audit_db = self.home / f"{app_id}.db"  # workers of one app share the one chain, as in production
@@ -146,7 +150,7 @@ class Harness:
                "SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(audit_db),
                "SGBUS_METRICS_PORT": "0", "SGBUS_LOG_LEVEL": "warning",  # 0: each worker picks a free port
                # the sharing pipe alone, comparable with earlier runs (the concern agent adds work per batch)
-               "SGBUS_CONCERN_ENABLED": "false"}
+               "SGBUS_CONCERN_ENABLED": "false", **(env or {})}
         args = (["worker"] + (["--stage", stage] if stage else [])) if module == "bus" else []
         popen = subprocess.Popen([sys.executable, "-m", module, *args],
                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
@@ -235,6 +239,19 @@ def _audits(records: list[Prepared]) -> int:
     return sum(r.candidates for r in records)
 
 
+def ingest_processes(pid: int) -> list[int]:
+    """A worker's ingest process(es) (bus/ingest_process.py): its children started by spawn."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid \
+                    and b"spawn_main" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
 def _rss_mb(pid: int) -> float:
     return round(_proc_status(pid, "VmHWM") / 1024, 1)
 
@@ -245,7 +262,7 @@ def _cpu_share(before: dict[str, float], after: dict[str, float], seconds: float
 
 
 def start_workers(h: Harness, module: str, app_id: str, workers: int, stages: bool,
-                  route_workers: int = 1) -> list[Proc]:
+                  route_workers: int = 1, env: dict[str, str] | None = None) -> list[Proc]:
     """`workers` all-in-one processes, or one process per stage (`sgbus worker --stage`; the
     route stage in `route_workers` processes sharing its partitions)."""
     if stages:
@@ -254,7 +271,7 @@ def start_workers(h: Harness, module: str, app_id: str, workers: int, stages: bo
         for stage in STAGES:
             h.wait_group(stage_app_id(app_id, stage), route_workers if stage == "route" else 1)
         return procs
-    procs = [h.spawn(module, app_id) for _ in range(workers)]
+    procs = [h.spawn(module, app_id, env=env) for _ in range(workers)]
     h.wait_group(stage_app_id(app_id, "all"), workers)
     return procs
 
@@ -262,13 +279,13 @@ def start_workers(h: Harness, module: str, app_id: str, workers: int, stages: bo
 def run_throughput(h: Harness, name: str, module: str, workers: int, records: list[Prepared],
                    warm: list[Prepared], cfg: BenchConfig, profile_out: Path | None = None,
                    extra: list[Prepared] | None = None, stages: bool = False,
-                   route_workers: int = 1) -> dict[str, Any]:
+                   route_workers: int = 1, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Drain a burst of `records` as fast as it goes: events/s from the first publish to the
     last output (the pipe: the last audit record stored; the ceiling: the last forwarded record)."""
     h.reset()
     app_id = f"bench-{name}-{time.time_ns()}"
     pipe = module == "bus"
-    procs = start_workers(h, module, app_id, workers, stages, route_workers)
+    procs = start_workers(h, module, app_id, workers, stages, route_workers, env)
     try:
         producer = bench_producer(h.access)
         publish_all(producer, warm)
@@ -277,6 +294,9 @@ def run_throughput(h: Harness, name: str, module: str, workers: int, records: li
         else:
             h.await_count([FORWARD_TOPIC], len(warm), f"{name} warm-up", 180)
         watch = {"kafka": h.pids["kafka"], "opa": h.pids["opa"]} | {f"worker{i}": p.pid for i, p in enumerate(procs)}
+        # A worker's own ingest process (SGBUS_INGEST_PROCESS) is counted as its own column.
+        helpers = {f"worker{i} ingest": c for i, p in enumerate(procs) for c in ingest_processes(p.pid)}
+        watch |= helpers
         cpu0 = h.cpu(watch)
         start = time.time()
         publish_all(producer, records)
@@ -297,6 +317,8 @@ def run_throughput(h: Harness, name: str, module: str, workers: int, records: li
         if profile_out is not None and extra:
             result["profile"] = _profile(h, procs[0], extra, _audits(warm) + _audits(records), profile_out)
         result["worker_peak_rss_mb"] = [_rss_mb(p.pid) for p in procs]
+        if helpers:
+            result["ingest_process_peak_rss_mb"] = [_rss_mb(pid) for pid in helpers.values()]
         return result
     finally:
         for p in procs:
@@ -463,6 +485,9 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
         progress(f"  {results['pipe']['events_per_s']:,} events/s")
         ratio = results["pipe"]["events_per_s"] / results["ceiling"]["events_per_s"]
         results["ratio_full_to_ceiling"] = round(ratio, 3)
+        progress(f"full pipe: one worker, ingest in a second process, {len(main):,} events ...")
+        results["pipe_ingest_process"] = run_throughput(h, "pipe2", "bus", 1, main, warm, cfg, env=INGEST_PROCESS)
+        progress(f"  {results['pipe_ingest_process']['events_per_s']:,} events/s")
         progress(f"full pipe: two workers, {len(main):,} events ...")
         results["two_workers"] = run_throughput(h, "scale", "bus", 2, main, warm, cfg)
         progress(f"  {results['two_workers']['events_per_s']:,} events/s")
@@ -569,6 +594,9 @@ def run_core(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: 
                                              else None)
             results["ratio_full_to_ceiling"] = round(
                 results["pipe"]["events_per_s"] / results["ceiling"]["events_per_s"], 3)
+            progress(f"full pipe: one worker, ingest in a second process, {len(main):,} events ...")
+            results["pipe_ingest_process"] = run_throughput(h, "pipe2", "bus", 1, main, warm, cfg,
+                                                            env=INGEST_PROCESS)
             progress(f"latency at offered loads {', '.join(map(str, cfg.loads))} events/s ...")
             results["latency"] = run_latency(h, cfg, loads, warm)
             progress("idle CPU of a quiet stack ...")
