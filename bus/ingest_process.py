@@ -35,8 +35,11 @@ _signers: tuple[str, SignerRegistry] | None = None
 
 def _start(keyring_path: str, keyring_secret: str | None, parent: int) -> None:
     global _keys
-    # A terminal's ^C reaches the whole process group: the worker stops this process itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A ^C, a hang-up or a stop sent to the whole process group (a terminal, systemd) must not
+    # end this process under a worker still finishing its batches: the worker ends it (at its
+    # exit, or by the watch below if it was killed outright).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     _keys = KeyringWatch(Path(keyring_path), keyring_secret)
     threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
     from bus.redaction import warm_up
@@ -72,6 +75,7 @@ class IngestProcess:
         self._args = (str(keyring_path), keyring_secret, os.getpid())
         self._pool: ProcessPoolExecutor | None = None
         self._signers: tuple[SignerRegistry, str, str] | None = None
+        self._closed = False
 
     def start(self) -> None:
         if self._pool is None:
@@ -91,17 +95,24 @@ class IngestProcess:
                       final: bool) -> list[IngestOutcome | None]:
         """`prepare_batch` in the child. IngestProcessFailed if it stopped (restarted on the
         next call); RedactorUnavailable as the redactor raises it there."""
+        if self._closed:
+            raise IngestProcessFailed("the worker is stopping")
         self.start()
-        assert self._pool is not None
+        pool = self._pool
+        assert pool is not None
         digest, text = self._signers_json(signers)
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                self._pool, _prepare, records, digest, text, redact, final)
+            return await asyncio.get_running_loop().run_in_executor(pool, _prepare, records, digest, text, redact,
+                                                                    final)
         except BrokenProcessPool:
-            self.close()
+            if self._pool is pool:  # not one started since by a batch that failed first
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
             raise IngestProcessFailed("ingest's process stopped; starting another") from None
 
     def close(self) -> None:
+        """Stop the process (at the worker's exit) and start no other."""
+        self._closed = True
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -78,6 +78,11 @@ class Metrics:
             "sgbus_redaction_unavailable_total",
             "Ingest batches held because the free-text redactor could not be built (retried)", registry=r
         )
+        self.ingest_process_failed = Counter(
+            "sgbus_ingest_process_failed_total",
+            "Ingest batches held because ingest's own process stopped (SGBUS_INGEST_PROCESS; another is started "
+            "and the batch prepared again)", registry=r
+        )
         self.overrides_refused = Counter(
             "sgbus_policy_overrides_refused_total",
             "Urgency blocks without a valid declaration by a registered role (routed without the override)",

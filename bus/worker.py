@@ -119,7 +119,11 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
                         signers=SignerSource(lambda: fetch_signers(opa)),
                         event_register=open_audit_store(settings),
                         audit_signer=audit_signer, concern_sign=concern_sign, ingest_process=ingest_process)
-    run_faust(create_app(access, services, stage), settings)
+    try:
+        run_faust(create_app(access, services, stage), settings)
+    finally:
+        if ingest_process is not None:
+            ingest_process.close()
 
 
 def _concern_signer(settings: Settings, access: Any, stage: str) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -116,5 +116,10 @@ async def _take_ready(stream: faust.StreamT[Any], max_: int, window_s: float,
                 full.clear()
                 consumed.set()
     finally:
+        # Stopped, or cancelled while waiting (a caller that gave up on the next batch): an
+        # event's adder waiting for room or for the batch in process must not wait for ever.
+        consumed.set()
+        if consuming is not None:
+            notify(consuming)
         s.enable_acks = enable_acks
         s._processors.remove(add_to_buffer)

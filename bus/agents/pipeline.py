@@ -155,6 +155,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 metrics.redaction_unavailable.inc()
                 log.error("redactor_unavailable_holding_batch", events=len(batch), retry_in_s=backoff, cause=str(exc))
             except IngestProcessFailed as exc:
+                metrics.ingest_process_failed.inc()
                 log.error("ingest_process_failed_holding_batch", events=len(batch), retry_in_s=backoff,
                           cause=str(exc))
             await asyncio.sleep(backoff)
@@ -297,9 +298,12 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             if finishing is not None:
                 await finishing
         finally:
-            for pending in (coming, prepared, finishing):
-                if pending is not None and not pending.done():
-                    pending.cancel()
+            # Stopped or failed: what is unfinished is not acked (the group hands it out again).
+            # Wait for the cancelled work to unwind, so none of it runs on past the agent.
+            unfinished = [f for f in (coming, prepared, finishing) if f is not None and not f.done()]
+            for pending in unfinished:
+                pending.cancel()
+            await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
         async for batch in take_ready(stream, batch_size, settings.batch_window_s):

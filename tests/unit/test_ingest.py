@@ -2,13 +2,15 @@
 field and a reason code, never a crash, never the value."""
 
 import json
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bus.ingest import ingest, ingest_id_for
+from bus.ingest import Record, ingest, ingest_id_for
 from bus.provenance.registry import LocalSigners
 from bus.provenance.verify import verify_delivered
 from bus.pseudonymise.engine import recipient_view, reveal_subject
@@ -265,3 +267,41 @@ def test_a_text_that_cannot_be_analysed_dead_letters_its_own_event_only(signers:
     assert outcomes[0].event is not None
     assert _code(outcomes[1]) == "redaction_failed"
     assert "cannot finish" not in json.dumps(outcomes[1].dead_letter.model_dump(mode="json"))
+
+
+def test_a_key_issued_since_the_register_was_read_is_left_for_a_fresh_register_unless_final(
+        tmp_path: Path) -> None:
+    from bus.ingest import prepare_batch
+
+    local = LocalSigners(tmp_path)
+    local.issue_publisher(Agency.POLICE, "NSP")
+    before = local.registry()
+    local.issue_publisher(Agency.POLICE, "XSP")  # issued after `before` was read
+    known, new = _dai(), _dai()
+    new["event_id"] = str(uuid.uuid4())
+    new["source"]["org_id"] = "XSP"
+    records = [Record(json.dumps(local.sign(e)).encode(), "sg.ingress.police", 0, i, 1)
+               for i, e in enumerate((known, new))]
+    first = prepare_batch(records, before, KEYRING, final=False)
+    assert first[0] is not None and first[0].event is not None and first[1] is None
+    assert _code(prepare_batch(records[1:], before, KEYRING, final=True)[0]) == "unknown_signing_key"
+    again = prepare_batch(records[1:], local.registry(), KEYRING, final=True)[0]
+    assert again is not None and again.event is not None and str(again.event.event_id) == new["event_id"]
+
+
+def test_the_redact_plan_is_redact_fields_as_data_and_crosses_to_another_process() -> None:
+    import pickle
+
+    from bus.policy.data import load_partnership
+    from schemas.registry import EVENT_MODELS
+
+    partnership = load_partnership(Path(__file__).parents[2] / "policies" / "data")
+    plan = pickle.loads(pickle.dumps(partnership.redact_plan))  # noqa: S301 - our own bytes, as the pool sends them
+    types = [*EVENT_MODELS, "police.not_a_type.v1"]
+    assert [plan(t) for t in types] == [partnership.redact_fields(t) for t in types]
+    assert any(plan(t) for t in types)  # the sample partnership redacts something
+    assert partnership.emergency is not None
+    data = partnership.model_dump()
+    data["emergency"]["free_text"] = "redact"
+    redacting = type(partnership).model_validate(data)
+    assert redacting.redact_plan(types[0]) is None  # an emergency that redacts: every field
