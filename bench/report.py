@@ -122,7 +122,7 @@ def render(results: dict[str, Any]) -> str:
     ]
     rows = [("ceiling: Faust forwarder (ingress → one topic, unchanged)", ceiling),
             ("full pipe, one worker (`sgbus worker`, at-least-once; ingest in its second process)", pipe),
-            ("full pipe, two workers (two processes)", two)]
+            ("full pipe, two workers (each with its ingest process; RSS: the workers, then theirs)", two)]
     if "pipe_one_process" in results:
         rows.insert(2, ("full pipe, one worker, ingest in the worker's own process (`SGBUS_INGEST_PROCESS=false`)",
                         results["pipe_one_process"]))
