@@ -77,6 +77,9 @@ WARMUP = 20
 
 #: the all-in-one worker with ingest's work in its own process, not a second (README "How an event flows")
 ONE_PROCESS = {"SGBUS_INGEST_PROCESS": "false"}
+#: what every all-in-one worker of the benchmark runs with unless a phase says otherwise: its
+#: fastest configuration (the setting is off by default; stage workers ignore it)
+WORKER_ENV = {"SGBUS_INGEST_PROCESS": "true"}
 
 
 def _proc_status(pid: int, field_name: str) -> int:
@@ -150,7 +153,7 @@ class Harness:
                "SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(audit_db),
                "SGBUS_METRICS_PORT": "0", "SGBUS_LOG_LEVEL": "warning",  # 0: each worker picks a free port
                # the sharing pipe alone, comparable with earlier runs (the concern agent adds work per batch)
-               "SGBUS_CONCERN_ENABLED": "false", **(env or {})}
+               "SGBUS_CONCERN_ENABLED": "false", **WORKER_ENV, **(env or {})}
         args = (["worker"] + (["--stage", stage] if stage else [])) if module == "bus" else []
         popen = subprocess.Popen([sys.executable, "-m", module, *args],
                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
