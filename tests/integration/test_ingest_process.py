@@ -73,6 +73,14 @@ _DECIDED = ("recipient", "decision", "agreement", "lawful_basis", "purpose", "fi
             "identifier_modes", "reasons", "override", "subject_token")
 
 
+def _burst(seed: int, count: int = 1500) -> tuple[list[dict[str, Any]], set[str], set[tuple[str, str]]]:
+    """The first `count` events of a crash sample, their ids and their (event, candidate) pairs."""
+    events, _, pairs = crash_sample(seed=seed)
+    events = events[:count]
+    ids = {e["event_id"] for e in events}
+    return events, ids, {(e, r) for e, r in pairs if e in ids}
+
+
 def _sample(seed: int, count: int) -> tuple[list[dict[str, Any]], int]:
     """`count` events of the subscribed types and how many audit records they make."""
     partnership = load_partnership(REPO / "policies" / "data")
@@ -134,10 +142,7 @@ def test_a_second_ingest_process_gives_the_same_decisions_and_copies(bus: Bus) -
 
 def test_a_killed_ingest_process_is_replaced_and_nothing_is_lost(in_second_process: Bus) -> None:
     bus = in_second_process
-    events, ids, expected_pairs = crash_sample(seed=4004)
-    events = events[:1500]
-    ids = {e["event_id"] for e in events}
-    expected_pairs = {(e, r) for e, r in expected_pairs if e in ids}
+    events, ids, expected_pairs = _burst(seed=4004)
     db = bus.settings.audit_db_path
     assert bus.worker is not None
     worker = bus.worker.pid
@@ -161,10 +166,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_leaves_no_ingest_process_b
     """Batches are acked only once finished, though the next is taken (and prepared) before:
     after a SIGKILL mid-stream and a restart, every decision and every allowed copy is there."""
     bus = in_second_process
-    events, ids, expected_pairs = crash_sample(seed=5005)
-    events = events[:1500]
-    ids = {e["event_id"] for e in events}
-    expected_pairs = {(e, r) for e, r in expected_pairs if e in ids}
+    events, ids, expected_pairs = _burst(seed=5005)
     db = bus.settings.audit_db_path
     assert bus.worker is not None
     children = wait_for(lambda: _prepared_by(bus.worker.pid if bus.worker else 0), 60,
