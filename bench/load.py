@@ -223,7 +223,11 @@ class Receiver:
 
     access: KafkaAccess
     start_offsets: dict[tuple[str, int], int]
+    #: topics read on the way (e.g. sg.events), not deliveries: only their record times are kept
+    passing: frozenset[str] = frozenset()
     received: list[tuple[str, float]] = field(default_factory=list)
+    #: (event id, topic, the record's timestamp, receipt time) of every record read, deliveries too
+    stamps: list[tuple[str, str, float, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -249,8 +253,12 @@ class Receiver:
                     if msg.error() or value is None:
                         continue
                     m = _EVENT_ID.search(value)
-                    if m:
-                        self.received.append((m.group(1).decode(), now))
+                    if not m:
+                        continue
+                    event_id, topic = m.group(1).decode(), str(msg.topic())
+                    self.stamps.append((event_id, topic, msg.timestamp()[1] / 1000, now))
+                    if topic not in self.passing:
+                        self.received.append((event_id, now))
         finally:
             c.close()
 
@@ -269,6 +277,21 @@ class Receiver:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+
+
+def hops(sent: dict[str, float], stamps: list[tuple[str, str, float, float]], via: str) -> dict[str, list[float]]:
+    """Each delivery's latency in three hops (ms), from the records' timestamps (set by their
+    producers when they sent them, on this same machine's clock): publish -> the worker sends the
+    event to `via` (sg.events) -> the worker sends the partner's copy -> the partner receives it."""
+    passed = {eid: ts for eid, topic, ts, _ in stamps if topic == via}
+    out: dict[str, list[float]] = {"to_events": [], "to_copy": [], "to_receipt": []}
+    for eid, topic, ts, now in stamps:
+        if topic == via or eid not in sent or eid not in passed:
+            continue
+        out["to_events"].append((passed[eid] - sent[eid]) * 1000)
+        out["to_copy"].append((ts - passed[eid]) * 1000)
+        out["to_receipt"].append((now - ts) * 1000)
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:

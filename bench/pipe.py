@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from bench.forwarder import FORWARD_PARTITIONS, FORWARD_TOPIC
 from bench.gateway import run_gateway
-from bench.load import Broker, Prepared, Receiver, bench_producer, percentile, prepare, publish_all, publish_paced
+from bench.load import Broker, Prepared, Receiver, bench_producer, hops, percentile, prepare, publish_all, publish_paced
 from bench.load import reset_topics as _reset_topics
 from bench.opa import bench_opa
 from bench.profile import summarise_collapsed
@@ -34,7 +34,7 @@ from bus.pseudonymise.keyring import init_keyring
 from bus.security.kafka_access import KafkaAccess
 from bus.security.principals import stage_app_id
 from bus.stack import Stack
-from bus.topics import DLQ, TopicSpec, deliver_topic, topic_specs
+from bus.topics import DLQ, EVENTS, TopicSpec, deliver_topic, topic_specs
 
 Progress = Callable[[str], None]
 #: `bench` is not installed: the forwarder it spawns (`-m bench.forwarder`) is found from here
@@ -366,11 +366,17 @@ def run_latency(h: Harness, cfg: BenchConfig, loads: list[list[Prepared]], warm:
         publish_all(producer, warm)
         expected = _audits(warm)
         h.wait_audited([worker], expected, "latency warm-up", 180)
+        procs = {"kafka": h.pids["kafka"], "opa": h.pids["opa"], "worker": worker.pid,
+                 **{f"worker ingest{'' if i == 0 else i}": pid for i, pid in enumerate(ingest_processes(worker.pid))}}
         for rate, records in zip(cfg.loads, loads, strict=True):
-            receiver = Receiver(h.access, h.broker.end_offsets(h.deliver_topics)).start()
+            # sg.events too: where each event was between publish and its partner's copy
+            receiver = Receiver(h.access, h.broker.end_offsets([*h.deliver_topics, EVENTS]),
+                                passing=frozenset({EVENTS})).start()
+            cpu_before = h.cpu(procs)
             t0 = time.time()
             sent = publish_paced(producer, records, rate)
             offered_s = time.time() - t0
+            cores = _cpu_share(cpu_before, h.cpu(procs), offered_s)
             expected += _audits(records)
             drained_s = h.wait_audited([worker], expected, f"latency at {rate}/s", cfg.drain_timeout_s) - t0
             receiver.wait_quiet(1.0)
@@ -383,6 +389,9 @@ def run_latency(h: Harness, cfg: BenchConfig, loads: list[list[Prepared]], warm:
             if lat:
                 row |= {f"p{q}_ms": round(percentile(lat, q), 1) for q in (50, 95, 99)}
                 row["max_ms"] = round(max(lat), 1)
+            row["hops_ms"] = {name: {f"p{q}": round(percentile(v, q), 1) for q in (50, 99)}
+                              for name, v in hops(sent, receiver.stamps, EVENTS).items() if v}
+            row["cores_used_while_offered"] = cores
             results.append(row)
             h.progress(f"  at {rate}/s: " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "offered_per_s"))
         return {"loads": results, "worker_peak_rss_mb": _rss_mb(worker.pid)}

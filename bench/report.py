@@ -163,6 +163,7 @@ def render(results: dict[str, Any]) -> str:
                      f"{r['deliveries_measured']:,} | " + " | ".join(ms) + " |")
     lines += [
         "",
+        *_hop_lines(results["latency"]["loads"]),
         f"Worker peak RSS during the latency runs: {results['latency']['worker_peak_rss_mb']:.0f} MB.",
         *_idle_lines(results.get("idle")),
         *_lever_lines(results.get("levers")),
@@ -223,6 +224,28 @@ def _idle_lines(idle: dict[str, Any] | None) -> list[str]:
     cores = ", ".join(f"{k} {v}" for k, v in idle["cores_used"].items())
     return ["", f"A quiet stack (one all-in-one worker that has shared its warm-up, then nothing for "
                 f"{idle['seconds']:.0f} s) uses: {cores} cores.", ""]
+
+
+def _hop_lines(loads: list[dict[str, Any]]) -> list[str]:
+    """Where each load's latency went, hop by hop, and what each process used meanwhile."""
+    rows = [r for r in loads if r.get("hops_ms")]
+    if not rows:
+        return []
+    names = sorted({k for r in rows for k in r.get("cores_used_while_offered", {})})
+    lines = ["Where it goes, per delivery (p50 / p99 of each hop, from the records' own timestamps: publish → the "
+             "worker writes the event to `sg.events` (fetch, batch window, parse, verify, pseudonymise, register) → "
+             "it writes the partner's copy (policy, view, send) → the partner consumer has it (producer linger, "
+             "broker, partner fetch)), and the cores each process used while the load was offered:",
+             "",
+             "| offered events/s | publish → sg.events | → partner copy | → partner receipt | "
+             + " | ".join(f"{n} cores" for n in names) + " |",
+             "|---:|---:|---:|---:|" + "---:|" * len(names)]
+    for r in rows:
+        hops = [r["hops_ms"].get(k, {}) for k in ("to_events", "to_copy", "to_receipt")]
+        cells = [f"{h['p50']:,.0f} / {h['p99']:,.0f} ms" if h else "-" for h in hops]
+        cores = [str(r.get("cores_used_while_offered", {}).get(n, "-")) for n in names]
+        lines.append(f"| {r['offered_per_s']:,} | " + " | ".join(cells + cores) + " |")
+    return [*lines, ""]
 
 
 def _lever_lines(levers: dict[str, Any] | None) -> list[str]:

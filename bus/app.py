@@ -35,12 +35,16 @@ class SignerSource:
         self.loaded = False
         self._at = 0.0
 
+    def due(self, *, unknown_key: bool = False) -> bool:
+        """Whether `refresh` would read the register again (an HTTP call) rather than return it."""
+        age = time.monotonic() - self._at
+        return not self.loaded or age >= self.refresh_s or (unknown_key and age >= self.min_gap_s)
+
     def refresh(self, *, unknown_key: bool = False) -> SignerRegistry:
         """Re-read when due (or, for an unknown key, when the last read is `min_gap_s` old);
         keeps the last register if OPA cannot answer, and raises PolicyUnavailable if there is
         none yet (ingest then holds its batch: an empty register would reject every event)."""
-        age = time.monotonic() - self._at
-        if not self.loaded or age >= self.refresh_s or (unknown_key and age >= self.min_gap_s):
+        if self.due(unknown_key=unknown_key):
             self._at = time.monotonic()
             try:
                 self.registry = self._fetch()

@@ -17,16 +17,35 @@ def test_percentile_is_nearest_rank() -> None:
 
 def test_profile_summary_attributes_samples_to_stages_and_leaf_functions() -> None:
     text = "\n".join([
-        "main (bus/cli.py:1);ingest_agent (bus/agents/pipeline.py:40);ingest (bus/ingest.py:47) 30",
-        "main (bus/cli.py:1);route_agent (bus/agents/pipeline.py:60);decide_batch (bus/policy/client.py:9) 10",
+        # a batch finished in a task of its own (the pipelined ingest), routed at ingest
+        "_run (asyncio/events.py:1);finish (bus/agents/pipeline.py:290);ingest_prepared (bus/agents/pipeline.py:180);"
+        "route_events (bus/agents/pipeline.py:340);recipient_view (bus/pseudonymise/engine.py:9) 30",
+        "main (bus/cli.py:1);audit_agent (bus/agents/pipeline.py:400);append (bus/audit/chain.py:238) 10",
         "main (bus/cli.py:1);write (/usr/lib/python3.11/asyncio/selector_events.py:1) 60",
     ])
     summary = summarise_collapsed(text)
     stages = {s["stage"].strip(): s["share"] for s in summary["stages"]}
     assert summary["samples"] == 100
-    assert stages["ingest agent (whole)"] == 0.3
-    assert stages["route: policy query incl. waiting on OPA"] == 0.1
+    assert stages["ingest: register, send and route each batch"] == 0.3
+    assert stages["route: decide, views, audit records, sends"] == 0.3
+    assert stages["recipient views"] == 0.3
+    assert stages["audit agent + hash-chained store"] == 0.1
+    assert stages["route agent (replays; stage workers)"] == 0.0
     assert summary["self_top"][0] == {"function": "write (asyncio/selector_events.py)", "share": 0.6}
+
+
+def test_latency_hops_split_each_delivery_at_sg_events_and_at_its_copy() -> None:
+    from bench.load import hops
+
+    sent = {"e1": 100.000, "e2": 100.010}
+    stamps = [("e1", "sg.events", 100.030, 100.031), ("e1", "sg.deliver.a", 100.040, 100.055),
+              ("e1", "sg.deliver.b", 100.042, 100.050),
+              ("e2", "sg.deliver.a", 100.050, 100.060),  # its sg.events record not read: no hops
+              ("e3", "sg.events", 100.0, 100.1)]  # not sent in this load
+    out = hops(sent, stamps, "sg.events")
+    assert [round(v) for v in out["to_events"]] == [30, 30]
+    assert [round(v) for v in out["to_copy"]] == [10, 12]
+    assert [round(v) for v in out["to_receipt"]] == [15, 8]
 
 
 def test_three_broker_rows_replace_their_own_section_only(tmp_path: Path) -> None:
