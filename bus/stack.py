@@ -46,6 +46,14 @@ from bus.topics import create_topics, topic_specs
 
 Progress = Callable[[str], None]
 KAFKA_HEAP = ("-Xms256m", "-Xmx512m")
+#: The local stack's Kafka compiles with C1 only. C2's optimising compiler kept about half a core
+#: busy for minutes after every start (JFR: "C2 CompilerThread0" at 0.5 of a core 2.5 min in, at
+#: 50 events/s), which on a 2-core machine shared with OPA and the workers was most of the
+#: broker's CPU. Same machine, same hour: at 50 events/s the broker used 0.69 / 0.63 cores against
+#: 1.07 / 0.80 and p50 latency was 94 / 82 ms against 187 / 100; the benchmark's ceiling stayed
+#: within noise (1,500 against 1,391 and 1,639 events/s); the broker-loss test (three brokers)
+#: took 182 s against 338 s. A production broker (deploy/, Strimzi) keeps the JVM's default.
+KAFKA_JIT = ("-XX:TieredStopAtLevel=1",)
 READY_TIMEOUT_S = 120.0
 
 
@@ -341,7 +349,7 @@ class Stack:
         log4j = kdir / "log4j2.properties"
         log4j.write_text(resources.files("bus.toolchain").joinpath("kafka-log4j2.properties").read_text())
         classpath = ":".join(str(p) for p in sorted(libs.glob("*.jar")))
-        return [toolchain.java_binary(), *KAFKA_HEAP, "-Djava.awt.headless=true",
+        return [toolchain.java_binary(), *KAFKA_HEAP, *KAFKA_JIT, "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={log4j}", f"-Dsgbus.kafka.log={kdir / 'server.log'}", "-cp", classpath]
 
     def _spawn_node(self, node: int, ports: dict[str, int], props: Path, libs: Path,

@@ -1,6 +1,7 @@
 """Pure parts of the stack code (no processes started)."""
 
 import socket
+from pathlib import Path
 
 from bus.stack import free_port, new_cluster_id, process_alive
 
@@ -26,3 +27,13 @@ def test_a_pid_whose_command_line_lacks_the_marker_is_not_ours() -> None:
     assert process_alive(os.getpid(), "pytest") or process_alive(os.getpid(), "python")
     assert not process_alive(os.getpid(), "kafka.Kafka /nonexistent/server.properties")
     assert not process_alive(None, "x")
+
+
+def test_the_local_brokers_jvm_compiles_with_c1_only_and_a_bounded_heap(tmp_path: Path) -> None:
+    from bus.stack import Stack
+
+    node_dir = tmp_path / "kafka"
+    node_dir.mkdir()
+    jvm = Stack(tmp_path, tmp_path / "policies")._node_jvm(1, tmp_path)
+    assert "-XX:TieredStopAtLevel=1" in jvm and "-Xmx512m" in jvm
+    assert jvm.index("-XX:TieredStopAtLevel=1") < jvm.index("-cp")  # a JVM option, not an argument
