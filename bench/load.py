@@ -283,7 +283,10 @@ def hops(sent: dict[str, float], stamps: list[tuple[str, str, float, float]], vi
     """Each delivery's latency in three hops (ms), from the records' timestamps (set by their
     producers when they sent them, on this same machine's clock): publish -> the worker sends the
     event to `via` (sg.events) -> the worker sends the partner's copy -> the partner receives it."""
-    passed = {eid: ts for eid, topic, ts, _ in stamps if topic == via}
+    passed: dict[str, float] = {}
+    for eid, topic, ts, _ in stamps:
+        if topic == via:
+            passed.setdefault(eid, ts)  # the first, if a repeat (at least once) wrote it again
     out: dict[str, list[float]] = {"to_events": [], "to_copy": [], "to_receipt": []}
     for eid, topic, ts, now in stamps:
         if topic == via or eid not in sent or eid not in passed:

@@ -263,8 +263,9 @@ def _rss_mb(pid: int) -> float:
 
 
 def _cpu_share(before: dict[str, float], after: dict[str, float], seconds: float) -> dict[str, float]:
-    """Cores used by each process over a window (1.0 = one core busy)."""
-    return {k: round((after[k] - before[k]) / seconds, 2) for k in after if seconds > 0}
+    """Cores used by each process over a window (1.0 = one core busy; 0 for one that was
+    replaced meanwhile, whose CPU time now reads 0)."""
+    return {k: round(max(0.0, after[k] - before[k]) / seconds, 2) for k in after if seconds > 0}
 
 
 def start_workers(h: Harness, module: str, app_id: str, workers: int, stages: bool,

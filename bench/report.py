@@ -235,7 +235,8 @@ def _hop_lines(loads: list[dict[str, Any]]) -> list[str]:
     lines = ["Where it goes, per delivery (p50 / p99 of each hop, from the records' own timestamps: publish → the "
              "worker writes the event to `sg.events` (fetch, batch window, parse, verify, pseudonymise, register) → "
              "it writes the partner's copy (policy, view, send) → the partner consumer has it (producer linger, "
-             "broker, partner fetch)), and the cores each process used while the load was offered:",
+             "broker, partner fetch)); an event with several recipients counts once per delivery. And the cores each "
+             "process used while the load was offered:",
              "",
              "| offered events/s | publish → sg.events | → partner copy | → partner receipt | "
              + " | ".join(f"{n} cores" for n in names) + " |",

@@ -48,11 +48,11 @@ Progress = Callable[[str], None]
 KAFKA_HEAP = ("-Xms256m", "-Xmx512m")
 #: The local stack's Kafka compiles with C1 only. C2's optimising compiler kept about half a core
 #: busy for minutes after every start (JFR: "C2 CompilerThread0" at 0.5 of a core 2.5 min in, at
-#: 50 events/s), which on a 2-core machine shared with OPA and the workers was most of the
-#: broker's CPU. Same machine, same hour: at 50 events/s the broker used 0.69 / 0.63 cores against
-#: 1.07 / 0.80 and p50 latency was 94 / 82 ms against 187 / 100; the benchmark's ceiling stayed
-#: within noise (1,500 against 1,391 and 1,639 events/s); the broker-loss test (three brokers)
-#: took 182 s against 338 s. A production broker (deploy/, Strimzi) keeps the JVM's default.
+#: 50 events/s), on a 2-core machine shared with OPA and the workers. With C1 only, in two
+#: `python -m bench core` runs each, the broker used 0.64-0.67 cores at 50 events/s against
+#: 0.85-0.90, while latency and the ceiling stayed within this machine's noise (docs/BENCHMARKS.md,
+#: session 15); short-lived stacks gain most: the broker-loss test (three brokers) took 182 s
+#: against 338 s. A production broker (deploy/, Strimzi) keeps the JVM's default.
 KAFKA_JIT = ("-XX:TieredStopAtLevel=1",)
 READY_TIMEOUT_S = 120.0
 

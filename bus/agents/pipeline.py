@@ -149,7 +149,8 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 outcomes = await run_prepare(records, signers, redact, final=False)
                 again = [i for i, out in enumerate(outcomes) if out is None]
                 if again:  # a key issued since the register was last read: read it again, then decide
-                    fresh = await asyncio.to_thread(lambda: svc.signers.refresh(unknown_key=True))
+                    fresh = (await asyncio.to_thread(lambda: svc.signers.refresh(unknown_key=True))
+                             if svc.signers.due(unknown_key=True) else svc.signers.registry)
                     redone = await run_prepare([records[i] for i in again], fresh, redact, final=True)
                     for i, out in zip(again, redone, strict=True):
                         outcomes[i] = out
