@@ -38,7 +38,8 @@ def test_latency_hops_split_each_delivery_at_sg_events_and_at_its_copy() -> None
     from bench.load import hops
 
     sent = {"e1": 100.000, "e2": 100.010}
-    stamps = [("e1", "sg.events", 100.030, 100.031), ("e1", "sg.events", 100.045, 100.046),  # a repeat: the first counts
+    stamps = [("e1", "sg.events", 100.030, 100.031),
+              ("e1", "sg.events", 100.045, 100.046),  # a repeat (at least once): the first counts
               ("e1", "sg.deliver.a", 100.040, 100.055),
               ("e1", "sg.deliver.b", 100.042, 100.050),
               ("e2", "sg.deliver.a", 100.050, 100.060),  # its sg.events record not read: no hops
