@@ -268,6 +268,13 @@ def _cpu_share(before: dict[str, float], after: dict[str, float], seconds: float
     return {k: round(max(0.0, after[k] - before[k]) / seconds, 2) for k in after if seconds > 0}
 
 
+def _watch(h: Harness, workers: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
+    """The processes whose CPU a phase counts: the broker, OPA, the workers and, as columns of
+    their own, each worker's ingest process (SGBUS_INGEST_PROCESS); and those ingest processes."""
+    helpers = {f"{name} ingest": child for name, pid in workers.items() for child in ingest_processes(pid)}
+    return {"kafka": h.pids["kafka"], "opa": h.pids["opa"], **workers, **helpers}, helpers
+
+
 def start_workers(h: Harness, module: str, app_id: str, workers: int, stages: bool,
                   route_workers: int = 1, env: dict[str, str] | None = None) -> list[Proc]:
     """`workers` all-in-one processes, or one process per stage (`sgbus worker --stage`; the
@@ -300,10 +307,7 @@ def run_throughput(h: Harness, name: str, module: str, workers: int, records: li
             h.wait_audited(procs, _audits(warm), f"{name} warm-up", 180)
         else:
             h.await_count([FORWARD_TOPIC], len(warm), f"{name} warm-up", 180)
-        watch = {"kafka": h.pids["kafka"], "opa": h.pids["opa"]} | {f"worker{i}": p.pid for i, p in enumerate(procs)}
-        # A worker's own ingest process (SGBUS_INGEST_PROCESS) is counted as its own column.
-        helpers = {f"worker{i} ingest": c for i, p in enumerate(procs) for c in ingest_processes(p.pid)}
-        watch |= helpers
+        watch, helpers = _watch(h, {f"worker{i}": p.pid for i, p in enumerate(procs)})
         cpu0 = h.cpu(watch)
         start = time.time()
         publish_all(producer, records)
@@ -367,8 +371,7 @@ def run_latency(h: Harness, cfg: BenchConfig, loads: list[list[Prepared]], warm:
         publish_all(producer, warm)
         expected = _audits(warm)
         h.wait_audited([worker], expected, "latency warm-up", 180)
-        procs = {"kafka": h.pids["kafka"], "opa": h.pids["opa"], "worker": worker.pid,
-                 **{f"worker ingest{'' if i == 0 else i}": pid for i, pid in enumerate(ingest_processes(worker.pid))}}
+        procs, _ = _watch(h, {"worker": worker.pid})
         for rate, records in zip(cfg.loads, loads, strict=True):
             # sg.events too: where each event was between publish and its partner's copy
             receiver = Receiver(h.access, h.broker.end_offsets([*h.deliver_topics, EVENTS]),

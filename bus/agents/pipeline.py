@@ -130,10 +130,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         backoff = 0.1
         while True:
             try:
-                # An HTTP call when due, in a thread; otherwise the register in hand, with no
-                # thread hop (each costs a batch ~1-5 ms of latency on a busy machine).
-                signers = (await asyncio.to_thread(svc.signers.refresh) if svc.signers.due()
-                           else svc.signers.registry)
+                signers = await svc.signers.current()  # an HTTP call (in a thread) when due
                 break
             except PolicyUnavailable as exc:  # no signing key register yet: hold the batch
                 log.warning("signers_unavailable_holding_batch", events=len(batch), retry_in_s=backoff,
@@ -149,8 +146,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 outcomes = await run_prepare(records, signers, redact, final=False)
                 again = [i for i, out in enumerate(outcomes) if out is None]
                 if again:  # a key issued since the register was last read: read it again, then decide
-                    fresh = (await asyncio.to_thread(lambda: svc.signers.refresh(unknown_key=True))
-                             if svc.signers.due(unknown_key=True) else svc.signers.registry)
+                    fresh = await svc.signers.current(unknown_key=True)
                     redone = await run_prepare([records[i] for i in again], fresh, redact, final=True)
                     for i, out in zip(again, redone, strict=True):
                         outcomes[i] = out

@@ -52,3 +52,19 @@ def test_no_register_yet_holds_ingest_and_a_failed_reread_keeps_the_last() -> No
     assert source.due()  # nothing loaded: still due
     good = source.refresh()
     assert source.refresh() is good  # the third read failed: the last good register stays
+
+
+def test_current_reads_in_a_thread_only_when_due() -> None:
+    import asyncio
+    import threading
+
+    readers: list[str] = []
+
+    def fetch() -> SignerRegistry:
+        readers.append(threading.current_thread().name)
+        return SignerRegistry()
+
+    source = SignerSource(fetch, refresh_s=30.0)
+    first = asyncio.run(source.current())
+    assert len(readers) == 1 and readers[0] != threading.main_thread().name  # off the event loop's thread
+    assert asyncio.run(source.current()) is first and len(readers) == 1  # not due: the register in hand
