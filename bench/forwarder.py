@@ -19,10 +19,13 @@ FORWARD_TOPIC = "sg.bench.forward"
 FORWARD_PARTITIONS = 4  # as sg.events, the pipe's first output
 
 
-def create_forwarder(app_id: str, access: KafkaAccess, home: Path, fetch_max_wait_ms: int) -> faust.App:
-    """Same Faust options (TLS and SCRAM included), raw serialisation and per-event stream as
-    the ingest agent; no work. It runs as the admin: the ceiling is not a bus stage."""
-    app = App(app_id, fetch_max_wait_ms=fetch_max_wait_ms, **faust_options(access, home))
+def create_forwarder(app_id: str, access: KafkaAccess, home: Path, fetch_max_wait_ms: int,
+                     fetch_linger_ms: int = 0) -> faust.App:
+    """Same Faust options (TLS and SCRAM included, the fetch wait and linger), raw serialisation
+    and per-event stream as the ingest agent; no work. It runs as the admin: the ceiling is not a
+    bus stage."""
+    app = App(app_id, fetch_max_wait_ms=fetch_max_wait_ms, fetch_linger_ms=fetch_linger_ms,
+              **faust_options(access, home))
     source = app.topic(*[ingress_topic(a) for a in Agency], key_serializer="raw", value_serializer="raw")
     out = app.topic(FORWARD_TOPIC, key_serializer="raw", value_serializer="raw")
 
@@ -41,7 +44,8 @@ def main() -> None:
     settings = Settings()
     bootstrap, _ = resolve_endpoints(settings)
     access = kafka_access(settings, bootstrap, ADMIN)
-    app = create_forwarder(stage_app_id(settings.app_id, "all"), access, settings.home, settings.fetch_max_wait_ms)
+    app = create_forwarder(stage_app_id(settings.app_id, "all"), access, settings.home, settings.fetch_max_wait_ms,
+                           settings.fetch_linger_ms)
     run_faust(app, settings)
 
 

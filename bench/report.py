@@ -375,8 +375,10 @@ METHOD = [
     "to one 4-partition topic.",
     "- Latency includes the publisher's linger (1 ms), the worker's batch window (it follows the load: ~1 ms "
     "when quiet, at most `SGBUS_BATCH_WINDOW_S`, 50 ms), the worker's Kafka fetch wait (`SGBUS_FETCH_MAX_WAIT_MS`, "
-    "100 ms by default; it bounds how long records that arrive while a fetch is in flight wait), its producer "
-    "linger (5 ms) and the partner consumer's fetch wait (5 ms). The all-in-one worker routes what it ingests "
+    "100 ms by default; it bounds how long records that arrive while a fetch is in flight wait) and fetch "
+    "linger (`SGBUS_FETCH_LINGER_MS`, 20 ms: while records flow, a fetch waits that long for more; after an "
+    "empty one it returns at the first record), its producer linger (5 ms) and the partner consumer's fetch "
+    "wait (5 ms). The all-in-one worker routes what it ingests "
     "without a second Kafka hop (`SGBUS_ROUTE_AT_INGEST`); stage workers take it.",
     "- The stage workers commit a Kafka transaction per batch of up to `SGBUS_STAGE_BATCH_SIZE` events (500); "
     "the backfill uses them, one process per stage.",

@@ -133,6 +133,7 @@ def create_app(access: KafkaAccess, services: Services, stage: str = "all") -> f
     app_id = stage_app_id(services.settings.app_id, stage)
     if stage == "all":
         app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
+                  fetch_linger_ms=services.settings.fetch_linger_ms,
                   **faust_options(access, services.settings.home,
                                 session_timeout_s=services.settings.session_timeout_s))
         register(app, services, SHARING_STAGES)
@@ -141,10 +142,12 @@ def create_app(access: KafkaAccess, services: Services, stage: str = "all") -> f
         # restarted after a SIGKILL once came back with its table empty (the restart test failed;
         # with 60 s it passes). The mechanism inside Faust's recovery is not known.
         app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
+                  fetch_linger_ms=services.settings.fetch_linger_ms,
                   **faust_options(access, services.settings.home, session_timeout_s=60.0))
         register(app, services, (stage,))
     else:  # the audit stage too, so it reads only committed audit records
         app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
+                  fetch_linger_ms=services.settings.fetch_linger_ms,
                   **faust_options(access, services.settings.home, "exactly_once",
                                 session_timeout_s=services.settings.session_timeout_s))
         register(app, services, (stage,), exactly_once=True)

@@ -1,6 +1,7 @@
 """A Faust app whose Kafka consumer waits at most `fetch_max_wait_ms` for a fetch (Faust
-0.15.3 hard-codes 1,500 ms) and which, without tables, starts without Faust's one-second wait
-for them."""
+0.15.3 hard-codes 1,500 ms) and lingers `fetch_linger_ms` for more while records flow
+(bus/fetch_linger.py), and which, without tables, starts without Faust's one-second wait for
+them."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from faust.types import TP, TransportT
 
 from bus import logs
 from bus.agents.sends import SendFailed, SendLedger
+from bus.fetch_linger import FetchLinger
 
 log = logs.get("sgbus.worker")
 
 DEFAULT_FETCH_MAX_WAIT_MS = 1500  # Faust's own value
+DEFAULT_FETCH_LINGER_MS = 0  # aiokafka's own behaviour: a fetch returns at the first record
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -26,6 +29,13 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         # aiokafka hands this to its Fetcher when the consumer starts, i.e. after this returns.
         consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", DEFAULT_FETCH_MAX_WAIT_MS)
         return consumer
+
+    async def on_start(self) -> None:
+        await super().on_start()  # creates and starts the consumer, which creates its fetcher
+        linger_ms = getattr(self.app, "fetch_linger_ms", DEFAULT_FETCH_LINGER_MS)
+        if linger_ms:
+            consumer: Any = self._consumer
+            FetchLinger(consumer._fetcher, idle_wait_ms=consumer._fetch_max_wait_ms, linger_ms=linger_ms).install()
 
 
 class _Consumer(driver.Consumer):
@@ -88,8 +98,9 @@ class App(faust.App):
     """
 
     def __init__(self, id: str, *, fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
-                 **options: Any) -> None:
+                 fetch_linger_ms: int = DEFAULT_FETCH_LINGER_MS, **options: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.fetch_linger_ms = fetch_linger_ms
         #: at-least-once sends since the last commit (bus/agents/pipeline.py tracks them)
         self.sends = SendLedger()
         options.setdefault("TableManager", _TableManager)

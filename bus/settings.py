@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     fetch_max_wait_ms: int = Field(
         default=100, ge=1, le=5000, description="longest a worker's Kafka fetch waits for new records"
     )
+    fetch_linger_ms: int = Field(
+        default=20, ge=0, le=1000,
+        description="while records flow, how long a worker's Kafka fetch waits for more before it returns "
+                    "(0: at the first record; after an empty fetch, always at the first: bus/fetch_linger.py)")
     route_at_ingest: bool = Field(
         default=True,
         description="the all-in-one worker routes each event in the batch that ingested it, without a second "

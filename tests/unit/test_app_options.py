@@ -38,6 +38,7 @@ def test_the_consumer_is_built_with_the_configured_fetch_wait_over_scram_and_tls
 
     consumer = asyncio.run(build())
     assert consumer._fetch_max_wait_ms == 25
+    assert app.fetch_linger_ms == 0  # not asked for: aiokafka's own behaviour
     assert consumer._client._security_protocol == "SASL_SSL"
     assert consumer._client._sasl_mechanism == "SCRAM-SHA-512"
     assert consumer._client._ssl_context is not None
@@ -99,3 +100,17 @@ def test_an_app_with_a_table_keeps_the_wait(tmp_path: Path) -> None:
     app = App("sgbus-test", **faust_options(_access(tmp_path), tmp_path))
     app.Table("concern-test", default=int)
     assert _start_calls(app) == ["sleep 1.0", "update channels", "start recovery"]
+
+
+@pytest.mark.parametrize("stage", ["all", "ingest", "concern"])
+def test_every_worker_app_lingers_its_fetches_as_set(tmp_path: Path, stage: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import bus.agents.pipeline
+    from bus.app import create_app
+    from bus.settings import Settings
+
+    monkeypatch.setattr(bus.agents.pipeline, "register", lambda *a, **k: None)  # agents: not this test's
+    services: Any = type("S", (), {"settings": Settings(home=tmp_path, fetch_linger_ms=30)})()
+    app = create_app(_access(tmp_path), services, stage)
+    assert app.fetch_linger_ms == 30  # type: ignore[attr-defined]
+    assert Settings(home=tmp_path).fetch_linger_ms == 20
