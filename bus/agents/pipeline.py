@@ -172,14 +172,15 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         await ingest_prepared(batch, await prepare(batch))
 
     async def ingest_prepared(batch: list[faust.EventT[bytes]], outcomes: list[IngestOutcome]) -> None:
-        """Register and send, in order, what passed (and, routing at ingest, route it: before
-        the caller acks the batch)."""
+        """Register what passed and write it to sg.events, in order (routing at ingest, also route
+        it, and write it there just before its copies), all before the caller acks the batch."""
         # Event ids are the publisher's claim: the first content seen under an id wins; the same
         # content again is a harmless replay; other content under a used id is dead-lettered.
         checks = [IngestedCheck(register_key(o.event), o.event.provenance.content_sha256, str(o.event.ingest_id))
                   for o in outcomes if o.event is not None]
         first = await _register_with_retry(checks) if checks else {}
         to_route: list[PseudonymisedEvent] = []
+        to_write: list[tuple[PseudonymisedEvent, bytes, bytes, TP]] = []
         positions: dict[int, Awaitable[Any]] = {}
         sources: dict[str, TP] = {}
         for ev, out in zip(batch, outcomes, strict=True):
@@ -202,22 +203,31 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 metrics.overrides_refused.labels(out.override_refused).inc()
                 log.warning("override_refused", code=out.override_refused, topic=msg.topic, offset=msg.offset,
                             event_type=out.event.event_type)
-            sent = await send(events, out.event.subject_key.encode(), out.event.model_dump_json().encode(), msg.tp,
-                              list(ROUTED_AT_INGEST) if route_at_ingest else None)
-            metrics.events_ingested.labels(out.event.source.agency.value, out.event.event_type).inc()
+            key, value = out.event.subject_key.encode(), out.event.model_dump_json().encode()
             if route_at_ingest:
-                assert sent is not None  # at-least-once only
+                # Written with its copies, after the policy query, rather than now: the sends
+                # of one batch then go out in one produce request, not two (at 50 events/s, a
+                # fifth fewer requests to the broker).
+                to_write.append((out.event, key, value, msg.tp))
                 to_route.append(out.event)
-                positions[id(out.event)] = sent
                 sources[str(out.event.ingest_id)] = msg.tp
+            else:
+                await send(events, key, value, msg.tp)
+            metrics.events_ingested.labels(out.event.source.agency.value, out.event.event_type).inc()
         if not to_route:
             return
+
+        async def write_events() -> None:
+            for event, key, value, tp in to_write:
+                sent = await send(events, key, value, tp, list(ROUTED_AT_INGEST))
+                assert sent is not None  # at-least-once only
+                positions[id(event)] = sent
 
         async def position(event: PseudonymisedEvent) -> tuple[int, int]:
             meta = await positions[id(event)]  # acked by now or soon: the producer is flushing
             return int(meta.partition), int(meta.offset)
 
-        await route_events(to_route, sources, position)
+        await route_events(to_route, sources, position, write_events)
 
     def transactional_id(source: TP) -> str:
         return f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
@@ -333,9 +343,12 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             await commit_batch(batch)
 
     async def route_events(parsed: list[PseudonymisedEvent], source: dict[str, TP],
-                           position: Callable[[PseudonymisedEvent], Awaitable[tuple[int, int]]]) -> None:
+                           position: Callable[[PseudonymisedEvent], Awaitable[tuple[int, int]]],
+                           before_copies: Callable[[], Awaitable[None]] | None = None) -> None:
         """Decide, make the partners' copies, dead-letter the views that failed, audit."""
         plan = await _decide_with_retry(parsed)
+        if before_copies is not None:
+            await before_copies()
         for d in plan.deliveries:
             await send(deliver_topic(d.topic), d.key.encode(), d.event.model_dump_json().encode(),
                        source[str(d.ingest_id)])
