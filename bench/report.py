@@ -234,10 +234,11 @@ def _hop_lines(loads: list[dict[str, Any]]) -> list[str]:
     names = sorted({k for r in rows for k in r.get("cores_used_while_offered", {})})
     lines = ["Where it goes, per delivery (p50 / p99 of each hop, from the records' own timestamps: publish → the "
              "worker writes the event to `sg.events` (fetch, batch window, parse, verify, pseudonymise, register; "
-             "since session 16 the all-in-one worker writes it just before its copies, so the policy query is in "
-             "this hop too) → it writes the partner's copy (views, sends) → the partner consumer has it (producer "
-             "linger, broker, partner fetch)); an event with several recipients counts once per delivery. And the "
-             "cores each process used while the load was offered:",
+             "since session 16 the all-in-one worker writes it just before its copies, so this hop also holds the "
+             "policy query and the recipients' views) → it writes the partner's copy (before session 16: policy, "
+             "views, sends; since, the sends only) → the partner consumer has it (producer linger, broker, partner "
+             "fetch)); an event with several recipients counts once per delivery. And the cores each process used "
+             "while the load was offered:",
              "",
              "| offered events/s | publish → sg.events | → partner copy | → partner receipt | "
              + " | ".join(f"{n} cores" for n in names) + " |",

@@ -35,7 +35,7 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         linger_ms = getattr(self.app, "fetch_linger_ms", DEFAULT_FETCH_LINGER_MS)
         if linger_ms:
             consumer: Any = self._consumer
-            FetchLinger(consumer._fetcher, idle_wait_ms=consumer._fetch_max_wait_ms, linger_ms=linger_ms).install()
+            FetchLinger(consumer._fetcher, linger_ms=linger_ms).install()
 
 
 class _Consumer(driver.Consumer):
@@ -100,7 +100,9 @@ class App(faust.App):
     def __init__(self, id: str, *, fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS,
                  fetch_linger_ms: int = DEFAULT_FETCH_LINGER_MS, **options: Any) -> None:
         self.fetch_max_wait_ms = fetch_max_wait_ms
-        self.fetch_linger_ms = fetch_linger_ms
+        # A linger longer than the fetch wait would make a busy worker's fetches wait longer than
+        # an idle one's: the fetch wait is the longest any fetch waits.
+        self.fetch_linger_ms = min(fetch_linger_ms, fetch_max_wait_ms)
         #: at-least-once sends since the last commit (bus/agents/pipeline.py tracks them)
         self.sends = SendLedger()
         options.setdefault("TableManager", _TableManager)

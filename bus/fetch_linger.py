@@ -10,11 +10,11 @@ LINGER_MIN_BYTES = 1 << 20
 
 
 class FetchLinger:
-    """Switch an aiokafka fetcher between two ways of asking the broker, after each response.
+    """How each fetch asks its broker, from what that broker's previous fetch brought.
 
-    - After a fetch that came back empty (a quiet bus), the next returns at the first record
-      (min bytes 1), or after `idle_wait_ms` with nothing: the first event of a quiet spell is
-      handed over at once, and an idle worker asks only every `idle_wait_ms`.
+    - After a fetch that came back empty (a quiet bus), the next to that broker returns at the
+      first record (min bytes 1), or after the consumer's own wait with nothing: the first event
+      of a quiet spell is handed over at once, and an idle worker asks no more often than before.
     - After a fetch that brought records, the next waits up to `linger_ms` for more.
 
     Why: with min bytes 1, every record written to any partition the worker reads (ingress, the
@@ -22,34 +22,30 @@ class FetchLinger:
     sent the next at once: at 50 events/s about three fetches per event, each a TLS round trip
     through the broker and the consumer thread, on two cores shared by everything. A lingering
     fetch gathers what comes within `linger_ms` into one response.
+
+    aiokafka (0.14) builds one request per broker node, sent by `Fetcher._proc_fetch_request`,
+    which returns true when it added records (also after some errors: then one fetch lingers
+    needlessly, no longer than `linger_ms`). The request is encoded only when sent, so the wrapper
+    sets its wait and minimum just before; each node keeps its own state.
     """
 
-    def __init__(self, fetcher: Any, *, idle_wait_ms: int, linger_ms: int) -> None:
+    def __init__(self, fetcher: Any, *, linger_ms: int) -> None:
         self._fetcher = fetcher
-        self.idle_wait_ms = idle_wait_ms
         self.linger_ms = linger_ms
-        self.lingering = False
+        self.lingering: set[Any] = set()  # the nodes whose last fetch brought records
 
     def install(self) -> FetchLinger:
-        """Wrap the fetcher's per-request coroutine (aiokafka 0.14: `_proc_fetch_request`, which
-        returns true when it added records) and start as after an empty fetch."""
         inner = self._fetcher._proc_fetch_request
 
         async def fetch(assignment: Any, node_id: Any, request: Any) -> Any:
+            if node_id in self.lingering:
+                request._min_bytes, request._max_wait_ms = LINGER_MIN_BYTES, self.linger_ms
             added = await inner(assignment, node_id, request)
-            self.after_fetch(bool(added))
+            if added and self.linger_ms > 0:
+                self.lingering.add(node_id)
+            else:
+                self.lingering.discard(node_id)
             return added
 
         self._fetcher._proc_fetch_request = fetch
-        self.after_fetch(False)
         return self
-
-    def after_fetch(self, got_records: bool) -> None:
-        """Set how the next request asks (aiokafka reads both fields whenever it builds one)."""
-        self.lingering = got_records and self.linger_ms > 0
-        if self.lingering:
-            self._fetcher._fetch_min_bytes = LINGER_MIN_BYTES
-            self._fetcher._fetch_max_wait_ms = self.linger_ms
-        else:
-            self._fetcher._fetch_min_bytes = 1
-            self._fetcher._fetch_max_wait_ms = self.idle_wait_ms

@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     fetch_linger_ms: int = Field(
         default=20, ge=0, le=1000,
         description="while records flow, how long a worker's Kafka fetch waits for more before it returns "
-                    "(0: at the first record; after an empty fetch, always at the first: bus/fetch_linger.py)")
+                    "(0: at the first record; after an empty fetch, always at the first; at most fetch_max_wait_ms: "
+                    "bus/fetch_linger.py)")
     route_at_ingest: bool = Field(
         default=True,
         description="the all-in-one worker routes each event in the batch that ingested it, without a second "

@@ -345,13 +345,21 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     async def route_events(parsed: list[PseudonymisedEvent], source: dict[str, TP],
                            position: Callable[[PseudonymisedEvent], Awaitable[tuple[int, int]]],
                            before_copies: Callable[[], Awaitable[None]] | None = None) -> None:
-        """Decide, make the partners' copies, dead-letter the views that failed, audit."""
+        """Decide, make the partners' copies, audit, dead-letter the views that failed."""
         plan = await _decide_with_retry(parsed)
         if before_copies is not None:
             await before_copies()
         for d in plan.deliveries:
             await send(deliver_topic(d.topic), d.key.encode(), d.event.model_dump_json().encode(),
                        source[str(d.ingest_id)])
+        by_source: dict[TP, list[AuditRecord]] = {}
+        for rec in plan.audits:
+            by_source.setdefault(source[str(rec.ingest_id)], []).append(rec)
+        for tp, records in by_source.items():
+            for key, value in encode_audit_batches(records):
+                await send(audit, key, value, tp)
+        # Last: a failed view's dead letter waits for its event's position on sg.events, which
+        # the all-in-one worker has only just sent.
         for failed in plan.failed:
             metrics.dlq.labels("view_failed").inc()
             metrics.views_failed.labels(failed.recipient).inc()
@@ -364,12 +372,6 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 "events_partition": partition, "events_offset": offset,
                 "reasons": [{"field": "$", "code": "view_failed", "message": failed.error}],
             }).encode(), source[str(failed.event.ingest_id)])
-        by_source: dict[TP, list[AuditRecord]] = {}
-        for rec in plan.audits:
-            by_source.setdefault(source[str(rec.ingest_id)], []).append(rec)
-        for tp, records in by_source.items():
-            for key, value in encode_audit_batches(records):
-                await send(audit, key, value, tp)
         try:
             _count_routed(plan, parsed)
         except Exception as exc:  # counting must never stop sharing (nor replay the batch)

@@ -114,3 +114,31 @@ def test_every_worker_app_lingers_its_fetches_as_set(tmp_path: Path, stage: str,
     app = create_app(_access(tmp_path), services, stage)
     assert app.fetch_linger_ms == 30  # type: ignore[attr-defined]
     assert Settings(home=tmp_path).fetch_linger_ms == 20
+
+
+def test_the_consumer_thread_lingers_its_fetchers_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from faust.transport.drivers import aiokafka as driver
+
+    async def proc(assignment: Any, node_id: Any, request: Any) -> bool:
+        return True
+
+    fetcher = SimpleNamespace(_proc_fetch_request=proc)
+
+    async def started(self: Any) -> None:  # aiokafka's consumer, as far as the linger needs it
+        self._consumer = SimpleNamespace(_fetcher=fetcher, _fetch_max_wait_ms=25)
+
+    monkeypatch.setattr(driver.AIOKafkaConsumerThread, "on_start", started)
+
+    async def start(app: App) -> None:
+        await app.consumer._new_consumer_thread().on_start()
+
+    asyncio.run(start(App("sgbus-test", fetch_max_wait_ms=25, fetch_linger_ms=0,
+                          **faust_options(_access(tmp_path), tmp_path))))
+    assert fetcher._proc_fetch_request is proc  # no linger asked: aiokafka's own
+    lingering = App("sgbus-test", fetch_max_wait_ms=25, fetch_linger_ms=40,
+                    **faust_options(_access(tmp_path), tmp_path))
+    assert lingering.fetch_linger_ms == 25  # never longer than the fetch wait
+    asyncio.run(start(lingering))
+    assert fetcher._proc_fetch_request is not proc
