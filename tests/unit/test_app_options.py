@@ -110,6 +110,7 @@ def test_every_worker_app_lingers_its_fetches_as_set(tmp_path: Path, stage: str,
     from bus.settings import Settings
 
     monkeypatch.setattr(bus.agents.pipeline, "register", lambda *a, **k: None)  # agents: not this test's
+    monkeypatch.delenv("SGBUS_FETCH_LINGER_MS", raising=False)  # the default, whatever the shell sets
     services: Any = type("S", (), {"settings": Settings(home=tmp_path, fetch_linger_ms=30)})()
     app = create_app(_access(tmp_path), services, stage)
     assert app.fetch_linger_ms == 30  # type: ignore[attr-defined]
