@@ -7,12 +7,12 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from bus import logs
 from bus.audit.records import audit_record
 from bus.exceptions import KeyringError, PolicyUnavailable
-from bus.policy.cache import DecisionCache, same_decision
+from bus.policy.cache import DecisionCache, Key, same_decision
 from bus.policy.client import PolicyClient
 from bus.policy.data import Partner, Partnership
 from bus.policy.decision import Decision
@@ -108,6 +108,27 @@ def requests_for(partnership: Partnership, events: list[E]) -> list[tuple[E, dic
     return pairs
 
 
+@dataclass
+class ProbeAhead:
+    """A batch's spot check of the decision cache, sent when the batch is taken rather than
+    once it is prepared and registered: a request decided in an earlier batch, asked afresh
+    while ingest works (Router.probe_ahead). Its answer is what OPA held after the batch was
+    taken, as the in-batch check's was."""
+
+    revision: str  # the revision pinned when it was sent
+    key: Key
+    cached: Decision
+    answer: asyncio.Future[list[Decision]]
+
+    def discard(self) -> None:
+        """Not used (the batch had nothing to route, or the pin moved): stop it, and never
+        leave its error unread."""
+        if not self.answer.done():
+            self.answer.cancel()
+        elif not self.answer.cancelled():
+            self.answer.exception()
+
+
 PartnershipSource = Callable[[], tuple[Partnership, str]]
 KeyringSource = Callable[[bool], Keyring]  # force: re-read even if the file looks unchanged
 
@@ -127,6 +148,25 @@ class Router:
         self.policy = policy
         self.revision = revision
         self._source = source
+        # A request decided recently (its cache key and the request), for the next batch's
+        # spot check sent ahead (probe_ahead).
+        self._probe_next: tuple[Key, dict[str, Any]] | None = None
+
+    def probe_ahead(self) -> ProbeAhead | None:
+        """Send the next batch's spot check of the cache now (call it as the batch is taken):
+        at light load that OPA round trip is the batch's longest wait, and here it overlaps
+        ingest's. None when there is nothing cached to check (the batch then checks in-batch)."""
+        cache, remembered = self.cache, self._probe_next
+        if cache is None or cache.disabled or remembered is None:
+            return None
+        key, request = remembered
+        if key[0] != datetime.now(UTC).date().isoformat():
+            return None  # cached on another day: emptied by the batch's own pin
+        cached = cache.get(key, request["event"]["event_id"])
+        if cached is None:
+            return None
+        answer = asyncio.ensure_future(self.policy.decide_batch([request], key[0]))
+        return ProbeAhead(cached.revision, key, cached, answer)
 
     async def refresh(self) -> None:
         """Re-read the partnership and revision OPA holds now (after `sgbus policy reload`)."""
@@ -160,7 +200,7 @@ class Router:
             decisions.extend(answer)
         return decisions
 
-    async def _decide(self, events: list[PseudonymisedEvent],
+    async def _decide(self, events: list[PseudonymisedEvent], ahead: ProbeAhead | None = None,
                       ) -> tuple[list[tuple[PseudonymisedEvent, dict[str, Any]]], list[Decision], int]:
         """(event, request) pairs and their decisions, in order, and how many came from the
         cache: one OPA query per `query_events` events (larger queries are slower per
@@ -170,37 +210,63 @@ class Router:
         pairs = [pair for chunk in chunks for pair in chunk]
         cache = self.cache
         if cache is None or cache.disabled:
+            if ahead is not None:
+                ahead.discard()
             return pairs, await self._ask([[req for _, req in chunk] for chunk in chunks]), 0
         today = datetime.now(UTC).date().isoformat()
         cache.pin(self.revision, self.partnership)
+        if ahead is not None and (ahead.revision != self.revision or ahead.key[0] != today):
+            ahead.discard()  # sent under another pin or day: check in-batch instead
+            ahead = None
         keys = [cache.key(req, today) for _, req in pairs]
         found = [cache.get(k, req["event"]["event_id"]) for k, (_, req) in zip(keys, pairs, strict=True)]
         ask = [i for i, d in enumerate(found) if d is None]
-        # One cached request is asked afresh in every batch: OPA's answer shows a reload (its
+        # One cached request is asked afresh for every batch: OPA's answer shows a reload (its
         # revision) and checks the key (the same answer, or the cache is dropped for good).
+        # Sent ahead (a request of an earlier batch, asked while this one was prepared), or
+        # else one of this batch's, picked at random.
         hits = [i for i, d in enumerate(found) if d is not None]
-        probe = secrets.choice(hits) if hits else None  # any of them, not always the first
+        probe = secrets.choice(hits) if hits and ahead is None else None  # not always the first
         asked = ask + ([probe] if probe is not None else [])
         per = max(1, step * len(pairs) // max(1, len(events)))  # requests in `step` events, as above
-        fresh = dict(zip(asked, await self._ask(
-            [[pairs[i][1] for i in asked[j:j + per]] for j in range(0, len(asked), per)], today), strict=True))
+        groups = [[pairs[i][1] for i in asked[j:j + per]] for j in range(0, len(asked), per)]
+        checked: tuple[Decision, Decision] | None = None  # (cached, OPA's answer now)
+        if ahead is not None:
+            both = await asyncio.gather(self._ask(groups, today), ahead.answer, return_exceptions=True)
+            for outcome in both:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            answers, (ahead_answer,) = cast(tuple[list[Decision], list[Decision]], tuple(both))
+            checked = (ahead.cached, ahead_answer)
+        else:
+            answers = await self._ask(groups, today)
+        fresh = dict(zip(asked, answers, strict=True))
         if probe is not None:
-            cached, answer = found[probe], fresh[probe]
-            assert cached is not None
+            cached_probe = found[probe]
+            assert cached_probe is not None
+            checked = (cached_probe, fresh[probe])
+        if checked is not None:
+            cached, answer = checked
             if answer.revision == cached.revision and not same_decision(answer, cached):
                 log.error("decision_cache_disagrees_with_policy_dropped", revision=answer.revision)
                 cache.disable()
                 return pairs, await self._ask([[req for _, req in chunk] for chunk in chunks], today), 0
+            # A reload shows in the answer's revision: refuse the batch, re-pin, let it be retried.
+            await self._check_revision([answer])
         for i in ask:
             cache.put(keys[i], fresh[i])
+        if pairs:
+            remember = secrets.randbelow(len(pairs))
+            self._probe_next = (keys[remember], pairs[remember][1])
         decisions = [fresh[i] if i in fresh else d for i, d in enumerate(found)]
         return pairs, [d for d in decisions if d is not None], len(pairs) - len(asked)
 
-    async def route_batch(self, events: list[PseudonymisedEvent]) -> RoutePlan:
-        """Raises PolicyUnavailable (nothing decided, nothing shared) when OPA cannot answer."""
+    async def route_batch(self, events: list[PseudonymisedEvent], ahead: ProbeAhead | None = None) -> RoutePlan:
+        """Raises PolicyUnavailable (nothing decided, nothing shared) when OPA cannot answer.
+        `ahead`: the batch's cache spot check, sent as it was taken (probe_ahead)."""
         if self._keyring_source is not None:  # pick up a `keys rotate` before the batch
             self.keyring = self._keyring_source(False)
-        pairs, decisions, hits = await self._decide(events)
+        pairs, decisions, hits = await self._decide(events, ahead)
         await self._check_revision(decisions)
         plan = RoutePlan(decisions=decisions, cache_hits=hits, cache_misses=len(pairs) - hits)
         # Each event's identity is opened once for all its recipients. Cached per event *object*,

@@ -23,7 +23,7 @@ from bus.ingest_process import IngestProcess, IngestProcessFailed
 from bus.metrics import deny_category
 from bus.records import AuditRecord, DeadLetter, PseudonymisedEvent, decode_audit_batch, encode_audit_batches
 from bus.redaction.redactor import RedactorUnavailable
-from bus.route import RoutePlan, delivery_latency_s
+from bus.route import ProbeAhead, RoutePlan, delivery_latency_s
 from bus.topics import AUDIT, AUDIT_HEADS, AUDIT_HEADS_KEY, DLQ, EVENTS, ingress_topic
 from schemas.envelope import Agency
 
@@ -169,9 +169,15 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         return await asyncio.to_thread(prepare_batch, records, signers, svc.keyring, redact, final=final)
 
     async def ingest_batch(batch: list[faust.EventT[bytes]]) -> None:
-        await ingest_prepared(batch, await prepare(batch))
+        ahead = svc.router.probe_ahead() if route_at_ingest else None
+        try:
+            await ingest_prepared(batch, await prepare(batch), ahead)
+        finally:
+            if ahead is not None:
+                ahead.discard()
 
-    async def ingest_prepared(batch: list[faust.EventT[bytes]], outcomes: list[IngestOutcome]) -> None:
+    async def ingest_prepared(batch: list[faust.EventT[bytes]], outcomes: list[IngestOutcome],
+                              ahead: ProbeAhead | None = None) -> None:
         """Register what passed and write it to sg.events, in order (routing at ingest, also route
         it, and write it there just before its copies), all before the caller acks the batch."""
         # Event ids are the publisher's claim: the first content seen under an id wins; the same
@@ -227,7 +233,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             meta = await positions[id(event)]  # acked by now or soon: the producer is flushing
             return int(meta.partition), int(meta.offset)
 
-        await route_events(to_route, sources, position, write_events)
+        await route_events(to_route, sources, position, write_events, ahead)
 
     def transactional_id(source: TP) -> str:
         return f"{app.conf.id}-{app.assignor.group_for_topic(source.topic)}-{source.partition}"
@@ -277,8 +283,13 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         N+1. Batches are finished one at a time, in order, and each is acked only once it is
         finished, so a crash repeats what was in flight (at least once, as ever)."""
 
-        async def finish(batch: list[faust.EventT[bytes]], prepared: asyncio.Future[list[IngestOutcome]]) -> None:
-            await ingest_prepared(batch, await prepared)
+        async def finish(batch: list[faust.EventT[bytes]], prepared: asyncio.Future[list[IngestOutcome]],
+                         ahead: ProbeAhead | None) -> None:
+            try:
+                await ingest_prepared(batch, await prepared, ahead)
+            finally:
+                if ahead is not None:
+                    ahead.discard()
             for ev in batch:
                 await stream.ack(ev)
 
@@ -286,6 +297,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         finishing: asyncio.Future[None] | None = None
         coming: asyncio.Future[list[faust.EventT[bytes]]] | None = None
         prepared: asyncio.Future[list[IngestOutcome]] | None = None
+        ahead: ProbeAhead | None = None
         try:
             while True:
                 coming = asyncio.ensure_future(anext(batches))
@@ -302,14 +314,19 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 except StopAsyncIteration:
                     break
                 prepared = asyncio.ensure_future(prepare(batch))
+                # The batch's cache spot check goes to OPA now, beside ingest's work.
+                ahead = svc.router.probe_ahead()
                 if finishing is not None:
                     await finishing
-                finishing = asyncio.ensure_future(finish(batch, prepared))
+                finishing = asyncio.ensure_future(finish(batch, prepared, ahead))
+                ahead = None  # finish's now
             if finishing is not None:
                 await finishing
         finally:
             # Stopped or failed: what is unfinished is not acked (the group hands it out again).
             # Wait for the cancelled work to unwind, so none of it runs on past the agent.
+            if ahead is not None:
+                ahead.discard()
             unfinished = [f for f in (coming, prepared, finishing) if f is not None and not f.done()]
             for pending in unfinished:
                 pending.cancel()
@@ -344,9 +361,10 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
 
     async def route_events(parsed: list[PseudonymisedEvent], source: dict[str, TP],
                            position: Callable[[PseudonymisedEvent], Awaitable[tuple[int, int]]],
-                           before_copies: Callable[[], Awaitable[None]] | None = None) -> None:
+                           before_copies: Callable[[], Awaitable[None]] | None = None,
+                           ahead: ProbeAhead | None = None) -> None:
         """Decide, make the partners' copies, audit, dead-letter the views that failed."""
-        plan = await _decide_with_retry(parsed)
+        plan = await _decide_with_retry(parsed, ahead)
         if before_copies is not None:
             await before_copies()
         for d in plan.deliveries:
@@ -458,14 +476,15 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, settings.retry_max_backoff_s)
 
-    async def _decide_with_retry(parsed: list[PseudonymisedEvent]) -> RoutePlan:
+    async def _decide_with_retry(parsed: list[PseudonymisedEvent], ahead: ProbeAhead | None = None) -> RoutePlan:
         """Fail closed: while OPA cannot answer, share nothing and hold the batch (offsets are
         not committed), retrying with capped exponential backoff."""
         backoff = 0.1
         while True:
             try:
+                checked_ahead, ahead = ahead, None  # its answer is for the first try only
                 with metrics.policy_eval_seconds.time():
-                    plan: RoutePlan = await svc.router.route_batch(parsed)
+                    plan: RoutePlan = await svc.router.route_batch(parsed, checked_ahead)
                 metrics.opa_up.set(1)
                 for dec in plan.decisions[:1]:
                     metrics.revision_in_force(dec.revision)

@@ -228,3 +228,88 @@ def test_a_condition_with_parts_of_both_forms_is_refused_so_no_name_escapes_the_
     with pytest.raises(ValidationError):
         Condition(attribute="risk_grade", equals="high", recipient_org_matches="school_urn")
     assert Condition(recipient_org_matches="school_urn").attribute is None
+
+
+def _route_with_ahead(router: Router, events: list[Any], before_taking: Any = None) -> Any:
+    """As the pipelined worker does: the spot check is sent as the batch is taken, then the
+    batch is decided (`before_taking` runs in between, e.g. a reload)."""
+
+    async def go() -> Any:
+        ahead = router.probe_ahead()
+        assert ahead is not None, "nothing to check ahead after a batch was decided"
+        if before_taking is not None:
+            before_taking()
+        return await router.route_batch(events, ahead)
+
+    return asyncio.run(go())
+
+
+def test_the_spot_check_sent_ahead_stands_for_the_in_batch_one() -> None:
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _router(policy, keyring)
+    asyncio.run(router.route_batch(_events(3, keyring)))
+    policy.asked.clear()
+    plan = _route_with_ahead(router, _events(20, keyring))
+    assert policy.asked == [1]  # the check sent ahead; nothing asked for the batch itself
+    assert plan.cache_hits == len(plan.decisions) > 0
+
+
+def test_a_reload_seen_by_the_spot_check_sent_ahead_refuses_the_batch() -> None:
+    from bus.exceptions import PolicyUnavailable
+
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _router(policy, keyring)
+    asyncio.run(router.route_batch(_events(2, keyring)))
+    policy.revision = "sha256:two"  # `sgbus policy reload`, then the next batch is taken
+    policy.asked.clear()
+    try:
+        _route_with_ahead(router, _events(5, keyring))  # every request cached: only the check asks
+    except PolicyUnavailable:
+        pass
+    else:
+        raise AssertionError("a batch decided under the old revision after a reload was shared")
+    assert policy.asked == [1]
+
+
+def test_a_disagreeing_answer_to_the_spot_check_sent_ahead_drops_the_cache() -> None:
+    keyring, policy = Keyring.generate(), _Policy()
+    cache = DecisionCache()
+    router = _router(policy, keyring, cache)
+    asyncio.run(router.route_batch(_events(2, keyring)))
+    policy.agreement = "DSA-OTHER"  # the policy read something the key left out
+    plan = _route_with_ahead(router, _events(4, keyring))
+    assert cache.disabled and plan.cache_hits == 0
+    assert {d.agreement for d in plan.decisions} == {"DSA-OTHER"}
+
+
+def test_a_spot_check_sent_under_an_older_pin_is_not_used() -> None:
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _router(policy, keyring)
+    asyncio.run(router.route_batch(_events(2, keyring)))
+
+    def repinned() -> None:  # the router re-pinned (another batch saw a reload) after it left
+        policy.revision = router.revision = "sha256:two"
+        policy.asked.clear()
+
+    plan = _route_with_ahead(router, _events(3, keyring), repinned)
+    assert plan.cache_hits == 0 and {d.revision for d in plan.decisions} == {"sha256:two"}
+    assert sum(policy.asked) == len(plan.decisions)
+
+
+def test_opa_failing_the_spot_check_sent_ahead_holds_the_batch() -> None:
+    from bus.exceptions import PolicyUnavailable
+
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _router(policy, keyring)
+    asyncio.run(router.route_batch(_events(2, keyring)))
+
+    async def down(requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
+        raise PolicyUnavailable("OPA is down")
+
+    policy.decide_batch = down  # type: ignore[method-assign]
+    try:
+        _route_with_ahead(router, _events(3, keyring))
+    except PolicyUnavailable:
+        pass
+    else:
+        raise AssertionError("a batch was decided from the cache while OPA could not answer")
