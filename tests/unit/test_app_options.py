@@ -143,3 +143,18 @@ def test_the_consumer_thread_lingers_its_fetchers_requests(tmp_path: Path, monke
     assert lingering.fetch_linger_ms == 25  # never longer than the fetch wait
     asyncio.run(start(lingering))
     assert fetcher._proc_fetch_request is not proc
+
+
+@pytest.mark.parametrize(("stage", "linger_s"), [("all", 0.0), ("concern", 0.0), ("ingest", 0.005), ("audit", 0.005)])
+def test_at_least_once_apps_send_without_a_producer_linger(tmp_path: Path, stage: str, linger_s: float,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's sends leave together anyway; a linger only held each partner's copy back.
+    The exactly-once stages keep theirs."""
+    import bus.agents.pipeline
+    from bus.app import create_app
+    from bus.settings import Settings
+
+    monkeypatch.setattr(bus.agents.pipeline, "register", lambda *a, **k: None)
+    services: Any = type("S", (), {"settings": Settings(home=tmp_path)})()
+    app = create_app(_access(tmp_path), services, stage)
+    assert app.conf.producer_linger == linger_s
