@@ -439,6 +439,8 @@ def run_backfill(h: Harness, cfg: BenchConfig, records: list[Prepared]) -> dict[
         end = h.wait_audited(workers, _audits(records), "backfill", cfg.drain_timeout_s)
         seconds = end - start
         rss = [_rss_mb(w.pid) for w in workers]
+        # The ingest stage's own ingest process (SGBUS_INGEST_PROCESS), read before it ends with its worker.
+        helper_rss = [_rss_mb(child) for w in workers for child in ingest_processes(w.pid)]
         with closing(sqlite3.connect(workers[0].audit_db)) as db:
             n_records, n_allow = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(json_extract(body, '$.decision') = 'allow'), 0) FROM audit"
@@ -457,6 +459,7 @@ def run_backfill(h: Harness, cfg: BenchConfig, records: list[Prepared]) -> dict[
             "dead_letters": h.broker.count_committed([DLQ]),
             "zero_loss": missing == 0 and n_records == _audits(records) and deliveries == n_allow,
             "worker_peak_rss_mb": rss,
+            "ingest_process_peak_rss_mb": helper_rss,
         }
     finally:
         for w in workers:

@@ -176,7 +176,11 @@ def render(results: dict[str, Any]) -> str:
         f"audit ({backfill['events_missing']} missing); {backfill['audit_records']:,} audit records "
         f"(expected {backfill['audit_records_expected']:,}); {backfill['deliveries']:,} deliveries for "
         f"{backfill['allowed_decisions']:,} allowed decisions; {backfill['dead_letters']} dead letters. "
-        "Worker peak RSS: **" + " / ".join(f"{x:.0f} MB" for x in backfill["worker_peak_rss_mb"]) + "**.",
+        "Worker peak RSS: **" + " / ".join(f"{x:.0f} MB" for x in backfill["worker_peak_rss_mb"]) + "**"
+        + (" (the stages, in order: ingest, route, audit)" if backfill["workers"] == "one per stage" else "")
+        + ("; the ingest stage's own ingest process: **"
+           + " / ".join(f"{x:.0f} MB" for x in backfill["ingest_process_peak_rss_mb"]) + "**"
+           if backfill.get("ingest_process_peak_rss_mb") else "") + ".",
         "",
         "## OPA: decisions/s, one request per query vs batched",
         "",

@@ -101,7 +101,8 @@ class Settings(BaseSettings):
         default=False,
         description="the all-in-one worker parses, verifies, pseudonymises and redacts each batch in a second "
                     "process while it routes the batch before (more events/s where a core is spare; ~130 MB more "
-                    "memory in all)")
+                    "memory in all); the ingest stage worker does that work in a second process too, one batch at "
+                    "a time (each process then stays small)")
     session_timeout_s: float = Field(
         default=15.0, ge=10, le=300,
         description="how long a worker that stopped answering keeps its Kafka partitions before its consumer "

@@ -86,10 +86,11 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
         except model.ModelError as exc:
             log.error("redaction_model_unusable", cause=str(exc))
             raise SystemExit(2) from None
-        if stage == "all" and settings.ingest_process and settings.route_at_ingest:
+        if settings.ingest_process and (stage == "ingest" or settings.route_at_ingest):
             from bus.ingest_process import IngestProcess
 
-            # It loads the model itself; this process only if a reloaded policy asks route to redact.
+            # It loads the model itself; this process only if a reloaded policy asks route to redact
+            # (the ingest stage: never, so it stays small).
             ingest_process = IngestProcess(settings.keyring_path, secret)
             ingest_process.start()
         else:

@@ -22,6 +22,25 @@ def wait_for(probe: Callable[[], T | None], timeout_s: float = 60.0, interval_s:
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
 
 
+def ingest_children(worker_pid: int) -> list[int]:
+    """A worker's ingest process(es) (SGBUS_INGEST_PROCESS): its children started by
+    multiprocessing's spawn."""
+    from pathlib import Path
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == worker_pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
 def pseudonymised(event: Any, keyring: Any, override_role: str | None = None) -> Any:
     """pseudonymise_at_ingest as ingest calls it, with a fresh ingest id and a stand-in
     provenance (signature checks have their own tests)."""

@@ -98,9 +98,11 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     # least once, audited once, as when the two hops were apart.
     route_at_ingest = (not exactly_once and "ingest" in stages and "route" in stages
                        and settings.route_at_ingest)
-    # Ingest's CPU work in a process of its own, pipelined with routing (all-in-one only: a
-    # stage worker commits a transaction per batch, which a second batch in flight would join).
-    ingest_process: IngestProcess | None = svc.ingest_process if route_at_ingest else None
+    # Ingest's CPU work in a process of its own: the all-in-one worker routes one batch while
+    # the next is prepared there; the ingest stage waits for each batch (its transaction per
+    # batch would take in a second one in flight), but its own process then stays small (the
+    # redaction model is in the other) and its event loop free for heartbeats.
+    ingest_process: IngestProcess | None = svc.ingest_process if "ingest" in stages else None
     ingress = raw_topic(*[ingress_topic(a) for a in Agency])
     events = raw_topic(EVENTS)
     audit = raw_topic(AUDIT)
@@ -271,7 +273,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     async def ingest_agent(stream: faust.StreamT[bytes]) -> None:
         # Batches (events keep each message's topic and offset for the dead letter): one
         # register round trip to the store per batch.
-        if ingest_process is not None:
+        if ingest_process is not None and route_at_ingest:
             await ingest_pipelined(stream)
             return
         async for batch in take_ready(stream, batch_size, settings.batch_window_s):

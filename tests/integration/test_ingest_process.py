@@ -20,7 +20,7 @@ from bus.policy.data import load_partnership
 from bus.routing import candidates
 from bus.topics import deliver_topic
 from schemas.synthetic import Synth
-from tests.helpers import wait_for
+from tests.helpers import ingest_children, wait_for
 from tests.integration.conftest import REPO, Bus
 from tests.integration.crash_sample import allowed_by_recipient, crash_sample, stored_pairs
 
@@ -41,22 +41,6 @@ def _restart(bus: Bus, ingest_process: str | None) -> None:
     canary = s.child_protection_plan(s.child())
     bus.publish([canary])
     bus.audits_for({canary["event_id"]}, 1, timeout_s=180)
-
-
-def _prepared_by(worker_pid: int) -> list[int]:
-    """The worker's ingest process(es): children started by multiprocessing's spawn."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == worker_pid and b"spawn_main" in cmdline:
-            found.append(int(entry.name))
-    return found
 
 
 def _cpu_s(pid: int) -> float:
@@ -128,12 +112,12 @@ def test_a_second_ingest_process_gives_the_same_decisions_and_copies(bus: Bus) -
     # The reference first: everything in the worker's own process (the default, unless the
     # shell running the tests turned it on).
     _restart(bus, None if os.environ.get("SGBUS_INGEST_PROCESS", "false").lower() in {"false", "0"} else "false")
-    assert bus.worker is not None and not _prepared_by(bus.worker.pid)
+    assert bus.worker is not None and not ingest_children(bus.worker.pid)
     bus.publish(events)
     reference = _decisions(bus, events, expected)
     _restart(bus, "true")
     pid = bus.worker.pid if bus.worker else 0
-    child = wait_for(lambda: _prepared_by(pid), 60, what="the worker's ingest process")[0]
+    child = wait_for(lambda: ingest_children(pid), 60, what="the worker's ingest process")[0]
     busy_before = _cpu_s(child)
     bus.publish(twins)
     prepared = _decisions(bus, twins, expected)
@@ -153,7 +137,7 @@ def test_a_killed_ingest_process_is_replaced_and_nothing_is_lost(in_second_proce
     db = bus.settings.audit_db_path
     assert bus.worker is not None
     worker = bus.worker.pid
-    first = wait_for(lambda: _prepared_by(worker), 60, what="the worker's ingest process")
+    first = wait_for(lambda: ingest_children(worker), 60, what="the worker's ingest process")
     bus.publish(events)
     wait_for(lambda: len(stored_pairs(db, ids)) >= len(expected_pairs) // 10, 300, interval_s=0.2,
              what="a tenth of the decisions before the kill")
@@ -163,7 +147,7 @@ def test_a_killed_ingest_process_is_replaced_and_nothing_is_lost(in_second_proce
                       300, interval_s=1.0, what="every decision after the kill")
     assert {(e, r) for e, r, _ in stored} == expected_pairs
     assert bus.worker.poll() is None, "the worker itself kept going"
-    replaced = _prepared_by(worker)
+    replaced = ingest_children(worker)
     assert replaced and first[0] not in replaced
     assert "ingest_process_failed_holding_batch" in bus.worker_log.read_text()
 
@@ -176,7 +160,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_leaves_no_ingest_process_b
     events, ids, expected_pairs = _burst(seed=5005)
     db = bus.settings.audit_db_path
     assert bus.worker is not None
-    children = wait_for(lambda: _prepared_by(bus.worker.pid if bus.worker else 0), 60,
+    children = wait_for(lambda: ingest_children(bus.worker.pid if bus.worker else 0), 60,
                         what="the worker's ingest process")
     bus.publish(events)
     wait_for(lambda: len(stored_pairs(db, ids)) >= len(expected_pairs) // 5, 300, interval_s=0.2,
