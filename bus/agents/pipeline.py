@@ -38,6 +38,10 @@ SHARING_STAGES = ("ingest", "route", "audit")
 EXACTLY_ONCE_STAGES = ("ingest", "route", "audit")
 
 
+#: sg.audit messages the audit agent stores in one transaction, and how many it reads ahead
+AUDIT_BATCH_MESSAGES = 20
+AUDIT_READ_AHEAD = 5 * AUDIT_BATCH_MESSAGES
+
 #: on an sg.events record its own all-in-one worker has routed already (bus/agents/pipeline.py)
 ROUTED_AT_INGEST = (("sgbus-routed", b"ingest"),)
 
@@ -84,9 +88,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                                 transactional_id=transactional_id(source))
         return None
 
-    def raw_topic(*names: str) -> faust.TopicT:
+    def raw_topic(*names: str, maxsize: int | None = None) -> faust.TopicT:
         # Bytes in, bytes out: pydantic (de)serialises our models, not Faust's codecs.
-        return app.topic(*names, key_serializer="raw", value_serializer="raw")
+        return app.topic(*names, key_serializer="raw", value_serializer="raw", maxsize=maxsize)
 
     # Exactly-once commits a Kafka transaction per batch (several broker round trips), so its
     # batches are larger; the router still splits them into policy queries of batch_size events.
@@ -105,7 +109,10 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     ingest_process: IngestProcess | None = svc.ingest_process if "ingest" in stages else None
     ingress = raw_topic(*[ingress_topic(a) for a in Agency])
     events = raw_topic(EVENTS)
-    audit = raw_topic(AUDIT)
+    # Read ahead at most AUDIT_READ_AHEAD messages (five of the audit agent's batches): each
+    # carries up to 200 records, and Faust's default (4,096 messages) let the audit stage hold
+    # hundreds of megabytes of a backlog in memory.
+    audit = raw_topic(AUDIT, maxsize=AUDIT_READ_AHEAD)
     dlq = raw_topic(DLQ)
     audit_heads = raw_topic(AUDIT_HEADS)
     deliver_topics: dict[str, faust.TopicT] = {}
@@ -421,7 +428,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         """The single writer of the hash-chained audit store."""
         # A fixed 200 ms window: each batch is a store transaction, a signed checkpoint and a
         # published head, and nobody waits on this stage.
-        async for batch in take_ready(stream, 20, 0.2, min_window_s=0.2):
+        async for batch in take_ready(stream, AUDIT_BATCH_MESSAGES, 0.2, min_window_s=0.2):
             records: list[AuditRecord] = []
             for ev in batch:
                 try:
