@@ -15,7 +15,7 @@ from bus.provenance.verify import SourceRejected, Verified, verify_source
 from bus.pseudonymise.engine import pseudonymise_at_ingest, redact_texts
 from bus.pseudonymise.keyring import Keyring
 from bus.records import DeadLetter, Provenance, PseudonymisedEvent
-from bus.redaction.redactor import RedactionFailed, RedactorUnavailable
+from bus.redaction.errors import RedactionFailed, RedactorUnavailable
 from schemas.envelope import Envelope
 from schemas.registry import InvalidEvent, parse_event
 

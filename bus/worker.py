@@ -79,7 +79,7 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     if stage in ("all", "ingest"):
         # Ingest redacts free text: refuse to start without the pinned model (rather than
         # dead-letter every event), then load it in the background while Kafka connects.
-        from bus.redaction import model, warm_up
+        from bus.redaction import model
 
         try:
             model.verify()
@@ -94,6 +94,8 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
             ingest_process = IngestProcess(settings.keyring_path, secret)
             ingest_process.start()
         else:
+            from bus.redaction import warm_up  # Presidio and spaCy: only where ingest redacts in this process
+
             warm_up()
     metrics = Metrics()
     # Lag of this stage's own group, read with its own principal.

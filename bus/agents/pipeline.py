@@ -22,7 +22,7 @@ from bus.ingest import IngestOutcome, Record, prepare_batch, rejected
 from bus.ingest_process import IngestProcess, IngestProcessFailed
 from bus.metrics import deny_category
 from bus.records import AuditRecord, DeadLetter, PseudonymisedEvent, decode_audit_batch, encode_audit_batches
-from bus.redaction.redactor import RedactorUnavailable
+from bus.redaction.errors import RedactorUnavailable
 from bus.route import ProbeAhead, RoutePlan, delivery_latency_s
 from bus.topics import AUDIT, AUDIT_HEADS, AUDIT_HEADS_KEY, DLQ, EVENTS, ingress_topic
 from schemas.envelope import Agency

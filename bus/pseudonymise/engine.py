@@ -236,7 +236,7 @@ def redact_each(items: list[tuple[str, tuple[str, ...]]]) -> list[str | None]:
     """Redacted copies of (text, subject names), together; None for a text that cannot be fully
     analysed. Raises RedactorUnavailable (nothing can be redacted now)."""
     from bus.redaction import default_redactor
-    from bus.redaction.redactor import RedactorUnavailable
+    from bus.redaction.errors import RedactorUnavailable
 
     redactor = default_redactor()
     try:
@@ -296,7 +296,7 @@ def recipient_view(
             continue
         if mode == "redact" and name in event.unredacted:
             if redacted is None or name not in redacted:  # never the original in its place
-                from bus.redaction.redactor import RedactionFailed
+                from bus.redaction.errors import RedactionFailed
 
                 raise RedactionFailed("free text asked redacted has no redacted copy")
             payload[name] = redacted[name]

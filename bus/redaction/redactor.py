@@ -19,6 +19,7 @@ import regex
 
 from bus.exceptions import SgbusError
 from bus.redaction import recognisers as r
+from bus.redaction.errors import RedactionFailed, RedactorUnavailable
 
 #: placeholder kind for each entity the analyzer reports; anything else found is ignored
 PLACEHOLDER = {
@@ -52,14 +53,6 @@ _INVISIBLE = frozenset("\u00ad\u200b\u200c\u200d\u2060\ufeff")
 _QUOTES = {"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'}
 # spaCy's tokenizer takes quadratic time over long runs of punctuation (2,000 "=" cost ~2 s).
 _PUNCTUATION_RUN = regex.compile(r"[^\w\s]{16,}")
-
-
-class RedactorUnavailable(SgbusError):
-    """The analyzer cannot be built (model missing or not the pinned one): hold, do not drop."""
-
-
-class RedactionFailed(SgbusError):
-    """A text could not be fully analysed (a pattern timed out): it must not go on half redacted."""
 
 
 @dataclass(frozen=True, order=True)
