@@ -111,14 +111,15 @@ def requests_for(partnership: Partnership, events: list[E]) -> list[tuple[E, dic
 @dataclass
 class ProbeAhead:
     """A batch's spot check of the decision cache, sent when the batch is taken rather than
-    once it is prepared and registered: a request decided in an earlier batch, asked afresh
-    while ingest works (Router.probe_ahead). Its answer is what OPA held after the batch was
-    taken, as the in-batch check's was."""
+    once it is prepared and registered: a request an earlier batch took from the cache, asked
+    afresh while ingest works (Router.probe_ahead). Its answer is what OPA held at most
+    PROBE_AHEAD_MAX_AGE_S before the batch is decided; an older one is not used."""
 
     revision: str  # the revision pinned when it was sent
     key: Key
     cached: Decision
     answer: asyncio.Future[list[Decision]]
+    sent_at: float  # the event loop's clock
 
     def discard(self) -> None:
         """Not used (the batch had nothing to route, or the pin moved): stop it, and never
@@ -128,6 +129,11 @@ class ProbeAhead:
         elif not self.answer.cancelled():
             self.answer.exception()
 
+
+#: The oldest a spot check sent ahead may be when its batch is decided. A batch held longer
+#: (a store or redactor outage, a backlog) checks in-batch instead, so a reload is seen by
+#: every batch decided from this long after it (before probe_ahead: from the moment of it).
+PROBE_AHEAD_MAX_AGE_S = 0.1
 
 PartnershipSource = Callable[[], tuple[Partnership, str]]
 KeyringSource = Callable[[bool], Keyring]  # force: re-read even if the file looks unchanged
@@ -151,6 +157,7 @@ class Router:
         # A request decided recently (its cache key and the request), for the next batch's
         # spot check sent ahead (probe_ahead).
         self._probe_next: tuple[Key, dict[str, Any]] | None = None
+        self.probe_ahead_max_age_s = PROBE_AHEAD_MAX_AGE_S
 
     def probe_ahead(self) -> ProbeAhead | None:
         """Send the next batch's spot check of the cache now (call it as the batch is taken):
@@ -166,7 +173,7 @@ class Router:
         if cached is None:
             return None
         answer = asyncio.ensure_future(self.policy.decide_batch([request], key[0]))
-        return ProbeAhead(cached.revision, key, cached, answer)
+        return ProbeAhead(cached.revision, key, cached, answer, asyncio.get_running_loop().time())
 
     async def refresh(self) -> None:
         """Re-read the partnership and revision OPA holds now (after `sgbus policy reload`)."""
@@ -215,8 +222,11 @@ class Router:
             return pairs, await self._ask([[req for _, req in chunk] for chunk in chunks]), 0
         today = datetime.now(UTC).date().isoformat()
         cache.pin(self.revision, self.partnership)
-        if ahead is not None and (ahead.revision != self.revision or ahead.key[0] != today):
-            ahead.discard()  # sent under another pin or day: check in-batch instead
+        if ahead is not None and (not pairs or ahead.revision != self.revision or ahead.key[0] != today
+                                  or asyncio.get_running_loop().time() - ahead.sent_at > self.probe_ahead_max_age_s):
+            # Nothing to decide (no OPA call needed), or sent under another pin or day, or too
+            # long ago to vouch for the policy now: check in-batch instead.
+            ahead.discard()
             ahead = None
         keys = [cache.key(req, today) for _, req in pairs]
         found = [cache.get(k, req["event"]["event_id"]) for k, (_, req) in zip(keys, pairs, strict=True)]
@@ -255,8 +265,11 @@ class Router:
             await self._check_revision([answer])
         for i in ask:
             cache.put(keys[i], fresh[i])
-        if pairs:
-            remember = secrets.randbelow(len(pairs))
+        # The next check: a request answered from the cache (its entry came from another request),
+        # so that asking it again also tests the key, not only the revision.
+        reused = [i for i in hits if i != probe]
+        if reused:
+            remember = secrets.choice(reused)
             self._probe_next = (keys[remember], pairs[remember][1])
         decisions = [fresh[i] if i in fresh else d for i, d in enumerate(found)]
         return pairs, [d for d in decisions if d is not None], len(pairs) - len(asked)

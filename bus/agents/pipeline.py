@@ -109,10 +109,11 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     ingest_process: IngestProcess | None = svc.ingest_process if "ingest" in stages else None
     ingress = raw_topic(*[ingress_topic(a) for a in Agency])
     events = raw_topic(EVENTS)
-    # Read ahead at most AUDIT_READ_AHEAD messages (five of the audit agent's batches): each
-    # carries up to 200 records, and Faust's default (4,096 messages) let the audit stage hold
-    # hundreds of megabytes of a backlog in memory.
-    audit = raw_topic(AUDIT, maxsize=AUDIT_READ_AHEAD)
+    # The audit stage reads ahead at most AUDIT_READ_AHEAD messages (five of its batches): each
+    # carries up to 200 records, and Faust's default (4,096 messages) let it hold hundreds of
+    # megabytes of a backlog in memory. Not in the all-in-one worker: one consumer feeds all its
+    # agents, and a full audit queue would hold back its ingress too.
+    audit = raw_topic(AUDIT, maxsize=AUDIT_READ_AHEAD if exactly_once else None)
     dlq = raw_topic(DLQ)
     audit_heads = raw_topic(AUDIT_HEADS)
     deliver_topics: dict[str, faust.TopicT] = {}

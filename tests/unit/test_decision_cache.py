@@ -230,13 +230,22 @@ def test_a_condition_with_parts_of_both_forms_is_refused_so_no_name_escapes_the_
     assert Condition(recipient_org_matches="school_urn").attribute is None
 
 
+def _warm(router: Router, keyring: Keyring) -> None:
+    """Two batches: the first fills the cache, the second takes from it (what a check sent
+    ahead re-asks is a request answered from the cache, so that it tests the key too). The
+    checks below are sent and used at once; allow them any age (the age limit has its own test)."""
+    asyncio.run(router.route_batch(_events(2, keyring)))
+    asyncio.run(router.route_batch(_events(2, keyring)))
+    router.probe_ahead_max_age_s = 60.0
+
+
 def _route_with_ahead(router: Router, events: list[Any], before_taking: Any = None) -> Any:
     """As the pipelined worker does: the spot check is sent as the batch is taken, then the
     batch is decided (`before_taking` runs in between, e.g. a reload)."""
 
     async def go() -> Any:
         ahead = router.probe_ahead()
-        assert ahead is not None, "nothing to check ahead after a batch was decided"
+        assert ahead is not None, "nothing to check ahead after a batch took decisions from the cache"
         if before_taking is not None:
             before_taking()
         return await router.route_batch(events, ahead)
@@ -247,7 +256,7 @@ def _route_with_ahead(router: Router, events: list[Any], before_taking: Any = No
 def test_the_spot_check_sent_ahead_stands_for_the_in_batch_one() -> None:
     keyring, policy = Keyring.generate(), _Policy()
     router = _router(policy, keyring)
-    asyncio.run(router.route_batch(_events(3, keyring)))
+    _warm(router, keyring)
     policy.asked.clear()
     plan = _route_with_ahead(router, _events(20, keyring))
     assert policy.asked == [1]  # the check sent ahead; nothing asked for the batch itself
@@ -259,7 +268,7 @@ def test_a_reload_seen_by_the_spot_check_sent_ahead_refuses_the_batch() -> None:
 
     keyring, policy = Keyring.generate(), _Policy()
     router = _router(policy, keyring)
-    asyncio.run(router.route_batch(_events(2, keyring)))
+    _warm(router, keyring)
     policy.revision = "sha256:two"  # `sgbus policy reload`, then the next batch is taken
     policy.asked.clear()
     try:
@@ -275,7 +284,7 @@ def test_a_disagreeing_answer_to_the_spot_check_sent_ahead_drops_the_cache() -> 
     keyring, policy = Keyring.generate(), _Policy()
     cache = DecisionCache()
     router = _router(policy, keyring, cache)
-    asyncio.run(router.route_batch(_events(2, keyring)))
+    _warm(router, keyring)
     policy.agreement = "DSA-OTHER"  # the policy read something the key left out
     plan = _route_with_ahead(router, _events(4, keyring))
     assert cache.disabled and plan.cache_hits == 0
@@ -285,7 +294,7 @@ def test_a_disagreeing_answer_to_the_spot_check_sent_ahead_drops_the_cache() -> 
 def test_a_spot_check_sent_under_an_older_pin_is_not_used() -> None:
     keyring, policy = Keyring.generate(), _Policy()
     router = _router(policy, keyring)
-    asyncio.run(router.route_batch(_events(2, keyring)))
+    _warm(router, keyring)
 
     def repinned() -> None:  # the router re-pinned (another batch saw a reload) after it left
         policy.revision = router.revision = "sha256:two"
@@ -301,7 +310,7 @@ def test_opa_failing_the_spot_check_sent_ahead_holds_the_batch() -> None:
 
     keyring, policy = Keyring.generate(), _Policy()
     router = _router(policy, keyring)
-    asyncio.run(router.route_batch(_events(2, keyring)))
+    _warm(router, keyring)
 
     async def down(requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
         raise PolicyUnavailable("OPA is down")
@@ -313,3 +322,60 @@ def test_opa_failing_the_spot_check_sent_ahead_holds_the_batch() -> None:
         pass
     else:
         raise AssertionError("a batch was decided from the cache while OPA could not answer")
+
+
+def test_nothing_is_checked_ahead_until_a_batch_took_a_decision_from_the_cache() -> None:
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _router(policy, keyring)
+
+    async def ahead_after_first_batch() -> Any:
+        await router.route_batch(_events(2, keyring))  # every request a miss: their own answers cached
+        return router.probe_ahead()
+
+    assert asyncio.run(ahead_after_first_batch()) is None
+
+
+def test_a_spot_check_sent_ahead_too_long_before_its_batch_is_decided_is_not_used() -> None:
+    from bus.exceptions import PolicyUnavailable
+
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _router(policy, keyring)
+    _warm(router, keyring)
+    router.probe_ahead_max_age_s = 0.0  # the batch was held (a store outage, a backlog) after its check left
+
+    async def go() -> None:
+        ahead = router.probe_ahead()
+        assert ahead is not None
+        await ahead.answer  # answered under the old revision...
+        policy.revision = "sha256:two"  # ...then `sgbus policy reload`, before the batch is decided
+        policy.asked.clear()
+        await router.route_batch(_events(3, keyring), ahead)
+
+    try:
+        asyncio.run(go())
+    except PolicyUnavailable:
+        pass
+    else:
+        raise AssertionError("a batch was shared on a spot check older than the reload")
+    assert policy.asked == [1]  # checked again in-batch
+
+
+def test_a_batch_with_nothing_to_decide_does_not_wait_for_its_spot_check() -> None:
+    from bus.exceptions import PolicyUnavailable
+
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _router(policy, keyring)
+    _warm(router, keyring)
+
+    async def down(requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
+        raise PolicyUnavailable("OPA is down")
+
+    policy.decide_batch = down  # type: ignore[method-assign]
+
+    async def go() -> Any:
+        ahead = router.probe_ahead()
+        assert ahead is not None
+        return await router.route_batch([], ahead)  # e.g. every event of the batch a replay
+
+    plan = asyncio.run(go())
+    assert plan.decisions == [] and plan.deliveries == []
