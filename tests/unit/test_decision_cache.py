@@ -239,6 +239,15 @@ def _warm(router: Router, keyring: Keyring) -> None:
     router.probe_ahead_max_age_s = 60.0
 
 
+def _opa_down(policy: _Policy) -> None:
+    from bus.exceptions import PolicyUnavailable
+
+    async def down(requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
+        raise PolicyUnavailable("OPA is down")
+
+    policy.decide_batch = down  # type: ignore[method-assign]
+
+
 def _route_with_ahead(router: Router, events: list[Any], before_taking: Any = None) -> Any:
     """As the pipelined worker does: the spot check is sent as the batch is taken, then the
     batch is decided (`before_taking` runs in between, e.g. a reload)."""
@@ -311,11 +320,7 @@ def test_opa_failing_the_spot_check_sent_ahead_holds_the_batch() -> None:
     keyring, policy = Keyring.generate(), _Policy()
     router = _router(policy, keyring)
     _warm(router, keyring)
-
-    async def down(requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
-        raise PolicyUnavailable("OPA is down")
-
-    policy.decide_batch = down  # type: ignore[method-assign]
+    _opa_down(policy)
     try:
         _route_with_ahead(router, _events(3, keyring))
     except PolicyUnavailable:
@@ -361,16 +366,11 @@ def test_a_spot_check_sent_ahead_too_long_before_its_batch_is_decided_is_not_use
 
 
 def test_a_batch_with_nothing_to_decide_does_not_wait_for_its_spot_check() -> None:
-    from bus.exceptions import PolicyUnavailable
 
     keyring, policy = Keyring.generate(), _Policy()
     router = _router(policy, keyring)
     _warm(router, keyring)
-
-    async def down(requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
-        raise PolicyUnavailable("OPA is down")
-
-    policy.decide_batch = down  # type: ignore[method-assign]
+    _opa_down(policy)
 
     async def go() -> Any:
         ahead = router.probe_ahead()
