@@ -100,7 +100,7 @@ class Settings(BaseSettings):
     ingest_process: bool = Field(
         default=False,
         description="the all-in-one worker parses, verifies, pseudonymises and redacts each batch in a second "
-                    "process while it routes the batch before (more events/s where a core is spare; ~130 MB more "
+                    "process while it routes the batch before (more events/s where a core is spare; ~80 MB more "
                     "memory in all); the ingest stage worker does that work in a second process too, one batch at "
                     "a time (each process then stays small)")
     session_timeout_s: float = Field(
