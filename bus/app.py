@@ -134,24 +134,20 @@ def create_app(access: KafkaAccess, services: Services, stage: str = "all") -> f
     # The app id is the consumer group and prefixes the transactional ids: both start with the
     # stage's prefix, the only groups and ids its principal may use (bus/security/principals.py).
     app_id = stage_app_id(services.settings.app_id, stage)
+    settings = services.settings
+    fetching = {"fetch_max_wait_ms": settings.fetch_max_wait_ms, "fetch_linger_ms": settings.fetch_linger_ms}
     if stage == "all":
-        app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
-                  fetch_linger_ms=services.settings.fetch_linger_ms,
-                  **faust_options(access, services.settings.home,
-                                session_timeout_s=services.settings.session_timeout_s))
+        app = App(app_id, **fetching,
+                  **faust_options(access, settings.home, session_timeout_s=settings.session_timeout_s))
         register(app, services, SHARING_STAGES)
     elif stage == "concern":  # its raises are idempotent (derived ids), its table at-least-once
         # Faust's own 60 s session, not SGBUS_SESSION_TIMEOUT_S: with 15 s, a concern stage
         # restarted after a SIGKILL once came back with its table empty (the restart test failed;
         # with 60 s it passes). The mechanism inside Faust's recovery is not known.
-        app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
-                  fetch_linger_ms=services.settings.fetch_linger_ms,
-                  **faust_options(access, services.settings.home, session_timeout_s=60.0))
+        app = App(app_id, **fetching, **faust_options(access, settings.home, session_timeout_s=60.0))
         register(app, services, (stage,))
     else:  # the audit stage too, so it reads only committed audit records
-        app = App(app_id, fetch_max_wait_ms=services.settings.fetch_max_wait_ms,
-                  fetch_linger_ms=services.settings.fetch_linger_ms,
-                  **faust_options(access, services.settings.home, "exactly_once",
-                                session_timeout_s=services.settings.session_timeout_s))
+        app = App(app_id, **fetching,
+                  **faust_options(access, settings.home, "exactly_once", session_timeout_s=settings.session_timeout_s))
         register(app, services, (stage,), exactly_once=True)
     return app

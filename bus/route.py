@@ -122,8 +122,8 @@ class ProbeAhead:
     sent_at: float  # the event loop's clock
 
     def discard(self) -> None:
-        """Not used (the batch had nothing to route, or the pin moved): stop it, and never
-        leave its error unread."""
+        """Done with (used, or not: nothing to decide, another pin or day, too old): stop it if
+        still in flight, and never leave its error unread."""
         if not self.answer.done():
             self.answer.cancel()
         elif not self.answer.cancelled():

@@ -28,6 +28,7 @@ from bus.records import (
     SealedSubject,
     SharingContext,
 )
+from bus.redaction.errors import RedactionFailed, RedactorUnavailable
 from schemas.envelope import Envelope, Subject, SubjectIdentifiers, Urgency
 from schemas.registry import payload_model
 from schemas.tags import KIND_KEY, Demographic, PersonalData, tagged_fields
@@ -236,7 +237,6 @@ def redact_each(items: list[tuple[str, tuple[str, ...]]]) -> list[str | None]:
     """Redacted copies of (text, subject names), together; None for a text that cannot be fully
     analysed. Raises RedactorUnavailable (nothing can be redacted now)."""
     from bus.redaction import default_redactor
-    from bus.redaction.errors import RedactorUnavailable
 
     redactor = default_redactor()
     try:
@@ -296,8 +296,6 @@ def recipient_view(
             continue
         if mode == "redact" and name in event.unredacted:
             if redacted is None or name not in redacted:  # never the original in its place
-                from bus.redaction.errors import RedactionFailed
-
                 raise RedactionFailed("free text asked redacted has no redacted copy")
             payload[name] = redacted[name]
         elif mode == "redact":
