@@ -54,6 +54,18 @@ KAFKA_HEAP = ("-Xms256m", "-Xmx512m")
 #: session 15); short-lived stacks gain most: the broker-loss test (three brokers) took 182 s
 #: against 338 s. A production broker (deploy/, Strimzi) keeps the JVM's default.
 KAFKA_JIT = ("-XX:TieredStopAtLevel=1",)
+#: ...and so the local broker prefers ChaCha20-Poly1305 for TLS. C1 has no intrinsics for AES-GCM:
+#: a JFR profile of the broker at 200 events/s had 50% of its samples in pure-Java GHASH and AES
+#: (the network thread, 66% of all samples, was mostly encryption). ChaCha20 is quick in plain Java.
+#: In alternating runs at 200 events/s the broker used 0.68 and 0.68 cores against 0.80 and 0.77,
+#: with p50 latency 403 and 392 ms against 687 and 505 ms (docs/BENCHMARKS.md, session 18). The
+#: broker picks by its own order, so AES-GCM stays acceptable to a client that offers only that.
+#: A production broker (deploy/) compiles with C2, whose AES intrinsics make AES-GCM the cheaper.
+KAFKA_TLS_CIPHERS = (
+    "TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+)
 READY_TIMEOUT_S = 120.0
 
 
@@ -341,6 +353,7 @@ class Stack:
             .replace("@KEYSTORE@", str(cert.keystore)).replace("@TRUSTSTORE@", str(cert.ca))
             .replace("@NODE_PRINCIPAL@", f"CN={self.NODE},O=sgbus partnership")
             .replace("@RF@", str(rf)).replace("@MIN_ISR@", str(min_isr))
+            + f"\nssl.cipher.suites={','.join(KAFKA_TLS_CIPHERS)}\n"
         )
         return props
 

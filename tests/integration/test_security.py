@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -273,3 +274,23 @@ def _alter_bundle(bundle: Path, tmp_path: Path) -> None:
         for path in sorted(unpacked.rglob("*")):
             if path.is_file():
                 tar.add(path, arcname="/" + str(path.relative_to(unpacked)))
+
+
+def _broker_cipher(bus: Bus, ctx: ssl.SSLContext) -> tuple[str, str | None]:
+    host, port = bus.bootstrap.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as tls:
+        cipher = tls.cipher()
+        assert cipher is not None
+        return cipher[0], tls.version()
+
+
+def test_the_local_broker_prefers_chacha20_yet_still_accepts_a_client_offering_only_aes_gcm(bus: Bus) -> None:
+    ca = bus.settings.home / "pki" / "ca.pem"
+    # OpenSSL offers AES-GCM first; the broker's own order picks ChaCha20 (cheap for its C1-only JIT).
+    default = ssl.create_default_context(cafile=str(ca))
+    assert _broker_cipher(bus, default) == ("TLS_CHACHA20_POLY1305_SHA256", "TLSv1.3")
+    aes_only = ssl.create_default_context(cafile=str(ca))
+    aes_only.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3's suites cannot be narrowed from Python
+    aes_only.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384")
+    assert _broker_cipher(bus, aes_only) == ("ECDHE-ECDSA-AES256-GCM-SHA384", "TLSv1.2")
