@@ -237,8 +237,12 @@ class Receiver:
         return self
 
     def _run(self) -> None:
+        # librdkafka's own fetch wait (500 ms): the broker answers a waiting fetch as soon as a
+        # record arrives, so a shorter wait only adds empty fetches. At 5 ms this receiver sent ~80
+        # a second and cost the broker ~0.15 of a core at 50 events/s, with the same receipt times
+        # (copy -> receipt p50 7 ms against 6; docs/BENCHMARKS.md, session 18).
         c = Consumer(self.access.librdkafka(**{"group.id": "sgbus-bench-partner",
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 5, "log_level": 3}))
+                      "enable.auto.commit": False, "log_level": 3}))
         try:
             c.assign([TopicPartition(t, p, off) for (t, p), off in self.start_offsets.items()])
             while not self._stop.is_set():
