@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bus.policy.cache import POLICY_READS, DecisionCache, condition_attributes
 from bus.policy.data import load_partnership
 from bus.policy.decision import Decision
@@ -51,8 +53,10 @@ def _events(n: int, keyring: Keyring, **attributes: Any) -> list[Any]:
 
 
 def _router(policy: _Policy, keyring: Keyring, cache: DecisionCache | None = None) -> Router:
-    return Router(PARTNERSHIP, keyring, policy, policy.revision,  # type: ignore[arg-type]
-                  cache=cache if cache is not None else DecisionCache())
+    router = Router(PARTNERSHIP, keyring, policy, policy.revision,  # type: ignore[arg-type]
+                    cache=cache if cache is not None else DecisionCache())
+    router.check_vouches_s = 0.0  # every batch checks; a check vouching for later ones has its own tests
+    return router
 
 
 def test_events_policy_cannot_tell_apart_are_decided_once_and_each_decision_names_its_own_event() -> None:
@@ -379,3 +383,62 @@ def test_a_batch_with_nothing_to_decide_does_not_wait_for_its_spot_check() -> No
 
     plan = asyncio.run(go())
     assert plan.decisions == [] and plan.deliveries == []
+
+
+def _vouching(policy: _Policy, keyring: Keyring) -> Router:
+    """A router whose last spot check (the second warm batch's) vouches for what follows."""
+    router = _router(policy, keyring)
+    router.check_vouches_s = 60.0
+    asyncio.run(router.route_batch(_events(2, keyring)))  # fills the cache (no check: nothing cached)
+    asyncio.run(router.route_batch(_events(2, keyring)))  # all cached: checks one, which then vouches
+    policy.asked.clear()
+    return router
+
+
+def test_a_fully_cached_batch_soon_after_a_good_spot_check_asks_opa_nothing() -> None:
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _vouching(policy, keyring)
+
+    async def go() -> Any:
+        assert router.probe_ahead() is None  # nothing sent ahead either
+        return await router.route_batch(_events(2, keyring))
+
+    plan = asyncio.run(go())
+    assert policy.asked == [] and plan.cache_hits == len(plan.decisions) > 0
+
+
+def test_once_the_vouching_check_is_older_than_the_limit_a_reload_is_seen_again() -> None:
+    from bus.exceptions import PolicyUnavailable
+
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _vouching(policy, keyring)
+    policy.revision = "sha256:two"  # `sgbus policy reload`
+    router.check_vouches_s = 0.0  # the limit has passed since the last check was sent
+    with pytest.raises(PolicyUnavailable):
+        asyncio.run(router.route_batch(_events(2, keyring)))
+    assert policy.asked == [1]
+
+
+def test_a_batch_that_asks_opa_anything_sees_a_reload_even_while_a_check_vouches() -> None:
+    from bus.exceptions import PolicyUnavailable
+
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _vouching(policy, keyring)
+    policy.revision = "sha256:two"
+    fresh = [*_events(2, keyring), *_events(1, keyring, school_urn="100000")]  # the last: a key not cached
+    with pytest.raises(PolicyUnavailable):
+        asyncio.run(router.route_batch(fresh))
+    assert policy.asked == [len(_pairs(router, fresh[2:]))]  # the uncached requests only: no spot check
+
+
+def test_a_check_that_saw_a_reload_vouches_for_nothing() -> None:
+    from bus.exceptions import PolicyUnavailable
+
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _router(policy, keyring)
+    router.check_vouches_s = 60.0
+    asyncio.run(router.route_batch(_events(2, keyring)))
+    policy.revision = "sha256:two"
+    for _ in range(2):  # refused each time: the failed check left nothing to vouch for the next batch
+        with pytest.raises(PolicyUnavailable):
+            asyncio.run(router.route_batch(_events(2, keyring)))
