@@ -49,7 +49,7 @@ class Metrics:
             "sgbus_policy_decisions_total", "Policy decisions", ["outcome", "agreement"], registry=r
         )
         self.policy_eval_seconds = Histogram(
-            "sgbus_policy_eval_seconds", "Time to decide one batch (OPA queries and decision cache)", registry=r,
+            "sgbus_policy_eval_seconds", "Time to route one batch (decisions, views, audit records)", registry=r,
             buckets=LATENCY_BUCKETS,
         )
         self.policy_overrides = Counter(

@@ -7,7 +7,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from bus import logs
 from bus.audit.records import audit_record
@@ -140,6 +140,16 @@ PROBE_AHEAD_MAX_AGE_S = 0.1
 #: a check each, ~35 OPA queries a second for ~1 cached miss.
 CHECK_VOUCHES_S = PROBE_AHEAD_MAX_AGE_S
 
+
+
+class _Vouch(NamedTuple):
+    """The last spot check OPA answered as the cache did."""
+
+    revision: str  # the pin it was made (and answered) under
+    day: str
+    sent_at: float  # the event loop's clock, read before the request left
+
+
 PartnershipSource = Callable[[], tuple[Partnership, str]]
 KeyringSource = Callable[[bool], Keyring]  # force: re-read even if the file looks unchanged
 
@@ -164,15 +174,14 @@ class Router:
         self._probe_next: tuple[Key, dict[str, Any]] | None = None
         self.probe_ahead_max_age_s = PROBE_AHEAD_MAX_AGE_S
         self.check_vouches_s = CHECK_VOUCHES_S
-        # The last spot check OPA answered as the cache did: (pinned revision, day, when it was sent).
-        self._vouched: tuple[str, str, float] | None = None
+        self._vouched: _Vouch | None = None
 
     def _vouched_age(self, today: str) -> float | None:
         """Seconds since the last good spot check was sent, if under this pin and day."""
         v = self._vouched
-        if v is None or v[0] != self.revision or v[1] != today:
+        if v is None or v.revision != self.revision or v.day != today:
             return None
-        return asyncio.get_running_loop().time() - v[2]
+        return asyncio.get_running_loop().time() - v.sent_at
 
     def probe_ahead(self) -> ProbeAhead | None:
         """Send the next batch's spot check of the cache now (call it as the batch is taken):
@@ -208,6 +217,7 @@ class Router:
         caller retry the batch under it."""
         if all(d.revision == self.revision for d in decisions):
             return
+        self._vouched = None  # OPA holds another revision now: no earlier check stands for anything
         if self._source is not None:
             try:
                 self.partnership, self.revision = await asyncio.to_thread(self._source)
@@ -252,10 +262,10 @@ class Router:
         keys = [cache.key(req, today) for _, req in pairs]
         found = [cache.get(k, req["event"]["event_id"]) for k, (_, req) in zip(keys, pairs, strict=True)]
         ask = [i for i, d in enumerate(found) if d is None]
-        # One cached request is asked afresh for every batch: OPA's answer shows a reload (its
-        # revision) and checks the key (the same answer, or the cache is dropped for good).
-        # Sent ahead (a request of an earlier batch, asked while this one was prepared), or
-        # else one of this batch's, picked at random; none if a recent check still vouches.
+        # One cached request is asked afresh, unless a check sent under CHECK_VOUCHES_S ago
+        # still vouches: OPA's answer shows a reload (its revision) and checks the key (the same
+        # answer, or the cache is dropped for good). Sent ahead (a request of an earlier batch,
+        # asked while this one was prepared), or else one of this batch's, picked at random.
         hits = [i for i, d in enumerate(found) if d is not None]
         probe = secrets.choice(hits) if hits and ahead is None and not vouched else None  # not always the first
         asked = ask + ([probe] if probe is not None else [])
@@ -263,15 +273,19 @@ class Router:
         groups = [[pairs[i][1] for i in asked[j:j + per]] for j in range(0, len(asked), per)]
         checked: tuple[Decision, Decision] | None = None  # (cached, OPA's answer now)
         sent_at = loop.time() if ahead is None else ahead.sent_at
-        if ahead is not None:
-            both = await asyncio.gather(self._ask(groups, today), ahead.answer, return_exceptions=True)
-            for outcome in both:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            answers, (ahead_answer,) = cast(tuple[list[Decision], list[Decision]], tuple(both))
-            checked = (ahead.cached, ahead_answer)
-        else:
-            answers = await self._ask(groups, today)
+        try:
+            if ahead is not None:
+                both = await asyncio.gather(self._ask(groups, today), ahead.answer, return_exceptions=True)
+                for outcome in both:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                answers, (ahead_answer,) = cast(tuple[list[Decision], list[Decision]], tuple(both))
+                checked = (ahead.cached, ahead_answer)
+            else:
+                answers = await self._ask(groups, today)
+        except BaseException:
+            self._vouched = None  # OPA could not answer: fully cached batches must ask it again too
+            raise
         fresh = dict(zip(asked, answers, strict=True))
         if probe is not None:
             cached_probe = found[probe]
@@ -285,8 +299,12 @@ class Router:
                 return pairs, await self._ask([[req for _, req in chunk] for chunk in chunks], today), 0
             # A reload shows in the answer's revision: refuse the batch, re-pin, let it be retried.
             await self._check_revision([answer])
-            if self._vouched is None or self._vouched[2] < sent_at or self._vouched[:2] != (self.revision, today):
-                self._vouched = (self.revision, today, sent_at)
+            v = self._vouched
+            # Only a check that compared like with like (its answer under the cached entry's
+            # revision, which is still the pin) vouches; later checks replace earlier ones.
+            if answer.revision == cached.revision == self.revision and (
+                    v is None or (v.revision, v.day) != (self.revision, today) or v.sent_at < sent_at):
+                self._vouched = _Vouch(self.revision, today, sent_at)
         for i in ask:
             cache.put(keys[i], fresh[i])
         # The next check: a request answered from the cache (its entry came from another request),

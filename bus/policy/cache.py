@@ -10,8 +10,9 @@ back, so a hit is the cached decision re-addressed to the request's event.
 
 Two guards keep the key honest: tests/unit/test_decision_cache.py scans the Rego for every
 event field and input it reads (a policy change that reads more fails there until POLICY_READS
-names it), and the router asks OPA afresh for one cached request in every batch and drops the
-cache for good if the answers differ.
+names it), and the router asks OPA afresh for one cached request (in a batch, or sent ahead of
+it; at most about every 0.05-0.1 s while checks vouch for later batches: Router, CHECK_VOUCHES_S)
+and drops the cache for good if the answers differ.
 """
 
 from __future__ import annotations

@@ -407,16 +407,97 @@ def test_a_fully_cached_batch_soon_after_a_good_spot_check_asks_opa_nothing() ->
     assert policy.asked == [] and plan.cache_hits == len(plan.decisions) > 0
 
 
+def _age_vouch(router: Router, seconds: float) -> None:
+    """As if the last good check had been sent `seconds` earlier."""
+    vouch = router._vouched
+    assert vouch is not None
+    router._vouched = vouch._replace(sent_at=vouch.sent_at - seconds)
+
+
 def test_once_the_vouching_check_is_older_than_the_limit_a_reload_is_seen_again() -> None:
     from bus.exceptions import PolicyUnavailable
 
     keyring, policy = Keyring.generate(), _Policy()
     router = _vouching(policy, keyring)
+    router.check_vouches_s = 0.1
     policy.revision = "sha256:two"  # `sgbus policy reload`
-    router.check_vouches_s = 0.0  # the limit has passed since the last check was sent
+    _age_vouch(router, 0.2)
     with pytest.raises(PolicyUnavailable):
         asyncio.run(router.route_batch(_events(2, keyring)))
     assert policy.asked == [1]
+
+
+def test_a_check_vouches_from_when_it_was_sent_not_when_it_was_answered() -> None:
+    keyring, policy = Keyring.generate(), _Policy()
+    sent: list[float] = []
+    answer = policy.decide_batch
+
+    async def slow(requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
+        sent.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.05)  # OPA taking its time: the vouch must not start when it answers
+        return await answer(requests, today)
+
+    policy.decide_batch = slow  # type: ignore[method-assign]
+    router = _vouching(policy, keyring)
+    assert router._vouched is not None and router._vouched.sent_at <= sent[-1]
+
+
+def test_a_vouch_under_another_pin_or_day_stands_for_nothing() -> None:
+    from bus.route import _Vouch
+
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _vouching(policy, keyring)
+    vouch = router._vouched
+    assert vouch is not None
+    for stale in (vouch._replace(revision="sha256:older"), vouch._replace(day="2000-01-01")):
+        assert isinstance(stale, _Vouch)
+        router._vouched = stale
+        policy.asked.clear()
+        asyncio.run(router.route_batch(_events(2, keyring)))
+        assert policy.asked == [1]
+
+
+def test_a_check_is_sent_ahead_again_once_the_last_one_is_half_the_limit_old() -> None:
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _vouching(policy, keyring)
+    router.check_vouches_s = 0.1
+
+    async def go() -> tuple[bool, bool]:
+        recent = router.probe_ahead() is None
+        _age_vouch(router, 0.06)
+        ahead = router.probe_ahead()
+        if ahead is not None:
+            await asyncio.wait([ahead.answer])
+            ahead.discard()
+        return recent, ahead is not None
+
+    assert asyncio.run(go()) == (True, True)
+
+
+def test_after_a_batch_saw_a_reload_the_next_fully_cached_one_checks_again() -> None:
+    from bus.exceptions import PolicyUnavailable
+
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _vouching(policy, keyring)
+    policy.revision = "sha256:two"
+    with pytest.raises(PolicyUnavailable):  # a request not cached: its answer shows the reload
+        asyncio.run(router.route_batch([*_events(2, keyring), *_events(1, keyring, school_urn="100000")]))
+    policy.asked.clear()
+    with pytest.raises(PolicyUnavailable):  # all cached, and the last check is recent: still checked
+        asyncio.run(router.route_batch(_events(2, keyring)))
+    assert policy.asked == [1]
+
+
+def test_after_opa_failed_a_batch_the_next_fully_cached_one_is_not_shared_on_the_last_check() -> None:
+    from bus.exceptions import PolicyUnavailable
+
+    keyring, policy = Keyring.generate(), _Policy()
+    router = _vouching(policy, keyring)
+    _opa_down(policy)
+    with pytest.raises(PolicyUnavailable):
+        asyncio.run(router.route_batch(_events(1, keyring, school_urn="100000")))  # not cached: asks
+    with pytest.raises(PolicyUnavailable):
+        asyncio.run(router.route_batch(_events(2, keyring)))  # all cached, last check recent
 
 
 def test_a_batch_that_asks_opa_anything_sees_a_reload_even_while_a_check_vouches() -> None:
