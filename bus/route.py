@@ -141,7 +141,6 @@ PROBE_AHEAD_MAX_AGE_S = 0.1
 CHECK_VOUCHES_S = PROBE_AHEAD_MAX_AGE_S
 
 
-
 class _Vouch(NamedTuple):
     """The last spot check OPA answered as the cache did."""
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bus.exceptions import PolicyUnavailable
 from bus.policy.cache import POLICY_READS, DecisionCache, condition_attributes
 from bus.policy.data import load_partnership
 from bus.policy.decision import Decision
@@ -102,8 +103,6 @@ def test_a_new_revision_or_a_new_day_empties_what_was_cached() -> None:
 
 
 def test_a_reloaded_policy_is_noticed_through_the_spot_check_and_nothing_is_shared_on_old_decisions() -> None:
-    from bus.exceptions import PolicyUnavailable
-
     keyring, policy = Keyring.generate(), _Policy()
     router = _router(policy, keyring)
     asyncio.run(router.route_batch(_events(2, keyring)))
@@ -244,8 +243,6 @@ def _warm(router: Router, keyring: Keyring) -> None:
 
 
 def _opa_down(policy: _Policy) -> None:
-    from bus.exceptions import PolicyUnavailable
-
     async def down(requests: list[dict[str, Any]], today: str | None = None) -> list[Decision]:
         raise PolicyUnavailable("OPA is down")
 
@@ -277,8 +274,6 @@ def test_the_spot_check_sent_ahead_stands_for_the_in_batch_one() -> None:
 
 
 def test_a_reload_seen_by_the_spot_check_sent_ahead_refuses_the_batch() -> None:
-    from bus.exceptions import PolicyUnavailable
-
     keyring, policy = Keyring.generate(), _Policy()
     router = _router(policy, keyring)
     _warm(router, keyring)
@@ -319,8 +314,6 @@ def test_a_spot_check_sent_under_an_older_pin_is_not_used() -> None:
 
 
 def test_opa_failing_the_spot_check_sent_ahead_holds_the_batch() -> None:
-    from bus.exceptions import PolicyUnavailable
-
     keyring, policy = Keyring.generate(), _Policy()
     router = _router(policy, keyring)
     _warm(router, keyring)
@@ -345,8 +338,6 @@ def test_nothing_is_checked_ahead_until_a_batch_took_a_decision_from_the_cache()
 
 
 def test_a_spot_check_sent_ahead_too_long_before_its_batch_is_decided_is_not_used() -> None:
-    from bus.exceptions import PolicyUnavailable
-
     keyring, policy = Keyring.generate(), _Policy()
     router = _router(policy, keyring)
     _warm(router, keyring)
@@ -415,8 +406,6 @@ def _age_vouch(router: Router, seconds: float) -> None:
 
 
 def test_once_the_vouching_check_is_older_than_the_limit_a_reload_is_seen_again() -> None:
-    from bus.exceptions import PolicyUnavailable
-
     keyring, policy = Keyring.generate(), _Policy()
     router = _vouching(policy, keyring)
     router.check_vouches_s = 0.1
@@ -475,8 +464,6 @@ def test_a_check_is_sent_ahead_again_once_the_last_one_is_half_the_limit_old() -
 
 
 def test_after_a_batch_saw_a_reload_the_next_fully_cached_one_checks_again() -> None:
-    from bus.exceptions import PolicyUnavailable
-
     keyring, policy = Keyring.generate(), _Policy()
     router = _vouching(policy, keyring)
     policy.revision = "sha256:two"
@@ -489,8 +476,6 @@ def test_after_a_batch_saw_a_reload_the_next_fully_cached_one_checks_again() -> 
 
 
 def test_after_opa_failed_a_batch_the_next_fully_cached_one_is_not_shared_on_the_last_check() -> None:
-    from bus.exceptions import PolicyUnavailable
-
     keyring, policy = Keyring.generate(), _Policy()
     router = _vouching(policy, keyring)
     _opa_down(policy)
@@ -501,8 +486,6 @@ def test_after_opa_failed_a_batch_the_next_fully_cached_one_is_not_shared_on_the
 
 
 def test_a_batch_that_asks_opa_anything_sees_a_reload_even_while_a_check_vouches() -> None:
-    from bus.exceptions import PolicyUnavailable
-
     keyring, policy = Keyring.generate(), _Policy()
     router = _vouching(policy, keyring)
     policy.revision = "sha256:two"
@@ -513,8 +496,6 @@ def test_a_batch_that_asks_opa_anything_sees_a_reload_even_while_a_check_vouches
 
 
 def test_a_check_that_saw_a_reload_vouches_for_nothing() -> None:
-    from bus.exceptions import PolicyUnavailable
-
     keyring, policy = Keyring.generate(), _Policy()
     router = _router(policy, keyring)
     router.check_vouches_s = 60.0
