@@ -77,7 +77,8 @@ def bench_core(
                f"{results['pipe']['events_per_s']:,} ({results['ratio_full_to_ceiling']} x ceiling)")
     if "pipe_one_process" in results:
         second = results["pipe_one_process"]
-        typer.echo(f"one worker, ingest in its own process (SGBUS_INGEST_PROCESS=false): {second['events_per_s']:,} "
+        typer.echo(f"one worker without helper processes (SGBUS_INGEST_PROCESS=false, SGBUS_AUDIT_PROCESS=false): "
+                   f"{second['events_per_s']:,} "
                    f"({second['events_per_s'] / results['ceiling']['events_per_s']:.3f} x ceiling); "
                    f"cores {second['cores_used']}")
     for rate, row in lat.items():

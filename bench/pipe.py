@@ -78,11 +78,13 @@ SMOKE = BenchConfig(events=300, loads=(100,), load_seconds=(2.0,), backfill=600,
 WARMUP = 20
 
 
-#: the all-in-one worker with ingest's work in its own process, not a second (README "How an event flows")
-ONE_PROCESS = {"SGBUS_INGEST_PROCESS": "false"}
-#: what every all-in-one worker of the benchmark runs with unless a phase says otherwise: its
-#: fastest configuration (the setting is off by default; stage workers ignore it)
-WORKER_ENV = {"SGBUS_INGEST_PROCESS": "true"}
+#: the all-in-one worker doing all its work in its own process, without helpers (README "How an
+#: event flows")
+ONE_PROCESS = {"SGBUS_INGEST_PROCESS": "false", "SGBUS_AUDIT_PROCESS": "false"}
+#: what every worker of the benchmark runs with unless a phase says otherwise: its fastest
+#: configuration (both settings are off by default): ingest's work and the audit store's appends
+#: each in a helper process (the ingest and audit stage workers honour theirs; route has none)
+WORKER_ENV = {"SGBUS_INGEST_PROCESS": "true", "SGBUS_AUDIT_PROCESS": "true"}
 
 
 def _proc_status(pid: int, field_name: str) -> int:
@@ -161,7 +163,7 @@ class Harness:
         popen = subprocess.Popen([sys.executable, "-m", module, *args],
                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         log.close()
-        return Proc(popen, audit_db, log_path)
+        return Proc(popen, audit_db, log_path, stage)
 
     def wait_audited(self, procs: list[Proc], expected: int, what: str, timeout_s: float) -> float:
         """Until the workers' audit stores hold `expected` new records; returns when (wall clock)."""
@@ -213,6 +215,7 @@ class Proc:
     popen: subprocess.Popen[bytes]
     audit_db: Path
     log: Path
+    stage: str | None = None
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -245,17 +248,19 @@ def _audits(records: list[Prepared]) -> int:
     return sum(r.candidates for r in records)
 
 
-def ingest_processes(pid: int) -> list[int]:
-    """A worker's ingest process(es) (bus/ingest_process.py): its children started by spawn."""
+def helper_processes(pid: int) -> list[tuple[str, int]]:
+    """A worker's helper processes (bus/helper_process.py), as (role, pid): its children named
+    sgbus-ingest or sgbus-audit."""
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid \
-                    and b"spawn_main" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                comm = (entry / "comm").read_text().strip()
+                if comm.startswith("sgbus-"):
+                    found.append((comm.removeprefix("sgbus-"), int(entry.name)))
         except (OSError, IndexError, ValueError):
             continue
-    return found
+    return sorted(found)
 
 
 def _rss_mb(pid: int) -> float:
@@ -271,7 +276,7 @@ def _cpu_share(before: dict[str, float], after: dict[str, float], seconds: float
 def _watch(h: Harness, workers: dict[str, int]) -> tuple[dict[str, int], dict[str, int]]:
     """The processes whose CPU a phase counts: the broker, OPA, the workers and, as columns of
     their own, each worker's ingest process (SGBUS_INGEST_PROCESS); and those ingest processes."""
-    helpers = {f"{name} ingest": child for name, pid in workers.items() for child in ingest_processes(pid)}
+    helpers = {f"{name} {role}": child for name, pid in workers.items() for role, child in helper_processes(pid)}
     return {"kafka": h.pids["kafka"], "opa": h.pids["opa"], **workers, **helpers}, helpers
 
 
@@ -329,7 +334,7 @@ def run_throughput(h: Harness, name: str, module: str, workers: int, records: li
             result["profile"] = _profile(h, procs[0], extra, _audits(warm) + _audits(records), profile_out)
         result["worker_peak_rss_mb"] = [_rss_mb(p.pid) for p in procs]
         if helpers:
-            result["ingest_process_peak_rss_mb"] = [_rss_mb(pid) for pid in helpers.values()]
+            result["helper_peak_rss_mb"] = {label: _rss_mb(pid) for label, pid in helpers.items()}
         return result
     finally:
         for p in procs:
@@ -439,8 +444,9 @@ def run_backfill(h: Harness, cfg: BenchConfig, records: list[Prepared]) -> dict[
         end = h.wait_audited(workers, _audits(records), "backfill", cfg.drain_timeout_s)
         seconds = end - start
         rss = [_rss_mb(w.pid) for w in workers]
-        # The ingest stage's own ingest process (SGBUS_INGEST_PROCESS), read before it ends with its worker.
-        helper_rss = [_rss_mb(child) for w in workers for child in ingest_processes(w.pid)]
+        # The helper processes (the ingest stage's, the audit stage's), read before they end with their workers.
+        helper_rss = {f"the {w.stage or 'worker'} stage's {role} process": _rss_mb(child) for w in workers
+                      for role, child in helper_processes(w.pid)}
         with closing(sqlite3.connect(workers[0].audit_db)) as db:
             n_records, n_allow = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(json_extract(body, '$.decision') = 'allow'), 0) FROM audit"
@@ -459,7 +465,7 @@ def run_backfill(h: Harness, cfg: BenchConfig, records: list[Prepared]) -> dict[
             "dead_letters": h.broker.count_committed([DLQ]),
             "zero_loss": missing == 0 and n_records == _audits(records) and deliveries == n_allow,
             "worker_peak_rss_mb": rss,
-            "ingest_process_peak_rss_mb": helper_rss,
+            "helper_peak_rss_mb": helper_rss,
         }
     finally:
         for w in workers:

@@ -120,17 +120,23 @@ def render(results: dict[str, Any]) -> str:
         "| run | events | events/s | worker peak RSS | cores used |",
         "|---|---:|---:|---:|---|",
     ]
+    # Since session 19 the benchmark's workers also append the audit in a helper process.
+    audit_helper = isinstance(pipe.get("helper_peak_rss_mb"), dict)
+    helpers = "`SGBUS_INGEST_PROCESS=true`" + (", `SGBUS_AUDIT_PROCESS=true`" if audit_helper else "")
+    helpers_vs = ("With its helper processes vs without" if audit_helper
+                  else "Ingest in a second process vs in the worker's own")
     rows = [("ceiling: Faust forwarder (ingress → one topic, unchanged)", ceiling),
-            ("full pipe, one worker (`sgbus worker`, at-least-once, `SGBUS_INGEST_PROCESS=true`)", pipe),
-            ("full pipe, two workers (each with its ingest process; RSS: the workers, then theirs)", two)]
+            (f"full pipe, one worker (`sgbus worker`, at-least-once, {helpers})", pipe),
+            ("full pipe, two workers (each with its helper processes; RSS: the workers, then theirs)", two)]
     if "pipe_one_process" in results:
-        rows.insert(2, ("full pipe, one worker, ingest in the worker's own process (`SGBUS_INGEST_PROCESS=false`)",
+        rows.insert(2, (("full pipe, one worker, no helper processes (both `=false`)" if audit_helper else
+                         "full pipe, one worker, ingest in the worker's own process (`SGBUS_INGEST_PROCESS=false`)"),
                         results["pipe_one_process"]))
     if "stages" in results:
         rows.append(("full pipe, one process per stage (`--stage`, exactly-once)", results["stages"]))
     for label, r in rows:
         cores = ", ".join(f"{k} {v}" for k, v in r["cores_used"].items())
-        rss = " / ".join(f"{x:.0f} MB" for x in r["worker_peak_rss_mb"] + r.get("ingest_process_peak_rss_mb", []))
+        rss = " / ".join(f"{x:.0f} MB" for x in r["worker_peak_rss_mb"] + _helper_rss(r))
         lines.append(f"| {label} | {r['events']:,} | {r['events_per_s']:,.0f} | {rss} | {cores} |")
     lines += [
         "",
@@ -139,7 +145,7 @@ def render(results: dict[str, Any]) -> str:
         f"record per candidate recipient written to the hash-chained store ({pipe['audit_records']:,} audit "
         f"records and {pipe['deliveries']:,} deliveries for {pipe['events']:,} events). "
         f"Two workers vs one: {two['events_per_s'] / pipe['events_per_s']:.2f}x."
-        + (f" Ingest in a second process vs in the worker's own: "
+        + (f" {helpers_vs}: "
            f"{pipe['events_per_s'] / results['pipe_one_process']['events_per_s']:.2f}x "
            f"({results['pipe_one_process']['events_per_s'] / ceiling['events_per_s']:.2f} x ceiling in one process)."
            if "pipe_one_process" in results else "")
@@ -178,9 +184,7 @@ def render(results: dict[str, Any]) -> str:
         f"{backfill['allowed_decisions']:,} allowed decisions; {backfill['dead_letters']} dead letters. "
         "Worker peak RSS: **" + " / ".join(f"{x:.0f} MB" for x in backfill["worker_peak_rss_mb"]) + "**"
         + (" (the stages, in order: ingest, route, audit)" if backfill["workers"] == "one per stage" else "")
-        + ("; the ingest stage's own ingest process: **"
-           + " / ".join(f"{x:.0f} MB" for x in backfill["ingest_process_peak_rss_mb"]) + "**"
-           if backfill.get("ingest_process_peak_rss_mb") else "") + ".",
+        + "".join(f"; {label}: **{mb:.0f} MB**" for label, mb in _helper_labels(backfill)) + ".",
         "",
         "## OPA: decisions/s, one request per query vs batched",
         "",
@@ -220,6 +224,18 @@ def render(results: dict[str, Any]) -> str:
 #: ingest with the hand-written redactor this replaced (issue 14), same command, same machine,
 #: measured on commit b867551 (the redactor knew only the subject's names and identifier formats)
 REDACTION_BEFORE = {"commit": "b867551", "events_per_s": 3160}
+
+
+def _helper_rss(run: dict[str, Any]) -> list[float]:
+    """Peak RSS of a run's helper processes (older runs kept only the ingest processes')."""
+    return [mb for _, mb in _helper_labels(run)]
+
+
+def _helper_labels(run: dict[str, Any]) -> list[tuple[str, float]]:
+    helpers = run.get("helper_peak_rss_mb")
+    if isinstance(helpers, dict):
+        return list(helpers.items())
+    return [("the ingest stage's own ingest process", mb) for mb in run.get("ingest_process_peak_rss_mb", [])]
 
 
 def _idle_lines(idle: dict[str, Any] | None) -> list[str]:
@@ -277,7 +293,7 @@ def _lever_lines(levers: dict[str, Any] | None) -> list[str]:
                      f"| {run['pipe']['cores_used'].get('opa', 0)} "
                      f"| {idle.get('kafka', '-')}, {idle.get('worker', '-')} |")
         for key, what in (("pipe_ingest_process", "ingest in a second process"),
-                          ("pipe_one_process", "ingest in the worker's own process")):
+                          ("pipe_one_process", "everything in the worker's own process")):
             if key not in run:  # the same run's burst with the other SGBUS_INGEST_PROCESS
                 continue
             second = run[key]

@@ -13,6 +13,7 @@ import faust
 
 from bus.audit.chain import AuditStore
 from bus.audit.signer import AuditSigner
+from bus.audit_process import AuditProcess
 from bus.exceptions import PolicyUnavailable
 from bus.faust_kafka import App
 from bus.ingest_process import IngestProcess
@@ -81,6 +82,8 @@ class Services:
     concern_sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     #: prepares the all-in-one worker's ingest batches in a process of its own (SGBUS_INGEST_PROCESS)
     ingest_process: IngestProcess | None = None
+    #: appends the audit agent's batches to the store in a process of its own (SGBUS_AUDIT_PROCESS)
+    audit_process: AuditProcess | None = None
 
     @property
     def keyring(self) -> Keyring:

@@ -83,6 +83,11 @@ class Metrics:
             "Ingest batches held because ingest's own process stopped (SGBUS_INGEST_PROCESS; another is started "
             "and the batch prepared again)", registry=r
         )
+        self.audit_process_failed = Counter(
+            "sgbus_audit_process_failed_total",
+            "Audit batches held because the audit process stopped (SGBUS_AUDIT_PROCESS; another is started and "
+            "the batch stored again, without repeats)", registry=r
+        )
         self.overrides_refused = Counter(
             "sgbus_policy_overrides_refused_total",
             "Urgency blocks without a valid declaration by a registered role (routed without the override)",

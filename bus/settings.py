@@ -103,6 +103,11 @@ class Settings(BaseSettings):
                     "process while it routes the batch before (more events/s where a core is spare; ~80 MB more "
                     "memory in all); the ingest stage worker does that work in a second process too, one batch at "
                     "a time (each process then stays small)")
+    audit_process: bool = Field(
+        default=False,
+        description="the worker that runs the audit stage (all-in-one or `--stage audit`) decodes, chains, stores "
+                    "and signs each audit batch in a second process, off its event loop (more events/s where a core "
+                    "is spare; ~50 MB more memory in all)")
     session_timeout_s: float = Field(
         default=15.0, ge=10, le=300,
         description="how long a worker that stopped answering keeps its Kafka partitions before its consumer "

@@ -97,6 +97,12 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
             from bus.redaction import warm_up  # Presidio and spaCy: only where ingest redacts in this process
 
             warm_up()
+    audit_process = None
+    if stage in ("all", "audit") and settings.audit_process:
+        from bus.audit_process import AuditProcess
+
+        audit_process = AuditProcess(settings, sign=audit_signer is not None)
+        audit_process.start()
     metrics = Metrics()
     # Lag of this stage's own group, read with its own principal.
     metrics.registry.register(LagCollector(access, [Group(stage, stage_app_id(settings.app_id, stage))]))
@@ -121,12 +127,14 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
                         audit_store=open_audit_store(settings),
                         signers=SignerSource(lambda: fetch_signers(opa)),
                         event_register=open_audit_store(settings),
-                        audit_signer=audit_signer, concern_sign=concern_sign, ingest_process=ingest_process)
+                        audit_signer=audit_signer, concern_sign=concern_sign, ingest_process=ingest_process,
+                        audit_process=audit_process)
     try:
         run_faust(create_app(access, services, stage), settings)
     finally:
-        if ingest_process is not None:
-            ingest_process.close()
+        for helper in (ingest_process, audit_process):
+            if helper is not None:
+                helper.close()
 
 
 def _concern_signer(settings: Settings, access: Any, stage: str) -> Callable[[dict[str, Any]], dict[str, Any]]:

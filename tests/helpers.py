@@ -23,8 +23,12 @@ def wait_for(probe: Callable[[], T | None], timeout_s: float = 60.0, interval_s:
 
 
 def ingest_children(worker_pid: int) -> list[int]:
-    """A worker's ingest process(es) (SGBUS_INGEST_PROCESS): its children started by
-    multiprocessing's spawn."""
+    """A worker's ingest process(es) (SGBUS_INGEST_PROCESS)."""
+    return helper_children(worker_pid, "sgbus-ingest")
+
+
+def helper_children(worker_pid: int, name: str) -> list[int]:
+    """A worker's helper processes (bus/helper_process.py) of one kind, by the name each takes."""
     from pathlib import Path
 
     found = []
@@ -33,10 +37,10 @@ def ingest_children(worker_pid: int) -> list[int]:
             continue
         try:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
+            comm = (entry / "comm").read_text().strip()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == worker_pid and b"spawn_main" in cmdline:
+        if ppid == worker_pid and comm == name:
             found.append(int(entry.name))
     return found
 

@@ -1,0 +1,94 @@
+"""A worker's helper process (ingest's CPU work, the audit store's appends): one child started by
+spawn, one task at a time, named in `ps`, deaf to the signals sent to its worker's process group,
+gone when its worker is gone, and started again after it stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bus.exceptions import SgbusError
+
+T = TypeVar("T")
+
+
+class HelperStopped(SgbusError):
+    """A helper process stopped (killed, out of memory): its task is held and run again in a new one."""
+
+
+def become_helper(name: str, parent: int) -> None:
+    """In the child, first: take `name` (as `ps` and `top` show it; the harness and tests find
+    helpers by it), ignore the process group's signals, and watch for the worker's end."""
+    # A ^C, a hang-up or a stop sent to the whole process group (a terminal, systemd) must not
+    # end this process under a worker still finishing its batches: the worker ends it (at its
+    # exit, or by the watch below if it was killed outright).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    try:
+        Path("/proc/self/comm").write_text(name[:15])
+    except OSError:  # not Linux: only the name is lost
+        pass
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    # A worker killed outright (SIGKILL, OOM) cannot stop this process: leave when it is gone.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _ready() -> bool:
+    return True
+
+
+class HelperProcess:
+    """One child process running `initializer(*initargs)` once, then the tasks it is given."""
+
+    def __init__(self, initializer: Callable[..., None], initargs: tuple[Any, ...],
+                 stopped: type[HelperStopped], what: str) -> None:
+        self._initializer = initializer
+        self._initargs = initargs
+        self._stopped = stopped
+        self._what = what
+        self._pool: ProcessPoolExecutor | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        if self._pool is None:
+            # spawn, not fork: the worker has threads (Kafka, metrics) by now.
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=self._initializer, initargs=self._initargs)
+            self._pool.submit(_ready)  # start it now, not on the first task
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the child; `stopped` if the child stopped (another starts on the next
+        call); whatever `fn` raises, as it raised it."""
+        if self._closed:
+            raise self._stopped("the worker is stopping")
+        self.start()
+        pool = self._pool
+        assert pool is not None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        except BrokenProcessPool:
+            if self._pool is pool:  # not one started since by a task that failed first
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise self._stopped(f"{self._what} stopped; starting another") from None
+
+    def close(self) -> None:
+        """Stop the process (at the worker's exit) and start no other."""
+        self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None

@@ -1,0 +1,103 @@
+"""The audit agent's store work, in a thread or in the audit process (SGBUS_AUDIT_PROCESS): the
+same chain either way; a batch stored again adds nothing; a killed audit process is replaced
+and the held batch is stored once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+from bus.audit.chain import AuditStore, verify
+from bus.audit.signer import load_signer, load_verifier, new_audit_signer, public_keys_path
+from bus.audit_process import AuditProcess, AuditProcessFailed, append_messages
+from bus.records import encode_audit_batches
+from bus.settings import Settings
+from tests.helpers import helper_children, wait_for
+from tests.unit.test_audit_chain import _record
+
+
+def _messages(batch: int, records: int = 3) -> list[bytes]:
+    return [value for _, value in encode_audit_batches([_record(f"partner-{batch}-{i}", allow=i % 2 == 0)
+                                                        for i in range(records)])]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    new_audit_signer(tmp_path)
+    return tmp_path
+
+
+def test_a_batch_is_chained_signed_and_malformed_messages_are_counted(home: Path) -> None:
+    store = AuditStore(home / "audit.db")
+    done = append_messages(store, load_signer(home), [*_messages(1), b'{"not": "a batch"}', b"\xff"])
+    assert (done.added, done.malformed) == (3, 2)
+    assert done.checkpoint is not None and done.checkpoint.seq == 3
+    assert verify(store, load_verifier(public_keys_path(home)), done.checkpoint).ok
+
+
+def test_a_batch_stored_again_adds_nothing_and_names_the_latest_head(home: Path) -> None:
+    """A batch redelivered after a crash (stored, its head perhaps never published): nothing is
+    chained twice, and the store's latest head is published again."""
+    store = AuditStore(home / "audit.db")
+    signer = load_signer(home)
+    messages = _messages(1)
+    first = append_messages(store, signer, messages)
+    again = append_messages(store, signer, messages)
+    assert first.added == 3 and again.added == 0
+    assert again.checkpoint is not None and again.checkpoint == first.checkpoint
+    assert store.count() == 3
+    assert append_messages(store, signer, []).checkpoint is None
+
+
+def test_the_audit_process_stores_what_a_thread_would_and_is_replaced_when_killed(home: Path) -> None:
+    settings = Settings(home=home, audit_db=home / "audit.db")
+    helper = AuditProcess(settings)
+
+    async def scenario() -> None:
+        helper.start()
+        child = wait_for(lambda: helper_children(os.getpid(), "sgbus-audit"), 60, what="the audit process")[0]
+        done = await helper.append(_messages(1))
+        assert (done.added, done.malformed) == (3, 0) and done.checkpoint is not None
+        os.kill(child, signal.SIGKILL)
+        held = _messages(2)
+        with pytest.raises(AuditProcessFailed):
+            await helper.append(held)
+        # The held batch again, in a new process: stored once, chained after the first.
+        again = await helper.append(held)
+        assert again.added == 3 and again.checkpoint is not None and again.checkpoint.seq == 6
+        assert child not in helper_children(os.getpid(), "sgbus-audit")
+        assert (await helper.append(held)).added == 0
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        helper.close()
+    store = AuditStore(home / "audit.db")
+    assert store.count() == 6
+    assert verify(store, load_verifier(public_keys_path(home)), store.latest_checkpoint()).ok
+
+
+def test_a_closed_audit_process_takes_no_more_batches(home: Path) -> None:
+    helper = AuditProcess(Settings(home=home, audit_db=home / "audit.db"))
+    helper.close()
+    with pytest.raises(AuditProcessFailed, match="stopping"):
+        asyncio.run(helper.append(_messages(1)))
+    assert not (home / "audit.db").exists()
+
+
+def test_records_stored_by_the_audit_process_carry_their_ids(home: Path) -> None:
+    """What goes through the pipe to the child comes back whole: the ids a query finds."""
+    record = _record("partner-x", event_id=uuid.uuid4())
+    helper = AuditProcess(Settings(home=home, audit_db=home / "audit.db"))
+    try:
+        done = asyncio.run(helper.append([v for _, v in encode_audit_batches([record])]))
+    finally:
+        helper.close()
+    assert done.added == 1
+    assert [r["audit_id"] for r in AuditStore(home / "audit.db").for_event(str(record.event_id))] == [
+        str(record.audit_id)]
