@@ -1,19 +1,25 @@
 """The audit agent's store work (decode sg.audit messages, chain, store, sign a checkpoint), in
-the worker's own threads or in a process of its own (SGBUS_AUDIT_PROCESS), so that the all-in-one
-worker's event loop is not slowed by it."""
+one of the worker's threads or in a process of its own (SGBUS_AUDIT_PROCESS), so that the
+all-in-one worker's event loop is not slowed by it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from pydantic import ValidationError
 
-from bus.audit.chain import AuditStore, Checkpoint, open_audit_store
+from bus import logs
+from bus.audit.chain import AuditStore, Checkpoint
 from bus.audit.signer import AuditSigner, load_signer
 from bus.helper_process import HelperProcess, HelperStopped, become_helper
+from bus.metrics import Metrics
 from bus.records import AuditRecord, decode_audit_batch
 from bus.settings import Settings
+
+log = logs.get("sgbus.worker")
 
 
 @dataclass(frozen=True)
@@ -53,12 +59,23 @@ _store: AuditStore | None = None
 _signer: AuditSigner | None = None
 
 
-def _start(settings: Settings, sign: bool, parent: int) -> None:
+@dataclass(frozen=True)
+class _StoreAccess:
+    """All the child is given: where the store is and the signing key (no other secret of the
+    worker's settings)."""
+
+    home: Path
+    db: Path
+    dsn: str | None
+    signing_key_json: str | None
+    sign: bool
+
+
+def _start(access: _StoreAccess, parent: int) -> None:
     global _store, _signer
     become_helper("sgbus-audit", parent)
-    secret = settings.audit_signing_key_json
-    _signer = load_signer(settings.home, secret.get_secret_value() if secret else None) if sign else None
-    _store = open_audit_store(settings)
+    _signer = load_signer(access.home, access.signing_key_json) if access.sign else None
+    _store = AuditStore(dsn=access.dsn) if access.dsn is not None else AuditStore(access.db)
 
 
 def _append(values: list[bytes]) -> Appended:
@@ -70,7 +87,11 @@ class AuditProcess:
     """One child process appending the audit agent's batches to the store, started at once."""
 
     def __init__(self, settings: Settings, *, sign: bool = True) -> None:
-        self._helper = HelperProcess(_start, (settings, sign, os.getpid()), AuditProcessFailed, "the audit process")
+        key = settings.audit_signing_key_json
+        access = _StoreAccess(settings.home, settings.audit_db_path,
+                              settings.audit_dsn.get_secret_value() if settings.audit_dsn else None,
+                              key.get_secret_value() if key else None, sign)
+        self._helper = HelperProcess(_start, (access, os.getpid()), AuditProcessFailed, "the audit process")
 
     def start(self) -> None:
         self._helper.start()
@@ -83,3 +104,37 @@ class AuditProcess:
     def close(self) -> None:
         """Stop the process (at the worker's exit) and start no other."""
         self._helper.close()
+
+
+class AuditWriter:
+    """The audit agent's one way to store a batch: in the audit process if there is one, else in
+    a thread; counted in the worker's metrics. While the audit process is being replaced, the
+    batch is held and retried (the store skips whatever the stopped one stored)."""
+
+    def __init__(self, store: AuditStore, signer: AuditSigner | None, metrics: Metrics,
+                 process: AuditProcess | None, lock: asyncio.Lock, max_backoff_s: float) -> None:
+        self.store, self.signer, self.metrics, self.process = store, signer, metrics, process
+        #: held while appending: the chain's verification never reads a chain half-appended
+        self.lock = lock
+        self.max_backoff_s = max_backoff_s
+
+    async def write(self, values: list[bytes]) -> Appended:
+        backoff = 0.1
+        while True:
+            async with self.lock:
+                try:
+                    if self.process is not None:
+                        done = await self.process.append(values)
+                    else:
+                        done = await asyncio.to_thread(append_messages, self.store, self.signer, values)
+                    break
+                except AuditProcessFailed as exc:
+                    self.metrics.audit_process_failed.inc()
+                    log.error("audit_process_failed_holding_batch", messages=len(values), retry_in_s=backoff,
+                              cause=str(exc))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)
+        for _ in range(done.malformed):
+            self.metrics.dlq.labels("malformed_audit").inc()
+        self.metrics.audit_stored.inc(done.added)
+        return done

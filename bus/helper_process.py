@@ -1,6 +1,6 @@
 """A worker's helper process (ingest's CPU work, the audit store's appends): one child started by
-spawn, one task at a time, named in `ps`, deaf to the signals sent to its worker's process group,
-gone when its worker is gone, and started again after it stopped."""
+spawn, one task at a time, named in `ps -e` and `top`, deaf to the signals sent to its worker's
+process group, gone when its worker is gone, and started again after it stopped."""
 
 from __future__ import annotations
 
@@ -25,9 +25,14 @@ class HelperStopped(SgbusError):
     """A helper process stopped (killed, out of memory): its task is held and run again in a new one."""
 
 
+class HelperClosed(SgbusError):
+    """The worker is stopping and has closed its helper: no task is taken (nor retried)."""
+
+
 def become_helper(name: str, parent: int) -> None:
-    """In the child, first: take `name` (as `ps` and `top` show it; the harness and tests find
-    helpers by it), ignore the process group's signals, and watch for the worker's end."""
+    """In the child, first: take `name` (the kernel's short name, as `ps -e` and `top` show it;
+    its command line still reads `... spawn_main ...`), ignore the process group's signals,
+    and watch for the worker's end."""
     # A ^C, a hang-up or a stop sent to the whole process group (a terminal, systemd) must not
     # end this process under a worker still finishing its batches: the worker ends it (at its
     # exit, or by the watch below if it was killed outright).
@@ -47,17 +52,41 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
-def _ready() -> bool:
-    return True
+# In the child: how to set it up, and whether that has succeeded yet.
+_setup: tuple[Callable[..., None], tuple[Any, ...]] | None = None
+_set_up = False
+
+
+def _start(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+    global _setup
+    _setup = (initializer, initargs)
+    try:
+        _ensure_set_up()
+    except Exception:  # noqa: S110 - raised again, to the worker, by the first task (_call)
+        pass
+
+
+def _ensure_set_up() -> None:
+    global _set_up
+    if not _set_up and _setup is not None:
+        _setup[0](*_setup[1])
+        _set_up = True
+
+
+def _call(fn: Callable[..., T], *args: Any) -> T:
+    # A set-up that failed (a store out of reach, a key unreadable) is tried again here, so its
+    # own error reaches the worker: the pool would otherwise only break, again and again, with
+    # the cause left in the child's stderr.
+    _ensure_set_up()
+    return fn(*args)
 
 
 class HelperProcess:
-    """One child process running `initializer(*initargs)` once, then the tasks it is given."""
+    """One child process set up by `initializer(*initargs)`, then running the tasks it is given."""
 
     def __init__(self, initializer: Callable[..., None], initargs: tuple[Any, ...],
                  stopped: type[HelperStopped], what: str) -> None:
-        self._initializer = initializer
-        self._initargs = initargs
+        self._initargs = (initializer, initargs)
         self._stopped = stopped
         self._what = what
         self._pool: ProcessPoolExecutor | None = None
@@ -67,19 +96,19 @@ class HelperProcess:
         if self._pool is None:
             # spawn, not fork: the worker has threads (Kafka, metrics) by now.
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=self._initializer, initargs=self._initargs)
-            self._pool.submit(_ready)  # start it now, not on the first task
+                                             initializer=_start, initargs=self._initargs)
+            self._pool.submit(int)  # start it now, not on the first task
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in the child; `stopped` if the child stopped (another starts on the next
-        call); whatever `fn` raises, as it raised it."""
+        call); HelperClosed once closed; whatever the set-up or `fn` raises, as raised."""
         if self._closed:
-            raise self._stopped("the worker is stopping")
+            raise HelperClosed(f"the worker is stopping: {self._what} is closed")
         self.start()
         pool = self._pool
         assert pool is not None
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(pool, _call, fn, *args)
         except BrokenProcessPool:
             if self._pool is pool:  # not one started since by a task that failed first
                 self._pool = None

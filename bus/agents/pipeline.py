@@ -17,7 +17,7 @@ from bus.agents.batching import take_ready
 from bus.agents.sends import SendLedger
 from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
-from bus.audit_process import Appended, AuditProcess, AuditProcessFailed, append_messages
+from bus.audit_process import AuditWriter
 from bus.exceptions import PolicyUnavailable
 from bus.ingest import IngestOutcome, Record, prepare_batch, rejected
 from bus.ingest_process import IngestProcess, IngestProcessFailed
@@ -426,40 +426,22 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         metrics.policy_cache.labels("hit").inc(plan.cache_hits)
         metrics.policy_cache.labels("miss").inc(plan.cache_misses)
 
-    audit_process: AuditProcess | None = svc.audit_process if "audit" in stages else None
+    audit_writer = AuditWriter(svc.audit_store, svc.audit_signer, metrics,
+                               svc.audit_process if "audit" in stages else None, audit_lock,
+                               settings.retry_max_backoff_s)
 
     async def audit_agent(stream: faust.StreamT[bytes]) -> None:
         """The single writer of the hash-chained audit store."""
         # A fixed 200 ms window: each batch is a store transaction, a signed checkpoint and a
         # published head, and nobody waits on this stage.
         async for batch in take_ready(stream, AUDIT_BATCH_MESSAGES, 0.2, min_window_s=0.2):
-            done = await _append_with_retry([ev.value for ev in batch])
-            for _ in range(done.malformed):
-                metrics.dlq.labels("malformed_audit").inc()
-            metrics.audit_stored.inc(done.added)
+            done = await audit_writer.write([ev.value for ev in batch])
             if done.checkpoint is not None:
                 # Outside the database: an insider who rewrites the store cannot take this back.
                 await send(audit_heads, AUDIT_HEADS_KEY, done.checkpoint.to_json(), batch[-1].message.tp)
                 metrics.audit_heads_published.inc()
                 audit_watch.published = done.checkpoint
             await commit_batch(batch)
-
-    async def _append_with_retry(values: list[bytes]) -> Appended:
-        """Store a batch (in the audit process, or in a thread); while the audit process is being
-        replaced, hold the batch and retry (the store skips whatever the stopped one stored)."""
-        backoff = 0.1
-        while True:
-            async with audit_lock:  # the verification below never reads a chain half-appended
-                try:
-                    if audit_process is not None:
-                        return await audit_process.append(values)
-                    return await asyncio.to_thread(append_messages, svc.audit_store, svc.audit_signer, values)
-                except AuditProcessFailed as exc:
-                    metrics.audit_process_failed.inc()
-                    log.error("audit_process_failed_holding_batch", messages=len(values), retry_in_s=backoff,
-                              cause=str(exc))
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, settings.retry_max_backoff_s)
 
     if "ingest" in stages:
         app.agent(ingress, name="sgbus.ingest")(ingest_agent)

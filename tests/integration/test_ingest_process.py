@@ -194,13 +194,13 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_leaves_no_helper_process_b
     db = bus.settings.audit_db_path
     assert bus.worker is not None
     worker = bus.worker.pid
-    children = wait_for(lambda: ingest_children(worker), 60, what="the worker's ingest process")
+    children = [*wait_for(lambda: ingest_children(worker), 60, what="the worker's ingest process"),
+                *wait_for(lambda: helper_children(worker, "sgbus-audit"), 60, what="the worker's audit process")]
     bus.publish(events)
     wait_for(lambda: len(stored_pairs(db, ids)) >= len(expected_pairs) // 5, 300, interval_s=0.2,
              what="a fifth of the decisions before the crash")
     bus.kill_worker()
     assert len(stored_pairs(db, ids)) < len(expected_pairs), "the crash came too late to test anything"
-    children += helper_children(worker, "sgbus-audit")
     wait_for(lambda: not any(_alive(pid) for pid in children), 15, interval_s=0.2,
              what="the helper processes to leave with their worker")
     bus.start_worker()

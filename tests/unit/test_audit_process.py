@@ -9,12 +9,16 @@ import os
 import signal
 import uuid
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from bus.audit.chain import AuditStore, verify
-from bus.audit.signer import load_signer, load_verifier, new_audit_signer, public_keys_path
-from bus.audit_process import AuditProcess, AuditProcessFailed, append_messages
+from bus.audit.signer import AuditSigner, load_signer, load_verifier, new_audit_signer, public_keys_path
+from bus.audit_process import Appended, AuditProcess, AuditProcessFailed, AuditWriter, append_messages
+from bus.exceptions import KeyringError
+from bus.helper_process import HelperClosed
+from bus.metrics import Metrics
 from bus.records import encode_audit_batches
 from bus.settings import Settings
 from tests.helpers import helper_children, wait_for
@@ -82,12 +86,73 @@ def test_the_audit_process_stores_what_a_thread_would_and_is_replaced_when_kille
     assert verify(store, load_verifier(public_keys_path(home)), store.latest_checkpoint()).ok
 
 
-def test_a_closed_audit_process_takes_no_more_batches(home: Path) -> None:
+def test_a_closed_audit_process_takes_no_more_batches_and_is_not_retried(home: Path) -> None:
     helper = AuditProcess(Settings(home=home, audit_db=home / "audit.db"))
     helper.close()
-    with pytest.raises(AuditProcessFailed, match="stopping"):
+    with pytest.raises(HelperClosed, match="stopping"):
         asyncio.run(helper.append(_messages(1)))
+    assert not issubclass(HelperClosed, AuditProcessFailed)  # the writer's retry loop does not take it
     assert not (home / "audit.db").exists()
+
+
+def test_a_set_up_that_fails_reaches_the_worker_with_its_own_error(tmp_path: Path) -> None:
+    """No signing key: the worker hears why (not "the audit process stopped", again and again)."""
+    helper = AuditProcess(Settings(home=tmp_path, audit_db=tmp_path / "audit.db"))
+    try:
+        with pytest.raises(KeyringError, match="no audit signing key"):
+            asyncio.run(helper.append(_messages(1)))
+        new_audit_signer(tmp_path)  # put right: the same process sets itself up on the next batch
+        assert asyncio.run(helper.append(_messages(1))).added == 3
+    finally:
+        helper.close()
+
+
+class _Flaky:
+    """An audit process that stops once: before storing the batch, or just after its commit."""
+
+    def __init__(self, store: AuditStore, signer: AuditSigner, after_commit: bool) -> None:
+        self.store, self.signer, self.after_commit, self.calls = store, signer, after_commit, 0
+
+    async def append(self, values: list[bytes]) -> Appended:
+        self.calls += 1
+        if self.calls == 1:
+            if self.after_commit:
+                append_messages(self.store, self.signer, values)
+            raise AuditProcessFailed("the audit process stopped; starting another")
+        return append_messages(self.store, self.signer, values)
+
+
+@pytest.mark.parametrize("after_commit", [False, True], ids=["before the store", "after its commit"])
+def test_a_batch_held_by_a_stopped_audit_process_is_stored_once_and_its_head_named(
+        home: Path, after_commit: bool) -> None:
+    store = AuditStore(home / "audit.db")
+    signer = load_signer(home)
+    metrics = Metrics()
+    flaky = _Flaky(store, signer, after_commit)
+    writer = AuditWriter(store, signer, metrics, cast(AuditProcess, flaky), asyncio.Lock(), max_backoff_s=0.1)
+    done = asyncio.run(writer.write([*_messages(1), b"not json"]))
+    assert flaky.calls == 2 and store.count() == 3
+    # The head to publish is the store's, whichever process committed it.
+    assert done.checkpoint is not None and done.checkpoint == store.latest_checkpoint()
+    assert done.added == (0 if after_commit else 3)
+    assert _count(metrics, "sgbus_audit_process_failed_total") == 1
+    assert _count(metrics, "sgbus_audit_stored_total") == done.added
+    assert _count(metrics, "sgbus_dlq_total", reason="malformed_audit") == 1
+
+
+def test_the_writer_without_a_process_stores_in_a_thread_and_counts(home: Path) -> None:
+    store = AuditStore(home / "audit.db")
+    metrics = Metrics()
+    writer = AuditWriter(store, load_signer(home), metrics, None, asyncio.Lock(), max_backoff_s=0.1)
+    done = asyncio.run(writer.write([*_messages(1), b"{}", b"[1]"]))
+    assert (done.added, done.malformed, store.count()) == (3, 2, 3)
+    assert _count(metrics, "sgbus_audit_stored_total") == 3
+    assert _count(metrics, "sgbus_dlq_total", reason="malformed_audit") == 2
+    assert _count(metrics, "sgbus_audit_process_failed_total") == 0
+
+
+def _count(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def test_records_stored_by_the_audit_process_carry_their_ids(home: Path) -> None:
