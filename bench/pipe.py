@@ -514,7 +514,7 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
         ratio = results["pipe"]["events_per_s"] / results["ceiling"]["events_per_s"]
         results["ratio_full_to_ceiling"] = round(ratio, 3)
         if cfg.one_process_burst:
-            progress(f"full pipe: one worker, ingest in its own process, {len(main):,} events ...")
+            progress(f"full pipe: one worker without helper processes, {len(main):,} events ...")
             results["pipe_one_process"] = run_throughput(h, "pipe1", "bus", 1, main, warm, cfg, env=ONE_PROCESS)
             progress(f"  {results['pipe_one_process']['events_per_s']:,} events/s")
         progress(f"full pipe: two workers, {len(main):,} events ...")
@@ -623,7 +623,7 @@ def run_core(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: 
                                              else None)
             results["ratio_full_to_ceiling"] = round(
                 results["pipe"]["events_per_s"] / results["ceiling"]["events_per_s"], 3)
-            progress(f"full pipe: one worker, ingest in its own process, {len(main):,} events ...")
+            progress(f"full pipe: one worker without helper processes, {len(main):,} events ...")
             results["pipe_one_process"] = run_throughput(h, "pipe1", "bus", 1, main, warm, cfg, env=ONE_PROCESS)
             progress(f"latency at offered loads {', '.join(map(str, cfg.loads))} events/s ...")
             results["latency"] = run_latency(h, cfg, loads, warm)

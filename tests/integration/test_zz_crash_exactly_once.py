@@ -21,7 +21,7 @@ from bus.security.kafka_access import KafkaAccess
 from bus.security.principals import stage_app_id
 from bus.topics import AUDIT, EVENTS, deliver_topic, ingress_topic
 from schemas.envelope import Agency
-from tests.helpers import ingest_children, wait_for
+from tests.helpers import helper_children, ingest_children, wait_for
 from tests.integration.conftest import Bus
 from tests.integration.crash_sample import allowed_by_recipient, crash_sample, stored_pairs
 
@@ -55,10 +55,10 @@ def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_e
     _start_from_the_end(bus.admin, stage_app_id(app_id, "route"), [EVENTS])
     _start_from_the_end(bus.admin, stage_app_id(app_id, "audit"), [AUDIT])
     db = tmp_path / "audit.db"
-    # The ingest stage prepares its batches in a second process, as the benchmark runs it (the
-    # broker-loss test runs every stage in one process each).
+    # The ingest stage prepares its batches in a second process and the audit stage stores them
+    # from one, as the benchmark runs them (the broker-loss test runs every stage in one process each).
     env = {"SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(db), "SGBUS_METRICS_PORT": "0",
-           "SGBUS_RETRY_MAX_BACKOFF_S": "1.0", "SGBUS_INGEST_PROCESS": "true"}
+           "SGBUS_RETRY_MAX_BACKOFF_S": "1.0", "SGBUS_INGEST_PROCESS": "true", "SGBUS_AUDIT_PROCESS": "true"}
 
     def start() -> list[subprocess.Popen[bytes]]:
         return [start_worker(bus.settings, tmp_path / f"{stage}.log", env=env, stage=stage)
@@ -68,6 +68,8 @@ def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_e
     try:
         ingest = procs[EXACTLY_ONCE_STAGES.index("ingest")]
         wait_for(lambda: ingest_children(ingest.pid), 60, what="the ingest stage's own ingest process")
+        audit = procs[EXACTLY_ONCE_STAGES.index("audit")]
+        wait_for(lambda: helper_children(audit.pid, "sgbus-audit"), 60, what="the audit stage's audit process")
         bus.publish(events)
         wait_for(lambda: len(stored_pairs(db, ids)) >= len(expected_pairs) // 5, 300, interval_s=0.5,
                  what="a fifth of the decisions before the crash")
