@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         default=False,
         description="the worker that runs the audit stage (all-in-one or `--stage audit`) decodes, chains, stores "
                     "and signs each audit batch in a second process, off its event loop (more events/s where a core "
-                    "is spare; ~50 MB more memory in all)")
+                    "is spare; ~60 MB more memory in all)")
     session_timeout_s: float = Field(
         default=15.0, ge=10, le=300,
         description="how long a worker that stopped answering keeps its Kafka partitions before its consumer "
