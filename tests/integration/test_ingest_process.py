@@ -140,34 +140,15 @@ def test_helper_processes_give_the_same_decisions_and_copies(bus: Bus) -> None:
         assert [e["event_id"] in got for e in events] == [t["event_id"] in got for t in twins], partner
 
 
-def test_a_killed_ingest_process_is_replaced_and_nothing_is_lost(in_second_process: Bus) -> None:
+@pytest.mark.parametrize(("helper", "seed"), [("ingest", 4004), ("audit", 6006)])
+def test_a_killed_helper_process_is_replaced_and_nothing_is_lost_or_stored_twice(
+        in_second_process: Bus, helper: str, seed: int) -> None:
     bus = in_second_process
-    events, ids, expected_pairs = _burst(seed=4004)
+    events, ids, expected_pairs = _burst(seed=seed)
     db = bus.settings.audit_db_path
     assert bus.worker is not None
     worker = bus.worker.pid
-    first = wait_for(lambda: ingest_children(worker), 60, what="the worker's ingest process")
-    bus.publish(events)
-    wait_for(lambda: len(stored_pairs(db, ids)) >= len(expected_pairs) // 10, 300, interval_s=0.2,
-             what="a tenth of the decisions before the kill")
-    os.kill(first[0], signal.SIGKILL)
-    assert len(stored_pairs(db, ids)) < len(expected_pairs), "the kill came too late to test anything"
-    stored = wait_for(lambda: (p := stored_pairs(db, ids)) and len(p) >= len(expected_pairs) and p,
-                      300, interval_s=1.0, what="every decision after the kill")
-    assert {(e, r) for e, r, _ in stored} == expected_pairs
-    assert bus.worker.poll() is None, "the worker itself kept going"
-    replaced = ingest_children(worker)
-    assert replaced and first[0] not in replaced
-    assert "ingest_process_failed_holding_batch" in bus.worker_log.read_text()
-
-
-def test_a_killed_audit_process_is_replaced_and_nothing_is_lost_or_stored_twice(in_second_process: Bus) -> None:
-    bus = in_second_process
-    events, ids, expected_pairs = _burst(seed=6006)
-    db = bus.settings.audit_db_path
-    assert bus.worker is not None
-    worker = bus.worker.pid
-    first = wait_for(lambda: helper_children(worker, "sgbus-audit"), 60, what="the worker's audit process")
+    first = wait_for(lambda: helper_children(worker, f"sgbus-{helper}"), 60, what=f"the worker's {helper} process")
     bus.publish(events)
     wait_for(lambda: len(stored_pairs(db, ids)) >= len(expected_pairs) // 10, 300, interval_s=0.2,
              what="a tenth of the decisions before the kill")
@@ -178,9 +159,9 @@ def test_a_killed_audit_process_is_replaced_and_nothing_is_lost_or_stored_twice(
     assert {(e, r) for e, r, _ in stored} == expected_pairs
     assert len(stored) == len(expected_pairs), "a decision was stored twice"
     assert bus.worker.poll() is None, "the worker itself kept going"
-    replaced = helper_children(worker, "sgbus-audit")
+    replaced = helper_children(worker, f"sgbus-{helper}")
     assert replaced and first[0] not in replaced
-    assert "audit_process_failed_holding_batch" in bus.worker_log.read_text()
+    assert f"{helper}_process_failed_holding_batch" in bus.worker_log.read_text()
     checked = verify(AuditStore(db), load_verifier(public_keys_path(bus.settings.home)))
     assert checked.ok, checked.problem
 
