@@ -5,8 +5,7 @@ all-in-one worker's event loop is not slowed by it."""
 from __future__ import annotations
 
 import asyncio
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -14,7 +13,7 @@ from pydantic import ValidationError
 from bus import logs
 from bus.audit.chain import AuditStore, Checkpoint
 from bus.audit.signer import AuditSigner, load_signer
-from bus.helper_process import HelperProcess, HelperStopped, become_helper
+from bus.helper_process import HelperClosed, HelperProcess, HelperStopped, describe
 from bus.metrics import Metrics
 from bus.records import AuditRecord, decode_audit_batch
 from bus.settings import Settings
@@ -66,14 +65,13 @@ class _StoreAccess:
 
     home: Path
     db: Path
-    dsn: str | None
-    signing_key_json: str | None
+    dsn: str | None = field(repr=False)
+    signing_key_json: str | None = field(repr=False)
     sign: bool
 
 
-def _start(access: _StoreAccess, parent: int) -> None:
+def _start(access: _StoreAccess) -> None:
     global _store, _signer
-    become_helper("sgbus-audit", parent)
     _signer = load_signer(access.home, access.signing_key_json) if access.sign else None
     _store = AuditStore(dsn=access.dsn) if access.dsn is not None else AuditStore(access.db)
 
@@ -91,7 +89,7 @@ class AuditProcess:
         access = _StoreAccess(settings.home, settings.audit_db_path,
                               settings.audit_dsn.get_secret_value() if settings.audit_dsn else None,
                               key.get_secret_value() if key else None, sign)
-        self._helper = HelperProcess(_start, (access, os.getpid()), AuditProcessFailed, "the audit process")
+        self._helper = HelperProcess("sgbus-audit", _start, (access,), AuditProcessFailed, "the audit process")
 
     def start(self) -> None:
         self._helper.start()
@@ -108,8 +106,10 @@ class AuditProcess:
 
 class AuditWriter:
     """The audit agent's one way to store a batch: in the audit process if there is one, else in
-    a thread; counted in the worker's metrics. While the audit process is being replaced, the
-    batch is held and retried (the store skips whatever the stopped one stored)."""
+    a thread; counted in the worker's metrics. While the audit process is being replaced, or the
+    store cannot be written (out of reach, or refusing: a chain past its last signed checkpoint),
+    the batch is held and retried, never skipped: nothing after it is committed meanwhile. The
+    store skips whatever a stopped process had stored."""
 
     def __init__(self, store: AuditStore, signer: AuditSigner | None, metrics: Metrics,
                  process: AuditProcess | None, lock: asyncio.Lock, max_backoff_s: float) -> None:
@@ -132,6 +132,11 @@ class AuditWriter:
                     self.metrics.audit_process_failed.inc()
                     log.error("audit_process_failed_holding_batch", messages=len(values), retry_in_s=backoff,
                               cause=str(exc))
+                except HelperClosed:
+                    raise
+                except Exception as exc:  # the store's driver raises several types; described safely
+                    log.error("audit_store_unavailable_holding_batch", messages=len(values), retry_in_s=backoff,
+                              cause=describe(exc))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
         for _ in range(done.malformed):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -52,17 +53,32 @@ def _exit_with(parent: int) -> None:
     os._exit(0)
 
 
+class HelperSetUpFailed(SgbusError):
+    """In the child: its set-up failed (a store out of reach, a key unreadable); tried again at the next task."""
+
+
+class HelperTaskFailed(SgbusError):
+    """In the child: a task raised an error that cannot travel back to the worker whole (only its type does)."""
+
+
+def describe(exc: BaseException) -> str:
+    """An error, safe to log: sgbus's own errors never carry identifiers or secrets; a driver's
+    message might (a DSN, a host), so of those only the type."""
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, SgbusError) else type(exc).__name__
+
+
 # In the child: how to set it up, and whether that has succeeded yet.
 _setup: tuple[Callable[..., None], tuple[Any, ...]] | None = None
 _set_up = False
 
 
-def _start(initializer: Callable[..., None], initargs: tuple[Any, ...]) -> None:
+def _start(name: str, parent: int, setup: Callable[..., None], setup_args: tuple[Any, ...]) -> None:
     global _setup
-    _setup = (initializer, initargs)
+    become_helper(name, parent)
+    _setup = (setup, setup_args)
     try:
         _ensure_set_up()
-    except Exception:  # noqa: S110 - raised again, to the worker, by the first task (_call)
+    except Exception:  # noqa: S110 - tried again, and reported to the worker, by the first task (_call)
         pass
 
 
@@ -74,19 +90,29 @@ def _ensure_set_up() -> None:
 
 
 def _call(fn: Callable[..., T], *args: Any) -> T:
-    # A set-up that failed (a store out of reach, a key unreadable) is tried again here, so its
-    # own error reaches the worker: the pool would otherwise only break, again and again, with
-    # the cause left in the child's stderr.
-    _ensure_set_up()
-    return fn(*args)
+    # A set-up that failed is tried again here, and its cause reported: the pool would otherwise
+    # only break, again and again, with the cause left in the child's stderr.
+    try:
+        _ensure_set_up()
+    except Exception as exc:
+        raise HelperSetUpFailed(describe(exc)) from None
+    try:
+        return fn(*args)
+    except Exception as exc:
+        try:  # an error the worker cannot unpickle would break the pool (read as "stopped", retried forever)
+            pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, just made
+        except Exception:
+            raise HelperTaskFailed(describe(exc)) from None
+        raise
 
 
 class HelperProcess:
-    """One child process set up by `initializer(*initargs)`, then running the tasks it is given."""
+    """One child process named `name`, set up by `setup(*setup_args)` (tried again before each task
+    until it succeeds), then running the tasks it is given."""
 
-    def __init__(self, initializer: Callable[..., None], initargs: tuple[Any, ...],
+    def __init__(self, name: str, setup: Callable[..., None], setup_args: tuple[Any, ...],
                  stopped: type[HelperStopped], what: str) -> None:
-        self._initargs = (initializer, initargs)
+        self._initargs = (name, os.getpid(), setup, setup_args)
         self._stopped = stopped
         self._what = what
         self._pool: ProcessPoolExecutor | None = None
@@ -100,8 +126,10 @@ class HelperProcess:
             self._pool.submit(int)  # start it now, not on the first task
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in the child; `stopped` if the child stopped (another starts on the next
-        call); HelperClosed once closed; whatever the set-up or `fn` raises, as raised."""
+        """`fn(*args)` in the child. `stopped` if the child stopped (another starts on the next
+        call) or could not set itself up (tried again on the next call), with the cause; the
+        caller holds its task and retries. HelperClosed once closed. Whatever `fn` raises, as
+        raised (HelperTaskFailed, naming its type, if it cannot be sent back)."""
         if self._closed:
             raise HelperClosed(f"the worker is stopping: {self._what} is closed")
         self.start()
@@ -109,6 +137,8 @@ class HelperProcess:
         assert pool is not None
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, _call, fn, *args)
+        except HelperSetUpFailed as exc:
+            raise self._stopped(f"{self._what} could not set itself up ({exc}); trying again") from None
         except BrokenProcessPool:
             if self._pool is pool:  # not one started since by a task that failed first
                 self._pool = None

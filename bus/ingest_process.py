@@ -5,10 +5,9 @@ is prepared (SGBUS_INGEST_PROCESS)."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
-from bus.helper_process import HelperProcess, HelperStopped, become_helper
+from bus.helper_process import HelperProcess, HelperStopped
 from bus.ingest import IngestOutcome, Record, prepare_batch
 from bus.policy.data import RedactPlan
 from bus.provenance.registry import SignerRegistry
@@ -26,9 +25,8 @@ _keys: KeyringWatch | None = None
 _signers: tuple[str, SignerRegistry] | None = None
 
 
-def _start(keyring_path: str, keyring_secret: str | None, parent: int) -> None:
+def _start(keyring_path: str, keyring_secret: str | None) -> None:
     global _keys
-    become_helper("sgbus-ingest", parent)
     _keys = KeyringWatch(Path(keyring_path), keyring_secret)
     from bus.redaction import warm_up
 
@@ -49,7 +47,7 @@ class IngestProcess:
     redaction model) and again after it stopped."""
 
     def __init__(self, keyring_path: Path, keyring_secret: str | None) -> None:
-        self._helper = HelperProcess(_start, (str(keyring_path), keyring_secret, os.getpid()),
+        self._helper = HelperProcess("sgbus-ingest", _start, (str(keyring_path), keyring_secret),
                                      IngestProcessFailed, "ingest's process")
         self._signers: tuple[SignerRegistry, str, str] | None = None
 

@@ -7,17 +7,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import uuid
 from pathlib import Path
 from typing import cast
 
 import pytest
 
-from bus.audit.chain import AuditStore, verify
+from bus.audit.chain import AuditStore, AuditStoreError, verify
 from bus.audit.signer import AuditSigner, load_signer, load_verifier, new_audit_signer, public_keys_path
 from bus.audit_process import Appended, AuditProcess, AuditProcessFailed, AuditWriter, append_messages
-from bus.exceptions import KeyringError
-from bus.helper_process import HelperClosed
+from bus.helper_process import HelperClosed, HelperProcess, HelperTaskFailed
 from bus.metrics import Metrics
 from bus.records import encode_audit_batches
 from bus.settings import Settings
@@ -95,47 +95,77 @@ def test_a_closed_audit_process_takes_no_more_batches_and_is_not_retried(home: P
     assert not (home / "audit.db").exists()
 
 
-def test_a_set_up_that_fails_reaches_the_worker_with_its_own_error(tmp_path: Path) -> None:
-    """No signing key: the worker hears why (not "the audit process stopped", again and again)."""
+def test_a_set_up_that_fails_holds_the_batch_and_says_why(tmp_path: Path) -> None:
+    """No signing key: the batch is held (as for a stopped process) and the worker hears why, not
+    only "the audit process stopped"; put right, the same process sets itself up at the next try."""
     helper = AuditProcess(Settings(home=tmp_path, audit_db=tmp_path / "audit.db"))
     try:
-        with pytest.raises(KeyringError, match="no audit signing key"):
+        with pytest.raises(AuditProcessFailed, match=r"could not set itself up \(KeyringError: no audit signing key"):
             asyncio.run(helper.append(_messages(1)))
-        new_audit_signer(tmp_path)  # put right: the same process sets itself up on the next batch
+        new_audit_signer(tmp_path)
         assert asyncio.run(helper.append(_messages(1))).added == 3
     finally:
         helper.close()
 
 
-class _Flaky:
-    """An audit process that stops once: before storing the batch, or just after its commit."""
+class _Unpicklable(Exception):
+    def __init__(self, detail: str, code: int) -> None:  # pickling calls __init__ with args=(message,) only
+        super().__init__(f"{detail} {code}")
 
-    def __init__(self, store: AuditStore, signer: AuditSigner, after_commit: bool) -> None:
-        self.store, self.signer, self.after_commit, self.calls = store, signer, after_commit, 0
+
+def _raise_unpicklable() -> None:
+    raise _Unpicklable("detail", 1)
+
+
+def _no_setup() -> None:
+    pass
+
+
+def test_an_error_that_cannot_travel_back_is_named_not_read_as_a_stopped_process() -> None:
+    helper = HelperProcess("sgbus-test", _no_setup, (), AuditProcessFailed, "a test helper")
+    try:
+        with pytest.raises(HelperTaskFailed, match=r"^_Unpicklable$"):
+            asyncio.run(helper.run(_raise_unpicklable))
+    finally:
+        helper.close()
+
+
+class _Flaky:
+    """An audit process that fails once (stops, or its store refuses): before storing the batch,
+    or just after its commit."""
+
+    def __init__(self, store: AuditStore, signer: AuditSigner, after_commit: bool, error: Exception) -> None:
+        self.store, self.signer, self.after_commit, self.error, self.calls = store, signer, after_commit, error, 0
 
     async def append(self, values: list[bytes]) -> Appended:
         self.calls += 1
         if self.calls == 1:
             if self.after_commit:
                 append_messages(self.store, self.signer, values)
-            raise AuditProcessFailed("the audit process stopped; starting another")
+            raise self.error
         return append_messages(self.store, self.signer, values)
 
 
-@pytest.mark.parametrize("after_commit", [False, True], ids=["before the store", "after its commit"])
-def test_a_batch_held_by_a_stopped_audit_process_is_stored_once_and_its_head_named(
-        home: Path, after_commit: bool) -> None:
+_STOPPED = AuditProcessFailed("the audit process stopped; starting another")
+
+
+@pytest.mark.parametrize(("after_commit", "error"), [
+    (False, _STOPPED), (True, _STOPPED), (False, AuditStoreError("the store is out of reach")),
+    (False, sqlite3.OperationalError("database is locked"))],
+    ids=["stopped before the store", "stopped after its commit", "store refused", "driver error"])
+def test_a_held_batch_is_stored_once_and_its_head_named(home: Path, after_commit: bool, error: Exception) -> None:
+    """Never raised to the agent (Faust would restart it past the batch: a gap in the audit)."""
     store = AuditStore(home / "audit.db")
     signer = load_signer(home)
     metrics = Metrics()
-    flaky = _Flaky(store, signer, after_commit)
+    flaky = _Flaky(store, signer, after_commit, error)
     writer = AuditWriter(store, signer, metrics, cast(AuditProcess, flaky), asyncio.Lock(), max_backoff_s=0.1)
     done = asyncio.run(writer.write([*_messages(1), b"not json"]))
     assert flaky.calls == 2 and store.count() == 3
     # The head to publish is the store's, whichever process committed it.
     assert done.checkpoint is not None and done.checkpoint == store.latest_checkpoint()
     assert done.added == (0 if after_commit else 3)
-    assert _count(metrics, "sgbus_audit_process_failed_total") == 1
+    assert _count(metrics, "sgbus_audit_process_failed_total") == (1 if error is _STOPPED else 0)
     assert _count(metrics, "sgbus_audit_stored_total") == done.added
     assert _count(metrics, "sgbus_dlq_total", reason="malformed_audit") == 1
 
@@ -149,6 +179,15 @@ def test_the_writer_without_a_process_stores_in_a_thread_and_counts(home: Path) 
     assert _count(metrics, "sgbus_audit_stored_total") == 3
     assert _count(metrics, "sgbus_dlq_total", reason="malformed_audit") == 2
     assert _count(metrics, "sgbus_audit_process_failed_total") == 0
+
+
+def test_a_closed_audit_process_is_not_retried_by_the_writer(home: Path) -> None:
+    helper = AuditProcess(Settings(home=home, audit_db=home / "audit.db"))
+    helper.close()
+    writer = AuditWriter(AuditStore(home / "audit.db"), load_signer(home), Metrics(), helper, asyncio.Lock(),
+                         max_backoff_s=0.1)
+    with pytest.raises(HelperClosed):
+        asyncio.run(writer.write(_messages(1)))
 
 
 def _count(metrics: Metrics, name: str, **labels: str) -> float:
