@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from bus import logs
 from bus.audit.chain import AuditStore, Checkpoint
 from bus.audit.signer import AuditSigner, load_signer
-from bus.helper_process import HelperClosed, HelperProcess, HelperStopped, describe
+from bus.helper_process import HelperClosed, HelperProcess, HelperStopped, describe, set_up_again
 from bus.metrics import Metrics
 from bus.records import AuditRecord, decode_audit_batch
 from bus.settings import Settings
@@ -77,8 +77,20 @@ def _start(access: _StoreAccess) -> None:
 
 
 def _append(values: list[bytes]) -> Appended:
+    global _store
     assert _store is not None, "started without _start"
-    return append_messages(_store, _signer, values)
+    try:
+        return append_messages(_store, _signer, values)
+    except Exception:
+        # A connection that failed (a database restarted) never comes back by itself: connect
+        # again for the held batch's next try.
+        store, _store = _store, None
+        set_up_again()
+        try:
+            store.close()
+        except Exception:  # noqa: S110 - it is being dropped
+            pass
+        raise
 
 
 class AuditProcess:

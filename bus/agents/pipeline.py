@@ -19,6 +19,7 @@ from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
 from bus.audit_process import AuditWriter
 from bus.exceptions import PolicyUnavailable
+from bus.helper_process import HelperTaskFailed
 from bus.ingest import IngestOutcome, Record, prepare_batch, rejected
 from bus.ingest_process import IngestProcess, IngestProcessFailed
 from bus.metrics import deny_category
@@ -168,6 +169,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             except IngestProcessFailed as exc:
                 metrics.ingest_process_failed.inc()
                 log.error("ingest_process_failed_holding_batch", events=len(batch), retry_in_s=backoff,
+                          cause=str(exc))
+            except HelperTaskFailed as exc:  # never raised past a batch taken: Faust would restart past it
+                log.error("ingest_process_error_holding_batch", events=len(batch), retry_in_s=backoff,
                           cause=str(exc))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, settings.retry_max_backoff_s)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bus.audit.signer import AuditSigner, AuditVerifier
+from bus.exceptions import SgbusError
 from bus.records import AuditRecord
 from bus.settings import Settings
 
@@ -131,7 +132,7 @@ class StoredRecord:
     columns: dict[str, str]
 
 
-class AuditStoreError(Exception):
+class AuditStoreError(SgbusError):
     """The audit store cannot be opened or written (never carries the DSN or record content)."""
 
 

@@ -10,14 +10,21 @@ import signal
 import sqlite3
 import uuid
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from bus.audit.chain import AuditStore, AuditStoreError, verify
 from bus.audit.signer import AuditSigner, load_signer, load_verifier, new_audit_signer, public_keys_path
-from bus.audit_process import Appended, AuditProcess, AuditProcessFailed, AuditWriter, append_messages
-from bus.helper_process import HelperClosed, HelperProcess, HelperTaskFailed
+from bus.audit_process import (
+    Appended,
+    AuditProcess,
+    AuditProcessFailed,
+    AuditWriter,
+    _StoreAccess,
+    append_messages,
+)
+from bus.helper_process import HelperClosed, HelperProcess, HelperTaskFailed, describe
 from bus.metrics import Metrics
 from bus.records import encode_audit_batches
 from bus.settings import Settings
@@ -187,7 +194,36 @@ def test_a_closed_audit_process_is_not_retried_by_the_writer(home: Path) -> None
     writer = AuditWriter(AuditStore(home / "audit.db"), load_signer(home), Metrics(), helper, asyncio.Lock(),
                          max_backoff_s=0.1)
     with pytest.raises(HelperClosed):
-        asyncio.run(writer.write(_messages(1)))
+        asyncio.run(asyncio.wait_for(writer.write(_messages(1)), 5))
+
+
+def test_the_writer_in_a_thread_holds_a_batch_the_store_refuses(home: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    store = AuditStore(home / "audit.db")
+    calls: list[int] = []
+
+    def refuse_once(*args: Any) -> Appended:
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return append_messages(*args)
+
+    monkeypatch.setattr("bus.audit_process.append_messages", refuse_once)
+    writer = AuditWriter(store, load_signer(home), Metrics(), None, asyncio.Lock(), max_backoff_s=0.1)
+    done = asyncio.run(writer.write(_messages(1)))
+    assert len(calls) == 2 and done.added == 3 and store.count() == 3
+
+
+def test_errors_are_described_without_a_driver_s_message() -> None:
+    """A driver's message can hold a DSN or a host; sgbus's own errors are written to be shown."""
+    assert describe(Exception("postgresql://sgbus:secret@db.internal/audit")) == "Exception"
+    assert describe(AuditStoreError("the audit chain runs past its last signed checkpoint")) == (
+        "AuditStoreError: the audit chain runs past its last signed checkpoint")
+
+
+def test_the_store_access_handed_to_the_child_does_not_show_its_secrets(tmp_path: Path) -> None:
+    access = _StoreAccess(tmp_path, tmp_path / "audit.db", "postgresql://sgbus:pw@db/audit", '{"kid": "k"}', True)
+    assert "pw@" not in repr(access) and "kid" not in repr(access)
 
 
 def _count(metrics: Metrics, name: str, **labels: str) -> float:
