@@ -147,6 +147,7 @@ class AuditWriter:
                 except HelperClosed:
                     raise
                 except Exception as exc:  # the store's driver raises several types; described safely
+                    self.metrics.audit_store_failed.inc()
                     log.error("audit_store_unavailable_holding_batch", messages=len(values), retry_in_s=backoff,
                               cause=describe(exc))
             await asyncio.sleep(backoff)

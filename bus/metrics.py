@@ -88,6 +88,11 @@ class Metrics:
             "Audit batches held because the audit process stopped (SGBUS_AUDIT_PROCESS; another is started and "
             "the batch stored again, without repeats)", registry=r
         )
+        self.audit_store_failed = Counter(
+            "sgbus_audit_store_failed_total",
+            "Audit batches held because the audit store could not be written (out of reach, or refusing; retried, "
+            "the log says why)", registry=r
+        )
         self.overrides_refused = Counter(
             "sgbus_policy_overrides_refused_total",
             "Urgency blocks without a valid declaration by a registered role (routed without the override)",

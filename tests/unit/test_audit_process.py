@@ -173,6 +173,7 @@ def test_a_held_batch_is_stored_once_and_its_head_named(home: Path, after_commit
     assert done.checkpoint is not None and done.checkpoint == store.latest_checkpoint()
     assert done.added == (0 if after_commit else 3)
     assert _count(metrics, "sgbus_audit_process_failed_total") == (1 if error is _STOPPED else 0)
+    assert _count(metrics, "sgbus_audit_store_failed_total") == (0 if error is _STOPPED else 1)
     assert _count(metrics, "sgbus_audit_stored_total") == done.added
     assert _count(metrics, "sgbus_dlq_total", reason="malformed_audit") == 1
 
@@ -210,8 +211,10 @@ def test_the_writer_in_a_thread_holds_a_batch_the_store_refuses(home: Path,
 
     monkeypatch.setattr("bus.audit_process.append_messages", refuse_once)
     writer = AuditWriter(store, load_signer(home), Metrics(), None, asyncio.Lock(), max_backoff_s=0.1)
+    metrics = writer.metrics
     done = asyncio.run(writer.write(_messages(1)))
     assert len(calls) == 2 and done.added == 3 and store.count() == 3
+    assert _count(metrics, "sgbus_audit_store_failed_total") == 1
 
 
 def test_errors_are_described_without_a_driver_s_message() -> None:
