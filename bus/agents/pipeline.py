@@ -19,7 +19,7 @@ from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
 from bus.audit_process import AuditWriter
 from bus.exceptions import PolicyUnavailable
-from bus.helper_process import HelperTaskFailed
+from bus.helper_process import HelperTaskFailed, describe
 from bus.ingest import IngestOutcome, Record, prepare_batch, rejected
 from bus.ingest_process import IngestProcess, IngestProcessFailed
 from bus.metrics import deny_category
@@ -477,9 +477,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         while True:
             try:
                 return await asyncio.to_thread(svc.event_register.register_ingested, checks)
-            except Exception as exc:  # the store's driver raises several types; the name is safe
+            except Exception as exc:  # the store's driver raises several types; described safely
                 log.warning("event_register_unavailable_holding_batch", events=len(checks), retry_in_s=backoff,
-                            cause=type(exc).__name__)
+                            cause=describe(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, settings.retry_max_backoff_s)
 
