@@ -153,3 +153,27 @@ def test_webhook_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     got = [next(delays) for _ in range(12)]
     assert all(0 <= d <= min(3.0, 0.2 * 2**i) for i, d in enumerate(got))
     assert max(got[6:]) > 0.2 * 2  # later attempts wait longer than the first ones can
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.binary(min_size=32, max_size=32), kind=st.sampled_from(["nhs_number", "upn", "la_child_id"]),
+       value=st.text(min_size=1, max_size=40))
+def test_tokens_are_the_hmac_and_base32_of_the_design_byte_for_byte(key: bytes, kind: str, value: str) -> None:
+    """token() keys its HMAC once per domain key and encodes base32 itself (for speed): the
+    result must stay exactly hmac.new + base64.b32encode, or every pseudonym would change."""
+    import base64
+    import hashlib
+    import hmac
+
+    from bus.pseudonymise.keyring import KeySet
+    from bus.pseudonymise.operators.token import b32_digest, canonical_identifier
+
+    keyring = Keyring(KeySet("k1", {"k1": key}), KeySet("s1", {"s1": bytes(32)}))
+    _, domain_key = keyring.domain_key("police")
+    mac = hmac.new(domain_key, canonical_identifier(kind, value), hashlib.sha256).digest()
+    expected = f"psn:k1:{base64.b32encode(mac).decode().rstrip('=').lower()}"
+    assert token(keyring, "police", kind, value) == expected
+    assert b32_digest(mac) == base64.b32encode(mac).decode().rstrip("=").lower()
+    # a second key in the same process gets its own keyed HMAC, not the first one's
+    other = Keyring(KeySet("k1", {"k1": bytes(b ^ 0xFF for b in key)}), keyring.seal)
+    assert token(other, "police", kind, value) != expected
