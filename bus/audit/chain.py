@@ -147,16 +147,10 @@ class AuditStore:
         self.path = path
         self.postgres = dsn is not None
         self.db: Any
+        self._dsn: str | None = None  # kept to connect again after the server dropped us; never shown
         if dsn is not None:
-            import psycopg
-
-            dsn = require_tls(dsn)
-            try:
-                self.db = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-            except psycopg.Error as exc:
-                # psycopg's message can name the host and user; the DSN may hold a password.
-                raise AuditStoreError(f"cannot connect to the PostgreSQL audit store (SGBUS_AUDIT_DSN): "
-                                      f"{type(exc).__name__}") from None
+            self._dsn = require_tls(dsn)
+            self.db = self._connect_postgres(self._dsn)
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(statement)
             self._check_schema()
@@ -168,6 +162,37 @@ class AuditStore:
             self.db.execute("PRAGMA busy_timeout=30000")  # the ingest and audit stages share the file
             self.db.executescript(_SCHEMA)
             self._check_schema()
+
+    @staticmethod
+    def _connect_postgres(dsn: str) -> Any:
+        import psycopg
+
+        try:
+            return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            # psycopg's message can name the host and user; the DSN may hold a password.
+            raise AuditStoreError(f"cannot connect to the PostgreSQL audit store (SGBUS_AUDIT_DSN): "
+                                  f"{type(exc).__name__}") from None
+
+    def _reconnect_if_dropped(self) -> None:
+        """A PostgreSQL connection the server dropped (a restart, a failover, an idle timeout)
+        stays broken: connect again before the next write, so the batch the worker held on the
+        failed one goes through on its retry, without a worker restart. (SQLite has no such
+        connection to lose.)"""
+        if self._dsn is not None and (self.db.closed or self.db.broken):
+            try:
+                self.db.close()
+            finally:
+                self.db = self._connect_postgres(self._dsn)
+
+    def _rollback(self) -> None:
+        """Roll back after a failed write; on a connection that is gone there is nothing to roll
+        back, and the write's own error is the one to raise."""
+        try:
+            self.db.execute("ROLLBACK")
+        except Exception:
+            if not (self.postgres and (self.db.closed or self.db.broken)):
+                raise
 
     def _check_schema(self) -> None:
         try:
@@ -189,6 +214,7 @@ class AuditStore:
         return self.db.execute(self._sql(query), tuple(params))
 
     def _lock_for_append(self) -> None:
+        self._reconnect_if_dropped()
         if self.postgres:
             self.db.execute("BEGIN")
             # One writer at a time extends the chain, even if two workers overlap in a rebalance.
@@ -257,7 +283,7 @@ class AuditStore:
                 )
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
         return added, checkpoint
 
@@ -286,6 +312,7 @@ class AuditStore:
         insert = self._sql("INSERT INTO ingested (event_id, content_sha256, ingest_id, first_seen)"
                            " VALUES (?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING")
         rows = [(c.event_id, c.content_sha256, c.ingest_id, now) for c in checks]
+        self._reconnect_if_dropped()
         self.db.execute("BEGIN")
         try:
             if self.postgres:
@@ -295,7 +322,7 @@ class AuditStore:
                 self.db.executemany(insert, rows)
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            self._rollback()
             raise
         found: dict[str, IngestedCheck] = {}
         ids = sorted({c.event_id for c in checks})

@@ -79,6 +79,56 @@ def test_the_event_id_register_works_on_postgres(postgres: Postgres) -> None:
     s.close()
 
 
+def _drop_connection(postgres: Postgres, store: AuditStore) -> None:
+    """What a server restart or failover does to the worker's open connection."""
+    with psycopg.connect(postgres.dsn(), autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (store.db.info.backend_pid,)).fetchone() == (True,)
+
+
+def test_a_dropped_connection_is_opened_again_for_the_held_batchs_retry(
+        postgres: Postgres, signer: AuditSigner, public: AuditVerifier) -> None:  # noqa: F811 - imported fixtures
+    """The batch in hand when the server dropped the connection fails (the worker holds it and
+    retries); the retry connects again and succeeds, with no worker restart, and the chain stays
+    whole. The event id register, on the same kind of connection, recovers the same way."""
+    from bus.audit.chain import IngestedCheck
+
+    s = AuditStore(dsn=postgres.create_database("audit_reconnect"))
+    assert s.append([_record("a")], signer)[0] == 1
+    _drop_connection(postgres, s)
+    held = [_record("b"), _record("c")]
+    with pytest.raises(psycopg.OperationalError):
+        s.append(held, signer)
+    assert s.append(held, signer)[0] == 2  # the retry
+    assert s.count() == 3 and verify(s, public).ok
+
+    assert s.register_ingested([IngestedCheck("e1", "aaa", "i1")])["e1"].ingest_id == "i1"
+    _drop_connection(postgres, s)
+    with pytest.raises(psycopg.OperationalError):
+        s.register_ingested([IngestedCheck("e2", "bbb", "i2")])
+    first = s.register_ingested([IngestedCheck("e2", "bbb", "i2"), IngestedCheck("e1", "ccc", "i3")])
+    assert first["e2"].ingest_id == "i2" and first["e1"].ingest_id == "i1"
+    s.close()
+
+
+def test_a_store_that_cannot_connect_again_says_so_and_recovers_later(
+        postgres: Postgres, signer: AuditSigner) -> None:  # noqa: F811 - imported fixture
+    """While the server refuses new connections the retry fails with the store's own clear
+    error (no DSN in it); once it accepts them, the next retry goes through."""
+    name = "audit_refused"
+    s = AuditStore(dsn=postgres.create_database(name))
+    with psycopg.connect(postgres.dsn(), autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        _drop_connection(postgres, s)
+        with pytest.raises(psycopg.OperationalError):
+            s.append([_record("a")], signer)
+        with pytest.raises(AuditStoreError) as refused:
+            s.append([_record("a")], signer)
+        assert "SGBUS_AUDIT_DSN" in str(refused.value) and "127.0.0.1" not in str(refused.value)
+        admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+    assert s.append([_record("a")], signer)[0] == 1
+    s.close()
+
+
 def test_an_unreachable_postgres_is_a_clear_error_without_the_dsn() -> None:
     dsn = "postgresql://sgbus:s3cret-pw@127.0.0.1:1/none"
     with pytest.raises(AuditStoreError) as info:
