@@ -13,6 +13,7 @@ from typing import Any
 
 import faust
 from faust.types import TP
+from mode import CrashingSupervisor
 from pydantic import ValidationError
 
 from bus import logs
@@ -225,4 +226,6 @@ def register_concern_agent(app: faust.App, counter: ConcernCounter, events: faus
             await counter.count(batch)
             await commit_batch(batch)
 
-    app.agent(events, name="sgbus.concern")(concern_agent)
+    # As the pipeline's agents (bus/agents/pipeline.py): an unhandled error stops the worker
+    # rather than Faust restarting the agent past the batch it had taken.
+    app.agent(events, name="sgbus.concern", supervisor_strategy=CrashingSupervisor)(concern_agent)
