@@ -6,15 +6,28 @@ good, and a larger one stalled every later commit. Restarted, the worker shares 
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
+from collections import Counter
+from pathlib import Path
 
-from bus.demo import stop_worker
+from bus.agents.pipeline import EXACTLY_ONCE_STAGES
+from bus.demo import start_worker, stop_worker
+from bus.security.principals import stage_app_id
+from bus.topics import AUDIT, EVENTS, deliver_topic, ingress_topic
+from schemas.envelope import Agency
 from schemas.synthetic import Synth
 from tests.helpers import wait_for
 from tests.integration.conftest import REPO, Bus
+from tests.integration.crash_sample import allowed_by_recipient, stored_pairs
+from tests.integration.test_zz_crash_exactly_once import _start_from_the_end
 
 SHIM = REPO / "tests" / "fault_shim"
+
+
+def _with_shim() -> str:
+    return os.pathsep.join(filter(None, [str(SHIM), os.environ.get("PYTHONPATH")]))
 
 
 def test_an_unexpected_agent_error_stops_the_worker_and_the_restarted_worker_shares_the_batch(bus: Bus) -> None:
@@ -23,8 +36,7 @@ def test_an_unexpected_agent_error_stops_the_worker_and_the_restarted_worker_sha
     if bus.worker is not None:
         stop_worker(bus.worker)
     saved = bus.worker_env
-    bus.worker_env = {**(saved or {}), "PYTHONPATH": os.pathsep.join(filter(None, [str(SHIM),
-                                                                                  os.environ.get("PYTHONPATH")])),
+    bus.worker_env = {**(saved or {}), "PYTHONPATH": _with_shim(),
                       "SGBUS_TEST_FAULT_ROUTE_EVENT_IDS": poisoned["event_id"]}
     try:
         bus.start_worker()
@@ -39,3 +51,42 @@ def test_an_unexpected_agent_error_stops_the_worker_and_the_restarted_worker_sha
     bus.start_worker()  # the bug fixed (here: the fault no longer injected)
     records = bus.audits_for({poisoned["event_id"]}, 1, timeout_s=180)
     assert records and all(r["event_id"] == poisoned["event_id"] for r in records)
+
+
+def test_an_unexpected_error_in_a_stage_worker_stops_it_and_its_restart_shares_the_batch_once(
+        bus: Bus, tmp_path: Path) -> None:
+    """The same in one process per stage (Kafka transactions), where the agent restarted past the
+    batch had the next batch's transaction commit offsets beyond it."""
+    s = Synth(seed=uuid.uuid4().int % 2**31)
+    poisoned = s.child_protection_plan(s.child())
+    if bus.worker is not None:
+        stop_worker(bus.worker)  # its consumer groups would take the same events
+    app_id = f"agent-error-{uuid.uuid4().hex[:8]}"
+    _start_from_the_end(bus.admin, stage_app_id(app_id, "ingest"), [ingress_topic(a) for a in Agency])
+    _start_from_the_end(bus.admin, stage_app_id(app_id, "route"), [EVENTS])
+    _start_from_the_end(bus.admin, stage_app_id(app_id, "audit"), [AUDIT])
+    db = tmp_path / "audit.db"
+    env = {"SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(db), "SGBUS_METRICS_PORT": "0"}
+    faulty = {**env, "PYTHONPATH": _with_shim(), "SGBUS_TEST_FAULT_ROUTE_EVENT_IDS": poisoned["event_id"]}
+    procs = [start_worker(bus.settings, tmp_path / f"{stage}.log", env=faulty if stage == "route" else env,
+                          stage=stage) for stage in EXACTLY_ONCE_STAGES]
+    try:
+        route = procs[EXACTLY_ONCE_STAGES.index("route")]
+        bus.publish([poisoned])
+        wait_for(lambda: route.poll() is not None, 180, interval_s=0.5, what="the route stage to stop on the error")
+        assert route.returncode != 0
+        assert not stored_pairs(db, {poisoned["event_id"]})
+        procs[EXACTLY_ONCE_STAGES.index("route")] = start_worker(bus.settings, tmp_path / "route.log", env=env,
+                                                                 stage="route")
+        stored = wait_for(lambda: stored_pairs(db, {poisoned["event_id"]}), 180, interval_s=0.5,
+                          what="the batch's decisions after the restart")
+        allowed = allowed_by_recipient(stored)
+        assert allowed, "the sample should share something"
+        for partner, expected in allowed.items():
+            on_topic = Counter(e for e in (json.loads(v)["event_id"] for v in bus.raw_values(deliver_topic(partner)))
+                               if e == poisoned["event_id"])
+            assert set(on_topic) == expected and max(on_topic.values()) == 1, partner  # shared, once
+    finally:
+        for p in procs:
+            stop_worker(p)
+        bus.start_worker()
