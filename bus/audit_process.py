@@ -126,7 +126,7 @@ class AuditWriter:
     def __init__(self, store: AuditStore, signer: AuditSigner | None, metrics: Metrics,
                  process: AuditProcess | None, lock: asyncio.Lock, max_backoff_s: float) -> None:
         self.store, self.signer, self.metrics, self.process = store, signer, metrics, process
-        #: held while appending: the chain's verification never reads a chain half-appended
+        #: held while appending: one append at a time (verification reads a snapshot instead)
         self.lock = lock
         self.max_backoff_s = max_backoff_s
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -225,6 +226,18 @@ class AuditStore:
     def close(self) -> None:
         self.db.close()
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see the chain as one committed state, while its writer goes on
+        appending (SQLite's WAL and PostgreSQL's repeatable read both give readers a snapshot):
+        a verification need not hold the writer back for the whole walk."""
+        self._reconnect_if_dropped()
+        self.db.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY" if self.postgres else "BEGIN")
+        try:
+            yield
+        finally:
+            self._rollback()  # read only: nothing to keep
+
     def head(self) -> tuple[int, str]:
         row = self._execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS)
@@ -427,7 +440,14 @@ def verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpo
     """Walk the chain and its checkpoints with the public keys only; report the first record
     that was altered, removed, inserted or moved, a query column that disagrees with its
     record, a missing or forged checkpoint, or a chain that ends before the latest head
-    published outside the database (`published`, from sg.audit.heads)."""
+    published outside the database (`published`, from sg.audit.heads). Read in one snapshot
+    (AuditStore.snapshot), so the walk can run while records are appended; `published` must be
+    read before (a head is published only after its records are committed)."""
+    with store.snapshot():
+        return _verify(store, verifier, published)
+
+
+def _verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpoint | None) -> Verification:
     prev, expected_seq, count = GENESIS, 1, 0
     # Record n's hash at [32(n-1), 32n): a dict of a long chain's hex strings was most of the
     # audit stage's memory.

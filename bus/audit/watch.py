@@ -27,11 +27,14 @@ class AuditWatch:
         """Set sgbus_audit_chain_verified / _length / _last_verified_timestamp_seconds. A store that
         cannot be read counts as not verified (nobody can vouch for the trail)."""
         m = self.metrics
+        # Before the store is read: a head is published only once its records are committed, so
+        # the snapshot verify() reads holds at least the chain up to it.
+        published = self.published
         try:
             verifier = load_verifier(self.settings.audit_public_keys or public_keys_path(self.settings.home))
             store = open_audit_store(self.settings)
             try:
-                result = verify(store, verifier, self.published)
+                result = verify(store, verifier, published)
             finally:
                 store.close()
         except Exception as exc:  # reported, never raised into the agent

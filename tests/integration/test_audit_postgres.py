@@ -37,6 +37,7 @@ from tests.unit.test_audit_chain import (  # noqa: F401 - collected here again, 
     test_an_inserted_record_is_reported,
     test_an_untouched_chain_verifies,
     test_reordered_records_are_reported,
+    test_verification_reads_one_snapshot_while_records_are_appended,
 )
 
 

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from bus.audit.chain import AuditStore, AuditStoreError, Checkpoint, IngestedCheck, canonical, chain_hash, verify
+from bus.audit.chain import (
+    AuditStore,
+    AuditStoreError,
+    Checkpoint,
+    IngestedCheck,
+    _verify,
+    canonical,
+    chain_hash,
+    verify,
+)
 from bus.audit.signer import (
     AuditSigner,
     AuditVerifier,
@@ -290,3 +299,26 @@ def test_records_forged_after_the_last_checkpoint_are_reported_and_never_signed_
     with pytest.raises(AuditStoreError, match="past its last signed checkpoint"):
         store.append([_record("next")], signer)
     assert not verify(store, public).ok
+
+
+def _second_connection(store: AuditStore) -> AuditStore:
+    """Another connection to the same chain, as the audit stage's verification opens."""
+    return AuditStore(store.path) if store.path is not None else AuditStore(dsn=store._dsn)
+
+
+def test_verification_reads_one_snapshot_while_records_are_appended(
+        store: AuditStore, signer: AuditSigner, public: AuditVerifier) -> None:
+    """The audit stage verifies beside its appends, no longer holding them back for the whole
+    walk: what it reads must still be one committed state of the chain, records and checkpoints
+    alike, however many appends commit meanwhile."""
+    reader = _second_connection(store)
+    try:
+        with reader.snapshot():
+            assert reader.count() == 20  # the snapshot is taken at its first read
+            store.append([_record(f"later-{i}") for i in range(3)], signer)  # committed meanwhile, signed
+            inside = _verify(reader, public, None)
+        after = verify(reader, public, _published(store))
+    finally:
+        reader.close()
+    assert inside.ok and (inside.records, inside.checkpoints) == (20, 4)
+    assert after.ok and (after.records, after.checkpoints) == (23, 5)
