@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -48,6 +50,9 @@ class Keyring:
     seal: KeySet
     # Derived per-domain keys, kept so HKDF runs once per (domain, key) and not per token.
     _derived: dict[tuple[str, str], bytes] = field(default_factory=dict, repr=False, compare=False)
+    # ...and an HMAC-SHA256 already keyed with each, copied per token (setting up the HMAC was
+    # much of a token's time); gone with this keyring, as its keys are.
+    _keyed: dict[tuple[str, str], hmac.HMAC] = field(default_factory=dict, repr=False, compare=False)
 
     def domain_key(self, domain: str, kid: str | None = None) -> tuple[str, bytes]:
         """(kid, HMAC key) of a linkage domain; the controller domain is one of them."""
@@ -58,6 +63,14 @@ class Keyring:
                         info=f"sgbus-token-domain:{domain}".encode())
             derived = self._derived[(domain, kid)] = hkdf.derive(self.token.get(kid))
         return kid, derived
+
+    def domain_mac(self, domain: str, kid: str | None = None) -> tuple[str, hmac.HMAC]:
+        """(kid, an HMAC-SHA256 keyed with the domain's key): copy it, then feed it one message."""
+        kid, key = self.domain_key(domain, kid)
+        keyed = self._keyed.get((domain, kid))
+        if keyed is None:
+            keyed = self._keyed[(domain, kid)] = hmac.new(key, digestmod=hashlib.sha256)
+        return kid, keyed
 
     @classmethod
     def generate(cls) -> Keyring:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
-from hashlib import sha256
 from typing import Any
 
 from bus.pseudonymise.keyring import Keyring
@@ -21,12 +19,12 @@ def canonical_identifier(kind: str, value: str) -> bytes:
 # (tests/unit/test_operators.py holds them to hmac.new and base64.b32encode).
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # every 10-bit group as its two letters
-_KEYED: dict[bytes, hmac.HMAC] = {}  # an HMAC-SHA256 already keyed, per domain key: copied per token
-_KEYED_MAX = 256
 
 
 def b32_digest(mac: bytes) -> str:
     """Lower-case, unpadded base32 of a 32-byte digest (52 letters)."""
+    if len(mac) != 32:
+        raise ValueError("b32_digest encodes a 32-byte digest")
     padded, p = mac + b"\0\0\0", _PAIRS
     out: list[str] = []
     for i in range(0, 35, 5):  # 40 bits at a time: four letter pairs
@@ -35,21 +33,12 @@ def b32_digest(mac: bytes) -> str:
     return "".join(out)[:52]
 
 
-def _mac(key: bytes, message: bytes) -> bytes:
-    keyed = _KEYED.get(key)
-    if keyed is None:
-        if len(_KEYED) >= _KEYED_MAX:  # keys only come and go with rotations
-            _KEYED.clear()
-        keyed = _KEYED[key] = hmac.new(key, digestmod=sha256)
-    h = keyed.copy()
-    h.update(message)
-    return h.digest()
-
-
 def token(keyring: Keyring, domain: str, kind: str, value: str, kid: str | None = None) -> str:
     """`psn:<kid>:<base32 HMAC-SHA256>` under the linkage domain's key (the active one by default)."""
-    kid, key = keyring.domain_key(domain, kid)
-    return f"psn:{kid}:{b32_digest(_mac(key, canonical_identifier(kind, value)))}"
+    kid, keyed = keyring.domain_mac(domain, kid)
+    h = keyed.copy()
+    h.update(canonical_identifier(kind, value))
+    return f"psn:{kid}:{b32_digest(h.digest())}"
 
 
 def tokens_for_all_keys(keyring: Keyring, domain: str, kind: str, value: str) -> set[str]:
