@@ -178,13 +178,22 @@ class AuditStore:
     def _reconnect_if_dropped(self) -> None:
         """A PostgreSQL connection the server dropped (a restart, a failover, an idle timeout)
         stays broken: connect again before the next write, so the batch the worker held on the
-        failed one goes through on its retry, without a worker restart. (SQLite has no such
-        connection to lose.)"""
-        if self._dsn is not None and (self.db.closed or self.db.broken):
+        failed one goes through on its retry, without a worker restart; one left in a failed
+        transaction is rolled back. (SQLite has no such connection to lose.)"""
+        if self._dsn is None:
+            return
+        if self.db.closed or self.db.broken:
             try:
                 self.db.close()
             finally:
                 self.db = self._connect_postgres(self._dsn)
+            return
+        from psycopg.pq import TransactionStatus
+
+        # Alive but still in the transaction a failed write began (its BEGIN went through, then
+        # a statement failed: a lock or statement timeout, a cancel): every later BEGIN would fail.
+        if self.db.info.transaction_status in (TransactionStatus.INERROR, TransactionStatus.INTRANS):
+            self.db.execute("ROLLBACK")
 
     def _rollback(self) -> None:
         """Roll back after a failed write; on a connection that is gone there is nothing to roll
@@ -218,8 +227,12 @@ class AuditStore:
         self._reconnect_if_dropped()
         if self.postgres:
             self.db.execute("BEGIN")
-            # One writer at a time extends the chain, even if two workers overlap in a rebalance.
-            self.db.execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE")
+            try:
+                # One writer at a time extends the chain, even if two workers overlap in a rebalance.
+                self.db.execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE")
+            except BaseException:
+                self._rollback()
+                raise
         else:
             self.db.execute("BEGIN IMMEDIATE")
 

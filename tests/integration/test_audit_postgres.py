@@ -83,7 +83,9 @@ def test_the_event_id_register_works_on_postgres(postgres: Postgres) -> None:
 def _drop_connection(postgres: Postgres, store: AuditStore) -> None:
     """What a server restart or failover does to the worker's open connection."""
     with psycopg.connect(postgres.dsn(), autocommit=True) as admin:
-        assert admin.execute("SELECT pg_terminate_backend(%s)", (store.db.info.backend_pid,)).fetchone() == (True,)
+        # Waits (up to 5 s) for the backend to be gone, so the next use sees it closed.
+        assert admin.execute("SELECT pg_terminate_backend(%s, 5000)",
+                             (store.db.info.backend_pid,)).fetchone() == (True,)
 
 
 def test_a_dropped_connection_is_opened_again_for_the_held_batchs_retry(
@@ -108,6 +110,24 @@ def test_a_dropped_connection_is_opened_again_for_the_held_batchs_retry(
         s.register_ingested([IngestedCheck("e2", "bbb", "i2")])
     first = s.register_ingested([IngestedCheck("e2", "bbb", "i2"), IngestedCheck("e1", "ccc", "i3")])
     assert first["e2"].ingest_id == "i2" and first["e1"].ingest_id == "i1"
+    s.close()
+
+
+def test_a_write_that_timed_out_waiting_for_the_chain_lock_leaves_the_store_usable(
+        postgres: Postgres, signer: AuditSigner, public: AuditVerifier) -> None:  # noqa: F811 - imported fixtures
+    """A failed statement inside the append's transaction (here the chain's lock not granted
+    within the server's lock_timeout) must not leave the connection in that failed transaction:
+    the retry goes through once the lock is free."""
+    name = "audit_lock_timeout"
+    s = AuditStore(dsn=postgres.create_database(name))
+    assert s.append([_record("a")], signer)[0] == 1
+    s.db.execute("SET lock_timeout = '200ms'")
+    with psycopg.connect(postgres.dsn(name)) as other:  # another writer holds the chain
+        other.execute("LOCK TABLE audit IN EXCLUSIVE MODE")
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            s.append([_record("b")], signer)
+    assert s.append([_record("b")], signer)[0] == 1  # the retry, the lock free again
+    assert s.count() == 2 and verify(s, public).ok
     s.close()
 
 
