@@ -141,9 +141,14 @@ class AuditWriter:
                         done = await asyncio.to_thread(append_messages, self.store, self.signer, values)
                     break
                 except AuditProcessFailed as exc:
-                    self.metrics.audit_process_failed.inc()
-                    log.error("audit_process_failed_holding_batch", messages=len(values), retry_in_s=backoff,
-                              cause=str(exc))
+                    if exc.set_up_failed:  # running, but the store (or the key) is out of its reach
+                        self.metrics.audit_store_failed.inc()
+                        log.error("audit_store_unavailable_holding_batch", messages=len(values), retry_in_s=backoff,
+                                  cause=str(exc))
+                    else:
+                        self.metrics.audit_process_failed.inc()
+                        log.error("audit_process_failed_holding_batch", messages=len(values), retry_in_s=backoff,
+                                  cause=str(exc))
                 except HelperClosed:
                     raise
                 except Exception as exc:  # the store's driver raises several types; described safely

@@ -23,7 +23,10 @@ T = TypeVar("T")
 
 
 class HelperStopped(SgbusError):
-    """A helper process stopped (killed, out of memory): its task is held and run again in a new one."""
+    """A helper process stopped (killed, out of memory): its task is held and run again in a new one.
+    `set_up_failed`: it is running, but could not set itself up (what it needs is out of reach)."""
+
+    set_up_failed = False
 
 
 class HelperClosed(SgbusError):
@@ -144,7 +147,9 @@ class HelperProcess:
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, _call, fn, *args)
         except HelperSetUpFailed as exc:
-            raise self._stopped(f"{self._what} could not set itself up ({exc}); trying again") from None
+            stopped = self._stopped(f"{self._what} could not set itself up ({exc}); trying again")
+            stopped.set_up_failed = True
+            raise stopped from None
         except BrokenProcessPool:
             if self._pool is pool:  # not one started since by a task that failed first
                 self._pool = None

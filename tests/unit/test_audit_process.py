@@ -115,6 +115,32 @@ def test_a_set_up_that_fails_holds_the_batch_and_says_why(tmp_path: Path) -> Non
         helper.close()
 
 
+def test_a_process_that_cannot_reach_the_store_counts_as_a_store_failure_not_a_lost_process(tmp_path: Path) -> None:
+    """With the audit process on, an unreachable store shows as the child's failed set-up: it must
+    count where SgbusAuditStoreFailing looks (sgbus_audit_store_failed_total), not as a process
+    lost (whose alert's runbook points at memory)."""
+    helper = AuditProcess(Settings(home=tmp_path, audit_db=tmp_path / "audit.db"))
+    metrics = Metrics()
+    writer = AuditWriter(AuditStore(tmp_path / "audit.db"), None, metrics, helper, asyncio.Lock(), max_backoff_s=0.1)
+
+    async def scenario() -> Appended:
+        task = asyncio.ensure_future(writer.write(_messages(1)))
+        for _ in range(600):  # held, and retried: within 30 s
+            if _count(metrics, "sgbus_audit_store_failed_total") >= 2:
+                break
+            assert not task.done()
+            await asyncio.sleep(0.05)
+        assert _count(metrics, "sgbus_audit_store_failed_total") >= 2
+        new_audit_signer(tmp_path)  # put right
+        return await asyncio.wait_for(task, 60)
+
+    try:
+        assert asyncio.run(scenario()).added == 3
+    finally:
+        helper.close()
+    assert _count(metrics, "sgbus_audit_process_failed_total") == 0
+
+
 class _Unpicklable(Exception):
     def __init__(self, detail: str, code: int) -> None:  # pickling calls __init__ with args=(message,) only
         super().__init__(f"{detail} {code}")
