@@ -166,13 +166,24 @@ class BoundedWorker(faust.Worker):
     transaction is aborted by the broker, so what was in flight is processed again."""
 
     grace_s: float = 15.0
+    _grace_timer: threading.Timer | None = None
+
+    def _arm_grace_timer(self) -> None:
+        if self._grace_timer is None:
+            self._grace_timer = threading.Timer(self.grace_s, _overran, args=(self.grace_s,))
+            self._grace_timer.daemon = True
+            self._grace_timer.start()
 
     def _schedule_shutdown(self, signal: Any) -> None:
         targets.stopping()  # asked to stop: leave Prometheus's targets on exit (a crash does not)
-        timer = threading.Timer(self.grace_s, _overran, args=(self.grace_s,))
-        timer.daemon = True
-        timer.start()
+        self._arm_grace_timer()
         super()._schedule_shutdown(signal)
+
+    def on_worker_shutdown(self) -> None:
+        # Every way out, not only a signal: an agent's error that stops the worker (a send or
+        # commit Kafka refused, say) must not leave it flushing into a broken Kafka for ever.
+        self._arm_grace_timer()
+        super().on_worker_shutdown()
 
     async def _sentinel_task(self) -> None:
         # mode sleeps a whole second here after the app has stopped (producer flushed, offsets

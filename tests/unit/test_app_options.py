@@ -158,3 +158,32 @@ def test_at_least_once_apps_send_without_a_producer_linger(tmp_path: Path, stage
     services: Any = type("S", (), {"settings": Settings(home=tmp_path)})()
     app = create_app(_access(tmp_path), services, stage)
     assert app.conf.producer_linger == linger_s
+
+
+def test_every_way_out_of_the_worker_is_bounded_by_the_grace_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only a signal: an agent's error that stops the worker arms the same timer (once), so a
+    stop that hangs on a broken Kafka still ends within SGBUS_SHUTDOWN_GRACE_S."""
+    import threading
+
+    import faust
+
+    from bus.worker import BoundedWorker
+
+    armed: list[float] = []
+
+    class _Timer:
+        daemon = False
+
+        def __init__(self, interval: float, function: Any, args: Any = ()) -> None:
+            armed.append(interval)
+
+        def start(self) -> None:
+            pass
+
+    monkeypatch.setattr(threading, "Timer", _Timer)
+    monkeypatch.setattr(faust.Worker, "on_worker_shutdown", lambda self: None)
+    worker = BoundedWorker.__new__(BoundedWorker)  # the hooks only, no app started
+    worker.grace_s = 7.0
+    worker.on_worker_shutdown()
+    worker.on_worker_shutdown()
+    assert armed == [7.0]
