@@ -167,9 +167,12 @@ class AuditStore:
     @staticmethod
     def _connect_postgres(dsn: str) -> Any:
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+        given = conninfo_to_dict(dsn)  # already parsed once by require_tls
         try:
-            return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+            extra = {k: v for k, v in _LIVENESS.items() if k not in given}
+            return psycopg.connect(make_conninfo(dsn, **extra), autocommit=True)
         except psycopg.Error as exc:
             # psycopg's message can name the host and user; the DSN may hold a password.
             raise AuditStoreError(f"cannot connect to the PostgreSQL audit store (SGBUS_AUDIT_DSN): "
@@ -520,6 +523,14 @@ def _verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkp
         if not any(cp.seq == published.seq and cp.hash == published.hash for cp in checkpoints):
             return fail(f"the checkpoint at record {published.seq} (published) is missing", published.seq)
     return Verification(True, count, n, prev, published_seq=published.seq if published else None)
+
+
+#: What the audit store's connection uses unless its DSN says otherwise: a server that vanishes
+#: without a reset (a failover's old primary, a dropped network) is noticed within about a minute,
+#: and the held batch's retry connects again, rather than a write hanging for the kernel's TCP
+#: retries (~15 minutes) before anything counts as failed.
+_LIVENESS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+             "keepalives_count": 3, "tcp_user_timeout": 60_000}
 
 
 def require_tls(dsn: str) -> str:

@@ -150,6 +150,20 @@ def test_a_store_that_cannot_connect_again_says_so_and_recovers_later(
     s.close()
 
 
+def test_the_store_notices_a_vanished_server_within_a_minute_unless_the_dsn_says_otherwise(
+        postgres: Postgres) -> None:
+    """TCP keepalives and a user timeout on the store's connection: a write to a server that
+    vanished without a reset fails within about a minute (and is held and retried), not after
+    the kernel's ~15 minutes of retries. A DSN's own setting wins."""
+    s = AuditStore(dsn=postgres.create_database("audit_liveness"))
+    params = s.db.info.get_parameters()
+    assert (params["keepalives_idle"], params["tcp_user_timeout"], params["connect_timeout"]) == ("30", "60000", "10")
+    s.close()
+    own = AuditStore(dsn=postgres.dsn("audit_liveness") + "&tcp_user_timeout=5000")
+    assert own.db.info.get_parameters()["tcp_user_timeout"] == "5000"
+    own.close()
+
+
 def test_an_unreachable_postgres_is_a_clear_error_without_the_dsn() -> None:
     dsn = "postgresql://sgbus:s3cret-pw@127.0.0.1:1/none"
     with pytest.raises(AuditStoreError) as info:
