@@ -14,14 +14,12 @@ from pathlib import Path
 
 from bus.agents.pipeline import EXACTLY_ONCE_STAGES
 from bus.demo import start_worker, stop_worker
-from bus.security.principals import stage_app_id
-from bus.topics import AUDIT, EVENTS, deliver_topic, ingress_topic
-from schemas.envelope import Agency
+from bus.topics import deliver_topic
 from schemas.synthetic import Synth
 from tests.helpers import wait_for
 from tests.integration.conftest import REPO, Bus
 from tests.integration.crash_sample import allowed_by_recipient, stored_pairs
-from tests.integration.test_zz_crash_exactly_once import _start_from_the_end
+from tests.integration.test_zz_crash_exactly_once import stages_start_from_the_end
 
 SHIM = REPO / "tests" / "fault_shim"
 
@@ -62,9 +60,7 @@ def test_an_unexpected_error_in_a_stage_worker_stops_it_and_its_restart_shares_t
     if bus.worker is not None:
         stop_worker(bus.worker)  # its consumer groups would take the same events
     app_id = f"agent-error-{uuid.uuid4().hex[:8]}"
-    _start_from_the_end(bus.admin, stage_app_id(app_id, "ingest"), [ingress_topic(a) for a in Agency])
-    _start_from_the_end(bus.admin, stage_app_id(app_id, "route"), [EVENTS])
-    _start_from_the_end(bus.admin, stage_app_id(app_id, "audit"), [AUDIT])
+    stages_start_from_the_end(bus.admin, app_id)
     db = tmp_path / "audit.db"
     env = {"SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(db), "SGBUS_METRICS_PORT": "0"}
     faulty = {**env, "PYTHONPATH": _with_shim(), "SGBUS_TEST_FAULT_ROUTE_EVENT_IDS": poisoned["event_id"]}

@@ -41,6 +41,12 @@ def _start_from_the_end(access: KafkaAccess, group: str, topics: list[str]) -> N
         c.close()
 
 
+def stages_start_from_the_end(access: KafkaAccess, app_id: str) -> None:
+    """New stage consumer groups of `app_id` would start at the earliest offsets and redo the
+    whole session's traffic: commit the current ends, so the stages see only the test's events."""
+    _start_from_the_end(access, stage_app_id(app_id, "ingest"), [ingress_topic(a) for a in Agency])
+    _start_from_the_end(access, stage_app_id(app_id, "route"), [EVENTS])
+    _start_from_the_end(access, stage_app_id(app_id, "audit"), [AUDIT])
 
 
 def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_exactly_once(
@@ -51,9 +57,7 @@ def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_e
     assert bus.worker is not None
     stop_worker(bus.worker)  # its consumer groups would process the same events
     app_id = f"crash-eos-{uuid.uuid4().hex[:8]}"
-    _start_from_the_end(bus.admin, stage_app_id(app_id, "ingest"), [ingress_topic(a) for a in Agency])
-    _start_from_the_end(bus.admin, stage_app_id(app_id, "route"), [EVENTS])
-    _start_from_the_end(bus.admin, stage_app_id(app_id, "audit"), [AUDIT])
+    stages_start_from_the_end(bus.admin, app_id)
     db = tmp_path / "audit.db"
     # The ingest stage prepares its batches in a second process and the audit stage stores them
     # from one, as the benchmark runs them (the broker-loss test runs every stage in one process each).
