@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from bus import logs
 from bus.audit.chain import AuditStore, Checkpoint
 from bus.audit.signer import AuditSigner, load_signer
-from bus.helper_process import HelperClosed, HelperProcess, HelperStopped, describe, set_up_again
+from bus.helper_process import HelperClosed, HelperProcess, HelperStopped, describe
 from bus.metrics import Metrics
 from bus.records import AuditRecord, decode_audit_batch
 from bus.settings import Settings
@@ -77,20 +77,9 @@ def _start(access: _StoreAccess) -> None:
 
 
 def _append(values: list[bytes]) -> Appended:
-    global _store
+    # A connection the database dropped is mended by the store itself before its next write.
     assert _store is not None, "started without _start"
-    try:
-        return append_messages(_store, _signer, values)
-    except Exception:
-        # A connection that failed (a database restarted) never comes back by itself: connect
-        # again for the held batch's next try.
-        store, _store = _store, None
-        set_up_again()
-        try:
-            store.close()
-        except Exception:  # noqa: S110 - it is being dropped
-            pass
-        raise
+    return append_messages(_store, _signer, values)
 
 
 class AuditProcess:
@@ -124,34 +113,29 @@ class AuditWriter:
     store skips whatever a stopped process had stored."""
 
     def __init__(self, store: AuditStore, signer: AuditSigner | None, metrics: Metrics,
-                 process: AuditProcess | None, lock: asyncio.Lock, max_backoff_s: float) -> None:
+                 process: AuditProcess | None, max_backoff_s: float) -> None:
+        # One append at a time without a lock: the audit agent is one actor, and verification
+        # reads a snapshot of the chain (AuditStore.snapshot).
         self.store, self.signer, self.metrics, self.process = store, signer, metrics, process
-        #: held while appending: one append at a time (verification reads a snapshot instead)
-        self.lock = lock
         self.max_backoff_s = max_backoff_s
 
     async def write(self, values: list[bytes]) -> Appended:
         backoff = 0.1
         while True:
-            async with self.lock:
-                try:
-                    if self.process is not None:
-                        done = await self.process.append(values)
-                    else:
-                        done = await asyncio.to_thread(append_messages, self.store, self.signer, values)
-                    break
-                except AuditProcessFailed as exc:
-                    if exc.set_up_failed:  # running, but the store (or the key) is out of its reach
-                        self.metrics.audit_store_failed.inc()
-                        log.error("audit_store_unavailable_holding_batch", messages=len(values), retry_in_s=backoff,
-                                  cause=str(exc))
-                    else:
-                        self.metrics.audit_process_failed.inc()
-                        log.error("audit_process_failed_holding_batch", messages=len(values), retry_in_s=backoff,
-                                  cause=str(exc))
-                except HelperClosed:
-                    raise
-                except Exception as exc:  # the store's driver raises several types; described safely
+            try:
+                if self.process is not None:
+                    done = await self.process.append(values)
+                else:
+                    done = await asyncio.to_thread(append_messages, self.store, self.signer, values)
+                break
+            except HelperClosed:
+                raise
+            except Exception as exc:  # the store's driver raises several types; described safely
+                if isinstance(exc, AuditProcessFailed) and not exc.set_up_failed:
+                    self.metrics.audit_process_failed.inc()
+                    log.error("audit_process_failed_holding_batch", messages=len(values), retry_in_s=backoff,
+                              cause=str(exc))
+                else:  # the store out of reach or refusing (or, for a process's set-up, the signing key)
                     self.metrics.audit_store_failed.inc()
                     log.error("audit_store_unavailable_holding_batch", messages=len(values), retry_in_s=backoff,
                               cause=describe(exc))

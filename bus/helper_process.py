@@ -92,12 +92,6 @@ def _ensure_set_up() -> None:
         _set_up = True
 
 
-def set_up_again() -> None:
-    """In the child: run the set-up again before the next task (a task saw its connection fail)."""
-    global _set_up
-    _set_up = False
-
-
 def _call(fn: Callable[..., T], *args: Any) -> T:
     # A set-up that failed is tried again here, and its cause reported: the pool would otherwise
     # only break, again and again, with the cause left in the child's stderr.

@@ -68,7 +68,6 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     settings, metrics = svc.settings, svc.metrics
     sends: SendLedger | None = getattr(app, "sends", None)  # bus/faust_kafka.py's App has one
     audit_watch = AuditWatch(settings, metrics)
-    audit_lock = asyncio.Lock()
 
     async def send(topic: faust.TopicT, key: bytes | None, value: bytes, source: TP,
                    headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any] | None:
@@ -432,7 +431,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         metrics.policy_cache.labels("miss").inc(plan.cache_misses)
 
     audit_writer = AuditWriter(svc.audit_store, svc.audit_signer, metrics,
-                               svc.audit_process if "audit" in stages else None, audit_lock,
+                               svc.audit_process if "audit" in stages else None,
                                settings.retry_max_backoff_s)
 
     async def audit_agent(stream: faust.StreamT[bytes]) -> None:

@@ -150,7 +150,7 @@ class AuditStore:
         self.db: Any
         self._dsn: str | None = None  # kept to connect again after the server dropped us; never shown
         if dsn is not None:
-            self._dsn = require_tls(dsn)
+            self._dsn = _with_liveness(require_tls(dsn))
             self.db = self._connect_postgres(self._dsn)
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(statement)
@@ -167,12 +167,9 @@ class AuditStore:
     @staticmethod
     def _connect_postgres(dsn: str) -> Any:
         import psycopg
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-        given = conninfo_to_dict(dsn)  # already parsed once by require_tls
         try:
-            extra = {k: v for k, v in _LIVENESS.items() if k not in given}
-            return psycopg.connect(make_conninfo(dsn, **extra), autocommit=True)
+            return psycopg.connect(dsn, autocommit=True)
         except psycopg.Error as exc:
             # psycopg's message can name the host and user; the DSN may hold a password.
             raise AuditStoreError(f"cannot connect to the PostgreSQL audit store (SGBUS_AUDIT_DSN): "
@@ -531,6 +528,13 @@ def _verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkp
 #: retries (~15 minutes) before anything counts as failed.
 _LIVENESS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
              "keepalives_count": 3, "tcp_user_timeout": 60_000}
+
+
+def _with_liveness(dsn: str) -> str:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    given = conninfo_to_dict(dsn)
+    return make_conninfo(dsn, **{k: v for k, v in _LIVENESS.items() if k not in given})
 
 
 def require_tls(dsn: str) -> str:

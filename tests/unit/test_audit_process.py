@@ -121,7 +121,7 @@ def test_a_process_that_cannot_reach_the_store_counts_as_a_store_failure_not_a_l
     lost (whose alert's runbook points at memory)."""
     helper = AuditProcess(Settings(home=tmp_path, audit_db=tmp_path / "audit.db"))
     metrics = Metrics()
-    writer = AuditWriter(AuditStore(tmp_path / "audit.db"), None, metrics, helper, asyncio.Lock(), max_backoff_s=0.1)
+    writer = AuditWriter(AuditStore(tmp_path / "audit.db"), None, metrics, helper, max_backoff_s=0.1)
 
     async def scenario() -> Appended:
         task = asyncio.ensure_future(writer.write(_messages(1)))
@@ -192,7 +192,7 @@ def test_a_held_batch_is_stored_once_and_its_head_named(home: Path, after_commit
     signer = load_signer(home)
     metrics = Metrics()
     flaky = _Flaky(store, signer, after_commit, error)
-    writer = AuditWriter(store, signer, metrics, cast(AuditProcess, flaky), asyncio.Lock(), max_backoff_s=0.1)
+    writer = AuditWriter(store, signer, metrics, cast(AuditProcess, flaky), max_backoff_s=0.1)
     done = asyncio.run(writer.write([*_messages(1), b"not json"]))
     assert flaky.calls == 2 and store.count() == 3
     # The head to publish is the store's, whichever process committed it.
@@ -207,7 +207,7 @@ def test_a_held_batch_is_stored_once_and_its_head_named(home: Path, after_commit
 def test_the_writer_without_a_process_stores_in_a_thread_and_counts(home: Path) -> None:
     store = AuditStore(home / "audit.db")
     metrics = Metrics()
-    writer = AuditWriter(store, load_signer(home), metrics, None, asyncio.Lock(), max_backoff_s=0.1)
+    writer = AuditWriter(store, load_signer(home), metrics, None, max_backoff_s=0.1)
     done = asyncio.run(writer.write([*_messages(1), b"{}", b"[1]"]))
     assert (done.added, done.malformed, store.count()) == (3, 2, 3)
     assert _count(metrics, "sgbus_audit_stored_total") == 3
@@ -218,7 +218,7 @@ def test_the_writer_without_a_process_stores_in_a_thread_and_counts(home: Path) 
 def test_a_closed_audit_process_is_not_retried_by_the_writer(home: Path) -> None:
     helper = AuditProcess(Settings(home=home, audit_db=home / "audit.db"))
     helper.close()
-    writer = AuditWriter(AuditStore(home / "audit.db"), load_signer(home), Metrics(), helper, asyncio.Lock(),
+    writer = AuditWriter(AuditStore(home / "audit.db"), load_signer(home), Metrics(), helper,
                          max_backoff_s=0.1)
     with pytest.raises(HelperClosed):
         asyncio.run(asyncio.wait_for(writer.write(_messages(1)), 5))
@@ -236,7 +236,7 @@ def test_the_writer_in_a_thread_holds_a_batch_the_store_refuses(home: Path,
         return append_messages(*args)
 
     monkeypatch.setattr("bus.audit_process.append_messages", refuse_once)
-    writer = AuditWriter(store, load_signer(home), Metrics(), None, asyncio.Lock(), max_backoff_s=0.1)
+    writer = AuditWriter(store, load_signer(home), Metrics(), None, max_backoff_s=0.1)
     metrics = writer.metrics
     done = asyncio.run(writer.write(_messages(1)))
     assert len(calls) == 2 and done.added == 3 and store.count() == 3
