@@ -88,6 +88,11 @@ class Metrics:
             "Audit batches held because the audit process stopped (SGBUS_AUDIT_PROCESS; another is started and "
             "the batch stored again, without repeats)", registry=r
         )
+        self.event_register_failed = Counter(
+            "sgbus_event_register_failed_total",
+            "Ingest batches held because the event id register (in the audit store) could not be written "
+            "(retried, the log says why; nothing is shared meanwhile)", registry=r
+        )
         self.audit_store_failed = Counter(
             "sgbus_audit_store_failed_total",
             "Audit batches held because the audit store could not be written (out of reach, or refusing; retried, "

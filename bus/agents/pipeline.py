@@ -170,7 +170,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 metrics.ingest_process_failed.inc()
                 log.error("ingest_process_failed_holding_batch", events=len(batch), retry_in_s=backoff,
                           cause=str(exc))
-            except HelperTaskFailed as exc:  # never raised past a batch taken: Faust would restart past it
+            except HelperTaskFailed as exc:  # held, not raised: raising would stop the worker, and an outage is no bug
                 log.error("ingest_process_error_holding_batch", events=len(batch), retry_in_s=backoff,
                           cause=str(exc))
             await asyncio.sleep(backoff)
@@ -484,6 +484,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             try:
                 return await asyncio.to_thread(svc.event_register.register_ingested, checks)
             except Exception as exc:  # the store's driver raises several types; described safely
+                metrics.event_register_failed.inc()
                 log.warning("event_register_unavailable_holding_batch", events=len(checks), retry_in_s=backoff,
                             cause=describe(exc))
                 await asyncio.sleep(backoff)

@@ -80,6 +80,11 @@ def test_the_event_id_register_works_on_postgres(postgres: Postgres) -> None:
     s.close()
 
 
+def _stored_ids(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT event_id FROM audit")]
+
+
 def _drop_connection(postgres: Postgres, store: AuditStore) -> None:
     """What a server restart or failover does to the worker's open connection."""
     with psycopg.connect(postgres.dsn(), autocommit=True) as admin:
@@ -178,7 +183,12 @@ def _sgbus(bus: Bus, env: dict[str, str], *args: str) -> subprocess.CompletedPro
 
 
 def test_worker_writes_the_audit_chain_to_postgres_when_the_dsn_is_set(bus: Bus, postgres: Postgres) -> None:
+    """... and, while the event id register cannot be written there, holds ingest (nothing
+    shared, counted for SgbusEventRegisterFailing), then shares the held events once it can."""
     dsn = postgres.create_database("audit_worker")
+    with psycopg.connect(postgres.dsn(), autocommit=True) as admin:
+        # A register write blocked by a lock fails after half a second, not never.
+        admin.execute("ALTER DATABASE audit_worker SET lock_timeout = '500ms'")
     original_env = dict(bus.worker_env or {})
     assert bus.worker is not None
     bus.worker.terminate()
@@ -211,6 +221,17 @@ def test_worker_writes_the_audit_chain_to_postgres_when_the_dsn_is_set(bus: Bus,
         assert trail.returncode == 0, trail.stderr
         assert {json.loads(line)["event_id"] for line in trail.stdout.splitlines() if line.strip()} >= ids
         assert nhs not in trail.stdout and dsn not in trail.stderr
+
+        failed_before = bus.metric("sgbus_event_register_failed_total")
+        held = s.child_protection_plan(s.child())
+        with psycopg.connect(dsn) as other:  # another session holds the register
+            other.execute("LOCK TABLE ingested IN ACCESS EXCLUSIVE MODE")
+            bus.publish([held])
+            wait_for(lambda: bus.metric("sgbus_event_register_failed_total") >= failed_before + 2, 60,
+                     what="the register's failures counted")
+            assert held["event_id"] not in set(_stored_ids(dsn)), "shared while the register could not be written"
+        wait_for(lambda: held["event_id"] in set(_stored_ids(dsn)), 60, what="the held event, the register free")
+        assert "event_register_unavailable_holding_batch" in bus.worker_log.read_text()
     finally:
         bus.worker.terminate()
         bus.worker.wait(60)

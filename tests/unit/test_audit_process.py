@@ -187,7 +187,7 @@ _STOPPED = AuditProcessFailed("the audit process stopped; starting another")
     (False, sqlite3.OperationalError("database is locked"))],
     ids=["stopped before the store", "stopped after its commit", "store refused", "driver error"])
 def test_a_held_batch_is_stored_once_and_its_head_named(home: Path, after_commit: bool, error: Exception) -> None:
-    """Never raised to the agent (Faust would restart it past the batch: a gap in the audit)."""
+    """Held and retried, never raised to the agent: raising would stop the worker for an outage."""
     store = AuditStore(home / "audit.db")
     signer = load_signer(home)
     metrics = Metrics()
