@@ -139,6 +139,11 @@ class Metrics:
             "sgbus_audit_chain_last_verified_timestamp_seconds", "When the audit chain was last verified",
             registry=r,
         )
+        self.audit_chain_last_full_verified = Gauge(
+            "sgbus_audit_chain_last_full_verified_timestamp_seconds",
+            "When the whole audit chain was last walked and passed (between whole walks, only what was appended "
+            "is walked)", registry=r,
+        )
         self.concerns_raised = Counter(
             "sgbus_concerns_raised_total", "Multi-agency concerns raised, by the partnership's rule", ["rule"],
             registry=r)
@@ -157,6 +162,7 @@ class Metrics:
         self.audit_chain_verified.set(float("nan"))
         self.audit_chain_length.set(float("nan"))
         self.audit_chain_last_verified.set(float("nan"))
+        self.audit_chain_last_full_verified.set(float("nan"))
         self.policy_revision = Gauge(
             "sgbus_policy_revision_info", "Policy revision of the last decision", ["revision"], registry=r
         )

@@ -378,12 +378,13 @@ class AuditStore:
         """(ingest id, recipient) pairs among `ingest_ids` audited as view_failed."""
         return self._pairs("view_failed", ingest_ids)
 
-    def records(self, page: int = 5_000) -> Iterator[StoredRecord]:
-        """Every record in chain order, read a page at a time: psycopg would otherwise fetch a
-        whole long chain into memory before the first row."""
+    def records(self, page: int = 5_000, after: int | None = None) -> Iterator[StoredRecord]:
+        """Every record in chain order (or those after record `after`), read a page at a time:
+        psycopg would otherwise fetch a whole long chain into memory before the first row."""
         query = (f"SELECT seq, body, prev_hash, hash, {', '.join(QUERY_COLUMNS)} FROM audit"  # noqa: S608
                  " WHERE seq > ? ORDER BY seq LIMIT ?")
-        after = -(2**63)  # below any seq: a record stored with seq 0 or less is still seen (and refused)
+        if after is None:
+            after = -(2**63)  # below any seq: a record stored with seq 0 or less is still seen (and refused)
         while True:
             rows = self._execute(query, (after, page)).fetchall()
             for seq, body, prev, digest, *columns in rows:
@@ -414,9 +415,23 @@ class AuditStore:
                             " ORDER BY seq DESC LIMIT 1").fetchone()
         return Checkpoint(int(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), str(row[5])) if row else None
 
-    def checkpoints(self) -> list[Checkpoint]:
+    def checkpoints(self, after: int | None = None) -> list[Checkpoint]:
+        """Every checkpoint in order (or those after record `after`)."""
+        bound = -(2**63) if after is None else after
         return [Checkpoint(int(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in self._execute(
-            "SELECT seq, hash, prev_checkpoint, signed_at, key_id, signature FROM checkpoints ORDER BY seq")]
+            "SELECT seq, hash, prev_checkpoint, signed_at, key_id, signature FROM checkpoints WHERE seq > ?"
+            " ORDER BY seq", (bound,))]
+
+    def record_hash(self, seq: int) -> str | None:
+        row = self._execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
+        return str(row[0]) if row else None
+
+    def checkpoint_hash(self, seq: int) -> str | None:
+        row = self._execute("SELECT hash FROM checkpoints WHERE seq = ?", (seq,)).fetchone()
+        return str(row[0]) if row else None
+
+    def checkpoints_up_to(self, seq: int) -> int:
+        return int(self._execute("SELECT COUNT(*) FROM checkpoints WHERE seq <= ?", (seq,)).fetchone()[0])
 
 
 @dataclass(frozen=True)
@@ -428,44 +443,66 @@ class Verification:
     problem: str | None = None
     first_bad_seq: int | None = None
     published_seq: int | None = None
+    #: the last checkpoint a passed walk checked (0: none); with `records` and `head`, where a
+    #: later walk may start (verify's `since`)
+    last_checkpoint: int = 0
 
 
 class _Hashes:
-    """The hashes of records 1..n of a verified chain, 32 bytes each."""
+    """The hashes of records start+1..n of a verified chain, 32 bytes each."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: int = 0) -> None:
+        self._start = start
         self._digests = bytearray()
 
     def append(self, digest: str) -> None:
         self._digests += bytes.fromhex(digest)
 
     def __contains__(self, seq: int) -> bool:
-        return 1 <= seq <= len(self._digests) // 32
+        return self._start < seq <= self._start + len(self._digests) // 32
 
     def __getitem__(self, seq: int) -> str:
         if seq not in self:
             raise KeyError(seq)
-        return self._digests[32 * (seq - 1):32 * seq].hex()
+        at = seq - self._start
+        return self._digests[32 * (at - 1):32 * at].hex()
 
 
 def verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpoint | None = None,
-           ) -> Verification:
+           since: Verification | None = None) -> Verification:
     """Walk the chain and its checkpoints with the public keys only; report the first record
     that was altered, removed, inserted or moved, a query column that disagrees with its
     record, a missing or forged checkpoint, or a chain that ends before the latest head
     published outside the database (`published`, from sg.audit.heads). Read in one snapshot
     (AuditStore.snapshot), so the walk can run while records are appended; `published` must be
-    read before (a head is published only after its records are committed)."""
+    read before (a head is published only after its records are committed).
+
+    With `since`, a passed walk of the same chain, only what follows it is walked: its last
+    record must still have the hash it had, and as many checkpoints must precede its last. A
+    rewrite that recomputes the chain changes that hash, so it is caught. An old record altered
+    in place, with its stored hash left as it was, is caught only by a whole walk: run one too,
+    less often (the audit stage does, every SGBUS_AUDIT_FULL_VERIFY_INTERVAL_S)."""
+    if since is not None and not since.ok:
+        raise ValueError("a walk can only continue from one that passed")
     with store.snapshot():
-        return _verify(store, verifier, published)
+        return _verify(store, verifier, published, since)
 
 
-def _verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpoint | None) -> Verification:
-    prev, expected_seq, count = GENESIS, 1, 0
-    # Record n's hash at [32(n-1), 32n): a dict of a long chain's hex strings was most of the
-    # audit stage's memory.
-    hashes = _Hashes()
-    for rec in store.records():
+def _verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpoint | None,
+            since: Verification | None = None) -> Verification:
+    start = since.records if since is not None else 0
+    prev, expected_seq, count = (since.head if since is not None else GENESIS), start + 1, start
+    if since is not None and start > 0:
+        known = store.record_hash(start)
+        if known is None:
+            return Verification(False, count, 0, prev, f"record {start} is missing (removed)", start)
+        if known != prev:
+            return Verification(False, count, 0, prev, f"record {start} differs from when it was last verified"
+                                " (the chain was rewritten)", start)
+    # Record n's hash at [32(n-1), 32n) from the walk's start: a dict of a long chain's hex
+    # strings was most of the audit stage's memory.
+    hashes = _Hashes(start)
+    for rec in store.records(after=start if since is not None else None):
         count += 1
         if rec.seq != expected_seq:
             return Verification(False, count, 0, prev, f"record {expected_seq} is missing (removed)", expected_seq)
@@ -486,40 +523,57 @@ def _verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkp
         # they would still count for dedupe and delivery checks, so they fail the chain.
         return Verification(False, count, 0, prev, f"{stored - count} record(s) are outside the chain "
                             "(no usable sequence number)", expected_seq)
-    checkpoints = store.checkpoints()
-    n = len(checkpoints)
+    previous = since.last_checkpoint if since is not None else 0
+    checkpoints = store.checkpoints(after=previous if since is not None else None)
+    n = (since.checkpoints if since is not None else 0) + len(checkpoints)
 
     def fail(problem: str, seq: int) -> Verification:
         return Verification(False, count, n, prev, problem, seq, published.seq if published else None)
 
-    if checkpoints and checkpoints[-1].seq < expected_seq - 1:
-        return fail(f"records {checkpoints[-1].seq + 1} to {expected_seq - 1} follow the last signed checkpoint"
-                    " (added outside the audit stage)", checkpoints[-1].seq + 1)
-    previous = 0
+    def hash_at(seq: int) -> str | None:
+        if seq in hashes:
+            return hashes[seq]
+        if since is not None and seq == start:
+            return since.head
+        return store.record_hash(seq) if since is not None and 0 < seq < start else None
+
+    if since is not None and store.checkpoints_up_to(previous) != since.checkpoints:
+        return fail(f"checkpoints up to record {previous} were removed or added since the last verification",
+                    previous)
+    last = checkpoints[-1].seq if checkpoints else previous
+    if n and last < expected_seq - 1:
+        return fail(f"records {last + 1} to {expected_seq - 1} follow the last signed checkpoint"
+                    " (added outside the audit stage)", last + 1)
     for cp in checkpoints:
         if verifier is not None and not cp.verifies(verifier):
             return fail(f"checkpoint at record {cp.seq} has a bad signature", cp.seq)
         if cp.prev_checkpoint != previous:
             return fail(f"checkpoint at record {cp.seq} follows checkpoint {cp.prev_checkpoint}, which is missing"
                         " (checkpoints were removed)", cp.seq)
-        if cp.seq not in hashes:
+        signed = hash_at(cp.seq)
+        if signed is None:
             return fail(f"records up to {cp.seq} were signed but the chain ends at {expected_seq - 1}"
                         " (removed from the end)", expected_seq)
-        if hashes[cp.seq] != cp.hash:
+        if signed != cp.hash:
             return fail(f"checkpoint at record {cp.seq} does not match the chain", cp.seq)
         previous = cp.seq
     if published is not None:
         if verifier is not None and not published.verifies(verifier):
             return fail("the published head (sg.audit.heads) has a bad signature", published.seq)
-        if published.seq not in hashes:
+        head = hash_at(published.seq)
+        if head is None:
             return fail(f"the published head is at record {published.seq} but the chain ends at "
                         f"{expected_seq - 1} (records and checkpoints removed from the end)", expected_seq)
-        if hashes[published.seq] != published.hash:
+        if head != published.hash:
             return fail(f"record {published.seq} differs from the published head (the chain was rewritten)",
                         published.seq)
-        if not any(cp.seq == published.seq and cp.hash == published.hash for cp in checkpoints):
+        walked = since is None or published.seq > since.last_checkpoint
+        stored_cp = (next((cp.hash for cp in checkpoints if cp.seq == published.seq), None) if walked
+                     else store.checkpoint_hash(published.seq))
+        if stored_cp != published.hash:
             return fail(f"the checkpoint at record {published.seq} (published) is missing", published.seq)
-    return Verification(True, count, n, prev, published_seq=published.seq if published else None)
+    return Verification(True, count, n, prev, published_seq=published.seq if published else None,
+                        last_checkpoint=last)
 
 
 #: What the audit store's connection uses unless its DSN says otherwise: a server that vanishes

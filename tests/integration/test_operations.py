@@ -136,6 +136,8 @@ def test_worker_reports_its_lag_and_the_audit_chain_verified(bus: Bus, traffic: 
     assert {r["metric"]["topic"] for r in lag} >= {"sg.events", "sg.audit"}
     assert bus.metric("sgbus_audit_chain_verified") == 1
     assert bus.metric("sgbus_audit_chain_length") >= 3
+    # The worker's first walk is a whole one (README "What the audit stage verifies").
+    assert bus.metric("sgbus_audit_chain_last_full_verified_timestamp_seconds") > 0
 
 
 def _panels() -> list[tuple[str, dashboards.PanelSpec, str]]:
