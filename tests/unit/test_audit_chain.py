@@ -1,4 +1,5 @@
-"""The audit chain detects any altered, removed, inserted or reordered record."""
+"""The audit chain detects any altered, removed, inserted or reordered record (the whole walk, and
+the audit stage's short walk of what was appended since its last)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from bus.audit.chain import (
     AuditStoreError,
     Checkpoint,
     IngestedCheck,
+    Verification,
     _verify,
     canonical,
     chain_hash,
@@ -29,9 +31,12 @@ from bus.audit.signer import (
     signing_key_path,
 )
 from bus.audit.trail import render, subject_tokens, trail
+from bus.audit.watch import AuditWatch
+from bus.metrics import Metrics
 from bus.pseudonymise.keyring import CONTROLLER_DOMAIN, Keyring
 from bus.pseudonymise.operators import token
 from bus.records import AUDIT_RECORDS_PER_MESSAGE, AuditRecord, decode_audit_batch, encode_audit_batches
+from bus.settings import Settings
 
 KEYRING = Keyring.generate()
 NHS = "9434765919"
@@ -206,20 +211,25 @@ def test_a_tail_removed_with_its_checkpoints_fails_against_the_published_head(
     assert not result.ok and "chain ends at 10" in (result.problem or "")
 
 
-def test_a_rewritten_and_rehashed_record_fails_against_the_published_head(
-        store: AuditStore, public: AuditVerifier) -> None:
-    """Regression (issue 13): rewrite a record, rehash the chain after it, drop the checkpoints."""
-    published = _published(store)
-    rows = store._execute("SELECT seq, body FROM audit ORDER BY seq").fetchall()
+def _rewrite_and_rehash(store: AuditStore, seq_to_rewrite: int) -> None:
+    """What an insider without the signing key can do: rewrite a record and recompute every
+    hash after it, so the chain is consistent again (only signed heads contradict it)."""
     prev = "0" * 64
-    for seq, raw in rows:
+    for seq, raw in store._execute("SELECT seq, body FROM audit ORDER BY seq").fetchall():
         body = json.loads(raw)
-        if seq == 7:
+        if seq == seq_to_rewrite:
             body["recipient"] = "someone-else"
         digest = chain_hash(prev, body)
         store._execute("UPDATE audit SET body = ?, recipient = ?, prev_hash = ?, hash = ? WHERE seq = ?",
                        (canonical(body).decode(), body["recipient"], prev, digest, seq))
         prev = digest
+
+
+def test_a_rewritten_and_rehashed_record_fails_against_the_published_head(
+        store: AuditStore, public: AuditVerifier) -> None:
+    """Regression (issue 13): rewrite a record, rehash the chain after it, drop the checkpoints."""
+    published = _published(store)
+    _rewrite_and_rehash(store, 7)
     store._execute("DELETE FROM checkpoints")
     assert verify(store, public).ok  # a consistent rewrite, no checkpoints left to contradict it ...
     result = verify(store, public, published)
@@ -322,3 +332,115 @@ def test_verification_reads_one_snapshot_while_records_are_appended(
         reader.close()
     assert inside.ok and (inside.records, inside.checkpoints) == (20, 4)
     assert after.ok and (after.records, after.checkpoints) == (23, 5)
+
+
+# -- the audit stage's short walk (verify `since` a walk that passed): it agrees with the whole
+# walk on an untouched chain and catches what an insider can do after that walk; the whole walk,
+# run less often, catches an old record altered in place.
+
+def _append(store: AuditStore, signer: AuditSigner, batches: int, tag: str) -> None:
+    for batch in range(batches):
+        store.append([_record(f"{tag}-{batch}-{i}", allow=i % 2 == 0) for i in range(5)], signer)
+
+
+@pytest.fixture
+def walked(home: Path, signer: AuditSigner, public: AuditVerifier) -> tuple[AuditStore, Verification]:
+    """Ten records in two checkpoints, walked whole; then ten more in two more checkpoints."""
+    store = AuditStore(home / "audit.db")
+    _append(store, signer, 2, "before")
+    first = verify(store, public)
+    assert first.ok and first.records == 10 and first.last_checkpoint == 10
+    _append(store, signer, 2, "after")
+    return store, first
+
+
+def _rows(store: AuditStore) -> list[tuple[int, str]]:
+    return [(int(s), str(b)) for s, b in store._execute("SELECT seq, body FROM audit ORDER BY seq").fetchall()]
+
+
+def test_a_walk_since_a_passed_one_agrees_with_the_whole_walk(walked: tuple[AuditStore, Verification],
+                                                             public: AuditVerifier) -> None:
+    store, first = walked
+    published = store.checkpoints()[-1]
+    short, whole = verify(store, public, published, since=first), verify(store, public, published)
+    assert short.ok and whole.ok
+    assert (short.records, short.checkpoints, short.head, short.last_checkpoint) == \
+        (whole.records, whole.checkpoints, whole.head, whole.last_checkpoint) == (20, 4, whole.head, 20)
+    # ... and the head published before the last walk is checked as well.
+    assert verify(store, public, store.checkpoints()[0], since=short).ok
+    with pytest.raises(ValueError, match="passed"):
+        verify(store, public, since=Verification(False, 1, 0, "x"))
+
+
+def test_a_rewrite_that_recomputes_the_chain_is_caught_by_the_short_walk(
+        walked: tuple[AuditStore, Verification], public: AuditVerifier) -> None:
+    store, first = walked
+    _rewrite_and_rehash(store, 3)
+    result = verify(store, public, since=first)
+    assert not result.ok and result.first_bad_seq == 10 and "rewritten" in (result.problem or "")
+
+
+@pytest.mark.parametrize(("tamper", "problem"), [
+    (["DELETE FROM audit WHERE seq > 8", "DELETE FROM checkpoints WHERE seq > 5"], "missing"),
+    (["DELETE FROM audit WHERE seq = 14"], "missing"),
+    (["DELETE FROM checkpoints WHERE seq = 5"], "checkpoints up to record 10 were removed"),
+    (["DELETE FROM checkpoints WHERE seq = 15"], "checkpoints were removed"),
+    (["UPDATE audit SET recipient = 'someone-else' WHERE seq = 12"], "column recipient"),
+], ids=["tail cut back before the walk", "a record after it", "a checkpoint before it", "a checkpoint after it",
+        "a query column after it"])
+def test_what_an_insider_does_after_a_walk_is_caught_by_the_next_short_walk(
+        walked: tuple[AuditStore, Verification], public: AuditVerifier, tamper: list[str], problem: str) -> None:
+    store, first = walked
+    for sql in tamper:
+        store._execute(sql)
+    result = verify(store, public, since=first)
+    assert not result.ok and problem in (result.problem or "")
+
+
+def test_records_added_outside_the_audit_stage_after_a_walk_are_caught(
+        walked: tuple[AuditStore, Verification], public: AuditVerifier) -> None:
+    store, first = walked
+    last_seq, last_hash = store._execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    forged = json.loads(_rows(store)[-1][1]) | {"recipient": "someone-else", "audit_id": "forged"}
+    store._execute("INSERT INTO audit SELECT ?, 'forged', ingest_id, event_id, 'someone-else', decision,"
+                   " subject_token, decided_at, ?, ?, ? FROM audit WHERE seq = ?",
+                   (last_seq + 1, canonical(forged).decode(), last_hash, chain_hash(last_hash, forged), last_seq))
+    result = verify(store, public, since=first)
+    assert not result.ok and "added outside the audit stage" in (result.problem or "")
+
+
+def test_an_old_record_altered_in_place_is_caught_by_the_whole_walk_only(
+        walked: tuple[AuditStore, Verification], public: AuditVerifier) -> None:
+    """The limit the audit stage's daily whole walk is for (README "What the audit stage verifies")."""
+    store, first = walked
+    body = json.loads(_rows(store)[6][1]) | {"purpose": "not what was decided"}
+    store._execute("UPDATE audit SET body = ? WHERE seq = 7", (canonical(body).decode(),))
+    assert verify(store, public, since=first).ok
+    whole = verify(store, public)
+    assert not whole.ok and whole.first_bad_seq == 7
+
+
+def test_the_audit_stage_walks_the_whole_chain_first_then_what_was_appended_then_whole_again(
+        home: Path, signer: AuditSigner, walked: tuple[AuditStore, Verification]) -> None:
+    store, _ = walked
+    settings = Settings(home=home, audit_db=home / "audit.db", audit_full_verify_interval_s=3600)
+    metrics = Metrics()
+    watch = AuditWatch(settings, metrics)
+    first = watch.run()
+    assert first is not None and first.ok and first.records == 20
+    full_at = metrics.audit_chain_last_full_verified._value.get()
+    assert full_at > 0
+    # An old record altered in place: the short walks that follow do not see it ...
+    body = json.loads(_rows(store)[2][1]) | {"purpose": "not what was decided"}
+    store._execute("UPDATE audit SET body = ? WHERE seq = 3", (canonical(body).decode(),))
+    _append(store, signer, 1, "later")
+    second = watch.run()
+    assert second is not None and second.ok and second.records == 25
+    assert metrics.audit_chain_last_full_verified._value.get() == full_at  # not a whole walk
+    # ... the whole walk, when due (an hour on), does, and the one after a failure is whole too.
+    watch._whole_walk_at -= 3600
+    third = watch.run()
+    assert third is not None and not third.ok and third.first_bad_seq == 3
+    assert metrics.audit_chain_verified._value.get() == 0 and watch.passed is None
+    again = watch.run()
+    assert again is not None and not again.ok and again.first_bad_seq == 3
