@@ -416,11 +416,12 @@ class AuditStore:
         return Checkpoint(int(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), str(row[5])) if row else None
 
     def checkpoints(self, after: int | None = None) -> list[Checkpoint]:
-        """Every checkpoint in order (or those after record `after`)."""
-        bound = -(2**63) if after is None else after
-        return [Checkpoint(int(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in self._execute(
-            "SELECT seq, hash, prev_checkpoint, signed_at, key_id, signature FROM checkpoints WHERE seq > ?"
-            " ORDER BY seq", (bound,))]
+        """Every checkpoint in order (every row: one with no usable seq fails the walk), or
+        those after record `after`."""
+        query = "SELECT seq, hash, prev_checkpoint, signed_at, key_id, signature FROM checkpoints"
+        rows = (self._execute(query + " ORDER BY seq") if after is None
+                else self._execute(query + " WHERE seq > ? ORDER BY seq", (after,)))
+        return [Checkpoint(int(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5])) for r in rows]
 
     def record_hash(self, seq: int) -> str | None:
         row = self._execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
@@ -430,8 +431,15 @@ class AuditStore:
         row = self._execute("SELECT hash FROM checkpoints WHERE seq = ?", (seq,)).fetchone()
         return str(row[0]) if row else None
 
-    def checkpoints_up_to(self, seq: int) -> int:
-        return int(self._execute("SELECT COUNT(*) FROM checkpoints WHERE seq <= ?", (seq,)).fetchone()[0])
+    def count_between(self, table: str, first: int, last: int) -> int:
+        """Rows of `table` (audit or checkpoints) with seq in [first, last]."""
+        if table not in ("audit", "checkpoints"):
+            raise ValueError(f"no such table: {table}")
+        return int(self._execute(f"SELECT COUNT(*) FROM {table} WHERE seq BETWEEN ? AND ?",  # noqa: S608 - fixed names
+                                 (first, last)).fetchone()[0])
+
+    def count_checkpoints(self) -> int:
+        return int(self._execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0])
 
 
 @dataclass(frozen=True)
@@ -478,10 +486,11 @@ def verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpo
     read before (a head is published only after its records are committed).
 
     With `since`, a passed walk of the same chain, only what follows it is walked: its last
-    record must still have the hash it had, and as many checkpoints must precede its last. A
-    rewrite that recomputes the chain changes that hash, so it is caught. An old record altered
-    in place, with its stored hash left as it was, is caught only by a whole walk: run one too,
-    less often (the audit stage does, every SGBUS_AUDIT_FULL_VERIFY_INTERVAL_S)."""
+    record must still have the hash it had, and as many records and checkpoints as then must
+    precede it. A rewrite that recomputes the chain changes that hash, so it is caught, and so
+    is a removal. Old rows altered in place (a stored hash left as it was), or removed and
+    replaced by others in their place, are caught only by a whole walk: run one too, less
+    often (the audit stage does, every SGBUS_AUDIT_FULL_VERIFY_INTERVAL_S)."""
     if since is not None and not since.ok:
         raise ValueError("a walk can only continue from one that passed")
     with store.snapshot():
@@ -499,6 +508,11 @@ def _verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkp
         if known != prev:
             return Verification(False, count, 0, prev, f"record {start} differs from when it was last verified"
                                 " (the chain was rewritten)", start)
+        # Removed, or moved out of the chain's numbering (a junk row in their place would still
+        # fail the whole walk): the short walk does not read these rows again.
+        if store.count_between("audit", 1, start) != start:
+            return Verification(False, count, 0, prev, f"records before record {start} were removed or renumbered"
+                                " since the last verification")
     # Record n's hash at [32(n-1), 32n) from the walk's start: a dict of a long chain's hex
     # strings was most of the audit stage's memory.
     hashes = _Hashes(start)
@@ -537,9 +551,10 @@ def _verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkp
             return since.head
         return store.record_hash(seq) if since is not None and 0 < seq < start else None
 
-    if since is not None and store.checkpoints_up_to(previous) != since.checkpoints:
-        return fail(f"checkpoints up to record {previous} were removed or added since the last verification",
-                    previous)
+    if since is not None and (store.count_between("checkpoints", 1, previous) != since.checkpoints
+                              or store.count_checkpoints() != n):
+        return fail(f"checkpoints up to record {previous} were removed, added or renumbered since the last"
+                    " verification", previous)
     last = checkpoints[-1].seq if checkpoints else previous
     if n and last < expected_seq - 1:
         return fail(f"records {last + 1} to {expected_seq - 1} follow the last signed checkpoint"

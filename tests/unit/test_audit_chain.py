@@ -386,8 +386,14 @@ def test_a_rewrite_that_recomputes_the_chain_is_caught_by_the_short_walk(
     (["DELETE FROM checkpoints WHERE seq = 5"], "checkpoints up to record 10 were removed"),
     (["DELETE FROM checkpoints WHERE seq = 15"], "checkpoints were removed"),
     (["UPDATE audit SET recipient = 'someone-else' WHERE seq = 12"], "column recipient"),
+    (["UPDATE audit SET seq = -3 WHERE seq = 3"], "records before record 10 were removed or renumbered"),
+    (["UPDATE audit SET seq = NULL WHERE seq = 3"], "records before record 10 were removed or renumbered"),
+    (["UPDATE checkpoints SET seq = -5 WHERE seq = 5"], "checkpoints up to record 10 were removed"),
+    (["INSERT INTO checkpoints SELECT 7, hash, prev_checkpoint, signed_at, key_id, signature FROM checkpoints"
+      " WHERE seq = 5"], "checkpoints up to record 10 were removed, added"),
 ], ids=["tail cut back before the walk", "a record after it", "a checkpoint before it", "a checkpoint after it",
-        "a query column after it"])
+        "a query column after it", "a record before it renumbered", "a record before it unnumbered",
+        "a checkpoint before it renumbered", "a checkpoint added before it"])
 def test_what_an_insider_does_after_a_walk_is_caught_by_the_next_short_walk(
         walked: tuple[AuditStore, Verification], public: AuditVerifier, tamper: list[str], problem: str) -> None:
     store, first = walked
@@ -409,15 +415,24 @@ def test_records_added_outside_the_audit_stage_after_a_walk_are_caught(
     assert not result.ok and "added outside the audit stage" in (result.problem or "")
 
 
-def test_an_old_record_altered_in_place_is_caught_by_the_whole_walk_only(
+def test_old_rows_altered_or_replaced_in_place_are_caught_by_the_whole_walk_only(
         walked: tuple[AuditStore, Verification], public: AuditVerifier) -> None:
     """The limit the audit stage's daily whole walk is for (README "What the audit stage verifies")."""
     store, first = walked
-    body = json.loads(_rows(store)[6][1]) | {"purpose": "not what was decided"}
+    original = _rows(store)[6][1]
+    body = json.loads(original) | {"purpose": "not what was decided"}
     store._execute("UPDATE audit SET body = ? WHERE seq = 7", (canonical(body).decode(),))
     assert verify(store, public, since=first).ok
     whole = verify(store, public)
     assert not whole.ok and whole.first_bad_seq == 7
+    store._execute("UPDATE audit SET body = ? WHERE seq = 7", (original,))  # put back
+    assert verify(store, public).ok
+    # A checkpoint removed and another put in its place (a copy at another record) likewise.
+    store._execute("INSERT INTO checkpoints SELECT 7, hash, prev_checkpoint, signed_at, key_id, signature"
+                   " FROM checkpoints WHERE seq = 5")
+    store._execute("DELETE FROM checkpoints WHERE seq = 5")
+    assert verify(store, public, since=first).ok
+    assert not verify(store, public).ok
 
 
 def test_the_audit_stage_walks_the_whole_chain_first_then_what_was_appended_then_whole_again(
