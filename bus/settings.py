@@ -53,10 +53,10 @@ class Settings(BaseSettings):
                                          "was appended since its last walk, and the whole chain as often as the next "
                                          "setting says (sgbus_audit_chain_verified; alert "
                                          "SgbusAuditChainVerificationFailed)")
-    audit_full_verify_interval_s: float = Field(
-        default=86400.0, ge=1, description="how often the audit stage walks the whole chain rather than what was "
-                                           "appended since its last walk (a walk costs ~17-50 µs a record: minutes "
-                                           "a day on a chain of millions)")
+    audit_full_verify_interval_s: float | None = Field(
+        default=None, ge=1, description="how often the audit stage walks the whole chain, walking only what was "
+                                        "appended in between (a whole walk costs ~17-50 µs a record); unset: every "
+                                        "walk is whole. Only a whole walk catches an old row altered in place")
     concern_enabled: bool = Field(
         default=True, description="run the multi-agency concern agent in `sgbus worker` (the benchmark turns it off "
                                   "to measure the sharing pipe alone)")

@@ -489,8 +489,8 @@ def verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkpo
     record must still have the hash it had, and as many records and checkpoints as then must
     precede it. A rewrite that recomputes the chain changes that hash, so it is caught, and so
     is a removal. Old rows altered in place (a stored hash left as it was), or removed and
-    replaced by others in their place, are caught only by a whole walk: run one too, less
-    often (the audit stage does, every SGBUS_AUDIT_FULL_VERIFY_INTERVAL_S)."""
+    replaced by others in their place, are caught only by a whole walk: run one too (the audit
+    stage does, every SGBUS_AUDIT_FULL_VERIFY_INTERVAL_S when that is set)."""
     if since is not None and not since.ok:
         raise ValueError("a walk can only continue from one that passed")
     with store.snapshot():

@@ -33,12 +33,14 @@ class AuditWatch:
         # Before the store is read: a head is published only once its records are committed, so
         # the snapshot verify() reads holds at least the chain up to it.
         published = self.published
-        # Walking the whole chain every few minutes cost time in proportion to its length (~17-50
-        # µs a record, in the worker's process): what was appended since the last walk is walked
-        # each time, the whole chain as often as SGBUS_AUDIT_FULL_VERIFY_INTERVAL_S says, and
-        # after any walk that did not pass.
-        whole = (self.passed is None
-                 or time.monotonic() - self._whole_walk_at >= self.settings.audit_full_verify_interval_s)
+        # A whole walk costs time in proportion to the chain's length (~17-50 µs a record, in the
+        # worker's process). With SGBUS_AUDIT_FULL_VERIFY_INTERVAL_S set, only what was appended
+        # is walked in between; never after a walk that did not pass. Unset, every walk is whole:
+        # only a whole walk catches an old row altered in place, so a longer wait for that is
+        # the operator's choice, not a default.
+        every = self.settings.audit_full_verify_interval_s
+        whole = (self.passed is None or every is None or every <= self.settings.audit_verify_interval_s
+                 or time.monotonic() - self._whole_walk_at >= every)
         started = time.monotonic()
         try:
             verifier = load_verifier(self.settings.audit_public_keys or public_keys_path(self.settings.home))

@@ -459,3 +459,17 @@ def test_the_audit_stage_walks_the_whole_chain_first_then_what_was_appended_then
     assert metrics.audit_chain_verified._value.get() == 0 and watch.passed is None
     again = watch.run()
     assert again is not None and not again.ok and again.first_bad_seq == 3
+
+
+def test_by_default_every_walk_of_the_audit_stage_is_whole(
+        home: Path, walked: tuple[AuditStore, Verification]) -> None:
+    """Only a whole walk catches an old row altered in place: shorter walks are the operator's choice."""
+    store, _ = walked
+    watch = AuditWatch(Settings(home=home, audit_db=home / "audit.db"), Metrics())
+    assert watch.run() is not None and watch.passed is not None
+    original = _rows(store)[2][1]
+    store._execute("UPDATE audit SET body = ? WHERE seq = 3",
+                   (canonical(json.loads(original) | {"purpose": "not what was decided"}).decode(),))
+    second = watch.run()
+    assert second is not None and not second.ok and second.first_bad_seq == 3
+
