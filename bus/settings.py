@@ -49,10 +49,9 @@ class Settings(BaseSettings):
         default=None, description="PostgreSQL DSN of the audit store; when set, used instead of SQLite"
     )
     audit_verify_interval_s: float = Field(
-        default=300.0, ge=1, description="how often the audit stage verifies the chain with the public keys: what "
-                                         "was appended since its last walk, and the whole chain as often as the next "
-                                         "setting says (sgbus_audit_chain_verified; alert "
-                                         "SgbusAuditChainVerificationFailed)")
+        default=300.0, ge=1, description="how often the audit stage verifies the chain with the public keys (the "
+                                         "whole chain, unless the next setting is set; sgbus_audit_chain_verified; "
+                                         "alert SgbusAuditChainVerificationFailed)")
     audit_full_verify_interval_s: float | None = Field(
         default=None, ge=1, description="how often the audit stage walks the whole chain, walking only what was "
                                         "appended in between (a whole walk costs ~17-50 µs a record); unset: every "

@@ -394,8 +394,11 @@ class AuditStore:
                 return
             after = int(rows[-1][0])
 
-    def count(self) -> int:
-        return int(self._execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+    def count(self, up_to: int | None = None) -> int:
+        """Records stored (with `up_to`, those numbered 1 to `up_to`)."""
+        if up_to is None:
+            return int(self._execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+        return int(self._execute("SELECT COUNT(*) FROM audit WHERE seq BETWEEN 1 AND ?", (up_to,)).fetchone()[0])
 
     def for_subject(self, tokens: Iterable[str]) -> list[dict[str, Any]]:
         tokens = list(tokens)
@@ -431,15 +434,12 @@ class AuditStore:
         row = self._execute("SELECT hash FROM checkpoints WHERE seq = ?", (seq,)).fetchone()
         return str(row[0]) if row else None
 
-    def count_between(self, table: str, first: int, last: int) -> int:
-        """Rows of `table` (audit or checkpoints) with seq in [first, last]."""
-        if table not in ("audit", "checkpoints"):
-            raise ValueError(f"no such table: {table}")
-        return int(self._execute(f"SELECT COUNT(*) FROM {table} WHERE seq BETWEEN ? AND ?",  # noqa: S608 - fixed names
-                                 (first, last)).fetchone()[0])
-
-    def count_checkpoints(self) -> int:
-        return int(self._execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0])
+    def count_checkpoints(self, up_to: int | None = None) -> int:
+        """Checkpoints stored (with `up_to`, those at records 1 to `up_to`)."""
+        if up_to is None:
+            return int(self._execute("SELECT COUNT(*) FROM checkpoints").fetchone()[0])
+        return int(self._execute("SELECT COUNT(*) FROM checkpoints WHERE seq BETWEEN 1 AND ?",
+                                 (up_to,)).fetchone()[0])
 
 
 @dataclass(frozen=True)
@@ -510,7 +510,7 @@ def _verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkp
                                 " (the chain was rewritten)", start)
         # Removed, or moved out of the chain's numbering (a junk row in their place would still
         # fail the whole walk): the short walk does not read these rows again.
-        if store.count_between("audit", 1, start) != start:
+        if store.count(up_to=start) != start:
             return Verification(False, count, 0, prev, f"records before record {start} were removed or renumbered"
                                 " since the last verification")
     # Record n's hash at [32(n-1), 32n) from the walk's start: a dict of a long chain's hex
@@ -551,7 +551,7 @@ def _verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkp
             return since.head
         return store.record_hash(seq) if since is not None and 0 < seq < start else None
 
-    if since is not None and (store.count_between("checkpoints", 1, previous) != since.checkpoints
+    if since is not None and (store.count_checkpoints(up_to=previous) != since.checkpoints
                               or store.count_checkpoints() != n):
         return fail(f"checkpoints up to record {previous} were removed, added or renumbered since the last"
                     " verification", previous)

@@ -215,7 +215,7 @@ def _rewrite_and_rehash(store: AuditStore, seq_to_rewrite: int) -> None:
     """What an insider without the signing key can do: rewrite a record and recompute every
     hash after it, so the chain is consistent again (only signed heads contradict it)."""
     prev = "0" * 64
-    for seq, raw in store._execute("SELECT seq, body FROM audit ORDER BY seq").fetchall():
+    for seq, raw in _rows(store):
         body = json.loads(raw)
         if seq == seq_to_rewrite:
             body["recipient"] = "someone-else"
