@@ -13,6 +13,9 @@ from bus.security.kafka_access import KafkaAccess
 from schemas.envelope import Agency
 
 EVENTS = "sg.events"
+#: events put back for routing (`sgbus replay --failed`): every route agent reads it, and the
+#: all-in-one worker, which routes what it ingests in the same batch, reads only it, not sg.events
+REPLAY = "sg.replay"
 AUDIT = "sg.audit"
 #: signed audit chain heads, published outside the audit database; compacted (the latest head
 #: per key is kept), readable by every partner
@@ -30,6 +33,12 @@ DAY_MS = 24 * 3600 * 1000
 #: replication factor -1: the cluster's default.replication.factor (1 on the one-node local stack,
 #: 3 with min.insync.replicas 2 on a three-broker cluster), so topics follow the cluster they are on
 BROKER_DEFAULT = -1
+
+
+def route_sources(route_at_ingest: bool) -> tuple[str, ...]:
+    """What a route agent reads: replays always; sg.events unless its worker routes each event in
+    the batch that ingested it (the all-in-one worker), where reading them back would only skip them."""
+    return (REPLAY,) if route_at_ingest else (EVENTS, REPLAY)
 
 
 def ingress_topic(agency: Agency | str) -> str:
@@ -60,8 +69,9 @@ def topic_specs(partnership: Partnership) -> list[TopicSpec]:
                                         "message.timestamp.type": "LogAppendTime"}) for a in Agency
     ]
     # sg.audit has one partition: one audit agent at a time writes the one hash chain, in order.
-    specs += [TopicSpec(EVENTS, EVENTS_PARTITIONS), TopicSpec(AUDIT, 1), TopicSpec(DLQ, 1),
-              TopicSpec(AUDIT_HEADS, 1, {"cleanup.policy": "compact"})]
+    # sg.replay is partitioned as sg.events: one route agent reads both, in the same transactions.
+    specs += [TopicSpec(EVENTS, EVENTS_PARTITIONS), TopicSpec(REPLAY, EVENTS_PARTITIONS), TopicSpec(AUDIT, 1),
+              TopicSpec(DLQ, 1), TopicSpec(AUDIT_HEADS, 1, {"cleanup.policy": "compact"})]
     specs += [TopicSpec(deliver_topic(p.id), 2, {"retention.ms": str(deliver_retention_ms(partnership, p.id))})
               for p in partnership.partners]
     return specs

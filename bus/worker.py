@@ -29,6 +29,7 @@ from bus.security.opa_auth import OpaAccess
 from bus.security.principals import STAGE_PRINCIPALS, stage_app_id
 from bus.security.resolve import kafka_access, opa_access
 from bus.settings import Settings
+from bus.topics import EVENTS, route_sources
 
 log = logs.get("sgbus.worker")
 
@@ -104,8 +105,11 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
         audit_process = AuditProcess(settings, sign=audit_signer is not None)
         audit_process.start()
     metrics = Metrics()
-    # Lag of this stage's own group, read with its own principal.
-    metrics.registry.register(LagCollector(access, [Group(stage, stage_app_id(settings.app_id, stage))]))
+    # Lag of this stage's own group, read with its own principal. An all-in-one worker that routes
+    # at ingest reads sg.events no more (it did, before replays had sg.replay): what its group
+    # committed there is not lag.
+    left = frozenset({EVENTS} - set(route_sources(settings.route_at_ingest))) if stage == "all" else frozenset()
+    metrics.registry.register(LagCollector(access, [Group(stage, stage_app_id(settings.app_id, stage), left=left)]))
     _server, url = serve_metrics(metrics.registry, settings, "sgbus-worker", {"stage": stage})
     log.info("metrics_serving", url=url)
     partnership, revision = _wait_for_partnership(opa, metrics)

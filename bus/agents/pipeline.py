@@ -27,7 +27,7 @@ from bus.metrics import deny_category
 from bus.records import AuditRecord, DeadLetter, PseudonymisedEvent, encode_audit_batches
 from bus.redaction.errors import RedactorUnavailable
 from bus.route import ProbeAhead, RoutePlan, delivery_latency_s
-from bus.topics import AUDIT, AUDIT_HEADS, AUDIT_HEADS_KEY, DLQ, EVENTS, ingress_topic
+from bus.topics import AUDIT, AUDIT_HEADS, AUDIT_HEADS_KEY, DLQ, EVENTS, ingress_topic, route_sources
 from schemas.envelope import Agency
 
 log = logs.get("sgbus.worker")
@@ -99,9 +99,11 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     batch_size = settings.stage_batch_size if exactly_once else settings.batch_size
     # The all-in-one worker routes what it has just ingested, in the same batch: one Kafka hop
     # (and one parse) fewer per event. sg.events is still written (the concern stage reads it,
-    # replays go through it); the route agent skips what ingest marked as routed. A crash before
-    # the ingress offsets are committed repeats the batch with the same ingest ids: delivered at
-    # least once, audited once, as when the two hops were apart.
+    # replays find events there), marked as routed; its own route agent reads only sg.replay, not
+    # sg.events: reading back every event only to skip it cost ~9% of its events/s (measured,
+    # docs/BENCHMARKS.md session 22). A crash before the ingress offsets are committed repeats
+    # the batch with the same ingest ids: delivered at least once, audited once, as when the two
+    # hops were apart.
     route_at_ingest = (not exactly_once and "ingest" in stages and "route" in stages
                        and settings.route_at_ingest)
     # Ingest's CPU work in a process of its own: the all-in-one worker routes one batch while
@@ -111,6 +113,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     ingest_process: IngestProcess | None = svc.ingest_process if "ingest" in stages else None
     ingress = raw_topic(*[ingress_topic(a) for a in Agency])
     events = raw_topic(EVENTS)
+    route_source = raw_topic(*route_sources(route_at_ingest))
     # The audit stage reads ahead at most AUDIT_READ_AHEAD messages (five of its batches): each
     # carries up to 200 records, and Faust's default (4,096 messages) let it hold hundreds of
     # megabytes of a backlog in memory. Not in the all-in-one worker: one consumer feeds all its
@@ -244,9 +247,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 assert sent is not None  # at-least-once only
                 positions[id(event)] = sent
 
-        async def position(event: PseudonymisedEvent) -> tuple[int, int]:
+        async def position(event: PseudonymisedEvent) -> tuple[str, int, int]:
             meta = await positions[id(event)]  # acked by now or soon: the producer is flushing
-            return int(meta.partition), int(meta.offset)
+            return EVENTS, int(meta.partition), int(meta.offset)
 
         await route_events(to_route, sources, position, write_events, ahead)
 
@@ -351,11 +354,11 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         async for batch in take_ready(stream, batch_size, settings.batch_window_s):
             # Every output goes out in the transaction of its own event's source partition.
             source: dict[str, TP] = {}
-            where: dict[int, tuple[int, int]] = {}
+            where: dict[int, tuple[str, int, int]] = {}
             parsed: list[PseudonymisedEvent] = []
             for ev in batch:
-                if route_at_ingest and routed_at_ingest(ev.message.headers):
-                    continue  # this app's ingest routed it already (a replay has no such header)
+                if routed_at_ingest(ev.message.headers):
+                    continue  # the all-in-one worker that ingested it routed it (a replay has no such header)
                 try:
                     event = PseudonymisedEvent.model_validate_json(ev.value)
                 except ValidationError:
@@ -364,10 +367,10 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                     continue
                 parsed.append(event)
                 source[str(event.ingest_id)] = ev.message.tp
-                where[id(event)] = (ev.message.partition, ev.message.offset)
+                where[id(event)] = (ev.message.topic, ev.message.partition, ev.message.offset)
 
             async def position(event: PseudonymisedEvent,
-                               where: dict[int, tuple[int, int]] = where) -> tuple[int, int]:
+                               where: dict[int, tuple[str, int, int]] = where) -> tuple[str, int, int]:
                 return where[id(event)]
 
             if parsed:
@@ -375,7 +378,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             await commit_batch(batch)
 
     async def route_events(parsed: list[PseudonymisedEvent], source: dict[str, TP],
-                           position: Callable[[PseudonymisedEvent], Awaitable[tuple[int, int]]],
+                           position: Callable[[PseudonymisedEvent], Awaitable[tuple[str, int, int]]],
                            before_copies: Callable[[], Awaitable[None]] | None = None,
                            ahead: ProbeAhead | None = None) -> None:
         """Decide, make the partners' copies, audit, dead-letter the views that failed."""
@@ -392,17 +395,18 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             for key, value in encode_audit_batches(records):
                 await send(audit, key, value, tp)
         # Last: a failed view's dead letter waits for its event's position on sg.events, which
-        # the all-in-one worker has only just sent.
+        # the all-in-one worker has only just sent (a replayed event's is on sg.replay).
         for failed in plan.failed:
             metrics.dlq.labels("view_failed").inc()
             metrics.views_failed.labels(failed.recipient).inc()
             log.error("view_failed", recipient=failed.recipient, error=failed.error)
-            partition, offset = await position(failed.event)
-            # Where the event is on sg.events, so `sgbus replay --failed` can route it again.
+            topic, partition, offset = await position(failed.event)
+            # Where the event is (sg.events, or sg.replay for a replay), so `sgbus replay --failed`
+            # can route it again.
             await send(dlq, str(failed.event.ingest_id).encode(), json.dumps({
                 "stage": "route", "event_id": str(failed.event.event_id),
                 "ingest_id": str(failed.event.ingest_id), "recipient": failed.recipient,
-                "events_partition": partition, "events_offset": offset,
+                "events_topic": topic, "events_partition": partition, "events_offset": offset,
                 "reasons": [{"field": "$", "code": "view_failed", "message": failed.error}],
             }).encode(), source[str(failed.event.ingest_id)])
         try:
@@ -456,7 +460,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     if "ingest" in stages:
         app.agent(ingress, name="sgbus.ingest", supervisor_strategy=CrashingSupervisor)(ingest_agent)
     if "route" in stages:
-        app.agent(events, name="sgbus.route", supervisor_strategy=CrashingSupervisor)(route_agent)
+        app.agent(route_source, name="sgbus.route", supervisor_strategy=CrashingSupervisor)(route_agent)
     if counter is not None:
         from bus.concern.agent import register_concern_agent
 

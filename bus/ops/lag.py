@@ -34,6 +34,9 @@ class Group:
     consumer: str
     group_id: str
     topic: str | None = None
+    #: topics the group once read and reads no more (its offsets there stay until Kafka expires
+    #: them, a week by default, and would show as lag growing for ever): not reported
+    left: frozenset[str] = frozenset()
 
 
 class LagCollector(Collector):
@@ -79,7 +82,8 @@ class LagCollector(Collector):
             try:
                 future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group.group_id)],
                                                            request_timeout=5)[group.group_id]
-                committed = [tp for tp in future.result(timeout=10).topic_partitions or [] if tp.offset >= 0]
+                committed = [tp for tp in future.result(timeout=10).topic_partitions or []
+                             if tp.offset >= 0 and tp.topic not in group.left]
                 if not committed and group.topic:
                     meta = consumer.list_topics(group.topic, timeout=5).topics[group.topic]
                     for p in meta.partitions:

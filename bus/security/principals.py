@@ -27,7 +27,17 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bus.policy.data import Partnership
-from bus.topics import AUDIT, AUDIT_HEADS, DELIVER_PREFIX, DLQ, EVENTS, INGRESS_PREFIX, deliver_topic, ingress_topic
+from bus.topics import (
+    AUDIT,
+    AUDIT_HEADS,
+    DELIVER_PREFIX,
+    DLQ,
+    EVENTS,
+    INGRESS_PREFIX,
+    REPLAY,
+    deliver_topic,
+    ingress_topic,
+)
 from schemas.envelope import Agency
 
 ADMIN = "admin"
@@ -113,8 +123,8 @@ def _own_groups(prefix: str, transactional: bool) -> set[Grant]:
 
 _STAGE_TOPICS: dict[str, set[Grant]] = {
     "ingest": {_topic(INGRESS_PREFIX, "read", "prefixed"), _topic(EVENTS, "write"), _topic(DLQ, "write")},
-    "route": {_topic(EVENTS, "read"), _topic(DELIVER_PREFIX, "write", "prefixed"), _topic(AUDIT, "write"),
-              _topic(DLQ, "write")},
+    "route": {_topic(EVENTS, "read"), _topic(REPLAY, "read"), _topic(DELIVER_PREFIX, "write", "prefixed"),
+              _topic(AUDIT, "write"), _topic(DLQ, "write")},
     "audit": {_topic(AUDIT, "read"), _topic(AUDIT_HEADS, "write")},
     # The concern stage reads every event and publishes what it raises like any source would.
     "concern": {_topic(EVENTS, "read"), _topic(ingress_topic(Agency.BUS), "write")},

@@ -17,7 +17,7 @@ from bus.kafka_io import idempotent_producer, produce_all
 from bus.pseudonymise.engine import free_text_fields, pseudonymise_at_ingest
 from bus.pseudonymise.keyring import Keyring, load_keyring, save_keyring
 from bus.records import Provenance
-from bus.topics import DLQ, EVENTS, deliver_topic
+from bus.topics import DLQ, EVENTS, REPLAY, deliver_topic
 from schemas.registry import parse_event_dict
 from schemas.synthetic import Synth
 from tests.helpers import wait_for
@@ -202,13 +202,15 @@ def test_a_share_whose_view_cannot_be_built_is_audited_as_view_failed_and_replay
     raw = bus.signers.sign(s.domestic_abuse_incident(s.child(min_age=5)))
     event = pseudonymise_at_ingest(parse_event_dict(raw), foreign, ingest_id=uuid.uuid4(),
                                    provenance=Provenance(kid="x", content_sha256="0", signature="x"))
-    produce_all(idempotent_producer(bus.admin), [(EVENTS, event.subject_key.encode(),
+    # Put where the all-in-one worker's route agent reads (a stage worker reads sg.events too).
+    produce_all(idempotent_producer(bus.admin), [(REPLAY, event.subject_key.encode(),
                                                   event.model_dump_json().encode())])
     audits = {a["recipient"]: a for a in bus.audits_for({raw["event_id"]}, 4)}
     assert audits["northshire-csc"]["decision"] == "view_failed"
     assert audits["oakfield-primary"]["decision"] in {"view_failed", "deny"}
     assert not _delivered(bus, "northshire-csc", raw["event_id"])
-    _dead_letters(bus, raw["event_id"], "view_failed")
+    # The dead letter says where the event is, topic and all, for the replay to find it.
+    assert {d["events_topic"] for d in _dead_letters(bus, raw["event_id"], "view_failed")} == {REPLAY}
 
     def stored_as_failed() -> bool:
         db = sqlite3.connect(bus.settings.audit_db_path)

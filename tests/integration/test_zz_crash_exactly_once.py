@@ -19,7 +19,7 @@ from bus.demo import start_worker, stop_worker
 from bus.kafka_io import read_topic
 from bus.security.kafka_access import KafkaAccess
 from bus.security.principals import stage_app_id
-from bus.topics import AUDIT, EVENTS, deliver_topic, ingress_topic
+from bus.topics import AUDIT, EVENTS, REPLAY, deliver_topic, ingress_topic
 from schemas.envelope import Agency
 from tests.helpers import helper_children, ingest_children, wait_for
 from tests.integration.conftest import Bus
@@ -45,7 +45,7 @@ def stages_start_from_the_end(access: KafkaAccess, app_id: str) -> None:
     """New stage consumer groups of `app_id` would start at the earliest offsets and redo the
     whole session's traffic: commit the current ends, so the stages see only the test's events."""
     _start_from_the_end(access, stage_app_id(app_id, "ingest"), [ingress_topic(a) for a in Agency])
-    _start_from_the_end(access, stage_app_id(app_id, "route"), [EVENTS])
+    _start_from_the_end(access, stage_app_id(app_id, "route"), [EVENTS, REPLAY])
     _start_from_the_end(access, stage_app_id(app_id, "audit"), [AUDIT])
 
 

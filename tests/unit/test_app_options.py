@@ -44,13 +44,20 @@ def test_the_consumer_is_built_with_the_configured_fetch_wait_over_scram_and_tls
     assert consumer._client._ssl_context is not None
 
 
-def test_only_records_marked_by_ingest_are_skipped_by_the_all_in_one_route_agent() -> None:
+def test_only_records_marked_by_ingest_are_skipped_by_a_route_agent() -> None:
     from bus.agents.pipeline import ROUTED_AT_INGEST, routed_at_ingest
 
     assert routed_at_ingest(ROUTED_AT_INGEST) and routed_at_ingest(dict(ROUTED_AT_INGEST))
     # no header (an earlier release's ingest, a stage worker, or a replay): routed by the route agent
     assert not routed_at_ingest(None) and not routed_at_ingest([]) and not routed_at_ingest({})
     assert not routed_at_ingest([("sgbus-routed", b"something-else"), ("other", b"ingest")])
+
+
+def test_the_all_in_one_route_agent_reads_only_replays_and_a_stage_route_agent_sg_events_too() -> None:
+    from bus.topics import EVENTS, REPLAY, route_sources
+
+    assert route_sources(route_at_ingest=True) == (REPLAY,)  # it routed what it ingested already
+    assert route_sources(route_at_ingest=False) == (EVENTS, REPLAY)
 
 
 def test_a_batch_waits_about_a_millisecond_when_quiet_and_the_whole_window_under_load() -> None:

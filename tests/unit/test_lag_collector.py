@@ -104,3 +104,36 @@ def test_a_read_that_could_not_start_is_tried_again_by_the_next_scrape(monkeypat
         _values(collector)
     monkeypatch.setattr(threading.Thread, "start", real_start)
     assert _values(collector)["sgbus_consumer_lag[('consumer', 'all'), ('topic', 'sg.events')]"] == 1
+
+
+class _Answered:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self.value
+
+
+class _Admin:
+    """A group that committed on sg.events (as an all-in-one worker did before sg.replay) and reads on."""
+
+    def list_consumer_group_offsets(self, requests: list[Any], request_timeout: float | None = None) -> Any:
+        from confluent_kafka import TopicPartition
+
+        committed = [TopicPartition("sg.events", 0, 5), TopicPartition("sg.replay", 0, 2),
+                     TopicPartition("sg.audit", 0, 1)]
+        return {requests[0].group_id: _Answered(type("Offsets", (), {"topic_partitions": committed})())}
+
+
+class _Watermarks:
+    def get_watermark_offsets(self, tp: Any, timeout: float | None = None, cached: bool = False) -> tuple[int, int]:
+        return 0, 10
+
+
+def test_offsets_left_on_a_topic_the_group_reads_no_more_are_not_reported_as_lag() -> None:
+    collector = LagCollector(access=None, groups=[Group("all", "g", left=frozenset({"sg.events"}))])  # type: ignore[arg-type]
+    collector._clients = (_Admin(), _Watermarks())
+    assert collector.read() == ({("all", "sg.replay"): 8, ("all", "sg.audit"): 9}, True)
+    everything = LagCollector(access=None, groups=[Group("all", "g")])  # type: ignore[arg-type]
+    everything._clients = (_Admin(), _Watermarks())
+    assert everything.read()[0][("all", "sg.events")] == 5

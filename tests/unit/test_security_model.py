@@ -93,6 +93,15 @@ def test_each_stage_uses_only_groups_and_transactional_ids_with_its_own_prefix()
     assert _topics("sgbus-ingest", "read") == {("sg.ingress.", "prefixed")}
 
 
+def test_no_principal_but_the_admin_may_put_events_on_sg_replay_and_only_the_route_stages_read_it() -> None:
+    """sg.replay is routed again as it stands: a principal that could write it could have any
+    pseudonymised event shared. Only `sgbus replay` (as the admin) puts events there."""
+    for name in BY_NAME:
+        assert ("sg.replay", "literal") not in _topics(name, "write"), name
+    assert {n for n in BY_NAME if ("sg.replay", "literal") in _topics(n, "read")} == {"sgbus-route", "sgbus-worker"}
+    assert _topics("sgbus-route", "read") == {("sg.events", "literal"), ("sg.replay", "literal")}
+
+
 def test_no_group_prefix_covers_another_principals_groups() -> None:
     prefixes = [(p.name, g.name) for p in principals(PARTNERSHIP) for g in p.grants
                 if g.resource in {"group", "transactional_id"}]
