@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         default=0.05, gt=0, le=5,
         description="longest a batch waits for more events after its first one arrived (at light load, much "
                     "less: bus/agents/batching.py)")
+    worker_batch_size: int = Field(
+        default=250, ge=1, le=5000,
+        description="events the all-in-one worker takes in one batch under load (its policy queries still hold at "
+                    "most batch_size events each): per-batch costs (the hand-over to and from its helper processes, "
+                    "the event id register's commit) are shared by more events",
+    )
     stage_batch_size: int = Field(
         default=500, ge=1, le=5000,
         description="events per Kafka transaction in exactly-once stage workers (worker --stage)",
