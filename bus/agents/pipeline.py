@@ -96,9 +96,10 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
 
     # Exactly-once commits a Kafka transaction per batch (several broker round trips), so its
     # batches are larger still; the router splits a batch into policy queries of batch_size events.
-    # The all-in-one worker's batches of 250 (100 before) made a burst ~20% faster, latency at 50
-    # and 200 events/s unchanged (docs/BENCHMARKS.md, session 22): a batch's fixed costs, the
-    # hand-over to its helper processes and back above all, are shared by more events.
+    # The all-in-one worker's batches of 250 (100 before) made a burst ~6% faster in alternating
+    # runs (500: ~8%, and ~10 MB more), latency at 50 and 200 events/s unchanged (docs/BENCHMARKS.md,
+    # session 22): a batch's fixed costs, the hand-over to its helper processes and back above all,
+    # are shared by more events.
     batch_size = settings.stage_batch_size if exactly_once else settings.worker_batch_size
     # The all-in-one worker routes what it has just ingested, in the same batch: one Kafka hop
     # (and one parse) fewer per event. sg.events is still written (the concern stage reads it,
