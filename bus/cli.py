@@ -212,7 +212,8 @@ def replay(
 ) -> None:
     """Route again what the bus kept for replay. `--failed`: every allowed share whose view
     could not be built (e.g. a key the worker lacked), unless delivered since; each event goes
-    back on sg.events for its missed recipients only, and is decided and audited again."""
+    on sg.replay, which every route agent reads, for its missed recipients only, and is decided
+    and audited again."""
     from bus.replay import replay_failed
     from bus.security.principals import ADMIN
 
@@ -225,7 +226,7 @@ def replay(
     typer.echo(f"{report.failed} failed view(s) in sg.dlq; {report.already_delivered} delivered since; "
                f"{verb} {report.replayed_shares} share(s) of {report.replayed_events} event(s)")
     if report.missing:
-        err(f"{len(report.missing)} event(s) no longer on sg.events (retention): ingest ids "
+        err(f"{len(report.missing)} event(s) no longer on sg.events or sg.replay (retention): ingest ids "
              + ", ".join(report.missing[:5]))
         raise typer.Exit(1)
 

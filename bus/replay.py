@@ -1,10 +1,11 @@
 """`sgbus replay --failed`: route again the allowed shares whose view could not be built (read
-from sg.events, where the dead letter says the event is; put on sg.replay)."""
+from where the dead letter says the event is, sg.events or sg.replay; put on sg.replay)."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
@@ -40,43 +41,67 @@ def _event_at(consumer: Consumer, topic: str, partition: int, offset: int) -> Ps
     return None
 
 
-def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = False) -> ReplayReport:
-    """Find view_failed dead letters, skip shares the audit store shows as delivered since,
-    and put each remaining event on sg.replay (which every route agent reads) for just its
-    missed recipients."""
-    report = ReplayReport()
-    wanted: dict[str, tuple[str, int, int, set[str]]] = {}
-    for value in read_topic(access, DLQ, timeout_s=10.0, to_end=True):
-        # sg.dlq is written by several principals: take nothing from it on trust. A record
-        # counts only if well formed and the audit store holds the view_failed it claims.
+@dataclass
+class FailedShares:
+    """What the view_failed dead letters claim of one event: every place it is said to be (in the
+    order of the dead letters) and the recipients whose view failed."""
+
+    places: list[tuple[str, int, int]] = field(default_factory=list)
+    recipients: set[str] = field(default_factory=set)
+
+
+def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedShares]]:
+    """The view_failed dead letters among sg.dlq's records (how many, and per ingest id).
+
+    sg.dlq is written by several principals (a partner's delivery connector among them): take
+    nothing from it on trust. A record counts only if well formed, and it can point only into
+    sg.events or sg.replay (an ingress record shaped like an event must never be replayed); the
+    caller also checks the ingest id of the event found there and that the audit store holds
+    the view_failed claimed."""
+    count, wanted = 0, dict[str, FailedShares]()
+    for value in dlq_values:
         try:
             rec = json.loads(value)
             if rec.get("stage") != "route" or not any(r.get("code") == "view_failed" for r in rec["reasons"]):
                 continue
             ingest_id, recipient = str(uuid.UUID(str(rec["ingest_id"]))), str(rec["recipient"])
             partition, offset = int(rec["events_partition"]), int(rec["events_offset"])
-            topic = rec.get("events_topic", EVENTS)  # written before sg.replay: sg.events
+            topic = rec.get("events_topic", EVENTS)  # written before sg.replay existed: sg.events
             if topic not in (EVENTS, REPLAY):
                 continue
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
-        report.failed += 1
-        entry = wanted.setdefault(ingest_id, (topic, partition, offset, set()))
-        entry[3].add(recipient)
+        count += 1
+        entry = wanted.setdefault(ingest_id, FailedShares())
+        if (topic, partition, offset) not in entry.places:
+            entry.places.append((topic, partition, offset))
+        entry.recipients.add(recipient)
+    return count, wanted
+
+
+def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = False) -> ReplayReport:
+    """Find view_failed dead letters, skip shares the audit store shows as delivered since,
+    and put each remaining event on sg.replay (which every route agent reads) for just its
+    missed recipients."""
+    report = ReplayReport()
+    report.failed, wanted = failed_shares(read_topic(access, DLQ, timeout_s=10.0, to_end=True))
     failed = store.view_failed(list(wanted))
-    for ingest_id, (_t, _p, _o, recipients) in wanted.items():
-        recipients &= {r for i, r in failed if i == ingest_id}
+    for ingest_id, shares in wanted.items():
+        shares.recipients &= {r for i, r in failed if i == ingest_id}
     delivered = store.delivered(list(wanted))
     consumer = committed_reader(access, "sgbus-replay")
     out: list[tuple[str, bytes, bytes]] = []
     try:
-        for ingest_id, (topic, partition, offset, recipients) in sorted(wanted.items()):
-            todo = sorted(r for r in recipients if (ingest_id, r) not in delivered)
-            report.already_delivered += len(recipients) - len(todo)
+        for ingest_id, shares in sorted(wanted.items()):
+            todo = sorted(r for r in shares.recipients if (ingest_id, r) not in delivered)
+            report.already_delivered += len(shares.recipients) - len(todo)
             if not todo:
                 continue
-            event = _event_at(consumer, topic, partition, offset)
-            if event is None or str(event.ingest_id) != ingest_id:
+            # The first place that still holds it (the original may be past its retention, a
+            # replay of it not yet); only a record with the ingest id claimed counts.
+            event = next((e for e in (_event_at(consumer, *place) for place in shares.places)
+                          if e is not None and str(e.ingest_id) == ingest_id), None)
+            if event is None:
                 report.missing.append(ingest_id)
                 continue
             replay = event.model_copy(update={"replay_for": todo})

@@ -107,7 +107,8 @@ class Settings(BaseSettings):
     route_at_ingest: bool = Field(
         default=True,
         description="the all-in-one worker routes each event in the batch that ingested it, without a second "
-                    "Kafka hop (stage workers always take the hop)")
+                    "Kafka hop, and reads only replays (sg.replay), not sg.events (stage workers always take the "
+                    "hop); before turning it on, let the worker route what it has on sg.events")
     ingest_process: bool = Field(
         default=False,
         description="the all-in-one worker parses, verifies, pseudonymises and redacts each batch in a second "

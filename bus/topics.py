@@ -58,6 +58,13 @@ class TopicSpec:
 
 #: sg.events partitions; the concern table's changelog has as many (one child: one partition)
 EVENTS_PARTITIONS = 4
+#: sg.replay partitions: more than sg.events has, never as many. Faust numbers a stage's topic
+#: groups by partition count, and an exactly-once stage's transactional ids carry that number:
+#: with as many partitions, sg.replay's ids were sg.events' own, and during a rolling upgrade (some
+#: route workers reading sg.events only) two workers could hold one id and fence each other.
+#: More, not fewer, so that sg.events keeps its number, and with it the ids that fence the
+#: route workers of an earlier release.
+REPLAY_PARTITIONS = 2 * EVENTS_PARTITIONS
 
 
 def topic_specs(partnership: Partnership) -> list[TopicSpec]:
@@ -69,8 +76,7 @@ def topic_specs(partnership: Partnership) -> list[TopicSpec]:
                                         "message.timestamp.type": "LogAppendTime"}) for a in Agency
     ]
     # sg.audit has one partition: one audit agent at a time writes the one hash chain, in order.
-    # sg.replay is partitioned as sg.events: one route agent reads both, in the same transactions.
-    specs += [TopicSpec(EVENTS, EVENTS_PARTITIONS), TopicSpec(REPLAY, EVENTS_PARTITIONS), TopicSpec(AUDIT, 1),
+    specs += [TopicSpec(EVENTS, EVENTS_PARTITIONS), TopicSpec(REPLAY, REPLAY_PARTITIONS), TopicSpec(AUDIT, 1),
               TopicSpec(DLQ, 1), TopicSpec(AUDIT_HEADS, 1, {"cleanup.policy": "compact"})]
     specs += [TopicSpec(deliver_topic(p.id), 2, {"retention.ms": str(deliver_retention_ms(partnership, p.id))})
               for p in partnership.partners]

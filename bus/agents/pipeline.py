@@ -45,7 +45,7 @@ EXACTLY_ONCE_STAGES = ("ingest", "route", "audit")
 AUDIT_BATCH_MESSAGES = 20
 AUDIT_READ_AHEAD = 5 * AUDIT_BATCH_MESSAGES
 
-#: on an sg.events record its own all-in-one worker has routed already (bus/agents/pipeline.py)
+#: on an sg.events record the all-in-one worker that wrote it has routed already: every route agent skips it
 ROUTED_AT_INGEST = (("sgbus-routed", b"ingest"),)
 
 

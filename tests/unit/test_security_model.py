@@ -102,6 +102,29 @@ def test_no_principal_but_the_admin_may_put_events_on_sg_replay_and_only_the_rou
     assert _topics("sgbus-route", "read") == {("sg.events", "literal"), ("sg.replay", "literal")}
 
 
+def _faust_group_numbers(subscriptions: dict[str, set[str]]) -> dict[str, int]:
+    """Each topic's group number as Faust's assignor gives it (and so the middle of an exactly-once
+    stage's transactional ids): its own grouping, then its numbering by sorted partition count."""
+    from faust.assignor.partition_assignor import PartitionAssignor
+
+    counts = {s.name: s.partitions for s in topic_specs(PARTNERSHIP)}
+    cluster = type("Cluster", (), {"partitions_for_topic": lambda self, t: set(range(counts[t]))})()
+    topics = set().union(*subscriptions.values())
+    groups = PartitionAssignor._get_copartitioned_groups(topics, cluster, subscriptions)  # type: ignore[arg-type]
+    return {topic: number for number, (_count, sets) in enumerate(sorted(groups.items()))
+            for same in sets for topic in same}
+
+
+def test_sg_replay_has_transactional_ids_of_its_own_and_sg_events_keeps_those_of_earlier_releases() -> None:
+    """In a rolling upgrade some route workers read sg.events only, others sg.replay too: no two
+    of them may hold one transactional id (they would fence each other, and the rollout stall)."""
+    earlier = _faust_group_numbers({"old-a": {"sg.events"}, "old-b": {"sg.events"}})
+    rolling = _faust_group_numbers({"old": {"sg.events"}, "new": {"sg.events", "sg.replay"}})
+    done = _faust_group_numbers({"new-a": {"sg.events", "sg.replay"}, "new-b": {"sg.events", "sg.replay"}})
+    assert rolling["sg.events"] == done["sg.events"] == earlier["sg.events"]
+    assert rolling["sg.replay"] != rolling["sg.events"] and done["sg.replay"] != done["sg.events"]
+
+
 def test_no_group_prefix_covers_another_principals_groups() -> None:
     prefixes = [(p.name, g.name) for p in principals(PARTNERSHIP) for g in p.grants
                 if g.resource in {"group", "transactional_id"}]

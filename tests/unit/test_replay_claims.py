@@ -1,0 +1,51 @@
+"""`sgbus replay --failed` takes nothing from sg.dlq on trust (several principals write it, a
+partner's delivery connector among them): what its dead letters may make it read and replay."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from bus.replay import failed_shares
+
+ID = str(uuid.uuid4())
+
+
+def _view_failed(**fields: Any) -> bytes:
+    rec = {"stage": "route", "event_id": "e-1", "ingest_id": ID, "recipient": "northshire-csc",
+           "events_partition": 1, "events_offset": 7,
+           "reasons": [{"field": "$", "code": "view_failed", "message": "KeyringError"}], **fields}
+    return json.dumps({k: v for k, v in rec.items() if v is not None}).encode()
+
+
+def test_a_dead_letter_may_point_into_sg_events_or_sg_replay_and_nowhere_else() -> None:
+    count, wanted = failed_shares([
+        _view_failed(events_topic="sg.ingress.police"),  # a record there is shaped by a publisher
+        _view_failed(events_topic="sg.deliver.oakfield-primary"),
+        _view_failed(events_topic=["sg.events"]),
+        _view_failed(events_topic="sg.replay", events_offset=9),
+    ])
+    assert count == 1 and wanted[ID].places == [("sg.replay", 1, 9)]
+
+
+def test_a_dead_letter_written_before_sg_replay_existed_points_into_sg_events() -> None:
+    _count, wanted = failed_shares([_view_failed(events_topic=None)])
+    assert wanted[ID].places == [("sg.events", 1, 7)]
+
+
+def test_every_place_an_event_is_said_to_be_is_kept_in_order_for_the_replay_to_try() -> None:
+    """The original on sg.events may be past its retention while a replay of it is still on sg.replay."""
+    count, wanted = failed_shares([_view_failed(), _view_failed(recipient="oakfield-primary"),
+                                   _view_failed(events_topic="sg.replay", events_offset=0), _view_failed()])
+    assert count == 4
+    assert wanted[ID].places == [("sg.events", 1, 7), ("sg.replay", 1, 0)]
+    assert wanted[ID].recipients == {"northshire-csc", "oakfield-primary"}
+
+
+def test_malformed_dead_letters_and_other_stages_or_codes_are_ignored() -> None:
+    count, wanted = failed_shares([
+        b"not json", _view_failed(ingest_id="not-a-uuid"), _view_failed(events_offset="seven"),
+        _view_failed(stage="ingest"), _view_failed(reasons=[{"code": "denied"}]), _view_failed(reasons=None),
+    ])
+    assert (count, wanted) == (0, {})
