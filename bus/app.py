@@ -122,6 +122,13 @@ def faust_options(access: KafkaAccess, home: Path, guarantee: str = "at_least_on
         # without, the same produce requests a second). Exactly-once stages keep 5 ms: their
         # sends interleave with transaction calls, and fewer, larger requests cost less there.
         producer_linger=0.0 if guarantee == "at_least_once" else 0.005,
+        # A partition's record batch holds up to 256 KiB (aiokafka's default, 16 KiB, holds ~10
+        # sg.events records): aiokafka has one produce request in flight to a broker, and a send
+        # to a partition whose batch is full waits for it, so writing a 250-event batch to
+        # sg.events took several round trips. Alternating one-worker bursts: 1,026 against 981
+        # events/s (6 pairs, 4 higher; docs/BENCHMARKS.md session 22, and session 21's full runs).
+        # Well under the brokers' 1 MiB limit on a batch.
+        producer_max_batch_size=256 * 1024,
         # Exactly-once stages commit after each batch themselves (bus/agents/pipeline.py), so
         # the timed commit, which can land mid-batch, is pushed out of the way.
         broker_commit_every=1000 if guarantee == "at_least_once" else 10**9,

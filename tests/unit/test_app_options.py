@@ -194,3 +194,17 @@ def test_every_way_out_of_the_worker_is_bounded_by_the_grace_period(monkeypatch:
     worker.on_worker_shutdown()
     worker.on_worker_shutdown()
     assert armed == [7.0]
+
+
+def test_the_producer_batches_up_to_256_kib_a_partition(tmp_path: Path) -> None:
+    """aiokafka's 16 KiB held ~10 sg.events records, and a send to a full batch waits for the
+    request in flight: a batch's events went out in several round trips."""
+    app = App("sgbus-test", **faust_options(_access(tmp_path), tmp_path))
+
+    async def build() -> Any:
+        producer = app.producer._new_producer()  # type: ignore[attr-defined]  # created, not started
+        await producer.client.close()
+        return producer
+
+    producer = asyncio.run(build())
+    assert producer._message_accumulator._batch_size == 256 * 1024
