@@ -53,9 +53,11 @@ class Settings(BaseSettings):
                                          "whole chain, unless the next setting is set; sgbus_audit_chain_verified; "
                                          "alert SgbusAuditChainVerificationFailed)")
     audit_full_verify_interval_s: float | None = Field(
-        default=None, ge=1, description="how often the audit stage walks the whole chain, walking only what was "
-                                        "appended in between (a whole walk costs ~17-50 µs a record); unset: every "
-                                        "walk is whole. Only a whole walk catches an old row altered in place")
+        default=None, ge=1, le=7 * 86400,
+        description="how often the audit stage walks the whole chain, walking only what was appended in between (a "
+                    "whole walk costs ~17-50 µs a record); unset: every walk is whole. Only a whole walk catches an "
+                    "old row altered in place, so at most a week: longer would leave such an edit unseen for longer "
+                    "than an insider needs to put the row back")
     concern_enabled: bool = Field(
         default=True, description="run the multi-agency concern agent in `sgbus worker` (the benchmark turns it off "
                                   "to measure the sharing pipe alone)")

@@ -41,6 +41,25 @@ def route_sources(route_at_ingest: bool) -> tuple[str, ...]:
     return (REPLAY,) if route_at_ingest else (EVENTS, REPLAY)
 
 
+def replay_partitions_problem(events_partitions: int, replay_partitions: int) -> str | None:
+    """Why a stage route worker must not start on these partition counts (REPLAY_PARTITIONS), or
+    None. Counts changed by hand on a cluster could bring back shared transactional ids."""
+    if replay_partitions == 0:
+        return (f"{REPLAY} is not on the cluster: create it first (`sgbus stack up`, or apply "
+                f"deploy/strimzi/topics.yaml), with more partitions than {EVENTS}")
+    if replay_partitions <= events_partitions:
+        return (f"{REPLAY} has {replay_partitions} partitions and {EVENTS} {events_partitions}: {REPLAY} needs more, "
+                f"or a route worker's transactional ids for it would be {EVENTS}' own (add partitions to {REPLAY})")
+    return None
+
+
+def live_partitions(access: KafkaAccess, topics: list[str], timeout_s: float = 30.0) -> dict[str, int]:
+    """How many partitions each of `topics` has on the cluster (0: not there)."""
+    admin = AdminClient(access.librdkafka(log_level=0))
+    found = admin.list_topics(timeout=timeout_s).topics
+    return {t: len(found[t].partitions) if t in found else 0 for t in topics}
+
+
 def ingress_topic(agency: Agency | str) -> str:
     return INGRESS_PREFIX + (agency.value if isinstance(agency, Agency) else agency)
 

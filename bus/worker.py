@@ -29,7 +29,7 @@ from bus.security.opa_auth import OpaAccess
 from bus.security.principals import STAGE_PRINCIPALS, stage_app_id
 from bus.security.resolve import kafka_access, opa_access
 from bus.settings import Settings
-from bus.topics import EVENTS, route_sources
+from bus.topics import EVENTS, REPLAY, live_partitions, replay_partitions_problem, route_sources
 
 log = logs.get("sgbus.worker")
 
@@ -76,6 +76,11 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
         except model.ModelError as exc:
             log.error("redaction_model_unusable", cause=str(exc))
             raise SystemExit(2) from None
+        counts = live_partitions(access, [EVENTS, REPLAY])
+        problem = replay_partitions_problem(counts[EVENTS], counts[REPLAY])
+        if problem is not None:
+            log.error("topic_partitions_unsafe", problem=problem)
+            raise SystemExit(2)
     ingest_process = None
     if stage in ("all", "ingest"):
         # Ingest redacts free text: refuse to start without the pinned model (rather than

@@ -435,6 +435,16 @@ def test_old_rows_altered_or_replaced_in_place_are_caught_by_the_whole_walk_only
     assert not verify(store, public).ok
 
 
+def test_whole_walks_further_apart_than_a_week_are_refused(home: Path) -> None:
+    """Only a whole walk catches an old row altered in place: a month between two would leave an
+    insider that long to put it back unseen."""
+    from pydantic import ValidationError
+
+    assert Settings(home=home, audit_full_verify_interval_s=7 * 86400).audit_full_verify_interval_s == 7 * 86400
+    with pytest.raises(ValidationError, match="audit_full_verify_interval_s"):
+        Settings(home=home, audit_full_verify_interval_s=30 * 86400)
+
+
 def test_the_audit_stage_walks_the_whole_chain_first_then_what_was_appended_then_whole_again(
         home: Path, signer: AuditSigner, walked: tuple[AuditStore, Verification]) -> None:
     store, _ = walked

@@ -125,6 +125,16 @@ def test_sg_replay_has_transactional_ids_of_its_own_and_sg_events_keeps_those_of
     assert rolling["sg.replay"] != rolling["sg.events"] and done["sg.replay"] != done["sg.events"]
 
 
+def test_a_stage_route_worker_refuses_partition_counts_that_would_share_transactional_ids() -> None:
+    from bus.topics import EVENTS_PARTITIONS, REPLAY_PARTITIONS, replay_partitions_problem
+
+    assert replay_partitions_problem(EVENTS_PARTITIONS, REPLAY_PARTITIONS) is None
+    assert replay_partitions_problem(12, 24) is None  # sg.events scaled out, sg.replay with it
+    assert "needs more" in (replay_partitions_problem(4, 4) or "")
+    assert "needs more" in (replay_partitions_problem(12, 8) or "")  # sg.events scaled out alone
+    assert "not on the cluster" in (replay_partitions_problem(4, 0) or "")
+
+
 def test_no_group_prefix_covers_another_principals_groups() -> None:
     prefixes = [(p.name, g.name) for p in principals(PARTNERSHIP) for g in p.grants
                 if g.resource in {"group", "transactional_id"}]
