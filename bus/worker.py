@@ -12,6 +12,7 @@ from typing import Any, cast
 import faust
 
 from bus import logs
+from bus.agents.pipeline import SHARING_STAGES, routes_at_ingest
 from bus.app import Services, SignerSource, create_app
 from bus.audit.chain import open_audit_store
 from bus.audit.signer import load_signer
@@ -29,7 +30,7 @@ from bus.security.opa_auth import OpaAccess
 from bus.security.principals import STAGE_PRINCIPALS, stage_app_id
 from bus.security.resolve import kafka_access, opa_access
 from bus.settings import Settings
-from bus.topics import EVENTS, REPLAY, live_partitions, replay_partitions_problem, route_sources
+from bus.topics import EVENTS, REPLAY, live_partitions, replay_partitions_problem
 
 log = logs.get("sgbus.worker")
 
@@ -113,7 +114,7 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     # Lag of this stage's own group, read with its own principal. An all-in-one worker that routes
     # at ingest reads sg.events no more (it did, before replays had sg.replay): what its group
     # committed there is not lag.
-    left = frozenset({EVENTS} - set(route_sources(settings.route_at_ingest))) if stage == "all" else frozenset()
+    left = frozenset({EVENTS}) if stage == "all" and routes_at_ingest(settings, SHARING_STAGES, False) else frozenset()
     metrics.registry.register(LagCollector(access, [Group(stage, stage_app_id(settings.app_id, stage), left=left)]))
     _server, url = serve_metrics(metrics.registry, settings, "sgbus-worker", {"stage": stage})
     log.info("metrics_serving", url=url)

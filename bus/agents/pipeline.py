@@ -55,6 +55,13 @@ def routed_at_ingest(headers: Any) -> bool:
     return any((k, v) in ROUTED_AT_INGEST for k, v in pairs)
 
 
+def routes_at_ingest(settings: Any, stages: tuple[str, ...], exactly_once: bool) -> bool:
+    """Whether a worker of `stages` routes each event in the batch that ingested it (the
+    all-in-one worker, unless SGBUS_ROUTE_AT_INGEST=false); its route agent then reads only
+    replays (bus/topics.py route_sources)."""
+    return not exactly_once and "ingest" in stages and "route" in stages and settings.route_at_ingest
+
+
 def register_key(event: PseudonymisedEvent) -> str:
     """Event ids are unique per source organisation: one organisation cannot squat another's."""
     return f"{event.source.agency.value}/{event.source.org_id}/{event.event_id}"
@@ -108,8 +115,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     # docs/BENCHMARKS.md session 22). A crash before the ingress offsets are committed repeats
     # the batch with the same ingest ids: delivered at least once, audited once, as when the two
     # hops were apart.
-    route_at_ingest = (not exactly_once and "ingest" in stages and "route" in stages
-                       and settings.route_at_ingest)
+    route_at_ingest = routes_at_ingest(settings, stages, exactly_once)
     # Ingest's CPU work in a process of its own: the all-in-one worker routes one batch while
     # the next is prepared there; the ingest stage waits for each batch (its transaction per
     # batch would take in a second one in flight), but its own process then stays small (the
