@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 
+from bus.agents.direct_producer import DirectProducer
 from bus.audit.chain import AuditStore
 from bus.audit.signer import AuditSigner
 from bus.audit_process import AuditProcess
@@ -136,6 +137,22 @@ def faust_options(access: KafkaAccess, home: Path, guarantee: str = "at_least_on
     )
 
 
+def direct_producer_config(access: KafkaAccess, app_id: str, linger_ms: float) -> dict[str, Any]:
+    """librdkafka properties of the all-in-one worker's producer (bus/agents/direct_producer.py):
+    as Faust's at-least-once producer (bus/faust_kafka.py), idempotent with acks from every
+    in-sync replica, so a send retried after a broker loss is written once."""
+    return access.librdkafka(**{
+        "client.id": f"{app_id}-sends",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": linger_ms,
+        # A request holds up to 1 MiB (the brokers' limit); librdkafka's default is the same.
+        "batch.size": 1024 * 1024,
+        # Errors only: its connection notices would repeat what Faust's client logs.
+        "log_level": 3,
+    })
+
+
 def create_app(access: KafkaAccess, services: Services, stage: str = "all") -> faust.App:
     """All stages in one app (at-least-once), or one stage with its own consumer group and
     Kafka transactions (exactly-once): `sgbus worker --stage ingest|route|audit`."""
@@ -149,6 +166,8 @@ def create_app(access: KafkaAccess, services: Services, stage: str = "all") -> f
     if stage == "all":
         app = App(app_id, **fetching,
                   **faust_options(access, settings.home, session_timeout_s=settings.session_timeout_s))
+        if settings.librdkafka_sends:
+            app.direct = DirectProducer(direct_producer_config(access, app_id, settings.librdkafka_linger_ms))
         register(app, services, SHARING_STAGES)
     elif stage == "concern":  # its raises are idempotent (derived ids), its table at-least-once
         # Faust's own 60 s session, not SGBUS_SESSION_TIMEOUT_S: with 15 s, a concern stage

@@ -14,6 +14,7 @@ from faust.transport.drivers import aiokafka as driver
 from faust.types import TP, TransportT
 
 from bus import logs
+from bus.agents.direct_producer import DirectProducer
 from bus.agents.sends import SendFailed, SendLedger
 from bus.fetch_linger import FetchLinger
 
@@ -48,10 +49,16 @@ class _Consumer(driver.Consumer):
         # attached send fails); the restarted worker reads the batch again and resends it.
         ledger: SendLedger | None = getattr(self.app, "sends", None)
         failed = ledger.failure() if ledger is not None else None
+        direct: DirectProducer | None = getattr(self.app, "direct", None)
+        if direct is not None and failed is None:
+            await direct.flush()  # its records are not in Faust's producer, which Faust has just flushed
+            failed = direct.failure()
         if failed is not None:
             topic, error = failed
-            log.error("send_failed_not_committing", topic=topic, error=type(error).__name__)
-            await self.crash(SendFailed(f"a record for {topic} was not written ({type(error).__name__}); "
+            # librdkafka's refusals come as SendFailed naming the broker's error code
+            what = str(error) if isinstance(error, SendFailed) else type(error).__name__
+            log.error("send_failed_not_committing", topic=topic, error=what)
+            await self.crash(SendFailed(f"a record for {topic} was not written ({what}); "
                                         "nothing after it is committed"))
             return False
         return bool(await super()._commit(offsets))
@@ -105,6 +112,8 @@ class App(faust.App):
         self.fetch_linger_ms = min(fetch_linger_ms, fetch_max_wait_ms)
         #: at-least-once sends since the last commit (bus/agents/pipeline.py tracks them)
         self.sends = SendLedger()
+        #: the all-in-one worker's sends, through librdkafka (bus/app.py create_app sets it)
+        self.direct: DirectProducer | None = None
         options.setdefault("TableManager", _TableManager)
         super().__init__(id, **options)
 

@@ -117,6 +117,15 @@ class Settings(BaseSettings):
                     "process while it routes the batch before (more events/s where a core is spare; ~80 MB more "
                     "memory in all); the ingest stage worker does that work in a second process too, one batch at "
                     "a time (each process then stays small)")
+    librdkafka_sends: bool = Field(
+        default=True,
+        description="the all-in-one worker sends through librdkafka (confluent-kafka) rather than Faust's aiokafka "
+                    "producer: its records leave from librdkafka's own threads, off the worker's event loop "
+                    "(bus/agents/direct_producer.py); false: through Faust's producer, as before")
+    librdkafka_linger_ms: float = Field(
+        default=1.0, ge=0, le=100,
+        description="how long librdkafka waits for more of the all-in-one worker's records before it sends a "
+                    "request (linger.ms)")
     audit_process: bool = Field(
         default=False,
         description="the worker that runs the audit stage (all-in-one or `--stage audit`) decodes, chains, stores "

@@ -139,9 +139,16 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
                         event_register=open_audit_store(settings),
                         audit_signer=audit_signer, concern_sign=concern_sign, ingest_process=ingest_process,
                         audit_process=audit_process)
+    app: faust.App | None = None
     try:
-        run_faust(create_app(access, services, stage), settings)
+        app = create_app(access, services, stage)
+        run_faust(app, settings)
     finally:
+        direct = getattr(app, "direct", None)
+        if direct is not None:
+            left = direct.close()  # committed offsets never pass a record still queued here
+            if left:
+                log.warning("sends_unwritten_at_exit", records=left)
         for helper in (ingest_process, audit_process):
             if helper is not None:
                 helper.close()

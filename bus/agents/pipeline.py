@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from bus import logs
 from bus.agents.batching import take_ready
+from bus.agents.direct_producer import DirectProducer
 from bus.agents.sends import SendLedger
 from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
@@ -76,9 +77,20 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     sends: SendLedger | None = getattr(app, "sends", None)  # bus/faust_kafka.py's App has one
     audit_watch = AuditWatch(settings, metrics)
 
+    direct: DirectProducer | None = None if exactly_once else getattr(app, "direct", None)
+    if direct is not None:
+        async def start_direct_producer() -> None:
+            direct.start()  # connects while the worker joins its group, not at the first batch
+
+        app.task(start_direct_producer)
+
     async def send(topic: faust.TopicT, key: bytes | None, value: bytes, source: TP,
-                   headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any] | None:
-        """Send; at-least-once returns the send's future (its partition and offset once acked)."""
+                   headers: list[tuple[str, bytes]] | None = None, *,
+                   position: bool = False) -> Awaitable[Any] | None:
+        """Send; at-least-once with `position` returns an awaitable of where it was written
+        (its partition and offset)."""
+        if direct is not None:  # the all-in-one worker (bus/agents/direct_producer.py)
+            return await direct.send(topic.get_topic_name(), key, value, headers, position=position)
         if not exactly_once:
             # Straight to the producer, not through Faust's topic.send (its message futures and
             # sensor callbacks). Faust flushes this producer before it commits the consumed
@@ -253,7 +265,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
 
         async def write_events() -> None:
             for event, key, value, tp in to_write:
-                sent = await send(events, key, value, tp, list(ROUTED_AT_INGEST))
+                sent = await send(events, key, value, tp, list(ROUTED_AT_INGEST), position=True)
                 assert sent is not None  # at-least-once only
                 positions[id(event)] = sent
 

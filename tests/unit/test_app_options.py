@@ -208,3 +208,26 @@ def test_the_producer_batches_up_to_256_kib_a_partition(tmp_path: Path) -> None:
 
     producer = asyncio.run(build())
     assert producer._message_accumulator._batch_size == 256 * 1024
+
+
+@pytest.mark.parametrize(("stage", "setting", "direct"), [("all", True, True), ("all", False, False),
+                                                          ("ingest", True, False), ("concern", True, False)])
+def test_only_the_all_in_one_worker_sends_through_librdkafka(tmp_path: Path, stage: str, setting: bool, direct: bool,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exactly-once stages send inside aiokafka transactions, and the concern stage's table writes
+    through Faust: only the all-in-one worker's sends leave through librdkafka (unless turned off)."""
+    import bus.agents.pipeline
+    from bus.app import create_app
+    from bus.settings import Settings
+
+    monkeypatch.setattr(bus.agents.pipeline, "register", lambda *a, **k: None)
+    services: Any = type("S", (), {"settings": Settings(home=tmp_path, librdkafka_sends=setting,
+                                                        librdkafka_linger_ms=2.0)})()
+    app = create_app(_access(tmp_path), services, stage)
+    producer = app.direct  # type: ignore[attr-defined]
+    assert (producer is not None) == direct
+    if producer is not None:
+        config = producer._config
+        assert config["enable.idempotence"] is True and config["acks"] == "all" and config["linger.ms"] == 2.0
+        assert config["security.protocol"] == "SASL_SSL"  # the same principal and TLS as its Faust clients
+        assert producer._producer is None  # connected once the worker runs, not when the app is built
