@@ -145,6 +145,10 @@ def direct_producer_config(access: KafkaAccess, app_id: str, linger_ms: float) -
         "client.id": f"{app_id}-sends",
         "enable.idempotence": True,
         "acks": "all",
+        # Java's (and aiokafka's) partitioner, not librdkafka's default (CRC32): a key keeps the
+        # partition Faust's producer gave it, so one child's events, copies and concern picture
+        # stay on one partition across the switch (and across all-in-one <-> stage workers).
+        "partitioner": "murmur2_random",
         "linger.ms": linger_ms,
         # A request holds up to 1 MiB (the brokers' limit); librdkafka's default is the same.
         "batch.size": 1024 * 1024,

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, cast
 
 from confluent_kafka import KafkaError, Producer
 
+from bus import logs
 from bus.agents.sends import SendFailed
+
+log = logs.get("sgbus.worker")
 
 #: how long a waiting flush blocks in librdkafka before it looks again (the thread's poll)
 _POLL_S = 0.005
@@ -62,8 +66,11 @@ class DirectProducer:
     exactly as with aiokafka's futures (bus/agents/sends.py)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
-        self._config = config
+        self._config = {**config, "error_cb": self._client_error}
         self._producer: Producer | None = None
+        # A flush waits in this thread, not the default pool's: a wait on a broker that is down
+        # must not hold a thread ingest, the event id register or the audit walk need.
+        self._waiter = ThreadPoolExecutor(1, thread_name_prefix="sgbus-sends")
         self._lock = threading.Lock()
         # Records in flight per epoch; a flush starts a new epoch and waits for the ones before.
         self._epoch = 0
@@ -113,10 +120,24 @@ class DirectProducer:
                 del self._in_flight[epoch]
 
     def _delivered(self, epoch: int, err: KafkaError | None, msg: Any) -> None:
-        # In whichever thread polls (a flush's): only plain assignments and the lock.
-        if err is not None and self._failed is None:
-            self._failed = (str(msg.topic()), SendFailed(_describe(err)))
+        # In whichever thread polls (a flush's): only the lock and plain assignments.
+        if err is not None:
+            self._fail(str(msg.topic()), err)
         self._settle(epoch)
+
+    def _fail(self, topic: str, err: KafkaError) -> None:
+        with self._lock:
+            if self._failed is None:  # the first stays reported
+                self._failed = (topic, SendFailed(_describe(err)))
+
+    def _client_error(self, err: KafkaError) -> None:
+        """librdkafka's errors outside any one record (brokers down, authentication, a fatal
+        idempotence error): logged by name; a fatal one stops the next commit, as the records
+        it fails would anyway."""
+        fatal = bool(err.fatal())
+        log.error("librdkafka_error", error=_describe(err), fatal=fatal)
+        if fatal:
+            self._fail("(producer)", err)
 
     def _delivered_at(self, epoch: int, sent: Sent, err: KafkaError | None, msg: Any) -> None:
         if err is None:
@@ -130,7 +151,7 @@ class DirectProducer:
             return sum(n for e, n in self._in_flight.items() if e <= epoch)
 
     def _wait_before(self, epoch: int) -> None:
-        while self._waiting_before(epoch):
+        while self._waiting_before(epoch) and not self._closed:
             self._rk.poll(_POLL_S)
 
     async def flush(self) -> None:
@@ -143,7 +164,7 @@ class DirectProducer:
             if self._in_flight[epoch] == 0:
                 del self._in_flight[epoch]
         if self._waiting_before(epoch):
-            await asyncio.to_thread(self._wait_before, epoch)
+            await asyncio.get_running_loop().run_in_executor(self._waiter, self._wait_before, epoch)
         else:
             self._rk.poll(0)  # serve whatever reports are due, without a thread hop
 
@@ -154,7 +175,10 @@ class DirectProducer:
     def close(self, timeout_s: float = 10.0) -> int:
         """At the worker's exit, after its last commit: give what is queued `timeout_s` to go out.
         Returns how many records were left unwritten (their offsets were never committed)."""
-        if self._closed or self._producer is None:
+        if self._closed:
             return 0
         self._closed = True
+        self._waiter.shutdown(wait=False, cancel_futures=True)
+        if self._producer is None:
+            return 0
         return int(self._producer.flush(timeout_s))

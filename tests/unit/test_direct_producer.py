@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,3 +171,32 @@ def test_close_before_any_send_creates_no_producer() -> None:
     producer = DirectProducer({"bootstrap.servers": "127.0.0.1:1"})
     assert producer.close() == 0
     assert producer._producer is None
+
+
+def test_a_fatal_client_error_stops_the_next_commit_and_others_only_log() -> None:
+    producer = _producer(_Librdkafka())
+
+    class _ClientError(_Error):
+        def __init__(self, name: str, fatal: bool) -> None:
+            super().__init__(name)
+            self._fatal = fatal
+
+        def fatal(self) -> bool:
+            return self._fatal
+
+    producer._client_error(_ClientError("_ALL_BROKERS_DOWN", False))  # type: ignore[arg-type]
+    assert producer.failure() is None  # librdkafka retries; a record it gives up on is reported
+    producer._client_error(_ClientError("_FATAL", True))  # type: ignore[arg-type]
+    failed = producer.failure()
+    assert failed is not None and str(failed[1]) == "_FATAL"
+
+
+def test_keys_are_partitioned_as_java_and_aiokafka_partition_them(tmp_path: Path) -> None:
+    """librdkafka's default partitioner (CRC32) would move every child's records to other partitions
+    than Faust's producer gave them; murmur2 keeps them (tests/integration/test_pipeline.py checks
+    the partitions themselves)."""
+    from bus.app import direct_producer_config
+    from bus.security.kafka_access import KafkaAccess
+
+    access = KafkaAccess("127.0.0.1:1", "sgbus-all", "pw", tmp_path / "ca.pem")
+    assert direct_producer_config(access, "sgbus-all", 1.0)["partitioner"] == "murmur2_random"
