@@ -394,3 +394,21 @@ def test_the_gateway_writes_only_ingress_topics_and_reads_only_partner_topics_an
     assert _topics("sgbus-gateway", "write") == {("sg.ingress.", "prefixed")}
     assert _topics("sgbus-gateway", "read") == {("sg.deliver.", "prefixed"), ("sg.dlq", "literal")}
     assert {(g.resource, g.name) for g in gateway.grants if g.resource != "topic"} == {("group", "gateway.")}
+
+
+def test_existing_topics_whose_partition_counts_would_break_the_bus_are_named() -> None:
+    """A count changed by hand on the cluster is refused by `stack up` / `partners sync`, topic
+    by topic; counts the bus does not rely on (ingress, partner, dead-letter topics) pass."""
+    from bus.topics import AUDIT, AUDIT_HEADS, DLQ, EVENTS, REPLAY, deliver_topic, ingress_topic, partition_problems
+
+    specs = topic_specs(PARTNERSHIP)
+    as_specified = {s.name: s.partitions for s in specs}
+    assert partition_problems(specs, as_specified) == []
+    assert partition_problems(specs, {}) == []  # nothing there yet: everything is created
+    assert partition_problems(specs, {**as_specified, ingress_topic("police"): 6, DLQ: 3,
+                                      deliver_topic("oakfield-primary"): 1}) == []
+    problems = partition_problems(specs, {**as_specified, EVENTS: 8, AUDIT: 2, AUDIT_HEADS: 3})
+    assert [p.split(" ")[0] for p in problems] == [EVENTS, AUDIT, AUDIT_HEADS, REPLAY]
+    assert "needs exactly 4" in problems[0] and "needs exactly 1" in problems[1]
+    assert "has 8 partitions and sg.events 8" in problems[3]  # as many as sg.events: shared transactional ids
+    assert partition_problems(specs, {EVENTS: 4, REPLAY: 4})[0].startswith(REPLAY)
