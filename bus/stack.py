@@ -42,7 +42,7 @@ from bus.security.kafka_admin import SyncReport, scram_users, sync_principals, u
 from bus.security.pki import LOCAL_HOSTS, Issued, PartnershipCA, ca_path, client_context
 from bus.security.principals import ADMIN
 from bus.toolchain.monitoring import ensure_jmx_exporter, ensure_prometheus
-from bus.topics import create_topics, topic_specs
+from bus.topics import check_partition_counts, create_topics, topic_specs
 
 Progress = Callable[[str], None]
 KAFKA_HEAP = ("-Xms256m", "-Xmx512m")
@@ -707,6 +707,7 @@ class Stack:
         report = sync_principals(self.access(), partnership, self.home)
         if report.users_created or report.users_removed or report.acls_created or report.acls_removed:
             self.progress(f"principals: {report.summary()}")
+        check_partition_counts(self.access(), topic_specs(partnership))
         if monitoring:
             started += self._up_monitoring(status, restarted=bool(started))
         return self.status(), started

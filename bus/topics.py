@@ -112,17 +112,20 @@ def deliver_retention_ms(partnership: Partnership, partner_id: str) -> int:
     return (max(days) if days else 7) * DAY_MS
 
 
-#: topics whose partition count the bus relies on: one hash chain and its heads, in order; a
-#: child's events on one partition, with the concern table's changelog co-partitioned with them
-#: (and Faust's topic groups, hence stage workers' transactional ids, numbered by these counts)
-FIXED_PARTITIONS = (EVENTS, AUDIT, AUDIT_HEADS)
+#: topics whose partition count the bus relies on: the audit records of one hash chain, read by
+#: one audit agent in order; a child's events on one partition, with the concern table's changelog
+#: created with as many (and Faust's topic groups, hence stage workers' transactional ids, numbered
+#: by these counts). sg.audit.heads is not among them: its readers take the highest head of all its
+#: partitions (bus/audit/heads.py), and it must never be recreated (it is the evidence against a
+#: rolled-back audit store).
+FIXED_PARTITIONS = (EVENTS, AUDIT)
 
 
 def partition_problems(specs: list[TopicSpec], live: dict[str, int]) -> list[str]:
     """Why existing topics' partition counts (`live`; missing topics absent or 0) would break the
     bus, one sentence each. Topics in FIXED_PARTITIONS must have their spec's count and sg.replay
-    more than sg.events; an ingress, partner or dead-letter topic may have more (or fewer): only
-    its throughput and its readers' parallelism change."""
+    more than sg.events; an ingress, partner, dead-letter or heads topic may have more (or fewer):
+    only its throughput and its readers' parallelism change."""
     wanted = {s.name: s.partitions for s in specs}
     problems = [f"{name} has {live[name]} partitions, the bus needs exactly {wanted[name]}: recreate it with "
                 f"{wanted[name]} once it is drained (README \"Upgrading a running bus\")"
@@ -134,17 +137,23 @@ def partition_problems(specs: list[TopicSpec], live: dict[str, int]) -> list[str
     return problems
 
 
-def create_topics(access: KafkaAccess, specs: list[TopicSpec], timeout_s: float = 30.0) -> list[str]:
-    """Create the topics that do not exist yet and bring the retention settings of existing
-    ones in line (agreements change); returns the names created. `access`: the admin.
-    StackError, creating nothing, if an existing topic's partition count would break the bus
-    (partition_problems): a count changed by hand is refused here rather than found later."""
+def check_partition_counts(access: KafkaAccess, specs: list[TopicSpec], timeout_s: float = 30.0) -> None:
+    """StackError naming each topic whose partition count would break the bus (partition_problems):
+    a count changed by hand is found by `stack up` / `partners sync` rather than by a worker.
+    Called after the topics are created and the principals synced, so that a refused count never
+    holds back taking a removed partner's access away."""
     admin = AdminClient(access.librdkafka(log_level=0))
     found = admin.list_topics(timeout=timeout_s).topics
-    existing = set(found)
-    problems = partition_problems(specs, {name: len(found[name].partitions) for name in existing})
+    problems = partition_problems(specs, {name: len(found[name].partitions) for name in found})
     if problems:
         raise StackError("; ".join(problems))
+
+
+def create_topics(access: KafkaAccess, specs: list[TopicSpec], timeout_s: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet and bring the retention settings of existing
+    ones in line (agreements change); returns the names created. `access`: the admin."""
+    admin = AdminClient(access.librdkafka(log_level=0))
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
     todo = [s for s in specs if s.name not in existing]
     _align_configs(admin, [s for s in specs if s.name in existing and s.config], timeout_s)
     if not todo:

@@ -135,9 +135,11 @@ class DirectProducer:
         idempotence error): logged by name; a fatal one stops the next commit, as the records
         it fails would anyway."""
         fatal = bool(err.fatal())
-        log.error("librdkafka_error", error=_describe(err), fatal=fatal)
         if fatal:
-            self._fail("(producer)", err)
+            log.error("librdkafka_fatal_error", error=_describe(err))
+            self._fail("every topic (the producer failed)", err)
+        else:  # librdkafka retries (a broker down, a connection lost); a record it gives up on is reported
+            log.warning("librdkafka_error", error=_describe(err))
 
     def _delivered_at(self, epoch: int, sent: Sent, err: KafkaError | None, msg: Any) -> None:
         if err is None:

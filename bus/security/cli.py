@@ -20,7 +20,7 @@ def partners_sync() -> None:
     """Re-apply topics, principals (SCRAM users) and ACLs after policies/data/partners.yaml or
     agreements change: new partners get credentials, removed ones lose them, ACLs match exactly."""
     from bus.policy.data import load_partnership
-    from bus.topics import create_topics, topic_specs
+    from bus.topics import check_partition_counts, create_topics, topic_specs
 
     settings = Settings()
     stack = local_stack(settings)
@@ -28,6 +28,7 @@ def partners_sync() -> None:
     created = create_topics(stack.access(), topic_specs(partnership))
     report = stack.sync_partners()
     typer.echo(f"{len(created)} topic(s) created; {report.summary()}")
+    check_partition_counts(stack.access(), topic_specs(partnership))  # after the ACLs: access is taken away first
 
 
 @partners_app.command("principals")

@@ -141,7 +141,9 @@ def test_opa_down_shares_nothing_loses_nothing_and_delivers_each_once_when_back(
 
 def _keyed_records(bus: Bus, topic: str) -> tuple[int, list[tuple[int, bytes, dict[str, object]]]]:
     """How many partitions `topic` has, and (partition, key, value) of every record on it now."""
-    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+    import time
+
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
     from bus.kafka_io import committed_reader, partitions_of
 
@@ -151,12 +153,16 @@ def _keyed_records(bus: Bus, topic: str) -> tuple[int, list[tuple[int, bytes, di
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         out: list[tuple[int, bytes, dict[str, object]]] = []
         ended: set[int] = set()
+        deadline = time.monotonic() + 30
         while len(ended) < len(partitions):
+            assert time.monotonic() < deadline, f"{topic}: the end of every partition not reached in 30 s"
             msg = consumer.poll(1.0)
             if msg is None:
                 continue
-            if msg.error() is not None:
-                ended.add(int(msg.partition() or 0))
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    ended.add(int(msg.partition() or 0))
                 continue
             out.append((int(msg.partition() or 0), msg.key() or b"", json.loads(msg.value() or b"{}")))
         return len(partitions), out
