@@ -15,12 +15,11 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from bus.exceptions import KeyringError
-from bus.provenance.signing import b64url, b64url_decode
+from bus.provenance.signing import b64url, b64url_decode, ed25519_verifies, usable_public_key
 from bus.security.files import write_private
 
 
@@ -58,11 +57,7 @@ class AuditVerifier:
         key = self.keys.get(kid)
         if key is None:
             return False
-        try:
-            key.verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
+        return ed25519_verifies(key, signature, message)  # libsodium, as publishers' signatures
 
 
 def signing_key_path(home: Path) -> Path:
@@ -76,12 +71,17 @@ def public_keys_path(home: Path) -> Path:
 def load_verifier(path: Path) -> AuditVerifier:
     try:
         data = json.loads(path.read_text())
-        return AuditVerifier({kid: Ed25519PublicKey.from_public_bytes(b64url_decode(raw))
-                              for kid, raw in data["keys"].items()})
+        raw_keys = {kid: b64url_decode(raw) for kid, raw in data["keys"].items()}
+        keys = {kid: Ed25519PublicKey.from_public_bytes(raw) for kid, raw in raw_keys.items()}
     except FileNotFoundError:
         raise KeyringError(f"no audit public keys at {path}; run `sgbus keys init`") from None
     except (ValueError, KeyError, TypeError, AttributeError):
         raise KeyringError(f"audit public keys at {path} are malformed") from None
+    unusable = sorted(kid for kid, raw in raw_keys.items() if not usable_public_key(raw))
+    if unusable:  # a small-order key would vouch for forged checkpoints
+        raise KeyringError(f"audit public keys at {path}: {', '.join(unusable)} of small order or encoded "
+                           "non-canonically; refused")
+    return AuditVerifier(keys)
 
 
 def _add_public(path: Path, signer: AuditSigner) -> None:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from bus.exceptions import ConfigurationError
-from bus.provenance.signing import b64url, b64url_decode, declare_override, sign_event
+from bus.provenance.signing import b64url, b64url_decode, declare_override, sign_event, usable_public_key
 from bus.security.files import private_dir, write_private
 from schemas.envelope import Agency
 
@@ -34,9 +34,13 @@ class _Model(BaseModel):
 
 def _raw_key(value: str) -> str:
     try:
-        Ed25519PublicKey.from_public_bytes(b64url_decode(value))
+        raw = b64url_decode(value)
+        Ed25519PublicKey.from_public_bytes(raw)
     except ValueError:
         raise ValueError("not a raw Ed25519 public key (32 bytes, base64url)") from None
+    if not usable_public_key(raw):
+        raise ValueError("an Ed25519 public key of small order or encoded non-canonically: it could vouch "
+                         "for forged signatures, so it is refused (issue the organisation a new key)")
     return value
 
 

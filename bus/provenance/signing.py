@@ -22,6 +22,7 @@ from typing import Any
 
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
@@ -127,9 +128,34 @@ def parse_jws(value: str) -> Jws:
     return Jws(header["kid"], parts[0], signature)
 
 
+_P = 2**255 - 19
+
+
+def usable_public_key(raw: bytes) -> bool:
+    """An Ed25519 public key that can vouch for something: 32 bytes, canonically encoded, not of
+    small order. OpenSSL takes a small-order key, and under one a trivial signature verifies for
+    any message (the identity point with R = identity, S = 0); no honest key is one."""
+    if len(raw) != 32 or int.from_bytes(raw, "little") & ((1 << 255) - 1) >= _P:
+        return False
+    try:
+        crypto_sign_ed25519_pk_to_curve25519(raw)  # libsodium refuses small-order points
+    except Exception:  # PyNaCl raises its own RuntimeError
+        return False
+    return True
+
+
 @lru_cache(maxsize=4096)
 def _libsodium_key(raw: bytes) -> VerifyKey:
     return VerifyKey(raw)
+
+
+def ed25519_verifies(public_key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    """Whether `signature` is `public_key`'s over `message`, by libsodium (see verify_statement)."""
+    try:
+        _libsodium_key(public_key.public_bytes_raw()).verify(message, signature)
+    except (BadSignatureError, ValueError, TypeError):
+        return False
+    return True
 
 
 def verify_statement(jws: Jws, public_key: Ed25519PublicKey, statement: dict[str, Any]) -> None:
@@ -140,10 +166,8 @@ def verify_statement(jws: Jws, public_key: Ed25519PublicKey, statement: dict[str
     session 23). libsodium is also the stricter of the two: it refuses small-order keys and
     non-canonical encodings, which no honest RFC 8032 signer produces (tests/unit/test_signing.py)."""
     signing_input = f"{jws.header}.{b64url(canonical(statement))}".encode()
-    try:
-        _libsodium_key(public_key.public_bytes_raw()).verify(signing_input, jws.signature)
-    except (BadSignatureError, ValueError, TypeError):
-        raise BadSignature("bad_signature") from None
+    if not ed25519_verifies(public_key, jws.signature, signing_input):
+        raise BadSignature("bad_signature")
 
 
 def _event_id(event: dict[str, Any]) -> str:

@@ -3,6 +3,8 @@ else is refused with the one reason code, including forgeries OpenSSL's verifica
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -34,3 +36,46 @@ def test_a_small_order_key_in_the_register_verifies_nothing() -> None:
     forged = type(forged)(forged.kid, forged.header, identity + bytes(32))
     with pytest.raises(BadSignature, match="bad_signature"):
         verify_statement(forged, Ed25519PublicKey.from_public_bytes(identity), _statement())
+
+
+_P = 2**255 - 19
+SMALL_ORDER = {
+    "identity": bytes([1] + [0] * 31),
+    "order 2": (_P - 1).to_bytes(32, "little"),
+    "order 4": bytes(32),
+    "order 8": bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+    "identity, non-canonical": (_P + 1).to_bytes(32, "little"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_ORDER))
+def test_a_small_order_or_non_canonical_key_is_refused_from_the_register(name: str) -> None:
+    from pydantic import ValidationError
+
+    from bus.provenance.registry import PublisherKey
+    from bus.provenance.signing import b64url, usable_public_key
+
+    raw = SMALL_ORDER[name]
+    assert not usable_public_key(raw)
+    with pytest.raises(ValidationError, match="small order or encoded non-canonically"):
+        PublisherKey(kid="police-nsp-1", agency="police", org_id="NSP", public_key=b64url(raw),
+                     issued_at="2026-11-28T00:00:00+00:00")
+
+
+def test_an_honest_key_is_usable_and_checkpoints_verify_with_libsodium(tmp_path: Path) -> None:
+    import json
+
+    from bus.audit.signer import AuditSigner, load_verifier
+    from bus.exceptions import KeyringError
+    from bus.provenance.signing import b64url, usable_public_key
+
+    signer = AuditSigner("audit-1", Ed25519PrivateKey.generate())
+    assert usable_public_key(signer.key.public_key().public_bytes_raw())
+    keys = tmp_path / "public-keys.json"
+    keys.write_text(json.dumps({"keys": {"audit-1": signer.public_raw()}}))
+    verifier = load_verifier(keys)
+    assert verifier.verify("audit-1", signer.sign(b"head"), b"head")
+    assert not verifier.verify("audit-1", signer.sign(b"head"), b"another head")
+    keys.write_text(json.dumps({"keys": {"audit-1": signer.public_raw(), "forged": b64url(SMALL_ORDER["identity"])}}))
+    with pytest.raises(KeyringError, match="forged of small order"):
+        load_verifier(keys)
