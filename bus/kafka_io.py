@@ -63,11 +63,26 @@ def read_topic(
     """Every value in `topic` from the beginning (no consumer group, nothing committed), until
     `max_messages`, `until(values)` holds, `timeout_s` passes or, with `to_end`, the end of
     every partition is reached (a snapshot of what is there now)."""
+    _, records = _read(access, topic, max_messages=max_messages, timeout_s=timeout_s, until=until, group=group,
+                       to_end=to_end)
+    return [value for _, _, value in records]
+
+
+def read_keyed(access: KafkaAccess, topic: str, *, timeout_s: float = 10.0,
+               group: str = "sgbus-reader") -> tuple[int, list[tuple[int, bytes | None, bytes]]]:
+    """How many partitions `topic` has, and (partition, key, value) of every record on it now."""
+    return _read(access, topic, timeout_s=timeout_s, group=group, to_end=True)
+
+
+def _read(access: KafkaAccess, topic: str, *, max_messages: int | None = None, timeout_s: float,
+          until: Callable[[list[bytes]], bool] | None = None, group: str,
+          to_end: bool) -> tuple[int, list[tuple[int, bytes | None, bytes]]]:
     consumer = committed_reader(access, group, eof=to_end)
     try:
         partitions = partitions_of(consumer, topic)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         at_end: set[int] = set()
+        records: list[tuple[int, bytes | None, bytes]] = []
         values: list[bytes] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -89,7 +104,8 @@ def read_topic(
             value = msg.value()
             if value is not None:
                 values.append(value)
-        return values
+                records.append((int(msg.partition() or 0), msg.key(), value))
+        return len(partitions), records
     except KafkaException as exc:
         raise StackError(f"reading {topic} failed: {exc}") from None
     finally:

@@ -108,7 +108,7 @@ class DirectProducer:
                 return sent
             except BufferError:  # librdkafka's queue is full: let it drain, then queue again
                 self._settle(epoch)
-                await asyncio.to_thread(self._rk.poll, 0.1)
+                await asyncio.get_running_loop().run_in_executor(self._waiter, self._rk.poll, 0.1)
             except BaseException:
                 self._settle(epoch)
                 raise

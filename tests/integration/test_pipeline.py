@@ -139,37 +139,6 @@ def test_opa_down_shares_nothing_loses_nothing_and_delivers_each_once_when_back(
             assert len(_delivered(bus, partner, event_id)) == expected, (partner, event_id)
 
 
-def _keyed_records(bus: Bus, topic: str) -> tuple[int, list[tuple[int, bytes, dict[str, object]]]]:
-    """How many partitions `topic` has, and (partition, key, value) of every record on it now."""
-    import time
-
-    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
-
-    from bus.kafka_io import committed_reader, partitions_of
-
-    consumer = committed_reader(bus.admin, "sgbus-reader-partitions", eof=True)
-    try:
-        partitions = partitions_of(consumer, topic)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        out: list[tuple[int, bytes, dict[str, object]]] = []
-        ended: set[int] = set()
-        deadline = time.monotonic() + 30
-        while len(ended) < len(partitions):
-            assert time.monotonic() < deadline, f"{topic}: the end of every partition not reached in 30 s"
-            msg = consumer.poll(1.0)
-            if msg is None:
-                continue
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    ended.add(int(msg.partition() or 0))
-                continue
-            out.append((int(msg.partition() or 0), msg.key() or b"", json.loads(msg.value() or b"{}")))
-        return len(partitions), out
-    finally:
-        consumer.close()
-
-
 def test_a_childs_records_land_on_the_partition_javas_partitioner_gives_their_key(bus: Bus) -> None:
     """The worker's producer hashes keys as Java's and aiokafka's do (murmur2), so a child's events
     and copies keep their partitions whichever producer wrote them (all-in-one or stage workers,
@@ -177,14 +146,16 @@ def test_a_childs_records_land_on_the_partition_javas_partitioner_gives_their_ke
     rely on it."""
     from aiokafka.partitioner import murmur2
 
+    from bus.kafka_io import read_keyed
+
     s = Synth(seed=31)
     events = [s.domestic_abuse_incident(s.child(), school_urn="900001") for _ in range(6)]
     ids = {e["event_id"] for e in events}
     bus.publish(events)
     bus.audits_for(ids, 4 * len(events))
     for topic in (EVENTS, deliver_topic("northshire-csc")):
-        count, everything = _keyed_records(bus, topic)
-        records = [r for r in everything if r[2].get("event_id") in ids]
+        count, everything = read_keyed(bus.admin, topic, timeout_s=30)
+        records = [(p, k or b"") for p, k, v in everything if json.loads(v).get("event_id") in ids]
         assert len(records) == len(events) and count > 1, topic
-        for partition, key, _value in records:
+        for partition, key in records:
             assert partition == (murmur2(key) & 0x7FFFFFFF) % count, topic
