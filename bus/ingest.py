@@ -37,6 +37,8 @@ class IngestOutcome:
     dead_letter: DeadLetter | None = None
     #: why an urgency block was not accepted (the event itself is routed without the override)
     override_refused: str | None = None
+    #: the event's JSON, as written to sg.events, when ingest's process serialised it already
+    event_json: bytes | None = None
 
 
 def _safe_header(raw: bytes) -> tuple[str | None, str | None]:

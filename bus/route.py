@@ -258,7 +258,16 @@ class Router:
             ahead = None
         age = self._vouched_age(today)
         vouched = age is not None and age < self.check_vouches_s
-        keys = [cache.key(req, today) for _, req in pairs]
+        # An event's requests (one per candidate recipient) share its policy view: its part of
+        # the key is built once.
+        parts: dict[int, tuple[Any, ...]] = {}
+        keys = []
+        for _, req in pairs:
+            visible = req["event"]
+            part = parts.get(id(visible))
+            if part is None:
+                part = parts[id(visible)] = cache.event_part(visible)
+            keys.append(cache.key(req, today, part))
         found = [cache.get(k, req["event"]["event_id"]) for k, (_, req) in zip(keys, pairs, strict=True)]
         ask = [i for i, d in enumerate(found) if d is None]
         # One cached request is asked afresh, unless a check sent under CHECK_VOUCHES_S ago

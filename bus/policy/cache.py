@@ -56,11 +56,18 @@ class DecisionCache:
             self._revision = revision
             self._attributes = condition_attributes(partnership)
 
-    def key(self, request: dict[str, Any], today: str) -> Key:
-        event = request["event"]
+    def key(self, request: dict[str, Any], today: str, event_part: tuple[Any, ...] | None = None) -> Key:
+        """`event_part`: the request's event's `event_part`, when the caller has it already (an
+        event's requests to each of its recipients share it)."""
+        if event_part is None:
+            event_part = self.event_part(request["event"])
+        return (today, request["recipient"], request["purpose"], *event_part)
+
+    def event_part(self, event: dict[str, Any]) -> tuple[Any, ...]:
+        """What of a request's event (its policy view) the policy reads."""
         attributes = event["attributes"]
         # Rego's object.get(attributes, name, null): a missing attribute and a null one are alike.
-        return (today, request["recipient"], request["purpose"], *(event.get(f) for f in POLICY_READS),
+        return (*(event.get(f) for f in POLICY_READS),
                 *(json.dumps(attributes.get(a), sort_keys=True) for a in self._attributes))
 
     def get(self, key: Key, event_id: str) -> Decision | None:

@@ -305,3 +305,23 @@ def test_the_redact_plan_is_redact_fields_as_data_and_crosses_to_another_process
     data["emergency"]["free_text"] = "redact"
     redacting = type(partnership).model_validate(data)
     assert redacting.redact_plan(types[0]) is None  # an emergency that redacts: every field
+
+
+def test_an_event_handed_back_from_ingests_process_as_json_is_the_same_event(signers: LocalSigners) -> None:
+    """Ingest's process sends each event back as the JSON the worker writes to sg.events
+    (bus/ingest_process.py): validated again there, it is the event ingest made, and its bytes
+    are what the model itself would have written; dead letters go back as they were."""
+    from bus.ingest_process import _as_json, _from_json
+
+    urgent = _ingest(signers.sign(_urgent(signers)), signers)
+    for out in (_ingest(signers.sign(_dai()), signers), urgent):
+        assert out.event is not None
+        sent = _as_json(out)
+        assert sent is not None and sent.event is None and sent.event_json is not None
+        back = _from_json(sent)
+        assert back is not None and back.event == out.event
+        assert back.event_json == out.event.model_dump_json().encode()
+        assert back.override_refused == out.override_refused
+    dead = _ingest(_dai(), signers)
+    assert _as_json(dead) is dead and _from_json(dead) is dead
+    assert _as_json(None) is None
