@@ -61,8 +61,9 @@ def prepare(partnership: Partnership, count: int, seed: int,
 
 def bench_producer(access: KafkaAccess) -> Producer:
     """As a partner's publisher: idempotent, acks=all; linger 1 ms so latency is not padded."""
-    return Producer(access.librdkafka(**{"enable.idempotence": True, "acks": "all",
-                     "linger.ms": 1, "queue.buffering.max.messages": 500_000, "log_level": 3}))
+    return Producer(access.librdkafka_producer(**{
+        "enable.idempotence": True, "acks": "all", "linger.ms": 1, "queue.buffering.max.messages": 500_000,
+        "log_level": 3}))
 
 
 def _produce(producer: Producer, rec: Prepared, errors: list[str]) -> None:

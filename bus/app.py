@@ -141,14 +141,13 @@ def direct_producer_config(access: KafkaAccess, app_id: str, linger_ms: float) -
     """librdkafka properties of the all-in-one worker's producer (bus/agents/direct_producer.py):
     as Faust's at-least-once producer (bus/faust_kafka.py), idempotent with acks from every
     in-sync replica, so a send retried after a broker loss is written once."""
-    return access.librdkafka(**{
+    # Java's (and aiokafka's) partitioner, not librdkafka's default (CRC32): a key keeps the
+    # partition Faust's producer gave it, so one child's events, copies and concern picture stay
+    # on one partition across the switch (and across all-in-one <-> stage workers).
+    return access.librdkafka_producer(**{
         "client.id": f"{app_id}-sends",
         "enable.idempotence": True,
         "acks": "all",
-        # Java's (and aiokafka's) partitioner, not librdkafka's default (CRC32): a key keeps the
-        # partition Faust's producer gave it, so one child's events, copies and concern picture
-        # stay on one partition across the switch (and across all-in-one <-> stage workers).
-        "partitioner": "murmur2_random",
         "linger.ms": linger_ms,
         # A request holds up to 1 MiB (the brokers' limit); librdkafka's default is the same.
         "batch.size": 1024 * 1024,

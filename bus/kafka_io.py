@@ -12,8 +12,8 @@ from bus.security.kafka_access import KafkaAccess
 
 
 def idempotent_producer(access: KafkaAccess) -> Producer:
-    return Producer(access.librdkafka(**{"enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                                         "log_level": 3}))
+    return Producer(access.librdkafka_producer(**{"enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                                                  "log_level": 3}))
 
 
 def produce_all(producer: Producer, records: list[tuple[str, bytes, bytes]], timeout_s: float = 60.0) -> int:

@@ -160,7 +160,7 @@ class Gateway:
         self.mailboxes: dict[str, Mailbox] = {}
         self._mailbox_lock = threading.Lock()
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self.producer = Producer(kafka.librdkafka(**{
+        self.producer = Producer(kafka.librdkafka_producer(**{
             "enable.idempotence": True, "acks": "all", "linger.ms": 2, "message.timeout.ms": 20000,
             "log_level": 3}))
         self._stop = threading.Event()

@@ -15,6 +15,10 @@ from bus.security.pki import ca_path, client_context
 MECHANISM = "SCRAM-SHA-512"
 
 
+#: librdkafka's name for Java's partitioner (murmur2 of the key; a record without one, at random)
+JAVA_PARTITIONER = "murmur2_random"
+
+
 @dataclass(frozen=True)
 class KafkaAccess:
     """Everything a Kafka client of one principal needs; the password never appears in repr."""
@@ -37,6 +41,12 @@ class KafkaAccess:
         }
         conf.update(extra)
         return conf
+
+    def librdkafka_producer(self, **extra: Any) -> dict[str, Any]:
+        """librdkafka producer properties: `librdkafka` with Java's (and aiokafka's) partitioner,
+        murmur2, rather than librdkafka's default (CRC32), so a key lands on the partition any
+        other client of the bus (Faust's workers, a partner's Java producer) gives it."""
+        return self.librdkafka(**{"partitioner": JAVA_PARTITIONER, **extra})
 
     def ssl_context(self) -> ssl.SSLContext:
         return client_context(self.ca_file)

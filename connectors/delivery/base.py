@@ -83,7 +83,7 @@ def run_delivery(
         "group.id": delivery_group(partner, sink.name), "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "isolation.level": "read_committed", "log_level": 3,
     }))
-    dlq = Producer(access.librdkafka(**{"enable.idempotence": True, "log_level": 3}))
+    dlq = Producer(access.librdkafka_producer(**{"enable.idempotence": True, "log_level": 3}))
     seen = SeenStore(state_dir / f"{partner}-{sink.name}.db")
     stats = DeliveryStats()
     consumer.subscribe([DELIVER_PREFIX + partner])

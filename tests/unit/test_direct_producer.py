@@ -200,3 +200,19 @@ def test_keys_are_partitioned_as_java_and_aiokafka_partition_them(tmp_path: Path
 
     access = KafkaAccess("127.0.0.1:1", "sgbus-all", "pw", tmp_path / "ca.pem")
     assert direct_producer_config(access, "sgbus-all", 1.0)["partitioner"] == "murmur2_random"
+
+
+def test_every_producer_the_bus_builds_partitions_keys_as_java_does(tmp_path: Path) -> None:
+    """Replays, connectors, the gateway and the CLI publish through librdkafka too: each builds
+    its producer from `librdkafka_producer`, which names Java's partitioner."""
+    import re
+
+    from bus.security.kafka_access import KafkaAccess
+
+    access = KafkaAccess("127.0.0.1:1", "sgbus-all", "pw", tmp_path / "ca.pem")
+    assert access.librdkafka_producer(acks="all")["partitioner"] == "murmur2_random"
+    root = Path(__file__).resolve().parents[2]
+    built = [(path.relative_to(root), line) for pkg in ("bus", "connectors", "bench")
+             for path in (root / pkg).rglob("*.py")
+             for line in path.read_text().splitlines() if re.search(r"\bProducer\(\w+\.librdkafka\(", line)]
+    assert built == [], built
