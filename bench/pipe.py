@@ -12,7 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,9 @@ class BenchConfig:
     load_seconds: tuple[float, ...] = (5.0, 5.0, 3.0, 2.0)
     backfill: int = 200_000
     backfill_workers: int = 1
-    backfill_stages: bool = True  # one process per stage: what an operator runs for a backlog
+    backfill_stages: bool = True  # one process per stage, exactly-once
+    #: the same backlog again, drained by one all-in-one worker (at-least-once)
+    backfill_all_in_one: bool = True
     opa_batches: tuple[int, ...] = (1, 10, 100, 500)
     opa_seconds: float = 2.0
     #: how long the idle-CPU phase watches a quiet stack
@@ -74,7 +76,7 @@ FULL = BenchConfig()
 SMOKE = BenchConfig(events=300, loads=(100,), load_seconds=(2.0,), backfill=600, backfill_workers=1,
                     opa_batches=(1, 10), opa_seconds=0.5, idle_seconds=2.0, profile=False, drain_timeout_s=120.0,
                     gateway_rate=50, gateway_seconds=2.0, gateway_events=100, cluster=False,
-                    one_process_burst=False)
+                    one_process_burst=False, backfill_all_in_one=False)
 WARMUP = 20
 
 
@@ -532,6 +534,12 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
         results["backfill"] = run_backfill(h, cfg, backfill)
         bf = results["backfill"]
         progress(f"  {bf['seconds_from_worker_start']}s, zero loss: {bf['zero_loss']}")
+        if cfg.backfill_all_in_one and cfg.backfill_stages:
+            progress(f"backfill of {len(backfill):,} events, one all-in-one worker ...")
+            results["backfill_all_in_one"] = run_backfill(
+                h, replace(cfg, backfill_stages=False, backfill_workers=1), backfill)
+            bf = results["backfill_all_in_one"]
+            progress(f"  {bf['seconds_from_worker_start']}s, zero loss: {bf['zero_loss']}")
         progress("OPA decisions/s by batch size ...")
         results["opa"] = [{"batch_size": r.batch_size, "queries": r.queries, "decisions": r.decisions,
                            "decisions_per_s": round(r.decisions_per_s, 1), "ms_per_query": round(r.ms_per_query, 2)}

@@ -42,8 +42,8 @@ def machine() -> dict[str, Any]:
     }
 
 
-PHASES = ("ceiling", "pipe", "pipe_one_process", "two_workers", "stages", "latency", "idle", "backfill", "opa",
-          "redaction", "gateway", "cluster")
+PHASES = ("ceiling", "pipe", "pipe_one_process", "two_workers", "stages", "latency", "idle", "backfill",
+          "backfill_all_in_one", "opa", "redaction", "gateway", "cluster")
 
 
 def write_results(results: dict[str, Any], results_dir: Path) -> list[Path]:
@@ -74,12 +74,26 @@ def _indent(label: str) -> str:
     return ("&emsp;" * (depth - 1) + "↳ " if depth else "") + label.strip()
 
 
+def _backfill_line(backfill: dict[str, Any]) -> str:
+    stages = backfill["workers"] == "one per stage"
+    how = "one process per stage, exactly-once" if stages else f"{backfill['workers']} all-in-one process(es)"
+    return (
+        f"{backfill['events']:,} events published while no worker ran ({backfill['publish_seconds']} s to publish), "
+        f"then the worker started ({how}): all routed and audited "
+        f"**{backfill['seconds_from_worker_start']} s** after the start "
+        f"({backfill['events_per_s']:,.0f} events/s including start-up). Every event id is in the "
+        f"audit ({backfill['events_missing']} missing); {backfill['audit_records']:,} audit records "
+        f"(expected {backfill['audit_records_expected']:,}); {backfill['deliveries']:,} deliveries for "
+        f"{backfill['allowed_decisions']:,} allowed decisions; {backfill['dead_letters']} dead letters. "
+        "Worker peak RSS: **" + " / ".join(f"{x:.0f} MB" for x in backfill["worker_peak_rss_mb"]) + "**"
+        + (" (the stages, in order: ingest, route, audit)" if stages else "")
+        + "".join(f"; {label}: **{mb:.0f} MB**" for label, mb in _helper_labels(backfill)) + ".")
+
+
 def render(results: dict[str, Any]) -> str:
     m, cfg = results["machine"], results["config"]
     ceiling, pipe, two, backfill = results["ceiling"], results["pipe"], results["two_workers"], results["backfill"]
     ratio = results["ratio_full_to_ceiling"]
-    backfill_how = ("one process per stage, exactly-once" if backfill["workers"] == "one per stage"
-                    else f"{backfill['workers']} all-in-one process(es)")
     at_target = _latency_at(results, TARGET_P99_AT)
     lines = [
         "# Benchmarks",
@@ -175,17 +189,9 @@ def render(results: dict[str, Any]) -> str:
         *_lever_lines(results.get("levers")),
         "## Backfill",
         "",
-        f"{backfill['events']:,} events published while no worker ran ({backfill['publish_seconds']} s to publish), "
-        f"then the worker started ({backfill_how}): all routed and audited "
-        f"**{backfill['seconds_from_worker_start']} s** after the start "
-        f"({backfill['events_per_s']:,.0f} events/s including start-up). Every event id is in the "
-        f"audit ({backfill['events_missing']} missing); {backfill['audit_records']:,} audit records "
-        f"(expected {backfill['audit_records_expected']:,}); {backfill['deliveries']:,} deliveries for "
-        f"{backfill['allowed_decisions']:,} allowed decisions; {backfill['dead_letters']} dead letters. "
-        "Worker peak RSS: **" + " / ".join(f"{x:.0f} MB" for x in backfill["worker_peak_rss_mb"]) + "**"
-        + (" (the stages, in order: ingest, route, audit)" if backfill["workers"] == "one per stage" else "")
-        + "".join(f"; {label}: **{mb:.0f} MB**" for label, mb in _helper_labels(backfill)) + ".",
+        _backfill_line(backfill),
         "",
+        *([_backfill_line(results["backfill_all_in_one"]), ""] if "backfill_all_in_one" in results else []),
         "## OPA: decisions/s, one request per query vs batched",
         "",
         "The worker's own aiohttp client against the stack's OPA server; realistic requests (synthetic events x "
@@ -403,7 +409,8 @@ METHOD = [
     "wait (5 ms). The all-in-one worker routes what it ingests "
     "without a second Kafka hop (`SGBUS_ROUTE_AT_INGEST`); stage workers take it.",
     "- The stage workers commit a Kafka transaction per batch of up to `SGBUS_STAGE_BATCH_SIZE` events (500); "
-    "the backfill uses them, one process per stage.",
+    "the backfill uses them, one process per stage, and then the same backlog is drained by one all-in-one "
+    "worker (at-least-once, batches of up to `SGBUS_WORKER_BATCH_SIZE`, 250).",
     "- Timings use record timestamps (broker CreateTime) and the wall clock of the same machine.",
 ]
 

@@ -84,3 +84,21 @@ def test_a_new_run_s_report_keeps_the_levers_tried(tmp_path: Path) -> None:
     (tmp_path / "levers.json").write_text((repo_results / "levers.json").read_text())
     assert "## Levers tried (issue 19)" in render(with_levers(run, tmp_path))
     assert with_levers(run, tmp_path / "nowhere") == run
+
+
+def test_the_report_shows_the_all_in_one_backfill_beside_the_stages_one() -> None:
+    """Operators choosing how to drain a backlog see both: one process per stage (exactly-once)
+    and one all-in-one worker, on the same backlog."""
+    from bench.report import load_results, render
+
+    repo_results = Path(__file__).parents[2] / "bench" / "results"
+    run = load_results(repo_results)
+    stages = run["backfill"]
+    assert stages["workers"] == "one per stage"
+    alone = {**stages, "workers": 1, "seconds_from_worker_start": 123.4, "worker_peak_rss_mb": [150.0],
+             "helper_peak_rss_mb": {}}
+    text = render({**run, "backfill_all_in_one": alone})
+    section = text.split("## Backfill", 1)[1].split("\n## ", 1)[0]
+    assert "(one process per stage, exactly-once)" in section
+    assert "(1 all-in-one process(es))" in section and "**123.4 s**" in section
+    assert "1 all-in-one" not in render(run).split("## Backfill", 1)[1].split("\n## ", 1)[0]
