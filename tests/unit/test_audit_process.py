@@ -270,3 +270,28 @@ def test_records_stored_by_the_audit_process_carry_their_ids(home: Path) -> None
     assert done.added == 1
     assert [r["audit_id"] for r in AuditStore(home / "audit.db").for_event(str(record.event_id))] == [
         str(record.audit_id)]
+
+
+def test_a_helpers_pipes_hold_a_whole_batch_each_way() -> None:
+    """A batch crosses to a helper and back in one write and one read, not in 64 KiB chunks that
+    each wait for the worker's interpreter lock (bus/helper_process.py enlarge_pipes)."""
+    import fcntl
+
+    from bus.helper_process import PIPE_BYTES
+
+    helper = HelperProcess("sgbus-test", _no_setup, (), AuditProcessFailed, "a test helper")
+    helper.start()
+    try:
+        pool: Any = helper._pool
+        want = min(PIPE_BYTES, int(Path("/proc/sys/fs/pipe-max-size").read_text()))
+        assert want > 64 * 1024
+        for conn in (pool._call_queue._writer, pool._result_queue._reader):
+            assert fcntl.fcntl(conn.fileno(), fcntl.F_GETPIPE_SZ) == want
+        big = b"x" * (want - 4096)
+
+        async def round_trip() -> int:
+            return await helper.run(len, big)
+
+        assert asyncio.run(round_trip()) == len(big)
+    finally:
+        helper.close()
