@@ -271,6 +271,22 @@ def test_the_first_content_under_an_event_id_wins(tmp_path: Path) -> None:
     assert again["e1"].ingest_id == "i1" and again["e2"].ingest_id == "i4"
 
 
+def test_a_large_batch_is_registered_in_order_across_statements(tmp_path: Path) -> None:
+    """SQLite's register writes 200 rows a statement: a batch longer than that, with an id
+    repeated across statements and ids already known, is answered as one row at a time would be."""
+    s = AuditStore(tmp_path / "audit.db")
+    s.register_ingested([IngestedCheck("old", "o", "i-old")])
+    batch = [IngestedCheck(f"e{n}", f"c{n}", f"i{n}") for n in range(450)]
+    batch[300] = IngestedCheck("e5", "other", "i-late")  # e5 again, in the second statement
+    batch[420] = IngestedCheck("old", "new", "i-new")
+    first = s.register_ingested(batch)
+    assert len(first) == 449
+    assert first["e5"] == IngestedCheck("e5", "c5", "i5")
+    assert first["old"] == IngestedCheck("old", "o", "i-old")
+    assert first["e449"] == IngestedCheck("e449", "c449", "i449")
+    assert s._execute("SELECT COUNT(*) FROM ingested").fetchone()[0] == 449
+
+
 def test_audit_messages_round_trip_and_split_large_batches() -> None:
     records = [_record(f"p{i}") for i in range(AUDIT_RECORDS_PER_MESSAGE + 1)]
     messages = encode_audit_batches(records)
