@@ -17,9 +17,11 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bus import logs
 from bus.exceptions import SgbusError
 
 T = TypeVar("T")
+log = logs.get("sgbus.worker")
 
 
 class HelperStopped(SgbusError):
@@ -109,8 +111,10 @@ def _call(fn: Callable[..., T], *args: Any) -> T:
         raise
 
 
-#: bytes a helper's pipes hold (at most what Linux allows an unprivileged process: pipe-max-size)
-PIPE_BYTES = 1 << 20
+#: bytes each of a helper's pipes holds (at most Linux's pipe-max-size). 512 KiB did as well as
+#: 1 MiB (alternating bursts, session 24) and takes half as much of the per-user pipe budget
+#: (pipe-user-pages-soft, 64 MiB by default for all of one uid's pipes on the host).
+PIPE_BYTES = 512 * 1024
 
 
 def enlarge_pipes(pool: ProcessPoolExecutor, size: int = PIPE_BYTES) -> int:
@@ -120,9 +124,9 @@ def enlarge_pipes(pool: ProcessPoolExecutor, size: int = PIPE_BYTES) -> int:
     Why: a batch (~400 KB of records out, ~600 KB of prepared events back) crossed Linux's
     default 64 KiB pipe in ~10 chunks, and each chunk waited for the worker's thread that reads
     or writes it to take the interpreter lock back from the busy event loop (up to the 5 ms
-    switch interval each): a batch's hand-over took ~20-30 ms each way. With 1 MiB pipes, one
-    write and one read: alternating one-worker bursts of 20,000 events, 1,569 -> 1,634 events/s
-    (3 pairs, each higher; docs/BENCHMARKS.md session 24)."""
+    switch interval each): a batch's hand-over took ~20-30 ms each way. With larger pipes, one
+    or two writes and reads: alternating one-worker bursts of 20,000 events, 1,569 -> 1,634
+    events/s (3 pairs, each higher; docs/BENCHMARKS.md session 24)."""
     try:
         import fcntl
 
@@ -132,7 +136,7 @@ def enlarge_pipes(pool: ProcessPoolExecutor, size: int = PIPE_BYTES) -> int:
         for conn in (queues._call_queue._writer, queues._result_queue._reader):
             fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, size)
     except (ImportError, OSError, AttributeError, ValueError):
-        return 0
+        return 0  # the default pipes work, only slower; one enlarged and not the other is harmless
     return size
 
 
@@ -153,7 +157,8 @@ class HelperProcess:
             # spawn, not fork: the worker has threads (Kafka, metrics) by now.
             self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
                                              initializer=_start, initargs=self._initargs)
-            enlarge_pipes(self._pool)
+            if not enlarge_pipes(self._pool):
+                log.debug("helper_pipes_not_enlarged", helper=self._what)
             self._pool.submit(int)  # start it now, not on the first task
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

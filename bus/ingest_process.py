@@ -8,8 +8,10 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from bus.helper_process import HelperProcess, HelperStopped
-from bus.ingest import IngestOutcome, Record, prepare_batch
+from bus.ingest import IngestOutcome, Record, prepare_batch, rejected
 from bus.policy.data import RedactPlan
 from bus.provenance.registry import SignerRegistry
 from bus.pseudonymise.keyring import KeyringWatch
@@ -53,11 +55,17 @@ def _as_json(out: IngestOutcome | None) -> IngestOutcome | None:
     return dataclasses.replace(out, event=None, event_json=out.event.model_dump_json().encode())
 
 
-def _from_json(out: IngestOutcome | None) -> IngestOutcome | None:
+def _from_json(out: IngestOutcome | None, record: Record) -> IngestOutcome | None:
     if out is None or out.event_json is None:
         return out
     # The route stage reads sg.events the same way: the event's own model, validated again.
-    return dataclasses.replace(out, event=PseudonymisedEvent.model_validate_json(out.event_json))
+    try:
+        return dataclasses.replace(out, event=PseudonymisedEvent.model_validate_json(out.event_json))
+    except ValidationError as exc:
+        # Not expected (ingest validates each model as it builds it), but a bug must cost one
+        # event, dead-lettered, not stop the worker on the same batch at every start.
+        return rejected(record.raw, [{"field": "$", "code": "internal_error", "message": type(exc).__name__}],
+                        topic=record.topic, partition=record.partition, offset=record.offset)
 
 
 class IngestProcess:
@@ -85,7 +93,7 @@ class IngestProcess:
         next call); RedactorUnavailable as the redactor raises it there."""
         digest, text = self._signers_json(signers)
         outcomes: list[IngestOutcome | None] = await self._helper.run(_prepare, records, digest, text, redact, final)
-        return [_from_json(out) for out in outcomes]
+        return [_from_json(out, record) for out, record in zip(outcomes, records, strict=True)]
 
     def close(self) -> None:
         """Stop the process (at the worker's exit) and start no other."""

@@ -8,11 +8,24 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
-from schemas.envelope import Source, Urgency
+from schemas.envelope import Source
 
 
 class Rec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class RedactedUrgency(Rec):
+    """An urgency block on sg.events: its declaration verified at ingest, its justification the
+    redacted copy (the original is sealed in `sealed_text`). Redaction changes a text's length
+    (a long name becomes `[PERSON]`), so the publisher's bounds on the original
+    (schemas.envelope.Urgency: 20-1,000 characters) are not the copy's: under them a valid
+    justification that redacted short was refused wherever sg.events is read again."""
+
+    urgent_risk_of_significant_harm: Literal[True]
+    justification: str = Field(max_length=20_000)
+    declared_by_role: str = Field(min_length=2, max_length=80)
+    declaration: str | None = Field(default=None, max_length=200)
 
 
 class SealedSubject(Rec):
@@ -56,7 +69,7 @@ class PseudonymisedEvent(Rec):
     #: ran): absent from `payload`; route redacts the original when a decision says `redact`
     unredacted: list[str] = Field(default_factory=list)
     #: present only when the declaration was verified; declared_by_role is then the registered role
-    urgency: Urgency | None = None
+    urgency: RedactedUrgency | None = None
     provenance: Provenance
     #: when set (by `sgbus replay --failed`), route only to these recipients
     replay_for: list[str] | None = None

@@ -25,6 +25,7 @@ from bus.records import (
     DeliveredSubject,
     Provenance,
     PseudonymisedEvent,
+    RedactedUrgency,
     SealedSubject,
     SharingContext,
 )
@@ -129,11 +130,12 @@ def pseudonymise_at_ingest(event: Envelope, keyring: Keyring, *, ingest_id: UUID
             else:  # no agreement asks for its redacted copy: sealed only, redacted by route if one does
                 del payload[name]
                 unredacted.append(name)
-    urgency = event.urgency if override_role is not None else None
-    if urgency is not None:
-        sealed_text[JUSTIFICATION] = seal(keyring, urgency.justification, text_ad(associated, JUSTIFICATION))
-        urgency = urgency.model_copy(update={
-            "declared_by_role": override_role,
+    urgency: RedactedUrgency | None = None
+    if override_role is not None and event.urgency is not None:
+        sealed_text[JUSTIFICATION] = seal(keyring, event.urgency.justification, text_ad(associated, JUSTIFICATION))
+        # Validated as built (a model_copy is not): what is written to sg.events reads back.
+        urgency = RedactedUrgency.model_validate({
+            **event.urgency.model_dump(), "declared_by_role": override_role,
             **{name: redacted[f"urgency.{name}"] for name in _URGENCY_FREE_TEXT},
         })
     return PseudonymisedEvent(

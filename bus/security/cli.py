@@ -87,7 +87,7 @@ def partners_credentials(
         {"group.id": partner_group_prefix(partner_id) + "consumer", "isolation.level": "read_committed",
          "auto.offset.reset": "earliest", "enable.auto.commit": False}
     )
-    props = access.librdkafka(**extra)
+    props = access.librdkafka_producer(**extra) if publisher else access.librdkafka(**extra)
     if as_json:
         typer.echo(json.dumps(props, indent=2))
         return
