@@ -141,6 +141,7 @@ def test_a_partner_cannot_write_anything(bus: Bus) -> None:
 def test_a_publisher_writes_only_its_own_agencys_ingress_topic(bus: Bus) -> None:
     props = _partner_properties(bus, "oakfield-primary", "--publisher")
     assert props["enable.idempotence"] is True
+    assert props["partitioner"] == "murmur2_random"  # a key lands where the bus's own producers put it
     assert _write_outcome(props, ingress_topic("school")) is None  # not an event: the worker dead-letters it
     for topic in (ingress_topic("police"), ingress_topic("social_care"), AUDIT, EVENTS, DLQ,
                   deliver_topic("oakfield-primary"), deliver_topic(OTHER)):
