@@ -447,8 +447,8 @@ def run_backfill(h: Harness, cfg: BenchConfig, records: list[Prepared]) -> dict[
         seconds = end - start
         rss = [_rss_mb(w.pid) for w in workers]
         # The helper processes (the ingest stage's, the audit stage's), read before they end with their workers.
-        helper_rss = {f"the {w.stage or 'worker'} stage's {role} process": _rss_mb(child) for w in workers
-                      for role, child in helper_processes(w.pid)}
+        helper_rss = {(f"the {w.stage} stage's" if w.stage else f"worker {i}'s") + f" {role} process": _rss_mb(child)
+                      for i, w in enumerate(workers) for role, child in helper_processes(w.pid)}
         with closing(sqlite3.connect(workers[0].audit_db)) as db:
             n_records, n_allow = db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(json_extract(body, '$.decision') = 'allow'), 0) FROM audit"
