@@ -91,7 +91,7 @@ def check(record: Record, signers: SignerRegistry) -> Checked | IngestOutcome:
         reasons = [{"field": exc.field, "code": exc.code, "message": exc.message}]
     except Exception as exc:  # a bug must not stop the stream; the type name is safe to record
         reasons = [{"field": "$", "code": "internal_error", "message": type(exc).__name__}]
-    return _rejected(record, reasons)
+    return rejected_record(record, reasons)
 
 
 def pseudonymise_checked(checked: list[Checked], keyring: Keyring,
@@ -126,10 +126,10 @@ def pseudonymise_checked(checked: list[Checked], keyring: Keyring,
         except RedactorUnavailable:
             raise
         except RedactionFailed:
-            out.append(_rejected(r, [{"field": "$", "code": "redaction_failed",
+            out.append(rejected_record(r, [{"field": "$", "code": "redaction_failed",
                                       "message": "the free text could not be fully analysed for redaction"}]))
         except Exception as exc:
-            out.append(_rejected(r, [{"field": "$", "code": "internal_error", "message": type(exc).__name__}]))
+            out.append(rejected_record(r, [{"field": "$", "code": "internal_error", "message": type(exc).__name__}]))
     return out
 
 
@@ -162,7 +162,8 @@ def ingest(raw: bytes, keyring: Keyring, signers: SignerRegistry, *, topic: str,
     return checked if isinstance(checked, IngestOutcome) else pseudonymise_checked([checked], keyring)[0]
 
 
-def _rejected(record: Record, reasons: list[dict[str, str]]) -> IngestOutcome:
+def rejected_record(record: Record, reasons: list[dict[str, str]]) -> IngestOutcome:
+    """`record`'s dead letter, for `reasons`."""
     return rejected(record.raw, reasons, topic=record.topic, partition=record.partition, offset=record.offset)
 
 
