@@ -47,14 +47,17 @@ PHASES = ("ceiling", "pipe", "pipe_one_process", "two_workers", "stages", "laten
 
 
 def write_results(results: dict[str, Any], results_dir: Path) -> list[Path]:
-    """One JSON file per phase plus run.json (machine, config, wall time)."""
+    """One JSON file per phase plus run.json (machine, config, wall time). A phase this run
+    did not measure has its older file removed, so `bench report` renders this run alone."""
     results_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for phase in PHASES:
+        path = results_dir / f"{phase}.json"
         if phase in results:
-            path = results_dir / f"{phase}.json"
             path.write_text(json.dumps(results[phase], indent=2) + "\n")
             written.append(path)
+        else:
+            path.unlink(missing_ok=True)
     meta = {k: results[k] for k in ("machine", "command", "date", "config", "ratio_full_to_ceiling", "wall_seconds")
             if k in results}
     (results_dir / "run.json").write_text(json.dumps(meta, indent=2) + "\n")

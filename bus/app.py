@@ -168,7 +168,8 @@ def create_app(access: KafkaAccess, services: Services, stage: str = "all") -> f
     fetching = {"fetch_max_wait_ms": settings.fetch_max_wait_ms, "fetch_linger_ms": settings.fetch_linger_ms}
     if stage == "all":
         app = App(app_id, **fetching,
-                  **faust_options(access, settings.home, session_timeout_s=settings.session_timeout_s))
+                  **faust_options(access, settings.home, session_timeout_s=settings.session_timeout_s),
+                  stream_buffer_maxsize=settings.worker_stream_buffer)
         if settings.librdkafka_sends:
             app.direct = DirectProducer(direct_producer_config(access, app_id, settings.librdkafka_linger_ms))
         register(app, services, SHARING_STAGES)

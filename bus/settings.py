@@ -94,6 +94,14 @@ class Settings(BaseSettings):
                     "most batch_size events each): per-batch costs (the hand-over to and from its helper processes, "
                     "the event id register's commit) are shared by more events",
     )
+    # Faust's default, 4,096, kept the all-in-one worker over 200 MB on a deep backlog: 100,000-event
+    # backfills peaked at 205-208 MB with it, 191-203 MB with 1,500, at the same speed (1,558-1,615
+    # against 1,590-1,710 events/s, alternating runs; docs/BENCHMARKS.md session 25); 500 was ~10% slower.
+    worker_stream_buffer: int = Field(
+        default=1500, ge=100, le=100_000,
+        description="records the all-in-one worker's Faust streams hold ahead of its agents (Faust's "
+                    "stream_buffer_maxsize): a deep backlog fills the buffer, so this bounds the worker's memory",
+    )
     stage_batch_size: int = Field(
         default=500, ge=1, le=5000,
         description="events per Kafka transaction in exactly-once stage workers (worker --stage)",

@@ -231,3 +231,22 @@ def test_only_the_all_in_one_worker_sends_through_librdkafka(tmp_path: Path, sta
         assert config["enable.idempotence"] is True and config["acks"] == "all" and config["linger.ms"] == 2.0
         assert config["security.protocol"] == "SASL_SSL"  # the same principal and TLS as its Faust clients
         assert producer._producer is None  # connected once the worker runs, not when the app is built
+
+
+@pytest.mark.parametrize(("stage", "expected"), [("all", 1500), ("ingest", 4096), ("audit", 4096)])
+def test_the_all_in_one_worker_buffers_as_set_and_stage_workers_as_faust_does(
+        tmp_path: Path, stage: str, expected: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deep backlog fills a stream's buffer: Faust's 4,096 records kept the all-in-one worker
+    over 200 MB. Its topics' queues take the setting (the audit stage bounds its own read-ahead)."""
+    import bus.agents.pipeline
+    from bus.app import create_app
+    from bus.settings import Settings
+
+    monkeypatch.setattr(bus.agents.pipeline, "register", lambda *a, **k: None)
+    monkeypatch.delenv("SGBUS_WORKER_STREAM_BUFFER", raising=False)
+    services: Any = type("S", (), {"settings": Settings(home=tmp_path)})()
+    app = create_app(_access(tmp_path), services, stage)
+    assert app.conf.stream_buffer_maxsize == expected
+    assert app.topic("sg.ingress.police").queue.maxsize == expected
+    smaller: Any = type("S", (), {"settings": Settings(home=tmp_path, worker_stream_buffer=300)})()
+    assert create_app(_access(tmp_path), smaller, "all").conf.stream_buffer_maxsize == 300

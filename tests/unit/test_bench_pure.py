@@ -102,3 +102,18 @@ def test_the_report_shows_the_all_in_one_backfill_beside_the_stages_one() -> Non
     assert "(one process per stage, exactly-once)" in section
     assert "(1 all-in-one process(es))" in section and "**123.4 s**" in section
     assert "1 all-in-one" not in render(run).split("## Backfill", 1)[1].split("\n## ", 1)[0]
+
+
+def test_a_run_s_results_replace_an_older_run_s_phases_it_did_not_measure(tmp_path: Path) -> None:
+    """`bench report` renders what is in the results directory: a phase left from an older run
+    (a smoke run has no all-in-one backfill, say) would be shown as if this run had measured it."""
+    from bench.report import load_results, write_results
+
+    write_results({"pipe": {"events_per_s": 1.0}, "backfill_all_in_one": {"events": 9}}, tmp_path)
+    written = write_results({"pipe": {"events_per_s": 2.0}}, tmp_path)
+    assert not (tmp_path / "backfill_all_in_one.json").exists()
+    assert {p.name for p in written} == {"pipe.json", "run.json"}
+    (tmp_path / "levers.json").write_text("{}\n")  # kept by hand, never a phase: untouched
+    write_results({}, tmp_path)
+    assert (tmp_path / "levers.json").exists()
+    assert "backfill_all_in_one" not in load_results(tmp_path)
