@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 
+import pytest
+
+from bus.exceptions import StackError
+from bus.policy.data import load_partnership
+from bus.topics import AUDIT, EVENTS, check_partition_counts, topic_specs
 from tests.integration.conftest import Bus
 
 
@@ -62,3 +68,20 @@ def test_synth_1000_events_are_published_and_ingested_in_full(bus: Bus) -> None:
     wait_for(lambda: bus.metric("sgbus_events_ingested_total") >= ingested_before + 1000, 120,
              what="1000 events ingested")
     assert bus.metric("sgbus_events_rejected_total") == rejected_before
+
+
+def test_a_live_partition_count_the_bus_cannot_work_with_is_refused_naming_the_topic(bus: Bus) -> None:
+    """`stack up` and `partners sync` read each topic's partition count from the brokers: one the
+    hash chain or the children's ordering relies on that differs is refused, naming the topic
+    and what it needs, never silently run with."""
+    specs = topic_specs(load_partnership(bus.settings.policies_dir / "data"))
+    check_partition_counts(bus.admin, specs)  # the stack as created: nothing to refuse
+    live = {s.name: s.partitions for s in specs}
+    # The brokers' sg.events against a spec asking one partition more: as if it had been
+    # recreated by hand with one fewer.
+    wanting_more = [dataclasses.replace(s, partitions=s.partitions + 1) if s.name == EVENTS else s for s in specs]
+    with pytest.raises(StackError) as refused:
+        check_partition_counts(bus.admin, wanting_more)
+    message = str(refused.value)
+    assert f"{EVENTS} has {live[EVENTS]} partitions, the bus needs exactly {live[EVENTS] + 1}" in message
+    assert AUDIT not in message  # only the topic that differs is named
