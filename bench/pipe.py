@@ -543,6 +543,7 @@ def run_all(cfg: BenchConfig, policies_dir: Path, results_dir: Path, progress: P
                 progress(f"  {bf['seconds_from_worker_start']}s, zero loss: {bf['zero_loss']}")
             except StackError as exc:  # a second look at the backlog: the rest of the run still reports
                 progress(f"all-in-one backfill failed: {exc}")
+                results["backfill_all_in_one"] = {"error": str(exc)}  # said in the report, not left out
         progress("OPA decisions/s by batch size ...")
         results["opa"] = [{"batch_size": r.batch_size, "queries": r.queries, "decisions": r.decisions,
                            "decisions_per_s": round(r.decisions_per_s, 1), "ms_per_query": round(r.ms_per_query, 2)}

@@ -78,6 +78,8 @@ def _indent(label: str) -> str:
 
 
 def _backfill_line(backfill: dict[str, Any]) -> str:
+    if "error" in backfill:
+        return f"The same backlog drained by one all-in-one worker: **failed** ({backfill['error']})."
     stages = backfill["workers"] == "one per stage"
     how = "one process per stage, exactly-once" if stages else f"{backfill['workers']} all-in-one process(es)"
     return (

@@ -139,7 +139,8 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     # The audit stage reads ahead at most AUDIT_READ_AHEAD messages (five of its batches): each
     # carries up to 200 records, and Faust's default (4,096 messages) let it hold hundreds of
     # megabytes of a backlog in memory. Not in the all-in-one worker: one consumer feeds all its
-    # agents, and a full audit queue would hold back its ingress too.
+    # agents, and a full audit queue would hold back its ingress too; its topics take its own
+    # buffer (SGBUS_WORKER_STREAM_BUFFER, bus/app.py).
     audit = raw_topic(AUDIT, maxsize=AUDIT_READ_AHEAD if exactly_once else None)
     dlq = raw_topic(DLQ)
     audit_heads = raw_topic(AUDIT_HEADS)

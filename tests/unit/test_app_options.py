@@ -244,6 +244,7 @@ def test_the_all_in_one_worker_buffers_as_set_and_stage_workers_as_faust_does(
 
     monkeypatch.setattr(bus.agents.pipeline, "register", lambda *a, **k: None)
     monkeypatch.delenv("SGBUS_WORKER_STREAM_BUFFER", raising=False)
+    monkeypatch.delenv("STREAM_BUFFER_MAXSIZE", raising=False)  # Faust's own variable would win over both
     services: Any = type("S", (), {"settings": Settings(home=tmp_path)})()
     app = create_app(_access(tmp_path), services, stage)
     assert app.conf.stream_buffer_maxsize == expected
