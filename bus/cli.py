@@ -118,12 +118,10 @@ def worker(
 ) -> None:
     """Run the Faust agents (ingest -> route -> deliver + audit, and concern) until stopped."""
     from bus.audit.chain import AuditStoreError
-    from bus.malloc_arenas import limit_arenas
     from bus.worker import run_worker
 
     if stage not in ("all", "ingest", "route", "audit", "concern"):
         fail(f"--stage: one of all, ingest, route, audit, concern (not {stage})", 2)
-    limit_arenas()  # before the worker starts its threads and helper processes
     settings = load_settings()
     bootstrap, opa_url = resolve_endpoints(settings)
     try:
