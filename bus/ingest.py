@@ -90,7 +90,7 @@ def check(record: Record, signers: SignerRegistry) -> Checked | IngestOutcome:
     except SourceRejected as exc:
         reasons = [{"field": exc.field, "code": exc.code, "message": exc.message}]
     except Exception as exc:  # a bug must not stop the stream; the type name is safe to record
-        reasons = [{"field": "$", "code": "internal_error", "message": type(exc).__name__}]
+        reasons = internal_error(exc)
     return rejected_record(record, reasons)
 
 
@@ -129,7 +129,7 @@ def pseudonymise_checked(checked: list[Checked], keyring: Keyring,
             out.append(rejected_record(r, [{"field": "$", "code": "redaction_failed",
                                       "message": "the free text could not be fully analysed for redaction"}]))
         except Exception as exc:
-            out.append(rejected_record(r, [{"field": "$", "code": "internal_error", "message": type(exc).__name__}]))
+            out.append(rejected_record(r, internal_error(exc)))
     return out
 
 
@@ -160,6 +160,12 @@ def ingest(raw: bytes, keyring: Keyring, signers: SignerRegistry, *, topic: str,
     dead letter with reasons."""
     checked = check(Record(raw, topic, partition, offset, timestamp_ms), signers)
     return checked if isinstance(checked, IngestOutcome) else pseudonymise_checked([checked], keyring)[0]
+
+
+def internal_error(exc: BaseException) -> list[dict[str, str]]:
+    """A dead letter's reasons for a bug: the exception's type name only (never its message,
+    which may quote the event)."""
+    return [{"field": "$", "code": "internal_error", "message": type(exc).__name__}]
 
 
 def rejected_record(record: Record, reasons: list[dict[str, str]]) -> IngestOutcome:

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from bus.helper_process import HelperProcess, HelperStopped
-from bus.ingest import IngestOutcome, Record, prepare_batch, rejected_record
+from bus.ingest import IngestOutcome, Record, internal_error, prepare_batch, rejected_record
 from bus.policy.data import RedactPlan
 from bus.provenance.registry import SignerRegistry
 from bus.pseudonymise.keyring import KeyringWatch
@@ -64,7 +64,7 @@ def _from_json(out: IngestOutcome | None, record: Record) -> IngestOutcome | Non
     except ValidationError as exc:
         # Not expected (ingest validates each model as it builds it), but a bug must cost one
         # event, dead-lettered, not stop the worker on the same batch at every start.
-        return rejected_record(record, [{"field": "$", "code": "internal_error", "message": type(exc).__name__}])
+        return rejected_record(record, internal_error(exc))
 
 
 class IngestProcess:
