@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from bus import logs
 from bus.agents.batching import take_ready
 from bus.agents.direct_producer import DirectProducer
-from bus.agents.sends import SendLedger
+from bus.agents.sends import BatchSends, SendFailed, SendLedger
 from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
 from bus.audit_process import AuditWriter
@@ -77,6 +77,8 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     sends: SendLedger | None = getattr(app, "sends", None)  # bus/faust_kafka.py's App has one
     audit_watch = AuditWatch(settings, metrics)
 
+    #: exactly-once: the batch's sends, each written before its transactions commit
+    batch_sends = BatchSends()
     direct: DirectProducer | None = None if exactly_once else getattr(app, "direct", None)
     if direct is not None:
         async def start_direct_producer() -> None:
@@ -105,8 +107,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         # co-partitioned topologies the two never commit together (sends left uncommitted, or
         # committed apart from their offsets: duplicates after a crash). Send in the source
         # partition's transaction, exactly as the commit names it.
-        await app.producer.send(topic.get_topic_name(), key, value, None, None, headers,
-                                transactional_id=transactional_id(source))
+        name = topic.get_topic_name()
+        batch_sends.track(name, await app.producer.send(name, key, value, None, None, headers,
+                                                        transactional_id=transactional_id(source)))
         return None
 
     def raw_topic(*names: str, maxsize: int | None = None) -> faust.TopicT:
@@ -295,6 +298,12 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         these left repeats on partner topics after a crash."""
         if not exactly_once:
             return
+        failed = await batch_sends.failure()
+        if failed is not None:  # stop uncommitted: the restarted stage aborts the transaction and redoes the batch
+            topic, error = failed
+            log.error("send_failed_not_committing", topic=topic, error=type(error).__name__)
+            raise SendFailed(f"a record for {topic} was not written ({type(error).__name__}); "
+                             "its batch's transactions are not committed")
         by_tid: dict[str, dict[TP, int]] = {}
         for ev in batch:
             tp = ev.message.tp

@@ -51,3 +51,35 @@ class SendLedger:
             if error is not None and self._failed is None:
                 self._failed = (topic, error)
         self._pending = still
+
+
+class BatchSends:
+    """An exactly-once stage's sends since its last commit (their producer futures).
+
+    Why: aiokafka reports a record the broker refuses for good (too large for the topic's
+    `max.message.bytes`, say, or an unknown producer after a broker lost its log) only through
+    that record's future: the transaction does not fail, and committing it would commit the
+    batch's offsets without the record, which is then never written. So the stage waits for
+    its batch's sends before it commits, and commits only if every one was written."""
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[str, asyncio.Future[Any]]] = []
+
+    def track(self, topic: str, sent: Any) -> None:
+        if isinstance(sent, asyncio.Future):
+            self._pending.append((topic, sent))
+
+    async def failure(self) -> tuple[str, BaseException] | None:
+        """Wait for every send since the last call; (topic, error) of the first that was not
+        written, None when all were. Each call starts afresh."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return None
+        await asyncio.wait([fut for _, fut in pending])
+        failed: tuple[str, BaseException] | None = None
+        for topic, fut in pending:
+            error = (asyncio.CancelledError("the send was cancelled before it was written") if fut.cancelled()
+                     else fut.exception())  # also marks each error retrieved (no asyncio warning)
+            if error is not None and failed is None:
+                failed = (topic, error)
+        return failed

@@ -78,3 +78,39 @@ def test_a_long_run_without_commits_forgets_delivered_sends_but_not_a_failure(mo
         assert ledger.failure() is not None and ledger.failure()[0] == "t3"  # type: ignore[index]
 
     asyncio.run(run())
+
+
+def test_an_exactly_once_batch_waits_for_its_sends_and_names_the_first_refused_one() -> None:
+    from bus.agents.sends import BatchSends
+
+    async def run() -> None:
+        batch = BatchSends()
+        written, refused, late = await _futures(3)
+        batch.track("sg.deliver.oakfield-primary", refused)
+        batch.track("sg.audit", written)
+        batch.track("sg.dlq", late)
+        batch.track("sg.events", None)  # not a future: nothing to wait for
+        loop = asyncio.get_running_loop()
+        written.set_result("metadata")
+        refused.set_exception(RuntimeError("MessageSizeTooLargeError"))
+        loop.call_later(0.05, late.set_result, "metadata")  # still in flight when the commit asks
+        failed = await batch.failure()
+        assert late.done()  # waited for, not skipped
+        assert failed == ("sg.deliver.oakfield-primary", refused.exception())
+        assert await batch.failure() is None  # the next batch starts afresh
+
+    asyncio.run(run())
+
+
+def test_an_exactly_once_batch_whose_sends_were_all_written_may_commit() -> None:
+    from bus.agents.sends import BatchSends
+
+    async def run() -> None:
+        batch = BatchSends()
+        assert await batch.failure() is None  # nothing sent
+        (fut,) = await _futures(1)
+        batch.track("sg.events", fut)
+        fut.set_result("metadata")
+        assert await batch.failure() is None
+
+    asyncio.run(run())
