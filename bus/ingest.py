@@ -17,7 +17,7 @@ from bus.pseudonymise.keyring import Keyring
 from bus.records import DeadLetter, Provenance, PseudonymisedEvent
 from bus.redaction.errors import RedactionFailed, RedactorUnavailable
 from schemas.envelope import Envelope
-from schemas.registry import InvalidEvent, parse_event
+from schemas.registry import EVENT_MODELS, InvalidEvent, parse_event
 
 _INGEST_NS = uuid.UUID("6f1c2b9e-3d4a-5b6c-8d7e-9f0a1b2c3d4e")
 
@@ -55,7 +55,8 @@ def _safe_header(raw: bytes) -> tuple[str | None, str | None]:
     except ValueError:
         pass
     candidate = data.get("event_type")
-    if isinstance(candidate, str) and _SAFE_TYPE.match(candidate):
+    # Only a type of the catalogue: a made-up one in the right shape could still spell a name.
+    if isinstance(candidate, str) and _SAFE_TYPE.match(candidate) and candidate in EVENT_MODELS:
         event_type = candidate
     return event_id, event_type
 

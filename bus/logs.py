@@ -7,9 +7,18 @@ import sys
 
 import structlog
 
+#: libraries whose debug records can carry what a worker sends or receives (aiokafka logs each
+#: record it sends, key and value): never below INFO, whatever SGBUS_LOG_LEVEL says
+LIBRARIES_NEVER_AT_DEBUG = ("aiokafka", "kafka", "faust", "mode", "aiohttp", "urllib3", "httpx", "presidio-analyzer")
+
 
 def configure(level: str = "info") -> None:
     logging.basicConfig(stream=sys.stderr, level=level.upper(), format="%(message)s")
+    floor = max(logging.INFO, logging.getLevelName(level.upper()))
+    for name in LIBRARIES_NEVER_AT_DEBUG:
+        # On the loggers themselves, not the root: Faust's worker sets up the root logger again
+        # at start (mode's dictConfig, which leaves existing loggers' levels alone).
+        logging.getLogger(name).setLevel(floor)
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

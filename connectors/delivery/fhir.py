@@ -159,6 +159,10 @@ class FhirSink:
             resource = to_fhir(json.loads(body))
         except NoFhirForm as exc:
             raise Rejected(str(exc)) from None
+        except Exception as exc:
+            # fhir.resources' errors quote what they refused (a child's date of birth, a whole
+            # Patient): the dead letter and the log get the error's type only.
+            raise Rejected(f"no valid FHIR form for this event ({type(exc).__name__})") from None
         self.inner.deliver(event_id, json.dumps(resource).encode())
 
     def flush(self) -> None:

@@ -88,3 +88,24 @@ def test_an_event_with_no_fhir_form_is_rejected_not_sent_as_something_else() -> 
         sink.deliver("x", json.dumps(_view("school.dsl_concern.v1", {})).encode())
     sink.deliver("y", json.dumps(_view("social_care.child_protection_plan.v1", CPP)).encode())
     assert json.loads(sent[0])["resourceType"] == "CareTeam" and len(sent) == 1
+
+
+def test_a_view_fhir_refuses_is_rejected_without_repeating_the_childs_data() -> None:
+    class Inner:
+        name = "file"
+
+        def deliver(self, event_id: str, body: bytes) -> None:
+            raise AssertionError("nothing is sent")
+
+        def flush(self) -> None:
+            pass
+
+    view = _view("nhs.unscheduled_care_attendance.v1", {
+        "care_setting_ods": "RNX01", "care_setting_type": "emergency_department",
+        "arrived_at": "2026-11-20T02:10:00+00:00", "attendance_category": "injury",
+        "discharge_destination": "home", "responsible_la_code": "N01"},
+        subject={"identifiers": {"nhs_number": "9990000018"}, "given_name": "Markerina", "date_of_birth": "2016-13"})
+    with pytest.raises(Rejected) as refused:
+        FhirSink(Inner()).deliver("x", json.dumps(view).encode())
+    assert "2016-13" not in str(refused.value) and "Markerina" not in str(refused.value)
+    assert "ValidationError" in str(refused.value)

@@ -213,6 +213,17 @@ def test_invalid_event_becomes_a_dead_letter_naming_the_field_without_the_value(
     assert e["subject"]["given_name"] not in dl.model_dump_json()
 
 
+def test_a_dead_letter_repeats_an_event_type_only_from_the_catalogue(signers: LocalSigners) -> None:
+    made_up = {**_dai(), "event_type": "smith.jane_born_in_may.v1"}  # the right shape, spelling a child
+    out = _ingest(signers.sign(made_up), signers)
+    assert out.dead_letter is not None and out.dead_letter.event_type is None
+    assert "smith" not in out.dead_letter.model_dump_json()
+    bad = _dai()
+    bad["subject"]["identifiers"]["nhs_number"] = "9434765918"
+    known = _ingest(signers.sign(bad), signers)
+    assert known.dead_letter is not None and known.dead_letter.event_type == bad["event_type"]
+
+
 def test_ingest_ids_differ_per_record_and_repeat_per_replay() -> None:
     assert ingest_id_for("t", 0, 1, 5) == ingest_id_for("t", 0, 1, 5)
     assert len({ingest_id_for("t", 0, 1, 5), ingest_id_for("t", 1, 1, 5), ingest_id_for("t", 0, 2, 5),
