@@ -19,7 +19,7 @@ from schemas.synthetic import Synth
 from tests.helpers import wait_for
 from tests.integration.conftest import REPO, Bus
 from tests.integration.crash_sample import allowed_by_recipient, stored_pairs
-from tests.integration.test_zz_crash_exactly_once import stages_start_from_the_end
+from tests.integration.test_zz_crash_exactly_once import fresh_stages
 
 SHIM = REPO / "tests" / "fault_shim"
 
@@ -57,12 +57,7 @@ def test_an_unexpected_error_in_a_stage_worker_stops_it_and_its_restart_shares_t
     batch had the next batch's transaction commit offsets beyond it."""
     s = Synth(seed=uuid.uuid4().int % 2**31)
     poisoned = s.child_protection_plan(s.child())
-    if bus.worker is not None:
-        stop_worker(bus.worker)  # its consumer groups would take the same events
-    app_id = f"agent-error-{uuid.uuid4().hex[:8]}"
-    stages_start_from_the_end(bus.admin, app_id)
-    db = tmp_path / "audit.db"
-    env = {"SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(db), "SGBUS_METRICS_PORT": "0"}
+    env, db = fresh_stages(bus, tmp_path, "agent-error")
     faulty = {**env, "PYTHONPATH": _with_shim(), "SGBUS_TEST_FAULT_ROUTE_EVENT_IDS": poisoned["event_id"]}
     procs = [start_worker(bus.settings, tmp_path / f"{stage}.log", env=faulty if stage == "route" else env,
                           stage=stage) for stage in EXACTLY_ONCE_STAGES]

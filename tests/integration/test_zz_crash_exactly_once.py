@@ -49,20 +49,28 @@ def stages_start_from_the_end(access: KafkaAccess, app_id: str) -> None:
     _start_from_the_end(access, stage_app_id(app_id, "audit"), [AUDIT])
 
 
+def fresh_stages(bus: Bus, tmp_path: Path, name: str) -> tuple[dict[str, str], Path]:
+    """Stop the session's worker (its consumer groups would take the same events); the environment
+    of stage workers of a new app id that see only what is published from now on, and the audit
+    store they share."""
+    if bus.worker is not None:
+        stop_worker(bus.worker)
+    app_id = f"{name}-{uuid.uuid4().hex[:8]}"
+    stages_start_from_the_end(bus.admin, app_id)
+    db = tmp_path / "audit.db"
+    return {"SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(db), "SGBUS_METRICS_PORT": "0"}, db
+
+
 def test_sigkill_of_every_stage_leaves_partner_topics_with_each_entitled_event_exactly_once(
     bus: Bus, tmp_path: Path,
 ) -> None:
     events, ids, expected_pairs = crash_sample(seed=2002)
 
     assert bus.worker is not None
-    stop_worker(bus.worker)  # its consumer groups would process the same events
-    app_id = f"crash-eos-{uuid.uuid4().hex[:8]}"
-    stages_start_from_the_end(bus.admin, app_id)
-    db = tmp_path / "audit.db"
+    env, db = fresh_stages(bus, tmp_path, "crash-eos")
     # The ingest stage prepares its batches in a second process and the audit stage stores them
     # from one, as the benchmark runs them (the broker-loss test runs every stage in one process each).
-    env = {"SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(db), "SGBUS_METRICS_PORT": "0",
-           "SGBUS_RETRY_MAX_BACKOFF_S": "1.0", "SGBUS_INGEST_PROCESS": "true", "SGBUS_AUDIT_PROCESS": "true"}
+    env |= {"SGBUS_RETRY_MAX_BACKOFF_S": "1.0", "SGBUS_INGEST_PROCESS": "true", "SGBUS_AUDIT_PROCESS": "true"}
 
     def start() -> list[subprocess.Popen[bytes]]:
         return [start_worker(bus.settings, tmp_path / f"{stage}.log", env=env, stage=stage)

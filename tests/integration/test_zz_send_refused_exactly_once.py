@@ -20,7 +20,7 @@ from schemas.synthetic import Synth
 from tests.helpers import wait_for
 from tests.integration.conftest import Bus
 from tests.integration.crash_sample import stored_pairs
-from tests.integration.test_zz_crash_exactly_once import stages_start_from_the_end
+from tests.integration.test_zz_crash_exactly_once import fresh_stages
 
 PARTNER = "oakfield-primary"  # told of a domestic abuse incident by its school URN (DSA-OE-001)
 
@@ -39,12 +39,7 @@ def test_a_stage_whose_send_is_refused_stops_uncommitted_and_its_restart_deliver
     s = Synth(seed=uuid.uuid4().int % 2**31)
     event = s.domestic_abuse_incident(s.child(min_age=5), school_urn="900001")
     topic = deliver_topic(PARTNER)
-    if bus.worker is not None:
-        stop_worker(bus.worker)  # its consumer groups would take the same events
-    app_id = f"send-refused-{uuid.uuid4().hex[:8]}"
-    stages_start_from_the_end(bus.admin, app_id)
-    db = tmp_path / "audit.db"
-    env = {"SGBUS_APP_ID": app_id, "SGBUS_AUDIT_DB": str(db), "SGBUS_METRICS_PORT": "0"}
+    env, db = fresh_stages(bus, tmp_path, "send-refused")
     admin = kafka_admin.AdminClient(bus.admin.librdkafka())
     _max_message_bytes(admin, topic, "200")  # a copy is ~1-2 KB: refused, for good
     procs = [start_worker(bus.settings, tmp_path / f"{stage}.log", env=env, stage=stage)
