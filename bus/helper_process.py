@@ -66,6 +66,12 @@ class HelperTaskFailed(SgbusError):
     """In the child: a task raised an error that cannot travel back to the worker whole (only its type does)."""
 
 
+class HelperTaskError(SgbusError):
+    """In the child: a task raised an error that is not sgbus's own (a bug, or a library's), named
+    by its type only: its message may quote what the task was handed (a child's details), and
+    it reaches the worker's log when the worker stops on it. Raised on, like the error it names."""
+
+
 def describe(exc: BaseException) -> str:
     """An error, safe to log: sgbus's own errors never carry identifiers or secrets; a driver's
     message might (a DSN, a host), so of those only the type."""
@@ -108,7 +114,9 @@ def _call(fn: Callable[..., T], *args: Any) -> T:
             pickle.loads(pickle.dumps(exc))  # noqa: S301 - our own bytes, just made
         except Exception:
             raise HelperTaskFailed(describe(exc)) from None
-        raise
+        if isinstance(exc, SgbusError):  # ours: its message never carries identifiers or text
+            raise
+        raise HelperTaskError(describe(exc)) from None
 
 
 #: bytes each of a helper's pipes holds (at most Linux's pipe-max-size). 512 KiB did as well as
@@ -164,8 +172,9 @@ class HelperProcess:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(*args)` in the child. `stopped` if the child stopped (another starts on the next
         call) or could not set itself up (tried again on the next call), with the cause; the
-        caller holds its task and retries. HelperClosed once closed. Whatever `fn` raises, as
-        raised (HelperTaskFailed, naming its type, if it cannot be sent back)."""
+        caller holds its task and retries. HelperClosed once closed. sgbus's own errors `fn` raises,
+        as raised; any other as HelperTaskError naming its type (HelperTaskFailed if it cannot be
+        sent back)."""
         if self._closed:
             raise HelperClosed(f"the worker is stopping: {self._what} is closed")
         self.start()

@@ -24,7 +24,7 @@ from bus.audit_process import (
     _StoreAccess,
     append_messages,
 )
-from bus.helper_process import HelperClosed, HelperProcess, HelperTaskFailed, describe
+from bus.helper_process import HelperClosed, HelperProcess, HelperTaskError, HelperTaskFailed, describe
 from bus.metrics import Metrics
 from bus.records import encode_audit_batches
 from bus.settings import Settings
@@ -161,6 +161,21 @@ def test_an_error_that_cannot_travel_back_is_named_not_read_as_a_stopped_process
             asyncio.run(helper.run(_raise_unpicklable))
     finally:
         helper.close()
+
+
+def _raise_with_data() -> None:
+    raise ValueError("date of birth 2016-13-40 for Markerina Synthwood is not a date")
+
+
+def test_an_error_not_sgbus_own_comes_back_named_by_its_type_only() -> None:
+    helper = HelperProcess("sgbus-test", _no_setup, (), AuditProcessFailed, "a test helper")
+    try:
+        with pytest.raises(HelperTaskError) as raised:
+            asyncio.run(helper.run(_raise_with_data))
+    finally:
+        helper.close()
+    assert str(raised.value) == "ValueError"  # what it was, not what it said
+    assert not isinstance(raised.value, HelperTaskFailed)  # a bug still stops the worker; it is not held
 
 
 class _Flaky:
