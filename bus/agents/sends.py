@@ -15,6 +15,14 @@ class SendFailed(Exception):
 _PRUNE_AT = 50_000
 
 
+def _error_of(sent: asyncio.Future[Any]) -> BaseException | None:
+    """Why a finished send was not written (None if it was); marks its error retrieved, so
+    asyncio does not warn of it."""
+    if sent.cancelled():
+        return asyncio.CancelledError("the send was cancelled before it was written")
+    return sent.exception()
+
+
 class SendLedger:
     """The worker's sends (their producer futures) since the last commit.
 
@@ -46,8 +54,7 @@ class SendLedger:
             if not fut.done():
                 still.append((topic, fut))
                 continue
-            error = (asyncio.CancelledError("the send was cancelled before it was written") if fut.cancelled()
-                     else fut.exception())  # also marks the error retrieved (no asyncio warning)
+            error = _error_of(fut)
             if error is not None and self._failed is None:
                 self._failed = (topic, error)
         self._pending = still
@@ -78,8 +85,7 @@ class BatchSends:
         await asyncio.wait([fut for _, fut in pending])
         failed: tuple[str, BaseException] | None = None
         for topic, fut in pending:
-            error = (asyncio.CancelledError("the send was cancelled before it was written") if fut.cancelled()
-                     else fut.exception())  # also marks each error retrieved (no asyncio warning)
+            error = _error_of(fut)
             if error is not None and failed is None:
                 failed = (topic, error)
         return failed
