@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from bus import logs
 from bus.agents.batching import take_ready
 from bus.agents.direct_producer import DirectProducer
+from bus.agents.guard import guarded
 from bus.agents.sends import BatchSends, SendFailed, SendLedger
 from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
@@ -84,7 +85,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         async def start_direct_producer() -> None:
             direct.start()  # connects while the worker joins its group, not at the first batch
 
-        app.task(start_direct_producer)
+        app.task(guarded("sgbus.direct_producer", start_direct_producer))
 
     async def send(topic: faust.TopicT, key: bytes | None, value: bytes, source: TP,
                    headers: list[tuple[str, bytes]] | None = None, *,
@@ -526,17 +527,21 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     # taken: Faust's commit steps over a one-offset gap (it takes it for a transaction marker),
     # so a failed one-event batch was lost, and a larger one stalled every later commit; in a
     # stage worker the next batch's transaction committed offsets past it. Restarted, the
-    # worker takes the batch again (tests/integration/test_zz_agent_error.py).
+    # worker takes the batch again (tests/integration/test_zz_agent_error.py). `guarded` keeps
+    # the error's message (it can quote the event) out of the log Faust writes as it stops.
     if "ingest" in stages:
-        app.agent(ingress, name="sgbus.ingest", supervisor_strategy=CrashingSupervisor)(ingest_agent)
+        app.agent(ingress, name="sgbus.ingest", supervisor_strategy=CrashingSupervisor)(
+            guarded("sgbus.ingest", ingest_agent))
     if "route" in stages:
-        app.agent(route_source, name="sgbus.route", supervisor_strategy=CrashingSupervisor)(route_agent)
+        app.agent(route_source, name="sgbus.route", supervisor_strategy=CrashingSupervisor)(
+            guarded("sgbus.route", route_agent))
     if counter is not None:
         from bus.concern.agent import register_concern_agent
 
         register_concern_agent(app, counter, events, commit_batch)
     if "audit" in stages:
-        app.agent(audit, name="sgbus.audit", concurrency=1, supervisor_strategy=CrashingSupervisor)(audit_agent)
+        app.agent(audit, name="sgbus.audit", concurrency=1, supervisor_strategy=CrashingSupervisor)(
+            guarded("sgbus.audit", audit_agent))
 
         async def verify_audit_chain() -> None:
             # Beside the appends, not between them: the walk reads one snapshot of the chain
@@ -547,8 +552,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             await asyncio.sleep(min(5.0, settings.audit_verify_interval_s))
             await verify_audit_chain()
 
-        app.timer(settings.audit_verify_interval_s, name="sgbus.audit.verify")(verify_audit_chain)
-        app.task(verify_audit_chain_at_start)
+        app.timer(settings.audit_verify_interval_s, name="sgbus.audit.verify")(
+            guarded("sgbus.audit.verify", verify_audit_chain))
+        app.task(guarded("sgbus.audit.verify.start", verify_audit_chain_at_start))
 
     async def _register_with_retry(checks: list[IngestedCheck]) -> dict[str, IngestedCheck]:
         """The event id register is in the audit store: while it cannot be written, hold the

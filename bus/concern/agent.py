@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from bus import logs
 from bus.agents.batching import take_ready
+from bus.agents.guard import guarded
 from bus.concern.decide import ConcernDecision
 from bus.concern.picture import Picture, Report, concern_event_id, raise_payload, remember_raise
 from bus.exceptions import PolicyUnavailable
@@ -227,5 +228,6 @@ def register_concern_agent(app: faust.App, counter: ConcernCounter, events: faus
             await commit_batch(batch)
 
     # As the pipeline's agents (bus/agents/pipeline.py): an unhandled error stops the worker
-    # rather than Faust restarting the agent past the batch it had taken.
-    app.agent(events, name="sgbus.concern", supervisor_strategy=CrashingSupervisor)(concern_agent)
+    # rather than Faust restarting the agent past the batch it had taken, by its type only.
+    app.agent(events, name="sgbus.concern", supervisor_strategy=CrashingSupervisor)(
+        guarded("sgbus.concern", concern_agent))

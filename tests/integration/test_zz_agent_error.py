@@ -1,7 +1,8 @@
 """An unexpected error in an agent, for a batch it has taken (a bug, say), stops the worker
 rather than letting Faust restart the agent past that batch: Faust's commit steps over a
 one-offset gap (it takes it for a transaction marker), so a failed one-event batch was lost for
-good, and a larger one stalled every later commit. Restarted, the worker shares the batch.
+good, and a larger one stalled every later commit. Restarted, the worker shares the batch. The
+worker's log names the error's type, never its message: a bug's message can quote the event.
 (Named zz: it replaces the session's worker.)"""
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ def test_an_unexpected_agent_error_stops_the_worker_and_the_restarted_worker_sha
     if bus.worker is not None:
         stop_worker(bus.worker)
     saved = bus.worker_env
+    quote = f"MARKER-{uuid.uuid4().hex}"
     bus.worker_env = {**(saved or {}), "PYTHONPATH": _with_shim(),
-                      "SGBUS_TEST_FAULT_ROUTE_EVENT_IDS": poisoned["event_id"]}
+                      "SGBUS_TEST_FAULT_ROUTE_EVENT_IDS": poisoned["event_id"], "SGBUS_TEST_FAULT_QUOTE": quote}
     try:
         bus.start_worker()
         worker = bus.worker
@@ -44,6 +46,9 @@ def test_an_unexpected_agent_error_stops_the_worker_and_the_restarted_worker_sha
         wait_for(lambda: worker.poll() is not None, 120, interval_s=0.5, what="the worker to stop on the agent's error")
         assert worker.returncode != 0  # stopped as failed, for its supervisor (systemd, Kubernetes) to restart
         assert not [r for r in bus.audit_records(timeout_s=1.5) if r["event_id"] == poisoned["event_id"]]
+        logged = bus.worker_log.read_text(errors="replace")
+        assert "agent_failed" in logged and "RuntimeError in sgbus.ingest" in logged  # it routes as it ingests
+        assert quote not in logged  # the error's message stayed out of the operator's log
     finally:
         bus.worker_env = saved
     bus.start_worker()  # the bug fixed (here: the fault no longer injected)
@@ -58,7 +63,9 @@ def test_an_unexpected_error_in_a_stage_worker_stops_it_and_its_restart_shares_t
     s = Synth(seed=uuid.uuid4().int % 2**31)
     poisoned = s.child_protection_plan(s.child())
     env, db = fresh_stages(bus, tmp_path, "agent-error")
-    faulty = {**env, "PYTHONPATH": _with_shim(), "SGBUS_TEST_FAULT_ROUTE_EVENT_IDS": poisoned["event_id"]}
+    quote = f"MARKER-{uuid.uuid4().hex}"
+    faulty = {**env, "PYTHONPATH": _with_shim(), "SGBUS_TEST_FAULT_ROUTE_EVENT_IDS": poisoned["event_id"],
+              "SGBUS_TEST_FAULT_QUOTE": quote}
     procs = [start_worker(bus.settings, tmp_path / f"{stage}.log", env=faulty if stage == "route" else env,
                           stage=stage) for stage in EXACTLY_ONCE_STAGES]
     try:
@@ -67,6 +74,8 @@ def test_an_unexpected_error_in_a_stage_worker_stops_it_and_its_restart_shares_t
         wait_for(lambda: route.poll() is not None, 180, interval_s=0.5, what="the route stage to stop on the error")
         assert route.returncode != 0
         assert not stored_pairs(db, {poisoned["event_id"]})
+        logged = (tmp_path / "route.log").read_text(errors="replace")
+        assert "RuntimeError in sgbus.route" in logged and quote not in logged
         procs[EXACTLY_ONCE_STAGES.index("route")] = start_worker(bus.settings, tmp_path / "route.log", env=env,
                                                                  stage="route")
         stored = wait_for(lambda: stored_pairs(db, {poisoned["event_id"]}), 180, interval_s=0.5,
