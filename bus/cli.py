@@ -117,6 +117,9 @@ def worker(
              "(at-least-once, its raises are idempotent); run one process per stage")] = "all",
 ) -> None:
     """Run the Faust agents (ingest -> route -> deliver + audit, and concern) until stopped."""
+    from bus.malloc_tuning import fix_mmap_threshold
+
+    fix_mmap_threshold()  # before the worker's imports, buffers and helper processes
     from bus.audit.chain import AuditStoreError
     from bus.worker import run_worker
 
