@@ -1,5 +1,5 @@
-"""An agent's or timer's unexpected error (a bug) stops the worker, reported by its type and where
-it was raised, never by its message: a message can quote the event the agent was handling."""
+"""An agent's, timer's or task's unexpected error (a bug) stops the worker, reported by its type
+and where it was raised, never by its message: a message can quote the event being handled."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ FRAMES = 12
 
 
 class AgentFailed(SgbusError):
-    """An agent or timer raised an error that is not sgbus's own: the worker stops on it."""
+    """An agent, timer or task raised an error that is not sgbus's own: the worker stops on it."""
 
 
 def where(exc: BaseException) -> list[str]:
@@ -29,13 +29,14 @@ def where(exc: BaseException) -> list[str]:
 
 
 def guarded(name: str, body: Callable[P, Awaitable[None]]) -> Callable[P, Awaitable[None]]:
-    """`body` as an agent (or timer) whose unexpected errors come out as `AgentFailed`.
+    """`body` (an agent, timer or task) with its unexpected errors coming out as `AgentFailed`.
 
     sgbus's own errors pass with their messages (written to carry no identifiers or event text),
-    but not the errors chained to them. Any other error is logged as `agent_failed` with its type and frames, and
-    re-raised as `AgentFailed` with no link to it: Faust logs a crashing agent's error with its
-    message, its traceback and every error chained to it (a pydantic error, say, quotes the value
-    it refused), and the worker's log is an operator's, not a place for a child's data."""
+    but not the errors chained to them. Any other error is logged as `agent_failed` with its type
+    and frames, and re-raised as `AgentFailed` with no link to it: Faust logs a crashing agent's
+    error with its message, its traceback and every error chained to it (a pydantic error, say,
+    quotes the value it refused), and the worker's log is an operator's, not a place for a
+    child's data."""
 
     @functools.wraps(body)
     async def run(*args: P.args, **kwargs: P.kwargs) -> None:
@@ -54,5 +55,4 @@ def guarded(name: str, body: Callable[P, Awaitable[None]]) -> Callable[P, Awaita
         raise AgentFailed(f"{kind} in {name}: the worker stops; its message is not shown, as it can "
                           f"quote event data (where it was raised: the agent_failed log line)")
 
-    run.__sgbus_guarded__ = True  # type: ignore[attr-defined]
     return run
