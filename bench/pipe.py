@@ -286,14 +286,26 @@ def start_workers(h: Harness, module: str, app_id: str, workers: int, stages: bo
                   route_workers: int = 1, env: dict[str, str] | None = None) -> list[Proc]:
     """`workers` all-in-one processes, or one process per stage (`sgbus worker --stage`; the
     route stage in `route_workers` processes sharing its partitions)."""
-    if stages:
-        procs = [h.spawn(module, app_id, stage) for stage in STAGES]
-        procs += [h.spawn(module, app_id, "route") for _ in range(route_workers - 1)]
-        for stage in STAGES:
-            h.wait_group(stage_app_id(app_id, stage), route_workers if stage == "route" else 1)
-        return procs
-    procs = [h.spawn(module, app_id, env=env) for _ in range(workers)]
-    h.wait_group(stage_app_id(app_id, "all"), workers)
+    procs: list[Proc] = []
+    try:
+        if stages:
+            procs += [h.spawn(module, app_id, stage) for stage in STAGES]
+            procs += [h.spawn(module, app_id, "route") for _ in range(route_workers - 1)]
+            for stage in STAGES:
+                h.wait_group(stage_app_id(app_id, stage), route_workers if stage == "route" else 1)
+        else:
+            procs += [h.spawn(module, app_id, env=env) for _ in range(workers)]
+            h.wait_group(stage_app_id(app_id, "all"), workers)
+    except BaseException as exc:
+        # Say why (a worker that exited, with its log), and stop the rest: left running, they
+        # outlived the benchmark and took CPU from whatever ran next.
+        exited = [f"{p.stage or 'worker'} exited with code {p.popen.returncode}; last lines of {p.log}:\n"
+                  f"{p.log_tail()}" for p in procs if p.popen.poll() is not None]
+        for p in procs:
+            p.stop()
+        if isinstance(exc, StackError) and exited:
+            raise StackError("; ".join([str(exc), *exited])) from None
+        raise
     return procs
 
 

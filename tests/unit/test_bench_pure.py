@@ -1,11 +1,18 @@
-"""Pure parts of the benchmark harness: percentiles and the profile summary."""
+"""Pure parts of the benchmark harness: percentiles, the profile summary, and workers stopped
+when a run cannot start."""
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
+import pytest
+
 from bench.load import percentile
+from bench.pipe import Proc, start_workers
 from bench.profile import summarise_collapsed
+from bus.exceptions import StackError
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -117,3 +124,33 @@ def test_a_run_s_results_replace_an_older_run_s_phases_it_did_not_measure(tmp_pa
     write_results({}, tmp_path)
     assert (tmp_path / "levers.json").exists()
     assert "backfill_all_in_one" not in load_results(tmp_path)
+
+
+class _NeverSettles:
+    """A harness whose stage workers are plain processes, one of which exits at once, and whose
+    consumer groups never become stable (as in a three-broker run whose ingest stage died)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def spawn(self, module: str, app_id: str, stage: str | None = None, env: dict[str, str] | None = None) -> Proc:
+        log = self.home / f"{stage}.log"
+        log.write_text(f"{stage} started\n{stage}: the reason it stopped\n" if stage == "ingest" else "")
+        cmd = ["false"] if stage == "ingest" else ["sleep", "120"]
+        return Proc(subprocess.Popen(cmd), self.home / "audit.db", log, stage)
+
+    def wait_group(self, group: str, members: int, timeout_s: float = 120.0) -> None:
+        time.sleep(0.2)  # time for the ingest stage's process to exit
+        raise StackError(f"consumer group {group} did not reach {members} stable member(s)")
+
+
+def test_workers_started_for_a_run_whose_group_never_settles_are_stopped_and_the_dead_one_named(
+        tmp_path: Path) -> None:
+    started: list[Proc] = []
+    harness = _NeverSettles(tmp_path)
+    spawn = harness.spawn
+    harness.spawn = lambda *a, **k: started.append(spawn(*a, **k)) or started[-1]  # type: ignore[method-assign]
+    with pytest.raises(StackError) as failed:
+        start_workers(harness, "bus", "bench-x", 1, stages=True)  # type: ignore[arg-type]
+    assert len(started) == 3 and all(p.popen.poll() is not None for p in started)  # none left running
+    assert "ingest exited with code 1" in str(failed.value) and "the reason it stopped" in str(failed.value)
