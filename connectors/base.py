@@ -38,7 +38,11 @@ class Rejection:
     code: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.where}: {self.field}: {self.message} [{self.code}]"
+        return self.describe(str(self.path))
+
+    def describe(self, file: str) -> str:
+        """The report line, with the file named as the caller chooses (a digest, or its path)."""
+        return f"{file}: {self.where}: {self.field}: {self.message} [{self.code}]"
 
 
 @dataclass(frozen=True)

@@ -95,11 +95,15 @@ def connector_run(
     signing_key: Annotated[Path | None, typer.Option(
         "--signing-key", help="the organisation's private key file; default: the local stack's key")] = None,
     poll: Annotated[float, typer.Option(min=0.1, help="seconds between looks at the directory")] = 1.0,
+    name_files: Annotated[bool, typer.Option(
+        "--name-files", help="name files by their path in reports; default: by their SHA-256 digest, as the "
+                             "partner's system may name a file after a child")] = False,
 ) -> None:
     """Publish each file dropped in the directory (oldest first; files still being written, or
     named *.tmp/*.part, wait), signed as the organisation. What was sent is remembered, so a
     restart or a re-delivered file sends nothing twice. Runs until stopped (or --once);
-    exit 2 if any record was rejected."""
+    exit 2 if any record was rejected. A bad file or record is reported as `file sha256:DIGEST:
+    ...` (find it with `sha256sum DIR/* | grep ^DIGEST`) unless --name-files."""
     from bus.exceptions import ConfigurationError
     from bus.kafka_io import idempotent_producer, produce_all
     from bus.ops import targets
@@ -129,7 +133,8 @@ def connector_run(
         serve_connector_metrics(settings, name, org, stats)
     try:
         stats = watch(watch_dir, connector, ctx, ledger, sign, lambda records: produce_all(producer, records),
-                      once=once, poll_s=poll, should_stop=lambda: stopping["now"], report=err, stats=stats)
+                      once=once, poll_s=poll, should_stop=lambda: stopping["now"], report=err, stats=stats,
+                      name_files=name_files)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     finally:

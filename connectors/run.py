@@ -32,6 +32,8 @@ class RunStats:
     rejected: int = 0
     bad_files: int = 0
     problems: list[str] = field(default_factory=list)
+    #: oversized files already reported (device, inode, size, mtime): reported once, not every round
+    oversized: set[tuple[int, int, int, int]] = field(default_factory=set, repr=False)
 
 
 #: a partner's file is a few MiB; anything far bigger is refused before it is read
@@ -70,16 +72,31 @@ def resend_pending(ledger: Ledger, publish: Publish) -> int:
     return len(pending)
 
 
+def file_label(path: Path, sha: str, name_files: bool) -> str:
+    """How a report names a dropped file: by its digest unless the operator asked for names.
+
+    The partner's system names the files, and a name can be a child's ("smith-john.json"); the
+    digest finds the file (`sha256sum DIR/* | grep ^DIGEST`) and is what the ledger keys on."""
+    return str(path) if name_files else f"file sha256:{sha[:16]}"
+
+
 def process_file(path: Path, connector: Connector, ctx: Context, ledger: Ledger, sign: Sign, publish: Publish,
-                 stats: RunStats, report: Callable[[str], None]) -> None:
+                 stats: RunStats, report: Callable[[str], None], name_files: bool = False) -> None:
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            stats.bad_files += 1
-            report(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB; not read")
+        st = path.stat()
+        if st.st_size > MAX_FILE_BYTES:
+            seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            if seen not in stats.oversized:
+                stats.oversized.add(seen)
+                stats.bad_files += 1
+                with path.open("rb") as f:
+                    big = hashlib.file_digest(f, "sha256").hexdigest()
+                report(f"{file_label(path, big, name_files)}: larger than {MAX_FILE_BYTES // 2**20} MiB; not read")
             return
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:  # removed or unreadable since it was listed: look again next round
         return
+    label = file_label(path, sha, name_files)
     if ledger.file_done(sha):
         return
     stats.files += 1
@@ -89,12 +106,12 @@ def process_file(path: Path, connector: Connector, ctx: Context, ledger: Ledger,
         for result in connector.convert(path, ctx):
             if isinstance(result, Rejection):
                 rejected += 1
-                report(str(result))
+                report(result.describe(label))
             else:
                 converted.append(result)
     except (FileRejected, OSError) as exc:
         stats.bad_files += 1
-        report(f"{path}: {exc if isinstance(exc, FileRejected) else 'cannot be read'}")
+        report(f"{label}: {exc if isinstance(exc, FileRejected) else 'cannot be read'}")
         ledger.file_finished(sha, path.name, 0, 0)  # reported once; a corrected file has another digest
         return
     try:
@@ -119,8 +136,10 @@ def process_file(path: Path, connector: Connector, ctx: Context, ledger: Ledger,
 
 def watch(directory: Path, connector: Connector, ctx: Context, ledger: Ledger, sign: Sign, publish: Publish, *,
           once: bool = False, poll_s: float = 1.0, should_stop: Callable[[], bool] = lambda: False,
-          report: Callable[[str], None] = print, stats: RunStats | None = None) -> RunStats:
-    """Publish every file in `directory` (oldest first), then, unless `once`, each new one."""
+          report: Callable[[str], None] = print, stats: RunStats | None = None,
+          name_files: bool = False) -> RunStats:
+    """Publish every file in `directory` (oldest first), then, unless `once`, each new one.
+    Reports name a file by its digest (`file_label`) unless `name_files`."""
     stats = stats if stats is not None else RunStats()
     resend_pending(ledger, publish)
     while not should_stop():
@@ -128,7 +147,7 @@ def watch(directory: Path, connector: Connector, ctx: Context, ledger: Ledger, s
         if once:  # files written just now are taken too: the caller says they are complete
             now += SETTLE_S
         for path in sorted((p for p in directory.iterdir() if _ready(p, now)), key=_mtime):
-            process_file(path, connector, ctx, ledger, sign, publish, stats, report)
+            process_file(path, connector, ctx, ledger, sign, publish, stats, report, name_files)
         if once:
             break
         time.sleep(poll_s)

@@ -3,6 +3,7 @@ process; bad records are reported and the rest go through."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from datetime import datetime
@@ -48,10 +49,15 @@ def drop(tmp_path: Path) -> Path:
     return d
 
 
-def _run(drop: Path, ledger: Ledger, broker: Broker, reports: list[str] | None = None):  # type: ignore[no-untyped-def]
+def _run(drop: Path, ledger: Ledger, broker: Broker, reports: list[str] | None = None,  # type: ignore[no-untyped-def]
+         **kw: Any):
     ctx = Context(org_id="NSP", now=NOW, settings=connector_settings("encompass", REPO / "policies" / "data"))
     return watch(drop, CONNECTORS["encompass"](), ctx, ledger, _sign, broker, once=True,
-                 report=(reports.append if reports is not None else lambda _m: None))
+                 report=(reports.append if reports is not None else lambda _m: None), **kw)
+
+
+def _digest(path: Path) -> str:
+    return "file sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def test_good_records_are_published_and_the_bad_one_is_reported_without_its_values(drop: Path, tmp_path: Path) -> None:
@@ -60,8 +66,42 @@ def test_good_records_are_published_and_the_bad_one_is_reported_without_its_valu
     assert (stats.published, stats.rejected) == (2, 1)
     assert [e["payload"]["school_urn"] for e in broker.sent] == ["900001", "900002"]
     assert all(e["signature"].startswith("sig-") for e in broker.sent)
+    assert reports == [f"{_digest(drop / 'night-1.json')}: record 3: data.attributes.riskGrade: not one of the "
+                       "codes in the mapping table (3 codes) [unknown_code]"]
+
+
+def test_a_file_named_after_a_child_is_reported_by_its_digest_not_its_name(drop: Path, tmp_path: Path) -> None:
+    (drop / "night-1.json").rename(drop / "kayden-testbury-2017-02-14.json")  # a partner's system chose this
+    (drop / "ava-sample-notes.json").write_text("<xml/>")
+    reports: list[str] = []
+    _run(drop, Ledger(tmp_path / "l.sqlite"), Broker(), reports)
+    assert len(reports) == 2
+    assert not [r for r in reports if "testbury" in r.lower() or "ava" in r.lower() or str(drop) in r]
+    assert f"{_digest(drop / 'ava-sample-notes.json')}: not JSON" in reports
+
+
+def test_the_operator_can_ask_for_file_names(drop: Path, tmp_path: Path) -> None:
+    reports: list[str] = []
+    _run(drop, Ledger(tmp_path / "l.sqlite"), Broker(), reports, name_files=True)
     assert reports == [f"{drop / 'night-1.json'}: record 3: data.attributes.riskGrade: not one of the codes in "
                        "the mapping table (3 codes) [unknown_code]"]
+
+
+def test_an_oversized_file_is_reported_once_not_every_round(drop: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import connectors.run
+
+    limit = (drop / "night-1.json").stat().st_size
+    monkeypatch.setattr(connectors.run, "MAX_FILE_BYTES", limit)
+    big = drop / "huge.json"
+    big.write_text("[" + " " * limit + "]")
+    broker, reports, ledger = Broker(), [], Ledger(tmp_path / "l.sqlite")
+    stats = connectors.run.RunStats()
+    for _ in range(3):  # three looks at the directory, as a long-running connector makes
+        _run(drop, ledger, broker, reports, stats=stats)
+    oversized = [r for r in reports if "larger than" in r]
+    assert oversized == [f"{_digest(big)}: larger than 0 MiB; not read"]
+    assert stats.bad_files == 1
 
 
 def test_a_restart_or_a_redelivered_file_sends_nothing_twice(drop: Path, tmp_path: Path) -> None:
@@ -103,4 +143,4 @@ def test_an_unreadable_file_is_one_clear_error(drop: Path, tmp_path: Path) -> No
     broker, reports = Broker(), []
     stats = _run(drop, Ledger(tmp_path / "l.sqlite"), broker, reports)
     assert stats.bad_files == 1
-    assert f"{drop / 'junk.json'}: not JSON" in reports
+    assert f"{_digest(drop / 'junk.json')}: not JSON" in reports
