@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar, cast
@@ -323,6 +323,32 @@ class Router:
             self._probe_next = (keys[remember], pairs[remember][1])
         decisions = [fresh[i] if i in fresh else d for i, d in enumerate(found)]
         return pairs, [d for d in decisions if d is not None], len(pairs) - len(asked)
+
+    async def allowed_to(self, events: list[PseudonymisedEvent], recipients: Collection[str]) -> list[set[str]]:
+        """For each event, which of `recipients` policy lets it be sent to now: asked as routing
+        asks (the recipient's subscription and purpose; not the publisher itself), without the
+        cache. Raises PolicyUnavailable (nothing answered) when OPA cannot answer or holds
+        another revision than the pinned one."""
+        requests: list[dict[str, Any]] = []
+        owners: list[int] = []
+        for i, event in enumerate(events):
+            visible: dict[str, Any] | None = None
+            for cand in candidates(self.partnership, event.event_type, event.source.agency.value,
+                                   event.source.org_id):
+                if cand.recipient in recipients:
+                    visible = visible if visible is not None else policy_event(event)
+                    requests.append({"event": visible, "recipient": cand.recipient, "purpose": cand.purpose})
+                    owners.append(i)
+        allowed: list[set[str]] = [set() for _ in events]
+        if not requests:
+            return allowed
+        step = self.query_events
+        decisions = await self._ask([requests[j:j + step] for j in range(0, len(requests), step)])
+        await self._check_revision(decisions)
+        for i, decision in zip(owners, decisions, strict=True):
+            if decision.allow:
+                allowed[i].add(decision.recipient)
+        return allowed
 
     async def route_batch(self, events: list[PseudonymisedEvent], ahead: ProbeAhead | None = None) -> RoutePlan:
         """Raises PolicyUnavailable (nothing decided, nothing shared) when OPA cannot answer.

@@ -61,12 +61,17 @@ def mash_key(subject: dict[str, Any], domain: str, keyring: Any) -> str | None:
     return token(keyring, domain, *found) if found else None
 
 
+def concern_recipients(partnership: Partnership) -> set[str]:
+    """The partners an agreement sends the concern to."""
+    return {r for a in partnership.agreements if CONCERN_TYPE in a.event_types for r in a.recipients}
+
+
 def countable(partnership: Partnership) -> tuple[set[tuple[str, str, str]], set[tuple[str, str]]]:
-    """What may count in a picture: only what the concern's recipients could be sent anyway, so a
-    concern never tells the MASH of an event type or a source it is not entitled to hear of.
-    ((agency, org_id, event type without version) shared with a recipient by some agreement,
-    (agency, org_id) of the recipients themselves: their own events)."""
-    recipients = {r for a in partnership.agreements if CONCERN_TYPE in a.event_types for r in a.recipients}
+    """A first, cheap screen of what may count in a picture: ((agency, org_id, event type without
+    version) some agreement shares with a concern recipient, (agency, org_id) of the recipients
+    themselves: their own events). Policy then decides each event that passes (`entitled`): the
+    screen knows nothing of an agreement's conditions, dates or event versions."""
+    recipients = concern_recipients(partnership)
     shared: set[tuple[str, str, str]] = set()
     for a in partnership.agreements:
         if CONCERN_TYPE in a.event_types or not recipients & set(a.recipients):
@@ -142,6 +147,33 @@ class ConcernCounter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, svc.settings.retry_max_backoff_s)
 
+    async def entitled(self, events: list[PseudonymisedEvent]) -> list[PseudonymisedEvent]:
+        """The events every concern recipient may hear of now: each is a recipient's own, or
+        policy would send it to that recipient today (its agreement's conditions, dates and event
+        versions, as routing decides). One concern goes to every recipient, so an event counts
+        only if none of them is refused it. Fail closed: while OPA cannot answer, hold the batch."""
+        svc, metrics = self.svc, self.svc.metrics
+        backoff = 0.1
+        while True:
+            partnership = svc.router.partnership
+            recipients = concern_recipients(partnership)
+            if not recipients:
+                return []  # no agreement sends a concern: nothing counts
+            own = {p.id: (p.agency.value, p.org_id) for p in partnership.partners if p.id in recipients}
+            try:
+                allowed = await svc.router.allowed_to(events, recipients)
+                metrics.opa_up.set(1)
+                break
+            except PolicyUnavailable as exc:
+                metrics.opa_up.set(0)
+                metrics.policy_retries.inc()
+                log.warning("concern_policy_unavailable_holding_batch", events=len(events), cause=str(exc))
+                await svc.router.refresh()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, svc.settings.retry_max_backoff_s)
+        return [e for e, ok in zip(events, allowed, strict=True)
+                if all(r in ok or own.get(r) == (e.source.agency.value, e.source.org_id) for r in recipients)]
+
     async def handle(self, batch: list[faust.EventT[bytes]], partnership: Partnership) -> None:
         svc, table = self.svc, self.table
         settings, metrics = svc.settings, svc.metrics
@@ -151,6 +183,7 @@ class ConcernCounter:
         now = int(time.time())
         keyring = svc.keyring
         touched: dict[str, tuple[Picture, TP, tuple[str, str]]] = {}
+        screened: list[tuple[PseudonymisedEvent, TP]] = []
         for ev in batch:
             try:
                 event = PseudonymisedEvent.model_validate_json(ev.value)
@@ -160,6 +193,13 @@ class ConcernCounter:
                 continue  # what the bus raised is not a report about the child
             source = (event.source.agency.value, event.source.org_id)
             if (*source, base_type(event.event_type)) not in shared and source not in own:
+                continue  # no agreement could send it to the MASH: not worth asking policy
+            screened.append((event, ev.message.tp))
+        if not screened:
+            return
+        counted = {id(e) for e in await self.entitled([e for e, _ in screened])}
+        for event, tp in screened:
+            if id(event) not in counted:
                 continue  # the MASH may not hear of it, so it does not count
             try:
                 subject = reveal_subject(event, keyring)
@@ -175,7 +215,7 @@ class ConcernCounter:
             picture.add(Report(str(event.ingest_id), event.source.agency.value, base_type(event.event_type),
                                int(event.occurred_at.timestamp())))
             picture.prune(now, concern.window_days)
-            touched[key] = (picture, ev.message.tp, identifier)
+            touched[key] = (picture, tp, identifier)
         if not touched:
             return
         rule_ids = [r.id for r in concern.rules]
