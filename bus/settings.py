@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     gateway_tls_cert: Path | None = Field(
         default=None, description="the gateway's server certificate chain (PEM); default: the local stack's")
     gateway_tls_key: Path | None = Field(default=None, description="the key of gateway_tls_cert (PEM)")
+    gateway_partner_certs: Path | None = Field(
+        default=None, description="the partner certificate register the gateway reads (which certificate speaks "
+                                  "for which partner, which are revoked); default: $SGBUS_HOME/pki/partner-certs.json")
     gateway_rate: float = Field(default=500.0, gt=0, description="events a second each partner may publish")
     gateway_burst: int = Field(default=1000, ge=1, description="events a partner may publish at once")
 

@@ -44,9 +44,11 @@ class RegisteredCert:
 class PartnerCerts:
     """The register `<home>/pki/partner-certs.json` (public data: fingerprints and partner ids)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, path: Path | None = None) -> None:
         self.home = home
-        self.path = home / "pki" / "partner-certs.json"
+        # The gateway may read a copy kept elsewhere (a Kubernetes Secret mounted as a directory);
+        # `certs issue|revoke` change the one in the home.
+        self.path = path or home / "pki" / "partner-certs.json"
         self._cache: tuple[tuple[int, int, int], dict[str, RegisteredCert]] | None = None
 
     def all(self) -> list[RegisteredCert]:

@@ -43,7 +43,7 @@ def check_event(raw: bytes, partner: Partner, signers: SignerRegistry) -> Accept
     """Validate `raw` (one event, JSON) as published by `partner`. Never raises for bad input."""
     try:
         data: Any = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep to read
         return Refused(400, "invalid_json", "The body is not JSON", [FieldProblem(
             field="$", code="invalid_json", message="not valid JSON")])
     if not isinstance(data, dict):

@@ -66,6 +66,17 @@ PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://sgbus.example/problems/"
 #: a whole batch: 500 events, most far below the per-event limit
 MAX_BATCH_BYTES = 16 * 1024 * 1024
+#: JSON values a batch may hold (objects, arrays, members: counted from its commas and brackets,
+#: before any is built). A real event has 20-30; parsed, each costs ~60 bytes or more, and a
+#: body of empty objects would otherwise take ~24x its size in memory.
+MAX_BATCH_VALUES = 400 * MAX_BATCH
+#: batches one partner may have in flight (read, parsed, published) at once
+BATCHES_IN_FLIGHT = 2
+#: batches parsed at once, whoever sends them
+BATCH_PARSES = 2
+#: seconds an idle keep-alive connection (or one that has not finished its request line and
+#: headers) is kept; aiohttp's default is an hour
+KEEPALIVE_TIMEOUT_S = 75.0
 GATEWAY_SERVER_CERT = "gateway"
 #: mailbox reads, acknowledgements and status look-ups a partner may make a second (bursts of twice that)
 READS_PER_S = 20
@@ -111,25 +122,29 @@ class PolicyState:
     """Partnership data and signing key register from the policy bundle OPA serves (as the
     workers use them), re-read every `refresh_s` and on an unknown key (at most every 2 s)."""
 
-    def __init__(self, opa: OpaAccess, refresh_s: float = 30.0) -> None:
-        self.opa, self.refresh_s = opa, refresh_s
+    def __init__(self, opa: OpaAccess, refresh_s: float = 30.0, max_stale_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.opa, self.refresh_s, self.max_stale_s, self.clock = opa, refresh_s, max_stale_s, clock
         self.state: tuple[Partnership, Any] | None = None
-        self._at = 0.0
+        self._at = 0.0  # the last attempt
+        self._fresh_at = 0.0  # the last answer
         self._lock = threading.Lock()
 
     def due(self, *, unknown_key: bool = False) -> bool:
-        age = time.monotonic() - self._at
+        age = self.clock() - self._at
         return self.state is None or age >= self.refresh_s or (unknown_key and age >= 2.0)
 
     def get(self, *, unknown_key: bool = False) -> tuple[Partnership, Any]:
+        """The partnership and signers; PolicyUnavailable when OPA has not answered for
+        `max_stale_s` (a removed partner or a revoked signing key must not pass for ever)."""
         with self._lock:
             if self.due(unknown_key=unknown_key):
-                self._at = time.monotonic()
+                self._at = self.clock()
                 try:
                     partnership, _revision, signers = fetch_policy_state(self.opa)
-                    self.state = (partnership, signers)
+                    self.state, self._fresh_at = (partnership, signers), self._at
                 except PolicyUnavailable:
-                    if self.state is None:
+                    if self.state is None or self._at - self._fresh_at > self.max_stale_s:
                         raise
             assert self.state is not None
             return self.state
@@ -139,11 +154,11 @@ class Gateway:
     """Everything the handlers use, built once per process."""
 
     def __init__(self, home: Path, kafka: KafkaAccess, opa: OpaAccess, *, rate: float, burst: float,
-                 audit_lookup: Callable[[str], list[dict[str, Any]]]) -> None:
+                 audit_lookup: Callable[[str], list[dict[str, Any]]], partner_certs: Path | None = None) -> None:
         self.home = home
         self.kafka = kafka
         self.policy = PolicyState(opa)
-        self.certs = PartnerCerts(home)
+        self.certs = PartnerCerts(home, partner_certs)
         # Lag of each partner's mailbox (sg.deliver.<partner> not yet acknowledged): every partner
         # holding a gateway certificate is expected to collect, so it is watched from the start.
         self.lag = LagCollector(kafka, [Group("mailbox", mailbox_group(p), deliver_topic(p))
@@ -154,8 +169,16 @@ class Gateway:
         # Blocking work (Kafka reads, SQLite, the audit store) runs here, not in the default
         # executor, so one partner's long polls cannot hold up policy refreshes.
         self.io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gateway-io")
+        # Mailbox long polls (up to MAX_WAIT_S each) and status look-ups (the audit store, which
+        # can be slow or down) have pools of their own: neither can take the threads publishing
+        # needs, whoever sends them.
+        self.polls = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gateway-poll")
+        self.lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-status")
         self.metrics = GatewayMetrics()
         self.store = ReceiptStore(home / "gateway")
+        self.batches_in_flight: dict[str, int] = {}
+        self.batch_parses = asyncio.Semaphore(BATCH_PARSES)
+        self._health_check: asyncio.Future[bool] | None = None  # the one broker round trip in flight
         self.audit_lookup = audit_lookup
         self.mailboxes: dict[str, Mailbox] = {}
         self._mailbox_lock = threading.Lock()
@@ -179,7 +202,8 @@ class Gateway:
         self.follower.stop()
         self.follower.join(5)
         self._poller.join(5)
-        self.io.shutdown(wait=True, cancel_futures=True)
+        for pool in (self.io, self.polls, self.lookups):
+            pool.shutdown(wait=True, cancel_futures=True)
         for mailbox in self.mailboxes.values():
             mailbox.close()
         self.store.close()
@@ -196,8 +220,8 @@ class Gateway:
                 self.lag.watch(Group("mailbox", mailbox_group(partner_id), deliver_topic(partner_id)))
             return self.mailboxes[partner_id]
 
-    async def run_io(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(fn, *args))
+    async def run_io(self, fn: Callable[..., Any], *args: Any, pool: ThreadPoolExecutor | None = None) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool or self.io, functools.partial(fn, *args))
 
     def lock_for(self, event_id: str) -> asyncio.Lock:
         lock = self._locks.get(event_id)
@@ -343,13 +367,22 @@ async def healthz(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY_KEY]
     at, ok = gw.health
     if time.monotonic() - at > 1.0:  # an open endpoint: at most one broker round trip a second
-        try:
-            await asyncio.to_thread(gw.producer.list_topics, timeout=2)
-            ok = True
-        except KafkaException:
-            ok = False
-        gw.health = (time.monotonic(), ok)
+        if gw._health_check is None:  # ...and one at a time, however many probes arrive meanwhile
+            gw._health_check = asyncio.ensure_future(_kafka_reachable(gw))
+        check = gw._health_check
+        ok = await asyncio.shield(check)
     return json_response(Health(status="ok" if ok else "degraded", kafka=ok))
+
+
+async def _kafka_reachable(gw: Gateway) -> bool:
+    try:
+        await asyncio.to_thread(gw.producer.list_topics, timeout=2)
+        ok = True
+    except KafkaException:
+        ok = False
+    gw.health = (time.monotonic(), ok)
+    gw._health_check = None
+    return ok
 
 
 @functools.cache
@@ -482,17 +515,40 @@ async def publish_batch(request: web.Request) -> web.Response:
     partner = await authenticated(request)
     _json_body(request)
     _rate(gw, partner, 1)  # the parse below costs something even when the batch is refused
-    raw = await _read(request, MAX_BATCH_BYTES)
+    if gw.batches_in_flight.get(partner.id, 0) >= BATCHES_IN_FLIGHT:
+        raise ProblemError(429, "batches_in_flight", f"At most {BATCHES_IN_FLIGHT} batches at a time; send the "
+                           "next when one is answered", headers={"Retry-After": "1"})
+    gw.batches_in_flight[partner.id] = gw.batches_in_flight.get(partner.id, 0) + 1
     try:
-        batch = await asyncio.to_thread(BatchRequest.model_validate_json, raw)
-    except ValidationError as exc:
-        raise ProblemError(422, "invalid_batch", "The batch is invalid", _validation_problem(exc)) from None
-    _rate(gw, partner, len(batch.events) - 1)
-    outcomes = await _publish(gw, partner, [json.dumps(event, ensure_ascii=False).encode() for event in batch.events])
+        outcomes = await _publish_batch(gw, partner, request)
+    finally:
+        gw.batches_in_flight[partner.id] -= 1
     results = [BatchItem(index=i, status=status, receipt=receipt, problem=problem)
                for i, (status, receipt, problem) in enumerate(outcomes)]
     accepted = sum(1 for r in results if r.receipt is not None)
     return json_response(BatchResult(accepted=accepted, rejected=len(results) - accepted, results=results))
+
+
+async def _publish_batch(gw: Gateway, partner: Partner, request: web.Request,
+                         ) -> list[Outcome]:
+    raw = await _read(request, MAX_BATCH_BYTES)
+    if batch_values(raw) > MAX_BATCH_VALUES:
+        raise ProblemError(413, "too_large", "The batch holds too many JSON values",
+                           detail=f"at most {MAX_BATCH_VALUES} objects, arrays and members in a batch")
+    try:
+        async with gw.batch_parses:
+            batch = await asyncio.to_thread(BatchRequest.model_validate_json, raw)
+    except ValidationError as exc:
+        raise ProblemError(422, "invalid_batch", "The batch is invalid", _validation_problem(exc)) from None
+    del raw
+    _rate(gw, partner, len(batch.events) - 1)
+    return await _publish(gw, partner, [json.dumps(event, ensure_ascii=False).encode() for event in batch.events])
+
+
+def batch_values(raw: bytes) -> int:
+    """An upper bound of the JSON values in `raw` beyond its top level (commas and opening brackets,
+    those inside strings included), counted without parsing it."""
+    return raw.count(b",") + raw.count(b"{") + raw.count(b"[")
 
 
 async def status(request: web.Request) -> web.Response:
@@ -504,12 +560,13 @@ async def status(request: web.Request) -> web.Response:
     except ValueError:
         raise ProblemError(422, "invalid_event_id", "The event id is not a UUID",
                            field_problem("event_id", "uuid_parsing", "must be a UUID")) from None
-    receipt = await gw.run_io(gw.store.get, partner.id, event_id)
+    receipt = await gw.run_io(gw.store.get, partner.id, event_id, pool=gw.lookups)
     if receipt is None:  # another partner's event is as unknown as none
         raise ProblemError(404, "unknown_event", "No event with this id was published by you through the gateway")
     partnership, _signers = await _policy(gw)
     try:
-        result = await gw.run_io(event_status, receipt, partner, gw.store, partnership, gw.audit_lookup)
+        result = await gw.run_io(event_status, receipt, partner, gw.store, partnership, gw.audit_lookup,
+                                 pool=gw.lookups)
     except Exception as exc:  # the audit store is down or busy: say so, do not guess
         log.warning("status_unavailable", error=type(exc).__name__)
         raise ProblemError(503, "status_unavailable", "The event's status cannot be read now",
@@ -535,7 +592,7 @@ async def _on_mailbox(gw: Gateway, cursor_field: str, call: Callable[..., Any], 
     """A mailbox call off the event loop, its failures as problems (`cursor_field`: where the
     caller put the cursor)."""
     try:
-        return await gw.run_io(call, *args)
+        return await gw.run_io(call, *args, pool=gw.polls)
     except MailboxBusy:
         raise ProblemError(429, "mailbox_busy", "Another read or acknowledgement of this mailbox is in progress",
                            headers={"Retry-After": "1"}) from None
@@ -629,7 +686,8 @@ async def serve(gw: Gateway, settings: Settings, host: str, port: int, metrics_p
 
     logging.getLogger("aiohttp.server").addFilter(_NoRequestContent())
     gw.start()
-    runner = web.AppRunner(build_app(gw), access_log=None, handle_signals=False)
+    runner = web.AppRunner(build_app(gw), access_log=None, handle_signals=False,
+                           keepalive_timeout=KEEPALIVE_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=tls or server_tls(home), shutdown_timeout=10)
     await site.start()

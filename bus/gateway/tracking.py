@@ -70,6 +70,14 @@ class DeadLetterFollower(threading.Thread):
         self._stop_event.set()
 
 
+#: longest a status look-up waits for the audit store's connection
+LOOKUP_WAIT_S = 1.0
+
+
+class AuditBusy(Exception):
+    """Other look-ups hold the audit store's connection: the status cannot be read now."""
+
+
 class AuditReader:
     """Decisions by event id from the audit store, over one connection kept open (the store's
     schema statements run once, not per look-up) and reopened after an error."""
@@ -82,7 +90,11 @@ class AuditReader:
     def __call__(self, event_id: str) -> list[dict[str, Any]]:
         if self.settings.audit_dsn is None and not self.settings.audit_db_path.is_file():
             return []  # nothing audited yet
-        with self._lock:
+        # One look-up at a time on the one connection; a caller that cannot have it soon is
+        # told the status cannot be read now (503), rather than queueing behind a slow store.
+        if not self._lock.acquire(timeout=LOOKUP_WAIT_S):
+            raise AuditBusy("the audit store is busy with other status look-ups")
+        try:
             if self._store is None:
                 self._store = open_audit_store(self.settings)
             try:
@@ -90,6 +102,8 @@ class AuditReader:
             except Exception:
                 self.close_unlocked()
                 raise
+        finally:
+            self._lock.release()
 
     def close_unlocked(self) -> None:
         if self._store is not None:

@@ -101,7 +101,24 @@ def test_network_is_denied_by_default_and_opened_per_flow(full_docs: list[dict[s
 
 def test_disruption_budgets_only_where_a_replica_can_go(default_docs: list[dict[str, Any]]) -> None:
     pdbs = by_kind(default_docs, "PodDisruptionBudget")
-    assert set(pdbs) == {"sgbus-ingest", "sgbus-route", "sgbus-opa", "sgbus-gateway"}
+    assert set(pdbs) == {"sgbus-ingest", "sgbus-route", "sgbus-opa"}
+
+
+def test_one_gateway_whose_revocations_reach_it_while_it_runs(full_docs: list[dict[str, Any]]) -> None:
+    gateway = by_kind(full_docs, "Deployment")["sgbus-gateway"]["spec"]
+    # Its receipts and limits are its own: never two side by side, not even during an upgrade.
+    assert gateway["replicas"] == 1 and gateway["strategy"] == {"type": "Recreate"}
+    pod = gateway["template"]["spec"]
+    (container,) = pod["containers"]
+    # Kubernetes never updates a Secret mounted with subPath: a revoked certificate would keep
+    # working until the pod restarted.
+    certs = next(m for m in container["volumeMounts"] if m["name"] == "partner-certs")
+    assert "subPath" not in certs
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SGBUS_GATEWAY_PARTNER_CERTS"] == certs["mountPath"] + "/partner-certs.json"
+    receipts = next(m for m in container["volumeMounts"] if m["name"] == "receipts")
+    assert receipts["mountPath"] == "/var/lib/sgbus/gateway"
+    assert {"name": "receipts", "persistentVolumeClaim": {"claimName": "sgbus-gateway-receipts"}} in pod["volumes"]
 
 
 def test_rules_and_dashboards_are_the_operators_own(default_docs: list[dict[str, Any]]) -> None:

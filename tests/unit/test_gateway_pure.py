@@ -137,6 +137,27 @@ def test_only_registered_unrevoked_partner_certificates_speak_for_a_partner(tmp_
     assert certs.local("oakfield-primary") is None
 
 
+def test_a_revocation_reaches_a_gateway_reading_a_mounted_copy_of_the_register(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    certs = PartnerCerts(home)
+    issued, _ = certs.issue("oakfield-primary")
+    der = x509.load_pem_x509_certificate(issued.cert.read_bytes()).public_bytes(serialization.Encoding.DER)
+    # As Kubernetes mounts a Secret: the file is a link through `..data`, swapped whole on change.
+    mount = tmp_path / "mount"
+    (mount / "..v1").mkdir(parents=True)
+    (mount / "..v1" / "partner-certs.json").write_bytes(certs.path.read_bytes())
+    (mount / "..data").symlink_to("..v1")
+    (mount / "partner-certs.json").symlink_to("..data/partner-certs.json")
+    gateway = PartnerCerts(home, mount / "partner-certs.json")
+    assert gateway.partner_for(der) == "oakfield-primary"
+    certs.revoke("oakfield-primary")
+    (mount / "..v2").mkdir()
+    (mount / "..v2" / "partner-certs.json").write_bytes(certs.path.read_bytes())
+    (mount / "..data_tmp").symlink_to("..v2")
+    (mount / "..data_tmp").replace(mount / "..data")
+    assert gateway.partner_for(der) is None
+
+
 def test_a_certificate_issued_for_another_system_keeps_no_key_on_the_bus_host(tmp_path: Path) -> None:
     certs = PartnerCerts(tmp_path)
     issued, _ = certs.issue("northshire-nhs-uec", out=tmp_path / "handover")
