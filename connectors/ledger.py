@@ -63,6 +63,8 @@ class Ledger:
             self._db.executemany("UPDATE events SET sent_at = ?, signed = NULL WHERE event_id = ?",
                                  [(now, eid) for eid in event_ids])
 
-    def file_finished(self, sha256: str, name: str, events: int, rejected: int) -> None:
-        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-                         (sha256, name, events, rejected, datetime.now(UTC).isoformat()))
+    def file_finished(self, sha256: str, events: int, rejected: int) -> None:
+        # No file name: the partner's system chooses them, and one can be a child's. (The column
+        # stays, empty, for ledgers written before.)
+        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, '', ?, ?, ?)",
+                         (sha256, events, rejected, datetime.now(UTC).isoformat()))

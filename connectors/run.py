@@ -3,8 +3,12 @@ each event once (connectors/ledger.py)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +36,7 @@ class RunStats:
     rejected: int = 0
     bad_files: int = 0
     problems: list[str] = field(default_factory=list)
-    #: oversized files already reported (device, inode, size, mtime): reported once, not every round
+    #: files not read, already reported (device, inode, size, mtime): reported once, not every round
     oversized: set[tuple[int, int, int, int]] = field(default_factory=set, repr=False)
 
 
@@ -41,18 +45,19 @@ MAX_FILE_BYTES = 256 * 2**20
 
 
 def _ready(path: Path, now: float) -> bool:
-    """A regular file (never a symlink: it could point at another organisation's drop), not
-    hidden, not partial, and still for SETTLE_S."""
+    """Not hidden, not partial, not a directory, and still for SETTLE_S. A symbolic link (or
+    anything else that is not a regular file) is taken too, to be reported, never read."""
     try:
-        return (not path.is_symlink() and path.is_file() and not path.name.startswith(".")
-                and not path.name.endswith(_PARTIAL) and now - path.stat().st_mtime >= SETTLE_S)
+        st = path.lstat()
+        return (not stat.S_ISDIR(st.st_mode) and not path.name.startswith(".")
+                and not path.name.endswith(_PARTIAL) and now - st.st_mtime >= SETTLE_S)
     except OSError:  # removed while we looked
         return False
 
 
 def _mtime(path: Path) -> float:
     try:
-        return path.stat().st_mtime
+        return path.lstat().st_mtime
     except OSError:
         return 0.0
 
@@ -80,45 +85,85 @@ def file_label(path: Path, sha: str, name_files: bool) -> str:
     return str(path) if name_files else f"file sha256:{sha[:16]}"
 
 
+class _NotRead(Exception):
+    """A dropped file that is not read, and why (said once)."""
+
+
+def read_dropped(path: Path) -> tuple[bytes, os.stat_result]:
+    """The file's bytes, read once through one descriptor: never through a symbolic link (one
+    swapped in after the directory was listed could point at another organisation's drop or at
+    /dev/zero), only a regular file, and never more than MAX_FILE_BYTES (a file that grows
+    while read is cut off there and refused). What is converted is these bytes, not the path."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _NotRead("not a regular file; not read")
+        if st.st_size > MAX_FILE_BYTES:
+            raise _NotRead(f"larger than {MAX_FILE_BYTES // 2**20} MiB; not read")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise _NotRead(f"larger than {MAX_FILE_BYTES // 2**20} MiB; not read")
+        return data, st
+    finally:
+        os.close(fd)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def process_file(path: Path, connector: Connector, ctx: Context, ledger: Ledger, sign: Sign, publish: Publish,
                  stats: RunStats, report: Callable[[str], None], name_files: bool = False) -> None:
     try:
-        st = path.stat()
-        if st.st_size > MAX_FILE_BYTES:
-            seen = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-            if seen not in stats.oversized:
-                stats.oversized.add(seen)
-                stats.bad_files += 1
-                with path.open("rb") as f:
-                    big = hashlib.file_digest(f, "sha256").hexdigest()
-                report(f"{file_label(path, big, name_files)}: larger than {MAX_FILE_BYTES // 2**20} MiB; not read")
-            return
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:  # removed or unreadable since it was listed: look again next round
+        data, st = read_dropped(path)
+    except FileNotFoundError:  # removed since it was listed
         return
+    except (_NotRead, OSError) as exc:
+        # Said once per file as it is (a file that changes is looked at again); named by inode,
+        # as its content was not read.
+        try:
+            seen = _identity(path.lstat())
+        except OSError:
+            return
+        if seen not in stats.oversized:
+            stats.oversized.add(seen)
+            stats.bad_files += 1
+            why = str(exc) if isinstance(exc, _NotRead) else (
+                "a symbolic link; not read" if exc.errno == errno.ELOOP else f"cannot be read ({type(exc).__name__})")
+            report(f"{path if name_files else f'file inode {seen[1]}'}: {why}")
+        return
+    sha = hashlib.sha256(data).hexdigest()
     label = file_label(path, sha, name_files)
     if ledger.file_done(sha):
         return
     stats.files += 1
     converted: list[Converted] = []
     rejected = 0
+    with tempfile.TemporaryDirectory(prefix="sgbus-connector-") as private:
+        # The connector reads a private copy of exactly the bytes hashed: nothing the partner
+        # does to the drop meanwhile changes what is converted.
+        copy = Path(private) / f"dropped{path.suffix}"  # some connectors tell formats by suffix
+        copy.write_bytes(data)
+        del data
+        try:
+            for result in connector.convert(copy, ctx):
+                if isinstance(result, Rejection):
+                    rejected += 1
+                    report(result.describe(label))
+                else:
+                    converted.append(result)
+        except (FileRejected, OSError) as exc:
+            stats.bad_files += 1
+            report(f"{label}: {exc if isinstance(exc, FileRejected) else 'cannot be read'}")
+            ledger.file_finished(sha, 0, 0)  # reported once; a corrected file has another digest
+            return
     try:
-        for result in connector.convert(path, ctx):
-            if isinstance(result, Rejection):
-                rejected += 1
-                report(result.describe(label))
-            else:
-                converted.append(result)
-    except (FileRejected, OSError) as exc:
-        stats.bad_files += 1
-        report(f"{label}: {exc if isinstance(exc, FileRejected) else 'cannot be read'}")
-        ledger.file_finished(sha, path.name, 0, 0)  # reported once; a corrected file has another digest
-        return
-    try:
-        changed = hashlib.sha256(path.read_bytes()).hexdigest() != sha
+        changed = _identity(path.stat(follow_symlinks=False)) != _identity(st)
     except OSError:
         changed = True
-    if changed:  # written to while we read it: nothing sent, read again next round
+    if changed:  # still being written (or replaced) while read: nothing sent, read again next round
         stats.files -= 1
         return
     known = ledger.known(c.event["event_id"] for c in converted)
@@ -128,7 +173,7 @@ def process_file(path: Path, connector: Connector, ctx: Context, ledger: Ledger,
     if signed:
         publish([_record(json.loads(body)) for body in signed.values()])
         ledger.mark_sent(signed)
-    ledger.file_finished(sha, path.name, len(converted), rejected)
+    ledger.file_finished(sha, len(converted), rejected)
     stats.published += len(signed)
     stats.already_sent += len(converted) - len(fresh)
     stats.rejected += rejected

@@ -42,8 +42,8 @@ class Sink(Protocol):
 
 
 class SeenStore:
-    """Event ids already delivered to this partner by this connector: the dedupe that makes
-    an at-least-once topic exactly-once for the partner's system."""
+    """Events already delivered to this partner by this connector (agency/org/event id): the
+    dedupe that makes an at-least-once topic exactly-once for the partner's system."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,11 +64,17 @@ class DeliveryStats:
     dead_lettered: int = 0
 
 
-def _event_id(msg: Message) -> str:
+def _event_id(msg: Message) -> tuple[str, str]:
+    """(event id, dedupe key). The key is the publishing organisation's and its event id, as the
+    bus registers events: event ids are the publisher's to choose, so another organisation's
+    event with the same id is another event, never a duplicate."""
     try:
-        return str(json.loads(msg.value() or b"")["event_id"])
+        event = json.loads(msg.value() or b"")
+        event_id, source = str(event["event_id"]), event["source"]
+        return event_id, f"{source['agency']}/{source['org_id']}/{event_id}"
     except (ValueError, KeyError, TypeError):
-        return f"unparseable@{msg.partition()}:{msg.offset()}"
+        unparseable = f"unparseable@{msg.partition()}:{msg.offset()}"
+        return unparseable, unparseable
 
 
 def run_delivery(
@@ -101,8 +107,8 @@ def run_delivery(
             last_activity = time.monotonic()
             delivered_ids = []
             for msg in batch:
-                event_id = _event_id(msg)
-                if seen.seen(event_id) or event_id in delivered_ids:
+                event_id, key = _event_id(msg)
+                if seen.seen(key) or key in delivered_ids:
                     stats.duplicates_skipped += 1
                     if metrics:
                         metrics.outcome("duplicate")
@@ -120,14 +126,14 @@ def run_delivery(
                               "partition": msg.partition(), "offset": msg.offset()}
                     dlq.produce(DLQ, key=event_id.encode(), value=json.dumps(record).encode())
                     stats.dead_lettered += 1
-                delivered_ids.append(event_id)
+                delivered_ids.append(key)
             # Durable first (file renamed, dead letters acknowledged), then remembered, then committed:
             # a crash in between repeats the batch and the seen-set drops the repeats.
             sink.flush()
             if dlq.flush(30):
                 raise SgbusError("dead letters were not acknowledged by Kafka")
-            for event_id in delivered_ids:
-                seen.add(event_id)
+            for key in delivered_ids:
+                seen.add(key)
             consumer.commit(asynchronous=False)
     finally:
         sink.flush()

@@ -80,9 +80,20 @@ def deliver_webhook(
     secret = os.environ.get(secret_env)
     if not secret:
         fail(f"--secret-env: set {secret_env} to the secret shared with the partner", 2)
-    if not url.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+    if not plain_http_allowed(url):
         fail("--url: use https:// (plain http only for a local test endpoint)", 2)
     _run_delivery(partner, WebhookSink(url, secret.encode()), max_events, idle_timeout, fmt)
+
+
+def plain_http_allowed(url: str) -> bool:
+    """https://, or http:// to this host only: the host parsed, not the text's start
+    (`http://localhost.example.org/` and `http://localhost@example.org/` are other hosts)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return True
+    return parts.scheme == "http" and parts.hostname in {"127.0.0.1", "localhost", "::1"} and "@" not in parts.netloc
 
 
 @deliver_app.command("file")

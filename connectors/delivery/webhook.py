@@ -66,7 +66,9 @@ class WebhookSink:
                 continue
             if response.status_code < 300:
                 return
-            if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+            if 300 <= response.status_code < 500 and response.status_code not in (408, 429):
+                # 3xx too: redirects are not followed (the endpoint is agreed, not discovered), and
+                # retrying one for ever would stall the partner's queue with no dead letter.
                 raise Rejected(f"partner answered HTTP {response.status_code}", response.status_code)
             self.on_retry("throttled" if response.status_code == 429 else "server_error")
             self.sleep(next(delays))  # 5xx, 408, 429: retry

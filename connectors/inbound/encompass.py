@@ -50,7 +50,11 @@ class Encompass(Connector):
             raise RecordError("data.type", "not an incident", "invalid")
         data, people = record
         attrs = data.get("attributes") if isinstance(data.get("attributes"), dict) else {}
-        if attrs.get("domesticAbuse") is not True:
+        flag = attrs.get("domesticAbuse")
+        if not isinstance(flag, bool):  # "true", "Y", 1 or a missing flag: never taken as "not domestic abuse"
+            raise RecordError("data.attributes.domesticAbuse", "must be true or false", "missing" if flag is None
+                              else "invalid")
+        if not flag:
             return []  # Encompass is for domestic abuse incidents only
         reference = attrs.get("reference")
         if not reference or not isinstance(reference, str):

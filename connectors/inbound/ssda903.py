@@ -29,6 +29,10 @@ EPISODES = ("CHILD", "DECOM", "RNE", "LS", "CIN", "PLACE", "PLACE_PROVIDER", "DE
 MISSING = ("CHILD", "DOB", "MISSING", "MIS_START", "MIS_END")
 #: a whole authority's return is a few MiB of CSV
 MAX_UNZIPPED = 200 * 2**20
+#: rows per table: the largest authority looks after a few thousand children a year
+MAX_ROWS = 50_000
+#: a Header row that is not the child's only one
+_AMBIGUOUS: dict[str, str] = {}
 
 
 def _tables(path: Path) -> dict[str, list[dict[str, str]]]:
@@ -49,11 +53,18 @@ def _tables(path: Path) -> dict[str, list[dict[str, str]]]:
         raise FileRejected("not an SSDA903 return (CSV files, or a .zip of them)") from None
     found: dict[str, list[dict[str, str]]] = {}
     for _, text in texts:
-        rows = list(csv.DictReader(io.StringIO(text)))
         columns = tuple(c.strip() for c in (csv.reader(io.StringIO(text)).__next__() if text.strip() else []))
         for name, expected in (("Header", HEADER), ("Episodes", EPISODES), ("Missing", MISSING)):
-            if set(expected) <= set(columns):
-                found[name] = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in rows]
+            if not set(expected) <= set(columns):
+                continue
+            if name in found:  # which is the return's? Never pick one silently
+                raise FileRejected(f"two CSV files look like the {name} table")
+            rows: list[dict[str, str]] = []
+            for r in csv.DictReader(io.StringIO(text)):
+                if len(rows) == MAX_ROWS:  # rows cost ~70x their bytes once read: bounded, not a return
+                    raise FileRejected(f"the {name} table has more than {MAX_ROWS} rows")
+                rows.append({k.strip(): (v or "").strip() for k, v in r.items() if k})
+            found[name] = rows
     if "Episodes" not in found or "Header" not in found:
         raise FileRejected("an SSDA903 return needs its Header and Episodes tables (recognised by their columns)")
     return found
@@ -66,7 +77,10 @@ class Ssda903(Connector):
 
     def records(self, path: Path, ctx: Context) -> Iterator[tuple[str, Any]]:
         tables = _tables(path)
-        children = {row.get("CHILD", ""): row for row in tables["Header"]}
+        children: dict[str, dict[str, str]] = {}
+        for row in tables["Header"]:
+            child = row.get("CHILD", "")
+            children[child] = _AMBIGUOUS if child in children else row
         episodes: dict[str, list[tuple[int, dict[str, str]]]] = {}
         missing: dict[str, list[tuple[int, dict[str, str]]]] = {}
         for line, row in enumerate(tables["Episodes"], start=2):
@@ -81,6 +95,8 @@ class Ssda903(Connector):
         header, rows, missing = record
         if header is None:
             raise RecordError("Episodes.CHILD", "no Header row for this child", "unknown_child")
+        if header is _AMBIGUOUS:  # which date of birth, which UPN? Never the last one silently
+            raise RecordError("Header.CHILD", "more than one Header row for this child", "duplicate_child")
         dob = parse_date(header.get("DOB"), "Header.DOB", formats=DATE)
         identifiers = {"la_child_id": f"{ctx.org_id}-{header['CHILD']}"}
         upn = header.get("UPN", "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from connectors import run as connectors_run
 from connectors.base import Context
 from connectors.inbound import CONNECTORS, connector_settings
 from connectors.ledger import Ledger
@@ -100,8 +102,51 @@ def test_an_oversized_file_is_reported_once_not_every_round(drop: Path, tmp_path
     for _ in range(3):  # three looks at the directory, as a long-running connector makes
         _run(drop, ledger, broker, reports, stats=stats)
     oversized = [r for r in reports if "larger than" in r]
-    assert oversized == [f"{_digest(big)}: larger than 0 MiB; not read"]
+    assert oversized == [f"file inode {big.stat().st_ino}: larger than 0 MiB; not read"]  # not read: no digest
     assert stats.bad_files == 1
+
+
+def test_a_symlink_swapped_in_after_the_listing_is_reported_and_never_followed(
+        drop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import connectors.run
+
+    other = tmp_path / "other-org"  # another organisation's drop, which this org's connector can read
+    other.mkdir()
+    shutil.copy(drop / "night-1.json", other / "theirs.json")
+    (drop / "night-1.json").unlink()
+    (drop / "mine.json").write_text("{}")
+    ready = connectors.run._ready
+
+    def swap_after_check(p: Path, now: float) -> bool:
+        ok = ready(p, now)
+        if ok and p.name == "mine.json":  # the partner renames a link over its file just after
+            p.unlink()
+            p.symlink_to(other / "theirs.json")
+        return ok
+
+    monkeypatch.setattr(connectors.run, "_ready", swap_after_check)
+    broker, reports = Broker(), []
+    stats = _run(drop, Ledger(tmp_path / "l.sqlite"), broker, reports)
+    assert broker.sent == []
+    assert reports == [f"file inode {(drop / 'mine.json').lstat().st_ino}: a symbolic link; not read"]
+    assert stats.bad_files == 1
+
+
+def test_a_fifo_in_the_drop_is_reported_once_and_never_blocks_the_connector(drop: Path, tmp_path: Path) -> None:
+    os.mkfifo(drop / "pipe.json")
+    broker, reports, ledger, stats = Broker(), [], Ledger(tmp_path / "l.sqlite"), connectors_run.RunStats()
+    for _ in range(2):
+        _run(drop, ledger, broker, reports, stats=stats)
+    assert [r for r in reports if "regular" in r] == [
+        f"file inode {(drop / 'pipe.json').lstat().st_ino}: not a regular file; not read"]
+    assert len(broker.sent) == 2  # the real file went through
+
+
+def test_the_ledger_keeps_no_file_name(drop: Path, tmp_path: Path) -> None:
+    (drop / "night-1.json").rename(drop / "testbury-kayden.json")
+    ledger = Ledger(tmp_path / "l.sqlite")
+    _run(drop, ledger, Broker())
+    assert [r for r in ledger._db.execute("SELECT name FROM files")] == [("",)]
 
 
 def test_a_restart_or_a_redelivered_file_sends_nothing_twice(drop: Path, tmp_path: Path) -> None:

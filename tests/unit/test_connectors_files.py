@@ -3,6 +3,7 @@ asks them to fetch (XML entities, DTDs)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -69,6 +70,59 @@ def test_an_ssda903_zip_that_unpacks_to_gigabytes_is_refused(tmp_path: Path) -> 
         z.writestr("Episodes.csv", "0" * (201 * 2**20))
     with pytest.raises(FileRejected, match="more than 200 MiB"):
         _convert("ssda903", "N01", path)
+
+
+def _return_zip(path: Path, extra: dict[str, str]) -> Path:
+    import zipfile
+
+    sample = REPO / "connectors" / "samples" / "ssda903" / "return-2026"
+    with zipfile.ZipFile(path, "w") as z:
+        for csv_file in sorted(sample.glob("*.csv")):
+            z.writestr(f"a/{csv_file.name}", csv_file.read_text())
+        for name, text in extra.items():
+            z.writestr(name, text)
+    return path
+
+
+def test_an_ssda903_return_with_two_episodes_tables_is_refused_not_one_picked(tmp_path: Path) -> None:
+    header = (REPO / "connectors" / "samples" / "ssda903" / "return-2026" / "Episodes.csv").read_text().splitlines()[0]
+    path = _return_zip(tmp_path / "two.zip", {"b/Episodes.csv": header + "\n"})  # header only: no episodes
+    with pytest.raises(FileRejected, match="two CSV files look like the Episodes table"):
+        _convert("ssda903", "N01", path)
+
+
+def test_a_child_with_two_header_rows_is_rejected_not_given_the_last_ones_details(tmp_path: Path) -> None:
+    sample = REPO / "connectors" / "samples" / "ssda903" / "return-2026"
+    (tmp_path / "r").mkdir()
+    for csv_file in sample.glob("*.csv"):
+        (tmp_path / "r" / csv_file.name).write_text(csv_file.read_text())
+    with (tmp_path / "r" / "Header.csv").open("a") as f:
+        f.write("SYN2001,F,01/01/2015,WBRI,N999201500009,0,\n")  # another date of birth and UPN
+    before = {(r.field, r.code) for r in _convert("ssda903", "N01", sample) if not isinstance(r, Converted)}
+    results = _convert("ssda903", "N01", tmp_path / "r")
+    rejected = {(r.field, r.code) for r in results if not isinstance(r, Converted)}
+    assert rejected - before == {("Header.CHILD", "duplicate_child")}
+    assert not any("N999201500009" in json.dumps(r.event) for r in results if isinstance(r, Converted))
+
+
+def test_an_ssda903_table_of_millions_of_tiny_rows_is_refused_with_bounded_memory(tmp_path: Path) -> None:
+    import tracemalloc
+    import zipfile
+
+    sample = REPO / "connectors" / "samples" / "ssda903" / "return-2026"
+    path = tmp_path / "rows.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:  # ~20 KB zipped
+        for name in ("Header.csv", "Episodes.csv"):
+            z.writestr(name, (sample / name).read_text())
+        z.writestr("Missing.csv", "CHILD,DOB,MISSING,MIS_START,MIS_END\n" + "1,2\n" * 2_000_000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FileRejected, match="more than 50000 rows"):
+            _convert("ssda903", "N01", path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 * 2**20
 
 
 @pytest.mark.parametrize(("name", "org", "text"), [
