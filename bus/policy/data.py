@@ -38,6 +38,10 @@ class Partner(Model):
     area: str
     linkage_domain: str = Field(pattern=_ID)
     delivery: Delivery = Field(default_factory=Delivery)
+    dfe_laestab: str | None = Field(
+        default=None, pattern=r"^\d{7}$",
+        description="a school's DfE LA and establishment number (LAESTAB): what its Common Transfer Files "
+                    "name as their source school")
 
     @property
     def topic(self) -> str:

@@ -30,5 +30,9 @@ def connector_settings(name: str, data_dir: Path) -> dict[str, Any]:
     if name == CinCensus.name:
         return {"local_authorities": load_local_authorities(data_dir)}
     if name == Ctf.name:
-        return {"local_authorities": load_local_authorities(data_dir), "thresholds": load_thresholds(data_dir)}
+        from bus.policy.data import load_partnership
+
+        schools = {p.org_id: p.dfe_laestab for p in load_partnership(data_dir).partners if p.dfe_laestab}
+        return {"local_authorities": load_local_authorities(data_dir), "thresholds": load_thresholds(data_dir),
+                "laestab": schools}
     return {}

@@ -40,6 +40,15 @@ class Ctf(Connector):
         if root.tag != "CTfile" or root.find("CTFpupilData") is None:
             raise FileRejected("not a Common Transfer File: expected CTfile/CTFpupilData")
         lea = _text(root, "Header/SourceSchool/LEA")
+        # A school publishes its own pupils only: the file's source school must be --org's (a CTF
+        # another school sent it for a joiner must not go out as this school's, with that
+        # school's authority).
+        own = ctx.settings.get("laestab", {}).get(ctx.org_id)
+        if own is None:
+            raise FileRejected(f"--org {ctx.org_id} has no dfe_laestab in partners.yaml: the CTF's source school "
+                               "cannot be checked")
+        if f"{lea or ''}{_text(root, 'Header/SourceSchool/Estab') or ''}" != own:
+            raise FileRejected(f"Header/SourceSchool (LEA and Estab) is not {ctx.org_id}'s LAESTAB {own}")
         authorities = ctx.settings.get("local_authorities", {})
         la = next((code for code, a in authorities.items() if a.dfe_la_number == lea), None)
         lost = _text(root, "Header/DestSchool/LEA") == "XXX"  # DfE: destination unknown, a "lost pupil"

@@ -152,6 +152,17 @@ def test_a_force_cannot_notify_another_forces_incident(tmp_path: Path) -> None:
     assert "wrong_force" in codes
 
 
+def test_a_ctf_from_another_school_is_not_published_as_this_schools(tmp_path: Path) -> None:
+    source = (REPO / "connectors" / "samples" / "ctf" / "9999001_CTF_9994001_001.xml").read_text()
+    path = tmp_path / "joiner.xml"  # another school's CTF, sent to this one for a joiner
+    path.write_text(source.replace("<Estab>9001</Estab>", "<Estab>7777</Estab>", 1)
+                    .replace("<LEA>999</LEA>", "<LEA>998</LEA>", 1))
+    with pytest.raises(FileRejected, match="not 900001's LAESTAB 9999001"):
+        _convert("ctf", "900001", path)
+    with pytest.raises(FileRejected, match="no dfe_laestab"):  # a school without one cannot use the connector
+        _convert("ctf", "900009", tmp_path / "joiner.xml")
+
+
 def test_a_census_return_must_say_whose_it_is(tmp_path: Path) -> None:
     source = (REPO / "connectors" / "samples" / "cin-census" / "cin-2024-25.xml").read_text()
     path = tmp_path / "anonymous.xml"
