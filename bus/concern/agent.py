@@ -20,7 +20,7 @@ from bus import logs
 from bus.agents.batching import take_ready
 from bus.agents.guard import guarded
 from bus.concern.decide import ConcernDecision
-from bus.concern.picture import Picture, Report, concern_event_id, raise_payload, remember_raise
+from bus.concern.picture import Picture, Report, concern_event_id, raise_payload, remember_raise, sweep
 from bus.exceptions import PolicyUnavailable
 from bus.policy.data import Partnership
 from bus.pseudonymise.engine import KEY_KINDS, reveal_subject
@@ -35,6 +35,8 @@ TABLE = "concern"
 CONCERN_TYPE = "bus.multi_agency_concern.v1"
 #: how often a concern stage re-reads the partnership (rules, recipients) from OPA
 REFRESH_S = 30.0
+#: how often every picture is pruned to the window and the empty ones deleted
+SWEEP_S = 3600.0
 
 Send = Callable[[faust.TopicT, bytes | None, bytes, TP], Awaitable[Any]]
 Sign = Callable[[dict[str, Any]], dict[str, Any]]
@@ -92,7 +94,8 @@ def concern_event(key: str, rule: str, payload: dict[str, Any], identifier: tupl
     same event (same id, same content: ingest drops the repeat)."""
     at = payload["last_at"]
     kind, value = identifier
-    return {"event_id": concern_event_id(key, rule, payload["raised"]), "event_type": CONCERN_TYPE,
+    return {"event_id": concern_event_id(key, rule, payload["raised"], payload["first_at"]),
+            "event_type": CONCERN_TYPE,
             "source": {"agency": Agency.BUS.value, "org_id": org_id}, "occurred_at": at, "recorded_at": at,
             "subject": {"identifiers": {kind: value}}, "classification": "OFFICIAL-SENSITIVE", "payload": payload}
 
@@ -243,14 +246,48 @@ class ConcernCounter:
             metrics.concerns_raised.labels(d.rule).inc()
             log.info("concern_raised", rule=d.rule, raised=payload["raised"], agencies=len(payload["agencies"]))
         for key, (picture, tp, _) in touched.items():
-            text = picture.to_bytes().decode()
             # Written to the changelog partition of the child's own events (its sg.events partition),
             # so the worker that owns those events recovers this picture after a restart.
-            table.data[key] = text
-            table.send_changelog(tp.partition, key, text)
+            picture.partition = tp.partition
+            self.write(key, picture)
         metrics.concern_children.set(len(table.data))
         metrics.concern_last_at.set(datetime.now(UTC).timestamp())
 
+    def write(self, key: str, picture: Picture) -> None:
+        """The picture to the table and its changelog partition; an empty one is deleted (a
+        tombstone, which compaction then removes with every earlier version)."""
+        table = self.table
+        if picture.empty:
+            table.data.pop(key, None)
+            table.send_changelog(picture.partition, key, None, value_serializer="raw")
+            return
+        text = picture.to_bytes().decode()
+        table.data[key] = text
+        table.send_changelog(picture.partition, key, text)
+
+    async def sweep(self) -> None:
+        """Prune every picture to the window, delete the empty ones: a child no new event is about
+        is not kept for ever. A picture whose partition is not known (written before it was
+        recorded, and not recovered from the changelog since) is left until it is next touched."""
+        svc = self.svc
+        concern = svc.router.partnership.concern
+        if concern is None:
+            return
+        changed = sweep(dict(self.table.data), int(time.time()), concern.window_days)
+        # Pictures written before their partition was recorded: the partition Faust recovered them from.
+        recovered: dict[str, int] = getattr(self.table.data, "_key_partition", {})
+        pruned = deleted = 0
+        for key, picture in changed.items():
+            if picture.partition is None:
+                picture.partition = recovered.get(key)
+            if picture.partition is None:
+                continue
+            self.write(key, picture)
+            deleted += picture.empty
+            pruned += not picture.empty
+        svc.metrics.concern_children.set(len(self.table.data))
+        if pruned or deleted:
+            log.info("concern_pictures_swept", pruned=pruned, deleted=deleted)
 
 
 def register_concern_agent(app: faust.App, counter: ConcernCounter, events: faust.TopicT,
@@ -271,3 +308,6 @@ def register_concern_agent(app: faust.App, counter: ConcernCounter, events: faus
     # rather than Faust restarting the agent past the batch it had taken, by its type only.
     app.agent(events, name="sgbus.concern", supervisor_strategy=CrashingSupervisor)(
         guarded("sgbus.concern", concern_agent))
+    # Pictures no new event touches are pruned and let go here (on_leader=False: each concern
+    # worker sweeps the pictures of its own partitions).
+    app.timer(SWEEP_S, name="sgbus.concern.sweep")(guarded("sgbus.concern.sweep", counter.sweep))

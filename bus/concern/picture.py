@@ -62,16 +62,30 @@ class Picture:
     def in_window(self, now: int, window_days: int) -> list[Report]:
         return [r for r in self.reports if 0 <= now - r.at <= window_days * DAY_S]
 
+    #: the sg.events partition of the child's events, which is the changelog partition the picture is
+    #: written to (so a periodic sweep can write it back, or delete it, where it belongs)
+    partition: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Nothing within the window: the picture (and what was raised from it) is let go."""
+        return not self.reports
+
     def to_bytes(self) -> bytes:
-        return json.dumps({"reports": [[r.ingest_id, r.agency, r.event_type, r.at] for r in self.reports],
-                           "raised": self.raised}, separators=(",", ":")).encode()
+        doc: dict[str, Any] = {"reports": [[r.ingest_id, r.agency, r.event_type, r.at] for r in self.reports],
+                               "raised": self.raised}
+        if self.partition is not None:
+            doc["p"] = self.partition
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, raw: bytes | str | None) -> Picture:
         if not raw:
             return cls()
         doc = json.loads(raw)
-        return cls([Report(*r) for r in doc.get("reports", [])], dict(doc.get("raised", {})))
+        partition = doc.get("p")
+        return cls([Report(*r) for r in doc.get("reports", [])], dict(doc.get("raised", {})),
+                   partition if isinstance(partition, int) else None)
 
 
 def raise_payload(picture: Picture, rule_id: str, window_days: int, now: int) -> dict[str, Any] | None:
@@ -107,8 +121,25 @@ def remember_raise(picture: Picture, rule_id: str, payload: dict[str, Any]) -> N
     }
 
 
-def concern_event_id(key: str, rule_id: str, raised: int) -> str:
-    return str(uuid.uuid5(_CONCERN_NS, f"{key}/{rule_id}/{raised}"))
+def concern_event_id(key: str, rule_id: str, raised: int, first_at: str) -> str:
+    """Derived from the picture, so a replayed batch raises the very same event. The window's first
+    report is in it because the raise count starts again once a picture is let go (nothing left in
+    its window): a later crossing must not reuse an id the bus has already taken for other content."""
+    return str(uuid.uuid5(_CONCERN_NS, f"{key}/{rule_id}/{raised}/{first_at}"))
+
+
+def sweep(pictures: dict[str, str], now: int, window_days: int) -> dict[str, Picture]:
+    """The pictures that change when pruned to the window now: an empty one is to be deleted,
+    with its raise history, so that no child's picture outlives the window for want of a new
+    event about them."""
+    changed: dict[str, Picture] = {}
+    for key, text in pictures.items():
+        picture = Picture.from_bytes(text)
+        before = len(picture.reports)
+        picture.prune(now, window_days)
+        if picture.empty or len(picture.reports) != before:
+            changed[key] = picture
+    return changed
 
 
 def rules_window(concern: Concern) -> int:

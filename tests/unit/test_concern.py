@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from bus.concern.agent import concern_event, countable, mash_key
 from bus.concern.chronology import mash_partner
 from bus.concern.decide import bind_concern_decisions
-from bus.concern.picture import DAY_S, Picture, Report, concern_event_id, raise_payload, remember_raise
+from bus.concern.picture import DAY_S, Picture, Report, concern_event_id, raise_payload, remember_raise, sweep
 from bus.concern.rules import ConcernRule
 from bus.exceptions import ConfigurationError, PolicyDataError, PolicyUnavailable
 from bus.policy.data import load_partnership
@@ -71,7 +71,7 @@ def test_the_raised_event_is_a_valid_catalogue_event_with_counts_and_dates_only(
     assert parsed.event_type == "bus.multi_agency_concern.v1"
     assert payload["agencies"] == ["nhs", "police", "school"] and payload["events_in_window"] == 3
     assert payload["raised"] == 1
-    assert event["event_id"] == concern_event_id("psn:k:abc", "three-agencies-90d", 1)
+    assert event["event_id"] == concern_event_id("psn:k:abc", "three-agencies-90d", 1, payload["first_at"])
     # Replayed: the same picture raises the very same event.
     again = raise_payload(p, "three-agencies-90d", 90, NOW)
     assert again is not None and concern_event("psn:k:abc", "three-agencies-90d", again, identifier, "SGBUS") == event
@@ -90,6 +90,34 @@ def test_a_child_who_falls_below_and_crosses_again_gets_a_new_event_id() -> None
     again = raise_payload(p, "three-agencies-90d", 90, NOW)
     assert again is not None and again["raised"] == 2  # never reused: the event id stays unique
     assert raise_payload(Picture(), "three-agencies-90d", 90, NOW) is None
+
+
+def test_a_picture_no_new_event_touches_is_pruned_then_let_go_by_the_sweep() -> None:
+    old, recent = Picture(partition=3), Picture(partition=5)
+    old.add(r(1, "police", "police.domestic_abuse_incident", 80))
+    recent.add(r(2, "police", "police.domestic_abuse_incident", 80))
+    recent.add(r(3, "school", "school.attendance_concern", 5))
+    remember_raise(old, "three-agencies-90d", {"agencies": ["police"], "reports": [], "events_in_window": 1,
+                                               "raised": 1})
+    untouched = three()
+    pictures = {k: p.to_bytes().decode() for k, p in (("a", old), ("b", recent), ("c", untouched))}
+    changed = sweep(pictures, NOW + 20 * DAY_S, 90)  # 20 days on: the 80-day-old reports are out
+    assert set(changed) == {"a", "b"}
+    assert changed["a"].empty and changed["a"].partition == 3  # deleted where it was written
+    assert [x.ingest_id for x in changed["b"].reports] == ["id-3"] and changed["b"].partition == 5
+
+
+def test_a_crossing_after_a_picture_was_let_go_gets_an_id_of_its_own() -> None:
+    first = raise_payload(three(), "three-agencies-90d", 90, NOW)
+    later = Picture()  # the picture was deleted; its raise count starts again
+    for report in (r(7, "police", "police.domestic_abuse_incident", -397),  # 400 days on
+                   r(8, "school", "school.attendance_concern", -398),
+                   r(9, "nhs", "nhs.unscheduled_care_attendance", -399)):
+        later.add(report)
+    second = raise_payload(later, "three-agencies-90d", 90, NOW + 400 * DAY_S)
+    assert first is not None and second is not None and first["raised"] == second["raised"] == 1
+    assert concern_event_id("k", "three-agencies-90d", 1, first["first_at"]) != concern_event_id(
+        "k", "three-agencies-90d", 1, second["first_at"])
 
 
 def test_a_flood_about_one_child_is_bounded() -> None:

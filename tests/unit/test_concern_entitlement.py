@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from datetime import date
+import time
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -59,9 +60,10 @@ class RegoPolicy:
 class Table:
     def __init__(self) -> None:
         self.data: dict[str, str] = {}
+        self.changelog: list[tuple[int | None, str, str | None]] = []
 
-    def send_changelog(self, *_: Any) -> None:
-        pass
+    def send_changelog(self, partition: int | None, key: str, value: str | None, **_: Any) -> None:
+        self.changelog.append((partition, key, value))
 
 
 def counter(partnership: Partnership) -> tuple[ConcernCounter, list[dict[str, Any]], RegoPolicy]:
@@ -218,3 +220,31 @@ def test_while_opa_cannot_answer_nothing_counts_and_the_batch_is_held_then_count
     assert seen == [[], [], []]  # nothing counted before policy answered
     assert reports(c) == [("police", "police.domestic_abuse_incident")]
     assert c.svc.metrics.policy_retries.inc.call_count == 2  # type: ignore[attr-defined]
+
+
+def test_the_sweep_deletes_a_picture_whose_reports_left_the_window_where_it_was_written(
+    signers: LocalSigners,
+) -> None:
+    from bus.concern.picture import DAY_S, Picture, Report
+
+    c, _, _ = counter(PARTNERSHIP)
+    now = int(time.time())
+    old = Picture([Report("i-1", "police", "police.domestic_abuse_incident", now - 200 * DAY_S)], {}, 2)
+    legacy = Picture([Report("i-2", "police", "police.domestic_abuse_incident", now - 200 * DAY_S)])
+    c.table.data.update({"psn:old": old.to_bytes().decode(), "psn:legacy": legacy.to_bytes().decode()})
+    asyncio.run(c.sweep())
+    assert "psn:old" not in c.table.data
+    assert c.table.changelog == [(2, "psn:old", None)]  # a tombstone on its own partition
+    assert "psn:legacy" in c.table.data  # no partition recorded: left until it is next touched
+
+
+def test_a_history_outside_the_window_leaves_no_picture(signers: LocalSigners) -> None:
+    s = Synth(seed=37)
+    child = s.child(min_age=6)
+    event = s.domestic_abuse_incident(child)
+    at = datetime.fromisoformat(event["occurred_at"]) - timedelta(days=200)
+    event["occurred_at"], event["recorded_at"] = at.isoformat(), (at + timedelta(minutes=30)).isoformat()
+    c, sent, _ = counter(PARTNERSHIP)
+    count(c, signers, [event])
+    assert c.table.data == {} and sent == []
+    assert [value for _, _, value in c.table.changelog] == [None]
