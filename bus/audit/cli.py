@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -80,7 +81,9 @@ def audit_head() -> None:
 
 @audit_app.command("trail")
 def audit_trail(
-    nhs_number: Annotated[str | None, typer.Option("--nhs-number", help="the child's NHS number")] = None,
+    nhs_number: Annotated[str | None, typer.Option(
+        "--nhs-number", help="the child's NHS number; - reads it from standard input (kept out of the shell's "
+                             "history and the process list)")] = None,
     token: Annotated[str | None, typer.Option("--token", help="a controller token (psn:...)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON lines")] = False,
 ) -> None:
@@ -92,6 +95,8 @@ def audit_trail(
     if (nhs_number is None) == (token is None):
         fail("give exactly one of --nhs-number or --token", 2)
     settings = load_settings()
+    if nhs_number == "-":
+        nhs_number = sys.stdin.readline().strip()
     if nhs_number is not None:
         nhs = nhs_number.replace(" ", "").replace("-", "")
         if not nhs_number_is_valid(nhs):

@@ -11,10 +11,10 @@ from tests.helpers import wait_for
 from tests.integration.conftest import Bus
 
 
-def _sgbus(bus: Bus, *args: str) -> subprocess.CompletedProcess[str]:
+def _sgbus(bus: Bus, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SGBUS_HOME": str(bus.settings.home), "SGBUS_POLICIES_DIR": str(bus.settings.policies_dir)}
     return subprocess.run([sys.executable, "-m", "bus", *args], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
+                          timeout=120, check=False, input=stdin)
 
 
 def test_audit_trail_shows_who_received_what_and_the_chain_verifies(bus: Bus) -> None:
@@ -35,6 +35,10 @@ def test_audit_trail_shows_who_received_what_and_the_chain_verifies(bus: Bus) ->
     assert "DENIED" in text and "no agreement covers police.domestic_abuse_incident.v1" in text
     assert "policy revision sha256:" in text
     assert nhs not in text.replace(f"--nhs-number {nhs}", "")
+    # The number can be kept out of the shell's history and the process list.
+    piped = _sgbus(bus, "audit", "trail", "--nhs-number", "-", stdin=f"{nhs}\n")
+    assert piped.returncode == 0, piped.stderr
+    assert "5 decision(s)" in piped.stdout and "SHARED under DSA-OE-001" in piped.stdout
     verified = _sgbus(bus, "audit", "verify")
     assert verified.returncode == 0, verified.stderr
     assert "audit OK" in verified.stdout
