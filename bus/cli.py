@@ -227,6 +227,7 @@ def replay(
     report = replay_failed(kafka_as(settings, bootstrap, ADMIN), open_audit(settings), dry_run=dry_run)
     verb = "would replay" if dry_run else "replayed"
     typer.echo(f"{report.failed} failed view(s) in sg.dlq; {report.already_delivered} delivered since; "
+               f"{report.already_replayed} on sg.replay, not routed yet; "
                f"{verb} {report.replayed_shares} share(s) of {report.replayed_events} event(s)")
     if report.missing:
         err(f"{len(report.missing)} event(s) no longer on sg.events or sg.replay (retention): ingest ids "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,8 @@ class ReplayReport:
     already_delivered: int = 0
     replayed_events: int = 0
     replayed_shares: int = 0
+    #: shares a replay not routed yet already carries (left to it)
+    already_replayed: int = 0
     missing: list[str] = field(default_factory=list)
 
 
@@ -48,6 +51,8 @@ class FailedShares:
 
     places: list[tuple[str, int, int]] = field(default_factory=list)
     recipients: set[str] = field(default_factory=set)
+    #: view_failed dead letters per recipient (the first routing's, then each failed replay's)
+    failures: Counter[str] = field(default_factory=Counter)
 
 
 def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedShares]]:
@@ -76,7 +81,28 @@ def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedSha
         if (topic, partition, offset) not in entry.places:
             entry.places.append((topic, partition, offset))
         entry.recipients.add(recipient)
+        entry.failures[recipient] += 1
     return count, wanted
+
+
+def replays_on_topic(replay_values: Iterable[bytes]) -> Counter[tuple[str, str]]:
+    """How many times each (ingest id, recipient) share was put on sg.replay."""
+    found: Counter[tuple[str, str]] = Counter()
+    for value in replay_values:
+        try:
+            rec = json.loads(value)
+            ingest_id = str(uuid.UUID(str(rec["ingest_id"])))
+            found.update((ingest_id, str(r)) for r in rec.get("replay_for") or [])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return found
+
+
+def pending(shares: FailedShares, ingest_id: str, replays: Counter[tuple[str, str]]) -> set[str]:
+    """The recipients of a share already on sg.replay and not routed yet. Each routing of a share
+    whose view fails writes one dead letter, so with as many replays as dead letters the last
+    replay has not been routed: replaying again would deliver twice once both are."""
+    return {r for r in shares.recipients if replays[(ingest_id, r)] >= shares.failures[r]}
 
 
 def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = False) -> ReplayReport:
@@ -89,12 +115,16 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
     for ingest_id, shares in wanted.items():
         shares.recipients &= {r for i, r in failed if i == ingest_id}
     delivered = store.delivered(list(wanted))
+    replays = replays_on_topic(read_topic(access, REPLAY, timeout_s=10.0, to_end=True)) if wanted else Counter()
     consumer = committed_reader(access, "sgbus-replay")
     out: list[tuple[str, bytes, bytes]] = []
     try:
         for ingest_id, shares in sorted(wanted.items()):
             todo = sorted(r for r in shares.recipients if (ingest_id, r) not in delivered)
             report.already_delivered += len(shares.recipients) - len(todo)
+            waiting = pending(shares, ingest_id, replays)
+            report.already_replayed += sum(1 for r in todo if r in waiting)
+            todo = [r for r in todo if r not in waiting]
             if not todo:
                 continue
             # The first place that still holds it (the original may be past its retention, a

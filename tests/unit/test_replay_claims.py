@@ -49,3 +49,22 @@ def test_malformed_dead_letters_and_other_stages_or_codes_are_ignored() -> None:
         _view_failed(stage="ingest"), _view_failed(reasons=[{"code": "denied"}]), _view_failed(reasons=None),
     ])
     assert (count, wanted) == (0, {})
+
+
+def _replayed(*recipients: str) -> bytes:
+    return json.dumps({"ingest_id": ID, "replay_for": list(recipients)}).encode()
+
+
+def test_a_share_already_on_sg_replay_and_not_routed_yet_is_not_replayed_twice() -> None:
+    from bus.replay import pending, replays_on_topic
+
+    _count, wanted = failed_shares([_view_failed(), _view_failed(recipient="oakfield-primary")])
+    assert pending(wanted[ID], ID, replays_on_topic([])) == set()  # nothing replayed yet: replay both
+    # `replay --failed` ran once (both shares replayed); run again before the route has taken them:
+    replays = replays_on_topic([_replayed("northshire-csc", "oakfield-primary")])
+    assert pending(wanted[ID], ID, replays) == {"northshire-csc", "oakfield-primary"}
+    # The replay was routed and the MASH's view failed again (a second dead letter, from sg.replay):
+    _count, wanted = failed_shares([_view_failed(), _view_failed(recipient="oakfield-primary"),
+                                    _view_failed(events_topic="sg.replay", events_offset=0)])
+    assert pending(wanted[ID], ID, replays) == {"oakfield-primary"}  # the MASH's may go again
+    assert replays_on_topic([b"not json", json.dumps({"ingest_id": "x", "replay_for": ["a"]}).encode()]) == {}
