@@ -20,6 +20,7 @@ from bus import logs
 from bus.agents.batching import take_ready
 from bus.agents.guard import guarded
 from bus.concern.decide import ConcernDecision
+from bus.concern.entitlement import CONCERN_TYPE, concern_recipients, may_count, own_sources
 from bus.concern.picture import Picture, Report, concern_event_id, raise_payload, remember_raise, sweep
 from bus.exceptions import PolicyUnavailable
 from bus.policy.data import Partnership
@@ -32,7 +33,6 @@ from schemas.registry import base_type, parse_event_dict
 
 log = logs.get("sgbus.concern")
 TABLE = "concern"
-CONCERN_TYPE = "bus.multi_agency_concern.v1"
 #: how often a concern stage re-reads the partnership (rules, recipients) from OPA
 REFRESH_S = 30.0
 #: how often every picture is pruned to the window and the empty ones deleted
@@ -61,11 +61,6 @@ def mash_key(subject: dict[str, Any], domain: str, keyring: Any) -> str | None:
     """The child's token in the concern's linkage domain (never a raw identifier)."""
     found = key_identifier(subject)
     return token(keyring, domain, *found) if found else None
-
-
-def concern_recipients(partnership: Partnership) -> set[str]:
-    """The partners an agreement sends the concern to."""
-    return {r for a in partnership.agreements if CONCERN_TYPE in a.event_types for r in a.recipients}
 
 
 def countable(partnership: Partnership) -> tuple[set[tuple[str, str, str]], set[tuple[str, str]]]:
@@ -162,7 +157,7 @@ class ConcernCounter:
             recipients = concern_recipients(partnership)
             if not recipients:
                 return []  # no agreement sends a concern: nothing counts
-            own = {p.id: (p.agency.value, p.org_id) for p in partnership.partners if p.id in recipients}
+            own = own_sources(partnership, recipients)
             try:
                 allowed = await svc.router.allowed_to(events, recipients)
                 metrics.opa_up.set(1)
@@ -175,7 +170,7 @@ class ConcernCounter:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, svc.settings.retry_max_backoff_s)
         return [e for e, ok in zip(events, allowed, strict=True)
-                if all(r in ok or own.get(r) == (e.source.agency.value, e.source.org_id) for r in recipients)]
+                if may_count((e.source.agency.value, e.source.org_id), ok, recipients, own)]
 
     async def handle(self, batch: list[faust.EventT[bytes]], partnership: Partnership) -> None:
         svc, table = self.svc, self.table

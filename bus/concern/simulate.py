@@ -6,13 +6,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bus.concern.entitlement import concern_recipients, may_count, own_sources
 from bus.concern.picture import Picture, Report
-from bus.policy.data import load_partnership
+from bus.policy.data import Partnership, load_partnership
+from bus.policy.decision import Decision
 from bus.pseudonymise.engine import KEY_KINDS
 from bus.pseudonymise.keyring import Keyring
 from bus.pseudonymise.operators.token import token
 from schemas.envelope import Agency, Envelope
 from schemas.registry import base_type
+
+
+def countable_events(events: list[Envelope], partnership: Partnership,
+                     decisions: dict[tuple[str, str], Decision]) -> list[Envelope]:
+    """The events the concern stage would count under this policy set: each concern recipient's
+    own, or shared with every one of them (`decisions`: that set's, per (event id, recipient))."""
+    recipients = concern_recipients(partnership)
+    own = own_sources(partnership, recipients)
+    counted = []
+    for e in events:
+        eid = str(e.event_id)
+        allowed = {r for r in recipients if (d := decisions.get((eid, r))) is not None and d.allow}
+        if may_count((e.source.agency.value, e.source.org_id), allowed, recipients, own):
+            counted.append(e)
+    return counted
 
 
 def pictures(events: list[Envelope], domain: str, keyring: Keyring | None) -> dict[str, Picture]:
@@ -47,12 +64,19 @@ def crossed(policies_dir: Path, children: list[dict[str, Any]]) -> set[tuple[str
 
 
 def concern_changes(current_dir: Path, proposed_dir: Path, events: list[Envelope], keyring: Keyring | None,
-                    now: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(newly crossing, no longer crossing): (child token, rule) pairs, sorted."""
-    partnership = load_partnership(proposed_dir / "data")
-    concern = partnership.concern or load_partnership(current_dir / "data").concern
+                    now: int, decisions: tuple[dict[tuple[str, str], Decision], dict[tuple[str, str], Decision]],
+                    ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(newly crossing, no longer crossing): (child token, rule) pairs, sorted. `decisions`: each
+    set's share decisions for `events` (current, proposed), which say what each set lets count."""
+    current, proposed = load_partnership(current_dir / "data"), load_partnership(proposed_dir / "data")
+    concern = proposed.concern or current.concern
     if concern is None:
         return [], []
-    children = [p.opa_child(key, now) for key, p in pictures(events, concern.linkage_domain, keyring).items()]
-    before, after = crossed(current_dir, children), crossed(proposed_dir, children)
+
+    def children(partnership: Partnership, decided: dict[tuple[str, str], Decision]) -> list[dict[str, Any]]:
+        counted = countable_events(events, partnership, decided)
+        return [p.opa_child(key, now) for key, p in pictures(counted, concern.linkage_domain, keyring).items()]
+
+    before = crossed(current_dir, children(current, decisions[0]))
+    after = crossed(proposed_dir, children(proposed, decisions[1]))
     return sorted(after - before), sorted(before - after)

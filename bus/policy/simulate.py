@@ -175,5 +175,5 @@ def simulate(current_dir: Path, proposed_dir: Path, events: list[Envelope], toda
     from bus.concern.simulate import concern_changes
 
     at = int(datetime.now(UTC).timestamp())
-    newly, no_longer = concern_changes(current_dir, proposed_dir, events, keyring, at)
+    newly, no_longer = concern_changes(current_dir, proposed_dir, events, keyring, at, (current, proposed))
     return Simulation(cur_rev, new_rev, len(events), changes, newly, no_longer)

@@ -130,3 +130,16 @@ def test_simulate_names_the_children_who_would_newly_cross_a_lowered_concern_thr
     assert f"concern: child {mash} would newly cross three-agencies-90d" in result.render()
     # Without the change, nobody moves.
     assert simulate(REPO / "policies", REPO / "policies", events, keyring=keyring).concern_newly == []
+
+
+def test_simulate_counts_only_what_the_concern_stage_would_count(proposed: Path) -> None:
+    """A CP-IS attendance that goes to another authority's MASH only is no part of this MASH's picture."""
+    _edit(proposed / "data" / "concern.yaml", "      min_agencies: 3", "      min_agencies: 2")
+    s = Synth(seed=8)
+    child = s.child(min_age=6)
+    events = [parse_event(json.dumps(e)) for e in (
+        s.domestic_abuse_incident(child), s.unscheduled_care_attendance(child, la="S01"))]
+    assert simulate(REPO / "policies", proposed, events).concern_newly == []
+    counted = [parse_event(json.dumps(e)) for e in (
+        s.domestic_abuse_incident(child), s.unscheduled_care_attendance(child, la="N01"))]
+    assert [rule for _, rule in simulate(REPO / "policies", proposed, counted).concern_newly] == ["three-agencies-90d"]
