@@ -28,6 +28,9 @@ class Ledger:
                 sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, events INTEGER NOT NULL,
                 rejected INTEGER NOT NULL, done_at TEXT NOT NULL);
         """)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        if "content_sha256" not in columns:  # a ledger from before content digests were kept
+            self._db.execute("ALTER TABLE events ADD COLUMN content_sha256 TEXT")
 
     def close(self) -> None:
         self._db.close()
@@ -35,26 +38,30 @@ class Ledger:
     def file_done(self, sha256: str) -> bool:
         return self._db.execute("SELECT 1 FROM files WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
-    def known(self, event_ids: Iterable[str]) -> set[str]:
+    def known(self, event_ids: Iterable[str]) -> dict[str, str | None]:
+        """{event id: its content digest (None if recorded before digests were kept)} of those sent or staged."""
         ids = list(event_ids)
-        found: set[str] = set()
+        found: dict[str, str | None] = {}
         for i in range(0, len(ids), 500):
             chunk = ids[i:i + 500]
             rows = self._db.execute(
-                f"SELECT event_id FROM events WHERE event_id IN ({','.join('?' * len(chunk))})",  # noqa: S608
+                f"SELECT event_id, content_sha256 FROM events WHERE event_id IN ({','.join('?' * len(chunk))})",  # noqa: S608
                 chunk)
-            found.update(r[0] for r in rows)
+            found.update((r[0], r[1]) for r in rows)
         return found
 
     def pending(self) -> list[tuple[str, str]]:
         """(event id, signed JSON) written but not acknowledged: a crash came between."""
         return list(self._db.execute("SELECT event_id, signed FROM events WHERE sent_at IS NULL"))
 
-    def stage(self, file_sha256: str, signed: dict[str, str]) -> None:
+    def stage(self, file_sha256: str, signed: dict[str, str], digests: dict[str, str] | None = None) -> None:
+        """Events about to be produced (signed JSON by id), with the digest of each one's content."""
+        digests = digests or {}
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO events (event_id, file_sha256, signed) VALUES (?, ?, ?)",
-                                 [(eid, file_sha256, body) for eid, body in signed.items()])
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events (event_id, file_sha256, signed, content_sha256) VALUES (?, ?, ?, ?)",
+                [(eid, file_sha256, body, digests.get(eid)) for eid, body in signed.items()])
 
     def mark_sent(self, event_ids: Iterable[str]) -> None:
         now = datetime.now(UTC).isoformat()

@@ -67,6 +67,13 @@ def _record(event: dict[str, Any]) -> tuple[str, bytes, bytes]:
     return ingress_topic(parsed.source.agency), parsed.partition_key(), json.dumps(event).encode()
 
 
+def content_digest(event: dict[str, Any]) -> str:
+    """What an event says, not when it was converted: a file delivered again converts to the same
+    digest (recorded_at is the time of conversion)."""
+    stable = {k: v for k, v in event.items() if k != "recorded_at"}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def resend_pending(ledger: Ledger, publish: Publish) -> int:
     """Events staged before a crash go out as the very bytes staged (the bus takes them as a replay)."""
     pending = ledger.pending()
@@ -166,16 +173,27 @@ def process_file(path: Path, connector: Connector, ctx: Context, ledger: Ledger,
     if changed:  # still being written (or replaced) while read: nothing sent, read again next round
         stats.files -= 1
         return
-    known = ledger.known(c.event["event_id"] for c in converted)
-    fresh = [c.event for c in converted if c.event["event_id"] not in known]
+    digests = {c.event["event_id"]: content_digest(c.event) for c in converted}
+    known = ledger.known(digests)
+    fresh, repeated = [], 0
+    for c in converted:
+        eid = c.event["event_id"]
+        if eid not in known:
+            fresh.append(c.event)
+        elif known[eid] in (None, digests[eid]):
+            repeated += 1
+        else:  # a record changed after it was sent: the bus would dead-letter it, so never a silent skip
+            rejected += 1
+            report(f"{label}: {c.where}: $: changed since it was sent under the same event id; a correction "
+                   "must come as the source's own amendment (a new record) [changed_after_sent]")
     signed = {e["event_id"]: json.dumps(sign(e)) for e in fresh}
-    ledger.stage(sha, signed)
+    ledger.stage(sha, signed, {eid: digests[eid] for eid in signed})
     if signed:
         publish([_record(json.loads(body)) for body in signed.values()])
         ledger.mark_sent(signed)
     ledger.file_finished(sha, len(converted), rejected)
     stats.published += len(signed)
-    stats.already_sent += len(converted) - len(fresh)
+    stats.already_sent += repeated
     stats.rejected += rejected
 
 

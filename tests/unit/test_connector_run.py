@@ -189,3 +189,33 @@ def test_an_unreadable_file_is_one_clear_error(drop: Path, tmp_path: Path) -> No
     stats = _run(drop, Ledger(tmp_path / "l.sqlite"), broker, reports)
     assert stats.bad_files == 1
     assert f"{_digest(drop / 'junk.json')}: not JSON" in reports
+
+
+def test_a_record_changed_after_it_was_sent_is_reported_not_counted_as_already_sent(drop: Path,
+                                                                                    tmp_path: Path) -> None:
+    broker, ledger = Broker(), Ledger(tmp_path / "l.sqlite")
+    _run(drop, ledger, broker)
+    corrected = json.loads((drop / "night-1.json").read_text())
+    corrected[0]["included"][1]["attributes"]["schoolUrn"] = "900002"  # the same child and incident, another school
+    (drop / "night-1-corrected.json").write_text(json.dumps(corrected))
+    reports: list[str] = []
+    stats = _run(drop, ledger, broker, reports)
+    assert (stats.published, stats.already_sent) == (0, 1)
+    assert [r for r in reports if "[changed_after_sent]" in r] == [
+        f"{_digest(drop / 'night-1-corrected.json')}: record 1: $: changed since it was sent under the same event "
+        "id; a correction must come as the source's own amendment (a new record) [changed_after_sent]"]
+    assert len(broker.sent) == 2  # nothing sent again
+
+
+def test_a_ledger_from_before_content_digests_still_knows_what_it_sent(drop: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "l.sqlite")
+    old.executescript("""
+        CREATE TABLE events (event_id TEXT PRIMARY KEY, file_sha256 TEXT NOT NULL, signed TEXT, sent_at TEXT);
+        CREATE TABLE files (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, events INTEGER NOT NULL,
+                            rejected INTEGER NOT NULL, done_at TEXT NOT NULL);""")
+    old.close()
+    broker = Broker()
+    stats = _run(drop, Ledger(tmp_path / "l.sqlite"), broker)
+    assert stats.published == 2
