@@ -20,13 +20,14 @@ class RateLimiter:
         now = self._clock()
         tokens, at = self._buckets.get(partner, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
-        if cost > self.burst:  # a batch bigger than the burst can never pass: wait for a full bucket
-            cost = self.burst
-        if tokens >= cost:
+        # A batch bigger than the burst passes once the bucket is full, and is charged in full: the
+        # bucket goes into debt, so what follows waits until the batch's events are paid for
+        # (charging only the burst let a slow sender publish far above the rate).
+        if tokens >= min(cost, self.burst):
             self._buckets[partner] = (tokens - cost, now)
             return 0.0
         self._buckets[partner] = (tokens, now)
-        return (cost - tokens) / self.rate
+        return (min(cost, self.burst) - tokens) / self.rate
 
     @staticmethod
     def retry_after(wait_s: float) -> str:

@@ -173,3 +173,16 @@ def test_policy_data_older_than_five_minutes_is_not_used(monkeypatch: pytest.Mon
     now[0] = 301.0
     with pytest.raises(PolicyUnavailable):
         state.get()
+
+
+def test_a_batch_bigger_than_the_burst_is_charged_in_full() -> None:
+    now = [0.0]
+    limiter = RateLimiter(rate=10, burst=100, clock=lambda: now[0])
+    published = 0
+    while now[0] < 60:  # a sender that pays one token, sends a 500-event batch slowly, then the rest
+        if limiter.take("p", 1) == 0:
+            now[0] += 0.2
+            if limiter.take("p", 499) == 0:
+                published += 500
+        now[0] += 0.5
+    assert published <= 10 * 60 + 100 + 500  # the rate, one burst, and the batch that went into debt
