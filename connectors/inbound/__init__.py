@@ -23,16 +23,21 @@ CONNECTORS: dict[str, type[Connector]] = {
 }
 
 
+def _laestab(data_dir: Path) -> dict[str, str]:
+    """Schools' LAESTAB numbers by org_id (partners.yaml)."""
+    from bus.policy.data import load_partnership
+
+    return {p.org_id: p.dfe_laestab for p in load_partnership(data_dir).partners if p.dfe_laestab}
+
+
 def connector_settings(name: str, data_dir: Path) -> dict[str, Any]:
     """Partnership data a connector decides with (the attendance thresholds)."""
     if name == SchoolSessions.name:
-        return {"thresholds": load_thresholds(data_dir)}
+        return {"thresholds": load_thresholds(data_dir), "local_authorities": load_local_authorities(data_dir),
+                "laestab": _laestab(data_dir)}
     if name == CinCensus.name:
         return {"local_authorities": load_local_authorities(data_dir)}
     if name == Ctf.name:
-        from bus.policy.data import load_partnership
-
-        schools = {p.org_id: p.dfe_laestab for p in load_partnership(data_dir).partners if p.dfe_laestab}
         return {"local_authorities": load_local_authorities(data_dir), "thresholds": load_thresholds(data_dir),
-                "laestab": schools}
+                "laestab": _laestab(data_dir)}
     return {}

@@ -71,6 +71,14 @@ class SchoolSessions(Connector):
         school = {"school_urn": doc.get("school_urn"), "la_code": doc.get("la_code")}
         if str(school["school_urn"]) != ctx.org_id:  # a school reports its own pupils only
             raise FileRejected(f"school_urn is another school's, not --org {ctx.org_id}")
+        # ...to its own authority: agreements route attendance concerns by la_code.
+        authorities = ctx.settings.get("local_authorities", {})
+        la = authorities.get(school["la_code"]) if isinstance(school["la_code"], str) else None
+        if la is None:
+            raise FileRejected("la_code is not an authority in policies/data/local_authorities.yaml")
+        own = ctx.settings.get("laestab", {}).get(ctx.org_id)
+        if own is not None and own[:3] != la.dfe_la_number:
+            raise FileRejected(f"la_code is not the authority of --org {ctx.org_id} (LAESTAB {own})")
         for number, pupil in enumerate(doc["pupils"], start=1):
             yield f"pupil {number}", (school, pupil)
 

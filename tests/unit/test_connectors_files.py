@@ -163,6 +163,17 @@ def test_a_ctf_from_another_school_is_not_published_as_this_schools(tmp_path: Pa
         _convert("ctf", "900009", tmp_path / "joiner.xml")
 
 
+@pytest.mark.parametrize(("la_code", "why"), [("S01", "not the authority of --org 900001"),
+                                               ("Z99", "not an authority"), (None, "not an authority")])
+def test_attendance_is_reported_to_the_schools_own_authority(la_code: str | None, why: str, tmp_path: Path) -> None:
+    doc = json.loads(next((REPO / "connectors" / "samples" / "school-sessions").glob("*.json")).read_text())
+    doc["la_code"] = la_code  # agreements route attendance concerns by la_code
+    path = tmp_path / "marks.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(FileRejected, match=why):
+        _convert("school-sessions", "900001", path)
+
+
 def test_a_census_return_must_say_whose_it_is(tmp_path: Path) -> None:
     source = (REPO / "connectors" / "samples" / "cin-census" / "cin-2024-25.xml").read_text()
     path = tmp_path / "anonymous.xml"
