@@ -21,6 +21,7 @@ class Ledger:
         self._db = sqlite3.connect(path, isolation_level=None)
         path.chmod(0o600)
         self._db.executescript("""
+            PRAGMA secure_delete=ON;
             PRAGMA journal_mode=WAL;
             CREATE TABLE IF NOT EXISTS events (
                 event_id TEXT PRIMARY KEY, file_sha256 TEXT NOT NULL, signed TEXT, sent_at TEXT);
@@ -31,6 +32,10 @@ class Ledger:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
         if "content_sha256" not in columns:  # a ledger from before content digests were kept
             self._db.execute("ALTER TABLE events ADD COLUMN content_sha256 TEXT")
+        # File names recorded before names were left out, gone (zeroed where they were, with
+        # secure_delete; the signed copies deleted once sent are zeroed alike).
+        if self._db.execute("UPDATE files SET name = '' WHERE name != ''").rowcount:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         self._db.close()

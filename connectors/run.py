@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
 import tempfile
 import time
@@ -38,6 +39,8 @@ class RunStats:
     problems: list[str] = field(default_factory=list)
     #: files not read, already reported (device, inode, size, mtime): reported once, not every round
     oversized: set[tuple[int, int, int, int]] = field(default_factory=set, repr=False)
+    #: digests of files that could not be copied for reading, already reported
+    not_copied: set[str] = field(default_factory=set, repr=False)
 
 
 #: a partner's file is a few MiB; anything far bigger is refused before it is read
@@ -106,6 +109,8 @@ def read_dropped(path: Path) -> tuple[bytes, os.stat_result]:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _NotRead("not a regular file; not read")
+        if st.st_nlink > 1:  # a hard link can reach a file in another organisation's drop, as a symlink can
+            raise _NotRead("has other hard links; not read")
         if st.st_size > MAX_FILE_BYTES:
             raise _NotRead(f"larger than {MAX_FILE_BYTES // 2**20} MiB; not read")
         with os.fdopen(os.dup(fd), "rb") as f:
@@ -150,9 +155,18 @@ def process_file(path: Path, connector: Connector, ctx: Context, ledger: Ledger,
     rejected = 0
     with tempfile.TemporaryDirectory(prefix="sgbus-connector-") as private:
         # The connector reads a private copy of exactly the bytes hashed: nothing the partner
-        # does to the drop meanwhile changes what is converted.
-        copy = Path(private) / f"dropped{path.suffix}"  # some connectors tell formats by suffix
-        copy.write_bytes(data)
+        # does to the drop meanwhile changes what is converted. Some connectors tell formats by
+        # suffix; only a short, plain one is kept (the partner chose the name).
+        suffix = path.suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", path.suffix) else ""
+        copy = Path(private) / f"dropped{suffix}"
+        try:
+            copy.write_bytes(data)
+        except OSError as exc:  # our side (a full disk): said once, and tried again next round
+            stats.files -= 1
+            if sha not in stats.not_copied:
+                stats.not_copied.add(sha)
+                report(f"{label}: could not be copied for reading ({type(exc).__name__}); will try again")
+            return
         del data
         try:
             for result in connector.convert(copy, ctx):

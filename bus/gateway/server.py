@@ -144,10 +144,15 @@ class PolicyState:
                     partnership, _revision, signers = fetch_policy_state(self.opa)
                     self.state, self._fresh_at = (partnership, signers), self._at
                 except PolicyUnavailable:
-                    if self.state is None or self._at - self._fresh_at > self.max_stale_s:
+                    if self.state is None:
                         raise
-            assert self.state is not None
+            if self.state is None or self.stale():  # checked on every call, not only at a refresh
+                raise PolicyUnavailable("the policy data has not been refreshed from OPA for too long")
             return self.state
+
+    def stale(self) -> bool:
+        """The last answer from OPA is older than `max_stale_s`."""
+        return self.clock() - self._fresh_at > self.max_stale_s
 
 
 class Gateway:
@@ -321,7 +326,7 @@ async def authenticated(request: web.Request) -> Partner:
 async def _policy(gw: Gateway, *, unknown_key: bool = False) -> tuple[Partnership, Any]:
     """The policy state; read from OPA off the event loop when due (every 30 s)."""
     state = gw.policy.state
-    if state is not None and not gw.policy.due(unknown_key=unknown_key):
+    if state is not None and not gw.policy.due(unknown_key=unknown_key) and not gw.policy.stale():
         return state
     try:
         return await asyncio.to_thread(gw.policy.get, unknown_key=unknown_key)
@@ -380,8 +385,9 @@ async def _kafka_reachable(gw: Gateway) -> bool:
         ok = True
     except KafkaException:
         ok = False
+    finally:  # whatever happened, the next probe asks again
+        gw._health_check = None
     gw.health = (time.monotonic(), ok)
-    gw._health_check = None
     return ok
 
 

@@ -31,6 +31,8 @@ MISSING = ("CHILD", "DOB", "MISSING", "MIS_START", "MIS_END")
 MAX_UNZIPPED = 200 * 2**20
 #: rows per table: the largest authority looks after a few thousand children a year
 MAX_ROWS = 50_000
+#: columns per table (the DfE's have 5-13)
+MAX_COLUMNS = 100
 #: a Header row that is not the child's only one
 _AMBIGUOUS: dict[str, str] = {}
 
@@ -59,11 +61,15 @@ def _tables(path: Path) -> dict[str, list[dict[str, str]]]:
                 continue
             if name in found:  # which is the return's? Never pick one silently
                 raise FileRejected(f"two CSV files look like the {name} table")
+            if len(columns) > MAX_COLUMNS:
+                raise FileRejected(f"the {name} table has more than {MAX_COLUMNS} columns")
             rows: list[dict[str, str]] = []
             for r in csv.DictReader(io.StringIO(text)):
                 if len(rows) == MAX_ROWS:  # rows cost ~70x their bytes once read: bounded, not a return
                     raise FileRejected(f"the {name} table has more than {MAX_ROWS} rows")
-                rows.append({k.strip(): (v or "").strip() for k, v in r.items() if k})
+                # Only the table's own columns are kept: what is held is at most rows x columns.
+                rows.append({k.strip(): (v or "").strip() for k, v in r.items()
+                             if isinstance(k, str) and k.strip() in expected})
             found[name] = rows
     if "Episodes" not in found or "Header" not in found:
         raise FileRejected("an SSDA903 return needs its Header and Episodes tables (recognised by their columns)")

@@ -219,3 +219,51 @@ def test_a_ledger_from_before_content_digests_still_knows_what_it_sent(drop: Pat
     broker = Broker()
     stats = _run(drop, Ledger(tmp_path / "l.sqlite"), broker)
     assert stats.published == 2
+
+
+def test_a_long_odd_file_name_never_stops_the_connector(drop: Path, tmp_path: Path) -> None:
+    shutil.copy(drop / "night-1.json", drop / ("a." + "x" * 253))  # a legal name, whose suffix is 254 bytes
+    (drop / "night-1.json").unlink()
+    broker = Broker()
+    stats = _run(drop, Ledger(tmp_path / "l.sqlite"), broker)
+    assert stats.published == 2
+
+
+def test_a_hard_link_into_the_drop_is_reported_and_not_read(drop: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other-org"
+    other.mkdir()
+    (drop / "night-1.json").rename(other / "theirs.json")
+    os.link(other / "theirs.json", drop / "mine.json")
+    broker, reports = Broker(), []
+    _run(drop, Ledger(tmp_path / "l.sqlite"), broker, reports)
+    assert broker.sent == []
+    assert reports == [f"file inode {(drop / 'mine.json').stat().st_ino}: has other hard links; not read"]
+
+
+def test_a_file_that_cannot_be_copied_for_reading_is_said_once_and_tried_again(drop: Path, tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    write = Path.write_bytes
+    full = {"disk": True}
+
+    def write_bytes(self: Path, data: bytes) -> int:
+        if full["disk"] and self.name.startswith("dropped"):
+            raise OSError(28, "No space left on device")
+        return write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    broker, reports, ledger, stats = Broker(), [], Ledger(tmp_path / "l.sqlite"), connectors_run.RunStats()
+    for _ in range(2):
+        _run(drop, ledger, broker, reports, stats=stats)
+    assert reports == [f"{_digest(drop / 'night-1.json')}: could not be copied for reading (OSError); will try again"]
+    full["disk"] = False
+    _run(drop, ledger, broker, reports, stats=stats)
+    assert len(broker.sent) == 2
+
+
+def test_file_names_a_ledger_kept_before_are_wiped_from_its_bytes(drop: Path, tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger._db.execute("INSERT INTO files VALUES ('abc', 'testbury-kayden.json', 1, 0, 'then')")
+    ledger.close()
+    Ledger(tmp_path / "l.sqlite").close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("l.sqlite*"))
+    assert b"testbury" not in on_disk

@@ -163,6 +163,20 @@ def test_a_ctf_from_another_school_is_not_published_as_this_schools(tmp_path: Pa
         _convert("ctf", "900009", tmp_path / "joiner.xml")
 
 
+def test_an_ssda903_table_of_thousands_of_columns_is_refused(tmp_path: Path) -> None:
+    import zipfile
+
+    from connectors.inbound.ssda903 import EPISODES, HEADER
+
+    wide = ",".join([*EPISODES, *(f"x{i}" for i in range(20_000))])
+    path = tmp_path / "wide.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("e.csv", wide + "\n" + ("," * 20_012 + "\n") * 200)
+        z.writestr("h.csv", ",".join(HEADER) + "\n")
+    with pytest.raises(FileRejected, match="more than 100 columns"):
+        _convert("ssda903", "N01", path)
+
+
 @pytest.mark.parametrize(("la_code", "why"), [("S01", "not the authority of --org 900001"),
                                                ("Z99", "not an authority"), (None, "not an authority")])
 def test_attendance_is_reported_to_the_schools_own_authority(la_code: str | None, why: str, tmp_path: Path) -> None:

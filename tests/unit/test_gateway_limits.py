@@ -36,6 +36,27 @@ def fake_gateway(**extra: Any) -> Any:
     )
 
 
+def test_a_probe_that_failed_oddly_does_not_stop_later_probes_asking_the_broker() -> None:
+    calls: list[int] = []
+
+    def list_topics(timeout: float) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    gw = fake_gateway(producer=types.SimpleNamespace(list_topics=list_topics))
+
+    async def probe() -> None:
+        async with TestClient(TestServer(S.build_app(gw))) as client:
+            first = await client.get("/healthz")
+            assert first.status == 500
+            second = await client.get("/healthz")
+            assert second.status == 200 and (await second.json())["kafka"] is True
+
+    asyncio.run(probe())
+    assert len(calls) == 2
+
+
 def test_a_flood_of_health_probes_makes_one_broker_round_trip() -> None:
     calls: list[int] = []
 
@@ -173,6 +194,15 @@ def test_policy_data_older_than_five_minutes_is_not_used(monkeypatch: pytest.Mon
     now[0] = 301.0
     with pytest.raises(PolicyUnavailable):
         state.get()
+    now[0] = 302.0  # not due for another refresh: still refused, not served stale
+    assert state.stale()
+    with pytest.raises(PolicyUnavailable):
+        state.get()
+    with pytest.raises(PolicyUnavailable):
+        state.get(unknown_key=True)
+    answers.append("partnership again")  # OPA is back: served fresh at the next refresh
+    now[0] = 340.0
+    assert state.get() == ("partnership again", "signers") and not state.stale()
 
 
 def test_a_batch_bigger_than_the_burst_is_charged_in_full() -> None:
