@@ -65,24 +65,32 @@ def read_topic(
     every partition is reached (a snapshot of what is there now)."""
     _, records = _read(access, topic, max_messages=max_messages, timeout_s=timeout_s, until=until, group=group,
                        to_end=to_end)
-    return [value for _, _, value in records]
+    return [value for _, _, _, value in records]
 
 
 def read_keyed(access: KafkaAccess, topic: str, *, timeout_s: float = 10.0,
                group: str = "sgbus-reader") -> tuple[int, list[tuple[int, bytes | None, bytes]]]:
     """How many partitions `topic` has, and (partition, key, value) of every record on it now."""
-    return _read(access, topic, timeout_s=timeout_s, group=group, to_end=True)
+    count, records = _read(access, topic, timeout_s=timeout_s, group=group, to_end=True)
+    return count, [(partition, key, value) for partition, _, key, value in records]
+
+
+def read_placed(access: KafkaAccess, topic: str, *, timeout_s: float = 10.0,
+                group: str = "sgbus-reader") -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of every record on `topic` now."""
+    _, records = _read(access, topic, timeout_s=timeout_s, group=group, to_end=True)
+    return [(partition, offset, value) for partition, offset, _, value in records]
 
 
 def _read(access: KafkaAccess, topic: str, *, max_messages: int | None = None, timeout_s: float,
           until: Callable[[list[bytes]], bool] | None = None, group: str,
-          to_end: bool) -> tuple[int, list[tuple[int, bytes | None, bytes]]]:
+          to_end: bool) -> tuple[int, list[tuple[int, int, bytes | None, bytes]]]:
     consumer = committed_reader(access, group, eof=to_end)
     try:
         partitions = partitions_of(consumer, topic)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         at_end: set[int] = set()
-        records: list[tuple[int, bytes | None, bytes]] = []
+        records: list[tuple[int, int, bytes | None, bytes]] = []
         values: list[bytes] = []
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -104,7 +112,7 @@ def _read(access: KafkaAccess, topic: str, *, max_messages: int | None = None, t
             value = msg.value()
             if value is not None:
                 values.append(value)
-                records.append((int(msg.partition() or 0), msg.key(), value))
+                records.append((int(msg.partition() or 0), int(msg.offset() or 0), msg.key(), value))
         return len(partitions), records
     except KafkaException as exc:
         raise StackError(f"reading {topic} failed: {exc}") from None

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
 
 from bus.audit.chain import AuditStore
-from bus.kafka_io import committed_reader, idempotent_producer, produce_all, read_topic
+from bus.kafka_io import committed_reader, idempotent_producer, produce_all, read_placed, read_topic
 from bus.records import PseudonymisedEvent
 from bus.security.kafka_access import KafkaAccess
 from bus.topics import DLQ, EVENTS, REPLAY
@@ -51,8 +50,8 @@ class FailedShares:
 
     places: list[tuple[str, int, int]] = field(default_factory=list)
     recipients: set[str] = field(default_factory=set)
-    #: view_failed dead letters per recipient (the first routing's, then each failed replay's)
-    failures: Counter[str] = field(default_factory=Counter)
+    #: where each recipient's view failed: (recipient, topic, partition, offset) of the event routed
+    failed_at: set[tuple[str, str, int, int]] = field(default_factory=set)
 
 
 def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedShares]]:
@@ -81,28 +80,36 @@ def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedSha
         if (topic, partition, offset) not in entry.places:
             entry.places.append((topic, partition, offset))
         entry.recipients.add(recipient)
-        entry.failures[recipient] += 1
+        entry.failed_at.add((recipient, topic, partition, offset))
     return count, wanted
 
 
-def replays_on_topic(replay_values: Iterable[bytes]) -> Counter[tuple[str, str]]:
-    """How many times each (ingest id, recipient) share was put on sg.replay."""
-    found: Counter[tuple[str, str]] = Counter()
-    for value in replay_values:
+#: a share put on sg.replay: (ingest id, recipient) -> where each replay of it is (partition, offset)
+Replays = dict[tuple[str, str], list[tuple[int, int]]]
+
+
+def replays_on_topic(placed: Iterable[tuple[int, int, bytes]]) -> Replays:
+    """Where each (ingest id, recipient) share was put on sg.replay."""
+    found: Replays = {}
+    for partition, offset, value in placed:
         try:
             rec = json.loads(value)
             ingest_id = str(uuid.UUID(str(rec["ingest_id"])))
-            found.update((ingest_id, str(r)) for r in rec.get("replay_for") or [])
+            for r in rec.get("replay_for") or []:
+                found.setdefault((ingest_id, str(r)), []).append((partition, offset))
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
     return found
 
 
-def pending(shares: FailedShares, ingest_id: str, replays: Counter[tuple[str, str]]) -> set[str]:
-    """The recipients of a share already on sg.replay and not routed yet. Each routing of a share
-    whose view fails writes one dead letter, so with as many replays as dead letters the last
-    replay has not been routed: replaying again would deliver twice once both are."""
-    return {r for r in shares.recipients if replays[(ingest_id, r)] >= shares.failures[r]}
+def pending(shares: FailedShares, ingest_id: str, replays: Replays) -> set[str]:
+    """The recipients of a share already on sg.replay and not routed yet: a replay of it that no
+    view_failed dead letter names (a replay routed and failed again is named by the dead letter
+    it caused; one delivered shows in the audit store, checked by the caller). Replaying again
+    meanwhile would deliver twice once both are routed."""
+    return {r for r in shares.recipients
+            if any((r, REPLAY, partition, offset) not in shares.failed_at
+                   for partition, offset in replays.get((ingest_id, r), []))}
 
 
 def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = False) -> ReplayReport:
@@ -115,7 +122,7 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
     for ingest_id, shares in wanted.items():
         shares.recipients &= {r for i, r in failed if i == ingest_id}
     delivered = store.delivered(list(wanted))
-    replays = replays_on_topic(read_topic(access, REPLAY, timeout_s=10.0, to_end=True)) if wanted else Counter()
+    replays = replays_on_topic(read_placed(access, REPLAY, timeout_s=10.0)) if wanted else {}
     consumer = committed_reader(access, "sgbus-replay")
     out: list[tuple[str, bytes, bytes]] = []
     try:

@@ -51,8 +51,8 @@ def test_malformed_dead_letters_and_other_stages_or_codes_are_ignored() -> None:
     assert (count, wanted) == (0, {})
 
 
-def _replayed(*recipients: str) -> bytes:
-    return json.dumps({"ingest_id": ID, "replay_for": list(recipients)}).encode()
+def _replayed(offset: int, *recipients: str) -> tuple[int, int, bytes]:
+    return 0, offset, json.dumps({"ingest_id": ID, "replay_for": list(recipients)}).encode()
 
 
 def test_a_share_already_on_sg_replay_and_not_routed_yet_is_not_replayed_twice() -> None:
@@ -60,11 +60,24 @@ def test_a_share_already_on_sg_replay_and_not_routed_yet_is_not_replayed_twice()
 
     _count, wanted = failed_shares([_view_failed(), _view_failed(recipient="oakfield-primary")])
     assert pending(wanted[ID], ID, replays_on_topic([])) == set()  # nothing replayed yet: replay both
-    # `replay --failed` ran once (both shares replayed); run again before the route has taken them:
-    replays = replays_on_topic([_replayed("northshire-csc", "oakfield-primary")])
+    # `replay --failed` ran once (both shares on sg.replay at offset 0); run again before the route took them:
+    replays = replays_on_topic([_replayed(0, "northshire-csc", "oakfield-primary")])
     assert pending(wanted[ID], ID, replays) == {"northshire-csc", "oakfield-primary"}
-    # The replay was routed and the MASH's view failed again (a second dead letter, from sg.replay):
+    # The replay was routed and the MASH's view failed again: a dead letter names the replay's place.
     _count, wanted = failed_shares([_view_failed(), _view_failed(recipient="oakfield-primary"),
-                                    _view_failed(events_topic="sg.replay", events_offset=0)])
+                                    _view_failed(events_topic="sg.replay", events_partition=0, events_offset=0)])
     assert pending(wanted[ID], ID, replays) == {"oakfield-primary"}  # the MASH's may go again
-    assert replays_on_topic([b"not json", json.dumps({"ingest_id": "x", "replay_for": ["a"]}).encode()]) == {}
+    assert replays_on_topic([(0, 1, b"not json"), (0, 2, json.dumps({"ingest_id": "x", "replay_for": ["a"]}).encode())
+                             ]) == {}
+
+
+def test_a_dead_letter_aged_out_or_written_twice_never_holds_a_share_back_or_lets_it_go_twice() -> None:
+    from bus.replay import pending, replays_on_topic
+
+    # The first dead letter (pointing into sg.events) is gone; the replay failed again and said so.
+    replays = replays_on_topic([_replayed(5, "northshire-csc")])
+    _count, wanted = failed_shares([_view_failed(events_topic="sg.replay", events_partition=0, events_offset=5)])
+    assert pending(wanted[ID], ID, replays) == set()
+    # An at-least-once route wrote the first dead letter twice; the replay is not routed yet.
+    _count, wanted = failed_shares([_view_failed(), _view_failed()])
+    assert pending(wanted[ID], ID, replays) == {"northshire-csc"}
