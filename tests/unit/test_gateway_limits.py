@@ -4,6 +4,7 @@ batch, broker round trips for a health probe, connections held open, a nesting t
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import types
@@ -107,6 +108,13 @@ def test_a_real_batch_is_far_below_the_value_limit() -> None:
 
     events = list(Synth(seed=4).stream(S.MAX_BATCH))
     assert S.batch_values(json.dumps({"events": events}).encode()) < S.MAX_BATCH_VALUES / 10
+
+
+def test_commas_in_narratives_are_not_counted_as_values() -> None:
+    prose = json.dumps({"events": [{"payload": {"narrative": "a, b, c, " * 5_000}}] * 40}).encode()
+    assert S.batch_values(prose) < 200 < prose.count(b",")  # 40 events of 3 values, 600,000 commas
+    assert S.batch_values(b'{"a": "x, \\"y\\", z", "b": [1, 2]}') == 3  # escaped quotes stay inside the string
+    assert S.batch_values(b'{"a": "' + b'\\"' * 100_000) == 1  # an unterminated string runs to the end
 
 
 def test_a_partner_with_two_batches_in_flight_is_asked_to_wait_for_one(as_police: None) -> None:
