@@ -27,7 +27,7 @@ from bus.policy.data import Partnership
 from bus.pseudonymise.engine import KEY_KINDS, reveal_subject
 from bus.pseudonymise.operators.token import token
 from bus.records import PseudonymisedEvent
-from bus.topics import EVENTS_PARTITIONS
+from bus.topics import EVENTS, EVENTS_PARTITIONS
 from schemas.envelope import Agency
 from schemas.registry import base_type, parse_event_dict
 
@@ -99,7 +99,7 @@ class ConcernCounter:
     """Counts each batch of sg.events into the children's pictures and raises what crosses."""
 
     def __init__(self, app: faust.App, svc: Any, send: Send, ingress_bus: faust.TopicT, sign: Sign) -> None:
-        self.svc, self.send, self.ingress_bus, self.sign = svc, send, ingress_bus, sign
+        self.app, self.svc, self.send, self.ingress_bus, self.sign = app, svc, send, ingress_bus, sign
         # Keys: the child's MASH-domain token; values: the picture as JSON text (Faust's json codec).
         self.table = app.Table(TABLE, default=None, partitions=EVENTS_PARTITIONS, key_type=str, value_type=str)
         self.refreshed = time.monotonic()
@@ -264,18 +264,23 @@ class ConcernCounter:
         """Prune every picture to the window, delete the empty ones: a child no new event is about
         is not kept for ever. A picture whose partition is not known (written before it was
         recorded, and not recovered from the changelog since) is left until it is next touched."""
-        svc = self.svc
+        svc, app = self.svc, self.app
         concern = svc.router.partnership.concern
-        if concern is None:
-            return
-        changed = sweep(dict(self.table.data), int(time.time()), concern.window_days)
+        if concern is None or app.rebalancing or app.in_recovery:
+            return  # the table may be half recovered, or about to change hands: next time
+        # Only the pictures of partitions this worker owns now: the store also holds standby
+        # copies and, after a rebalance, pictures another worker now writes.
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == EVENTS}
+        changed, unreadable = sweep(dict(self.table.data), int(time.time()), concern.window_days)
+        if unreadable:
+            log.error("concern_pictures_unreadable", pictures=unreadable)
         # Pictures written before their partition was recorded: the partition Faust recovered them from.
         recovered: dict[str, int] = getattr(self.table.data, "_key_partition", {})
         pruned = deleted = 0
         for key, picture in changed.items():
             if picture.partition is None:
                 picture.partition = recovered.get(key)
-            if picture.partition is None:
+            if picture.partition is None or picture.partition not in owned:
                 continue
             self.write(key, picture)
             deleted += picture.empty

@@ -3,6 +3,7 @@ concern stage and `sgbus policy simulate` decide it alike)."""
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -11,9 +12,13 @@ if TYPE_CHECKING:
 CONCERN_TYPE = "bus.multi_agency_concern.v1"
 
 
-def concern_recipients(partnership: Partnership) -> set[str]:
-    """The partners an agreement sends the concern to."""
-    return {r for a in partnership.agreements if CONCERN_TYPE in a.event_types for r in a.recipients}
+def concern_recipients(partnership: Partnership, today: date | None = None) -> set[str]:
+    """The partners an agreement in force today sends the concern to (one that has ended, or not
+    begun, sends nothing, so its recipients must not hold back what the others may hear of)."""
+    today = today or datetime.now(UTC).date()
+    return {r for a in partnership.agreements
+            if CONCERN_TYPE in a.event_types and a.valid_from <= today and (a.valid_to is None or today <= a.valid_to)
+            for r in a.recipients}
 
 
 def own_sources(partnership: Partnership, recipients: set[str]) -> dict[str, tuple[str, str]]:

@@ -128,18 +128,23 @@ def concern_event_id(key: str, rule_id: str, raised: int, first_at: str) -> str:
     return str(uuid.uuid5(_CONCERN_NS, f"{key}/{rule_id}/{raised}/{first_at}"))
 
 
-def sweep(pictures: dict[str, str], now: int, window_days: int) -> dict[str, Picture]:
-    """The pictures that change when pruned to the window now: an empty one is to be deleted,
+def sweep(pictures: dict[str, str], now: int, window_days: int) -> tuple[dict[str, Picture], int]:
+    """The pictures that change when pruned to the window now (an empty one is to be deleted,
     with its raise history, so that no child's picture outlives the window for want of a new
-    event about them."""
+    event about them), and how many could not be read (left as they are)."""
     changed: dict[str, Picture] = {}
+    unreadable = 0
     for key, text in pictures.items():
-        picture = Picture.from_bytes(text)
+        try:
+            picture = Picture.from_bytes(text)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            unreadable += 1
+            continue
         before = len(picture.reports)
         picture.prune(now, window_days)
         if picture.empty or len(picture.reports) != before:
             changed[key] = picture
-    return changed
+    return changed, unreadable
 
 
 def rules_window(concern: Concern) -> int:

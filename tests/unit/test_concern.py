@@ -101,7 +101,8 @@ def test_a_picture_no_new_event_touches_is_pruned_then_let_go_by_the_sweep() -> 
                                                "raised": 1})
     untouched = three()
     pictures = {k: p.to_bytes().decode() for k, p in (("a", old), ("b", recent), ("c", untouched))}
-    changed = sweep(pictures, NOW + 20 * DAY_S, 90)  # 20 days on: the 80-day-old reports are out
+    changed, unreadable = sweep({**pictures, "d": "{not json"}, NOW + 20 * DAY_S, 90)  # 20 days on
+    assert unreadable == 1  # left as it is, never a stopped worker
     assert set(changed) == {"a", "b"}
     assert changed["a"].empty and changed["a"].partition == 3  # deleted where it was written
     assert [x.ingest_id for x in changed["b"].reports] == ["id-3"] and changed["b"].partition == 5

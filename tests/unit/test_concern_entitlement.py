@@ -82,6 +82,12 @@ def counter(partnership: Partnership) -> tuple[ConcernCounter, list[dict[str, An
 
     c = ConcernCounter.__new__(ConcernCounter)
     c.svc, c.send, c.ingress_bus, c.sign, c.table = svc, send, None, (lambda e: e), Table()
+    owned = {TP("sg.events", p) for p in range(12)} | {TP("other-topic", 99)}
+    c.app = SimpleNamespace(
+        rebalancing=False,
+        in_recovery=False,  # type: ignore[assignment]
+        assignor=SimpleNamespace(assigned_actives=lambda: owned),
+    )
     return c, sent, policy
 
 
@@ -93,13 +99,13 @@ def signers(tmp_path_factory: pytest.TempPathFactory) -> LocalSigners:
     return local
 
 
-def edited(tmp_path: Path, change: Any) -> Partnership:
-    """The sample partnership with `change(agreement)` applied to each agreement, loaded as a
-    partnership lead's edit would be (validated)."""
+def edited(tmp_path: Path, change: Any, whole: bool = False) -> Partnership:
+    """The sample partnership with `change(agreement)` applied to each agreement (or, `whole`,
+    `change(document)` to agreements.yaml), loaded as a partnership lead's edit would be (validated)."""
     data = tmp_path / "data"
     shutil.copytree(POLICIES / "data", data)
     doc = yaml.safe_load((data / "agreements.yaml").read_text())
-    for agreement in doc["agreements"]:
+    for agreement in [doc] if whole else doc["agreements"]:
         change(agreement)
     (data / "agreements.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     return load_partnership(data)
@@ -236,6 +242,45 @@ def test_the_sweep_deletes_a_picture_whose_reports_left_the_window_where_it_was_
     assert "psn:old" not in c.table.data
     assert c.table.changelog == [(2, "psn:old", None)]  # a tombstone on its own partition
     assert "psn:legacy" in c.table.data  # no partition recorded: left until it is next touched
+
+
+def test_the_sweep_leaves_pictures_of_partitions_this_worker_does_not_own_and_waits_out_a_rebalance() -> None:
+    from bus.concern.picture import DAY_S, Picture, Report
+
+    c, _, _ = counter(PARTNERSHIP)
+    now = int(time.time())
+    for key, partition in (("psn:mine", 2), ("psn:standby", 7)):
+        old = Picture([Report(key, "police", "police.domestic_abuse_incident", now - 200 * DAY_S)], {}, partition)
+        c.table.data[key] = old.to_bytes().decode()
+    c.app.assignor.assigned_actives = lambda: {TP("sg.events", 2)}  # type: ignore[attr-defined]
+    c.app.rebalancing = True  # type: ignore[attr-defined]
+    asyncio.run(c.sweep())
+    assert c.table.changelog == []  # mid-rebalance: nothing written
+    c.app.rebalancing = False  # type: ignore[attr-defined]
+    asyncio.run(c.sweep())
+    assert c.table.changelog == [(2, "psn:mine", None)]
+    assert "psn:standby" in c.table.data  # another worker's to keep or let go
+
+
+def test_an_ended_concern_agreement_does_not_hold_back_what_the_mash_may_hear_of(
+    signers: LocalSigners, tmp_path: Path
+) -> None:
+    s = Synth(seed=38)
+    child = s.child(min_age=6)
+
+    def add_ended(doc: dict[str, Any]) -> None:
+        ended = {
+            **next(a for a in doc["agreements"] if a["id"] == "DSA-MAC-001"),
+            "id": "DSA-MAC-OLD",
+            "recipients": ["northshire-police"],
+            "valid_from": "2024-01-01",
+            "valid_to": "2025-01-01",
+        }
+        doc["agreements"].append(ended)
+
+    c, _, _ = counter(edited(tmp_path, add_ended, whole=True))
+    count(c, signers, [s.attendance_concern(child)])
+    assert reports(c) == [("school", "school.attendance_concern")]
 
 
 def test_a_history_outside_the_window_leaves_no_picture(signers: LocalSigners) -> None:
