@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     gateway_partner_certs: Path | None = Field(
         default=None, description="the partner certificate register the gateway reads (which certificate speaks "
                                   "for which partner, which are revoked); default: $SGBUS_HOME/pki/partner-certs.json")
+    gateway_receipts_dir: Path | None = Field(
+        default=None, description="where the gateway keeps its receipt store (created 0700); default: "
+                                  "$SGBUS_HOME/gateway")
     gateway_rate: float = Field(default=500.0, gt=0, description="events a second each partner may publish")
     gateway_burst: int = Field(default=1000, ge=1, description="events a partner may publish at once")
 

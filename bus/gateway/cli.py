@@ -49,7 +49,7 @@ def gateway_serve(
     decisions = AuditReader(settings)
     gw = Gateway(settings.home, kafka_as(settings, bootstrap, GATEWAY), opa_access(settings, opa_url, "worker"),
                  rate=settings.gateway_rate, burst=settings.gateway_burst, audit_lookup=decisions,
-                 partner_certs=settings.gateway_partner_certs)
+                 partner_certs=settings.gateway_partner_certs, receipts_dir=settings.gateway_receipts_dir)
     if (settings.gateway_tls_cert is None) != (settings.gateway_tls_key is None):
         fail("set both SGBUS_GATEWAY_TLS_CERT and SGBUS_GATEWAY_TLS_KEY, or neither", 2)
     tls = server_tls(settings.home, settings.gateway_tls_cert, settings.gateway_tls_key, settings.ca_file)

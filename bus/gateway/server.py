@@ -160,7 +160,8 @@ class Gateway:
     """Everything the handlers use, built once per process."""
 
     def __init__(self, home: Path, kafka: KafkaAccess, opa: OpaAccess, *, rate: float, burst: float,
-                 audit_lookup: Callable[[str], list[dict[str, Any]]], partner_certs: Path | None = None) -> None:
+                 audit_lookup: Callable[[str], list[dict[str, Any]]], partner_certs: Path | None = None,
+                 receipts_dir: Path | None = None) -> None:
         self.home = home
         self.kafka = kafka
         self.policy = PolicyState(opa)
@@ -181,7 +182,7 @@ class Gateway:
         self.polls = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gateway-poll")
         self.lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="gateway-status")
         self.metrics = GatewayMetrics()
-        self.store = ReceiptStore(home / "gateway")
+        self.store = ReceiptStore(receipts_dir or home / "gateway")
         self.batches_in_flight: dict[str, int] = {}
         self.batch_parses = asyncio.Semaphore(BATCH_PARSES)
         self._health_check: asyncio.Future[bool] | None = None  # the one broker round trip in flight
