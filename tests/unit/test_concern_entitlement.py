@@ -131,6 +131,11 @@ def count(c: ConcernCounter, signers: LocalSigners, events: list[dict[str, Any]]
     asyncio.run(c.handle(batch, c.svc.router.partnership))  # type: ignore[arg-type]
 
 
+def three_agencies(s: Synth, child: dict[str, Any], la: str) -> list[dict[str, Any]]:
+    """Police, school and NHS report about the child; the attendance names `la` as responsible."""
+    return [s.domestic_abuse_incident(child), s.attendance_concern(child), s.unscheduled_care_attendance(child, la=la)]
+
+
 def reports(c: ConcernCounter) -> list[tuple[str, str]]:
     return sorted((r[1], r[2]) for text in c.table.data.values() for r in json.loads(text)["reports"])
 
@@ -139,11 +144,7 @@ def test_three_agencies_the_mash_may_hear_of_raise_a_concern(signers: LocalSigne
     s = Synth(seed=31)
     child = s.child(min_age=6)
     c, sent, _ = counter(PARTNERSHIP)
-    count(
-        c,
-        signers,
-        [s.domestic_abuse_incident(child), s.attendance_concern(child), s.unscheduled_care_attendance(child, la="N01")],
-    )
+    count(c, signers, three_agencies(s, child, "N01"))
     assert reports(c) == [
         ("nhs", "nhs.unscheduled_care_attendance"),
         ("police", "police.domestic_abuse_incident"),
@@ -157,11 +158,7 @@ def test_an_attendance_the_mash_is_refused_by_a_condition_does_not_count(signers
     child = s.child(min_age=6)
     c, sent, policy = counter(PARTNERSHIP)
     # Southshire is responsible for the child: CP-IS sends the attendance to Southshire only.
-    count(
-        c,
-        signers,
-        [s.domestic_abuse_incident(child), s.attendance_concern(child), s.unscheduled_care_attendance(child, la="S01")],
-    )
+    count(c, signers, three_agencies(s, child, "S01"))
     assert ("nhs", "nhs.unscheduled_care_attendance") not in reports(c)
     assert sent == []  # two agencies the MASH may hear of: under the three-agency threshold
     assert {r["recipient"] for r in policy.asked} == {"northshire-csc"}  # policy asked for the MASH only
@@ -199,11 +196,7 @@ def test_with_a_second_concern_recipient_an_event_counts_only_if_both_may_hear_o
             agreement["recipients"].append("northshire-police")
 
     c, _, _ = counter(edited(tmp_path, add_police))
-    count(
-        c,
-        signers,
-        [s.domestic_abuse_incident(child), s.attendance_concern(child), s.unscheduled_care_attendance(child, la="N01")],
-    )
+    count(c, signers, three_agencies(s, child, "N01"))
     # The police's own incident counts (the MASH may hear of it too); what the police may not be
     # sent (health, attendance) does not, or the concern would tell them of it.
     assert reports(c) == [("police", "police.domestic_abuse_incident")]
