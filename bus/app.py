@@ -12,7 +12,7 @@ from typing import Any
 import faust
 
 from bus.agents.direct_producer import DirectProducer
-from bus.audit.chain import AuditStore
+from bus.audit.chain import AuditStore, Checkpoint
 from bus.audit.signer import AuditSigner
 from bus.audit_process import AuditProcess
 from bus.exceptions import PolicyUnavailable
@@ -85,6 +85,8 @@ class Services:
     ingest_process: IngestProcess | None = None
     #: appends the audit agent's batches to the store in a process of its own (SGBUS_AUDIT_PROCESS)
     audit_process: AuditProcess | None = None
+    #: the audit chain's head published on sg.audit.heads when the worker started (SGBUS_AUDIT_ANCHOR)
+    audit_anchor: Checkpoint | None = None
 
     @property
     def keyring(self) -> Keyring:

@@ -33,8 +33,9 @@ class Appended:
     checkpoint: Checkpoint | None
 
 
-def append_messages(store: AuditStore, signer: AuditSigner | None, values: list[bytes]) -> Appended:
-    """Decode, chain and store the records of `values` in one transaction."""
+def append_messages(store: AuditStore, signer: AuditSigner | None, values: list[bytes],
+                    anchor: Checkpoint | None = None) -> Appended:
+    """Decode, chain and store the records of `values` in one transaction (AuditStore.append)."""
     records: list[AuditRecord] = []
     malformed = 0
     for value in values:
@@ -42,7 +43,7 @@ def append_messages(store: AuditStore, signer: AuditSigner | None, values: list[
             records.extend(decode_audit_batch(value))
         except ValidationError:
             malformed += 1
-    added, checkpoint = store.append(records, signer)
+    added, checkpoint = store.append(records, signer, anchor)
     if checkpoint is None and records:
         checkpoint = store.latest_checkpoint()
     return Appended(added, malformed, checkpoint)
@@ -76,10 +77,10 @@ def _start(access: _StoreAccess) -> None:
     _store = AuditStore(dsn=access.dsn) if access.dsn is not None else AuditStore(access.db)
 
 
-def _append(values: list[bytes]) -> Appended:
+def _append(values: list[bytes], anchor: Checkpoint | None) -> Appended:
     # A connection the database dropped is mended by the store itself before its next write.
     assert _store is not None, "started without _start"
-    return append_messages(_store, _signer, values)
+    return append_messages(_store, _signer, values, anchor)
 
 
 class AuditProcess:
@@ -95,10 +96,10 @@ class AuditProcess:
     def start(self) -> None:
         self._helper.start()
 
-    async def append(self, values: list[bytes]) -> Appended:
+    async def append(self, values: list[bytes], anchor: Checkpoint | None = None) -> Appended:
         """`append_messages` in the child. AuditProcessFailed if it stopped (restarted on the
         next call); the store's own errors as it raised them."""
-        return await self._helper.run(_append, values)
+        return await self._helper.run(_append, values, anchor)
 
     def close(self) -> None:
         """Stop the process (at the worker's exit) and start no other."""
@@ -118,15 +119,17 @@ class AuditWriter:
         # reads a snapshot of the chain (AuditStore.snapshot).
         self.store, self.signer, self.metrics, self.process = store, signer, metrics, process
         self.max_backoff_s = max_backoff_s
+        #: the last head published outside the database: every append must still find it there
+        self.anchor: Checkpoint | None = None
 
     async def write(self, values: list[bytes]) -> Appended:
         backoff = 0.1
         while True:
             try:
                 if self.process is not None:
-                    done = await self.process.append(values)
+                    done = await self.process.append(values, self.anchor)
                 else:
-                    done = await asyncio.to_thread(append_messages, self.store, self.signer, values)
+                    done = await asyncio.to_thread(append_messages, self.store, self.signer, values, self.anchor)
                 break
             except HelperClosed:
                 raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -52,6 +53,11 @@ class Settings(BaseSettings):
         default=300.0, ge=1, description="how often the audit stage verifies the chain with the public keys (the "
                                          "whole chain, unless the next setting is set; sgbus_audit_chain_verified; "
                                          "alert SgbusAuditChainVerificationFailed)")
+    audit_anchor: Literal["none", "published"] = Field(
+        default="none", description="published: at start, the audit stage reads the newest validly signed head on "
+                                    "sg.audit.heads and refuses to sign on while the store no longer holds it (a chain "
+                                    "cut back or rewritten in the database while the stage was down); set in "
+                                    "production (the Helm chart does); none: from the first head it publishes")
     audit_full_verify_interval_s: float | None = Field(
         default=None, ge=1, le=7 * 86400,
         description="how often the audit stage walks the whole chain, walking only what was appended in between (a "

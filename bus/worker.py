@@ -16,7 +16,7 @@ from bus.agents.pipeline import SHARING_STAGES, routes_at_ingest
 from bus.app import Services, SignerSource, create_app
 from bus.audit.chain import open_audit_store
 from bus.audit.signer import load_signer
-from bus.exceptions import ConfigurationError, PolicyUnavailable
+from bus.exceptions import ConfigurationError, PolicyUnavailable, StackError
 from bus.metrics import Metrics
 from bus.ops import targets
 from bus.ops.lag import Group, LagCollector
@@ -27,7 +27,7 @@ from bus.policy.loader import fetch_partnership, fetch_signers
 from bus.pseudonymise.keyring import KeyringWatch
 from bus.route import Router
 from bus.security.opa_auth import OpaAccess
-from bus.security.principals import STAGE_PRINCIPALS, stage_app_id
+from bus.security.principals import STAGE_PRINCIPALS, stage_app_id, stage_group_prefix
 from bus.security.resolve import kafka_access, opa_access
 from bus.settings import Settings
 from bus.topics import EVENTS, REPLAY, live_partitions, replay_partitions_problem
@@ -127,6 +127,8 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     concern_sign = (_concern_signer(settings, access, stage)
                     if stage == "concern" and settings.concern_enabled else None)
     policy = PolicyClient(opa, timeout_s=settings.opa_timeout_s)
+    audit_anchor = (_published_audit_head(settings, access, stage)
+                    if audit_signer is not None and settings.audit_anchor == "published" else None)
     services = Services(settings=settings, keys=keys, metrics=metrics,
                         router=Router(partnership, keys() if stage != "audit" else cast(Any, None), policy,
                                       revision,
@@ -138,7 +140,7 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
                         signers=SignerSource(lambda: fetch_signers(opa)),
                         event_register=open_audit_store(settings),
                         audit_signer=audit_signer, concern_sign=concern_sign, ingest_process=ingest_process,
-                        audit_process=audit_process)
+                        audit_process=audit_process, audit_anchor=audit_anchor)
     app: faust.App | None = None
     try:
         app = create_app(access, services, stage)
@@ -155,6 +157,26 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
         for helper in (ingest_process, audit_process):
             if helper is not None:
                 helper.close()
+
+
+def _published_audit_head(settings: Settings, access: Any, stage: str) -> Any:
+    """The newest validly signed head on sg.audit.heads: the audit stage signs on only while the
+    store still holds it. Read again while Kafka cannot answer (a worker that cannot read it does
+    not start signing without it)."""
+    from bus.audit.heads import latest_head
+    from bus.audit.signer import load_verifier, public_keys_path
+
+    verifier = load_verifier(settings.audit_public_keys or public_keys_path(settings.home))
+    backoff = 0.5
+    while True:
+        try:
+            head = latest_head(access, verifier=verifier, group=f"{stage_group_prefix(stage)}heads")
+            log.info("audit_anchor_read", seq=head.seq if head is not None else None)
+            return head
+        except StackError as exc:
+            log.warning("audit_heads_unreadable", retry_in_s=backoff, cause=str(exc))
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
 
 
 def _concern_signer(settings: Settings, access: Any, stage: str) -> Callable[[dict[str, Any]], dict[str, Any]]:

@@ -508,6 +508,8 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
     audit_writer = AuditWriter(svc.audit_store, svc.audit_signer, metrics,
                                svc.audit_process if "audit" in stages else None,
                                settings.retry_max_backoff_s)
+    # The head on sg.audit.heads at start (SGBUS_AUDIT_ANCHOR=published): what the store must still hold.
+    audit_watch.published = audit_writer.anchor = svc.audit_anchor
 
     async def audit_agent(stream: faust.StreamT[bytes]) -> None:
         """The single writer of the hash-chained audit store."""
@@ -519,7 +521,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 # Outside the database: an insider who rewrites the store cannot take this back.
                 await send(audit_heads, AUDIT_HEADS_KEY, done.checkpoint.to_json(), batch[-1].message.tp)
                 metrics.audit_heads_published.inc()
-                audit_watch.published = done.checkpoint
+                audit_watch.published = audit_writer.anchor = done.checkpoint
             await commit_batch(batch)
 
     # An error an agent does not handle (a bug) stops the worker, for its supervisor (systemd,

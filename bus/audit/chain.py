@@ -261,16 +261,24 @@ class AuditStore:
         return (int(row[0]), str(row[1])) if row else (0, GENESIS)
 
     def append(self, records: Iterable[AuditRecord], signer: AuditSigner | None = None,
-               ) -> tuple[int, Checkpoint | None]:
+               anchor: Checkpoint | None = None) -> tuple[int, Checkpoint | None]:
         """Chain and store new records in one transaction; a repeat of an (ingest, recipient,
         decision) record (at-least-once redelivery) is skipped. Signs a checkpoint over the new
-        head, linked to the previous checkpoint; returns (records added, the new checkpoint)."""
+        head, linked to the previous checkpoint; returns (records added, the new checkpoint).
+        `anchor`: a head published outside the database (the last this stage published, or the
+        one on sg.audit.heads at its start); the store must still hold it, record and checkpoint,
+        or nothing is signed (a chain cut back or rewritten would otherwise be signed anew)."""
         added = 0
         checkpoint = None
         bodies = [rec.model_dump(mode="json") for rec in records]
         self._lock_for_append()
         try:
             seq, prev = self.head()
+            if signer is not None and anchor is not None and not (
+                    self.record_hash(anchor.seq) == anchor.hash == self.checkpoint_hash(anchor.seq)):
+                raise AuditStoreError(f"the audit chain no longer holds its published head (record {anchor.seq}): "
+                                      "records or checkpoints were removed or rewritten in the database; run "
+                                      "`sgbus audit verify`")
             if signer is not None:
                 last = self.latest_checkpoint()
                 if last is not None and (last.seq, last.hash) != (seq, prev):
@@ -594,6 +602,9 @@ def _verify(store: AuditStore, verifier: AuditVerifier | None, published: Checkp
         return fail(f"checkpoints up to record {previous} were removed, added or renumbered since the last"
                     " verification", previous)
     last = checkpoints[-1].seq if checkpoints else previous
+    if verifier is not None and not n and count and published is None:  # with a head, checked against it below
+        return fail(f"records 1 to {expected_seq - 1} carry no signed checkpoint (checkpoints removed, or the "
+                    "chain written outside the audit stage)", 1)
     if n and last < expected_seq - 1:
         return fail(f"records {last + 1} to {expected_seq - 1} follow the last signed checkpoint"
                     " (added outside the audit stage)", last + 1)

@@ -45,7 +45,7 @@ def audit_verify(
         except (OSError, ValueError, KeyError, TypeError):
             fail(f"--head: {head_file} is not a saved audit head", 2)
     elif not offline:
-        published = _published_head(settings)
+        published = _published_head(settings, verifier)
     result = verify(open_audit(settings), verifier, published)
     if result.ok:
         against = (f"matches the published head at record {result.published_seq}" if published
@@ -57,14 +57,14 @@ def audit_verify(
     raise typer.Exit(1)
 
 
-def _published_head(settings: Settings):  # type: ignore[no-untyped-def]
+def _published_head(settings: Settings, verifier: object = None):  # type: ignore[no-untyped-def]
     from bus.audit.heads import latest_head
     from bus.exceptions import StackError
     from bus.security.principals import ADMIN
 
     bootstrap = settings.kafka_bootstrap or resolve_endpoints(settings)[0]
     try:
-        return latest_head(kafka_as(settings, bootstrap, ADMIN))
+        return latest_head(kafka_as(settings, bootstrap, ADMIN), verifier=verifier)  # type: ignore[arg-type]
     except StackError as exc:
         fail(f"cannot read the published audit heads: {exc} (use --head FILE or --offline)")
 

@@ -7,17 +7,20 @@ import time
 from confluent_kafka import KafkaException, TopicPartition
 
 from bus.audit.chain import Checkpoint
+from bus.audit.signer import AuditVerifier
 from bus.exceptions import StackError
 from bus.kafka_io import committed_reader, partitions_of
 from bus.security.kafka_access import KafkaAccess
 from bus.topics import AUDIT_HEADS
 
 
-def latest_head(access: KafkaAccess, timeout_s: float = 20.0) -> Checkpoint | None:
+def latest_head(access: KafkaAccess, timeout_s: float = 20.0, *, verifier: AuditVerifier | None = None,
+                group: str = "sgbus-audit-verify") -> Checkpoint | None:
     """The newest signed head on sg.audit.heads (None when none was published yet). Reads the
-    whole (compacted) topic up to its end; the highest sequence number wins. Needs only READ on
-    the topic, which every partner has."""
-    consumer = committed_reader(access, "sgbus-audit-verify")
+    whole (compacted) topic up to its end; the highest sequence number wins, among heads that
+    `verifier` accepts when one is given (a forged head must not hide the genuine ones). Needs
+    only READ on the topic, which every partner has."""
+    consumer = committed_reader(access, group)
     try:
         best: Checkpoint | None = None
         for partition in partitions_of(consumer, AUDIT_HEADS):
@@ -38,6 +41,8 @@ def latest_head(access: KafkaAccess, timeout_s: float = 20.0) -> Checkpoint | No
                         head = Checkpoint.from_json(value)
                     except (ValueError, KeyError, TypeError):
                         head = None  # not a head: ignored (verification still needs a good one)
+                    if head is not None and verifier is not None and not head.verifies(verifier):
+                        head = None  # not signed by the audit stage's keys: ignored
                     if head is not None and (best is None or head.seq > best.seq):
                         best = head
                 else:

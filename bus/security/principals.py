@@ -125,7 +125,8 @@ _STAGE_TOPICS: dict[str, set[Grant]] = {
     "ingest": {_topic(INGRESS_PREFIX, "read", "prefixed"), _topic(EVENTS, "write"), _topic(DLQ, "write")},
     "route": {_topic(EVENTS, "read"), _topic(REPLAY, "read"), _topic(DELIVER_PREFIX, "write", "prefixed"),
               _topic(AUDIT, "write"), _topic(DLQ, "write")},
-    "audit": {_topic(AUDIT, "read"), _topic(AUDIT_HEADS, "write")},
+    # It reads the heads it published at start (SGBUS_AUDIT_ANCHOR=published).
+    "audit": {_topic(AUDIT, "read"), _topic(AUDIT_HEADS, "write"), _topic(AUDIT_HEADS, "read")},
     # The concern stage reads every event and publishes what it raises like any source would.
     "concern": {_topic(EVENTS, "read"), _topic(ingress_topic(Agency.BUS), "write")},
 }

@@ -154,6 +154,9 @@ def test_keys_only_where_their_stage_uses_them(full_docs: list[dict[str, Any]]) 
 
     assert "SGBUS_KEYRING_JSON" not in env("sgbus-audit") and "SGBUS_AUDIT_SIGNING_KEY_JSON" in env("sgbus-audit")
     assert "SGBUS_AUDIT_PUBLIC_KEYS" in env("sgbus-audit")
+    audit_env = {e["name"]: e.get("value") for e in
+                 deployments["sgbus-audit"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert audit_env["SGBUS_AUDIT_ANCHOR"] == "published"  # a store cut back while the stage was down is refused
     for stage in ("ingest", "route", "concern"):
         names = env(f"sgbus-{stage}")
         assert "SGBUS_KEYRING_JSON" in names and "SGBUS_AUDIT_SIGNING_KEY_JSON" not in names

@@ -231,7 +231,8 @@ def test_a_rewritten_and_rehashed_record_fails_against_the_published_head(
     published = _published(store)
     _rewrite_and_rehash(store, 7)
     store._execute("DELETE FROM checkpoints")
-    assert verify(store, public).ok  # a consistent rewrite, no checkpoints left to contradict it ...
+    offline = verify(store, public)  # a consistent rewrite: but signed records with no checkpoint left fail ...
+    assert not offline.ok and "carry no signed checkpoint" in (offline.problem or "")
     result = verify(store, public, published)
     assert not result.ok and "differs from the published head" in (result.problem or "")
 
@@ -499,3 +500,35 @@ def test_by_default_every_walk_of_the_audit_stage_is_whole(
     second = watch.run()
     assert second is not None and not second.ok and second.first_bad_seq == 3
 
+
+
+def test_a_tail_cut_back_in_the_database_is_not_signed_anew(store: AuditStore, signer: AuditSigner,
+                                                           public: AuditVerifier) -> None:
+    """An insider deletes the newest records and their checkpoints: the next append must not sign
+    a chain that no longer holds the head the stage published (it would launder the cut)."""
+    published = _published(store)  # record 20
+    store._execute("DELETE FROM audit WHERE seq > 10")
+    store._execute("DELETE FROM checkpoints WHERE seq > 10")
+    with pytest.raises(AuditStoreError, match="no longer holds its published head"):
+        store.append([_record("later")], signer, anchor=published)
+    assert store.count() == 10 and not verify(store, public, published).ok
+
+
+def test_a_rewritten_rehashed_chain_without_checkpoints_is_not_signed_anew(store: AuditStore, signer: AuditSigner,
+                                                                          public: AuditVerifier) -> None:
+    published = _published(store)
+    _rewrite_and_rehash(store, 7)
+    store._execute("DELETE FROM checkpoints")
+    with pytest.raises(AuditStoreError, match="no longer holds its published head"):
+        store.append([_record("later")], signer, anchor=published)
+    offline = verify(store, public)  # even without the head: signed records left with no checkpoint
+    assert not offline.ok and "carry no signed checkpoint" in (offline.problem or "")
+
+
+def test_a_chain_that_extends_its_published_head_is_signed_on(store: AuditStore, signer: AuditSigner,
+                                                             public: AuditVerifier) -> None:
+    """A crash between a batch's commit and its head's publication leaves the store a checkpoint
+    ahead of sg.audit.heads: that still holds the published head, so appends go on."""
+    older = store.checkpoints()[-2]  # the head published before the last batch's
+    added, checkpoint = store.append([_record("later")], signer, anchor=older)
+    assert added == 1 and checkpoint is not None and verify(store, public, checkpoint).ok

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 
-from bus.audit.chain import AuditStore, AuditStoreError, verify
+from bus.audit.chain import AuditStore, AuditStoreError, Checkpoint, verify
 from bus.audit.signer import AuditSigner, load_signer, load_verifier, new_audit_signer, public_keys_path
 from bus.audit_process import (
     Appended,
@@ -185,13 +185,13 @@ class _Flaky:
     def __init__(self, store: AuditStore, signer: AuditSigner, after_commit: bool, error: Exception) -> None:
         self.store, self.signer, self.after_commit, self.error, self.calls = store, signer, after_commit, error, 0
 
-    async def append(self, values: list[bytes]) -> Appended:
+    async def append(self, values: list[bytes], anchor: Checkpoint | None = None) -> Appended:
         self.calls += 1
         if self.calls == 1:
             if self.after_commit:
-                append_messages(self.store, self.signer, values)
+                append_messages(self.store, self.signer, values, anchor)
             raise self.error
-        return append_messages(self.store, self.signer, values)
+        return append_messages(self.store, self.signer, values, anchor)
 
 
 _STOPPED = AuditProcessFailed("the audit process stopped; starting another")

@@ -87,7 +87,8 @@ def test_each_stage_uses_only_groups_and_transactional_ids_with_its_own_prefix()
         prefix = stage_app_id("", stage)
         assert own == {("group", prefix), ("transactional_id", prefix)}
         assert stage_app_id("sgbus", stage).startswith(prefix)
-    assert _topics("sgbus-audit", "read") == {("sg.audit", "literal")}
+    # sg.audit.heads: the head it published, read at start (SGBUS_AUDIT_ANCHOR=published)
+    assert _topics("sgbus-audit", "read") == {("sg.audit", "literal"), ("sg.audit.heads", "literal")}
     assert _topics("sgbus-audit", "write") == {("sg.audit.heads", "literal")}  # signed heads, outside the store
     assert not any(g.resource == "cluster" for g in BY_NAME["sgbus-route"].grants)
     assert _topics("sgbus-ingest", "read") == {("sg.ingress.", "prefixed")}
