@@ -68,6 +68,8 @@ def kafka_cluster(namespace: str) -> list[dict[str, Any]]:
                     "transaction.state.log.min.isr": MIN_INSYNC,
                     "auto.create.topics.enable": False,
                     "unclean.leader.election.enable": False,
+                    # sessions re-authenticate hourly: a rotated secret cuts off an open connection too
+                    "connections.max.reauth.ms": 3_600_000,
                 },
                 "metricsConfig": {"type": "jmxPrometheusExporter",
                                   "valueFrom": {"configMapKeyRef": {"name": "sgbus-kafka-metrics",
