@@ -267,6 +267,11 @@ def _cross_check(p: Partnership, data_dir: Path, nodes: dict[str, yaml.Node | No
         if partner.id in seen:
             problems.append(f"{where('partners', i, 'id')}: id: duplicate partner id {partner.id}")
         seen.add(partner.id)
+        if partner.linkage_domain == "controller":  # bus.pseudonymise.keyring.CONTROLLER_DOMAIN
+            # The bus's own tokens (sg.events, the audit store): a partner given them could link
+            # everything it receives to the bus's records.
+            problems.append(f"{where('partners', i, 'linkage_domain')}: linkage_domain: controller is the bus's own "
+                            "domain, never a partner's")
     for i, sub in enumerate(p.subscriptions):
         if sub.partner not in ids:
             problems.append(f"{where('subscriptions', i, 'partner')}: partner: unknown partner {sub.partner}")

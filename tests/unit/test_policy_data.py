@@ -64,3 +64,12 @@ def test_candidates_are_subscribers_except_the_publisher() -> None:
     assert candidates(p, "social_care.child_protection_plan.v1", "social_care", "N01")[0].recipient == (
         "northshire-nhs-uec"
     )
+
+
+def test_no_partner_may_have_the_buss_own_linkage_domain(tmp_path: Path) -> None:
+    """Tokens in the controller domain are what sg.events and the audit store carry."""
+    data = _copy(tmp_path)
+    text = (data / "partners.yaml").read_text().replace("linkage_domain: education", "linkage_domain: controller", 1)
+    (data / "partners.yaml").write_text(text)
+    with pytest.raises(PolicyDataError, match="linkage_domain: controller is the bus's own domain"):
+        load_partnership(data)
