@@ -146,8 +146,11 @@ def principals(partnership: Partnership) -> list[Principal]:
             # (kept for a stage that writes no topic).
             grants.add(Grant("cluster", CLUSTER, "literal", "idempotent_write"))
         out.append(Principal(name, "stage", frozenset(grants)))
+    # Each partner agency's ingress topic by name: a prefix would cover sg.ingress.bus too, which
+    # only the concern stage writes.
     out.append(Principal(GATEWAY, "gateway", frozenset({
-        _topic(INGRESS_PREFIX, "write", "prefixed"), _topic(DELIVER_PREFIX, "read", "prefixed"), _topic(DLQ, "read"),
+        *(_topic(ingress_topic(a), "write") for a in Agency if a != Agency.BUS),
+        _topic(DELIVER_PREFIX, "read", "prefixed"), _topic(DLQ, "read"),
         *_own_groups(GATEWAY_GROUP_PREFIX, transactional=False)})))
     for p in partnership.partners:
         # The bus's own source (agency bus) publishes only through the concern stage's principal:

@@ -26,6 +26,7 @@ from bus.security.kafka_access import KafkaAccess
 from bus.security.pki import LOCAL_HOSTS, PartnershipCA
 from bus.security.principals import Grant, principals, stage_app_id
 from bus.topics import deliver_retention_ms, topic_specs
+from schemas.envelope import Agency
 
 REPO = Path(__file__).parents[2]
 PARTNERSHIP = load_partnership(REPO / "policies" / "data")
@@ -65,8 +66,11 @@ def test_a_publisher_may_write_only_its_agencys_ingress_topic() -> None:
 
 
 def test_only_the_concern_stage_may_write_the_buss_own_ingress_topic() -> None:
-    """No publisher principal speaks for the bus: a forged concern cannot be written to Kafka."""
-    writers = {name for name in BY_NAME if ("sg.ingress.bus", "literal") in _topics(name, "write")}
+    """No publisher principal speaks for the bus: a forged concern cannot be written to Kafka
+    (a prefixed grant counts for every topic it is a prefix of)."""
+    writers = {name for name in BY_NAME
+               if any(topic == "sg.ingress.bus" or (pattern == "prefixed" and "sg.ingress.bus".startswith(topic))
+                      for topic, pattern in _topics(name, "write"))}
     assert writers == {"sgbus-concern"}  # the all-in-one worker runs the sharing stages only
     assert "publisher.sgbus-concern" not in BY_NAME
 
@@ -392,7 +396,9 @@ def test_a_reused_event_id_never_carries_another_childs_identity(tmp_path: Path)
 def test_the_gateway_writes_only_ingress_topics_and_reads_only_partner_topics_and_dead_letters() -> None:
     gateway = BY_NAME["sgbus-gateway"]
     assert gateway.role == "gateway" and gateway.partner_id is None
-    assert _topics("sgbus-gateway", "write") == {("sg.ingress.", "prefixed")}
+    # every partner agency's ingress topic by name; never the bus's own (only the concern stage writes it)
+    assert _topics("sgbus-gateway", "write") == {(f"sg.ingress.{a.value}", "literal") for a in Agency
+                                                 if a != Agency.BUS}
     assert _topics("sgbus-gateway", "read") == {("sg.deliver.", "prefixed"), ("sg.dlq", "literal")}
     assert {(g.resource, g.name) for g in gateway.grants if g.resource != "topic"} == {("group", "gateway.")}
 
