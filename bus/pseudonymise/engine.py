@@ -214,13 +214,17 @@ KEY_KINDS = ("nhs_number", "la_child_id", "upn", "police_person_id")  # the orde
 
 
 def partner_key(subject: dict[str, Any], partner: Partner, keyring: Keyring, fallback: str) -> str:
-    """The Kafka key of a delivery on `sg.deliver.<partner>`: the child's token in the
-    partner's own linkage domain, so partners in different domains cannot match each other's
-    records by key (one child's events still share a key, hence a partition and an order)."""
+    """The Kafka key of a delivery on `sg.deliver.<partner>`: a token of the child in a domain
+    of the partner's own (`key:<partner id>`), never one the partner is delivered as an
+    identifier, so a key cannot bring back an identifier an agreement drops (before, it was the
+    child's NHS-number token in the partner's linkage domain, whatever the decision said), and
+    partners cannot match each other's records by key. One child's events still share a key,
+    hence a partition and an order: which does tie together, for that partner, the events it
+    receives about one child."""
     ids = subject.get("identifiers") or {}
     for kind in KEY_KINDS:
         if ids.get(kind):
-            return token(keyring, partner.linkage_domain, kind, str(ids[kind]))
+            return token(keyring, f"key:{partner.id}", kind, str(ids[kind]))
     return fallback
 
 

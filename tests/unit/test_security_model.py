@@ -19,6 +19,7 @@ from bus.exceptions import PolicyUnavailable
 from bus.policy.data import load_partnership
 from bus.policy.decision import Decision
 from bus.pseudonymise.keyring import Keyring
+from bus.pseudonymise.operators.token import token
 from bus.route import Router
 from bus.security.credentials import CredentialStore
 from bus.security.files import loose_modes, private_dir, restrict_umask, write_private
@@ -338,9 +339,11 @@ class _AllowsEverything:
             "demographics": {"name": "full", "dob": "full"}}) for r in requests]
 
 
-def test_partner_topic_keys_are_in_each_partners_own_linkage_domain(tmp_path: Path) -> None:
+def test_partner_topic_keys_are_each_partners_own_and_never_a_delivered_token(tmp_path: Path) -> None:
     """Issue 13: every partner topic was keyed by the controller token, so partners in
-    different linkage domains got the same key for the same child."""
+    different linkage domains got the same key for the same child. Then it was the child's token
+    in the partner's linkage domain: an NHS-number token even where the agreement drops the NHS
+    number, which the partner could match to the token another agreement gives it."""
     from bus.pseudonymise.keyring import init_keyring, load_keyring
     from schemas.synthetic import Synth
 
@@ -363,8 +366,11 @@ def test_partner_topic_keys_are_in_each_partners_own_linkage_domain(tmp_path: Pa
     assert all(len(k) == 1 for k in keys.values())  # one child, one key per partner: order kept
     assert keys["northshire-csc"] != keys["oakfield-primary"]  # mash vs education
     assert domains["oakfield-primary"] == domains["riverside-academy"]
-    assert keys["oakfield-primary"] == keys["riverside-academy"]  # one domain may link, by design
+    assert keys["oakfield-primary"] != keys["riverside-academy"]  # not even within one linkage domain
     assert events[0].subject_key not in set().union(*keys.values())  # never the controller token
+    nhs = child["identifiers"]["nhs_number"]
+    for partner, (key,) in keys.items():  # never the token that partner is (or could be) delivered
+        assert key != token(keyring, domains[partner], "nhs_number", nhs), partner
 
 
 def test_a_reused_event_id_never_carries_another_childs_identity(tmp_path: Path) -> None:
