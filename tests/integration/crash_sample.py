@@ -14,14 +14,14 @@ from tests.integration.conftest import REPO
 COUNT = 10_000
 
 
-def crash_sample(seed: int) -> tuple[list[dict[str, Any]], set[str], set[tuple[str, str]]]:
-    """(events, their ids, expected (event id, candidate recipient) pairs): COUNT events of the
+def crash_sample(seed: int, count: int = COUNT) -> tuple[list[dict[str, Any]], set[str], set[tuple[str, str]]]:
+    """(events, their ids, expected (event id, candidate recipient) pairs): `count` events of the
     subscribed types, so every one is routed."""
     partnership = load_partnership(REPO / "policies" / "data")
     # what partners publish (the bus's own concerns come only from its concern stage)
     subscribed = sorted({t for sub in partnership.subscriptions for t in sub.event_types if not t.startswith("bus.")})
     synth = Synth(seed=seed)
-    events = [synth.event(subscribed[i % len(subscribed)]) for i in range(COUNT)]
+    events = [synth.event(subscribed[i % len(subscribed)]) for i in range(count)]
     expected_pairs = {(e["event_id"], c.recipient) for e in events
                       for c in candidates(partnership, e["event_type"], e["source"]["agency"], e["source"]["org_id"])}
     return events, {e["event_id"] for e in events}, expected_pairs

@@ -16,15 +16,12 @@ from bus.audit.chain import AuditStore, verify
 from bus.audit.heads import latest_head
 from bus.audit.signer import load_verifier, public_keys_path
 from bus.demo import start_worker, stop_worker
-from bus.policy.data import load_partnership
 from bus.pseudonymise.keyring import init_keyring
-from bus.routing import candidates
 from bus.settings import Settings
 from bus.stack import Stack
-from schemas.synthetic import Synth
 from tests.helpers import wait_for
 from tests.integration.conftest import REPO, Bus
-from tests.integration.crash_sample import stored_pairs
+from tests.integration.crash_sample import crash_sample, stored_pairs
 
 REFUSED = "no longer holds its published head"
 
@@ -42,15 +39,10 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bus]:
         stack.down()
 
 
-def _sample(seed: int, count: int = 30) -> tuple[list[dict[str, Any]], set[str], int]:
-    """Events every one of which is routed to someone, and how many decisions they make."""
-    partnership = load_partnership(REPO / "policies" / "data")
-    subscribed = sorted({t for s in partnership.subscriptions for t in s.event_types if not t.startswith("bus.")})
-    synth = Synth(seed=seed)
-    events = [synth.event(subscribed[i % len(subscribed)]) for i in range(count)]
-    decisions = sum(len(candidates(partnership, e["event_type"], e["source"]["agency"], e["source"]["org_id"]))
-                    for e in events)
-    return events, {e["event_id"] for e in events}, decisions
+def _sample(seed: int) -> tuple[list[dict[str, Any]], set[str], int]:
+    """30 events every one of which is routed to someone, and how many decisions they make."""
+    events, ids, pairs = crash_sample(seed, count=30)
+    return events, ids, len(pairs)
 
 
 def test_a_chain_cut_back_in_the_database_is_never_signed_anew(own_stack: Bus, tmp_path: Path) -> None:
