@@ -119,7 +119,7 @@ class Envelope(Strict):
     classification: Literal["OFFICIAL-SENSITIVE"] = "OFFICIAL-SENSITIVE"
     urgency: Urgency | None = None
     nonce: str | None = Field(
-        default=None, min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+        default=None, min_length=22, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",  # 22: 128 bits, base64url
         description="random (128 bits or more, base64url), set by the signer; covered by the signature, never "
                     "delivered, so a view's content digest cannot be used to test guesses of what it omits",
     )

@@ -83,8 +83,17 @@ def test_a_police_event_on_the_school_topic_is_dead_lettered(signers: LocalSigne
 def test_a_signed_event_without_its_nonce_is_dead_lettered(signers: LocalSigners) -> None:
     """The nonce keeps the content digest recipients see from confirming guesses."""
     signed = signers.sign(_dai())
-    assert len(signed["nonce"]) >= 16
+    assert len(signed["nonce"]) >= 22  # 128 bits, base64url
     assert _code(_ingest({k: v for k, v in signed.items() if k != "nonce"}, signers)) == "missing_nonce"
+
+
+def test_a_nonce_under_128_bits_is_refused_naming_the_field() -> None:
+    from schemas.registry import InvalidEvent, parse_event_dict
+
+    short = {**_dai(), "nonce": "A" * 21}  # 126 bits: what the README promises is at least 128
+    with pytest.raises(InvalidEvent) as info:
+        parse_event_dict(short)
+    assert [p.field for p in info.value.problems] == ["nonce"]
 
 
 def test_the_signing_key_register_refuses_bad_keys_and_shared_key_ids(signers: LocalSigners) -> None:
