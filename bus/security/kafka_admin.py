@@ -139,10 +139,11 @@ def sync_principals(access: KafkaAccess, partnership: Partnership, home: Path, t
 
 
 def rotate(access: KafkaAccess, home: Path, name: str, timeout_s: float = 30.0) -> None:
-    """A new secret for `name`: the broker first (old sessions keep working until they
-    reconnect), then the local store."""
+    """A new secret for `name`: the broker first (open sessions keep working until they
+    re-authenticate, within the hour), then the local store. The old secret need not be on this
+    host (the README advises deleting a partner's file once sent): a leaked one can always be
+    replaced. The caller names a principal of the partnership."""
     store = CredentialStore(home)
-    store.require(name)
     # Kept on disk before the broker switches, so a crash in between loses no secret.
     new = store.put(f".{name}.next")
     try:

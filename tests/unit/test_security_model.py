@@ -427,3 +427,17 @@ def test_existing_topics_whose_partition_counts_would_break_the_bus_are_named() 
     assert "needs exactly 4" in problems[0] and "needs exactly 1" in problems[1]
     assert "has 8 partitions and sg.events 8" in problems[2]  # as many as sg.events: shared transactional ids
     assert partition_problems(specs, {EVENTS: 4, REPLAY: 4})[0].startswith(REPLAY)
+
+
+def test_a_secret_whose_file_was_deleted_can_still_be_rotated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README advises deleting a partner's secret file once sent: a leaked secret must still be replaceable."""
+    from bus.security import kafka_admin
+
+    upserted: list[tuple[str, str]] = []
+    monkeypatch.setattr(kafka_admin, "admin_client", lambda _access: object())
+    monkeypatch.setattr(kafka_admin, "upsert_scram",
+                        lambda _admin, name, password, _t: upserted.append((name, password)))
+    kafka_admin.rotate(None, tmp_path, "partner.northshire-csc")  # type: ignore[arg-type]
+    stored = CredentialStore(tmp_path).require("partner.northshire-csc")
+    assert upserted == [("partner.northshire-csc", stored.password)]
+    assert not list((tmp_path / "credentials").glob(".*next*"))
