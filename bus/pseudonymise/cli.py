@@ -29,9 +29,10 @@ def keys_init() -> None:
 @keys_app.command("rotate")
 def keys_rotate() -> None:
     """Add new active keys; old keys stay so old tokens and seals still resolve."""
-    from bus.pseudonymise.keyring import load_keyring, save_keyring
+    from bus.pseudonymise.keyring import keyring_lock, load_keyring, save_keyring
 
     path = load_settings().keyring_path
-    rotated = load_keyring(path).rotated()
-    save_keyring(rotated, path)
+    with keyring_lock(path):  # read, rotate and write as one step
+        rotated = load_keyring(path).rotated()
+        save_keyring(rotated, path)
     typer.echo(f"rotated: token key {rotated.token.active}, seal key {rotated.seal.active}")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,14 +110,32 @@ class Keyring:
 
 
 def save_keyring(keyring: Keyring, path: Path) -> None:
-    """Write the keyring with mode 0600, atomically."""
+    """Write the keyring with mode 0600, atomically: into a new file of its own (never one
+    already there, nor through a link someone left at a fixed temporary name), then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(keyring.to_json(), fh)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # O_EXCL, 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(keyring.to_json(), fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(name).replace(path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def keyring_lock(path: Path) -> Iterator[None]:
+    """One change of the keyring at a time: two rotations at once could each drop the other's new
+    keys, and a seal made with a dropped key could never be opened again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def load_keyring(path: Path) -> Keyring:

@@ -185,3 +185,37 @@ def test_validation_errors_never_echo_input_values() -> None:
     with pytest.raises(ValidationError) as info:
         DeliveredSubject.model_validate({"identifiers": {}, "unexpected": "9434765919"})
     assert "9434765919" not in str(info.value)
+
+
+def test_saving_the_keyring_never_writes_through_a_file_left_at_a_temporary_name(tmp_path: Path) -> None:
+    from bus.pseudonymise.keyring import load_keyring, save_keyring
+
+    path = tmp_path / "keyring.json"
+    elsewhere = tmp_path / "attacker-readable.json"
+    elsewhere.touch(mode=0o644)
+    (tmp_path / "keyring.tmp").symlink_to(elsewhere)  # the old code's fixed temporary name
+    keyring = Keyring.generate()
+    save_keyring(keyring, path)
+    assert elsewhere.read_text() == "" and path.stat().st_mode & 0o777 == 0o600
+    assert load_keyring(path).token.active == keyring.token.active
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attacker-readable.json", "keyring.json", "keyring.tmp"]
+
+
+def test_two_rotations_at_once_keep_both_new_keys(tmp_path: Path) -> None:
+    import threading
+
+    from bus.pseudonymise.keyring import keyring_lock, load_keyring, save_keyring
+
+    path = tmp_path / "keyring.json"
+    save_keyring(Keyring.generate(), path)
+
+    def rotate() -> None:
+        with keyring_lock(path):
+            save_keyring(load_keyring(path).rotated(), path)
+
+    threads = [threading.Thread(target=rotate) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(load_keyring(path).seal.keys) == 9  # the first and eight rotations: none dropped
