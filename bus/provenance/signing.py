@@ -35,7 +35,13 @@ def b64url(data: bytes) -> str:
 
 
 def b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Unpadded base64url, in its one canonical form (ValueError otherwise): the lenient decoder
+    takes padding, stray characters and non-zero trailing bits, so one signature could be
+    written several ways."""
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64url(data) != text:
+        raise ValueError("not canonical unpadded base64url")
+    return data
 
 
 def _plain(obj: Any) -> bool:

@@ -79,3 +79,17 @@ def test_an_honest_key_is_usable_and_checkpoints_verify_with_libsodium(tmp_path:
     keys.write_text(json.dumps({"keys": {"audit-1": signer.public_raw(), "forged": b64url(SMALL_ORDER["identity"])}}))
     with pytest.raises(KeyringError, match="forged of small order"):
         load_verifier(keys)
+
+
+def test_a_signature_has_one_written_form() -> None:
+    """Padding, stray characters or other trailing bits would let the stored signature differ from
+    what the publisher sent while still verifying."""
+    from bus.provenance.signing import BadSignature, b64url, parse_jws
+
+    good = "eyJhbGciOiJFZERTQSIsImtpZCI6ImsxIn0.." + b64url(bytes(range(64)))
+    assert parse_jws(good).signature == bytes(range(64))
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    other_bits = good[:-1] + alphabet[alphabet.index(good[-1]) ^ 1]  # the same 64 bytes, another unused bit
+    for variant in (good + "==", good[:40] + "\n" + good[40:], other_bits):
+        with pytest.raises(BadSignature):
+            parse_jws(variant)
