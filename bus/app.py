@@ -32,11 +32,18 @@ class SignerSource:
     """The signing key register ingest verifies against: the one in the policy bundle OPA
     serves, re-read every `refresh_s` and when a key is unknown (at most every `min_gap_s`)."""
 
-    def __init__(self, fetch: Callable[[], SignerRegistry], refresh_s: float = 30.0, min_gap_s: float = 2.0) -> None:
+    def __init__(self, fetch: Callable[[], SignerRegistry], refresh_s: float = 30.0, min_gap_s: float = 2.0,
+                 max_stale_s: float = 300.0) -> None:
         self._fetch, self.refresh_s, self.min_gap_s = fetch, refresh_s, min_gap_s
+        self.max_stale_s = max_stale_s
         self.registry = SignerRegistry()
         self.loaded = False
         self._at = 0.0
+        self._fresh_at = 0.0  # the last register OPA answered with
+
+    def stale(self) -> bool:
+        """The register in hand is older than `max_stale_s`: a key revoked meanwhile must not pass."""
+        return self.loaded and time.monotonic() - self._fresh_at > self.max_stale_s
 
     def due(self, *, unknown_key: bool = False) -> bool:
         """Whether `refresh` would read the register again (an HTTP call) rather than return it."""
@@ -46,22 +53,25 @@ class SignerSource:
     async def current(self, *, unknown_key: bool = False) -> SignerRegistry:
         """The register for a batch: re-read in a thread when due (an HTTP call), otherwise the
         one in hand without a thread hop (each cost a batch ~1-5 ms of latency on a busy machine)."""
-        if self.due(unknown_key=unknown_key):
+        if self.due(unknown_key=unknown_key) or self.stale():
             return await asyncio.to_thread(self.refresh, unknown_key=unknown_key)
         return self.registry
 
     def refresh(self, *, unknown_key: bool = False) -> SignerRegistry:
         """Re-read when due (or, for an unknown key, when the last read is `min_gap_s` old);
-        keeps the last register if OPA cannot answer, and raises PolicyUnavailable if there is
-        none yet (ingest then holds its batch: an empty register would reject every event)."""
+        keeps the last register if OPA cannot answer, for up to `max_stale_s`, and raises
+        PolicyUnavailable if there is none, or none that recent (ingest then holds its batch: an
+        empty register would reject every event, and an old one could pass a revoked key)."""
         if self.due(unknown_key=unknown_key):
             self._at = time.monotonic()
             try:
                 self.registry = self._fetch()
-                self.loaded = True
-            except Exception as exc:  # keep the last good register; never let ingest die of it
+                self.loaded, self._fresh_at = True, self._at
+            except Exception as exc:  # keep the last good register a while; never let ingest die of it
                 if not self.loaded:
                     raise PolicyUnavailable(f"no signing key register yet: {type(exc).__name__}") from None
+        if self.stale():
+            raise PolicyUnavailable("the signing key register has not been re-read from OPA for too long")
         return self.registry
 
 

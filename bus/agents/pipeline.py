@@ -203,6 +203,9 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             except HelperTaskFailed as exc:  # held, not raised: raising would stop the worker, and an outage is no bug
                 log.error("ingest_process_error_holding_batch", events=len(batch), retry_in_s=backoff,
                           cause=str(exc))
+            except PolicyUnavailable as exc:  # the register for an unknown key could not be read: hold
+                log.warning("signers_unavailable_holding_batch", events=len(batch), retry_in_s=backoff,
+                            cause=str(exc))
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, settings.retry_max_backoff_s)
 

@@ -68,3 +68,32 @@ def test_current_reads_in_a_thread_only_when_due() -> None:
     first = asyncio.run(source.current())
     assert len(readers) == 1 and readers[0] != threading.main_thread().name  # off the event loop's thread
     assert asyncio.run(source.current()) is first and len(readers) == 1  # not due: the register in hand
+
+
+def test_a_register_opa_has_not_answered_for_five_minutes_holds_ingest(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key revoked while OPA's data endpoint is down must not pass for as long as the outage lasts."""
+    import asyncio
+
+    now = [1000.0]
+    monkeypatch.setattr("bus.app.time.monotonic", lambda: now[0])
+    up = {"opa": True}
+
+    def fetch() -> SignerRegistry:
+        if not up["opa"]:
+            raise OSError("OPA down")
+        return SignerRegistry()
+
+    source = SignerSource(fetch, refresh_s=30.0)
+    good = asyncio.run(source.current())
+    up["opa"] = False
+    now[0] += 120.0
+    assert asyncio.run(source.current()) is good  # a short outage: the last register serves
+    now[0] += 200.0
+    with pytest.raises(PolicyUnavailable):
+        asyncio.run(source.current())
+    now[0] += 1.0  # not due again for 30 s: still refused, not served stale
+    with pytest.raises(PolicyUnavailable):
+        asyncio.run(source.current())
+    up["opa"] = True
+    now[0] += 30.0
+    assert asyncio.run(source.current()) is not good and not source.stale()
