@@ -329,16 +329,10 @@ class Router:
         asks (the recipient's subscription and purpose; not the publisher itself), without the
         cache. Raises PolicyUnavailable (nothing answered) when OPA cannot answer or holds
         another revision than the pinned one."""
-        requests: list[dict[str, Any]] = []
-        owners: list[int] = []
-        for i, event in enumerate(events):
-            visible: dict[str, Any] | None = None
-            for cand in candidates(self.partnership, event.event_type, event.source.agency.value,
-                                   event.source.org_id):
-                if cand.recipient in recipients:
-                    visible = visible if visible is not None else policy_event(event)
-                    requests.append({"event": visible, "recipient": cand.recipient, "purpose": cand.purpose})
-                    owners.append(i)
+        index = {id(event): i for i, event in enumerate(events)}
+        pairs = [(index[id(event)], req) for event, req in requests_for(self.partnership, events)
+                 if req["recipient"] in recipients]
+        owners, requests = [i for i, _ in pairs], [req for _, req in pairs]
         allowed: list[set[str]] = [set() for _ in events]
         if not requests:
             return allowed

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bus.cli_common import err, fail, kafka_as, load_keyring, load_settings, open_audit, resolve_endpoints
 from bus.settings import Settings
+
+if TYPE_CHECKING:  # the CLI imports the audit code only when a command needs it
+    from bus.audit.chain import Checkpoint
+    from bus.audit.signer import AuditVerifier
 
 audit_app = typer.Typer(help="Verify the audit chain and answer who received what about a child.",
                         no_args_is_help=True)
@@ -57,14 +61,14 @@ def audit_verify(
     raise typer.Exit(1)
 
 
-def _published_head(settings: Settings, verifier: object = None):  # type: ignore[no-untyped-def]
+def _published_head(settings: Settings, verifier: AuditVerifier | None = None) -> Checkpoint | None:
     from bus.audit.heads import latest_head
     from bus.exceptions import StackError
     from bus.security.principals import ADMIN
 
     bootstrap = settings.kafka_bootstrap or resolve_endpoints(settings)[0]
     try:
-        return latest_head(kafka_as(settings, bootstrap, ADMIN), verifier=verifier)  # type: ignore[arg-type]
+        return latest_head(kafka_as(settings, bootstrap, ADMIN), verifier=verifier)
     except StackError as exc:
         fail(f"cannot read the published audit heads: {exc} (use --head FILE or --offline)")
 
