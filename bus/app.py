@@ -83,11 +83,12 @@ class Services:
     keys: KeyringWatch
     metrics: Metrics
     router: Router
-    audit_store: AuditStore
+    #: the audit stage's connection to the chain (None in a worker without the audit stage)
+    audit_store: AuditStore | None
     signers: SignerSource
     #: the ingest stage's own connection to the store's event id register (a connection is
-    #: not shared between the ingest and audit agents' threads)
-    event_register: AuditStore
+    #: not shared between the ingest and audit agents' threads; None without the ingest stage)
+    event_register: AuditStore | None
     audit_signer: AuditSigner | None = None
     #: signs what the concern stage raises, as its source organisation (agency bus)
     concern_sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None

@@ -14,7 +14,7 @@ import faust
 from bus import logs
 from bus.agents.pipeline import SHARING_STAGES, routes_at_ingest
 from bus.app import Services, SignerSource, create_app
-from bus.audit.chain import open_audit_store
+from bus.audit.chain import open_audit_store, warn_if_login_can_rewrite
 from bus.audit.signer import load_signer
 from bus.exceptions import ConfigurationError, PolicyUnavailable, StackError
 from bus.metrics import Metrics
@@ -129,6 +129,11 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
     policy = PolicyClient(opa, timeout_s=settings.opa_timeout_s)
     audit_anchor = (_published_audit_head(settings, access, stage)
                     if audit_signer is not None and settings.audit_anchor == "published" else None)
+    # Only the stages that use the store connect to it: in a deployment each has a login of its
+    # own, with only the rights its work needs (bus/audit/roles.py).
+    audit_store = open_audit_store(settings) if stage in ("all", "audit") else None
+    event_register = open_audit_store(settings) if stage in ("all", "ingest") else None
+    warn_if_login_can_rewrite(audit_store or event_register)
     services = Services(settings=settings, keys=keys, metrics=metrics,
                         router=Router(partnership, keys() if stage != "audit" else cast(Any, None), policy,
                                       revision,
@@ -136,9 +141,9 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
                                       query_events=settings.batch_size, keyring_source=keys,
                                       cache=DecisionCache(settings.decision_cache_size)
                                       if settings.decision_cache_size else None),
-                        audit_store=open_audit_store(settings),
+                        audit_store=audit_store,
                         signers=SignerSource(lambda: fetch_signers(opa)),
-                        event_register=open_audit_store(settings),
+                        event_register=event_register,
                         audit_signer=audit_signer, concern_sign=concern_sign, ingest_process=ingest_process,
                         audit_process=audit_process, audit_anchor=audit_anchor)
     app: faust.App | None = None

@@ -31,11 +31,19 @@ class Postgres:
     proc: subprocess.Popen[bytes]
     as_user: list[str]
 
-    def dsn(self, database: str = "postgres") -> str:
+    def dsn(self, database: str = "postgres", user: str = "sgbus") -> str:
+        """`user` logs in without a password (the test server trusts every login)."""
         # TCP needs TLS with the server's certificate checked against its address (the audit
         # store refuses anything weaker), as a deployment's DSN would.
         ca = self.root / "pki" / "ca.pem"
-        return f"postgresql://sgbus@127.0.0.1:{self.port}/{database}?sslmode=verify-full&sslrootcert={ca}"
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{database}?sslmode=verify-full&sslrootcert={ca}"
+
+    def create_login(self, name: str) -> None:
+        """A login role with no rights of its own (as an operator makes one per component)."""
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE ROLE "{name}" LOGIN')
 
     def create_database(self, name: str) -> str:
         import psycopg

@@ -508,14 +508,17 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         metrics.policy_cache.labels("hit").inc(plan.cache_hits)
         metrics.policy_cache.labels("miss").inc(plan.cache_misses)
 
-    audit_writer = AuditWriter(svc.audit_store, svc.audit_signer, metrics,
-                               svc.audit_process if "audit" in stages else None,
-                               settings.retry_max_backoff_s)
-    # The head on sg.audit.heads at start (SGBUS_AUDIT_ANCHOR=published): what the store must still hold.
-    audit_watch.published = audit_writer.anchor = svc.audit_anchor
+    audit_writer: AuditWriter | None = None
+    if "audit" in stages:
+        assert svc.audit_store is not None, "a worker with the audit stage opens the store"
+        audit_writer = AuditWriter(svc.audit_store, svc.audit_signer, metrics, svc.audit_process,
+                                   settings.retry_max_backoff_s)
+        # The head on sg.audit.heads at start (SGBUS_AUDIT_ANCHOR=published): what the store must still hold.
+        audit_watch.published = audit_writer.anchor = svc.audit_anchor
 
     async def audit_agent(stream: faust.StreamT[bytes]) -> None:
         """The single writer of the hash-chained audit store."""
+        assert audit_writer is not None
         # A fixed 200 ms window: each batch is a store transaction, a signed checkpoint and a
         # published head, and nobody waits on this stage.
         async for batch in take_ready(stream, AUDIT_BATCH_MESSAGES, 0.2, min_window_s=0.2):
@@ -567,6 +570,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         backoff = 0.1
         while True:
             try:
+                assert svc.event_register is not None, "the ingest stage opens the register"
                 return await asyncio.to_thread(svc.event_register.register_ingested, checks)
             except Exception as exc:  # the store's driver raises several types; described safely
                 metrics.event_register_failed.inc()

@@ -23,12 +23,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bus import logs
 from bus.audit.signer import AuditSigner, AuditVerifier
 from bus.exceptions import SgbusError
 from bus.records import AuditRecord
 from bus.settings import Settings
 
 GENESIS = "0" * 64
+
+log = logs.get("sgbus.audit")
 
 # One schema for both databases: BIGINT is an integer in SQLite too (and, as the primary key,
 # the rowid alias only when spelt INTEGER, which nothing here relies on).
@@ -64,6 +67,11 @@ CREATE TABLE IF NOT EXISTS ingested (
     first_seen TEXT NOT NULL
 );
 """
+
+def schema_statements() -> list[str]:
+    """The store's tables and indexes, one statement each."""
+    return [" ".join(st.split()) for st in _SCHEMA.split(";") if st.strip()]
+
 
 # The columns queries use, stored beside each record's hashed body: verify checks they agree.
 QUERY_COLUMNS = ("audit_id", "ingest_id", "event_id", "recipient", "decision", "subject_token", "decided_at")
@@ -137,6 +145,9 @@ class AuditStoreError(SgbusError):
     """The audit store cannot be opened or written (never carries the DSN or record content)."""
 
 
+#: the advisory lock (a 64-bit key of PostgreSQL's) the chain's writer holds while it appends
+APPEND_LOCK = 0x5367_6275_7341_7564  # "SgbusAud"
+
 #: rows of the event id register in one SQLite INSERT (4 values each: within SQLite's oldest
 #: limit of 999 values a statement)
 _REGISTER_ROWS = 200
@@ -157,8 +168,7 @@ class AuditStore:
         if dsn is not None:
             self._dsn = _with_liveness(require_tls(dsn))
             self.db = self._connect_postgres(self._dsn)
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                self.db.execute(statement)
+            self._create_postgres_schema()
             self._check_schema()
         else:
             assert path is not None
@@ -209,13 +219,51 @@ class AuditStore:
             if not (self.postgres and (self.db.closed or self.db.broken)):
                 raise
 
+    def _create_postgres_schema(self) -> None:
+        """Create the tables only if one is missing: a component's own login (bus/audit/roles.py)
+        may not create anything, and PostgreSQL checks that right even for CREATE ... IF NOT EXISTS."""
+        present = self.db.execute(
+            "SELECT to_regclass('audit'), to_regclass('checkpoints'), to_regclass('ingested')").fetchone()
+        if all(present):
+            return
+        import psycopg
+
+        try:
+            for statement in schema_statements():
+                self.db.execute(statement)
+        except psycopg.errors.InsufficientPrivilege:
+            raise AuditStoreError("the audit store's tables are not there and this login may not create them: "
+                                  "run `sgbus audit roles --apply` once with the tables' owner's DSN") from None
+
     def _check_schema(self) -> None:
+        if self.postgres:
+            # From the catalogue, which every login may read: a component's login may not read
+            # every table (the ingest stage's, for one, reads only the event id register).
+            found = {str(name) for (name,) in self.db.execute(
+                "SELECT attname FROM pg_attribute WHERE attisdropped = false AND ("
+                "(attrelid = to_regclass('audit') AND attname IN ('ingest_id', 'decision')) OR "
+                "(attrelid = to_regclass('checkpoints') AND attname = 'prev_checkpoint'))")}
+            if found == {"ingest_id", "decision", "prev_checkpoint"}:
+                return
+            raise AuditStoreError(f"the audit store at {self.where} was made by an earlier sgbus (no ingest_id "
+                                  "column); keep it for reference and start a new one")
         try:
             self.db.execute("SELECT ingest_id, decision FROM audit WHERE 1 = 0")
             self.db.execute("SELECT prev_checkpoint FROM checkpoints WHERE 1 = 0")
         except Exception:
             raise AuditStoreError(f"the audit store at {self.where} was made by an earlier sgbus (no ingest_id "
                                   "column); keep it for reference and start a new one") from None
+
+    def can_rewrite(self) -> bool:
+        """Whether this login could change or remove audit records or checkpoints (owner, or
+        UPDATE, DELETE or TRUNCATE on either): a component's own login should not
+        (bus/audit/roles.py). Always false for SQLite, which has no logins."""
+        if not self.postgres:
+            return False
+        row = self.db.execute(
+            "SELECT bool_or(pg_has_role(c.relowner, 'USAGE') OR has_table_privilege(c.oid, 'UPDATE, DELETE, TRUNCATE'))"
+            " FROM pg_class c WHERE c.oid IN (to_regclass('audit'), to_regclass('checkpoints'))").fetchone()
+        return bool(row[0])
 
     @property
     def where(self) -> str:
@@ -234,7 +282,11 @@ class AuditStore:
             self.db.execute("BEGIN")
             try:
                 # One writer at a time extends the chain, even if two workers overlap in a rebalance.
-                self.db.execute("LOCK TABLE audit IN SHARE ROW EXCLUSIVE MODE")
+                # An advisory lock, not LOCK TABLE: that takes UPDATE or DELETE rights, which the
+                # audit stage's own login does not have (bus/audit/roles.py). A writer still on
+                # LOCK TABLE (an upgrade's old pod) is kept apart by the seq key: its INSERT
+                # waits for the other's commit, then fails, and its batch is retried.
+                self.db.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
             except BaseException:
                 self._rollback()
                 raise
@@ -684,3 +736,18 @@ def open_audit_store(settings: Settings) -> AuditStore:
     if settings.audit_dsn is not None:
         return AuditStore(dsn=settings.audit_dsn.get_secret_value())
     return AuditStore(settings.audit_db_path)
+
+
+def warn_if_login_can_rewrite(store: AuditStore | None) -> None:
+    """Say at start when a worker's or the gateway's PostgreSQL login could change or remove
+    audit records: it should be one of `sgbus audit roles`' (README, "Audit store roles")."""
+    if store is None:
+        return
+    try:
+        risky = store.can_rewrite()
+    except Exception as exc:  # a check, never a reason not to start
+        log.warning("audit_store_rights_unknown", error=type(exc).__name__)
+        return
+    if risky:
+        log.warning("audit_store_login_can_rewrite", store=store.where,
+                    hint="give this component a login of its own from `sgbus audit roles`")

@@ -118,3 +118,50 @@ def audit_trail(
         return
     for line in render(records):
         typer.echo(line)
+
+
+@audit_app.command("roles")
+def audit_roles(
+    apply: Annotated[bool, typer.Option(
+        "--apply", help="run it against SGBUS_AUDIT_DSN (the tables' owner's login); "
+                        "without it, print the SQL")] = False,
+    prefix: Annotated[str, typer.Option(
+        "--prefix", help="the group roles' names start with this (PostgreSQL roles are per server)")] = "sgbus",
+    writer: Annotated[list[str] | None, typer.Option(
+        "--writer", help="a login role to make an audit writer (the audit stage's); repeatable")] = None,
+    register: Annotated[list[str] | None, typer.Option(
+        "--register", help="a login role to make an event register writer (the ingest stage's); repeatable")] = None,
+    reader: Annotated[list[str] | None, typer.Option(
+        "--reader", help="a login role to make an audit reader (the gateway's, `audit verify`'s); "
+                         "repeatable")] = None,
+) -> None:
+    """PostgreSQL audit store: a group role per component, each with only the rights its work
+    needs, so that no worker's or gateway's login can change or remove an audit record. Create
+    the login roles (with their passwords) yourself, then name them here."""
+    from bus.audit.roles import AuditRoles, RolesError, member_statement
+    from bus.audit.roles import apply as apply_roles
+
+    try:
+        roles = AuditRoles(prefix)
+        members = {roles.writer: writer or [], roles.register: register or [], roles.reader: reader or []}
+        statements = roles.statements() + [member_statement(g, login) for g, logins in members.items()
+                                           for login in logins]
+    except RolesError as exc:
+        fail(str(exc), 2)
+    if not apply:
+        from bus.audit.chain import schema_statements
+
+        for statement in schema_statements() + statements:
+            typer.echo(f"{statement};")
+        return
+    settings = load_settings()
+    if settings.audit_dsn is None:
+        fail("--apply needs SGBUS_AUDIT_DSN: the PostgreSQL audit store, as the tables' owner", 2)
+    from bus.audit.chain import AuditStoreError
+
+    try:
+        apply_roles(settings.audit_dsn.get_secret_value(), roles, members)
+    except (RolesError, AuditStoreError) as exc:
+        fail(str(exc))
+    typer.echo(f"audit store roles set: {roles.writer} (audit stage), {roles.register} (ingest stage), "
+               f"{roles.reader} (gateway, audit verify and trail, replay)")

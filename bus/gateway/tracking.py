@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bus import logs
-from bus.audit.chain import AuditStore, open_audit_store
+from bus.audit.chain import AuditStore, open_audit_store, warn_if_login_can_rewrite
 from bus.gateway.models import DeadLetterReason, EventStatus
 from bus.gateway.receipts import ReceiptStore, StoredReceipt, position_key
 from bus.policy.data import Partner, Partnership
@@ -85,6 +85,7 @@ class AuditReader:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._store: AuditStore | None = None
+        self._rights_checked = False
         self._lock = threading.Lock()
 
     def __call__(self, event_id: str) -> list[dict[str, Any]]:
@@ -97,6 +98,9 @@ class AuditReader:
         try:
             if self._store is None:
                 self._store = open_audit_store(self.settings)
+                if not self._rights_checked:
+                    self._rights_checked = True
+                    warn_if_login_can_rewrite(self._store)  # the gateway needs only to read
             try:
                 return self._store.for_event(event_id)
             except Exception:

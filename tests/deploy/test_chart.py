@@ -165,6 +165,23 @@ def test_keys_only_where_their_stage_uses_them(full_docs: list[dict[str, Any]]) 
     assert "SGBUS_METRICS_HOST" in env("sgbus-route")  # probes and scrapes reach it on the pod's address
 
 
+def test_only_the_stages_that_use_the_audit_store_reach_it_each_with_its_own_login(
+        full_docs: list[dict[str, Any]]) -> None:
+    """The route and concern pods have no audit store login and no way to its address; the
+    others each have their own (bus/audit/roles.py), so none holds a login that can rewrite the chain."""
+    deployments = by_kind(full_docs, "Deployment")
+    logins = {}
+    for name, d in deployments.items():
+        pod = d["spec"]["template"]
+        env = {e["name"]: e for e in pod["spec"]["containers"][0].get("env", [])}
+        reaches = pod["metadata"]["labels"].get("sgbus.io/audit-store-client") == "true"
+        assert ("SGBUS_AUDIT_DSN" in env) == reaches, name
+        if reaches:
+            logins[name] = env["SGBUS_AUDIT_DSN"]["valueFrom"]["secretKeyRef"]["name"]
+    assert logins == {"sgbus-audit": "sgbus-audit-dsn-audit", "sgbus-ingest": "sgbus-audit-dsn-ingest",
+                      "sgbus-gateway": "sgbus-audit-dsn-gateway"}
+
+
 def test_egress_is_narrowed_to_each_service(full_docs: list[dict[str, Any]]) -> None:
     policies = by_kind(full_docs, "NetworkPolicy")
     dns = policies["sgbus-dns-egress"]["spec"]["egress"][0]["to"][0]

@@ -183,12 +183,22 @@ def _sgbus(bus: Bus, env: dict[str, str], *args: str) -> subprocess.CompletedPro
 
 
 def test_worker_writes_the_audit_chain_to_postgres_when_the_dsn_is_set(bus: Bus, postgres: Postgres) -> None:
-    """... and, while the event id register cannot be written there, holds ingest (nothing
-    shared, counted for SgbusEventRegisterFailing), then shares the held events once it can."""
-    dsn = postgres.create_database("audit_worker")
+    """... with a login of the store's least rights (`sgbus audit roles`: append to the chain and
+    the event id register, change nothing), read back with a reader's; and, while the event id
+    register cannot be written there, holds ingest (nothing shared, counted for
+    SgbusEventRegisterFailing), then shares the held events once it can."""
+    from bus.audit.roles import AuditRoles, apply
+
+    owner = postgres.create_database("audit_worker")
     with psycopg.connect(postgres.dsn(), autocommit=True) as admin:
         # A register write blocked by a lock fails after half a second, not never.
         admin.execute("ALTER DATABASE audit_worker SET lock_timeout = '500ms'")
+    postgres.create_login("worker_login")
+    postgres.create_login("reader_login")
+    roles = AuditRoles()
+    apply(owner, roles, {roles.writer: ["worker_login"], roles.register: ["worker_login"],
+                         roles.reader: ["reader_login"]})
+    dsn = postgres.dsn("audit_worker", "worker_login")
     original_env = dict(bus.worker_env or {})
     assert bus.worker is not None
     bus.worker.terminate()
@@ -211,7 +221,7 @@ def test_worker_writes_the_audit_chain_to_postgres_when_the_dsn_is_set(bus: Bus,
             return rows if ids <= set(rows) else None
 
         wait_for(stored, 90, what="the worker's audit records in PostgreSQL")
-        env = {"SGBUS_AUDIT_DSN": dsn}
+        env = {"SGBUS_AUDIT_DSN": postgres.dsn("audit_worker", "reader_login")}
         # This database holds only this test's records: the published head (of the session's
         # SQLite chain) does not describe it, so it is checked offline.
         verified = _sgbus(bus, env, "audit", "verify", "--offline")
@@ -224,14 +234,16 @@ def test_worker_writes_the_audit_chain_to_postgres_when_the_dsn_is_set(bus: Bus,
 
         failed_before = bus.metric("sgbus_event_register_failed_total")
         held = s.child_protection_plan(s.child())
-        with psycopg.connect(dsn) as other:  # another session holds the register
+        with psycopg.connect(owner) as other:  # another session (the owner's) holds the register
             other.execute("LOCK TABLE ingested IN ACCESS EXCLUSIVE MODE")
             bus.publish([held])
             wait_for(lambda: bus.metric("sgbus_event_register_failed_total") >= failed_before + 2, 60,
                      what="the register's failures counted")
             assert held["event_id"] not in set(_stored_ids(dsn)), "shared while the register could not be written"
         wait_for(lambda: held["event_id"] in set(_stored_ids(dsn)), 60, what="the held event, the register free")
-        assert "event_register_unavailable_holding_batch" in bus.worker_log.read_text()
+        worker_log = bus.worker_log.read_text()
+        assert "event_register_unavailable_holding_batch" in worker_log
+        assert "audit_store_login_can_rewrite" not in worker_log
     finally:
         bus.worker.terminate()
         bus.worker.wait(60)

@@ -1,0 +1,164 @@
+"""The audit store's PostgreSQL roles (`sgbus audit roles`), against a real server: a taken-over
+ingest or gateway pod, or even the audit stage's own login, cannot change or remove what the
+chain holds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from bus.audit.chain import APPEND_LOCK, AuditStore, AuditStoreError, IngestedCheck, verify
+from bus.audit.roles import AuditRoles, apply
+from bus.audit.signer import AuditSigner, AuditVerifier
+from tests.integration.conftest import REPO
+from tests.postgres_server import Postgres, start_postgres
+from tests.unit.test_audit_chain import _record, home, public, signer  # noqa: F401 - fixtures used here
+
+pytestmark = pytest.mark.integration
+
+ROLES = AuditRoles()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    server = start_postgres()
+    for login in ("audit_login", "ingest_login", "gateway_login", "worker_login"):
+        server.create_login(login)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database(postgres: Postgres) -> str:
+    """A fresh database, its tables and roles set up by their owner, one login per component."""
+    name = f"roles_{uuid.uuid4().hex[:12]}"
+    apply(postgres.create_database(name), ROLES, {ROLES.writer: ["audit_login"], ROLES.register: ["ingest_login"],
+                                                  ROLES.reader: ["gateway_login"]})
+    return name
+
+
+def _refused(dsn: str, statement: str) -> bool:
+    """Whether the server refuses `statement` to this login for want of rights."""
+    with psycopg.connect(dsn) as conn:
+        try:
+            conn.execute(statement.encode())
+        except psycopg.errors.InsufficientPrivilege:
+            return True
+    return False
+
+
+def test_the_audit_stages_login_appends_and_signs_but_cannot_change_or_remove_a_record(
+        postgres: Postgres, database: str, signer: AuditSigner, public: AuditVerifier) -> None:  # noqa: F811
+    dsn = postgres.dsn(database, "audit_login")
+    store = AuditStore(dsn=dsn)
+    assert store.append([_record("a"), _record("b")], signer)[0] == 2
+    assert store.append([_record("c")], signer)[0] == 1
+    assert verify(store, public).ok and not store.can_rewrite()
+    store.close()
+    for statement in ("UPDATE audit SET body = '{}' WHERE seq = 1", "DELETE FROM audit WHERE seq = 3",
+                      "DELETE FROM checkpoints", "TRUNCATE audit", "UPDATE checkpoints SET hash = 'x'",
+                      "INSERT INTO ingested VALUES ('e', 'd', 'i', 't')", "SELECT * FROM ingested",
+                      "DROP TABLE audit", "ALTER TABLE audit DROP CONSTRAINT audit_pkey"):
+        assert _refused(dsn, statement), statement
+
+
+def test_the_ingest_stages_login_keeps_the_event_id_register_and_cannot_touch_the_chain(
+        postgres: Postgres, database: str, signer: AuditSigner) -> None:  # noqa: F811
+    AuditStore(dsn=postgres.dsn(database, "audit_login")).append([_record("a")], signer)
+    dsn = postgres.dsn(database, "ingest_login")
+    store = AuditStore(dsn=dsn)
+    first = store.register_ingested([IngestedCheck("e1", "aaa", "i1"), IngestedCheck("e1", "bbb", "i2")])
+    assert first["e1"].ingest_id == "i1" and not store.can_rewrite()
+    store.close()
+    for statement in ("SELECT * FROM audit", "INSERT INTO checkpoints VALUES (9, 'h', 0, 't', 'k', 's')",
+                      "DELETE FROM audit", "UPDATE audit SET decision = 'deny'",
+                      # A removed register row would let a replayed signed event be ingested again.
+                      "DELETE FROM ingested", "UPDATE ingested SET content_sha256 = 'x'", "TRUNCATE ingested"):
+        assert _refused(dsn, statement), statement
+
+
+def test_the_gateways_login_reads_decisions_and_verifies_but_writes_nothing(
+        postgres: Postgres, database: str, signer: AuditSigner, public: AuditVerifier) -> None:  # noqa: F811
+    record = _record("a")
+    AuditStore(dsn=postgres.dsn(database, "audit_login")).append([record], signer)
+    dsn = postgres.dsn(database, "gateway_login")
+    store = AuditStore(dsn=dsn)
+    assert [d["recipient"] for d in store.for_event(str(record.event_id))] == ["a"]
+    assert verify(store, public).ok and not store.can_rewrite()
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        store.append([_record("b")], signer)
+    store.close()
+    for statement in ("INSERT INTO ingested VALUES ('e', 'd', 'i', 't')", "DELETE FROM audit",
+                      "UPDATE checkpoints SET signature = 'x'", "SELECT * FROM ingested"):
+        assert _refused(dsn, statement), statement
+
+
+def test_the_tables_owner_is_warned_of_as_a_login_that_can_rewrite(postgres: Postgres, database: str) -> None:
+    store = AuditStore(dsn=postgres.dsn(database))
+    assert store.can_rewrite()  # the owner: the insider the published heads guard against
+    store.close()
+
+
+def test_roles_set_up_again_take_back_a_wider_grant(postgres: Postgres, database: str) -> None:
+    owner = postgres.dsn(database)
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute(f"GRANT UPDATE, DELETE ON audit TO {ROLES.writer}".encode())
+        conn.execute(b"GRANT SELECT ON ingested TO PUBLIC")
+    assert AuditStore(dsn=postgres.dsn(database, "audit_login")).can_rewrite()
+    apply(owner, ROLES, {})
+    assert not AuditStore(dsn=postgres.dsn(database, "audit_login")).can_rewrite()
+    assert _refused(postgres.dsn(database, "gateway_login"), "SELECT * FROM ingested")
+
+
+def test_a_components_login_cannot_create_the_missing_tables_and_is_told_what_to_run(postgres: Postgres) -> None:
+    name = f"roles_{uuid.uuid4().hex[:12]}"
+    postgres.create_database(name)
+    with pytest.raises(AuditStoreError) as info:
+        AuditStore(dsn=postgres.dsn(name, "audit_login"))
+    assert "sgbus audit roles --apply" in str(info.value) and "audit_login" not in str(info.value)
+
+
+def test_another_writer_holding_the_chain_lock_delays_an_append_and_leaves_the_store_usable(
+        postgres: Postgres, database: str, signer: AuditSigner, public: AuditVerifier) -> None:  # noqa: F811
+    """The advisory lock that keeps two writers from extending the chain at once (one a
+    rebalance's overlap): not granted within the lock timeout, the append fails and its retry
+    goes through once the lock is free."""
+    store = AuditStore(dsn=postgres.dsn(database, "audit_login"))
+    store.db.execute("SET lock_timeout = '200ms'")
+    with psycopg.connect(postgres.dsn(database, "audit_login"), autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (APPEND_LOCK,))
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            store.append([_record("a")], signer)
+    assert store.append([_record("a")], signer)[0] == 1
+    assert verify(store, public).ok
+    store.close()
+
+
+def _sgbus(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bus", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SGBUS_POLICIES_DIR": str(REPO / "policies"), **env}, check=False)
+
+
+def test_audit_roles_apply_sets_up_a_new_store_and_names_no_secret(postgres: Postgres, tmp_path: object) -> None:
+    name = f"roles_{uuid.uuid4().hex[:12]}"
+    owner = postgres.create_database(name)
+    done = _sgbus({"SGBUS_AUDIT_DSN": owner, "SGBUS_HOME": str(tmp_path)}, "audit", "roles", "--apply",
+                  "--writer", "worker_login", "--register", "worker_login")
+    assert done.returncode == 0, done.stderr
+    assert ROLES.writer in done.stdout and owner not in done.stdout + done.stderr
+    # The all-in-one worker's login: both the chain and the register, and still no rewrite.
+    store = AuditStore(dsn=postgres.dsn(name, "worker_login"))
+    assert store.register_ingested([IngestedCheck("e1", "aaa", "i1")])["e1"].ingest_id == "i1"
+    assert not store.can_rewrite()
+    store.close()
+    bad = _sgbus({"SGBUS_AUDIT_DSN": owner, "SGBUS_HOME": str(tmp_path)}, "audit", "roles", "--apply",
+                 "--reader", "no_such_login")
+    assert bad.returncode == 1 and "no_such_login" in bad.stderr and "Traceback" not in bad.stderr
