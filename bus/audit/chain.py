@@ -120,7 +120,8 @@ class Checkpoint:
         except ValueError:
             return False
         return verifier.verify(self.key_id, signature,
-                               checkpoint_message(self.seq, self.hash, self.prev_checkpoint, self.signed_at))
+                               checkpoint_message(self.seq, self.hash, self.prev_checkpoint, self.signed_at),
+                               seq=self.seq)
 
 
 @dataclass(frozen=True)
@@ -515,6 +516,17 @@ class AuditStore:
         row = self._execute("SELECT seq, hash, prev_checkpoint, signed_at, key_id, signature FROM checkpoints"
                             " ORDER BY seq DESC LIMIT 1").fetchone()
         return Checkpoint(int(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), str(row[5])) if row else None
+
+    def retirement_point(self, kid: str) -> int:
+        """The last record `kid` signed a checkpoint at before another key first signed one after
+        it (0 if it signed none): one the old key signed after its successor took over counts for
+        nothing."""
+        row = self._execute(
+            "SELECT MAX(seq) FROM checkpoints WHERE key_id = ? AND seq < (SELECT COALESCE(MIN(seq), "
+            "9223372036854775807) FROM checkpoints WHERE key_id <> ? AND seq > "
+            "(SELECT COALESCE(MIN(seq), 0) FROM checkpoints WHERE key_id = ?))",
+            (kid, kid, kid)).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
 
     def checkpoints(self, after: int | None = None) -> list[Checkpoint]:
         """Every checkpoint in order (every row: one with no usable seq fails the walk), or

@@ -1,12 +1,16 @@
-"""`sgbus keys`: create and rotate the pseudonymisation keyring (and the audit signing key)."""
+"""`sgbus keys`: create and rotate the pseudonymisation keyring and the audit signing key."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from bus.cli_common import load_settings
+from bus.cli_common import fail, load_settings, open_audit
 
-keys_app = typer.Typer(help="Create and rotate pseudonymisation keys.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create and rotate the pseudonymisation keys and the audit signing key.",
+                       no_args_is_help=True)
 
 
 @keys_app.command("init")
@@ -36,3 +40,64 @@ def keys_rotate() -> None:
         rotated = load_keyring(path).rotated()
         save_keyring(rotated, path)
     typer.echo(f"rotated: token key {rotated.token.active}, seal key {rotated.seal.active}")
+
+
+@keys_app.command("rotate-audit")
+def keys_rotate_audit() -> None:
+    """Replace the audit signing key with a new one; its public key joins the public key file
+    (the old one stays, so old checkpoints still verify). Restart the audit stage to sign with
+    it, then retire the old key with `sgbus keys retire-audit OLD_KID`."""
+    from bus.audit.signer import load_signer, new_audit_signer, public_keys_path, signing_key_path
+    from bus.exceptions import KeyringError
+
+    settings = load_settings()
+    if not signing_key_path(settings.home).is_file():
+        fail("no audit signing key to rotate; run `sgbus keys init`", 2)
+    try:
+        old = load_signer(settings.home)
+    except KeyringError as exc:
+        fail(str(exc))
+    new = new_audit_signer(settings.home)
+    typer.echo(f"audit signing key rotated: {old.kid} -> {new.kid} ({signing_key_path(settings.home)}); "
+               f"public keys: {public_keys_path(settings.home)}")
+    typer.echo(f"next: start the audit stage with the new key, then `sgbus keys retire-audit {old.kid}`, "
+               "and give auditors the new public key file")
+
+
+@keys_app.command("retire-audit")
+def keys_retire_audit(
+    kid: Annotated[str, typer.Argument(help="the old audit key's id (`sgbus keys rotate-audit` printed it)")],
+    public_keys: Annotated[Path | None, typer.Option(
+        "--public-keys", help="the public key file to mark it in; default: SGBUS_AUDIT_PUBLIC_KEYS or "
+                              "$SGBUS_HOME/audit-signing/public-keys.json")] = None,
+) -> None:
+    """After a rotation, limit an old audit key to the checkpoints it signed before its
+    successor took over: whoever later gets hold of it cannot sign a newer head that
+    `sgbus audit verify` or the audit stage would believe."""
+    from bus.audit.signer import load_verifier, public_keys_path, retire_public
+    from bus.exceptions import KeyringError
+
+    settings = load_settings()
+    path = public_keys or settings.audit_public_keys or public_keys_path(settings.home)
+    try:
+        verifier = load_verifier(path)
+    except KeyringError as exc:
+        fail(str(exc), 2)
+    if kid not in verifier.keys:
+        fail(f"no audit public key {kid} in {path}", 2)
+    store = open_audit(settings)
+    newest = store.latest_checkpoint()
+    if newest is None or newest.key_id == kid:
+        fail(f"the audit stage still signs with {kid}" + (f" (its newest checkpoint, at record {newest.seq})"
+                                                           if newest else "") +
+             ": start it with the new key (`sgbus keys rotate-audit`) and let it sign a batch first")
+    if not newest.verifies(verifier):
+        fail(f"the newest checkpoint (record {newest.seq}) is not signed by a key in {path}; "
+             "run `sgbus audit verify`")
+    last = store.retirement_point(kid)
+    try:
+        retire_public(path, kid, last)
+    except (KeyringError, OSError) as exc:
+        fail(f"cannot write {path}: {type(exc).__name__}")
+    typer.echo(f"audit key {kid} retired: it vouches for checkpoints up to record {last} only ({path}); "
+               "give auditors this public key file")
