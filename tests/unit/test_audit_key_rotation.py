@@ -45,7 +45,7 @@ def _forged_head(old: AuditSigner, seq: int, head: str, prev_cp: int) -> Checkpo
 
 
 def test_a_retired_key_vouches_for_its_own_checkpoints_and_no_later_one(tmp_path: Path) -> None:
-    store, old, new = _chain(tmp_path)
+    store, old, _new = _chain(tmp_path)
     result = CliRunner().invoke(app, ["keys", "retire-audit", old.kid], env=_env(tmp_path))
     assert result.exit_code == 0, result.output
     assert "up to record 3" in result.output
@@ -61,7 +61,7 @@ def test_a_retired_key_vouches_for_its_own_checkpoints_and_no_later_one(tmp_path
 def test_a_chain_re_signed_with_the_retired_key_fails_verification(tmp_path: Path) -> None:
     """An insider with the database and the leaked old key rewrites the newest record and signs
     a checkpoint over it with the old key: verify refuses it once that key is retired."""
-    store, old, new = _chain(tmp_path)
+    store, old, _new = _chain(tmp_path)
     seq, head = store.head()
     store.db.execute("DELETE FROM checkpoints WHERE seq = ?", (seq,))
     forged = _forged_head(old, seq, head, seq - 1)
@@ -75,7 +75,7 @@ def test_a_chain_re_signed_with_the_retired_key_fails_verification(tmp_path: Pat
 
 def test_a_checkpoint_the_old_key_signed_after_its_successor_took_over_does_not_widen_its_retirement(
         tmp_path: Path) -> None:
-    store, old, new = _chain(tmp_path)
+    store, old, _new = _chain(tmp_path)
     store.append([_record("f")], old)  # record 6, by the old key again (a stolen key's work)
     assert store.retirement_point(old.kid) == 3
 
