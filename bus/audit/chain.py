@@ -66,7 +66,13 @@ CREATE TABLE IF NOT EXISTS ingested (
     ingest_id TEXT NOT NULL,
     first_seen TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS audit_append_lock (
+    id INTEGER PRIMARY KEY
+);
 """
+
+#: the store's tables (the last only locked, by the chain's writer while it appends; never written)
+TABLES = ("audit", "checkpoints", "ingested", "audit_append_lock")
 
 def schema_statements() -> list[str]:
     """The store's tables and indexes, one statement each."""
@@ -146,8 +152,8 @@ class AuditStoreError(SgbusError):
     """The audit store cannot be opened or written (never carries the DSN or record content)."""
 
 
-#: the advisory lock (a 64-bit key of PostgreSQL's) the chain's writer holds while it appends
-APPEND_LOCK = 0x5367_6275_7341_7564  # "SgbusAud"
+#: how long a PostgreSQL write waits for a lock unless the server or DSN sets lock_timeout
+LOCK_TIMEOUT_S = 30
 
 #: rows of the event id register in one SQLite INSERT (4 values each: within SQLite's oldest
 #: limit of 999 values a statement)
@@ -185,7 +191,13 @@ class AuditStore:
         import psycopg
 
         try:
-            return psycopg.connect(dsn, autocommit=True)
+            conn = psycopg.connect(dsn, autocommit=True)
+            shown = conn.execute("SHOW lock_timeout").fetchone()
+            if shown is not None and shown[0] == "0":
+                # A lock some other session holds for good (the chain's, the register's) fails the
+                # batch after a while, counted and retried, rather than stalling it unseen.
+                conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_S}s'")
+            return conn
         except psycopg.Error as exc:
             # psycopg's message can name the host and user; the DSN may hold a password.
             raise AuditStoreError(f"cannot connect to the PostgreSQL audit store (SGBUS_AUDIT_DSN): "
@@ -224,7 +236,7 @@ class AuditStore:
         """Create the tables only if one is missing: a component's own login (bus/audit/roles.py)
         may not create anything, and PostgreSQL checks that right even for CREATE ... IF NOT EXISTS."""
         present = self.db.execute(
-            "SELECT to_regclass('audit'), to_regclass('checkpoints'), to_regclass('ingested')").fetchone()
+            f"SELECT {', '.join(f'to_regclass({t!r})' for t in TABLES)}").fetchone()
         if all(present):
             return
         import psycopg
@@ -233,8 +245,9 @@ class AuditStore:
             for statement in schema_statements():
                 self.db.execute(statement)
         except psycopg.errors.InsufficientPrivilege:
-            raise AuditStoreError("the audit store's tables are not there and this login may not create them: "
-                                  "run `sgbus audit roles --apply` once with the tables' owner's DSN") from None
+            raise AuditStoreError("the audit store's tables are not there (or not in this login's search_path) "
+                                  "and this login may not create them: run `sgbus audit roles --apply` once "
+                                  "with the tables' owner's DSN") from None
 
     def _check_schema(self) -> None:
         if self.postgres:
@@ -261,9 +274,15 @@ class AuditStore:
         (bus/audit/roles.py). Always false for SQLite, which has no logins."""
         if not self.postgres:
             return False
+        # Any role this login may become (SET ROLE works for NOINHERIT members too): a superuser,
+        # the owner, or one with a right that changes rows (a trigger can, on rows others insert).
         row = self.db.execute(
-            "SELECT bool_or(pg_has_role(c.relowner, 'USAGE') OR has_table_privilege(c.oid, 'UPDATE, DELETE, TRUNCATE'))"
-            " FROM pg_class c WHERE c.oid IN (to_regclass('audit'), to_regclass('checkpoints'))").fetchone()
+            "SELECT EXISTS (SELECT FROM pg_class c, pg_roles r"
+            " WHERE c.oid IN (to_regclass('audit'), to_regclass('checkpoints'), to_regclass('ingested'))"
+            " AND pg_has_role(r.oid, 'MEMBER')"
+            " AND (r.rolsuper OR pg_has_role(r.oid, c.relowner, 'MEMBER')"
+            " OR has_table_privilege(r.oid, c.oid, 'UPDATE, DELETE, TRUNCATE, TRIGGER')"
+            " OR has_any_column_privilege(r.oid, c.oid, 'UPDATE')))").fetchone()
         return bool(row[0])
 
     @property
@@ -283,11 +302,13 @@ class AuditStore:
             self.db.execute("BEGIN")
             try:
                 # One writer at a time extends the chain, even if two workers overlap in a rebalance.
-                # An advisory lock, not LOCK TABLE: that takes UPDATE or DELETE rights, which the
-                # audit stage's own login does not have (bus/audit/roles.py). A writer still on
-                # LOCK TABLE (an upgrade's old pod) is kept apart by the seq key: its INSERT
-                # waits for the other's commit, then fails, and its batch is retried.
-                self.db.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+                # A lock on a table of its own, never written: LOCK TABLE audit would take UPDATE
+                # or DELETE rights on the chain, which the audit stage's login does not have, and
+                # an advisory lock any login could hold to stall the stage (bus/audit/roles.py
+                # gives the writers alone UPDATE on this one). A writer still locking `audit` (an
+                # upgrade's old pod) is kept apart by the seq key: its INSERT waits for the
+                # other's commit, then fails, and its batch is retried.
+                self.db.execute("LOCK TABLE audit_append_lock IN EXCLUSIVE MODE")
             except BaseException:
                 self._rollback()
                 raise

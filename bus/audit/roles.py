@@ -10,20 +10,23 @@ records were gone). With them:
 - `<prefix>_audit_reader` (the gateway's status look-ups, `sgbus audit verify` and `trail`,
   `sgbus replay`): reads the chain and its checkpoints.
 
-The tables' owner (the DSN `sgbus audit roles --apply` runs with) keeps every right: it is the
-database insider the signed heads on `sg.audit.heads` guard against.
+The tables' owner (the DSN `sgbus audit roles --apply` runs with; it needs CREATEROLE) keeps
+every right: it is the database insider the signed heads on `sg.audit.heads` guard against.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from bus.exceptions import SgbusError
 
 #: the store's tables (bus/audit/chain.py _SCHEMA)
 CHAIN_TABLES = ("audit", "checkpoints")
 REGISTER_TABLES = ("ingested",)
+#: locked (never written) by the chain's writer while it appends: LOCK TABLE needs UPDATE there
+LOCK_TABLE = "audit_append_lock"
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 
@@ -60,9 +63,10 @@ class AuditRoles:
 
     def statements(self) -> list[str]:
         """Create the group roles (without login) if missing and give each exactly its rights.
-        Run again, it takes back anything wider given before (and from PUBLIC)."""
+        Run again, it takes back what the owner gave more since (to them and to PUBLIC); rights
+        others gave are reported by `apply`, which then changes nothing."""
         roles = ", ".join(self.all())
-        tables = ", ".join((*CHAIN_TABLES, *REGISTER_TABLES))
+        tables = ", ".join((*CHAIN_TABLES, *REGISTER_TABLES, LOCK_TABLE))
         chain = ", ".join(CHAIN_TABLES)
         register = ", ".join(REGISTER_TABLES)
         create = "".join(
@@ -71,12 +75,28 @@ class AuditRoles:
         return [
             f"DO $$ BEGIN {create}END $$",
             f"REVOKE ALL ON {tables} FROM PUBLIC, {roles}",
-            # The tables' schema (wherever the owner's search path put them), by name and quoted.
-            f"DO $$ BEGIN EXECUTE format('GRANT USAGE ON SCHEMA %I TO {roles}', current_schema()); END $$",
+            # No login makes a table of its own: not a second chain beside the real one, not a
+            # table that shadows it on someone's search path.
+            "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+            # The tables' own schema (wherever the owner's search path put them), by name, quoted.
+            "DO $$ DECLARE s text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = "  # noqa: S608
+            "c.relnamespace WHERE c.oid = to_regclass('audit')); BEGIN "
+            "EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', s); "
+            f"EXECUTE format('GRANT USAGE ON SCHEMA %I TO {roles}', s); END $$",
             f"GRANT SELECT, INSERT ON {chain} TO {self.writer}",
+            f"GRANT UPDATE ON {LOCK_TABLE} TO {self.writer}",
             f"GRANT SELECT, INSERT ON {register} TO {self.register}",
             f"GRANT SELECT ON {chain} TO {self.reader}",
         ]
+
+    def intended(self) -> set[tuple[str, str, str]]:
+        """(table, grantee, right): every right on the tables a role other than the owner holds
+        once set up."""
+        rights = {(t, self.writer, r) for t in CHAIN_TABLES for r in ("SELECT", "INSERT")}
+        rights.add((LOCK_TABLE, self.writer, "UPDATE"))
+        rights |= {(t, self.register, r) for t in REGISTER_TABLES for r in ("SELECT", "INSERT")}
+        rights |= {(t, self.reader, "SELECT") for t in CHAIN_TABLES}
+        return rights
 
 
 def member_statement(group: str, login: str) -> str:
@@ -103,13 +123,49 @@ def apply(dsn: str, roles: AuditRoles, members: dict[str, list[str]]) -> None:
             for group, logins in members.items():
                 for login in logins:
                     conn.execute(member_statement(group, login).encode())
-    except AuditStoreError:
+            problems = _left_over(conn, roles)
+            if problems:
+                conn.rollback()
+                raise RolesError("the audit store's tables or roles have rights these roles do not give; "
+                                 "revoke them (as whoever gave them) and run it again: " + "; ".join(problems))
+    except (AuditStoreError, RolesError):
         raise
     except psycopg.Error as exc:
         # The server's own words (no DSN in them): "must be owner of table audit", "role ... does
         # not exist", "permission denied to create role".
         detail = exc.diag.message_primary or type(exc).__name__
         raise RolesError(f"could not set up the audit store's roles: {detail}") from None
+
+
+def _left_over(conn: Any, roles: AuditRoles) -> list[str]:
+    """What is still wider than `roles.intended()` once set up: rights others gave (the owner's
+    REVOKE takes back only its own), column rights, and group roles that can log in, are
+    superusers or belong to other roles (and so may hold more)."""
+    tables = (*CHAIN_TABLES, *REGISTER_TABLES, LOCK_TABLE)
+    problems: list[str] = []
+    rows = conn.execute(
+        "SELECT c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,"
+        " a.privilege_type FROM pg_class c, aclexplode(c.relacl) a"
+        " WHERE c.oid = ANY(%s::regclass[]) AND a.grantee <> c.relowner", (list(tables),)).fetchall()
+    intended = roles.intended()
+    problems += [f"{grantee} has {right} on {table}" for table, grantee, right in rows
+                 if (table, grantee, right) not in intended]
+    columns = conn.execute(
+        "SELECT DISTINCT c.relname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+        " WHERE a.attrelid = ANY(%s::regclass[]) AND a.attacl IS NOT NULL", (list(tables),)).fetchall()
+    problems += [f"column rights on {table}" for (table,) in columns]
+    groups = conn.execute(
+        "SELECT r.rolname, r.rolsuper OR r.rolbypassrls, r.rolcanlogin,"
+        " EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid)"
+        " FROM pg_roles r WHERE r.rolname = ANY(%s)", (list(roles.all()),)).fetchall()
+    for name, mighty, login, member in groups:
+        if mighty:
+            problems.append(f"{name} is a superuser or bypasses row security")
+        if login:
+            problems.append(f"{name} can log in (a group role should not)")
+        if member:
+            problems.append(f"{name} is a member of other roles")
+    return sorted(problems)
 
 
 def _tls(dsn: str) -> str:

@@ -182,6 +182,15 @@ def test_only_the_stages_that_use_the_audit_store_reach_it_each_with_its_own_log
                       "sgbus-gateway": "sgbus-audit-dsn-gateway"}
 
 
+def test_an_upgrade_with_one_audit_store_secret_for_all_is_refused_with_the_way_out(
+        helm_bin: Path, tmp_path: Path) -> None:
+    legacy = tmp_path / "legacy.yaml"
+    legacy.write_text("secrets:\n  auditDsn: sgbus-audit-dsn\n")
+    with pytest.raises(RuntimeError) as refused:
+        template(helm_bin, REPO / CHART, [legacy])
+    assert "one secret per component" in str(refused.value) and "Audit store roles" in str(refused.value)
+
+
 def test_egress_is_narrowed_to_each_service(full_docs: list[dict[str, Any]]) -> None:
     policies = by_kind(full_docs, "NetworkPolicy")
     dns = policies["sgbus-dns-egress"]["spec"]["egress"][0]["to"][0]

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from bus.audit.chain import APPEND_LOCK, AuditStore, AuditStoreError, IngestedCheck, verify
-from bus.audit.roles import AuditRoles, apply
+from bus.audit.chain import AuditStore, AuditStoreError, IngestedCheck, verify
+from bus.audit.roles import AuditRoles, RolesError, apply
 from bus.audit.signer import AuditSigner, AuditVerifier
 from tests.integration.conftest import REPO
 from tests.postgres_server import Postgres, start_postgres
@@ -107,6 +107,25 @@ def test_the_tables_owner_is_warned_of_as_a_login_that_can_rewrite(postgres: Pos
     store.close()
 
 
+@pytest.mark.parametrize("grant", [
+    "GRANT UPDATE (body) ON audit TO {login}",  # a column right
+    "GRANT TRIGGER ON audit TO {login}",  # a trigger can change rows others insert
+    "GRANT DELETE ON ingested TO {login}",
+    "GRANT sgbus TO {login}",  # the owner's role, even without inheriting it (SET ROLE)
+])
+def test_a_login_that_could_rewrite_some_other_way_is_warned_of(postgres: Postgres, database: str,
+                                                                grant: str) -> None:
+    login = f"risky_{uuid.uuid4().hex[:8]}"
+    postgres.create_login(login)
+    with psycopg.connect(postgres.dsn(database), autocommit=True) as conn:
+        conn.execute(f"ALTER ROLE {login} NOINHERIT".encode())
+        conn.execute(f"GRANT {ROLES.reader} TO {login}".encode())
+        conn.execute(grant.format(login=login).encode())
+    store = AuditStore(dsn=postgres.dsn(database, login))
+    assert store.can_rewrite()
+    store.close()
+
+
 def test_roles_set_up_again_take_back_a_wider_grant(postgres: Postgres, database: str) -> None:
     owner = postgres.dsn(database)
     with psycopg.connect(owner, autocommit=True) as conn:
@@ -128,18 +147,55 @@ def test_a_components_login_cannot_create_the_missing_tables_and_is_told_what_to
 
 def test_another_writer_holding_the_chain_lock_delays_an_append_and_leaves_the_store_usable(
         postgres: Postgres, database: str, signer: AuditSigner, public: AuditVerifier) -> None:  # noqa: F811
-    """The advisory lock that keeps two writers from extending the chain at once (one a
-    rebalance's overlap): not granted within the lock timeout, the append fails and its retry
-    goes through once the lock is free."""
+    """The lock that keeps two writers from extending the chain at once (one a rebalance's
+    overlap): not granted within the lock timeout, the append fails (counted, held and
+    retried) and its retry goes through once the lock is free."""
     store = AuditStore(dsn=postgres.dsn(database, "audit_login"))
+    assert store.db.execute("SHOW lock_timeout").fetchone() == ("30s",)  # never a stall unseen
     store.db.execute("SET lock_timeout = '200ms'")
-    with psycopg.connect(postgres.dsn(database, "audit_login"), autocommit=True) as other:
-        other.execute("SELECT pg_advisory_lock(%s)", (APPEND_LOCK,))
+    with psycopg.connect(postgres.dsn(database, "audit_login")) as other:
+        other.execute("LOCK TABLE audit_append_lock IN EXCLUSIVE MODE")
         with pytest.raises(psycopg.errors.LockNotAvailable):
             store.append([_record("a")], signer)
     assert store.append([_record("a")], signer)[0] == 1
     assert verify(store, public).ok
     store.close()
+
+
+def test_no_login_but_the_writers_can_hold_the_chain_lock(postgres: Postgres, database: str) -> None:
+    """Before, an advisory lock: any login on the database (a reader, the ingest stage's, one
+    with no rights at all) could hold it and stall the audit stage."""
+    for login in ("ingest_login", "gateway_login", "stranger_login"):
+        if login == "stranger_login":
+            with psycopg.connect(postgres.dsn(), autocommit=True) as admin:
+                if not admin.execute("SELECT 1 FROM pg_roles WHERE rolname = 'stranger_login'").fetchone():
+                    admin.execute(b'CREATE ROLE "stranger_login" LOGIN')
+        with psycopg.connect(postgres.dsn(database, login)) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("LOCK TABLE audit_append_lock IN EXCLUSIVE MODE")
+
+
+def test_rights_given_by_someone_else_or_a_mighty_group_role_stop_the_set_up_and_are_named(
+        postgres: Postgres, database: str) -> None:
+    owner = postgres.dsn(database)
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute(b"GRANT DELETE ON audit TO audit_login")  # to the login itself, not its group
+        conn.execute(b"GRANT UPDATE (body) ON audit TO gateway_login")
+    with pytest.raises(RolesError) as refused:
+        apply(owner, ROLES, {})
+    assert "audit_login has DELETE on audit" in str(refused.value) and "column rights on audit" in str(refused.value)
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute(b"REVOKE DELETE ON audit FROM audit_login")
+        conn.execute(b"REVOKE UPDATE (body) ON audit FROM gateway_login")
+    apply(owner, ROLES, {})
+    with psycopg.connect(postgres.dsn(), autocommit=True) as admin:  # a group role that can become the owner
+        admin.execute(f"GRANT sgbus TO {ROLES.reader}".encode())
+        try:
+            with pytest.raises(RolesError) as refused:
+                apply(owner, ROLES, {})
+            assert f"{ROLES.reader} is a member of other roles" in str(refused.value)
+        finally:
+            admin.execute(f"REVOKE sgbus FROM {ROLES.reader}".encode())
 
 
 def _sgbus(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

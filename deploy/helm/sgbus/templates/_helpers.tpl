@@ -67,3 +67,14 @@ partnership CA, the metrics endpoint's TLS. Secrets are referenced, never inline
 - name: metrics-tls
   secret: {secretName: {{ .Values.secrets.metricsTls | quote }}}
 {{- end -}}
+
+{{/* The audit store secret of one component (audit, ingest, gateway). Before each had its own
+login, secrets.auditDsn named one secret for all: refuse it rather than give every pod a login
+that can rewrite the chain. */}}
+{{- define "sgbus.auditDsnSecret" -}}
+{{- $dsn := .root.Values.secrets.auditDsn -}}
+{{- if not (kindIs "map" $dsn) -}}
+{{- fail "secrets.auditDsn is now one secret per component (audit, ingest, gateway), each with a login from `sgbus audit roles`: see the README, \"Audit store roles\"" -}}
+{{- end -}}
+{{- required (printf "secrets.auditDsn.%s: the %s's audit store secret" .component .component) (index $dsn .component) -}}
+{{- end }}
