@@ -17,7 +17,7 @@ from bus.pseudonymise.keyring import Keyring
 from bus.records import DeadLetter, Provenance, PseudonymisedEvent
 from bus.redaction.errors import RedactionFailed, RedactorUnavailable
 from schemas.envelope import Envelope
-from schemas.registry import EVENT_MODELS, InvalidEvent, parse_event
+from schemas.registry import EVENT_MODELS, InvalidEvent, Problem, capped, parse_event
 
 _INGEST_NS = uuid.UUID("6f1c2b9e-3d4a-5b6c-8d7e-9f0a1b2c3d4e")
 
@@ -177,6 +177,8 @@ def rejected_record(record: Record, reasons: list[dict[str, str]]) -> IngestOutc
 def rejected(raw: bytes, reasons: list[dict[str, str]], *, topic: str, partition: int, offset: int,
              ) -> IngestOutcome:
     event_id, event_type = _safe_header(raw)
+    reasons = [p.model_dump() for p in capped([Problem(field=str(r.get("field", "$")), code=str(r.get("code", "")),
+                                                       message=str(r.get("message", ""))) for r in reasons])]
     return IngestOutcome(
         dead_letter=DeadLetter(
             dlq_id=uuid.uuid4(), stage="ingest", topic=topic, partition=partition, offset=offset,

@@ -121,6 +121,37 @@ def _field_path(loc: tuple[int | str, ...], code: str = "") -> str:
     return ".".join(p if _OWN_NAME.match(p) else UNKNOWN for p in parts)
 
 
+#: problems an invalid event's dead letter (or the gateway's answer) lists, and how long a field
+#: path or message may be: a 256 KiB event with tens of thousands of made-up keys made a dead
+#: letter of megabytes, over Kafka's message limit, whose failed send stopped ingest for everyone
+MAX_PROBLEMS = 20
+MAX_PROBLEM_TEXT = 200
+
+
+def capped(problems: list[Problem]) -> list[Problem]:
+    """At most MAX_PROBLEMS distinct (field, code) problems, each shortened, and a last one
+    saying how many more there were."""
+    seen: set[tuple[str, str]] = set()
+    kept: list[Problem] = []
+    more = 0
+    for p in problems:
+        key = (p.field, p.code)
+        if key in seen:
+            continue
+        seen.add(key)
+        if len(kept) < MAX_PROBLEMS:
+            kept.append(Problem(field=_short(p.field), code=_short(p.code), message=_short(p.message)))
+        else:
+            more += 1
+    if more:
+        kept.append(Problem(field="$", code="more_problems", message=f"{more} more problems not listed"))
+    return kept
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_PROBLEM_TEXT else text[:MAX_PROBLEM_TEXT - 1] + "…"
+
+
 def problems_from(error: ValidationError) -> list[Problem]:
     problems = []
     for err in error.errors(include_url=False, include_input=False, include_context=False):
@@ -140,8 +171,10 @@ def problems_from(error: ValidationError) -> list[Problem]:
             if message.startswith("@") and ": " in message:  # see envelope.field_error
                 sub, message = message[1:].split(": ", 1)
                 path = f"{path}.{sub}" if path else sub
+        if code == "uuid_parsing":  # pydantic's message quotes a character and the length of the input
+            message = "Input should be a valid UUID"
         problems.append(Problem(field=path or "$", code=code, message=message))
-    return problems
+    return capped(problems)
 
 
 def parse_event(raw: bytes | str) -> Envelope:

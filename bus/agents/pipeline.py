@@ -156,7 +156,14 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         return deliver_topics[name]
 
     async def dead_letter(dl: DeadLetter, tp: TP) -> None:
-        await send(dlq, str(dl.dlq_id).encode(), dl.model_dump_json().encode(), tp)
+        try:
+            await send(dlq, str(dl.dlq_id).encode(), dl.model_dump_json().encode(), tp)
+        except Exception as exc:  # refused at once (too large, say): its position and first reason still go
+            log.error("dead_letter_send_failed_sending_shorter", error=type(exc).__name__, topic=dl.topic,
+                      offset=dl.offset)
+            shorter = dl.model_copy(update={"reasons": [*dl.reasons[:1], {
+                "field": "$", "code": "dead_letter_shortened", "message": type(exc).__name__}]})
+            await send(dlq, str(dl.dlq_id).encode(), shorter.model_dump_json().encode(), tp)
         code = dl.reasons[0]["code"] if dl.reasons else "unknown"
         metrics.events_rejected.labels(code).inc()
         metrics.dlq.labels(code).inc()
@@ -437,7 +444,10 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                     event = PseudonymisedEvent.model_validate_json(ev.value)
                 except ValidationError:
                     metrics.dlq.labels("malformed_internal").inc()
-                    await send(dlq, None, b'{"stage":"route","reason":"malformed_internal"}', ev.message.tp)
+                    # Where it is (sg.events or sg.replay), so it can be found again; never its content.
+                    await send(dlq, None, json.dumps({
+                        "stage": "route", "reason": "malformed_internal", "topic": ev.message.topic,
+                        "partition": ev.message.partition, "offset": ev.message.offset}).encode(), ev.message.tp)
                     continue
                 parsed.append(event)
                 source[str(event.ingest_id)] = ev.message.tp

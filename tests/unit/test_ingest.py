@@ -380,3 +380,41 @@ def test_an_event_handed_back_from_ingests_process_as_json_is_the_same_event(sig
     dead = _ingest(_dai(), signers)
     assert _as_json(dead) is dead and _from_json(dead, Record(b"{}", "sg.ingress.police", 0, 42, 1)) is dead
     assert _as_json(None) is None
+
+
+def test_an_event_with_thousands_of_problems_gets_a_small_dead_letter_that_says_how_many_more(
+        signers: LocalSigners) -> None:
+    """Found in review: 26,562 made-up payload keys in a 235 KB event made a 2.6 MB dead letter,
+    over Kafka's message limit; its failed send stopped ingest for every publisher."""
+    event = _dai()
+    event["payload"].update({f"k{i}": 1 for i in range(20_000)})
+    event["event_id"] = "not-a-uuid-S"
+    raw = json.dumps(event, separators=(",", ":")).encode()
+    assert len(raw) < 256 * 1024
+    out = _ingest(raw, signers)
+    assert out.dead_letter is not None
+    letter = out.dead_letter.model_dump_json()
+    assert len(letter) < 8_000
+    reasons = out.dead_letter.reasons
+    assert len(reasons) <= 21
+    # One unknown-field problem, not 26,000 of them; the bad id's own characters not quoted.
+    assert [r["field"] for r in reasons].count("payload.<unknown>") == 1
+    bad_id = next(r for r in reasons if r["field"] == "event_id")
+    assert bad_id["message"] == "Input should be a valid UUID" and "S" not in bad_id["message"].split()[-1]
+
+
+def test_a_dead_letter_with_very_long_field_paths_stays_small(signers: LocalSigners) -> None:
+    from bus.ingest import rejected
+
+    reasons = [{"field": "payload." + "x." * 5_000 + str(i), "code": "c" * 500, "message": "m" * 5_000}
+               for i in range(100)]
+    out = rejected(b"{}", reasons, topic="sg.ingress.police", partition=0, offset=1)
+    assert out.dead_letter is not None and len(out.dead_letter.model_dump_json()) < 16_000
+
+
+def test_more_distinct_problems_than_listed_are_counted_in_a_last_reason() -> None:
+    from schemas.registry import MAX_PROBLEMS, Problem, capped
+
+    listed = capped([Problem(field=f"payload.f{i}", code="missing", message="Field required") for i in range(50)])
+    assert len(listed) == MAX_PROBLEMS + 1
+    assert listed[-1].code == "more_problems" and listed[-1].message.startswith("30 more")
