@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field, StringConstraints
@@ -13,7 +14,9 @@ _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?) ?([0-9][A-Z]{2})$")
 
 def nhs_number_is_valid(value: str) -> bool:
     """Modulus 11 check of a 10-digit NHS number."""
-    if len(value) != 10 or not value.isdigit():
+    # ASCII digits only: str.isdigit() takes Arabic-Indic or full-width digits too, and the same
+    # child's number written in them tokenised differently (another child to every partner).
+    if not re.fullmatch(r"[0-9]{10}", value):
         return False
     total = sum(int(d) * w for d, w in zip(value[:9], range(10, 1, -1), strict=True))
     check = 11 - total % 11
@@ -82,9 +85,18 @@ Upn = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True), Af
 LaChildId = Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{3}-[A-Z0-9]{4,16}$")]
 PolicePersonId = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,4}/[0-9]{4,12}$")]
 Postcode = Annotated[str, BeforeValidator(_normalise_postcode), AfterValidator(_check_postcode)]
+def _check_name(value: str) -> str:
+    if any(unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS for c in value):
+        raise ValueError("a name may not hold control or text-direction characters")
+    return value
+
+
+#: embeddings, overrides and isolates: a name that reads one way and compares another
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
 PersonName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    Field(pattern=r"^[^\d\n\r\t]+$"),
+    Field(pattern=r"^[^\d\n\r\t]+$"), AfterValidator(_check_name),
 ]
 FreeText = Annotated[str, StringConstraints(max_length=2000)]
 OrgId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{1,31}$")]

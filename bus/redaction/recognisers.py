@@ -236,6 +236,13 @@ WORD = regex.compile(r"(?<![^\W\d_])[^\W\d_]+(?:['\-][^\W\d_]+)*(?![^\W\d_])")
 _POSSESSIVE = regex.compile(r"'s$", regex.IGNORECASE)
 
 
+def _visible(name: str) -> str:
+    """A name without format characters (a soft hyphen pasted from a word processor, a zero-width
+    space): inside a name they split it into words no text holds ("A\u00adva": "A", "va"), and
+    the child's name went unredacted. The text is read without them too (redactor._INVISIBLE)."""
+    return "".join(c for c in name if unicodedata.category(c) != "Cf")
+
+
 def fold(word: str) -> str:
     """How name words are compared: compatibility forms, case-folded, possessive removed."""
     return _POSSESSIVE.sub("", unicodedata.normalize("NFKC", word).replace("\u2019", "'")).casefold()
@@ -248,7 +255,7 @@ class SubjectNameRecogniser(EntityRecognizer):
 
     def __init__(self, names: Iterable[str]) -> None:
         self.names = frozenset(fold(part) for name in names for part in WORD.findall(
-            unicodedata.normalize("NFKC", name or "").replace("\u2019", "'")) if len(part) >= 2)
+            unicodedata.normalize("NFKC", _visible(name or "")).replace("\u2019", "'")) if len(part) >= 2)
         super().__init__(supported_entities=[SUBJECT], name="SubjectNameRecogniser")
 
     def load(self) -> None:

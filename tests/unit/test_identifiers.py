@@ -56,3 +56,27 @@ def test_postcode_is_normalised_and_generalised_to_district() -> None:
     assert postcode_district("NS1 4AB") == "NS1"
     with pytest.raises(ValidationError, match="UK postcode"):
         TypeAdapter(Postcode).validate_python("12345")
+
+
+@pytest.mark.parametrize("value", ["٩٤٣٤٧٦٥٩١٩", "９４３４７６５９１９", "943476591\u0669"])
+def test_an_nhs_number_in_other_scripts_digits_is_refused(value: str) -> None:
+    """Found in review: accepted, it tokenised apart from the same number in ASCII digits, so
+    the child became another child to every partner (and to the concern stage)."""
+    assert not nhs_number_is_valid(value)
+    with pytest.raises(ValidationError):
+        TypeAdapter(NhsNumber).validate_python(value)
+
+
+@pytest.mark.parametrize("value", ["Ava\u202eTest", "Av\x00a", "A\u2066va", "Ava\x1b"])
+def test_a_name_with_control_or_direction_characters_is_refused(value: str) -> None:
+    from schemas.identifiers import PersonName
+
+    with pytest.raises(ValidationError):
+        TypeAdapter(PersonName).validate_python(value)
+
+
+def test_names_in_other_scripts_are_kept() -> None:
+    from schemas.identifiers import PersonName
+
+    for name in ("Zoë", "Siobhán", "نور", "अनु\u200dराधा"):  # the last joined with a zero-width joiner
+        assert TypeAdapter(PersonName).validate_python(name) == name

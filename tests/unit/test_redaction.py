@@ -42,6 +42,14 @@ def test_subject_names_are_redacted_in_any_case_with_possessives_as_one_name() -
     assert redact(text, ["Ava", "Testwood"]) == "[PERSON] mum said [PERSON] was scared; [PERSON] left."
 
 
+@pytest.mark.parametrize("name", ["A\u00adva", "Av\u200ba", "\ufeffAva"])
+def test_a_subject_name_holding_an_invisible_character_is_still_redacted(name: str) -> None:
+    """Found in review: a soft hyphen pasted into the structured name split it into words no
+    text holds, and the child's name went to sg.events unredacted."""
+    assert redact("ava was upstairs, Ava's brother came down", [name]) == \
+        "[PERSON] was upstairs, [PERSON] brother came down"
+
+
 def test_people_around_the_child_are_redacted_not_only_the_subject() -> None:
     text = ('Ava said "my dad Stuart threw mum down the stairs". Mum Leanne MORROW was seen by '
             'PC Hollis. Stuart left before police arrived.')
