@@ -419,8 +419,8 @@ class Router:
             opened[id(event)] = reveal_subject(event, self.keyring)
         subject = opened[id(event)]
         view = recipient_view(event, decision, partner, self.keyring, subject, redacted)
-        return Delivery(deliver_topic(partner.id), partner_key(subject, partner, self.keyring, str(event.ingest_id)),
-                        view, str(event.ingest_id))
+        key = partner_key(subject, partner, decision.agreement or "", self.keyring, str(event.ingest_id))
+        return Delivery(deliver_topic(partner.id), key, view, str(event.ingest_id))
 
     @staticmethod
     def _failed(plan: RoutePlan, event: PseudonymisedEvent, decision: Decision, recipient: str,

@@ -213,19 +213,23 @@ def reveal_subject(event: PseudonymisedEvent, keyring: Keyring) -> dict[str, Any
 KEY_KINDS = ("nhs_number", "la_child_id", "upn", "police_person_id")  # the order of subject_key's
 
 
-def partner_key(subject: dict[str, Any], partner: Partner, keyring: Keyring, fallback: str) -> str:
+def partner_key(subject: dict[str, Any], partner: Partner, agreement: str, keyring: Keyring, fallback: str) -> str:
     """The Kafka key of a delivery on `sg.deliver.<partner>`: a token of the child in a domain
-    of the partner's own (`key:<partner id>`), never one the partner is delivered as an
-    identifier, so a key cannot bring back an identifier an agreement drops (before, it was the
-    child's NHS-number token in the partner's linkage domain, whatever the decision said), and
-    partners cannot match each other's records by key. One child's events still share a key,
-    hence a partition and an order: which does tie together, for that partner, the events it
-    receives about one child."""
+    of the partner and the agreement it is shared under (`key:<partner id>:<agreement>`), never
+    one the partner is delivered as an identifier. So a key cannot bring back an identifier an
+    agreement drops: not directly (before, it was the child's NHS-number token in the partner's
+    linkage domain, whatever the decision said), nor by matching the key of a copy shared under
+    an agreement that drops every identifier to that of one shared under another that reveals
+    them (before, one domain per partner). Partners cannot match each other's records by key.
+    One child's copies under one agreement still share a key, hence a partition and an order:
+    which does tie those copies together for that partner. A child with no identifier is keyed
+    by a token of `fallback` (the bus's ingest id, never sent as it is)."""
+    domain = f"key:{partner.id}:{agreement}"
     ids = subject.get("identifiers") or {}
     for kind in KEY_KINDS:
         if ids.get(kind):
-            return token(keyring, f"key:{partner.id}", kind, str(ids[kind]))
-    return fallback
+            return token(keyring, domain, kind, str(ids[kind]))
+    return token(keyring, domain, "ingest_id", fallback)
 
 
 def redact_later(event: PseudonymisedEvent, decision: Decision) -> list[str]:

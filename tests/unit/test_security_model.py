@@ -373,6 +373,33 @@ def test_partner_topic_keys_are_each_partners_own_and_never_a_delivered_token(tm
         assert key != token(keyring, domains[partner], "nhs_number", nhs), partner
 
 
+def test_a_copy_shared_anonymously_cannot_be_matched_by_key_to_one_shared_with_identifiers(tmp_path: Path) -> None:
+    """Found in review: keys were one domain per partner, so the key of a copy under an agreement
+    that drops every identifier equalled that of a copy of the same child's event under an
+    agreement revealing the NHS number: the 'anonymous' copies were re-identified."""
+    from bus.pseudonymise.engine import partner_key
+    from bus.pseudonymise.keyring import init_keyring, load_keyring
+
+    init_keyring(tmp_path / "k.json")
+    keyring = load_keyring(tmp_path / "k.json")
+    partner = PARTNERSHIP.partners[0]
+    child = {"identifiers": {"nhs_number": "9434765919"}}
+    anon = partner_key(child, partner, "DSA-ANON", keyring, "i1")
+    assert anon != partner_key(child, partner, "DSA-NAMED", keyring, "i2")
+    assert anon == partner_key(child, partner, "DSA-ANON", keyring, "i3")  # one agreement: one key, order kept
+
+
+def test_a_child_without_identifiers_is_not_keyed_by_the_buss_ingest_id(tmp_path: Path) -> None:
+    from bus.pseudonymise.engine import partner_key
+    from bus.pseudonymise.keyring import init_keyring, load_keyring
+
+    init_keyring(tmp_path / "k.json")
+    keyring = load_keyring(tmp_path / "k.json")
+    partners = PARTNERSHIP.partners[:2]
+    keys = {partner_key({"identifiers": {}}, p, "DSA-X", keyring, "ingest-123") for p in partners}
+    assert len(keys) == 2 and "ingest-123" not in keys
+
+
 def test_a_reused_event_id_never_carries_another_childs_identity(tmp_path: Path) -> None:
     """Issue 13: a second event reusing an event id in the same batch reached children's
     social care with the first child's name, date of birth and UPN token."""
