@@ -263,10 +263,18 @@ def _cross_check(p: Partnership, data_dir: Path, nodes: dict[str, yaml.Node | No
         return f"{data_dir / (file + '.yaml')}:{_line_of(nodes.get(file), (file, *loc))}"
 
     seen: set[str] = set()
+    sources: dict[tuple[str, str], str] = {}
     for i, partner in enumerate(p.partners):
         if partner.id in seen:
             problems.append(f"{where('partners', i, 'id')}: id: duplicate partner id {partner.id}")
         seen.add(partner.id)
+        # One organisation, one partner: policy treats every partner with a source's (agency,
+        # org_id) as that source, and a copy made by mistake would receive what the first does.
+        source = (partner.agency.value, partner.org_id)
+        if source in sources:
+            problems.append(f"{where('partners', i, 'org_id')}: org_id: {partner.org_id} ({partner.agency.value}) is "
+                            f"already partner {sources[source]}'s")
+        sources.setdefault(source, partner.id)
         if partner.linkage_domain == "controller":  # bus.pseudonymise.keyring.CONTROLLER_DOMAIN
             # The bus's own tokens (sg.events, the audit store): a partner given them could link
             # everything it receives to the bus's records.

@@ -11,7 +11,7 @@ import json
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +24,14 @@ from bus.exceptions import KeyringError
 CONTROLLER_DOMAIN = "controller"
 
 
-def _kid() -> str:
-    return "k" + secrets.token_hex(3)
+def _kid(taken: Iterable[str] = ()) -> str:
+    """A new key id, never one in `taken`: a repeated id (24 random bits) overwrote the old key,
+    and every seal and token made under it could no longer be opened or resolved."""
+    used = set(taken)
+    while True:
+        kid = "k" + secrets.token_hex(3)
+        if kid not in used:
+            return kid
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ class Keyring:
         return cls(KeySet(tk, {tk: secrets.token_bytes(32)}), KeySet(sk, {sk: secrets.token_bytes(32)}))
 
     def rotated(self) -> Keyring:
-        tk, sk = _kid(), _kid()
+        tk, sk = _kid(self.token.keys), _kid(self.seal.keys)
         return Keyring(
             KeySet(tk, {**self.token.keys, tk: secrets.token_bytes(32)}),
             KeySet(sk, {**self.seal.keys, sk: secrets.token_bytes(32)}),

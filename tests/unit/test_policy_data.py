@@ -73,3 +73,29 @@ def test_no_partner_may_have_the_buss_own_linkage_domain(tmp_path: Path) -> None
     (data / "partners.yaml").write_text(text)
     with pytest.raises(PolicyDataError, match="linkage_domain: controller is the bus's own domain"):
         load_partnership(data)
+
+
+def test_two_partners_with_one_agency_and_org_id_are_refused(tmp_path: Path) -> None:
+    """Found in review: a copied entry under a new id passed every check, and policy then sent
+    the new partner what the original receives (both count as that source)."""
+    data = _copy(tmp_path)
+    text = (data / "partners.yaml").read_text().replace("org_id: S01", "org_id: N01", 1)
+    (data / "partners.yaml").write_text(text)
+    with pytest.raises(PolicyDataError, match="org_id: N01 \\(social_care\\) is already partner northshire-csc's"):
+        load_partnership(data)
+
+
+def test_a_key_id_already_in_the_keyring_is_never_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: a rotation that drew an id in use (24 random bits) overwrote that key,
+    and everything sealed or tokenised under it was lost."""
+    import secrets
+
+    from bus.pseudonymise.keyring import Keyring
+
+    keyring = Keyring.generate()
+    used = keyring.token.active
+    draws = iter([used[1:], used[1:], "abcdef", "abcdef", "123456"])
+    monkeypatch.setattr(secrets, "token_hex", lambda _n: next(draws))
+    rotated = keyring.rotated()
+    assert rotated.token.keys[used] == keyring.token.keys[used]
+    assert len(rotated.token.keys) == 2 and len(rotated.seal.keys) == 2
