@@ -115,6 +115,8 @@ class Emergency(Model):
     id: str = Field(pattern=r"^[A-Z0-9][A-Z0-9-]{2,40}$")
     title: str
     recipient_agencies: list[Agency] = Field(min_length=1)
+    #: the subscriptions' purposes it widens (an agency alone takes in, say, youth justice)
+    recipient_purposes: list[str] = Field(min_length=1)
     same_area_only: bool = True
     lawful_basis: list[str] = Field(min_length=1)
     identifiers: dict[Literal["nhs_number", "upn", "la_child_id", "police_person_id"], IdentifierMode] = (

@@ -149,6 +149,9 @@ _override_applies(req) if {
 	req.event.override_role in _emergency.declarer_roles
 	p := _partner(req.recipient)
 	p.agency in _emergency.recipient_agencies
+
+	# By purpose too: agency alone let it reach a youth justice service, registered as social care.
+	req.purpose in _emergency.recipient_purposes
 	_override_area_ok(req, p)
 }
 
@@ -198,7 +201,21 @@ _override_fields(req, d) := sort(array.concat(
 
 _override_free_text(req, d) := d.free_text if {
 	object.get(_emergency, "free_text", "drop") == "drop"
-} else := object.union({f: _emergency.free_text | some f in _catalogue_free_text(req)}, d.free_text)
+} else := object.union(
+	{f: _emergency.free_text |
+		some f in _catalogue_free_text(req)
+		not f in _named_free_text(d)
+	},
+	d.free_text,
+)
+
+# The free-text fields the allowing agreement names, whatever their mode: an explicit drop stands.
+_named_free_text(d) := {f |
+	d.allow
+	some a in _agreements
+	a.id == d.agreement
+	some f, _ in object.get(a, "free_text", {})
+}
 
 _catalogue_free_text(req) := object.get(data.sgbus.catalogue, [req.event.event_type, "free_text"], [])
 

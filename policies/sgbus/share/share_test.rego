@@ -14,6 +14,7 @@ _partnership := {
 	"emergency": {
 		"id": "EMERGENCY-X",
 		"recipient_agencies": ["police", "social_care"],
+		"recipient_purposes": ["child-protection"],
 		"same_area_only": true,
 		"lawful_basis": ["vital interests"],
 		"identifiers": {"nhs_number": "reveal"},
@@ -230,4 +231,24 @@ test_override_never_releases_free_text_unless_the_emergency_section_says_so if {
 		ds[0].free_text == {"circumstances": mode}
 		not "circumstances" in ds[0].fields
 	}
+}
+
+test_override_reaches_only_the_emergency_sections_purposes if {
+	# yjs is registered as social care; asked for youth justice, the override does not apply
+	d := _decide("yjs", "youth-justice", object.union(_urgent_event, {"event_type": "police.exp.v1"}), "2026-01-10")
+	d.allow == true # DSA-YJ's own share, unwidened
+	d.override == false
+	d.agreement == "DSA-YJ"
+	d.identifiers == {}
+}
+
+test_override_free_text_leaves_a_field_the_agreement_drops_dropped if {
+	agreements := [object.union(a, {"free_text": {"circumstances": "drop"}}) | some a in _partnership.agreements; a.id == "DSA-CSC"]
+	emergency := object.union(_partnership.emergency, {"free_text": "reveal"})
+	partnership := object.union(_partnership, {"emergency": emergency, "agreements": agreements})
+	ds := share.decisions with input as {"today": "2026-01-10", "requests": [{"event": _urgent_event, "recipient": "csc", "purpose": "child-protection"}]}
+		with data.sgbus.partnership as partnership
+		with data.sgbus.catalogue as _catalogue
+	ds[0].override == true
+	ds[0].free_text == {}
 }
