@@ -80,14 +80,20 @@ class ReceiptStore:
     def add_dead_letters(self, reasons: dict[str, tuple[str, list[dict[str, str]]]], position: str) -> None:
         """Record ingest dead letters by ingress position (only field and code of each reason)
         and how far sg.dlq has been read, together."""
+        # Built before the transaction: a reason that is not an object must not leave the
+        # shared connection inside one (every later receipt would join it, never committed).
+        rows = [(where, event_id, json.dumps([{"field": str(r.get("field", "$")), "code": str(r.get("code", ""))}
+                                               for r in why if isinstance(r, dict)]))
+                for where, (event_id, why) in reasons.items()]
         with self._lock:
             self._db.execute("BEGIN")
-            for where, (event_id, why) in reasons.items():
-                self._db.execute("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?)", (
-                    where, event_id,
-                    json.dumps([{"field": str(r.get("field", "$")), "code": str(r.get("code", ""))} for r in why])))
-            self._db.execute("INSERT OR REPLACE INTO positions VALUES ('dlq', ?)", (position,))
-            self._db.execute("COMMIT")
+            try:
+                self._db.executemany("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?)", rows)
+                self._db.execute("INSERT OR REPLACE INTO positions VALUES ('dlq', ?)", (position,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def dead_letter(self, position: str, event_id: str) -> list[dict[str, str]] | None:
         with self._lock:

@@ -60,8 +60,9 @@ class DeadLetterFollower(threading.Thread):
                     letter = json.loads(msg.value() or b"")
                     if letter.get("stage") == "ingest" and letter.get("event_id"):
                         where = position_key(str(letter["topic"]), int(letter["partition"]), int(letter["offset"]))
-                        found.setdefault(where, (str(letter["event_id"]), list(letter.get("reasons") or [])))
-                except (ValueError, KeyError, TypeError, AttributeError):
+                        reasons = [r for r in letter.get("reasons") or [] if isinstance(r, dict)]
+                        found.setdefault(where, (str(letter["event_id"]), reasons))
+                except Exception:  # noqa: S112 - anything can be written to sg.dlq (1e999, deep nesting): skip it
                     continue  # not an ingest dead letter; nothing to track
             if last is not None:
                 self.store.add_dead_letters(found, str(last + 1))

@@ -194,6 +194,21 @@ def test_receipts_are_per_partner_so_no_one_can_squat_another_organisations_even
     assert store.get("northshire-police", mine.event_id) == mine
 
 
+def test_a_dead_letter_whose_reasons_are_not_objects_leaves_later_receipts_committed(tmp_path: Path) -> None:
+    """Found in review: a reason that was a string raised inside the store's transaction and
+    left the shared connection in it; every later receipt joined it and was lost on restart."""
+    import sqlite3
+
+    from bus.gateway.receipts import ReceiptStore
+
+    store = ReceiptStore(tmp_path)
+    store.add_dead_letters({"sg.ingress.police/0/5": ("e-1", ["a string", {"field": "x", "code": "y"}])}, "9")
+    store.put(_receipt())
+    with sqlite3.connect(tmp_path / "receipts.db") as other:  # what a restarted gateway would read
+        assert other.execute("SELECT COUNT(*) FROM receipts").fetchone() == (1,)
+    assert store.dead_letter("sg.ingress.police/0/5", "e-1") == [{"field": "x", "code": "y"}]
+
+
 def test_a_dead_letter_counts_only_for_the_record_and_event_id_the_gateway_wrote(tmp_path: Path) -> None:
     from bus.gateway.receipts import ReceiptStore
     from bus.gateway.tracking import event_status

@@ -81,3 +81,14 @@ def test_a_dead_letter_aged_out_or_written_twice_never_holds_a_share_back_or_let
     # An at-least-once route wrote the first dead letter twice; the replay is not routed yet.
     _count, wanted = failed_shares([_view_failed(), _view_failed()])
     assert pending(wanted[ID], ID, replays) == {"northshire-csc"}
+
+
+def test_a_poisoned_dead_letter_is_skipped_not_raised() -> None:
+    """Found in review: 1e999 (int() of infinity) and deep nesting raised out of the parse,
+    and `sgbus replay --failed` crashed on a record any sg.dlq writer could leave."""
+    poison = [b'{"stage":"route","reasons":[{"code":"view_failed"}],"ingest_id":"' + ID.encode()
+              + b'","recipient":"x","events_partition":1e999,"events_offset":1}',
+              b'{"stage":"route","reasons":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+              b'{"stage":"route","reasons":["view_failed"]}']
+    count, wanted = failed_shares([*poison, _view_failed()])
+    assert count == 1 and list(wanted) == [ID]
