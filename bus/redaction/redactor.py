@@ -200,16 +200,20 @@ def _people(text: str, spans: list[Span]) -> list[Span]:
     surname it found ("brother Bilal [Iqbal]"), the next names of a list ("Naveed and
     Shazia", "Ava, Stuart and Leanne"), and every later mention of a name found once."""
     out = list(spans)
-    for span in spans:
+    walked = -1  # how far a list has been followed: a name inside it starts no second walk
+    for span in sorted(spans, key=lambda s: (s.start, s.end)):
         if span.kind != "PERSON":
             continue
         before = _PREVIOUS_WORD.search(text, 0, span.start)
         if before and before.group(1) not in _NOT_NAMES and (before.start() == 0 or text[before.start() - 1] != "."):
             out.append(Span(before.start(), span.end, "PERSON"))
+        if span.end <= walked:
+            continue  # each name of a long list walking the rest of it made spans by the square of its length
         end = span.end
         while (after := _NEXT_IN_LIST.match(text[end:end + 60])) and after.group(1) not in _NOT_NAMES:
             out.append(Span(end + after.start(1), end + after.end(1), "PERSON"))
             end += after.end(1)
+        walked = max(walked, end)
     names = {r.fold(w) for s in out if s.kind == "PERSON" for w in _CAPITALISED_WORD.findall(text[s.start:s.end])
              if w not in _NOT_NAMES and len(w) > 2}
     if names:
