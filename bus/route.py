@@ -25,6 +25,7 @@ from bus.pseudonymise.engine import (
     redact_each,
     redact_later,
     reveal_subject,
+    values_in,
 )
 from bus.pseudonymise.keyring import Keyring
 from bus.records import AuditRecord, DeliveredEvent, PseudonymisedEvent
@@ -389,7 +390,7 @@ class Router:
         event loop. A text that cannot be opened or analysed is left out, so its view fails
         (audited view_failed, dead-lettered for `sgbus replay --failed`). Raises
         RedactorUnavailable: the caller holds the batch."""
-        work: dict[tuple[int, str], tuple[str, tuple[str, ...]]] = {}
+        work: dict[tuple[int, str], tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
         for (event, _req), decision in zip(pairs, decisions, strict=True):
             names = [n for n in (redact_later(event, decision) if decision.allow else []) if (id(event), n) not in work]
             if not names:
@@ -398,7 +399,9 @@ class Router:
                 if id(event) not in opened:
                     opened[id(event)] = reveal_subject(event, self.keyring)
                 for name in names:
-                    work[(id(event), name)] = (original_text(event, name, self.keyring), names_in(opened[id(event)]))
+                    subject = opened[id(event)]
+                    work[(id(event), name)] = (original_text(event, name, self.keyring), names_in(subject),
+                                               values_in(subject))
             except Exception:  # noqa: S112 - a key this worker lacks: the view fails and says so
                 continue
         if not work:

@@ -87,6 +87,20 @@ def subject_names(event: Envelope) -> tuple[str, ...]:
     return _subject_names(event.subject.model_dump(mode="json"))
 
 
+def _subject_values(subject: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(kind, value) of the subject's identifiers, postcode and dates, which redaction finds
+    however a note writes them (an agreement may redact the text but drop or generalise these)."""
+    ids = subject.get("identifiers") or {}
+    values = [(kind, str(value)) for kind, value in sorted(ids.items()) if value]
+    values += [(name, str(subject[name])) for name in ("postcode", "date_of_birth", "expected_delivery_date")
+               if subject.get(name)]
+    return tuple(values)
+
+
+def subject_values(event: Envelope) -> tuple[tuple[str, str], ...]:
+    return _subject_values(event.subject.model_dump(mode="json"))
+
+
 def redact_texts(items: list[tuple[Envelope, str | None]],
                  only: list[frozenset[str] | None] | None = None) -> list[dict[str, str]]:
     """The redacted copy of each event's free text (texts_to_redact; `only`: per event, the
@@ -96,8 +110,9 @@ def redact_texts(items: list[tuple[Envelope, str | None]],
 
     wanted = only if only is not None else [None] * len(items)
     per_event = [texts_to_redact(event, role, fields) for (event, role), fields in zip(items, wanted, strict=True)]
-    work = [(text, names) for (event, _), texts in zip(items, per_event, strict=True) if texts
-            for names in [subject_names(event)] for text in texts.values()]  # names once per event
+    work = [(text, names, values) for (event, _), texts in zip(items, per_event, strict=True) if texts
+            for names, values in [(subject_names(event), subject_values(event))]  # once per event
+            for text in texts.values()]
     done = iter(default_redactor().redact_many(work) if work else [])
     return [{name: next(done) for name in texts} for texts in per_event]
 
@@ -243,9 +258,9 @@ def original_text(event: PseudonymisedEvent, name: str, keyring: Keyring) -> str
     return text
 
 
-def redact_each(items: list[tuple[str, tuple[str, ...]]]) -> list[str | None]:
-    """Redacted copies of (text, subject names), together; None for a text that cannot be fully
-    analysed. Raises RedactorUnavailable (nothing can be redacted now)."""
+def redact_each(items: list[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]]]) -> list[str | None]:
+    """Redacted copies of (text, subject names, subject values), together; None for a text that
+    cannot be fully analysed. Raises RedactorUnavailable (nothing can be redacted now)."""
     from bus.redaction import default_redactor
 
     redactor = default_redactor()
@@ -255,9 +270,9 @@ def redact_each(items: list[tuple[str, tuple[str, ...]]]) -> list[str | None]:
         raise
     except Exception:  # one text failed: each alone, so only that one goes without
         out: list[str | None] = []
-        for text, names in items:
+        for text, names, values in items:
             try:
-                out.append(redactor.redact(text, names))
+                out.append(redactor.redact(text, names, values))
             except RedactorUnavailable:
                 raise
             except Exception:
@@ -268,6 +283,11 @@ def redact_each(items: list[tuple[str, tuple[str, ...]]]) -> list[str | None]:
 def names_in(subject: dict[str, Any]) -> tuple[str, ...]:
     """The opened subject's own names (what redaction always finds)."""
     return _subject_names(subject)
+
+
+def values_in(subject: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The opened subject's own identifiers, postcode and dates (what redaction always finds)."""
+    return _subject_values(subject)
 
 
 def recipient_view(

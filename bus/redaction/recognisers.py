@@ -20,6 +20,8 @@ ANY_CASE = regex.DOTALL | regex.MULTILINE | regex.IGNORECASE
 PERSON, ADDRESS, DOB = "PERSON", "UK_ADDRESS", "DATE_OF_BIRTH"
 NHS, UPN, PHONE, EMAIL, POSTCODE = "UK_NHS", "UK_UPN", "PHONE_NUMBER", "EMAIL_ADDRESS", "UK_POSTCODE"
 SUBJECT = "SUBJECT_NAME"
+#: the subject's own LA child id or police person id, written into the text
+SUBJECT_ID = "SUBJECT_ID"
 
 
 class _Validated(PatternRecognizer):
@@ -264,6 +266,94 @@ class SubjectNameRecogniser(EntityRecognizer):
     def analyze(self, text: str, entities: list[str], nlp_artifacts: object = None) -> list[RecognizerResult]:
         return [RecognizerResult(SUBJECT, m.start(), m.end(), 1.0) for m in WORD.finditer(text)
                 if fold(m.group(0)) in self.names]
+
+
+#: which entity each kind of the subject's own values is redacted as
+_VALUE_ENTITY = {"nhs_number": NHS, "upn": UPN, "la_child_id": SUBJECT_ID, "police_person_id": SUBJECT_ID,
+                 "postcode": POSTCODE, "date_of_birth": DOB, "expected_delivery_date": DOB}
+_MONTHS = (("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"), ("may",), ("june", "jun"),
+           ("july", "jul"), ("august", "aug"), ("september", "sept", "sep"), ("october", "oct"),
+           ("november", "nov"), ("december", "dec"))
+_ORDINAL = {1: "st", 2: "nd", 3: "rd", 21: "st", 22: "nd", 23: "rd", 31: "st"}
+
+
+def _skeleton(text: str) -> tuple[str, list[int]]:
+    """The text's ASCII letters and digits only, lower-cased, and where each came from: a value
+    is looked for there, so however a note spaces or punctuates it ("943/476/5919",
+    "N01 00123456", "21.12.13") it is found, with no pattern compiled for each child."""
+    kept = [(c.lower(), i) for i, c in enumerate(text) if c.isascii() and c.isalnum()]
+    return "".join(c for c, _ in kept), [i for _, i in kept]
+
+
+def _date_forms(value: str) -> set[str]:
+    """A date's skeletons in the forms notes write: 21/12/2013, 21.12.13, 2013-12-21,
+    21st December 2013, 21 of Dec 13, December 21, 2013."""
+    try:
+        year, month, day = (int(part) for part in value.split("-"))
+    except ValueError:
+        return set()
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return set()
+    days, months = {str(day), f"{day:02d}"}, {str(month), f"{month:02d}"}
+    years = {f"{year:04d}", f"{year % 100:02d}"}
+    forms = {d + m + y for d in days for m in months for y in years}
+    forms |= {f"{year:04d}{m}{d}" for d in days for m in months}
+    spoken = days | {d + _ORDINAL.get(day, "th") for d in days}
+    for name in _MONTHS[month - 1]:
+        forms |= {d + of + name + y for d in spoken for of in ("", "of") for y in years}
+        forms |= {name + d + f"{year:04d}" for d in spoken}
+    return forms
+
+
+class SubjectValueRecogniser(EntityRecognizer):
+    """The subject's own identifiers, postcode and date of birth, wherever a note writes them,
+    whatever the pattern recognisers make of their form ("NHS9434765919", "943/476/5919", an
+    LA child id, "her dob is 21/12/2013"): an agreement that redacts free text but drops or
+    generalises these must not find them in the text it is given."""
+
+    def __init__(self, values: Iterable[tuple[str, str]]) -> None:
+        self.forms: list[tuple[str, str]] = []  # (entity, skeleton)
+        for kind, value in values:
+            entity = _VALUE_ENTITY.get(kind)
+            if entity == DOB:
+                self.forms += [(DOB, form) for form in sorted(_date_forms(value))]
+            elif entity is not None:
+                form = _skeleton(value)[0]
+                if len(form) >= 4:
+                    self.forms.append((entity, form))
+        super().__init__(supported_entities=sorted({e for e, _ in self.forms} or {SUBJECT_ID}),
+                         name="SubjectValueRecogniser")
+
+    def load(self) -> None:
+        pass
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts: object = None) -> list[RecognizerResult]:
+        skeleton, origin = _skeleton(text)
+        found = []
+        for entity, form in self.forms:
+            at = skeleton.find(form)
+            while at >= 0:
+                end = at + len(form)
+                # Not part of a longer run: a digit (or, where the value starts or ends with a
+                # letter, a letter) must not touch it in the text itself.
+                first, last = origin[at], origin[end - 1]
+                before = text[first - 1] if first else ""
+                after = text[last + 1] if last + 1 < len(text) else ""
+                if not (_touches(before, form[0]) or _touches(after, form[-1])):
+                    found.append(RecognizerResult(entity, origin[at], origin[end - 1] + 1, 1.0))
+                at = skeleton.find(form, at + 1)
+        return found
+
+
+def _touches(neighbour: str, edge: str) -> bool:
+    if not (neighbour.isascii() and neighbour.isalnum()):
+        return False
+    return neighbour.isdigit() if edge.isdigit() else True
+
+
+def subject_value_recogniser(values: Iterable[tuple[str, str]]) -> EntityRecognizer | None:
+    recogniser = SubjectValueRecogniser(values)
+    return recogniser if recogniser.forms else None
 
 
 def subject_name_recogniser(names: Iterable[str]) -> EntityRecognizer | None:

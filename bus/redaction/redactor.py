@@ -26,9 +26,14 @@ PLACEHOLDER = {
     "PERSON": "PERSON", r.SUBJECT: "PERSON", "ORGANIZATION": "PERSON",
     r.ADDRESS: "ADDRESS", r.DOB: "DATE_OF_BIRTH",
     r.NHS: "NHS_NUMBER", r.UPN: "UPN", r.PHONE: "PHONE", r.EMAIL: "EMAIL", r.POSTCODE: "POSTCODE",
+    r.SUBJECT_ID: "ID",
 }
+#: what the redactor is given for one text: (text, subject names) or (text, subject names, the
+#: subject's own values as (kind, value): identifiers, postcode, date of birth)
+Item = tuple[str, Sequence[str]] | tuple[str, Sequence[str], Sequence[tuple[str, str]]]
+
 # When spans overlap, the merged span takes the most specific kind.
-_PRIORITY = ("NHS_NUMBER", "UPN", "EMAIL", "PHONE", "POSTCODE", "DATE_OF_BIRTH", "ADDRESS", "PERSON")
+_PRIORITY = ("NHS_NUMBER", "UPN", "ID", "EMAIL", "PHONE", "POSTCODE", "DATE_OF_BIRTH", "ADDRESS", "PERSON")
 # What people are called by their relation, not their name, is kept: "Mum said", "Nan's house"
 # (unless it is the subject's own name: a child called Nana is redacted).
 KINSHIP = ("Mum", "Dad", "Mummy", "Daddy", "Mam", "Nan", "Nana", "Nanny", "Gran", "Granny", "Grandad", "Grandma",
@@ -149,32 +154,35 @@ class Redactor:
             context_aware_enhancer=_NoContext(context_similarity_factor=0, min_score_with_context_similarity=0,
                                               context_prefix_count=0, context_suffix_count=0))
 
-    def find_spans(self, text: str, names: Iterable[str] = ()) -> list[Span]:
-        return self.find_spans_many([(text, tuple(names))])[0]
+    def find_spans(self, text: str, names: Iterable[str] = (), values: Iterable[tuple[str, str]] = ()) -> list[Span]:
+        return self.find_spans_many([(text, tuple(names), tuple(values))])[0]
 
-    def find_spans_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[Span]]:
-        """Spans (in the original text) to redact in each (text, subject names), the texts run
-        through spaCy together. RedactionFailed if any text could not be fully analysed."""
-        prepared_texts = [prepared(text) for text, _ in items]
+    def find_spans_many(self, items: Sequence[Item]) -> list[list[Span]]:
+        """Spans (in the original text) to redact in each (text, subject names[, the subject's
+        own values: (kind, value) of its identifiers, postcode and date of birth]), the texts
+        run through spaCy together. RedactionFailed if any text could not be fully analysed."""
+        prepared_texts = [prepared(item[0]) for item in items]
         artifacts = (found[1] for found in self._nlp.process_batch([c for c, _ in prepared_texts], "en",
                                                                     batch_size=64))
         out = []
-        for (_, names), (clean, origin), nlp_artifacts in zip(items, prepared_texts, artifacts, strict=True):
-            subject = r.subject_name_recogniser(names)
+        for item, (clean, origin), nlp_artifacts in zip(items, prepared_texts, artifacts, strict=True):
+            ad_hoc = [found for found in (r.subject_name_recogniser(item[1]),
+                                          r.subject_value_recogniser(item[2] if len(item) > 2 else ()))
+                      if found is not None]
             _TIMEOUTS.local.timed_out = False
             results = self._analyzer.analyze(
                 text=clean, language="en", nlp_artifacts=nlp_artifacts, score_threshold=0.0,
-                ad_hoc_recognizers=[subject] if subject is not None else None)
+                ad_hoc_recognizers=ad_hoc or None)
             if _TIMEOUTS.local.timed_out:
                 raise RedactionFailed("a redaction pattern timed out; the text is not passed on")
             out.append([Span(origin[s.start], origin[s.end - 1] + 1, s.kind) for s in _merge(clean, results)])
         return out
 
-    def redact(self, text: str, names: Iterable[str] = ()) -> str:
-        return apply(text, self.find_spans(text, names))
+    def redact(self, text: str, names: Iterable[str] = (), values: Iterable[tuple[str, str]] = ()) -> str:
+        return apply(text, self.find_spans(text, names, values))
 
-    def redact_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
-        return [apply(text, spans) for (text, _), spans in zip(items, self.find_spans_many(items), strict=True)]
+    def redact_many(self, items: Sequence[Item]) -> list[str]:
+        return [apply(item[0], spans) for item, spans in zip(items, self.find_spans_many(items), strict=True)]
 
 
 def _person(text: str, start: int, end: int) -> tuple[int, int] | None:
@@ -295,9 +303,9 @@ def warm_up() -> threading.Thread:
     return thread
 
 
-def find_spans(text: str, names: Iterable[str] = ()) -> list[Span]:
-    return default_redactor().find_spans(text, names)
+def find_spans(text: str, names: Iterable[str] = (), values: Iterable[tuple[str, str]] = ()) -> list[Span]:
+    return default_redactor().find_spans(text, names, values)
 
 
-def redact(text: str, names: Iterable[str] = ()) -> str:
-    return default_redactor().redact(text, names)
+def redact(text: str, names: Iterable[str] = (), values: Iterable[tuple[str, str]] = ()) -> str:
+    return default_redactor().redact(text, names, values)

@@ -313,7 +313,7 @@ def test_a_text_that_cannot_be_analysed_dead_letters_its_own_event_only(signers:
     real = default_redactor().redact_many
 
     def redact_many(items: Any) -> list[str]:
-        if any(text == poison["payload"]["circumstances"] for text, _ in items):
+        if any(text == poison["payload"]["circumstances"] for text, *_ in items):
             raise RedactionFailed("a redaction pattern timed out; the text is not passed on")
         return real(items)
 
@@ -418,3 +418,19 @@ def test_more_distinct_problems_than_listed_are_counted_in_a_last_reason() -> No
     listed = capped([Problem(field=f"payload.f{i}", code="missing", message="Field required") for i in range(50)])
     assert len(listed) == MAX_PROBLEMS + 1
     assert listed[-1].code == "more_problems" and listed[-1].message.startswith("30 more")
+
+
+def test_the_redacted_copy_on_sg_events_holds_none_of_the_childs_identifiers_however_written(
+        signers: LocalSigners) -> None:
+    """Found in review: ingest gave the redactor the child's names only, so the child's NHS
+    number written without a space before it, or the date of birth after no trigger word, stayed
+    in the redacted copy (what an agreement asking `redact` delivers, whatever it says of them)."""
+    event = _dai()
+    nhs = event["subject"]["identifiers"]["nhs_number"]
+    year, month, day = event["subject"]["date_of_birth"].split("-")
+    event["payload"]["circumstances"] = f"Child NHS{nhs} seen; born {day}/{month}/{year}, on the landing."
+    out = _ingest(signers.sign(event), signers)
+    assert out.event is not None
+    copy = str(out.event.payload["circumstances"])
+    assert nhs not in copy and f"{day}/{month}/{year}" not in copy
+    assert "[NHS_NUMBER]" in copy and "[DATE_OF_BIRTH]" in copy

@@ -153,3 +153,23 @@ def test_a_long_list_of_names_makes_spans_in_proportion_not_by_the_square() -> N
     short = "Seen with Zed, Bob and Amy."  # the list's next names are still found
     listed = _people(short, [Span(10, 13, "PERSON")])
     assert {short[s.start:s.end] for s in listed} >= {"Zed", "Bob", "Amy"}
+
+
+_CHILD = [("nhs_number", "9434765919"), ("la_child_id", "N01-00123456"), ("police_person_id", "NSP/123456"),
+          ("date_of_birth", "2013-12-21"), ("postcode", "NS3 1AB")]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Child (LA id N01-00123456, PNC NSP/123456) seen.", "Child (LA id [ID], PNC [ID]) seen."),
+    ("NHS9434765919 / 943_476_5919 / 9 4 3 4 7 6 5 9 1 9", "NHS[NHS_NUMBER] / [NHS_NUMBER] / [NHS_NUMBER]"),
+    ("her dob is 21/12/2013; birthday 21st December 2013 (21.12.13)",
+     "her dob is [DATE_OF_BIRTH]; birthday [DATE_OF_BIRTH] ([DATE_OF_BIRTH])"),
+    ("lives ns31ab now", "lives [POSTCODE] now"),
+    ("seen 21/12/2014 re case 123456 and ref 19434765919", "seen 21/12/2014 re case 123456 and ref 19434765919"),
+])
+def test_the_subjects_own_identifiers_and_dates_are_redacted_however_written(text: str, expected: str) -> None:
+    """Found in review: a note holding the child's LA child id, police id, a date of birth after
+    no trigger word, or an NHS number without a space before it kept them in the redacted copy,
+    which an agreement that drops or generalises them still delivers. Other dates and numbers
+    are left alone."""
+    assert redact(text, ["Ava"], _CHILD) == expected
