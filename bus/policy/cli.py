@@ -75,8 +75,10 @@ def policy_simulate(
     as_json: Annotated[bool, typer.Option("--json", help="print the changes as JSON")] = False,
     today: Annotated[str | None, typer.Option(help="date agreements are checked against (default today)")] = None,
 ) -> None:
-    """Show what a proposed policy set would change: per event, recipients added or removed and
-    fields, identifier modes or demographics changed; and which children (by the MASH's token)
+    """Show what a proposed policy set would change: per event (and per declared-urgent copy,
+    for the emergency section), recipients added or removed and fields, identifier modes or
+    demographics changed, today and from each later day an agreement starts or ends; partners,
+    subscriptions and the emergency section changed; and which children (by the MASH's token)
     would newly cross, or no longer cross, a multi-agency concern threshold. Nothing is loaded
     into OPA."""
     from bus.policy.simulate import simulate

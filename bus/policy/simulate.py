@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from bus.policy.decision import Decision
 from bus.policy.revision import policy_revision, rego_files
 from bus.pseudonymise.keyring import Keyring
 from bus.route import requests_for
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, Urgency
 
 
 def opa_eval(policies_dir: Path, partnership: Partnership, input_doc: dict[str, Any], query: str) -> tuple[str, Any]:
@@ -110,30 +111,40 @@ class Simulation:
     #: (child's token in the concern's linkage domain, rule) that would newly cross / no longer cross
     concern_newly: list[tuple[str, str]] = field(default_factory=list)
     concern_no_longer: list[tuple[str, str]] = field(default_factory=list)
+    #: partners', subscriptions' and the emergency section's changes, which no decision shows
+    #: (a partner's linkage domain decides whose tokens match; its area, what it is sent)
+    settings: list[str] = field(default_factory=list)
+    #: later dates an agreement starts or ends on, with the changes that differ from today's
+    later: list[tuple[str, list[EventChange]]] = field(default_factory=list)
+    #: declared-urgent copies of the events tried too (their ids are new), so the emergency
+    #: section's changes show
+    urgent_copies: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
             "current_revision": self.current_revision, "proposed_revision": self.proposed_revision,
-            "events": self.events,
+            "events": self.events, "urgent_copies": self.urgent_copies,
             "changes": [c.__dict__ for c in self.changes if not c.empty],
+            "settings": self.settings,
+            "later": [{"from": day, "changes": [c.__dict__ for c in changes]} for day, changes in self.later],
             "concern": {"newly_crossing": [{"child": k, "rule": r} for k, r in self.concern_newly],
                         "no_longer_crossing": [{"child": k, "rule": r} for k, r in self.concern_no_longer]},
         }
 
     def render(self) -> list[str]:
-        lines = [f"current {self.current_revision} -> proposed {self.proposed_revision}; {self.events} event(s)"]
+        lines = [f"current {self.current_revision} -> proposed {self.proposed_revision}; {self.events} event(s) "
+                 f"and {self.urgent_copies} declared-urgent copy(ies)"]
         changed = [c for c in self.changes if not c.empty]
-        for c in changed:
-            lines.append(f"event {c.event_id} {c.event_type}")
-            lines += [f"  + {r}: recipient added" for r in c.added]
-            lines += [f"  - {r}: recipient removed" for r in c.removed]
-            for recipient, notes in c.changed.items():
-                lines += [f"  ~ {recipient}: {n}" for n in notes]
+        lines += _render_changes(changed)
         added = sum(len(c.added) for c in changed)
         removed = sum(len(c.removed) for c in changed)
         modified = sum(len(c.changed) for c in changed)
         lines.append(f"{len(changed)} event(s) affected: {added} recipient(s) added, {removed} removed, "
                      f"{modified} share(s) changed")
+        for day, later in self.later:
+            lines.append(f"from {day} (an agreement starts or ends), besides the above:")
+            lines += ["  " + line for line in _render_changes(later)]
+        lines += [f"setting: {note}" for note in self.settings]
         lines += [f"concern: child {k} would newly cross {r}" for k, r in self.concern_newly]
         lines += [f"concern: child {k} would no longer cross {r}" for k, r in self.concern_no_longer]
         lines.append(f"multi-agency concern: {len(self.concern_newly)} child/rule pair(s) newly crossing, "
@@ -141,23 +152,82 @@ class Simulation:
         return lines
 
 
-def simulate(current_dir: Path, proposed_dir: Path, events: list[Envelope], today: str | None = None,
-             keyring: Keyring | None = None) -> Simulation:
-    """Per event, what the proposed set changes; and which children would newly cross (or no longer
-    cross) a multi-agency concern rule, named by the MASH's token when `keyring` is given."""
-    today = today or datetime.now(UTC).date().isoformat()
+def _render_changes(changed: list[EventChange]) -> list[str]:
+    lines = []
+    for c in changed:
+        lines.append(f"event {c.event_id} {c.event_type}")
+        lines += [f"  + {r}: recipient added" for r in c.added]
+        lines += [f"  - {r}: recipient removed" for r in c.removed]
+        for recipient, notes in c.changed.items():
+            lines += [f"  ~ {recipient}: {n}" for n in notes]
+    return lines
+
+
+#: later dates tried at most (the nearest first)
+MAX_LATER_DATES = 12
+
+
+def _load(label: str, policies_dir: Path) -> Partnership:
     try:
-        cur_rev, current = evaluate(current_dir, events, today)
+        return load_partnership(policies_dir / "data")
     except PolicyDataError as exc:
-        raise PolicyDataError(f"current policies: {exc}") from None
-    try:
-        new_rev, proposed = evaluate(proposed_dir, events, today)
-    except PolicyDataError as exc:
-        raise PolicyDataError(f"proposed policies: {exc}") from None
+        raise PolicyDataError(f"{label} policies: {exc}") from None
+
+
+def _later_dates(today: str, *partnerships: Partnership) -> list[str]:
+    """Days after `today` on which an agreement of either set starts or stops being in force."""
+    days = set()
+    for partnership in partnerships:
+        for a in partnership.agreements:
+            days.add(a.valid_from.isoformat())
+            if a.valid_to is not None:
+                days.add((a.valid_to + timedelta(days=1)).isoformat())
+    return sorted(d for d in days if d > today)[:MAX_LATER_DATES]
+
+
+def _urgent_copies(events: list[Envelope], *partnerships: Partnership) -> list[Envelope]:
+    """One declared-urgent copy of an event of each type and source, per declarer role either
+    set names: synthetic events carry no urgency, so without them no change to the emergency
+    section would show."""
+    roles = sorted({r for p in partnerships if p.emergency is not None for r in p.emergency.declarer_roles})
+    firsts: dict[tuple[str, str, str], Envelope] = {}
+    for event in events:
+        firsts.setdefault((event.event_type, event.source.agency.value, event.source.org_id), event)
+    return [event.model_copy(update={
+        "event_id": uuid.uuid5(event.event_id, f"simulated-urgent/{role}"),
+        "urgency": Urgency(urgent_risk_of_significant_harm=True, justification="simulated urgent risk of harm",
+                           declared_by_role=role, declaration="simulated")})
+        for event in firsts.values() for role in roles]
+
+
+def _settings_changes(before: Partnership, after: Partnership) -> list[str]:
+    notes = []
+    old, new = {p.id: p for p in before.partners}, {p.id: p for p in after.partners}
+    notes += [f"partner {pid} added ({new[pid].agency.value} {new[pid].org_id}, area {new[pid].area}, "
+              f"linkage domain {new[pid].linkage_domain})" for pid in sorted(set(new) - set(old))]
+    notes += [f"partner {pid} removed" for pid in sorted(set(old) - set(new))]
+    for pid in sorted(set(old) & set(new)):
+        a, b = old[pid].model_dump(mode="json"), new[pid].model_dump(mode="json")
+        notes += [f"partner {pid}: {key} {a.get(key)} -> {b.get(key)}" for key in sorted(set(a) | set(b))
+                  if a.get(key) != b.get(key)]
+    subs_a = {(s.partner, t, s.purpose) for s in before.subscriptions for t in s.event_types}
+    subs_b = {(s.partner, t, s.purpose) for s in after.subscriptions for t in s.event_types}
+    notes += [f"subscription added: {p} {t} for {u}" for p, t, u in sorted(subs_b - subs_a)]
+    notes += [f"subscription removed: {p} {t} for {u}" for p, t, u in sorted(subs_a - subs_b)]
+    em_a = before.emergency.model_dump(mode="json") if before.emergency else {}
+    em_b = after.emergency.model_dump(mode="json") if after.emergency else {}
+    notes += [f"emergency {key}: {em_a.get(key)} -> {em_b.get(key)}" for key in sorted(set(em_a) | set(em_b))
+              if em_a.get(key) != em_b.get(key)]
+    return notes
+
+
+def _diff(events: list[Envelope], current: dict[tuple[str, str], Decision],
+          proposed: dict[tuple[str, str], Decision]) -> list[EventChange]:
     changes = []
     for event in events:
         eid = str(event.event_id)
-        change = EventChange(eid, event.event_type)
+        label = event.event_type + (f" (declared urgent by {event.urgency.declared_by_role})" if event.urgency else "")
+        change = EventChange(eid, label)
         recipients = sorted({r for (e, r) in current if e == eid} | {r for (e, r) in proposed if e == eid})
         for r in recipients:
             before, after = current.get((eid, r)), proposed.get((eid, r))
@@ -172,8 +242,38 @@ def simulate(current_dir: Path, proposed_dir: Path, events: list[Envelope], toda
                 if notes:
                     change.changed[r] = notes
         changes.append(change)
+    return changes
+
+
+def simulate(current_dir: Path, proposed_dir: Path, events: list[Envelope], today: str | None = None,
+             keyring: Keyring | None = None) -> Simulation:
+    """Per event (and per declared-urgent copy), what the proposed set changes today and on each
+    later day an agreement starts or ends; what it changes in partners, subscriptions and the
+    emergency section; and which children would newly cross (or no longer cross) a
+    multi-agency concern rule, named by the MASH's token when `keyring` is given."""
+    today = today or datetime.now(UTC).date().isoformat()
+    before, after = _load("current", current_dir), _load("proposed", proposed_dir)
+    urgent = _urgent_copies(events, before, after)
+    tried = [*events, *urgent]
+    try:
+        cur_rev, current = evaluate(current_dir, tried, today)
+    except PolicyDataError as exc:
+        raise PolicyDataError(f"current policies: {exc}") from None
+    try:
+        new_rev, proposed = evaluate(proposed_dir, tried, today)
+    except PolicyDataError as exc:
+        raise PolicyDataError(f"proposed policies: {exc}") from None
+    changes = _diff(tried, current, proposed)
+    now = {json.dumps(c.__dict__, sort_keys=True) for c in changes if not c.empty}
+    later = []
+    for day in _later_dates(today, before, after):
+        then = _diff(tried, evaluate(current_dir, tried, day)[1], evaluate(proposed_dir, tried, day)[1])
+        differ = [c for c in then if not c.empty and json.dumps(c.__dict__, sort_keys=True) not in now]
+        if differ:
+            later.append((day, differ))
     from bus.concern.simulate import concern_changes
 
     at = int(datetime.now(UTC).timestamp())
     newly, no_longer = concern_changes(current_dir, proposed_dir, events, keyring, at, (current, proposed))
-    return Simulation(cur_rev, new_rev, len(events), changes, newly, no_longer)
+    return Simulation(cur_rev, new_rev, len(events), changes, newly, no_longer,
+                      settings=_settings_changes(before, after), later=later, urgent_copies=len(urgent))

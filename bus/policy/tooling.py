@@ -67,9 +67,20 @@ def check_policies(policies_dir: Path) -> list[str]:
 
 
 def run_policy_tests(policies_dir: Path, min_coverage: float = 90.0) -> tuple[bool, str]:
-    """(passed, report): opa test with coverage; fails below `min_coverage` percent."""
-    verbose = _opa("test", str(policies_dir))
-    cov = _opa("test", "--coverage", "--format", "json", str(policies_dir))
+    """(passed, report): opa test with coverage, the real partnership data loaded where the
+    signed bundle puts it (data.sgbus.partnership), so tests can hold the partnership's own
+    agreements to its invariants (policies/sgbus/share/partnership_test.rego); fails below
+    `min_coverage` percent."""
+    from bus.policy.bundle import bundle_extra
+    from bus.policy.data import load_partnership
+
+    data = {"sgbus": {"partnership": load_partnership(policies_dir / "data").as_opa_data(),
+                      "catalogue": bundle_extra(None)["catalogue"]}}
+    with tempfile.TemporaryDirectory(prefix="sgbus-policy-test-") as tmp:
+        data_file = Path(tmp) / "data.json"
+        data_file.write_text(json.dumps(data))
+        verbose = _opa("test", str(policies_dir), str(data_file))
+        cov = _opa("test", "--coverage", "--format", "json", str(policies_dir), str(data_file))
     if verbose.returncode != 0 or cov.returncode != 0:
         return False, (verbose.stdout + verbose.stderr).strip()
     coverage = float(json.loads(cov.stdout).get("coverage", 0.0))

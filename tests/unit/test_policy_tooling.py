@@ -68,6 +68,16 @@ def test_policy_test_reports_coverage_of_at_least_90_percent() -> None:
     assert coverage >= 90
 
 
+def test_policy_test_holds_the_real_agreements_to_the_partnerships_invariants(proposed: Path) -> None:
+    """Found in review: `policy test` tested a made-up partnership only, so a change to the real
+    data passed it whatever it did (here: schools given the child's NHS number)."""
+    _edit(proposed / "data" / "agreements.yaml", "identifiers: {upn: reveal, nhs_number: drop, police_person_id: drop}",
+          "identifiers: {upn: reveal, nhs_number: token, police_person_id: drop}")
+    result = sgbus("policy", "test", policies=proposed)
+    assert result.returncode == 1
+    assert "test_no_agreement_gives_a_school_the_nhs_number" in result.stdout + result.stderr
+
+
 def test_simulate_shows_a_removed_recipient_and_a_changed_free_text_mode(proposed: Path) -> None:
     agreements = proposed / "data" / "agreements.yaml"
     _edit(agreements, "recipients: [oakfield-primary, riverside-academy]", "recipients: [riverside-academy]")
@@ -76,7 +86,7 @@ def test_simulate_shows_a_removed_recipient_and_a_changed_free_text_mode(propose
     s = Synth(seed=4)
     event = parse_event(json.dumps(s.domestic_abuse_incident(s.child(min_age=5), school_urn="900001")))
     result = simulate(REPO / "policies", proposed, [event])
-    (change,) = [c for c in result.changes if not c.empty]
+    (change,) = [c for c in result.changes if not c.empty and c.event_id == str(event.event_id)]
     assert change.removed == ["oakfield-primary"]
     assert change.changed == {"northshire-csc": ["free text child_voice: reveal -> redact"]}
     assert result.current_revision != result.proposed_revision
@@ -92,9 +102,53 @@ def test_simulate_shows_an_added_recipient_and_identifier_mode_change(proposed: 
     s = Synth(seed=5)
     event = parse_event(json.dumps(s.domestic_abuse_incident(s.child(min_age=5))))
     result = simulate(REPO / "policies", proposed, [event])
-    (change,) = [c for c in result.changes if not c.empty]
+    (change,) = [c for c in result.changes if not c.empty and c.event_id == str(event.event_id)]
     assert change.added == ["southshire-csc"]
     assert change.changed["northshire-csc"] == ["identifier nhs_number: token -> reveal"]
+
+
+def test_simulate_shows_a_widened_emergency_section_through_declared_urgent_copies(proposed: Path) -> None:
+    """Found in review: synthetic events carry no urgency, so no change to emergency.yaml ever
+    showed (widened to schools, across areas, free text revealed: "0 event(s) affected")."""
+    _edit(proposed / "data" / "emergency.yaml", "recipient_agencies: [police, social_care]",
+          "recipient_agencies: [police, social_care, school]")
+    _edit(proposed / "data" / "emergency.yaml", "recipient_purposes: [child-protection]",
+          "recipient_purposes: [child-protection, operation-encompass]")
+    s = Synth(seed=4)
+    event = parse_event(json.dumps(s.domestic_abuse_incident(s.child(min_age=5), school_urn="900001")))
+    result = simulate(REPO / "policies", proposed, [event])
+    urgent = [c for c in result.changes if not c.empty and "declared urgent" in c.event_type]
+    assert result.urgent_copies >= 1 and urgent
+    assert any("riverside-academy" in c.added for c in urgent)  # a school the override now reaches
+    assert any(n.startswith("emergency recipient_agencies:") for n in result.settings)
+
+
+def test_simulate_shows_an_agreement_that_starts_later_on_its_first_day(proposed: Path) -> None:
+    """Found in review: only today was tried, so an agreement starting next week showed nothing."""
+    agreements = proposed / "data" / "agreements.yaml"
+    _edit(agreements, "recipients: [northshire-csc]\n    event_types: [police.domestic_abuse_incident.v1]",
+          "recipients: [northshire-csc, southshire-csc]\n    event_types: [police.domestic_abuse_incident.v1]")
+    text = agreements.read_text()
+    block = text[text.index("recipients: [northshire-csc, southshire-csc]"):]
+    start = block.index("valid_from:")
+    old_line = block[start:block.index("\n", start)]
+    agreements.write_text(text.replace(block, block.replace(old_line, "valid_from: 2031-01-01", 1), 1))
+    s = Synth(seed=5)
+    event = parse_event(json.dumps(s.domestic_abuse_incident(s.child(min_age=5))))
+    result = simulate(REPO / "policies", proposed, [event], today="2030-06-01")
+    days = dict(result.later)
+    assert "2031-01-01" in days
+    assert any("southshire-csc" in c.added for c in days["2031-01-01"])
+    assert any(line.startswith("from 2031-01-01") for line in result.render())
+
+
+def test_simulate_shows_a_partners_changed_linkage_domain(proposed: Path) -> None:
+    """Found in review: a partner moved into another's linkage domain (so its tokens match that
+    partner's) changed no decision, and simulate said nothing."""
+    _edit(proposed / "data" / "partners.yaml", "linkage_domain: southshire", "linkage_domain: mash")
+    result = simulate(REPO / "policies", proposed, [])
+    assert "partner southshire-csc: linkage_domain southshire -> mash" in result.settings
+    assert any(line == "setting: partner southshire-csc: linkage_domain southshire -> mash" for line in result.render())
 
 
 def test_simulate_cli_with_no_change_reports_nothing_affected(tmp_path: Path) -> None:
