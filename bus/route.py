@@ -16,6 +16,7 @@ from bus.policy.cache import DecisionCache, Key, same_decision
 from bus.policy.client import PolicyClient
 from bus.policy.data import Partner, Partnership
 from bus.policy.decision import Decision
+from bus.policy.today import uk_today
 from bus.pseudonymise.engine import (
     names_in,
     original_text,
@@ -191,7 +192,7 @@ class Router:
         if cache is None or cache.disabled or remembered is None:
             return None
         key, request = remembered
-        if key[0] != datetime.now(UTC).date().isoformat():
+        if key[0] != uk_today().isoformat():
             return None  # cached on another day: emptied by the batch's own pin
         cached = cache.get(key, request["event"]["event_id"])
         if cached is None:
@@ -248,7 +249,7 @@ class Router:
             if ahead is not None:
                 ahead.discard()
             return pairs, await self._ask([[req for _, req in chunk] for chunk in chunks]), 0
-        today = datetime.now(UTC).date().isoformat()
+        today = uk_today().isoformat()
         cache.pin(self.revision, self.partnership)
         loop = asyncio.get_running_loop()
         if ahead is not None and (not pairs or ahead.revision != self.revision or ahead.key[0] != today

@@ -3,8 +3,10 @@ concern stage and `sgbus policy simulate` decide it alike)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import TYPE_CHECKING
+
+from bus.policy.today import uk_today
 
 if TYPE_CHECKING:
     from bus.policy.data import Partnership
@@ -15,7 +17,7 @@ CONCERN_TYPE = "bus.multi_agency_concern.v1"
 def concern_recipients(partnership: Partnership, today: date | None = None) -> set[str]:
     """The partners an agreement in force today sends the concern to (one that has ended, or not
     begun, sends nothing, so its recipients must not hold back what the others may hear of)."""
-    today = today or datetime.now(UTC).date()
+    today = today or uk_today()
     return {r for a in partnership.agreements
             if CONCERN_TYPE in a.event_types and a.valid_from <= today and (a.valid_to is None or today <= a.valid_to)
             for r in a.recipients}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -13,6 +12,7 @@ from opa_client.opa_async import AsyncOpaClient
 from bus.concern.decide import ConcernDecision, bind_concern_decisions
 from bus.exceptions import PolicyUnavailable
 from bus.policy.decision import Decision, bind_decisions
+from bus.policy.today import uk_today
 from bus.security.opa_auth import OpaAccess
 
 PACKAGE = "sgbus/share"
@@ -61,7 +61,7 @@ class PolicyClient:
         malformed answer, so the caller shares nothing and retries later."""
         if not requests:
             return []
-        today = today or datetime.now(UTC).date().isoformat()
+        today = today or uk_today().isoformat()
         try:
             await self._ensure_open()
             answer = await asyncio.wait_for(

@@ -17,6 +17,7 @@ from bus.policy.bundle import bundle_extra
 from bus.policy.data import Partnership, load_partnership
 from bus.policy.decision import Decision
 from bus.policy.revision import policy_revision, rego_files
+from bus.policy.today import uk_today
 from bus.pseudonymise.keyring import Keyring
 from bus.route import requests_for
 from schemas.envelope import Envelope, Urgency
@@ -251,7 +252,7 @@ def simulate(current_dir: Path, proposed_dir: Path, events: list[Envelope], toda
     later day an agreement starts or ends; what it changes in partners, subscriptions and the
     emergency section; and which children would newly cross (or no longer cross) a
     multi-agency concern rule, named by the MASH's token when `keyring` is given."""
-    today = today or datetime.now(UTC).date().isoformat()
+    today = today or uk_today().isoformat()
     before, after = _load("current", current_dir), _load("proposed", proposed_dir)
     urgent = _urgent_copies(events, before, after)
     tried = [*events, *urgent]
