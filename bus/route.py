@@ -423,7 +423,8 @@ class Router:
             opened[id(event)] = reveal_subject(event, self.keyring)
         subject = opened[id(event)]
         view = recipient_view(event, decision, partner, self.keyring, subject, redacted)
-        key = partner_key(subject, partner, decision.agreement or "", self.keyring, str(event.ingest_id))
+        key = partner_key(subject, partner, decision.agreement or "", self.keyring, str(event.ingest_id),
+                          override=decision.override)
         return Delivery(deliver_topic(partner.id), key, view, str(event.ingest_id))
 
     @staticmethod

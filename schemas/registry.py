@@ -135,6 +135,10 @@ def capped(problems: list[Problem]) -> list[Problem]:
     kept: list[Problem] = []
     more = 0
     for p in problems:
+        if p.code == "more_problems" and p.field == "$":  # capped once already: keep its count
+            count = p.message.split(" ", 1)[0]
+            more += int(count) if count.isdigit() else 1
+            continue
         key = (p.field, p.code)
         if key in seen:
             continue

@@ -58,5 +58,8 @@ def bind_decisions(requests: list[dict[str, Any]], answer: object) -> list[Decis
         if (decision.event_id, decision.recipient, decision.purpose) != expected:
             raise PolicyUnavailable(f"OPA's decision at position {i} answers another request "
                                     "(event, recipient or purpose differ)")
+        if decision.allow and not decision.agreement:
+            # Every share is under an agreement (the audit names it; the partner's key domain too).
+            raise PolicyUnavailable(f"OPA's decision at position {i} allows a share under no agreement")
         decisions.append(decision)
     return decisions

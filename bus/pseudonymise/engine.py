@@ -228,7 +228,8 @@ def reveal_subject(event: PseudonymisedEvent, keyring: Keyring) -> dict[str, Any
 KEY_KINDS = ("nhs_number", "la_child_id", "upn", "police_person_id")  # the order of subject_key's
 
 
-def partner_key(subject: dict[str, Any], partner: Partner, agreement: str, keyring: Keyring, fallback: str) -> str:
+def partner_key(subject: dict[str, Any], partner: Partner, agreement: str, keyring: Keyring, fallback: str,
+                *, override: bool = False) -> str:
     """The Kafka key of a delivery on `sg.deliver.<partner>`: a token of the child in a domain
     of the partner and the agreement it is shared under (`key:<partner id>:<agreement>`), never
     one the partner is delivered as an identifier. So a key cannot bring back an identifier an
@@ -238,8 +239,9 @@ def partner_key(subject: dict[str, Any], partner: Partner, agreement: str, keyri
     them (before, one domain per partner). Partners cannot match each other's records by key.
     One child's copies under one agreement still share a key, hence a partition and an order:
     which does tie those copies together for that partner. A child with no identifier is keyed
-    by a token of `fallback` (the bus's ingest id, never sent as it is)."""
-    domain = f"key:{partner.id}:{agreement}"
+    by a token of `fallback` (the bus's ingest id, never sent as it is). An emergency override
+    reveals what the agreement may not: its copies have a domain of their own."""
+    domain = f"key:{partner.id}:{agreement}" + (":override" if override else "")
     ids = subject.get("identifiers") or {}
     for kind in KEY_KINDS:
         if ids.get(kind):

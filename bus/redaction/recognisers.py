@@ -271,78 +271,124 @@ class SubjectNameRecogniser(EntityRecognizer):
 #: which entity each kind of the subject's own values is redacted as
 _VALUE_ENTITY = {"nhs_number": NHS, "upn": UPN, "la_child_id": SUBJECT_ID, "police_person_id": SUBJECT_ID,
                  "postcode": POSTCODE, "date_of_birth": DOB, "expected_delivery_date": DOB}
-_MONTHS = (("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"), ("may",), ("june", "jun"),
-           ("july", "jul"), ("august", "aug"), ("september", "sept", "sep"), ("october", "oct"),
-           ("november", "nov"), ("december", "dec"))
-_ORDINAL = {1: "st", 2: "nd", 3: "rd", 21: "st", 22: "nd", 23: "rd", 31: "st"}
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTH = "(" + "|".join(_MONTHS) + r")[a-z]*\.?"
+#: a date written with numbers, one separator throughout: 21/12/2013, 21.12.13, 2013-12-21
+_NUMERIC_DATE = regex.compile(r"(?<![0-9])([0-9]{1,4})([./\- ])([0-9]{1,2})\2([0-9]{2,4})(?![0-9])")
+#: 21st December 2013, 21 of Dec '13; December 21, 2013
+_DAY_MONTH_YEAR = regex.compile(rf"(?<![0-9])([0-9]{{1,2}})(?:st|nd|rd|th)?\s*(?:of\s+)?{_MONTH},?\s*'?"
+                                r"([0-9]{4}|[0-9]{2})(?![0-9])", ANY_CASE)
+_MONTH_DAY_YEAR = regex.compile(rf"\b{_MONTH}\s+([0-9]{{1,2}})(?:st|nd|rd|th)?,?\s*([0-9]{{4}})(?![0-9])", ANY_CASE)
+#: what may stand between the characters of an identifier written out (at most three in a row)
+_SEPARATORS = frozenset(" \t.-/_\u2013\u00a0")
 
 
 def _skeleton(text: str) -> tuple[str, list[int]]:
-    """The text's ASCII letters and digits only, lower-cased, and where each came from: a value
-    is looked for there, so however a note spaces or punctuates it ("943/476/5919",
-    "N01 00123456", "21.12.13") it is found, with no pattern compiled for each child."""
-    kept = [(c.lower(), i) for i, c in enumerate(text) if c.isascii() and c.isalnum()]
-    return "".join(c for c, _ in kept), [i for _, i in kept]
+    """The text's ASCII letters and digits, lower-cased, and where each came from; a run ends
+    ("|") at anything but a few spaces, dots, dashes, slashes or underscores (a colon, a line
+    break, a letter of another script): an identifier is found however a note spaces or
+    punctuates it ("943/476/5919", "N01 00123456") with no pattern compiled for each child,
+    and never across words or lines."""
+    out: list[str] = []
+    origin: list[int] = []
+    gap = 0
+    for i, c in enumerate(text):
+        if c.isascii() and c.isalnum():
+            out.append(c.lower())
+            origin.append(i)
+            gap = 0
+        elif c in _SEPARATORS and gap < 3:
+            gap += 1
+        else:
+            if out and out[-1] != "|":
+                out.append("|")
+                origin.append(i)
+            gap = 0
+    return "".join(out), origin
 
 
-def _date_forms(value: str) -> set[str]:
-    """A date's skeletons in the forms notes write: 21/12/2013, 21.12.13, 2013-12-21,
-    21st December 2013, 21 of Dec 13, December 21, 2013."""
+def _parse_date(value: str) -> tuple[int, int, int] | None:
     try:
         year, month, day = (int(part) for part in value.split("-"))
     except ValueError:
-        return set()
-    if not (1 <= month <= 12 and 1 <= day <= 31):
-        return set()
-    days, months = {str(day), f"{day:02d}"}, {str(month), f"{month:02d}"}
-    years = {f"{year:04d}", f"{year % 100:02d}"}
-    forms = {d + m + y for d in days for m in months for y in years}
-    forms |= {f"{year:04d}{m}{d}" for d in days for m in months}
-    spoken = days | {d + _ORDINAL.get(day, "th") for d in days}
-    for name in _MONTHS[month - 1]:
-        forms |= {d + of + name + y for d in spoken for of in ("", "of") for y in years}
-        forms |= {name + d + f"{year:04d}" for d in spoken}
-    return forms
+        return None
+    return (year, month, day) if 1 <= month <= 12 and 1 <= day <= 31 else None
+
+
+def _same_year(written: str, year: int) -> bool:
+    return int(written) == (year if len(written) == 4 else year % 100) and len(written) in (2, 4)
 
 
 class SubjectValueRecogniser(EntityRecognizer):
     """The subject's own identifiers, postcode and date of birth, wherever a note writes them,
     whatever the pattern recognisers make of their form ("NHS9434765919", "943/476/5919", an
     LA child id, "her dob is 21/12/2013"): an agreement that redacts free text but drops or
-    generalises these must not find them in the text it is given."""
+    generalises these must not find them in the text it is given. Dates only as dates (one
+    separator throughout, or a month's name): never a time ("13:15") or a list of numbers."""
 
     def __init__(self, values: Iterable[tuple[str, str]]) -> None:
         self.forms: list[tuple[str, str]] = []  # (entity, skeleton)
+        self.dates: set[tuple[int, int, int]] = set()
         for kind, value in values:
             entity = _VALUE_ENTITY.get(kind)
             if entity == DOB:
-                self.forms += [(DOB, form) for form in sorted(_date_forms(value))]
+                parsed = _parse_date(value)
+                if parsed is not None:
+                    self.dates.add(parsed)
             elif entity is not None:
                 form = _skeleton(value)[0]
-                if len(form) >= 4:
+                if len(form) >= 4 and "|" not in form:
                     self.forms.append((entity, form))
-        super().__init__(supported_entities=sorted({e for e, _ in self.forms} or {SUBJECT_ID}),
-                         name="SubjectValueRecogniser")
+        kinds = {e for e, _ in self.forms} | ({DOB} if self.dates else set())
+        super().__init__(supported_entities=sorted(kinds or {SUBJECT_ID}), name="SubjectValueRecogniser")
+
+    @property
+    def empty(self) -> bool:
+        return not (self.forms or self.dates)
 
     def load(self) -> None:
         pass
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: object = None) -> list[RecognizerResult]:
-        skeleton, origin = _skeleton(text)
         found = []
-        for entity, form in self.forms:
-            at = skeleton.find(form)
-            while at >= 0:
-                end = at + len(form)
-                # Not part of a longer run: a digit (or, where the value starts or ends with a
-                # letter, a letter) must not touch it in the text itself.
-                first, last = origin[at], origin[end - 1]
-                before = text[first - 1] if first else ""
-                after = text[last + 1] if last + 1 < len(text) else ""
-                if not (_touches(before, form[0]) or _touches(after, form[-1])):
-                    found.append(RecognizerResult(entity, origin[at], origin[end - 1] + 1, 1.0))
-                at = skeleton.find(form, at + 1)
+        if self.forms:
+            skeleton, origin = _skeleton(text)
+            for entity, form in self.forms:
+                at = skeleton.find(form)
+                while at >= 0:
+                    end = at + len(form)
+                    # Not part of a longer run: a digit (or, where the value starts or ends with
+                    # a letter, a letter) must not touch it in the text itself.
+                    first, last = origin[at], origin[end - 1]
+                    before = text[first - 1] if first else ""
+                    after = text[last + 1] if last + 1 < len(text) else ""
+                    if not (_touches(before, form[0]) or _touches(after, form[-1])):
+                        found.append(RecognizerResult(entity, first, last + 1, 1.0))
+                    at = skeleton.find(form, at + 1)
+        if self.dates:
+            found += [RecognizerResult(DOB, m.start(), m.end(), 1.0) for m in self._dates_in(text)]
         return found
+
+    def _dates_in(self, text: str) -> list[regex.Match[str]]:
+        hits = []
+        for m in _NUMERIC_DATE.finditer(text):
+            a, _, b, c = m.groups()
+            day, month, year = (c, b, a) if len(a) == 4 else (a, b, c)
+            if len(a) == 3 or len(day) > 2:
+                continue
+            if any(int(day) == d and int(month) == mo and _same_year(year, y) for y, mo, d in self.dates):
+                hits.append(m)
+        for m in _DAY_MONTH_YEAR.finditer(text):
+            day, name, year = m.groups()
+            if any(int(day) == d and _MONTHS[mo - 1] == name.lower()[:3] and _same_year(year, y)
+                   for y, mo, d in self.dates):
+                hits.append(m)
+        for m in _MONTH_DAY_YEAR.finditer(text):
+            name, day, year = m.groups()
+            if any(int(day) == d and _MONTHS[mo - 1] == name.lower()[:3] and _same_year(year, y)
+                   for y, mo, d in self.dates):
+                hits.append(m)
+        return hits
 
 
 def _touches(neighbour: str, edge: str) -> bool:
@@ -353,7 +399,7 @@ def _touches(neighbour: str, edge: str) -> bool:
 
 def subject_value_recogniser(values: Iterable[tuple[str, str]]) -> EntityRecognizer | None:
     recogniser = SubjectValueRecogniser(values)
-    return recogniser if recogniser.forms else None
+    return None if recogniser.empty else recogniser
 
 
 def subject_name_recogniser(names: Iterable[str]) -> EntityRecognizer | None:

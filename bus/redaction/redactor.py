@@ -91,7 +91,7 @@ def prepared(text: str) -> tuple[str, list[int]]:
     out: list[str] = []
     origin: list[int] = []
     for i, ch in enumerate(text):
-        if ch in _INVISIBLE:
+        if ch in _INVISIBLE or unicodedata.category(ch) == "Cf":  # as subject names are read (recognisers._visible)
             continue
         plain = _QUOTES.get(ch) or unicodedata.normalize("NFKC", ch)
         out.append(plain if len(plain) == 1 else ch)

@@ -434,3 +434,14 @@ def test_the_redacted_copy_on_sg_events_holds_none_of_the_childs_identifiers_how
     copy = str(out.event.payload["circumstances"])
     assert nhs not in copy and f"{day}/{month}/{year}" not in copy
     assert "[NHS_NUMBER]" in copy and "[DATE_OF_BIRTH]" in copy
+
+
+def test_a_dead_letter_capped_twice_keeps_the_count_of_what_it_left_out() -> None:
+    """Found in a second reading: ingest capped the parser's capped list again and counted its
+    "16 more" line as one problem."""
+    from schemas.registry import Problem, capped
+
+    once = capped([Problem(field=f"payload.f{i}", code="missing", message="Field required") for i in range(36)])
+    twice = capped(once)
+    assert twice[-1].code == "more_problems" and twice[-1].message.startswith("16 more")
+    assert twice == once

@@ -173,3 +173,31 @@ def test_the_subjects_own_identifiers_and_dates_are_redacted_however_written(tex
     which an agreement that drops or generalises them still delivers. Other dates and numbers
     are left alone."""
     assert redact(text, ["Ava"], _CHILD) == expected
+
+
+@pytest.mark.parametrize("text", ["Police attended at 13:15", "Rated 1/3; 15 minutes later", "Seen at 1315.", "13/15",
+                                  "Visit 1.\n\n\u0639\u0627\u0626\u0644\u0629 3 15 \u0633\u0646\u0629"])
+def test_times_and_number_lists_are_not_taken_for_the_childs_date_of_birth(text: str) -> None:
+    """Found in a second reading: dates matched on the text's bare digits, so "13:15" became
+    [DATE_OF_BIRTH] for a child born 1 March 2015, and the placeholder gave the date away to a
+    partner given only the year and month."""
+    assert redact(text, ["Ava"], [("date_of_birth", "2015-03-01")]) == text
+
+
+def test_the_childs_date_of_birth_is_found_in_the_forms_dates_are_written() -> None:
+    text = "born 1/3/15, 01.03.2015, 1st March 2015, March 1st, 2015 and 2015-03-01"
+    assert redact(text, ["Ava"], [("date_of_birth", "2015-03-01")]) == (
+        "born [DATE_OF_BIRTH], [DATE_OF_BIRTH], [DATE_OF_BIRTH], [DATE_OF_BIRTH] and [DATE_OF_BIRTH]")
+
+
+def test_an_identifier_is_not_matched_across_lines() -> None:
+    assert redact("id N01\n00123456", [], [("la_child_id", "N01-00123456")]) == "id N01\n00123456"
+
+
+@pytest.mark.parametrize("mark", ["\u200f", "\u061c", "\U000e0041"])
+def test_a_subject_name_holding_a_direction_mark_is_redacted_where_the_text_holds_it_too(mark: str) -> None:
+    """Found in a second reading: the name was read without its format characters but the text
+    with them, so a name holding a right-to-left mark went unredacted."""
+    name = f"Zu{mark}bair"
+    assert redact(f"Seen with {name} at school; {name} was upset.", [name]) == \
+        "Seen with [PERSON] at school; [PERSON] was upset."

@@ -387,6 +387,18 @@ def test_a_copy_shared_anonymously_cannot_be_matched_by_key_to_one_shared_with_i
     anon = partner_key(child, partner, "DSA-ANON", keyring, "i1")
     assert anon != partner_key(child, partner, "DSA-NAMED", keyring, "i2")
     assert anon == partner_key(child, partner, "DSA-ANON", keyring, "i3")  # one agreement: one key, order kept
+    # An emergency override reveals what its agreement may not: its copies are keyed apart.
+    assert anon != partner_key(child, partner, "DSA-ANON", keyring, "i4", override=True)
+
+
+def test_an_allowed_decision_under_no_agreement_fails_the_batch_closed() -> None:
+    from bus.policy.decision import bind_decisions
+
+    request = {"event": {"event_id": "e1"}, "recipient": "r", "purpose": "p"}
+    allowed = {"event_id": "e1", "recipient": "r", "purpose": "p", "allow": True, "agreement": None,
+               "reasons": ["x"], "revision": "sha256:r"}
+    with pytest.raises(PolicyUnavailable, match="under no agreement"):
+        bind_decisions([request], [allowed])
 
 
 def test_a_child_without_identifiers_is_not_keyed_by_the_buss_ingest_id(tmp_path: Path) -> None:
