@@ -538,17 +538,6 @@ class AuditStore:
                             " ORDER BY seq DESC LIMIT 1").fetchone()
         return Checkpoint(int(row[0]), str(row[1]), int(row[2]), str(row[3]), str(row[4]), str(row[5])) if row else None
 
-    def retirement_point(self, kid: str) -> int:
-        """The last record `kid` signed a checkpoint at before another key first signed one after
-        it (0 if it signed none): one the old key signed after its successor took over counts for
-        nothing."""
-        row = self._execute(
-            "SELECT MAX(seq) FROM checkpoints WHERE key_id = ? AND seq < (SELECT COALESCE(MIN(seq), "
-            "9223372036854775807) FROM checkpoints WHERE key_id <> ? AND seq > "
-            "(SELECT COALESCE(MIN(seq), 0) FROM checkpoints WHERE key_id = ?))",
-            (kid, kid, kid)).fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
-
     def checkpoints(self, after: int | None = None) -> list[Checkpoint]:
         """Every checkpoint in order (every row: one with no usable seq fails the walk), or
         those after record `after`."""
@@ -784,3 +773,18 @@ def warn_if_login_can_rewrite(store: AuditStore | None) -> None:
     if risky:
         log.warning("audit_store_login_can_rewrite", store=store.where,
                     hint="give this component a login of its own from `sgbus audit roles`")
+
+
+def retirement_point(checkpoints: list[Checkpoint], kid: str, verifier: AuditVerifier) -> tuple[int, list[int]]:
+    """(the last record `kid` signed a checkpoint at before another key first signed one after
+    it, 0 if none; the records of any checkpoint `kid` signed after that, such as an old pod's
+    last append during a rolling update). Only checkpoints whose signatures verify count: a
+    checkpoints row relabelled in the database cannot move the point."""
+    signed = [cp for cp in sorted(checkpoints, key=lambda c: c.seq) if cp.verifies(verifier)]
+    own = [cp.seq for cp in signed if cp.key_id == kid]
+    if not own:
+        return 0, []
+    successor = next((cp.seq for cp in signed if cp.key_id != kid and cp.seq > own[0]), None)
+    if successor is None:
+        return own[-1], []
+    return max((seq for seq in own if seq < successor), default=0), [seq for seq in own if seq > successor]

@@ -128,7 +128,11 @@ def retire_public(path: Path, kid: str, last_seq: int) -> None:
 
 def new_audit_signer(home: Path) -> AuditSigner:
     """A new signing key (replacing the active one); its public key joins the public set."""
-    signer = AuditSigner("a" + secrets.token_hex(4), Ed25519PrivateKey.generate())
+    taken = set(_read_public(public_keys_path(home))["keys"])
+    kid = "a" + secrets.token_hex(4)
+    while kid in taken:  # a repeat would replace a public key old checkpoints verify with
+        kid = "a" + secrets.token_hex(4)
+    signer = AuditSigner(kid, Ed25519PrivateKey.generate())
     write_private(signing_key_path(home), signer.to_json())
     _add_public(public_keys_path(home), signer)
     return signer

@@ -70,10 +70,14 @@ def keys_retire_audit(
     public_keys: Annotated[Path | None, typer.Option(
         "--public-keys", help="the public key file to mark it in; default: SGBUS_AUDIT_PUBLIC_KEYS or "
                               "$SGBUS_HOME/audit-signing/public-keys.json")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="retire it even though it signed checkpoints after its successor began (those "
+                        "then fail `audit verify`)")] = False,
 ) -> None:
     """After a rotation, limit an old audit key to the checkpoints it signed before its
     successor took over: whoever later gets hold of it cannot sign a newer head that
     `sgbus audit verify` or the audit stage would believe."""
+    from bus.audit.chain import retirement_point, verify
     from bus.audit.signer import load_verifier, public_keys_path, retire_public
     from bus.exceptions import KeyringError
 
@@ -91,10 +95,19 @@ def keys_retire_audit(
         fail(f"the audit stage still signs with {kid}" + (f" (its newest checkpoint, at record {newest.seq})"
                                                            if newest else "") +
              ": start it with the new key (`sgbus keys rotate-audit`) and let it sign a batch first")
-    if not newest.verifies(verifier):
-        fail(f"the newest checkpoint (record {newest.seq}) is not signed by a key in {path}; "
-             "run `sgbus audit verify`")
-    last = store.retirement_point(kid)
+    # The point is read from the chain: only a chain that verifies, and only checkpoints whose
+    # signatures do, may set it (a relabelled row must not stretch the old key's reach).
+    checked = verify(store, verifier)
+    if not checked.ok:
+        fail(f"the audit chain does not verify ({checked.problem}); retire nothing until it does")
+    last, after = retirement_point(store.checkpoints(), kid, verifier)
+    if after and not force:
+        fail(f"{kid} also signed checkpoints after its successor began (records {', '.join(map(str, after))}, "
+             "an old pod's last appends in a rolling update?); retiring it at record "
+             f"{last} would make them fail `audit verify`; --force to retire it anyway")
+    earlier = verifier.retired.get(kid)
+    if earlier is not None and earlier < last:
+        last = earlier  # never widen an earlier retirement
     try:
         retire_public(path, kid, last)
     except (KeyringError, OSError) as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bus.audit.chain import AuditStore, Checkpoint, checkpoint_message, verify
+from bus.audit.chain import AuditStore, Checkpoint, checkpoint_message, retirement_point, verify
 from bus.audit.signer import (
     AuditSigner,
     load_signer,
@@ -68,16 +68,43 @@ def test_a_chain_re_signed_with_the_retired_key_fails_verification(tmp_path: Pat
     store.db.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?)",
                      (forged.seq, forged.hash, forged.prev_checkpoint, forged.signed_at, forged.key_id,
                       forged.signature))
-    assert verify(store, load_verifier(public_keys_path(tmp_path))).ok  # before retirement: believed
-    retire_public(public_keys_path(tmp_path), old.kid, store.retirement_point(old.kid))
+    public = load_verifier(public_keys_path(tmp_path))
+    assert verify(store, public).ok  # before retirement: believed
+    last, after = retirement_point(store.checkpoints(), old.kid, public)
+    assert (last, after) == (3, [seq])  # the forged checkpoint stands out as signed after the successor
+    retire_public(public_keys_path(tmp_path), old.kid, last)
     assert not verify(store, load_verifier(public_keys_path(tmp_path))).ok
 
 
 def test_a_checkpoint_the_old_key_signed_after_its_successor_took_over_does_not_widen_its_retirement(
         tmp_path: Path) -> None:
-    store, old, _new = _chain(tmp_path)
-    store.append([_record("f")], old)  # record 6, by the old key again (a stolen key's work)
-    assert store.retirement_point(old.kid) == 3
+    store, old, new = _chain(tmp_path)
+    store.append([_record("f")], old)  # record 6, by the old key again (an old pod's last append)
+    store.append([_record("g")], new)
+    public = load_verifier(public_keys_path(tmp_path))
+    assert retirement_point(store.checkpoints(), old.kid, public) == (3, [6])
+    refused = CliRunner().invoke(app, ["keys", "retire-audit", old.kid], env=_env(tmp_path))
+    assert refused.exit_code == 1 and "records 6" in refused.output and "retired" not in public_keys_path(
+        tmp_path).read_text()
+    forced = CliRunner().invoke(app, ["keys", "retire-audit", old.kid, "--force"], env=_env(tmp_path))
+    assert forced.exit_code == 0 and load_verifier(public_keys_path(tmp_path)).retired == {old.kid: 3}
+
+
+def test_checkpoint_rows_relabelled_in_the_database_cannot_stretch_a_retirement(tmp_path: Path) -> None:
+    """Found in a second reading: the point was read from key ids in the checkpoints table; an
+    insider relabelling the successor's rows as the old key's retired it at the newest record."""
+    store, old, new = _chain(tmp_path)
+    store.db.execute("UPDATE checkpoints SET key_id = ? WHERE key_id = ? AND seq = 4", (old.kid, new.kid))
+    result = CliRunner().invoke(app, ["keys", "retire-audit", old.kid], env=_env(tmp_path))
+    assert result.exit_code == 1 and "does not verify" in result.output
+    assert retirement_point(store.checkpoints(), old.kid, load_verifier(public_keys_path(tmp_path)))[0] == 3
+
+
+def test_retiring_again_keeps_the_same_bound(tmp_path: Path) -> None:
+    _store, old, _new = _chain(tmp_path)
+    for _ in range(2):
+        result = CliRunner().invoke(app, ["keys", "retire-audit", old.kid], env=_env(tmp_path))
+        assert result.exit_code == 0 and load_verifier(public_keys_path(tmp_path)).retired == {old.kid: 3}
 
 
 def test_retiring_the_key_that_still_signs_is_refused(tmp_path: Path) -> None:
