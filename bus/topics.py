@@ -107,7 +107,8 @@ def deliver_retention_ms(partnership: Partnership, partner_id: str) -> int:
     agreements (the emergency one included) that can send to it (a week when none does yet)."""
     days = [a.retention_days for a in partnership.agreements if partner_id in a.recipients]
     partner, emergency = partnership.partner(partner_id), partnership.emergency
-    if partner is not None and emergency is not None and partner.agency in emergency.recipient_agencies:
+    if partner is not None and emergency is not None and partner.agency in emergency.recipient_agencies and any(
+            s.partner == partner_id and s.purpose in emergency.recipient_purposes for s in partnership.subscriptions):
         days.append(emergency.retention_days)
     return (max(days) if days else 7) * DAY_MS
 

@@ -282,12 +282,29 @@ def _cross_check(p: Partnership, data_dir: Path, nodes: dict[str, yaml.Node | No
             # everything it receives to the bus's records.
             problems.append(f"{where('partners', i, 'linkage_domain')}: linkage_domain: controller is the bus's own "
                             "domain, never a partner's")
+    subscribed: dict[tuple[str, str], str] = {}
     for i, sub in enumerate(p.subscriptions):
         if sub.partner not in ids:
             problems.append(f"{where('subscriptions', i, 'partner')}: partner: unknown partner {sub.partner}")
         for j, et in enumerate(sub.event_types):
             if et not in EVENT_MODELS:
                 problems.append(f"{where('subscriptions', i, 'event_types', j)}: event_types: unknown event type {et}")
+            # Policy is asked once per partner and event, with one purpose: a second subscription
+            # would be ignored (and could take the override from the first, listed before it).
+            if (sub.partner, et) in subscribed:
+                problems.append(f"{where('subscriptions', i, 'event_types', j)}: event_types: {sub.partner} already "
+                                f"subscribes to {et} (for {subscribed[sub.partner, et]}); one subscription per "
+                                "partner and event type")
+            subscribed.setdefault((sub.partner, et), sub.purpose)
+    if p.emergency is not None:
+        agencies = set(p.emergency.recipient_agencies)
+        purposes = {s.purpose for s in p.subscriptions
+                    if (x := p.partner(s.partner)) is not None and x.agency in agencies}
+        for j, purpose in enumerate(p.emergency.recipient_purposes):
+            if purpose not in purposes:
+                problems.append(f"{where('emergency', 'recipient_purposes', j)}: recipient_purposes: "
+                                f"{purpose} is no subscription purpose of a partner of recipient_agencies (a typo "
+                                "would switch the override off)")
     agreement_ids: set[str] = set()
     for i, ag in enumerate(p.agreements):
         if ag.id in agreement_ids:

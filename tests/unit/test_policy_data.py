@@ -99,3 +99,34 @@ def test_a_key_id_already_in_the_keyring_is_never_drawn_again(monkeypatch: pytes
     rotated = keyring.rotated()
     assert rotated.token.keys[used] == keyring.token.keys[used]
     assert len(rotated.token.keys) == 2 and len(rotated.seal.keys) == 2
+
+
+def test_an_emergency_purpose_no_recipient_subscribes_for_is_refused(tmp_path: Path) -> None:
+    """Found in a second reading: `child_protection` for `child-protection` loaded, and the
+    override silently never applied."""
+    data = _copy(tmp_path)
+    text = (data / "emergency.yaml").read_text().replace("recipient_purposes: [child-protection]",
+                                                          "recipient_purposes: [child_protection]")
+    (data / "emergency.yaml").write_text(text)
+    with pytest.raises(PolicyDataError, match="emergency.yaml:\\d+: recipient_purposes: child_protection is no"):
+        load_partnership(data)
+
+
+def test_a_second_subscription_of_a_partner_to_one_event_type_is_refused(tmp_path: Path) -> None:
+    """Policy is asked once per partner and event type: a second subscription (another purpose)
+    was ignored, or, listed first, took the emergency override from the police."""
+    data = _copy(tmp_path)
+    with (data / "subscriptions.yaml").open("a") as f:
+        f.write("  - partner: northshire-police\n    event_types: [school.dsl_concern.v1]\n    purpose: crime-prevention\n")
+    with pytest.raises(PolicyDataError, match="northshire-police already subscribes to school.dsl_concern.v1"):
+        load_partnership(data)
+
+
+def test_only_partners_the_override_can_reach_keep_deliveries_for_its_retention() -> None:
+    from bus.topics import DAY_MS, deliver_retention_ms
+
+    p = load_partnership(REPO_DATA)
+    assert p.emergency is not None
+    assert deliver_retention_ms(p, "northshire-csc") >= p.emergency.retention_days * DAY_MS
+    # the youth justice service is registered as social care, but the override never reaches it
+    assert deliver_retention_ms(p, "northshire-yjs") < p.emergency.retention_days * DAY_MS
