@@ -120,11 +120,13 @@ class Simulation:
     #: declared-urgent copies of the events tried too (their ids are new), so the emergency
     #: section's changes show
     urgent_copies: int = 0
+    #: later days an agreement starts or ends on beyond the MAX_LATER_DATES tried
+    later_untried: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
             "current_revision": self.current_revision, "proposed_revision": self.proposed_revision,
-            "events": self.events, "urgent_copies": self.urgent_copies,
+            "events": self.events, "urgent_copies": self.urgent_copies, "later_untried": self.later_untried,
             "changes": [c.__dict__ for c in self.changes if not c.empty],
             "settings": self.settings,
             "later": [{"from": day, "changes": [c.__dict__ for c in changes]} for day, changes in self.later],
@@ -145,6 +147,9 @@ class Simulation:
         for day, later in self.later:
             lines.append(f"from {day} (an agreement starts or ends), besides the above:")
             lines += ["  " + line for line in _render_changes(later)]
+        if self.later_untried:
+            lines.append(f"{self.later_untried} later day(s) an agreement starts or ends on not tried (only the "
+                         f"nearest {MAX_LATER_DATES}): run again with --today set later to see them")
         lines += [f"setting: {note}" for note in self.settings]
         lines += [f"concern: child {k} would newly cross {r}" for k, r in self.concern_newly]
         lines += [f"concern: child {k} would no longer cross {r}" for k, r in self.concern_no_longer]
@@ -175,15 +180,17 @@ def _load(label: str, policies_dir: Path) -> Partnership:
         raise PolicyDataError(f"{label} policies: {exc}") from None
 
 
-def _later_dates(today: str, *partnerships: Partnership) -> list[str]:
-    """Days after `today` on which an agreement of either set starts or stops being in force."""
+def _later_dates(today: str, *partnerships: Partnership) -> tuple[list[str], int]:
+    """(the nearest MAX_LATER_DATES days after `today` on which an agreement of either set starts
+    or stops being in force, how many later ones are left untried)."""
     days = set()
     for partnership in partnerships:
         for a in partnership.agreements:
             days.add(a.valid_from.isoformat())
             if a.valid_to is not None:
                 days.add((a.valid_to + timedelta(days=1)).isoformat())
-    return sorted(d for d in days if d > today)[:MAX_LATER_DATES]
+    later = sorted(d for d in days if d > today)
+    return later[:MAX_LATER_DATES], max(0, len(later) - MAX_LATER_DATES)
 
 
 def _urgent_copies(events: list[Envelope], *partnerships: Partnership) -> list[Envelope]:
@@ -267,7 +274,8 @@ def simulate(current_dir: Path, proposed_dir: Path, events: list[Envelope], toda
     changes = _diff(tried, current, proposed)
     now = {json.dumps(c.__dict__, sort_keys=True) for c in changes if not c.empty}
     later = []
-    for day in _later_dates(today, before, after):
+    days, untried = _later_dates(today, before, after)
+    for day in days:
         then = _diff(tried, evaluate(current_dir, tried, day)[1], evaluate(proposed_dir, tried, day)[1])
         differ = [c for c in then if not c.empty and json.dumps(c.__dict__, sort_keys=True) not in now]
         if differ:
@@ -277,4 +285,5 @@ def simulate(current_dir: Path, proposed_dir: Path, events: list[Envelope], toda
     at = int(datetime.now(UTC).timestamp())
     newly, no_longer = concern_changes(current_dir, proposed_dir, events, keyring, at, (current, proposed))
     return Simulation(cur_rev, new_rev, len(events), changes, newly, no_longer,
-                      settings=_settings_changes(before, after), later=later, urgent_copies=len(urgent))
+                      settings=_settings_changes(before, after), later=later, urgent_copies=len(urgent),
+                      later_untried=untried)
