@@ -239,15 +239,16 @@ class AuditStore:
             f"SELECT {', '.join(f'to_regclass({t!r})' for t in TABLES)}").fetchone()
         if all(present):
             return
+        missing = ", ".join(t for t, there in zip(TABLES, present, strict=True) if not there)
         import psycopg
 
         try:
             for statement in schema_statements():
                 self.db.execute(statement)
         except psycopg.errors.InsufficientPrivilege:
-            raise AuditStoreError("the audit store's tables are not there (or not in this login's search_path) "
-                                  "and this login may not create them: run `sgbus audit roles --apply` once "
-                                  "with the tables' owner's DSN") from None
+            raise AuditStoreError(f"the audit store's tables ({missing}) are not there (or not in this login's "
+                                  "search_path) and this login may not create them: run `sgbus audit roles --apply` "
+                                  "once with the tables' owner's DSN") from None
 
     def _check_schema(self) -> None:
         if self.postgres:
