@@ -9,7 +9,6 @@ import fcntl
 import hashlib
 import json
 import secrets
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from bus.exceptions import ConfigurationError
-from bus.security.files import private_dir, write_private
+from bus.security.files import handover_dir, private_dir, write_private
 from bus.security.pki import Issued, PartnershipCA, ca_path
 
 
@@ -104,11 +103,11 @@ class PartnerCerts:
         with self._changing():
             self._save([*self.all(), entry])
         if out is not None:
-            private_dir(out)
+            handover_dir(out)
             moved = Issued(out / "client.key", out / "client.pem", out / "ca.pem")
             write_private(moved.key, issued.key.read_bytes())
             write_private(moved.cert, issued.cert.read_bytes())
-            shutil.copyfile(ca_path(self.home), moved.ca)
+            write_private(moved.ca, ca_path(self.home).read_bytes())  # never through a link left there
             for path in (issued.key, issued.cert, issued.keystore):
                 path.unlink()
             issued = moved

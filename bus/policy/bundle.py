@@ -22,10 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from bus import toolchain
 from bus.exceptions import PolicyDataError
-from bus.policy.data import catalogue, load_partnership
+from bus.policy.data import Partnership, catalogue, load_partnership
 from bus.policy.revision import policy_revision, rego_files
 from bus.provenance.registry import SignerRegistry
 from bus.security.files import private_dir, write_private
+from schemas.envelope import Agency
 
 SIGNING_ALG = "ES256"
 ROOTS = ("sgbus", "system")
@@ -68,13 +69,24 @@ def bundle_extra(signers: SignerRegistry | None) -> dict[str, Any]:
     return {"catalogue": catalogue(), "signers": (signers or SignerRegistry()).model_dump(mode="json")}
 
 
+def current_signers(signers: SignerRegistry, partnership: Partnership) -> SignerRegistry:
+    """The register without the keys of organisations and partners no longer in the partnership
+    (a removed partner's declarer key must not unlock an emergency override, nor its event key
+    sign for it); the bus's own key (the concern stage's) stays."""
+    sources = {(p.agency, p.org_id) for p in partnership.partners}
+    ids = {p.id for p in partnership.partners}
+    return SignerRegistry(
+        publishers=[k for k in signers.publishers if k.agency == Agency.BUS or (k.agency, k.org_id) in sources],
+        declarers=[k for k in signers.declarers if k.partner in ids])
+
+
 def build_bundle(policies_dir: Path, out: Path, key: PolicyKey, token_hashes: dict[str, str],
                  *, signers: SignerRegistry | None = None, sign: bool = True) -> Bundle:
     """Validate the partnership data and build the signed bundle at `out`. `sign=False`
     exists only so tests can show that OPA refuses an unsigned bundle."""
     partnership = load_partnership(policies_dir / "data")
     data = partnership.as_opa_data()
-    extra = bundle_extra(signers)
+    extra = bundle_extra(current_signers(signers, partnership) if signers is not None else None)
     revision = policy_revision(policies_dir, data, extra)
     authz = policies_dir / "system" / "authz.rego"
     if not authz.is_file():

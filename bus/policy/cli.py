@@ -58,14 +58,23 @@ def policy_bundle(
     out: Annotated[Path, typer.Option("--out", help="where to write the signed bundle (.tar.gz)")],
 ) -> None:
     """Build the policy bundle, signed with the partnership's policy key, for an OPA that loads
-    bundles from a bundle service; its verification key is printed."""
-    from bus.policy.bundle import build_bundle, ensure_policy_key
+    bundles from a bundle service, with the signing key register (publishers' and declarers'
+    keys issued here, of partners still in the data); its verification key is printed."""
+    from bus.policy.bundle import build_bundle, current_signers, ensure_policy_key
+    from bus.policy.data import load_partnership
+    from bus.provenance.registry import LocalSigners
     from bus.security.opa_auth import token_hashes
 
     settings = load_settings()
     key = ensure_policy_key(settings.home)
-    bundle = build_bundle(settings.policies_dir, out, key, token_hashes(settings.home))
-    typer.echo(f"wrote {bundle.path}: revision {bundle.revision}, signed ES256; verification key {key.public}")
+    signers = LocalSigners(settings.home).registry()
+    bundle = build_bundle(settings.policies_dir, out, key, token_hashes(settings.home), signers=signers)
+    kept = current_signers(signers, load_partnership(settings.policies_dir / "data"))
+    typer.echo(f"wrote {bundle.path}: revision {bundle.revision}, signed ES256, {len(kept.publishers)} publisher "
+               f"and {len(kept.declarers)} declarer key(s); verification key {key.public}")
+    if not kept.publishers:
+        err("warning: no publisher signing key is in the bundle: every event would be refused as "
+            "unknown_signing_key (issue them with `sgbus partners keys issue` in this SGBUS_HOME)")
 
 
 @policy_app.command("simulate")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 PRIVATE_UMASK = 0o077
@@ -31,18 +33,28 @@ def private_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes | str) -> Path:
-    """Write atomically (temp file + rename) with mode 0600 from the first byte on."""
-    private_dir(path.parent)
+    """Write atomically (a new temp file + rename) with mode 0600 from the first byte on. A
+    missing parent is made 0700; an existing one is left as it is (an `--out` into /tmp must not
+    narrow /tmp, nor strip its sticky bit). The temp file is made new (O_EXCL, a random name),
+    never opened through whatever another user left at a fixed name."""
+    if not path.parent.exists():
+        private_dir(path.parent)
     raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, raw)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     return path
 
 
@@ -62,3 +74,17 @@ def loose_modes(root: Path) -> list[str]:
             if stat.S_IMODE(st.st_mode) & ~want:
                 found.append(f"{oct(stat.S_IMODE(st.st_mode))} {path}")
     return sorted(set(found))
+
+
+def handover_dir(path: Path) -> Path:
+    """A directory to leave a private key in for someone to collect: made 0700 if missing; an
+    existing one must be this user's own and closed to others (a shared directory such as /tmp
+    would let another user swap or read what is written there)."""
+    if not path.exists():
+        return private_dir(path)
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        from bus.exceptions import SgbusError
+
+        raise SgbusError(f"{path}: give a new directory, or one of your own that only you can write to")
+    return path

@@ -480,3 +480,74 @@ def test_a_secret_whose_file_was_deleted_can_still_be_rotated(tmp_path: Path, mo
     stored = CredentialStore(tmp_path).require("partner.northshire-csc")
     assert upserted == [("partner.northshire-csc", stored.password)]
     assert not list((tmp_path / "credentials").glob(".*next*"))
+
+
+def test_the_bundle_carries_no_key_of_a_partner_no_longer_in_the_data(tmp_path: Path) -> None:
+    """Found in review: a removed partner's declarer key stayed in the register, and unlocked
+    the emergency override for whoever held it; its event key still signed for it."""
+    from bus.policy.bundle import current_signers
+    from bus.provenance.registry import LocalSigners
+    from schemas.envelope import Agency
+
+    signers = LocalSigners(tmp_path)
+    signers.issue_publisher(Agency.POLICE, "NSP")
+    signers.issue_publisher(Agency.POLICE, "GONE")  # an organisation no longer a partner
+    signers.issue_publisher(Agency.BUS, "SGBUS")  # the bus's own (the concern stage's)
+    signers.issue_declarer("duty inspector", "northshire-police")
+    signers.issue_declarer("duty inspector", "removed-partner")
+    kept = current_signers(signers.registry(), PARTNERSHIP)
+    assert sorted(k.org_id for k in kept.publishers) == ["NSP", "SGBUS"]
+    assert [k.partner for k in kept.declarers] == ["northshire-police"]
+
+
+def test_policy_bundle_out_carries_the_signing_key_register(tmp_path: Path) -> None:
+    """Found in review: `sgbus policy bundle` built the bundle without the register, so an OPA
+    serving it refused every event as signed by an unknown key."""
+    import subprocess
+    import sys
+    import tarfile
+
+    from bus.provenance.registry import LocalSigners
+    from schemas.envelope import Agency
+
+    home = tmp_path / "home"
+    LocalSigners(home).issue_publisher(Agency.POLICE, "NSP")
+    out = tmp_path / "bundle.tar.gz"
+    done = subprocess.run([sys.executable, "-m", "bus", "policy", "bundle", "--out", str(out)], capture_output=True,
+                          text=True, env={**os.environ, "SGBUS_HOME": str(home)}, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "1 publisher" in done.stdout
+    with tarfile.open(out) as tar:
+        members = {m.name.lstrip("/"): m for m in tar.getmembers()}
+        data = json.loads(tar.extractfile(members["data.json"]).read())  # type: ignore[union-attr]
+    assert [k["org_id"] for k in data["sgbus"]["signers"]["publishers"]] == ["NSP"]
+
+
+def test_writing_a_private_file_into_a_shared_directory_neither_narrows_it_nor_follows_a_planted_link(
+        tmp_path: Path) -> None:
+    """Found in review: `--out /tmp/x` chmodded /tmp to 0700 (and dropped its sticky bit), and
+    the temp file was opened by a fixed name, through a link another user had left there."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    theirs = tmp_path / "theirs.json"
+    theirs.write_text("")
+    (shared / ".key.json.tmp").symlink_to(theirs)
+    write_private(shared / "key.json", "secret")
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    assert theirs.read_text() == "" and (shared / "key.json").read_text() == "secret"
+    assert stat.S_IMODE((shared / "key.json").stat().st_mode) == 0o600
+    assert [p.name for p in shared.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()] == []
+
+
+def test_certificates_are_handed_over_only_into_a_directory_of_ones_own(tmp_path: Path) -> None:
+    from bus.exceptions import SgbusError
+    from bus.security.files import handover_dir
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    with pytest.raises(SgbusError, match="one of your own"):
+        handover_dir(shared)
+    fresh = handover_dir(tmp_path / "fresh")
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
