@@ -17,7 +17,7 @@ def _request(event_id: str, recipient: str, purpose: str = "child-protection") -
 
 def _answer(req: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     return {"event_id": req["event"]["event_id"], "recipient": req["recipient"], "purpose": req["purpose"],
-            "allow": True, "reasons": ["DSA-X allows"], "revision": "sha256:r", **overrides}
+            "allow": True, "agreement": "DSA-X", "reasons": ["DSA-X allows"], "revision": "sha256:r", **overrides}
 
 
 REQUESTS = [_request("e1", "northshire-csc"), _request("e1", "oakfield-primary", "operation-encompass"),

@@ -108,7 +108,7 @@ def test_an_emergency_purpose_no_recipient_subscribes_for_is_refused(tmp_path: P
     text = (data / "emergency.yaml").read_text().replace("recipient_purposes: [child-protection]",
                                                           "recipient_purposes: [child_protection]")
     (data / "emergency.yaml").write_text(text)
-    with pytest.raises(PolicyDataError, match="emergency.yaml:\\d+: recipient_purposes: child_protection is no"):
+    with pytest.raises(PolicyDataError, match=r"emergency.yaml:\d+: recipient_purposes: child_protection is no"):
         load_partnership(data)
 
 
@@ -117,8 +117,9 @@ def test_a_second_subscription_of_a_partner_to_one_event_type_is_refused(tmp_pat
     was ignored, or, listed first, took the emergency override from the police."""
     data = _copy(tmp_path)
     with (data / "subscriptions.yaml").open("a") as f:
-        f.write("  - partner: northshire-police\n    event_types: [school.dsl_concern.v1]\n    purpose: crime-prevention\n")
-    with pytest.raises(PolicyDataError, match="northshire-police already subscribes to school.dsl_concern.v1"):
+        f.write("  - partner: northshire-police\n    event_types: [school.dsl_concern.v1]\n"
+                "    purpose: crime-prevention\n")
+    with pytest.raises(PolicyDataError, match=r"northshire-police already subscribes to school\.dsl_concern\.v1"):
         load_partnership(data)
 
 
