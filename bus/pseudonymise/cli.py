@@ -35,7 +35,11 @@ def keys_rotate() -> None:
     """Add new active keys; old keys stay so old tokens and seals still resolve."""
     from bus.pseudonymise.keyring import keyring_lock, load_keyring, save_keyring
 
-    path = load_settings().keyring_path
+    settings = load_settings()
+    if settings.keyring_json is not None:
+        fail("SGBUS_KEYRING_JSON is set: processes use the keyring from it, not the file this would rotate; "
+             "rotate where the secret is made (its file), then update the secret", 2)
+    path = settings.keyring_path
     with keyring_lock(path):  # read, rotate and write as one step
         rotated = load_keyring(path).rotated()
         save_keyring(rotated, path)
@@ -51,6 +55,9 @@ def keys_rotate_audit() -> None:
     from bus.exceptions import KeyringError
 
     settings = load_settings()
+    if settings.audit_signing_key_json is not None:
+        fail("SGBUS_AUDIT_SIGNING_KEY_JSON is set: the audit stage signs with the key from it, not the file this "
+             "would rotate; rotate where the secret is made (its SGBUS_HOME), then update the secret", 2)
     if not signing_key_path(settings.home).is_file():
         fail("no audit signing key to rotate; run `sgbus keys init`", 2)
     try:

@@ -207,7 +207,7 @@ def certs_issue(
     settings = Settings()
     if load_partnership(settings.policies_dir / "data").partner(partner_id) is None:
         fail(f"PARTNER_ID: no partner {partner_id!r} in {settings.policies_dir / 'data'}", 2)
-    issued, entry = PartnerCerts(settings.home).issue(partner_id, out)
+    issued, entry = PartnerCerts(settings.home, settings.gateway_partner_certs).issue(partner_id, out)
     typer.echo(f"issued gateway certificate {entry.fingerprint[:16]}... for {partner_id} (valid to {entry.not_after})")
     typer.echo(f"key {issued.key}, certificate {issued.cert}, CA {issued.ca}")
 
@@ -217,7 +217,8 @@ def certs_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON"
     """Registered gateway client certificates (fingerprints only)."""
     from bus.gateway.identity import PartnerCerts
 
-    certs = PartnerCerts(Settings().home).all()
+    settings = Settings()
+    certs = PartnerCerts(settings.home, settings.gateway_partner_certs).all()
     if as_json:
         typer.echo(json.dumps([c.__dict__ for c in certs], indent=2))
         return
@@ -235,7 +236,16 @@ def certs_revoke(
     """Revoke gateway certificates: the gateway refuses them from its next request on."""
     from bus.gateway.identity import PartnerCerts
 
-    revoked = PartnerCerts(Settings().home).revoke(which)
+    settings = Settings()
+    # The register the gateway reads (SGBUS_GATEWAY_PARTNER_CERTS), not only the home's copy:
+    # revoking in a file the gateway never reads revoked nothing.
+    register = PartnerCerts(settings.home, settings.gateway_partner_certs)
+    try:
+        revoked = register.revoke(which)
+    except OSError as exc:
+        fail(f"cannot change the certificate register {register.path} ({type(exc).__name__}); if the gateway "
+             "reads it from a Kubernetes Secret, revoke in the register the Secret is made from and update it")
     if not revoked:
         fail(f"WHICH: no unrevoked certificate of partner or fingerprint {which!r}", 2)
-    typer.echo(f"revoked {len(revoked)} certificate(s)")
+    typer.echo(f"revoked {len(revoked)} certificate(s) in {register.path}; a gateway reading another copy "
+               "(a Kubernetes Secret) refuses them once that copy is updated")

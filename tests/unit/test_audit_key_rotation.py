@@ -137,3 +137,13 @@ def test_a_public_key_file_with_a_malformed_retirement_is_refused(tmp_path: Path
     path.write_text(json.dumps({**data, "retired": {old.kid: bad}}))
     with pytest.raises(KeyringError):
         load_verifier(path)
+
+
+@pytest.mark.parametrize(("command", "variable"), [("rotate", "SGBUS_KEYRING_JSON"),
+                                                   ("rotate-audit", "SGBUS_AUDIT_SIGNING_KEY_JSON")])
+def test_rotating_a_file_no_process_uses_is_refused(tmp_path: Path, command: str, variable: str) -> None:
+    """Found in review: with the key given in the environment, rotate said "rotated" and nothing
+    in use changed (after a suspected compromise, the operator would believe it had)."""
+    new_audit_signer(tmp_path)
+    result = CliRunner().invoke(app, ["keys", command], env={**_env(tmp_path), variable: "{}"})
+    assert result.exit_code == 2 and variable in result.output

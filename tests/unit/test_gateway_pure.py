@@ -287,3 +287,25 @@ def test_nobody_publishes_as_the_bus_through_the_gateway(signers: LocalSigners) 
         out = _check(forged, caller, signers)
         assert isinstance(out, Refused) and (out.status, out.code) == (403, "not_your_source")
         assert out.errors[0].field == "source.agency"
+
+
+def test_certs_revoke_changes_the_register_the_gateway_reads(tmp_path: Path) -> None:
+    """Found in review: with SGBUS_GATEWAY_PARTNER_CERTS set, `certs revoke` marked the home's
+    copy and said "revoked", while the gateway's register still let the certificate in."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from bus.cli import app
+
+    home = tmp_path / "home"
+    issued, _entry = PartnerCerts(home).issue("oakfield-primary")
+    gateway_copy = tmp_path / "mounted" / "partner-certs.json"
+    gateway_copy.parent.mkdir()
+    shutil.copyfile(home / "pki" / "partner-certs.json", gateway_copy)
+    result = CliRunner().invoke(app, ["partners", "certs", "revoke", "oakfield-primary"],
+                                env={"SGBUS_HOME": str(home), "SGBUS_GATEWAY_PARTNER_CERTS": str(gateway_copy)})
+    assert result.exit_code == 0, result.output
+    assert str(gateway_copy) in result.output
+    der = x509.load_pem_x509_certificate(issued.cert.read_bytes()).public_bytes(serialization.Encoding.DER)
+    assert PartnerCerts(home, gateway_copy).partner_for(der) is None
