@@ -217,6 +217,7 @@ def replay(
     could not be built (e.g. a key the worker lacked), unless delivered since; each event goes
     on sg.replay, which every route agent reads, for its missed recipients only, and is decided
     and audited again."""
+    from bus.exceptions import StackError
     from bus.replay import replay_failed
     from bus.security.principals import ADMIN
 
@@ -224,7 +225,10 @@ def replay(
         fail("say what to replay: --failed", 2)
     settings = load_settings()
     bootstrap, _ = resolve_endpoints(settings)
-    report = replay_failed(kafka_as(settings, bootstrap, ADMIN), open_audit(settings), dry_run=dry_run)
+    try:
+        report = replay_failed(kafka_as(settings, bootstrap, ADMIN), open_audit(settings), dry_run=dry_run)
+    except StackError as exc:
+        fail(f"nothing replayed: {exc}")
     verb = "would replay" if dry_run else "replayed"
     typer.echo(f"{report.failed} failed view(s) in sg.dlq; {report.already_delivered} delivered since; "
                f"{report.already_replayed} on sg.replay, not routed yet; "

@@ -59,12 +59,14 @@ def partitions_of(consumer: Consumer, topic: str) -> list[int]:
 def read_topic(
     access: KafkaAccess, topic: str, *, max_messages: int | None = None, timeout_s: float = 10.0,
     until: Callable[[list[bytes]], bool] | None = None, group: str = "sgbus-reader", to_end: bool = False,
+    whole: bool = False,
 ) -> list[bytes]:
     """Every value in `topic` from the beginning (no consumer group, nothing committed), until
     `max_messages`, `until(values)` holds, `timeout_s` passes or, with `to_end`, the end of
-    every partition is reached (a snapshot of what is there now)."""
+    every partition is reached (a snapshot of what is there now). `whole`: StackError unless
+    every partition's end was reached (a caller that decides from all of it, not a sample)."""
     _, records = _read(access, topic, max_messages=max_messages, timeout_s=timeout_s, until=until, group=group,
-                       to_end=to_end)
+                       to_end=to_end or whole, whole=whole)
     return [value for _, _, _, value in records]
 
 
@@ -76,15 +78,15 @@ def read_keyed(access: KafkaAccess, topic: str, *, timeout_s: float = 10.0,
 
 
 def read_placed(access: KafkaAccess, topic: str, *, timeout_s: float = 10.0,
-                group: str = "sgbus-reader") -> list[tuple[int, int, bytes]]:
-    """(partition, offset, value) of every record on `topic` now."""
-    _, records = _read(access, topic, timeout_s=timeout_s, group=group, to_end=True)
+                group: str = "sgbus-reader", whole: bool = False) -> list[tuple[int, int, bytes]]:
+    """(partition, offset, value) of every record on `topic` now (`whole`: as read_topic)."""
+    _, records = _read(access, topic, timeout_s=timeout_s, group=group, to_end=True, whole=whole)
     return [(partition, offset, value) for partition, offset, _, value in records]
 
 
 def _read(access: KafkaAccess, topic: str, *, max_messages: int | None = None, timeout_s: float,
           until: Callable[[list[bytes]], bool] | None = None, group: str,
-          to_end: bool) -> tuple[int, list[tuple[int, int, bytes | None, bytes]]]:
+          to_end: bool, whole: bool = False) -> tuple[int, list[tuple[int, int, bytes | None, bytes]]]:
     consumer = committed_reader(access, group, eof=to_end)
     try:
         partitions = partitions_of(consumer, topic)
@@ -113,6 +115,9 @@ def _read(access: KafkaAccess, topic: str, *, max_messages: int | None = None, t
             if value is not None:
                 values.append(value)
                 records.append((int(msg.partition() or 0), int(msg.offset() or 0), msg.key(), value))
+        if whole and len(at_end) < len(partitions):
+            raise StackError(f"could not read {topic} to its end within {timeout_s:.0f} s "
+                             f"({len(values)} records read); nothing was decided from part of it")
         return len(partitions), records
     except KafkaException as exc:
         raise StackError(f"reading {topic} failed: {exc}") from None

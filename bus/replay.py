@@ -112,17 +112,23 @@ def pending(shares: FailedShares, ingest_id: str, replays: Replays) -> set[str]:
                    for partition, offset in replays.get((ingest_id, r), []))}
 
 
+#: how long replay may take to read sg.dlq, and sg.replay, each to its end
+READ_S = 60.0
+
+
 def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = False) -> ReplayReport:
     """Find view_failed dead letters, skip shares the audit store shows as delivered since,
     and put each remaining event on sg.replay (which every route agent reads) for just its
     missed recipients."""
     report = ReplayReport()
-    report.failed, wanted = failed_shares(read_topic(access, DLQ, timeout_s=10.0, to_end=True))
+    # Both read to their ends or not at all: a dead letter missed under-replays, a
+    # pending replay missed is replayed again (delivered twice once both are routed).
+    report.failed, wanted = failed_shares(read_topic(access, DLQ, timeout_s=READ_S, whole=True))
     failed = store.view_failed(list(wanted))
     for ingest_id, shares in wanted.items():
         shares.recipients &= {r for i, r in failed if i == ingest_id}
     delivered = store.delivered(list(wanted))
-    replays = replays_on_topic(read_placed(access, REPLAY, timeout_s=10.0)) if wanted else {}
+    replays = replays_on_topic(read_placed(access, REPLAY, timeout_s=READ_S, whole=True)) if wanted else {}
     consumer = committed_reader(access, "sgbus-replay")
     out: list[tuple[str, bytes, bytes]] = []
     try:
