@@ -98,7 +98,7 @@ PARTNER = DashboardSpec("sgbus-partner", "sgbus - per-partner delivery", "What e
               (q(f'sum by (partner, channel, reason) (rate(sgbus_partner_delivery_failures_total{{partner=~"$partner"}}[{RATE}]))',
                  "{{partner}} {{reason}}"),), "ops", data_expected=False),
     PanelSpec("Gateway mailbox calls by status", "The partner's mailbox calls at the HTTPS gateway.",
-              (q(f'sum by (partner, status) (rate(sgbus_gateway_requests_total{{route="mailbox", partner=~"$partner"}}[{RATE}]))',
+              (q(f'sum by (partner, status) (rate(sgbus_gateway_requests_total{{route=~"/v1/mailbox.*", partner=~"$partner"}}[{RATE}]))',
                  "{{partner}} {{status}}"),), "reqps", data_expected=False),
 ), partner_variable=True)
 

@@ -224,3 +224,23 @@ def test_a_restarted_stage_replaces_its_crashed_predecessor_s_target_but_not_ano
     mine = targets.register(tmp_path, "sgbus-worker", 2345, {"stage": "concern"}, scheme="https")
     assert not crashed_concern.exists()
     assert crashed_route.exists() and alive_concern.exists() and mine.exists()
+
+
+def test_every_gateway_route_a_rule_or_dashboard_names_is_one_the_gateway_labels() -> None:
+    """Found in review: SgbusMailboxErrors matched route="mailbox", which the gateway never
+    emits (its label is the path, "/v1/mailbox"): the alert could not fire."""
+    import re
+
+    repo = Path(__file__).parents[2]
+    paths = re.findall(r'add_(?:get|post)\("([^"]+)"', (repo / "bus" / "gateway" / "server.py").read_text())
+    assert "/v1/mailbox" in paths
+    texts = [(repo / "deploy" / "prometheus" / "rules" / "sgbus.yml").read_text(),
+             *(p.read_text() for p in (repo / "deploy" / "grafana").glob("*.json"))]
+    named = [(op, value) for text in texts
+             for op, value in re.findall(r'route\\*"?\s*(=~|=)\s*\\*"([^"\\]+)', text)]
+    assert named
+    for op, value in named:
+        if op == "=":
+            assert value in paths, value
+        else:
+            assert any(re.fullmatch(value, p) for p in paths), value
