@@ -208,3 +208,46 @@ def test_opa_runs_only_the_signed_bundle(default_docs: list[dict[str, Any]]) -> 
     args = by_kind(default_docs, "Deployment")["sgbus-opa"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--signing-alg=ES256" in args and "--authentication=token" in args and "--authorization=basic" in args
     assert [a for a in args if a.endswith((".rego", ".tar.gz"))] == ["/etc/opa/bundle/bundle.tar.gz"]
+
+
+def test_every_job_the_alert_rules_watch_is_one_the_chart_scrapes_under_that_name(
+        default_docs: list[dict[str, Any]]) -> None:
+    """Found in review: the ServiceMonitor left the job named after its Service (sgbus-metrics)
+    and nothing scraped OPA or Kafka, so SgbusNoWorker always fired and the job-based alerts
+    never could."""
+    import re
+
+    rules = (REPO / "deploy" / "prometheus" / "rules" / "sgbus.yml").read_text()
+    wanted = set(re.findall(r'job="([^"]+)"', rules))
+    assert {"sgbus-worker", "opa", "kafka"} <= wanted
+    pods = [d["spec"]["template"]["metadata"]["labels"] for d in default_docs if d["kind"] == "Deployment"]
+    scraped = {labels["sgbus.io/job"] for labels in pods if labels.get("sgbus.io/metrics") == "true"}
+    monitors = [d for d in default_docs if d["kind"] in ("ServiceMonitor", "PodMonitor")]
+    for monitor in monitors:
+        for endpoint in monitor["spec"].get("endpoints", []) + monitor["spec"].get("podMetricsEndpoints", []):
+            scraped |= {r["replacement"] for r in endpoint.get("relabelings", [])
+                        if r.get("targetLabel") == "job" and "replacement" in r}
+    (service_monitor,) = [m for m in monitors if m["kind"] == "ServiceMonitor"]
+    relabels = service_monitor["spec"]["endpoints"][0]["relabelings"]
+    assert {"sourceLabels": ["__meta_kubernetes_pod_label_sgbus_io_job"], "targetLabel": "job"} in relabels
+    assert service_monitor["spec"]["endpoints"][0]["tlsConfig"]["serverName"] == "sgbus-metrics"
+    assert wanted <= scraped, wanted - scraped
+
+
+def test_monitors_and_rules_carry_the_labels_the_operator_selects_by(helm_bin: Path, tmp_path: Path) -> None:
+    values = tmp_path / "labels.yaml"
+    values.write_text("monitoring:\n  labels: {release: kube-prometheus-stack}\n")
+    docs = template(helm_bin, REPO / CHART, [values])
+    selected = [d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor", "PrometheusRule")]
+    assert len(selected) == 4
+    assert all(d["metadata"]["labels"]["release"] == "kube-prometheus-stack" for d in selected)
+
+
+def test_a_kafka_outage_takes_the_gateway_out_of_service_without_restarting_it(
+        default_docs: list[dict[str, Any]]) -> None:
+    """Found in review: liveness called /healthz, which waits up to 2 s on the brokers, with the
+    default 1 s timeout: in a Kafka outage the gateway was restarted into a crash loop."""
+    gateway = by_kind(default_docs, "Deployment")["sgbus-gateway"]["spec"]["template"]["spec"]["containers"][0]
+    assert "tcpSocket" in gateway["livenessProbe"]
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert gateway["readinessProbe"]["timeoutSeconds"] >= 3
