@@ -251,3 +251,19 @@ def test_a_kafka_outage_takes_the_gateway_out_of_service_without_restarting_it(
     assert "tcpSocket" in gateway["livenessProbe"]
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert gateway["readinessProbe"]["timeoutSeconds"] >= 3
+
+
+def test_a_file_channel_leaves_its_files_on_a_claim_and_has_no_internet_egress(
+        full_docs: list[dict[str, Any]], helm_bin: Path, tmp_path: Path) -> None:
+    """Found in review: the file connector wrote to the pod's emptyDir and committed the offsets:
+    Encompass notices counted as delivered were lost with the pod, never collected."""
+    deployment = by_kind(full_docs, "Deployment")["sgbus-deliver-oakfield-primary-file"]["spec"]["template"]
+    volumes = {v["name"]: v for v in deployment["spec"]["volumes"]}
+    assert volumes["outbox"]["persistentVolumeClaim"]["claimName"] == "oakfield-primary-outbox"
+    mounts = {m["name"]: m["mountPath"] for m in deployment["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["outbox"] == "/var/lib/sgbus/outbox"
+    assert "sgbus.io/egress-partner" not in deployment["metadata"]["labels"]
+    no_claim = tmp_path / "no-claim.yaml"
+    no_claim.write_text("connectors:\n  - {partner: oakfield-primary, channel: file, args: [--dir, /x]}\n")
+    with pytest.raises(RuntimeError, match="needs outboxClaim"):
+        template(helm_bin, REPO / CHART, [no_claim])
