@@ -29,6 +29,21 @@ def partners_sync() -> None:
     report = stack.sync_partners()
     typer.echo(f"{len(created)} topic(s) created; {report.summary()}")
     check_partition_counts(stack.access(), topic_specs(partnership))  # after the ACLs: access is taken away first
+    # A removed partner's gateway certificates go too: the gateway would otherwise still hand it
+    # the deliveries left on its topic.
+    from bus.gateway.identity import PartnerCerts
+
+    ids = {p.id for p in partnership.partners}
+    certs = PartnerCerts(settings.home, settings.gateway_partner_certs)
+    gone = sorted({c.partner for c in certs.all() if c.partner not in ids and not c.revoked})
+    for partner in gone:
+        certs.revoke(partner)
+    if gone:
+        typer.echo(f"revoked the gateway certificates of {len(gone)} partner(s) no longer in the data: "
+                   + ", ".join(gone))
+    # And OPA's copy of the partnership: until it is rebuilt, policy still shares with a removed
+    # partner, and its keys (a declarer's among them) still count.
+    _reload_if_running(settings)
 
 
 @partners_app.command("principals")

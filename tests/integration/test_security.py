@@ -228,6 +228,9 @@ def test_partners_sync_adds_and_removes_a_partners_principals(bus: Bus, tmp_path
         assert "3 principals added" in added.stdout and "1 topic(s) created" in added.stdout
         publisher = bus.access(publisher_name(newcomer)).librdkafka()
         assert _write_outcome(publisher, ingress_topic("school")) is None
+        from bus.gateway.identity import PartnerCerts
+
+        PartnerCerts(bus.settings.home).issue(newcomer)
     finally:
         removed = _sgbus(bus, "partners", "sync")
     assert removed.returncode == 0, removed.stderr
@@ -235,6 +238,10 @@ def test_partners_sync_adds_and_removes_a_partners_principals(bus: Bus, tmp_path
     assert not (bus.settings.home / "credentials" / f"{publisher_name(newcomer)}.json").exists()
     err = _write_outcome(publisher, ingress_topic("school"))
     assert err is not None  # the broker no longer knows the user
+    # Its gateway certificates are revoked, and OPA's copy of the partnership rebuilt without it.
+    assert f"revoked the gateway certificates of 1 partner(s) no longer in the data: {newcomer}" in removed.stdout
+    assert all(c.revoked for c in PartnerCerts(bus.settings.home).all() if c.partner == newcomer)
+    assert "policy bundle rebuilt" in removed.stderr
 
 
 @pytest.mark.parametrize("forgery", ["signed with another key", "unsigned", "altered after signing"])
