@@ -392,8 +392,18 @@ def main() -> None:
     # Keys, credentials, audit store, logs and drops under $SGBUS_HOME: 0600 files, 0700 dirs.
     restrict_umask()
     logs.configure(os.environ.get("SGBUS_LOG_LEVEL", "info"))
+    from pydantic import ValidationError
+
     try:
         app()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # A setting from the environment: name the variable, never echo its value (a DSN, a key).
+        for problem in exc.errors(include_url=False, include_input=False):
+            name = "SGBUS_" + "_".join(str(p) for p in problem["loc"][:1]).upper()
+            err(f"error: {name}: {problem['msg']}")
+        sys.exit(2)
     except SgbusError as exc:
         err(f"error: {exc}")
         sys.exit(1)

@@ -105,3 +105,16 @@ def test_publish_names_the_failing_field(mutate, field: str) -> None:  # type: i
     result = sgbus("publish", "-", stdin=json.dumps(e) + "\n")
     assert result.returncode == 2
     assert f"line 1: {field}:" in result.stderr
+
+
+def test_a_bad_setting_names_its_variable_and_not_its_value() -> None:
+    """Found in review: a bad SGBUS_ value was a pydantic traceback naming the field."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "bus", "audit", "verify", "--offline"], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**os.environ, "SGBUS_BATCH_SIZE": "s3cret-not-a-number"})
+    assert done.returncode == 2
+    assert "SGBUS_BATCH_SIZE" in done.stderr and "s3cret" not in done.stderr and "Traceback" not in done.stderr

@@ -75,3 +75,4 @@ def test_readme_example_file_holds_valid_events() -> None:
     assert len(lines) >= 4
     for line in lines:
         parse_event(line)
+
