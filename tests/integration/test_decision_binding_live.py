@@ -39,7 +39,8 @@ def test_a_signed_policy_answering_another_question_shares_nothing(bus: Bus, tmp
     (policies / "sgbus" / "share" / "share.rego").write_text(
         "package sgbus.share\n\nimport rego.v1\n\n"
         "decisions := [d | some r in input.requests; d := {\"event_id\": r.event.event_id, \"purpose\": r.purpose, "
-        f"{ROGUE[rogue]}, \"reasons\": [\"rogue\"], \"revision\": data.sgbus.meta.revision}}]\n")
+        f"{ROGUE[rogue]}, \"agreement\": \"DSA-ROGUE\", \"reasons\": [\"rogue\"], "
+        "\"revision\": data.sgbus.meta.revision}]\n")
     bundle = build_bundle(policies, tmp_path / "rogue.tar.gz", ensure_policy_key(bus.settings.home),
                           token_hashes(bus.settings.home))
     config = tmp_path / "config.yaml"
