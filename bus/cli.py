@@ -344,7 +344,15 @@ def demo(
     """Stack + worker + synthetic Operation Encompass and CP-IS events; prints who got what."""
     from bus.demo import run_demo
 
-    raise typer.Exit(run_demo(load_settings(), seed=seed, timeout_s=timeout, echo=typer.echo, err=err))
+    settings = load_settings()
+    # Synthetic children belong on the demo's own local stack, never in a deployment's topics
+    # or its legal audit chain.
+    real = [name for name, value in (("SGBUS_KAFKA_BOOTSTRAP", settings.kafka_bootstrap),
+                                     ("SGBUS_OPA_URL", settings.opa_url), ("SGBUS_AUDIT_DSN", settings.audit_dsn))
+            if value is not None]
+    if real:
+        fail(f"the demo runs on a local stack of its own; unset {', '.join(real)} (they point at a deployment)", 2)
+    raise typer.Exit(run_demo(settings, seed=seed, timeout_s=timeout, echo=typer.echo, err=err))
 
 
 @app.command()

@@ -118,3 +118,16 @@ def test_a_bad_setting_names_its_variable_and_not_its_value() -> None:
                           env={**os.environ, "SGBUS_BATCH_SIZE": "s3cret-not-a-number"})
     assert done.returncode == 2
     assert "SGBUS_BATCH_SIZE" in done.stderr and "s3cret" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("variable", ["SGBUS_KAFKA_BOOTSTRAP", "SGBUS_OPA_URL", "SGBUS_AUDIT_DSN"])
+def test_the_demo_refuses_to_run_against_a_deployment(variable: str) -> None:
+    """Found in review: the demo published synthetic children wherever the settings pointed."""
+    import os
+    import subprocess
+    import sys
+
+    value = "postgresql://x@db.example/a" if variable == "SGBUS_AUDIT_DSN" else "https://example.org:1"
+    done = subprocess.run([sys.executable, "-m", "bus", "demo"], capture_output=True, text=True, timeout=60,
+                          check=False, env={**os.environ, variable: value})
+    assert done.returncode == 2 and variable in done.stderr
