@@ -90,12 +90,18 @@ def audit_trail(
                              "history and the process list)")] = None,
     token: Annotated[str | None, typer.Option("--token", help="a controller token (psn:...)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON lines")] = False,
+    # Caught here, not by click, whose error would print them: an unquoted `--nhs-number 943 476
+    # 5919` leaves the rest of a child's number as extra arguments.
+    extra: Annotated[list[str] | None, typer.Argument(hidden=True, show_default=False)] = None,
 ) -> None:
     """Who received what about a child, when, under which agreement, lawful basis and policy
     revision, and which shares were denied and why."""
     from bus.audit.trail import render, subject_tokens, trail
     from schemas.identifiers import nhs_number_is_valid
 
+    if extra:
+        fail("unexpected arguments after the options (not shown: they may be part of a child's number); "
+             "quote a value with spaces, or give --nhs-number - and type it on standard input", 2)
     if (nhs_number is None) == (token is None):
         fail("give exactly one of --nhs-number or --token", 2)
     settings = load_settings()

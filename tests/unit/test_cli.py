@@ -131,3 +131,15 @@ def test_the_demo_refuses_to_run_against_a_deployment(variable: str) -> None:
     done = subprocess.run([sys.executable, "-m", "bus", "demo"], capture_output=True, text=True, timeout=60,
                           check=False, env={**os.environ, variable: value})
     assert done.returncode == 2 and variable in done.stderr
+
+
+def test_an_unquoted_nhs_number_is_refused_without_echoing_its_digits() -> None:
+    """Found in review: click printed "unexpected extra argument(s) (476 5919)", part of a
+    child's number, to the terminal and any log of it."""
+    from typer.testing import CliRunner
+
+    from bus.cli import app
+
+    result = CliRunner().invoke(app, ["audit", "trail", "--nhs-number", "943", "476", "5919"])
+    assert result.exit_code == 2
+    assert "476" not in result.output and "5919" not in result.output and "quote" in result.output
