@@ -113,11 +113,11 @@ def apply(dsn: str, roles: AuditRoles, members: dict[str, list[str]]) -> None:
     login a member of its group (`members`: group name -> logins), in one transaction."""
     import psycopg
 
-    from bus.audit.chain import AuditStore, AuditStoreError
+    from bus.audit.chain import AuditStore, AuditStoreError, require_tls
 
     try:
         AuditStore(dsn=dsn).close()  # the tables, made by the owner
-        with psycopg.connect(_tls(dsn)) as conn:  # one transaction: all or nothing
+        with psycopg.connect(require_tls(dsn)) as conn:  # one transaction: all or nothing
             for statement in roles.statements():
                 conn.execute(statement.encode())
             for group, logins in members.items():
@@ -167,8 +167,3 @@ def _left_over(conn: Any, roles: AuditRoles) -> list[str]:
             problems.append(f"{name} is a member of other roles")
     return sorted(problems)
 
-
-def _tls(dsn: str) -> str:
-    from bus.audit.chain import require_tls
-
-    return require_tls(dsn)

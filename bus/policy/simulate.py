@@ -48,9 +48,11 @@ def opa_eval(policies_dir: Path, partnership: Partnership, input_doc: dict[str, 
         return revision, None
 
 
-def evaluate(policies_dir: Path, events: list[Envelope], today: str) -> tuple[str, dict[tuple[str, str], Decision]]:
-    """(revision, {(event_id, recipient): decision}) from `opa eval` on one policy set."""
-    partnership = load_partnership(policies_dir / "data")
+def evaluate(policies_dir: Path, events: list[Envelope], today: str,
+             partnership: Partnership | None = None) -> tuple[str, dict[tuple[str, str], Decision]]:
+    """(revision, {(event_id, recipient): decision}) from `opa eval` on one policy set
+    (`partnership`: its data, when the caller has read it already)."""
+    partnership = partnership or load_partnership(policies_dir / "data")
     pairs = requests_for(partnership, events)
     if not pairs:
         return policy_revision(policies_dir, partnership.as_opa_data(), bundle_extra(None)), {}
@@ -263,20 +265,14 @@ def simulate(current_dir: Path, proposed_dir: Path, events: list[Envelope], toda
     before, after = _load("current", current_dir), _load("proposed", proposed_dir)
     urgent = _urgent_copies(events, before, after)
     tried = [*events, *urgent]
-    try:
-        cur_rev, current = evaluate(current_dir, tried, today)
-    except PolicyDataError as exc:
-        raise PolicyDataError(f"current policies: {exc}") from None
-    try:
-        new_rev, proposed = evaluate(proposed_dir, tried, today)
-    except PolicyDataError as exc:
-        raise PolicyDataError(f"proposed policies: {exc}") from None
+    cur_rev, current = evaluate(current_dir, tried, today, before)
+    new_rev, proposed = evaluate(proposed_dir, tried, today, after)
     changes = _diff(tried, current, proposed)
     now = {json.dumps(c.__dict__, sort_keys=True) for c in changes if not c.empty}
     later = []
     days, untried = _later_dates(today, before, after)
     for day in days:
-        then = _diff(tried, evaluate(current_dir, tried, day)[1], evaluate(proposed_dir, tried, day)[1])
+        then = _diff(tried, evaluate(current_dir, tried, day, before)[1], evaluate(proposed_dir, tried, day, after)[1])
         differ = [c for c in then if not c.empty and json.dumps(c.__dict__, sort_keys=True) not in now]
         if differ:
             later.append((day, differ))

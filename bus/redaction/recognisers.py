@@ -374,21 +374,20 @@ class SubjectValueRecogniser(EntityRecognizer):
         for m in _NUMERIC_DATE.finditer(text):
             a, _, b, c = m.groups()
             day, month, year = (c, b, a) if len(a) == 4 else (a, b, c)
-            if len(a) == 3 or len(day) > 2:
-                continue
-            if any(int(day) == d and int(month) == mo and _same_year(year, y) for y, mo, d in self.dates):
+            if len(a) != 3 and len(day) <= 2 and self._is_birth(day, int(month), year):
                 hits.append(m)
         for m in _DAY_MONTH_YEAR.finditer(text):
             day, name, year = m.groups()
-            if any(int(day) == d and _MONTHS[mo - 1] == name.lower()[:3] and _same_year(year, y)
-                   for y, mo, d in self.dates):
+            if self._is_birth(day, _MONTHS.index(name.lower()[:3]) + 1, year):
                 hits.append(m)
         for m in _MONTH_DAY_YEAR.finditer(text):
             name, day, year = m.groups()
-            if any(int(day) == d and _MONTHS[mo - 1] == name.lower()[:3] and _same_year(year, y)
-                   for y, mo, d in self.dates):
+            if self._is_birth(day, _MONTHS.index(name.lower()[:3]) + 1, year):
                 hits.append(m)
         return hits
+
+    def _is_birth(self, day: str, month: int, year: str) -> bool:
+        return any(int(day) == d and month == mo and _same_year(year, y) for y, mo, d in self.dates)
 
 
 def _touches(neighbour: str, edge: str) -> bool:
