@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bus.audit.cli import audit_app
+from bus.audit.cli import CASE_REF_HELP, REASON_HELP, audit_app
 from bus.cli_common import err, fail, kafka_as, load_settings, local_stack, open_audit, resolve_endpoints
 from bus.deploy.cli import deploy_app
 from bus.exceptions import SgbusError
@@ -310,10 +310,14 @@ def chronology(
     partner: Annotated[str | None, typer.Option(
         "--as", help="the MASH partner asking (default: children's social care in the concern's linkage domain)")]
     = None,
+    reason: Annotated[str | None, typer.Option("--reason", help=REASON_HELP, show_default=False)] = None,
+    case_ref: Annotated[str | None, typer.Option("--case-ref", help=CASE_REF_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the entries as JSON")] = False,
 ) -> None:
     """One child's cross-agency timeline for the MASH: every event it was sent about the child
-    (concerns included), oldest first, read with its own Kafka principal."""
+    (concerns included), oldest first, read with its own Kafka principal. The look-up itself is
+    recorded first in the audit store (`sgbus audit lookups`)."""
+    from bus.audit.cli import reason_option, record_or_fail
     from bus.concern.chronology import as_json as entries_json
     from bus.concern.chronology import mash_partner, render, timeline
     from bus.exceptions import ConfigurationError
@@ -322,11 +326,14 @@ def chronology(
 
     if not token.startswith("psn:"):
         fail("--token: a token as the MASH receives it (psn:<key id>:<value>)", 2)
+    why = reason_option(reason)
     settings = load_settings()
     try:
         who = mash_partner(load_partnership(settings.policies_dir / "data"), partner)
     except ConfigurationError as exc:
         fail(f"--as: {exc}" if partner else str(exc), 2)
+    record_or_fail(settings, None, command="chronology", reason=why, case_ref=case_ref, tokens={token},
+                   asked_as=who.id)
     bootstrap, _ = resolve_endpoints(settings)
     entries = timeline(kafka_as(settings, bootstrap, partner_name(who.id)), who, token)
     if as_json:

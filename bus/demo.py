@@ -17,6 +17,7 @@ from typing import Any
 
 from bus.audit.chain import open_audit_store, verify
 from bus.audit.heads import latest_head
+from bus.audit.lookups import Reason, record_lookup
 from bus.audit.signer import load_verifier, public_keys_path
 from bus.audit.trail import render, subject_tokens
 from bus.exceptions import StackError
@@ -111,11 +112,13 @@ def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: in
     if len(records) < expected:
         err(f"the audit store holds {len(records)} of {expected} records for the demo child")
         return 1
+    store = open_audit_store(settings)
+    # As `sgbus audit trail` does: the look-up is on record before the trail is shown.
+    record_lookup(store, command="audit trail", reason=Reason.DEMONSTRATION, case_ref="", tokens=tokens)
     echo("")
-    echo(f"audit trail of the Operation Encompass child (sgbus audit trail --nhs-number {nhs}):")
+    echo(f"audit trail of the Operation Encompass child (sgbus audit trail --nhs-number {nhs} --reason audit):")
     for line in render(records):
         echo("  " + line)
-    store = open_audit_store(settings)
     verifier = load_verifier(settings.audit_public_keys or public_keys_path(settings.home))
     result = verify(store, verifier, latest_head(access) if access is not None else None)
     store.close()
@@ -159,7 +162,11 @@ def _show_concern(settings: Settings, stack: Stack, partnership: Partnership, ch
     echo("  its audit trail:")
     for line in render(records):
         echo("    " + line)
-    echo(f"  the child's chronology for the MASH (sgbus chronology --token {key}):")
+    store = open_audit_store(settings)
+    record_lookup(store, command="chronology", reason=Reason.DEMONSTRATION, case_ref="", tokens={key},
+                  asked_as=mash.id)
+    store.close()
+    echo(f"  the child's chronology for the MASH (sgbus chronology --token {key} --reason safeguarding):")
     for line in render_chronology(entries, mash):
         echo("    " + line)
     return 0 if records else 1

@@ -69,14 +69,32 @@ CREATE TABLE IF NOT EXISTS ingested (
 CREATE TABLE IF NOT EXISTS audit_append_lock (
     id INTEGER PRIMARY KEY
 );
+CREATE TABLE IF NOT EXISTS lookups (
+    lookup_id TEXT PRIMARY KEY,
+    looked_at TEXT NOT NULL,
+    command TEXT NOT NULL,
+    os_user TEXT NOT NULL,
+    db_login TEXT NOT NULL DEFAULT {login},
+    reason TEXT NOT NULL,
+    case_ref TEXT NOT NULL,
+    asked_as TEXT NOT NULL,
+    tokens TEXT NOT NULL
+);
 """
+# PostgreSQL fills in the login itself, and readers may not write that column (bus/audit/roles.py):
+# a row cannot name another login than the one that added it. SQLite has no logins.
+_SQLITE_SCHEMA = _SCHEMA.format(login="''")
 
-#: the store's tables (the last only locked, by the chain's writer while it appends; never written)
-TABLES = ("audit", "checkpoints", "ingested", "audit_append_lock")
+#: the store's tables (audit_append_lock only locked, by the chain's writer while it appends; never
+#: written; lookups: who looked up a child, bus/audit/lookups.py)
+TABLES = ("audit", "checkpoints", "ingested", "audit_append_lock", "lookups")
+#: added after stores were deployed: a component's login that may not create it still starts (the
+#: look-up that needs it then fails, saying to run `sgbus audit roles --apply`)
+LATER_TABLES = ("lookups",)
 
 def schema_statements() -> list[str]:
-    """The store's tables and indexes, one statement each."""
-    return [" ".join(st.split()) for st in _SCHEMA.split(";") if st.strip()]
+    """The PostgreSQL store's tables and indexes, one statement each."""
+    return [" ".join(st.split()) for st in _SCHEMA.format(login="session_user").split(";") if st.strip()]
 
 
 # The columns queries use, stored beside each record's hashed body: verify checks they agree.
@@ -159,6 +177,9 @@ LOCK_TIMEOUT_S = 30
 #: limit of 999 values a statement)
 _REGISTER_ROWS = 200
 
+#: a look-up's columns as written (db_login, the database's own, is read back beside them)
+LOOKUP_COLUMNS = ("lookup_id", "looked_at", "command", "os_user", "reason", "case_ref", "asked_as", "tokens")
+
 
 class AuditStore:
     """The single writer of the chain (the audit agent); readers verify and query it.
@@ -183,7 +204,7 @@ class AuditStore:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA busy_timeout=30000")  # the ingest and audit stages share the file
-            self.db.executescript(_SCHEMA)
+            self.db.executescript(_SQLITE_SCHEMA)
             self._check_schema()
 
     @staticmethod
@@ -246,6 +267,8 @@ class AuditStore:
             for statement in schema_statements():
                 self.db.execute(statement)
         except psycopg.errors.InsufficientPrivilege:
+            if set(missing.split(", ")) <= set(LATER_TABLES):
+                return
             raise AuditStoreError(f"the audit store's tables ({missing}) are not there (or not in this login's "
                                   "search_path) and this login may not create them: run `sgbus audit roles --apply` "
                                   "once with the tables' owner's DSN") from None
@@ -279,7 +302,8 @@ class AuditStore:
         # the owner, or one with a right that changes rows (a trigger can, on rows others insert).
         row = self.db.execute(
             "SELECT EXISTS (SELECT FROM pg_class c, pg_roles r"
-            " WHERE c.oid IN (to_regclass('audit'), to_regclass('checkpoints'), to_regclass('ingested'))"
+            " WHERE c.oid IN (to_regclass('audit'), to_regclass('checkpoints'), to_regclass('ingested'),"
+            " to_regclass('lookups'))"
             " AND pg_has_role(r.oid, 'MEMBER')"
             " AND (r.rolsuper OR pg_has_role(r.oid, c.relowner, 'MEMBER')"
             " OR has_table_privilege(r.oid, c.oid, 'UPDATE, DELETE, TRUNCATE, TRIGGER')"
@@ -533,6 +557,41 @@ class AuditStore:
         """The decisions about an event id (the gateway's status of a published event)."""
         rows = self._execute("SELECT body FROM audit WHERE event_id = ? ORDER BY seq", [event_id])
         return [json.loads(r[0]) for r in rows]
+
+    def record_lookup(self, row: dict[str, str]) -> None:
+        """Add one row to `lookups` (bus/audit/lookups.py), with this PostgreSQL login's name
+        as the database gives it; raises AuditStoreError when it cannot be stored."""
+        names = ", ".join(LOOKUP_COLUMNS)
+        marks = ", ".join("?" for _ in LOOKUP_COLUMNS)
+        try:
+            self._reconnect_if_dropped()
+            self._execute(f"INSERT INTO lookups ({names}) VALUES ({marks})",  # noqa: S608 - names are ours
+                          [row[c] for c in LOOKUP_COLUMNS])
+        except Exception as exc:
+            raise self._lookups_error(exc, "record the look-up") from None
+
+    def lookups(self) -> list[dict[str, str]]:
+        """Every recorded look-up, oldest first."""
+        columns = (*LOOKUP_COLUMNS, "db_login")
+        try:
+            rows = self._execute(f"SELECT {', '.join(columns)} FROM lookups"  # noqa: S608 - names are ours
+                                 " ORDER BY looked_at, lookup_id").fetchall()
+        except Exception as exc:
+            raise self._lookups_error(exc, "read the look-ups") from None
+        return [dict(zip(columns, (str(v) for v in r), strict=True)) for r in rows]
+
+    def _lookups_error(self, exc: Exception, doing: str) -> AuditStoreError:
+        """What to tell the operator (the database's own message could quote a row)."""
+        if self.postgres:
+            import psycopg
+
+            if isinstance(exc, psycopg.errors.UndefinedTable):
+                return AuditStoreError("the audit store has no lookups table yet: run `sgbus audit roles --apply` "
+                                       "once with the tables' owner's DSN")
+            if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+                return AuditStoreError(f"this login may not {doing}: make it an audit reader "
+                                       "(`sgbus audit roles --apply --reader LOGIN`)")
+        return AuditStoreError(f"could not {doing}: {type(exc).__name__}")
 
     def latest_checkpoint(self) -> Checkpoint | None:
         row = self._execute("SELECT seq, hash, prev_checkpoint, signed_at, key_id, signature FROM checkpoints"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,8 +14,10 @@ from bus.cli_common import err, fail, kafka_as, load_keyring, load_settings, ope
 from bus.settings import Settings
 
 if TYPE_CHECKING:  # the CLI imports the audit code only when a command needs it
-    from bus.audit.chain import Checkpoint
+    from bus.audit.chain import AuditStore, Checkpoint
+    from bus.audit.lookups import Reason
     from bus.audit.signer import AuditVerifier
+    from bus.pseudonymise.keyring import Keyring
 
 audit_app = typer.Typer(help="Verify the audit chain and answer who received what about a child.",
                         no_args_is_help=True)
@@ -83,47 +86,143 @@ def audit_head() -> None:
     typer.echo(head.to_json().decode())
 
 
+REASON_HELP = ("why you are looking this child up, recorded before anything is shown: "
+                "safeguarding, subject-access, data-protection or audit")
+CASE_REF_HELP = "the case or ticket reference the look-up is for (letters, digits, / _ . -), recorded with it"
+
+
+def reason_option(reason: str | None) -> Reason:
+    """The --reason a person gave, or a usage error listing the choices."""
+    from bus.audit.lookups import ASKABLE, Reason
+
+    if reason is None:
+        fail(f"--reason: say why you are looking this child up (one of: {', '.join(ASKABLE)}); "
+             "every look-up is recorded in the audit store (`sgbus audit lookups`)", 2)
+    if reason not in ASKABLE:
+        fail(f"--reason: {reason!r} is not one of: {', '.join(ASKABLE)}", 2)
+    return Reason(reason)
+
+
+def record_or_fail(settings: Settings, store: AuditStore | None, *, command: str, reason: Reason, case_ref: str | None,
+                   tokens: set[str], asked_as: str = "") -> None:
+    """Record the look-up, or stop before anything about the child is read."""
+    from bus.audit.chain import AuditStoreError
+    from bus.audit.lookups import LookupRefused, record_lookup
+
+    try:
+        record_lookup(store or open_audit(settings), command=command, reason=reason, case_ref=case_ref or "",
+                      tokens=tokens, asked_as=asked_as)
+    except LookupRefused as exc:
+        fail(str(exc), 2)
+    except AuditStoreError as exc:
+        fail(f"the look-up could not be recorded, so nothing is shown: {exc}")
+
+
 @audit_app.command("trail")
 def audit_trail(
     nhs_number: Annotated[str | None, typer.Option(
         "--nhs-number", help="the child's NHS number; - reads it from standard input (kept out of the shell's "
                              "history and the process list)")] = None,
     token: Annotated[str | None, typer.Option("--token", help="a controller token (psn:...)")] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help=REASON_HELP, show_default=False)] = None,
+    case_ref: Annotated[str | None, typer.Option("--case-ref", help=CASE_REF_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON lines")] = False,
     # Caught here, not by click, whose error would print them: an unquoted `--nhs-number 943 476
     # 5919` leaves the rest of a child's number as extra arguments.
     extra: Annotated[list[str] | None, typer.Argument(hidden=True, show_default=False)] = None,
 ) -> None:
     """Who received what about a child, when, under which agreement, lawful basis and policy
-    revision, and which shares were denied and why."""
+    revision, and which shares were denied and why. The look-up itself is recorded first
+    (`sgbus audit lookups`)."""
     from bus.audit.trail import render, subject_tokens, trail
-    from schemas.identifiers import nhs_number_is_valid
 
     if extra:
         fail("unexpected arguments after the options (not shown: they may be part of a child's number); "
              "quote a value with spaces, or give --nhs-number - and type it on standard input", 2)
-    if (nhs_number is None) == (token is None):
-        fail("give exactly one of --nhs-number or --token", 2)
+    why = reason_option(reason)
     settings = load_settings()
-    if nhs_number == "-":
-        nhs_number = sys.stdin.readline().strip()
-    if nhs_number is not None:
-        nhs = nhs_number.replace(" ", "").replace("-", "")
-        if not nhs_number_is_valid(nhs):
-            fail("--nhs-number: not a valid NHS number (10 digits with a modulus 11 check digit)", 2)
-        tokens = subject_tokens(load_keyring(settings), "nhs_number", nhs)
-    else:
-        assert token is not None
-        if not token.startswith("psn:"):
-            fail("--token: a controller token looks like psn:<kid>:<value>", 2)
-        tokens = {token}
-    records = trail(open_audit(settings), tokens)
+    tokens = _asked_tokens(settings, nhs_number, token, lambda keyring, nhs: subject_tokens(keyring, "nhs_number", nhs))
+    store = open_audit(settings)
+    record_or_fail(settings, store, command="audit trail", reason=why, case_ref=case_ref, tokens=tokens)
+    records = trail(store, tokens)
     if as_json:
         for r in records:
             typer.echo(json.dumps(r))
         return
     for line in render(records):
         typer.echo(line)
+
+
+def _asked_tokens(settings: Settings, nhs_number: str | None, token: str | None,
+                  tokens_of: Callable[[Keyring, str], set[str]]) -> set[str]:
+    """The tokens asked about: from exactly one of --nhs-number (through the keyring) or --token."""
+    from schemas.identifiers import nhs_number_is_valid
+
+    if (nhs_number is None) == (token is None):
+        fail("give exactly one of --nhs-number or --token", 2)
+    if nhs_number == "-":
+        nhs_number = sys.stdin.readline().strip()
+    if nhs_number is not None:
+        nhs = nhs_number.replace(" ", "").replace("-", "")
+        if not nhs_number_is_valid(nhs):
+            fail("--nhs-number: not a valid NHS number (10 digits with a modulus 11 check digit)", 2)
+        return tokens_of(load_keyring(settings), nhs)
+    assert token is not None
+    if not token.startswith("psn:"):
+        fail("--token: a token looks like psn:<kid>:<value>", 2)
+    return {token}
+
+
+@audit_app.command("lookups")
+def audit_lookups(
+    nhs_number: Annotated[str | None, typer.Option(
+        "--nhs-number", help="only look-ups of this child (its tokens in every linkage domain); - reads it "
+                             "from standard input")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="only look-ups that asked about this token")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the look-ups as JSON lines")] = False,
+    extra: Annotated[list[str] | None, typer.Argument(hidden=True, show_default=False)] = None,
+) -> None:
+    """Who looked up a child's audit trail or chronology, when, under which login and why
+    (oldest first): for a subject access request, and the IG lead's review of look-ups."""
+    from bus.audit.chain import AuditStoreError
+    from bus.audit.lookups import lookups_about, render
+
+    if extra:
+        fail("unexpected arguments after the options (not shown: they may be part of a child's number); "
+             "quote a value with spaces, or give --nhs-number - and type it on standard input", 2)
+    settings = load_settings()
+    wanted: set[str] | None = None
+    if nhs_number is not None or token is not None:
+        wanted = _asked_tokens(settings, nhs_number, token,
+                               lambda keyring, nhs: _tokens_in_every_domain(settings, keyring, nhs))
+    try:
+        rows = lookups_about(open_audit(settings).lookups(), wanted)
+    except AuditStoreError as exc:
+        fail(str(exc))
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps(r))
+        return
+    for line in render(rows):
+        typer.echo(line)
+
+
+def _tokens_in_every_domain(settings: Settings, keyring: Keyring, nhs: str) -> set[str]:
+    """The child's tokens as the audit holds them and as each linkage domain's partners hold them
+    (a chronology is asked for with the MASH's token)."""
+    from bus.audit.trail import subject_tokens
+    from bus.exceptions import ConfigurationError
+    from bus.policy.data import load_partnership
+    from bus.pseudonymise.operators.token import tokens_for_all_keys
+
+    tokens = subject_tokens(keyring, "nhs_number", nhs)
+    try:
+        domains = {p.linkage_domain for p in load_partnership(settings.policies_dir / "data").partners}
+    except ConfigurationError as exc:
+        fail(f"cannot read the partnership's linkage domains: {exc}")
+    for domain in sorted(domains):
+        tokens |= tokens_for_all_keys(keyring, domain, "nhs_number", nhs)
+    return tokens
 
 
 @audit_app.command("roles")

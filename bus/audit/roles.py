@@ -8,7 +8,8 @@ records were gone). With them:
   it can neither change nor remove a row.
 - `<prefix>_event_register` (the ingest stage): reads and adds to the event id register only.
 - `<prefix>_audit_reader` (the gateway's status look-ups, `sgbus audit verify` and `trail`,
-  `sgbus replay`): reads the chain and its checkpoints.
+  `sgbus replay`): reads the chain and its checkpoints, and records who looked up a child
+  (`lookups`: it may add a row and read them, never change or remove one).
 
 The tables' owner (the DSN `sgbus audit roles --apply` runs with; it needs CREATEROLE) keeps
 every right: it is the database insider the signed heads on `sg.audit.heads` guard against.
@@ -20,13 +21,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from bus.audit.chain import LOOKUP_COLUMNS
 from bus.exceptions import SgbusError
 
 #: the store's tables (bus/audit/chain.py _SCHEMA)
 CHAIN_TABLES = ("audit", "checkpoints")
 REGISTER_TABLES = ("ingested",)
+LOOKUP_TABLES = ("lookups",)
 #: locked (never written) by the chain's writer while it appends: LOCK TABLE needs UPDATE there
 LOCK_TABLE = "audit_append_lock"
+
+ALL_TABLES = (*CHAIN_TABLES, *REGISTER_TABLES, LOCK_TABLE, *LOOKUP_TABLES)
 
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 
@@ -66,7 +71,7 @@ class AuditRoles:
         Run again, it takes back what the owner gave more since (to them and to PUBLIC); rights
         others gave are reported by `apply`, which then changes nothing."""
         roles = ", ".join(self.all())
-        tables = ", ".join((*CHAIN_TABLES, *REGISTER_TABLES, LOCK_TABLE))
+        tables = ", ".join(ALL_TABLES)
         chain = ", ".join(CHAIN_TABLES)
         register = ", ".join(REGISTER_TABLES)
         create = "".join(
@@ -87,6 +92,9 @@ class AuditRoles:
             f"GRANT UPDATE ON {LOCK_TABLE} TO {self.writer}",
             f"GRANT SELECT, INSERT ON {register} TO {self.register}",
             f"GRANT SELECT ON {chain} TO {self.reader}",
+            # Every column but db_login, which the database fills in with the login adding the row.
+            f"GRANT SELECT ON {', '.join(LOOKUP_TABLES)} TO {self.reader}",
+            f"GRANT INSERT ({', '.join(LOOKUP_COLUMNS)}) ON {', '.join(LOOKUP_TABLES)} TO {self.reader}",
         ]
 
     def intended(self) -> set[tuple[str, str, str]]:
@@ -96,7 +104,12 @@ class AuditRoles:
         rights.add((LOCK_TABLE, self.writer, "UPDATE"))
         rights |= {(t, self.register, r) for t in REGISTER_TABLES for r in ("SELECT", "INSERT")}
         rights |= {(t, self.reader, "SELECT") for t in CHAIN_TABLES}
+        rights |= {(t, self.reader, "SELECT") for t in LOOKUP_TABLES}
         return rights
+
+    def intended_columns(self) -> set[tuple[str, str, str, str]]:
+        """(table, column, grantee, right): the column rights a role holds once set up."""
+        return {(t, c, self.reader, "INSERT") for t in LOOKUP_TABLES for c in LOOKUP_COLUMNS}
 
 
 def member_statement(group: str, login: str) -> str:
@@ -141,7 +154,7 @@ def _left_over(conn: Any, roles: AuditRoles) -> list[str]:
     """What is still wider than `roles.intended()` once set up: rights others gave (the owner's
     REVOKE takes back only its own), column rights, and group roles that can log in, are
     superusers or belong to other roles (and so may hold more)."""
-    tables = (*CHAIN_TABLES, *REGISTER_TABLES, LOCK_TABLE)
+    tables = ALL_TABLES
     problems: list[str] = []
     rows = conn.execute(
         "SELECT c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,"
@@ -151,9 +164,12 @@ def _left_over(conn: Any, roles: AuditRoles) -> list[str]:
     problems += [f"{grantee} has {right} on {table}" for table, grantee, right in rows
                  if (table, grantee, right) not in intended]
     columns = conn.execute(
-        "SELECT DISTINCT c.relname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
-        " WHERE a.attrelid = ANY(%s::regclass[]) AND a.attacl IS NOT NULL", (list(tables),)).fetchall()
-    problems += [f"column rights on {table}" for (table,) in columns]
+        "SELECT c.relname, a.attname, CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(x.grantee) END,"
+        " x.privilege_type FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid, aclexplode(a.attacl) x"
+        " WHERE a.attrelid = ANY(%s::regclass[]) AND x.grantee <> c.relowner", (list(tables),)).fetchall()
+    wanted = roles.intended_columns()
+    problems += [f"{grantee} has {right} on {table}.{column}" for table, column, grantee, right in columns
+                 if (table, column, grantee, right) not in wanted]
     groups = conn.execute(
         "SELECT r.rolname, r.rolsuper OR r.rolbypassrls, r.rolcanlogin,"
         " EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid)"

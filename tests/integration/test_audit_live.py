@@ -26,7 +26,7 @@ def test_audit_trail_shows_who_received_what_and_the_chain_verifies(bus: Bus) ->
     nhs = child["identifiers"]["nhs_number"]
 
     def trail() -> str | None:
-        result = _sgbus(bus, "audit", "trail", "--nhs-number", nhs)
+        result = _sgbus(bus, "audit", "trail", "--nhs-number", nhs, "--reason", "audit")
         return result.stdout if result.returncode == 0 and "5 decision(s)" in result.stdout else None
 
     text = wait_for(trail, 60, what="the child's five decisions in the audit store")
@@ -36,7 +36,7 @@ def test_audit_trail_shows_who_received_what_and_the_chain_verifies(bus: Bus) ->
     assert "policy revision sha256:" in text
     assert nhs not in text.replace(f"--nhs-number {nhs}", "")
     # The number can be kept out of the shell's history and the process list.
-    piped = _sgbus(bus, "audit", "trail", "--nhs-number", "-", stdin=f"{nhs}\n")
+    piped = _sgbus(bus, "audit", "trail", "--nhs-number", "-", "--reason", "audit", stdin=f"{nhs}\n")
     assert piped.returncode == 0, piped.stderr
     assert "5 decision(s)" in piped.stdout and "SHARED under DSA-OE-001" in piped.stdout
     verified = _sgbus(bus, "audit", "verify")

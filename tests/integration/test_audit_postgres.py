@@ -227,10 +227,12 @@ def test_worker_writes_the_audit_chain_to_postgres_when_the_dsn_is_set(bus: Bus,
         verified = _sgbus(bus, env, "audit", "verify", "--offline")
         assert verified.returncode == 0 and "audit OK" in verified.stdout, verified.stderr
         nhs = child["identifiers"]["nhs_number"]
-        trail = _sgbus(bus, env, "audit", "trail", "--nhs-number", nhs, "--json")
+        trail = _sgbus(bus, env, "audit", "trail", "--nhs-number", nhs, "--reason", "audit", "--json")
         assert trail.returncode == 0, trail.stderr
         assert {json.loads(line)["event_id"] for line in trail.stdout.splitlines() if line.strip()} >= ids
         assert nhs not in trail.stdout and dsn not in trail.stderr
+        looked = _sgbus(bus, env, "audit", "lookups", "--json")
+        assert [json.loads(line)["db_login"] for line in looked.stdout.splitlines()] == ["reader_login"], looked.stderr
 
         failed_before = bus.metric("sgbus_event_register_failed_total")
         held = s.child_protection_plan(s.child())

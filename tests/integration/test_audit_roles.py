@@ -183,7 +183,8 @@ def test_rights_given_by_someone_else_or_a_mighty_group_role_stop_the_set_up_and
         conn.execute(b"GRANT UPDATE (body) ON audit TO gateway_login")
     with pytest.raises(RolesError) as refused:
         apply(owner, ROLES, {})
-    assert "audit_login has DELETE on audit" in str(refused.value) and "column rights on audit" in str(refused.value)
+    assert "audit_login has DELETE on audit" in str(refused.value)
+    assert "gateway_login has UPDATE on audit.body" in str(refused.value)
     with psycopg.connect(owner, autocommit=True) as conn:
         conn.execute(b"REVOKE DELETE ON audit FROM audit_login")
         conn.execute(b"REVOKE UPDATE (body) ON audit FROM gateway_login")
@@ -218,3 +219,46 @@ def test_audit_roles_apply_sets_up_a_new_store_and_names_no_secret(postgres: Pos
     bad = _sgbus({"SGBUS_AUDIT_DSN": owner, "SGBUS_HOME": str(tmp_path)}, "audit", "roles", "--apply",
                  "--reader", "no_such_login")
     assert bad.returncode == 1 and "no_such_login" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _lookup(store: AuditStore) -> str:
+    from bus.audit.lookups import Reason, record_lookup
+
+    return record_lookup(store, command="audit trail", reason=Reason.SAFEGUARDING, case_ref="MASH/1",
+                         tokens={"psn:k1:abc"})
+
+
+def test_a_lookup_is_recorded_under_the_login_the_database_names_and_cannot_be_forged_or_removed(
+        postgres: Postgres, database: str) -> None:
+    dsn = postgres.dsn(database, "gateway_login")
+    store = AuditStore(dsn=dsn)
+    lookup_id = _lookup(store)
+    [row] = store.lookups()
+    assert row["lookup_id"] == lookup_id and row["db_login"] == "gateway_login" and row["reason"] == "safeguarding"
+    store.close()
+    for statement in ("UPDATE lookups SET reason = 'audit'",
+                      "DELETE FROM lookups", "TRUNCATE lookups",
+                      # Naming another login as the one that looked the child up:
+                      "INSERT INTO lookups (lookup_id, looked_at, command, os_user, db_login, reason, case_ref, "
+                      "asked_as, tokens) VALUES ('x', 't', 'audit trail', 'u', 'audit_login', 'audit', '', '', '[]')"):
+        assert _refused(dsn, statement), statement
+    for login in ("audit_login", "ingest_login"):  # the workers' logins neither read nor add look-ups
+        assert _refused(postgres.dsn(database, login), "SELECT * FROM lookups")
+        with pytest.raises(AuditStoreError, match="audit reader"):
+            _lookup(AuditStore(dsn=postgres.dsn(database, login)))
+
+
+def test_a_store_set_up_before_lookups_still_serves_its_workers_and_the_trail_says_what_to_run(
+        postgres: Postgres, database: str) -> None:
+    """An upgrade: the workers' logins start as before; a look-up is refused (so nothing is
+    shown) until the owner runs `sgbus audit roles --apply` again."""
+    owner = postgres.dsn(database)
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute(b"DROP TABLE lookups")
+    AuditStore(dsn=postgres.dsn(database, "audit_login")).close()
+    store = AuditStore(dsn=postgres.dsn(database, "gateway_login"))
+    with pytest.raises(AuditStoreError, match="sgbus audit roles --apply"):
+        _lookup(store)
+    apply(owner, ROLES, {})
+    _lookup(store)
+    assert [r["db_login"] for r in store.lookups()] == ["gateway_login"]

@@ -163,8 +163,8 @@ def test_chronology_shows_the_mash_the_childs_timeline_and_refuses_a_school(bus:
     bus.publish(history(s, child))
     wait_for(lambda: concerns_for(bus, MASH, key), 120, what="the concern")
     env = {"SGBUS_HOME": str(bus.settings.home), "SGBUS_POLICIES_DIR": str(REPO / "policies"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-m", "bus", "chronology", "--token", key, "--json"], capture_output=True,
-                         text=True, env=env, timeout=120, check=False)
+    out = subprocess.run([sys.executable, "-m", "bus", "chronology", "--token", key, "--reason", "safeguarding",
+                          "--json"], capture_output=True, text=True, env=env, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     entries = json.loads(out.stdout)
     types = [e["event_type"] for e in entries]
@@ -174,6 +174,13 @@ def test_chronology_shows_the_mash_the_childs_timeline_and_refuses_a_school(bus:
     assert [e["at"] for e in entries] == sorted(e["at"] for e in entries)
     assert child["identifiers"]["nhs_number"] not in out.stdout
     assert "circumstances" not in out.stdout and "child_voice" not in out.stdout
-    school = subprocess.run([sys.executable, "-m", "bus", "chronology", "--token", key, "--as", "oakfield-primary"],
-                            capture_output=True, text=True, env=env, timeout=60, check=False)
+    school = subprocess.run([sys.executable, "-m", "bus", "chronology", "--token", key, "--as", "oakfield-primary",
+                             "--reason", "safeguarding"], capture_output=True, text=True, env=env, timeout=60,
+                            check=False)
     assert school.returncode == 2 and "MASH only" in school.stderr
+    # The MASH's look-up is on record (the school's, refused, is not).
+    looked = subprocess.run([sys.executable, "-m", "bus", "audit", "lookups", "--token", key, "--json"],
+                            capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert looked.returncode == 0, looked.stderr
+    assert [(r["command"], r["asked_as"]) for r in map(json.loads, looked.stdout.splitlines())] == [
+        ("chronology", MASH)]

@@ -3,6 +3,7 @@ the gateway and the partner mailbox, and only private files left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -32,3 +33,10 @@ def test_demo_runs_on_the_secure_stack_and_leaves_only_private_files(tmp_path: P
     assert "tracks its event: ingested, shared with 2 partner(s), named: oakfield-primary" in result.stdout
     assert (home / "credentials").is_dir() and (home / "pki" / "ca.key").is_file()
     assert loose_modes(home) == []
+    # Its trail and chronology were looked up as a person's are: on record first.
+    looked = subprocess.run([sys.executable, "-m", "bus", "audit", "lookups", "--json"], capture_output=True,
+                            text=True, env=env, timeout=60, check=False)
+    assert looked.returncode == 0, looked.stderr
+    rows = [json.loads(line) for line in looked.stdout.splitlines()]
+    assert {(r["command"], r["reason"]) for r in rows} == {("audit trail", "demonstration"),
+                                                          ("chronology", "demonstration")}
