@@ -156,6 +156,22 @@ class PolicyState:
         return self.clock() - self._fresh_at > self.max_stale_s
 
 
+def partner_of_mailbox(group: Group) -> str:
+    """The partner whose mailbox a watched group is (its topic is sg.deliver.<partner>)."""
+    return (group.topic or "").removeprefix(deliver_topic(""))
+
+
+def reports_mailbox_lag(partnership: Partnership | None, partner_id: str, *, in_use: bool) -> bool:
+    """Whether a partner's mailbox lag is reported (and so can raise SgbusPartnerNotCollecting):
+    yes unless its partnership entry says it collects through a delivery connector or its own
+    consumer and it has not used the mailbox since the gateway started. Until the policy data
+    is known, and for a partner no longer in it, yes: an alert too many, never one too few."""
+    if in_use or partnership is None:
+        return True
+    partner = partnership.partner(partner_id)
+    return partner is None or partner.delivery.collected_by == "mailbox"
+
+
 class Gateway:
     """Everything the handlers use, built once per process."""
 
@@ -167,9 +183,11 @@ class Gateway:
         self.policy = PolicyState(opa)
         self.certs = PartnerCerts(home, partner_certs)
         # Lag of each partner's mailbox (sg.deliver.<partner> not yet acknowledged): every partner
-        # holding a gateway certificate is expected to collect, so it is watched from the start.
+        # holding a gateway certificate is watched from the start, unless its partnership entry
+        # says it collects another way (a certificate may be for publishing only).
         self.lag = LagCollector(kafka, [Group("mailbox", mailbox_group(p), deliver_topic(p))
-                                        for p in sorted({c.partner for c in self.certs.all() if not c.revoked})])
+                                        for p in sorted({c.partner for c in self.certs.all() if not c.revoked})],
+                                keep=self._reports_mailbox_lag)
         self.limiter = RateLimiter(rate, burst)
         #: mailbox reads, acknowledgements and status look-ups, per partner
         self.read_limiter = RateLimiter(READS_PER_S, 2 * READS_PER_S)
@@ -218,6 +236,11 @@ class Gateway:
     def _poll(self) -> None:
         while not self._stop.is_set():
             self.producer.poll(0.05)
+
+    def _reports_mailbox_lag(self, group: Group) -> bool:
+        state = self.policy.state  # read as it is: a lag read never waits on OPA
+        return reports_mailbox_lag(state[0] if state is not None else None, partner_of_mailbox(group),
+                                   in_use=partner_of_mailbox(group) in self.mailboxes)
 
     # -- services ---------------------------------------------------------------------------
     def mailbox(self, partner_id: str) -> Mailbox:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +40,12 @@ class Group:
 
 
 class LagCollector(Collector):
-    def __init__(self, access: KafkaAccess, groups: Iterable[Group] | None = None) -> None:
+    def __init__(self, access: KafkaAccess, groups: Iterable[Group] | None = None,
+                 keep: Callable[[Group], bool] | None = None) -> None:
+        """`keep`: asked at each read whether a watched group is still reported (a partner whose
+        partnership entry now says it collects another way, say)."""
         self._access = access
+        self._keep = keep
         self._groups = list(groups or [])
         self._groups_lock = threading.Lock()  # held only to copy or extend the list
         self._read_lock = threading.Lock()  # one Kafka read at a time; other scrapes get the last one
@@ -55,6 +59,12 @@ class LagCollector(Collector):
         with self._groups_lock:
             if group not in self._groups:
                 self._groups.append(group)
+
+    def groups(self) -> list[Group]:
+        """The groups a read reports, in the order they were watched."""
+        with self._groups_lock:
+            groups = list(self._groups)
+        return [g for g in groups if self._keep is None or self._keep(g)]
 
     def _kafka(self) -> tuple[Any, Any]:
         from confluent_kafka import Consumer
@@ -74,8 +84,7 @@ class LagCollector(Collector):
         from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
         admin, consumer = self._kafka()
-        with self._groups_lock:
-            groups = list(self._groups)
+        groups = self.groups()
         lag: dict[tuple[str, str], int] = {}
         complete = True
         for group in groups:

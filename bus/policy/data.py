@@ -28,6 +28,10 @@ class Model(BaseModel):
 
 class Delivery(Model):
     kind: Literal["topic"] = "topic"
+    collected_by: Literal["mailbox", "connector", "kafka"] = Field(
+        default="mailbox",
+        description="how the partner takes its topic: the gateway's mailbox (watched for lag by the gateway), "
+                    "a delivery connector (`sgbus deliver`, which reports its own lag) or its own Kafka consumer")
 
 
 class Partner(Model):

@@ -309,3 +309,40 @@ def test_certs_revoke_changes_the_register_the_gateway_reads(tmp_path: Path) -> 
     assert str(gateway_copy) in result.output
     der = x509.load_pem_x509_certificate(issued.cert.read_bytes()).public_bytes(serialization.Encoding.DER)
     assert PartnerCerts(home, gateway_copy).partner_for(der) is None
+
+
+def test_a_partner_collecting_through_a_connector_raises_no_mailbox_lag_unless_it_uses_the_mailbox() -> None:
+    """Found in review: a partner holding a gateway certificate only to publish (it collects
+    through a delivery connector) had its never-read mailbox reported as lag, so
+    SgbusPartnerNotCollecting fired for it for ever."""
+    from bus.gateway.mailbox import mailbox_group
+    from bus.gateway.server import partner_of_mailbox, reports_mailbox_lag
+    from bus.ops.lag import Group, LagCollector
+    from bus.policy.data import Partnership, load_partnership
+    from bus.topics import deliver_topic
+
+    data = load_partnership(REPO / "policies" / "data").model_dump()
+    for partner in data["partners"]:
+        if partner["id"] == "oakfield-primary":
+            partner["delivery"] = {"collected_by": "connector"}
+    partnership = Partnership.model_validate(data)
+    assert reports_mailbox_lag(partnership, "riverside-academy", in_use=False)  # the default: mailbox
+    assert not reports_mailbox_lag(partnership, "oakfield-primary", in_use=False)
+    assert reports_mailbox_lag(partnership, "oakfield-primary", in_use=True)  # it did use the mailbox
+    assert reports_mailbox_lag(None, "oakfield-primary", in_use=False)  # the policy data not known yet
+    assert reports_mailbox_lag(partnership, "gone-partner", in_use=False)
+
+    groups = [Group("mailbox", mailbox_group(p), deliver_topic(p)) for p in ("oakfield-primary", "riverside-academy")]
+    assert [partner_of_mailbox(g) for g in groups] == ["oakfield-primary", "riverside-academy"]
+    collector = LagCollector(None, groups, keep=lambda g: reports_mailbox_lag(  # type: ignore[arg-type]
+        partnership, partner_of_mailbox(g), in_use=False))
+    assert [partner_of_mailbox(g) for g in collector.groups()] == ["riverside-academy"]
+
+
+def test_partners_yaml_refuses_an_unknown_way_of_collecting() -> None:
+    from pydantic import ValidationError
+
+    from bus.policy.data import Delivery
+
+    with pytest.raises(ValidationError, match="collected_by"):
+        Delivery.model_validate({"collected_by": "fax"})
