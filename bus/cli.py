@@ -318,14 +318,17 @@ def chronology(
     (concerns included), oldest first, read with its own Kafka principal. The look-up itself is
     recorded first in the audit store (`sgbus audit lookups`)."""
     from bus.audit.cli import reason_option, record_or_fail
+    from bus.audit.lookups import LookupRefused, check_token
     from bus.concern.chronology import as_json as entries_json
     from bus.concern.chronology import mash_partner, render, timeline
     from bus.exceptions import ConfigurationError
     from bus.policy.data import load_partnership
     from bus.security.principals import partner_name
 
-    if not token.startswith("psn:"):
-        fail("--token: a token as the MASH receives it (psn:<key id>:<value>)", 2)
+    try:
+        check_token("--token", token)
+    except LookupRefused as exc:
+        fail(f"{exc}: the child's token as the MASH receives it", 2)
     why = reason_option(reason)
     settings = load_settings()
     try:

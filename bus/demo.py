@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bus.audit.chain import open_audit_store, verify
+from bus.audit.chain import AuditStore, open_audit_store, verify
 from bus.audit.heads import latest_head
 from bus.audit.lookups import Reason, record_lookup
 from bus.audit.signer import load_verifier, public_keys_path
@@ -93,6 +93,12 @@ def audit_for(event_id: str, audit: list[dict[str, object]]) -> list[dict[str, o
     return [r for r in audit if r["event_id"] == event_id]
 
 
+def _record_demo_lookup(store: AuditStore, command: str, tokens: set[str], asked_as: str = "") -> None:
+    """The demo looks its synthetic child up as a person would, so the look-up is on record
+    first (README, "Every look-up is on record"), under a reason of its own."""
+    record_lookup(store, command=command, reason=Reason.DEMONSTRATION, case_ref="", tokens=tokens, asked_as=asked_as)
+
+
 def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: int, echo: Echo, err: Echo,
                       timeout_s: float, access: KafkaAccess | None = None) -> int:
     """The audit trail of the Operation Encompass child, from the hash-chained store."""
@@ -101,9 +107,13 @@ def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: in
     tokens = subject_tokens(keyring, "nhs_number", nhs)
     deadline = time.monotonic() + timeout_s
     records: list[dict[str, Any]] = []
+    recorded = False
     while time.monotonic() < deadline:
         if settings.audit_dsn is not None or settings.audit_db_path.is_file():
             store = open_audit_store(settings)
+            if not recorded:  # as `sgbus audit trail` does: on record before the trail is read
+                _record_demo_lookup(store, "audit trail", tokens)
+                recorded = True
             records = [r for r in store.for_subject(tokens) if r["event_id"] == event["event_id"]]
             store.close()
             if len(records) >= expected:
@@ -112,13 +122,12 @@ def _show_audit_trail(settings: Settings, event: dict[str, Any], *, expected: in
     if len(records) < expected:
         err(f"the audit store holds {len(records)} of {expected} records for the demo child")
         return 1
-    store = open_audit_store(settings)
-    # As `sgbus audit trail` does: the look-up is on record before the trail is shown.
-    record_lookup(store, command="audit trail", reason=Reason.DEMONSTRATION, case_ref="", tokens=tokens)
     echo("")
-    echo(f"audit trail of the Operation Encompass child (sgbus audit trail --nhs-number {nhs} --reason audit):")
+    echo(f"audit trail of the Operation Encompass child (sgbus audit trail --nhs-number {nhs}; "
+         "the look-up is on record: sgbus audit lookups):")
     for line in render(records):
         echo("  " + line)
+    store = open_audit_store(settings)
     verifier = load_verifier(settings.audit_public_keys or public_keys_path(settings.home))
     result = verify(store, verifier, latest_head(access) if access is not None else None)
     store.close()
@@ -141,6 +150,10 @@ def _show_concern(settings: Settings, stack: Stack, partnership: Partnership, ch
     key = token(keyring, partnership.concern.linkage_domain, "nhs_number", child["identifiers"]["nhs_number"])
     mash = mash_partner(partnership, None)
     access = stack.access(partner_name(mash.id))
+    store = open_audit_store(settings)
+    _record_demo_lookup(store, "chronology", {key}, asked_as=mash.id)
+    _record_demo_lookup(store, "audit trail", subject_tokens(keyring, "nhs_number", child["identifiers"]["nhs_number"]))
+    store.close()
     deadline = time.monotonic() + timeout_s
     entries = timeline(access, mash, key, timeout_s=5.0)
     while time.monotonic() < deadline and not any(e.event_type.startswith("bus.") for e in entries):
@@ -162,11 +175,7 @@ def _show_concern(settings: Settings, stack: Stack, partnership: Partnership, ch
     echo("  its audit trail:")
     for line in render(records):
         echo("    " + line)
-    store = open_audit_store(settings)
-    record_lookup(store, command="chronology", reason=Reason.DEMONSTRATION, case_ref="", tokens={key},
-                  asked_as=mash.id)
-    store.close()
-    echo(f"  the child's chronology for the MASH (sgbus chronology --token {key} --reason safeguarding):")
+    echo(f"  the child's chronology for the MASH (sgbus chronology --token {key}):")
     for line in render_chronology(entries, mash):
         echo("    " + line)
     return 0 if records else 1

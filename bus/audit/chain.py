@@ -70,20 +70,28 @@ CREATE TABLE IF NOT EXISTS audit_append_lock (
     id INTEGER PRIMARY KEY
 );
 CREATE TABLE IF NOT EXISTS lookups (
-    lookup_id TEXT PRIMARY KEY,
-    looked_at TEXT NOT NULL,
-    command TEXT NOT NULL,
-    os_user TEXT NOT NULL,
+    lookup_id TEXT PRIMARY KEY DEFAULT {uuid},
+    looked_at TEXT NOT NULL DEFAULT {now},
+    command TEXT NOT NULL CHECK (command IN ('audit trail', 'chronology')),
+    os_user TEXT NOT NULL CHECK (length(os_user) <= 64),
     db_login TEXT NOT NULL DEFAULT {login},
-    reason TEXT NOT NULL,
-    case_ref TEXT NOT NULL,
-    asked_as TEXT NOT NULL,
-    tokens TEXT NOT NULL
+    reason TEXT NOT NULL CHECK (reason IN ('safeguarding', 'subject-access', 'data-protection', 'audit',
+                                           'demonstration')),
+    case_ref TEXT NOT NULL CHECK (length(case_ref) <= 40),
+    asked_as TEXT NOT NULL CHECK (length(asked_as) <= 64),
+    tokens TEXT NOT NULL CHECK (length(tokens) <= 4096)
 );
 """
-# PostgreSQL fills in the login itself, and readers may not write that column (bus/audit/roles.py):
-# a row cannot name another login than the one that added it. SQLite has no logins.
-_SQLITE_SCHEMA = _SCHEMA.format(login="''")
+# The database fills in a look-up's id, time and (PostgreSQL) login, and a recorder may write
+# none of them (bus/audit/roles.py): a row cannot be backdated or name another login than the one
+# that added it. SQLite has no logins, and whoever can write its file can write anything.
+_POSTGRES_DEFAULTS = {
+    "uuid": "gen_random_uuid()::text",
+    "now": "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')",
+    "login": "session_user",
+}
+_SQLITE_SCHEMA = _SCHEMA.format(uuid="(lower(hex(randomblob(16))))",
+                                now="(strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now'))", login="''")
 
 #: the store's tables (audit_append_lock only locked, by the chain's writer while it appends; never
 #: written; lookups: who looked up a child, bus/audit/lookups.py)
@@ -94,7 +102,7 @@ LATER_TABLES = ("lookups",)
 
 def schema_statements() -> list[str]:
     """The PostgreSQL store's tables and indexes, one statement each."""
-    return [" ".join(st.split()) for st in _SCHEMA.format(login="session_user").split(";") if st.strip()]
+    return [" ".join(st.split()) for st in _SCHEMA.format(**_POSTGRES_DEFAULTS).split(";") if st.strip()]
 
 
 # The columns queries use, stored beside each record's hashed body: verify checks they agree.
@@ -177,8 +185,9 @@ LOCK_TIMEOUT_S = 30
 #: limit of 999 values a statement)
 _REGISTER_ROWS = 200
 
-#: a look-up's columns as written (db_login, the database's own, is read back beside them)
-LOOKUP_COLUMNS = ("lookup_id", "looked_at", "command", "os_user", "reason", "case_ref", "asked_as", "tokens")
+#: a look-up's columns as its recorder writes them (the database fills in the others: LOOKUP_FILLED)
+LOOKUP_COLUMNS = ("command", "os_user", "reason", "case_ref", "asked_as", "tokens")
+LOOKUP_FILLED = ("lookup_id", "looked_at", "db_login")
 
 
 class AuditStore:
@@ -558,21 +567,22 @@ class AuditStore:
         rows = self._execute("SELECT body FROM audit WHERE event_id = ? ORDER BY seq", [event_id])
         return [json.loads(r[0]) for r in rows]
 
-    def record_lookup(self, row: dict[str, str]) -> None:
-        """Add one row to `lookups` (bus/audit/lookups.py), with this PostgreSQL login's name
-        as the database gives it; raises AuditStoreError when it cannot be stored."""
+    def record_lookup(self, row: dict[str, str]) -> str:
+        """Add one row to `lookups` (bus/audit/lookups.py); returns the id the database gave it.
+        Raises AuditStoreError when it cannot be stored."""
         names = ", ".join(LOOKUP_COLUMNS)
         marks = ", ".join("?" for _ in LOOKUP_COLUMNS)
         try:
             self._reconnect_if_dropped()
-            self._execute(f"INSERT INTO lookups ({names}) VALUES ({marks})",  # noqa: S608 - names are ours
-                          [row[c] for c in LOOKUP_COLUMNS])
+            done = self._execute(f"INSERT INTO lookups ({names}) VALUES ({marks}) RETURNING lookup_id",  # noqa: S608
+                                 [row[c] for c in LOOKUP_COLUMNS]).fetchone()
+            return str(done[0])
         except Exception as exc:
             raise self._lookups_error(exc, "record the look-up") from None
 
     def lookups(self) -> list[dict[str, str]]:
         """Every recorded look-up, oldest first."""
-        columns = (*LOOKUP_COLUMNS, "db_login")
+        columns = (*LOOKUP_FILLED, *LOOKUP_COLUMNS)
         try:
             rows = self._execute(f"SELECT {', '.join(columns)} FROM lookups"  # noqa: S608 - names are ours
                                  " ORDER BY looked_at, lookup_id").fetchall()
@@ -589,8 +599,8 @@ class AuditStore:
                 return AuditStoreError("the audit store has no lookups table yet: run `sgbus audit roles --apply` "
                                        "once with the tables' owner's DSN")
             if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-                return AuditStoreError(f"this login may not {doing}: make it an audit reader "
-                                       "(`sgbus audit roles --apply --reader LOGIN`)")
+                return AuditStoreError(f"this login may not {doing}: make it a look-up recorder "
+                                       "(`sgbus audit roles --apply --recorder LOGIN`)")
         return AuditStoreError(f"could not {doing}: {type(exc).__name__}")
 
     def latest_checkpoint(self) -> Checkpoint | None:

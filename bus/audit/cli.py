@@ -98,8 +98,8 @@ def reason_option(reason: str | None) -> Reason:
     if reason is None:
         fail(f"--reason: say why you are looking this child up (one of: {', '.join(ASKABLE)}); "
              "every look-up is recorded in the audit store (`sgbus audit lookups`)", 2)
-    if reason not in ASKABLE:
-        fail(f"--reason: {reason!r} is not one of: {', '.join(ASKABLE)}", 2)
+    if reason not in ASKABLE:  # not quoted back: it could be anything typed
+        fail(f"--reason: use one of: {', '.join(ASKABLE)}", 2)
     return Reason(reason)
 
 
@@ -168,9 +168,12 @@ def _asked_tokens(settings: Settings, nhs_number: str | None, token: str | None,
             fail("--nhs-number: not a valid NHS number (10 digits with a modulus 11 check digit)", 2)
         return tokens_of(load_keyring(settings), nhs)
     assert token is not None
-    if not token.startswith("psn:"):
-        fail("--token: a token looks like psn:<kid>:<value>", 2)
-    return {token}
+    from bus.audit.lookups import LookupRefused, check_token
+
+    try:
+        return {check_token("--token", token)}
+    except LookupRefused as exc:
+        fail(str(exc), 2)
 
 
 @audit_app.command("lookups")
@@ -239,6 +242,9 @@ def audit_roles(
     reader: Annotated[list[str] | None, typer.Option(
         "--reader", help="a login role to make an audit reader (the gateway's, `audit verify`'s); "
                          "repeatable")] = None,
+    recorder: Annotated[list[str] | None, typer.Option(
+        "--recorder", help="a person's login role for `audit trail`, `chronology` and `audit lookups`: an audit "
+                           "reader that also records its look-ups (one login per person); repeatable")] = None,
 ) -> None:
     """PostgreSQL audit store: a group role per component, each with only the rights its work
     needs, so that no worker's or gateway's login can change or remove an audit record. Create
@@ -248,7 +254,9 @@ def audit_roles(
 
     try:
         roles = AuditRoles(prefix)
-        members = {roles.writer: writer or [], roles.register: register or [], roles.reader: reader or []}
+        members = {roles.writer: writer or [], roles.register: register or [],
+                   roles.reader: [*(reader or []), *(r for r in recorder or [] if r not in (reader or []))],
+                   roles.recorder: recorder or []}
         statements = roles.statements() + [member_statement(g, login) for g, logins in members.items()
                                            for login in logins]
     except RolesError as exc:
@@ -269,4 +277,5 @@ def audit_roles(
     except (RolesError, AuditStoreError) as exc:
         fail(str(exc))
     typer.echo(f"audit store roles set: {roles.writer} (audit stage), {roles.register} (ingest stage), "
-               f"{roles.reader} (gateway, audit verify and trail, replay)")
+               f"{roles.reader} (gateway, audit verify and trail, replay), {roles.recorder} (a person's look-ups "
+               "of a child)")

@@ -8,8 +8,12 @@ records were gone). With them:
   it can neither change nor remove a row.
 - `<prefix>_event_register` (the ingest stage): reads and adds to the event id register only.
 - `<prefix>_audit_reader` (the gateway's status look-ups, `sgbus audit verify` and `trail`,
-  `sgbus replay`): reads the chain and its checkpoints, and records who looked up a child
-  (`lookups`: it may add a row and read them, never change or remove one).
+  `sgbus replay`): reads the chain and its checkpoints.
+- `<prefix>_lookup_recorder` (a person's login, beside the reader: `sgbus audit trail`,
+  `chronology`, `audit lookups`): records who looked up a child and reads those records; it may
+  add a row, never change or remove one, nor write the columns the database fills in (id, time,
+  login). The gateway's login is not one: a taken-over gateway can neither read who is being
+  looked into nor add rows to muddy it.
 
 The tables' owner (the DSN `sgbus audit roles --apply` runs with; it needs CREATEROLE) keeps
 every right: it is the database insider the signed heads on `sg.audit.heads` guard against.
@@ -63,8 +67,12 @@ class AuditRoles:
     def reader(self) -> str:
         return f"{self.prefix}_audit_reader"
 
-    def all(self) -> tuple[str, str, str]:
-        return self.writer, self.register, self.reader
+    @property
+    def recorder(self) -> str:
+        return f"{self.prefix}_lookup_recorder"
+
+    def all(self) -> tuple[str, str, str, str]:
+        return self.writer, self.register, self.reader, self.recorder
 
     def statements(self) -> list[str]:
         """Create the group roles (without login) if missing and give each exactly its rights.
@@ -92,9 +100,9 @@ class AuditRoles:
             f"GRANT UPDATE ON {LOCK_TABLE} TO {self.writer}",
             f"GRANT SELECT, INSERT ON {register} TO {self.register}",
             f"GRANT SELECT ON {chain} TO {self.reader}",
-            # Every column but db_login, which the database fills in with the login adding the row.
-            f"GRANT SELECT ON {', '.join(LOOKUP_TABLES)} TO {self.reader}",
-            f"GRANT INSERT ({', '.join(LOOKUP_COLUMNS)}) ON {', '.join(LOOKUP_TABLES)} TO {self.reader}",
+            # Not the columns the database fills in (the row's id, time and login).
+            f"GRANT SELECT ON {', '.join(LOOKUP_TABLES)} TO {self.recorder}",
+            f"GRANT INSERT ({', '.join(LOOKUP_COLUMNS)}) ON {', '.join(LOOKUP_TABLES)} TO {self.recorder}",
         ]
 
     def intended(self) -> set[tuple[str, str, str]]:
@@ -104,12 +112,12 @@ class AuditRoles:
         rights.add((LOCK_TABLE, self.writer, "UPDATE"))
         rights |= {(t, self.register, r) for t in REGISTER_TABLES for r in ("SELECT", "INSERT")}
         rights |= {(t, self.reader, "SELECT") for t in CHAIN_TABLES}
-        rights |= {(t, self.reader, "SELECT") for t in LOOKUP_TABLES}
+        rights |= {(t, self.recorder, "SELECT") for t in LOOKUP_TABLES}
         return rights
 
     def intended_columns(self) -> set[tuple[str, str, str, str]]:
         """(table, column, grantee, right): the column rights a role holds once set up."""
-        return {(t, c, self.reader, "INSERT") for t in LOOKUP_TABLES for c in LOOKUP_COLUMNS}
+        return {(t, c, self.recorder, "INSERT") for t in LOOKUP_TABLES for c in LOOKUP_COLUMNS}
 
 
 def member_statement(group: str, login: str) -> str:
@@ -158,18 +166,21 @@ def _left_over(conn: Any, roles: AuditRoles) -> list[str]:
     problems: list[str] = []
     rows = conn.execute(
         "SELECT c.relname, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,"
-        " a.privilege_type FROM pg_class c, aclexplode(c.relacl) a"
+        " a.privilege_type, a.is_grantable FROM pg_class c, aclexplode(c.relacl) a"
         " WHERE c.oid = ANY(%s::regclass[]) AND a.grantee <> c.relowner", (list(tables),)).fetchall()
     intended = roles.intended()
-    problems += [f"{grantee} has {right} on {table}" for table, grantee, right in rows
-                 if (table, grantee, right) not in intended]
+    problems += [f"{grantee} has {right} on {table}" + (" WITH GRANT OPTION" if grantable else "")
+                 for table, grantee, right, grantable in rows
+                 if (table, grantee, right) not in intended or grantable]
     columns = conn.execute(
         "SELECT c.relname, a.attname, CASE WHEN x.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(x.grantee) END,"
-        " x.privilege_type FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid, aclexplode(a.attacl) x"
-        " WHERE a.attrelid = ANY(%s::regclass[]) AND x.grantee <> c.relowner", (list(tables),)).fetchall()
+        " x.privilege_type, x.is_grantable FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid,"
+        " aclexplode(a.attacl) x WHERE a.attrelid = ANY(%s::regclass[]) AND x.grantee <> c.relowner",
+        (list(tables),)).fetchall()
     wanted = roles.intended_columns()
-    problems += [f"{grantee} has {right} on {table}.{column}" for table, column, grantee, right in columns
-                 if (table, column, grantee, right) not in wanted]
+    problems += [f"{grantee} has {right} on {table}.{column}" + (" WITH GRANT OPTION" if grantable else "")
+                 for table, column, grantee, right, grantable in columns
+                 if (table, column, grantee, right) not in wanted or grantable]
     groups = conn.execute(
         "SELECT r.rolname, r.rolsuper OR r.rolbypassrls, r.rolcanlogin,"
         " EXISTS (SELECT FROM pg_auth_members m WHERE m.member = r.oid)"

@@ -197,7 +197,7 @@ def test_worker_writes_the_audit_chain_to_postgres_when_the_dsn_is_set(bus: Bus,
     postgres.create_login("reader_login")
     roles = AuditRoles()
     apply(owner, roles, {roles.writer: ["worker_login"], roles.register: ["worker_login"],
-                         roles.reader: ["reader_login"]})
+                         roles.reader: ["reader_login"], roles.recorder: ["reader_login"]})
     dsn = postgres.dsn("audit_worker", "worker_login")
     original_env = dict(bus.worker_env or {})
     assert bus.worker is not None

@@ -221,44 +221,75 @@ def test_audit_roles_apply_sets_up_a_new_store_and_names_no_secret(postgres: Pos
     assert bad.returncode == 1 and "no_such_login" in bad.stderr and "Traceback" not in bad.stderr
 
 
+TOKEN = "psn:k123abc:" + "a" * 52
+
+
 def _lookup(store: AuditStore) -> str:
     from bus.audit.lookups import Reason, record_lookup
 
     return record_lookup(store, command="audit trail", reason=Reason.SAFEGUARDING, case_ref="MASH/1",
-                         tokens={"psn:k1:abc"})
+                         tokens={TOKEN})
+
+
+@pytest.fixture
+def person(postgres: Postgres, database: str) -> str:
+    """A person's login, set up as `sgbus audit roles --recorder` does: reader and recorder."""
+    login = f"person_{uuid.uuid4().hex[:8]}"
+    postgres.create_login(login)
+    apply(postgres.dsn(database), ROLES, {ROLES.reader: [login], ROLES.recorder: [login]})
+    return login
 
 
 def test_a_lookup_is_recorded_under_the_login_the_database_names_and_cannot_be_forged_or_removed(
-        postgres: Postgres, database: str) -> None:
-    dsn = postgres.dsn(database, "gateway_login")
+        postgres: Postgres, database: str, person: str) -> None:
+    dsn = postgres.dsn(database, person)
     store = AuditStore(dsn=dsn)
     lookup_id = _lookup(store)
     [row] = store.lookups()
-    assert row["lookup_id"] == lookup_id and row["db_login"] == "gateway_login" and row["reason"] == "safeguarding"
+    assert row["lookup_id"] == lookup_id and row["db_login"] == person and row["reason"] == "safeguarding"
+    assert row["looked_at"].endswith("+00:00") and not store.can_rewrite()
     store.close()
-    for statement in ("UPDATE lookups SET reason = 'audit'",
-                      "DELETE FROM lookups", "TRUNCATE lookups",
-                      # Naming another login as the one that looked the child up:
-                      "INSERT INTO lookups (lookup_id, looked_at, command, os_user, db_login, reason, case_ref, "
-                      "asked_as, tokens) VALUES ('x', 't', 'audit trail', 'u', 'audit_login', 'audit', '', '', '[]')"):
+    insert = "INSERT INTO lookups (command, os_user, reason, case_ref, asked_as, tokens{}) " \
+             "VALUES ('audit trail', 'u', 'audit', '', '', '[]'{})"
+    for statement in ("UPDATE lookups SET reason = 'audit'", "DELETE FROM lookups", "TRUNCATE lookups",
+                      # Naming another login, backdating, choosing the id:
+                      insert.format(", db_login", ", 'audit_login'"),
+                      insert.format(", looked_at", ", '2001-01-01T00:00:00+00:00'"),
+                      insert.format(", lookup_id", ", 'x'")):
         assert _refused(dsn, statement), statement
-    for login in ("audit_login", "ingest_login"):  # the workers' logins neither read nor add look-ups
+    with psycopg.connect(dsn) as conn, pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute(insert.format("", "").replace("'audit', ''", "'curiosity', ''").encode())
+    # The workers' and the gateway's logins neither read who is being looked into nor add to it.
+    for login in ("audit_login", "ingest_login", "gateway_login"):
         assert _refused(postgres.dsn(database, login), "SELECT * FROM lookups")
-        with pytest.raises(AuditStoreError, match="audit reader"):
+        with pytest.raises(AuditStoreError, match="look-up recorder"):
             _lookup(AuditStore(dsn=postgres.dsn(database, login)))
 
 
 def test_a_store_set_up_before_lookups_still_serves_its_workers_and_the_trail_says_what_to_run(
-        postgres: Postgres, database: str) -> None:
+        postgres: Postgres, database: str, person: str) -> None:
     """An upgrade: the workers' logins start as before; a look-up is refused (so nothing is
     shown) until the owner runs `sgbus audit roles --apply` again."""
     owner = postgres.dsn(database)
     with psycopg.connect(owner, autocommit=True) as conn:
         conn.execute(b"DROP TABLE lookups")
     AuditStore(dsn=postgres.dsn(database, "audit_login")).close()
-    store = AuditStore(dsn=postgres.dsn(database, "gateway_login"))
+    store = AuditStore(dsn=postgres.dsn(database, person))
     with pytest.raises(AuditStoreError, match="sgbus audit roles --apply"):
         _lookup(store)
     apply(owner, ROLES, {})
     _lookup(store)
-    assert [r["db_login"] for r in store.lookups()] == ["gateway_login"]
+    assert [r["db_login"] for r in store.lookups()] == [person]
+
+
+def test_a_right_on_lookups_given_with_grant_option_stops_the_set_up(postgres: Postgres, database: str,
+                                                                    person: str) -> None:
+    """A login that may pass its right on could give anyone the look-ups to read."""
+    owner = postgres.dsn(database)
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute(b"GRANT SELECT ON lookups TO " + person.encode() + b" WITH GRANT OPTION")
+    with pytest.raises(RolesError, match=f"{person} has SELECT on lookups WITH GRANT OPTION"):
+        apply(owner, ROLES, {})
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute(b"REVOKE SELECT ON lookups FROM " + person.encode())
+    apply(owner, ROLES, {})

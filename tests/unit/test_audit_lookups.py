@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bus.audit.chain import AuditStore
-from bus.audit.lookups import LookupRefused, Reason, check_case_ref, lookups_about, record_lookup
+from bus.audit.lookups import LookupRefused, Reason, check_case_ref, check_token, lookups_about, record_lookup, render
 from bus.audit.signer import new_audit_signer
 from bus.cli import app
 from bus.pseudonymise.keyring import CONTROLLER_DOMAIN, save_keyring
@@ -73,12 +73,30 @@ def test_nothing_is_shown_when_the_lookup_cannot_be_recorded(home: Path) -> None
     assert "oakfield-primary" not in out and "DSA-" not in out
 
 
-@pytest.mark.parametrize("case_ref", ["Jane Smith", "MASH 12", "x" * 41, "ref;drop", "-starts-with-dash"])
+@pytest.mark.parametrize("case_ref", ["Jane Smith", "MASH 12", "x" * 41, "ref;drop", "-starts-with-dash", "Jane.Smith",
+                                      "9434765919", "MASH/943-476-5919", "943.476.5919"])
 def test_a_case_reference_that_could_carry_a_name_or_a_note_is_refused(home: Path, case_ref: str) -> None:
     with pytest.raises(LookupRefused, match="--case-ref"):
         check_case_ref(case_ref)
     code, out = _run(home, "audit", "trail", "--nhs-number", NHS, "--reason", "audit", f"--case-ref={case_ref}")
     assert code == 2 and "oakfield-primary" not in out and _lookups(home) == []
+    assert case_ref not in out  # not quoted back
+
+
+@pytest.mark.parametrize("case_ref", ["MASH/2026/0412", "S47-1182", "SAR.17", "INC_2026_5"])
+def test_a_case_reference_is_taken(case_ref: str) -> None:
+    assert check_case_ref(case_ref) == case_ref
+
+
+def test_a_token_that_is_not_one_is_refused_before_anything_is_recorded(home: Path) -> None:
+    """Found in review: any text after psn: was stored as the token asked about."""
+    free_text = "psn:Jane Smith 9990001234 hit by dad"
+    with pytest.raises(LookupRefused):
+        check_token("--token", free_text)
+    code, out = _run(home, "audit", "trail", "--token", free_text, "--reason", "audit")
+    assert code == 2 and "Jane" not in out and _lookups(home) == []
+    code, out = _run(home, "audit", "trail", "--nhs-number", NHS, "--reason", "gossip about Jane")
+    assert code == 2 and "Jane" not in out and "safeguarding" in out
 
 
 def test_audit_lookups_answers_who_looked_up_this_child_across_linkage_domains(home: Path) -> None:
@@ -107,10 +125,58 @@ def test_lookups_about_matches_any_token_asked() -> None:
     assert len(lookups_about(rows, None)) == 2
 
 
-def test_the_audit_reader_may_add_lookups_except_the_login_column() -> None:
+def test_a_row_added_outside_sgbus_neither_stops_the_answer_nor_reaches_the_terminal_raw(home: Path) -> None:
+    """Found in review: one row whose tokens were not JSON made `audit lookups` fail for
+    everyone, and a stored escape sequence would have reached the operator's terminal."""
+    db = sqlite3.connect(home / "audit.db")
+    db.execute("INSERT INTO lookups (command, os_user, reason, case_ref, asked_as, tokens) VALUES "
+               "('audit trail', 'mallory\x1b[2J', 'audit', '', '', 'not json'), "
+               "('chronology', 'eve', 'audit', '', '', '5')")
+    db.commit()
+    db.close()
+    code, out = _run(home, "audit", "lookups", "--nhs-number", NHS)
+    assert code == 0, out
+    assert out.count("MALFORMED") == 2 and "\x1b" not in out and "mallory?[2J" in out
+    rows = lookups_about(_lookups(home), None)
+    assert all(r["malformed"] for r in rows) and "\x1b" not in "".join(render(rows))
+
+
+def test_the_store_gives_a_lookup_its_id_and_time_and_refuses_an_unknown_reason(home: Path) -> None:
+    store = AuditStore(home / "audit.db")
+    first = record_lookup(store, command="audit trail", reason=Reason.AUDIT, case_ref="", tokens=set())
+    second = record_lookup(store, command="audit trail", reason=Reason.AUDIT, case_ref="", tokens=set())
+    rows = store.lookups()
+    assert first != second and [r["lookup_id"] for r in rows] == [first, second]
+    assert rows[0]["looked_at"] <= rows[1]["looked_at"] and rows[0]["looked_at"].startswith("20")
+    with pytest.raises(sqlite3.IntegrityError):  # the table's own check, for rows added outside sgbus
+        store.db.execute("INSERT INTO lookups (command, os_user, reason, case_ref, asked_as, tokens) "
+                         "VALUES ('audit trail', 'u', 'curiosity', '', '', '[]')")
+    store.close()
+
+
+def test_only_the_lookup_recorder_may_add_lookups_and_not_the_columns_the_database_fills_in() -> None:
     from bus.audit.roles import AuditRoles
 
-    sql = " ".join(AuditRoles().statements())
-    assert "GRANT SELECT ON lookups TO sgbus_audit_reader" in sql
-    insert = next(s for s in AuditRoles().statements() if s.startswith("GRANT INSERT ("))
-    assert "db_login" not in insert and "lookup_id" in insert and insert.endswith("ON lookups TO sgbus_audit_reader")
+    statements = AuditRoles().statements()
+    assert "GRANT SELECT ON lookups TO sgbus_lookup_recorder" in statements
+    insert = next(s for s in statements if s.startswith("GRANT INSERT ("))
+    assert insert.endswith("ON lookups TO sgbus_lookup_recorder")
+    assert not any(c in insert for c in ("db_login", "lookup_id", "looked_at")) and "tokens" in insert
+    assert not any("lookups" in s and "sgbus_audit_reader" in s for s in statements if s.startswith("GRANT"))
+
+
+def test_the_chronology_reads_nothing_when_its_lookup_cannot_be_recorded(home: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import bus.concern.chronology
+
+    def must_not_read(*_: object, **__: object) -> None:
+        raise AssertionError("the MASH's topic was read before the look-up was on record")
+
+    monkeypatch.setattr(bus.concern.chronology, "timeline", must_not_read)
+    db = sqlite3.connect(home / "audit.db")
+    db.execute("CREATE TRIGGER no_lookups BEFORE INSERT ON lookups BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    db.commit()
+    db.close()
+    code, out = _run(home, "chronology", "--token", token(KEYRING, "mash", "nhs_number", NHS), "--reason",
+                     "safeguarding")
+    assert code == 1 and "could not be recorded" in out
