@@ -17,7 +17,7 @@ from bus import logs
 from bus.agents.batching import take_ready
 from bus.agents.direct_producer import DirectProducer
 from bus.agents.guard import guarded
-from bus.agents.sends import BatchSends, SendFailed, SendLedger
+from bus.agents.sends import BatchSends, SendFailed, SendLedger, send_dead_letter
 from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
 from bus.audit_process import AuditWriter
@@ -156,14 +156,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         return deliver_topics[name]
 
     async def dead_letter(dl: DeadLetter, tp: TP) -> None:
-        try:
-            await send(dlq, str(dl.dlq_id).encode(), dl.model_dump_json().encode(), tp)
-        except Exception as exc:  # refused at once (too large, say): its position and first reason still go
-            log.error("dead_letter_send_failed_sending_shorter", error=type(exc).__name__, topic=dl.topic,
-                      offset=dl.offset)
-            shorter = dl.model_copy(update={"reasons": [*dl.reasons[:1], {
-                "field": "$", "code": "dead_letter_shortened", "message": type(exc).__name__}]})
-            await send(dlq, str(dl.dlq_id).encode(), shorter.model_dump_json().encode(), tp)
+        await send_dead_letter(lambda key, value: send(dlq, key, value, tp), dl)
         code = dl.reasons[0]["code"] if dl.reasons else "unknown"
         metrics.events_rejected.labels(code).inc()
         metrics.dlq.labels(code).inc()

@@ -4,7 +4,13 @@ the first send the broker refused."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+from bus import logs
+from bus.records import DeadLetter
+
+log = logs.get("sgbus.agents")
 
 
 class SendFailed(Exception):
@@ -89,3 +95,22 @@ class BatchSends:
             if error is not None and failed is None:
                 failed = (topic, error)
         return failed
+
+
+def shortened(dl: DeadLetter, error: BaseException) -> DeadLetter:
+    """`dl` cut to its position and first reason, and why it was cut (the error's type only)."""
+    return dl.model_copy(update={"reasons": [*dl.reasons[:1], {
+        "field": "$", "code": "dead_letter_shortened", "message": type(error).__name__}]})
+
+
+async def send_dead_letter(send: Callable[[bytes, bytes], Awaitable[Any]], dl: DeadLetter) -> None:
+    """Send `dl` (key: its id). If the producer refuses it at once (too large for the topic,
+    say), its position and first reason still go: a rejected event is never dropped silently.
+    If that is refused too, the error goes up and the batch is not committed."""
+    key = str(dl.dlq_id).encode()
+    try:
+        await send(key, dl.model_dump_json().encode())
+    except Exception as exc:
+        log.error("dead_letter_send_failed_sending_shorter", error=type(exc).__name__, topic=dl.topic,
+                  offset=dl.offset)
+        await send(key, shortened(dl, exc).model_dump_json().encode())

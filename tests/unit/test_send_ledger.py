@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime
 
 import pytest
 
 from bus.agents import sends
-from bus.agents.sends import SendLedger
+from bus.agents.sends import SendLedger, send_dead_letter
+from bus.records import DeadLetter
 
 
 async def _futures(n: int) -> list[asyncio.Future[object]]:
@@ -114,3 +117,46 @@ def test_an_exactly_once_batch_whose_sends_were_all_written_may_commit() -> None
         assert await batch.failure() is None
 
     asyncio.run(run())
+
+
+def _dead_letter(reasons: int) -> DeadLetter:
+    return DeadLetter(dlq_id=uuid.uuid4(), stage="ingest", topic="sg.ingress.police", partition=2, offset=41,
+                      event_id=None, event_type=None, rejected_at=datetime.now(UTC),
+                      reasons=[{"field": f"payload.f{i}", "code": "missing", "message": "Field required"}
+                               for i in range(reasons)])
+
+
+def test_a_dead_letter_refused_at_once_goes_again_cut_to_its_position_and_first_reason() -> None:
+    """The broker refusing a dead letter (too large for sg.dlq) must not drop the rejected event's
+    trace: its position and first reason go, with why it was cut."""
+    sent: list[tuple[bytes, bytes]] = []
+
+    async def send(key: bytes, value: bytes) -> None:
+        if not sent and len(value) > 1_000:
+            sent.append((b"refused", b""))
+            raise RuntimeError("MessageSizeTooLarge: the message is 1,048,600 bytes")
+        sent.append((key, value))
+
+    dl = _dead_letter(21)
+    asyncio.run(send_dead_letter(send, dl))
+    assert len(sent) == 2 and sent[1][0] == str(dl.dlq_id).encode()
+    again = DeadLetter.model_validate_json(sent[1][1])
+    assert (again.topic, again.partition, again.offset) == ("sg.ingress.police", 2, 41)
+    assert again.reasons == [dl.reasons[0], {"field": "$", "code": "dead_letter_shortened", "message": "RuntimeError"}]
+    assert "1,048,600" not in sent[1][1].decode()  # the error's type only
+
+
+def test_a_dead_letter_sent_whole_is_sent_once_and_one_refused_twice_stops_the_batch() -> None:
+    calls: list[bytes] = []
+
+    async def accept(key: bytes, value: bytes) -> None:
+        calls.append(value)
+
+    asyncio.run(send_dead_letter(accept, _dead_letter(2)))
+    assert len(calls) == 1 and len(DeadLetter.model_validate_json(calls[0]).reasons) == 2
+
+    async def refuse(key: bytes, value: bytes) -> None:
+        raise RuntimeError("broker down")
+
+    with pytest.raises(RuntimeError, match="broker down"):
+        asyncio.run(send_dead_letter(refuse, _dead_letter(2)))
