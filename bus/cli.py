@@ -219,14 +219,14 @@ def replay(
     and audited again."""
     from bus.exceptions import StackError
     from bus.replay import replay_failed
-    from bus.security.principals import ADMIN
+    from bus.security.principals import REPLAYER
 
     if not failed:
         fail("say what to replay: --failed", 2)
     settings = load_settings()
     bootstrap, _ = resolve_endpoints(settings)
     try:
-        report = replay_failed(kafka_as(settings, bootstrap, ADMIN), open_audit(settings), dry_run=dry_run)
+        report = replay_failed(kafka_as(settings, bootstrap, REPLAYER), open_audit(settings), dry_run=dry_run)
     except StackError as exc:
         fail(f"nothing replayed: {exc}")
     verb = "would replay" if dry_run else "replayed"

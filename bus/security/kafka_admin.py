@@ -26,7 +26,7 @@ from bus.exceptions import StackError
 from bus.policy.data import Partnership
 from bus.security.credentials import CredentialStore
 from bus.security.kafka_access import KafkaAccess
-from bus.security.principals import ADMIN, GATEWAY, STAGE_PRINCIPALS, Grant, Principal, principals
+from bus.security.principals import ADMIN, GATEWAY, REPLAYER, STAGE_PRINCIPALS, Grant, Principal, principals
 
 SCRAM_ITERATIONS = 8192
 MANAGED_PREFIXES = ("publisher.", "partner.", "delivery.")
@@ -51,7 +51,8 @@ class SyncReport:
 
 def is_managed(username: str) -> bool:
     """A principal name of the kind `principals()` derives (see bus/security/principals.py)."""
-    return username in STAGE_PRINCIPALS.values() or username == GATEWAY or username.startswith(MANAGED_PREFIXES)
+    return (username in STAGE_PRINCIPALS.values() or username in (GATEWAY, REPLAYER)
+            or username.startswith(MANAGED_PREFIXES))
 
 
 def binding(principal: Principal, grant: Grant) -> AclBinding:

@@ -10,6 +10,9 @@ One principal per job, each allowed exactly its topics, consumer groups and tran
   (`sg.audit.heads`), in groups starting `partner.<partner>.`.
 - `delivery.<partner>`: the webhook/file delivery connector for one partner: reads that
   partner's topic (groups `delivery.<partner>.`) and writes dead letters.
+- `sgbus-replay`: `sgbus replay --failed`, run by an operator: reads the dead letters, the
+  events and the replays (whole topics, outside any group) and writes `sg.replay`; nothing else,
+  so a deployment needs no super user to replay a failed view.
 - `sgbus-gateway`: the HTTPS gateway, on behalf of partners it has authenticated by client
   certificate: writes ingress topics (it checks each event is the caller's own organisation's
   and signed by its key, as ingest checks again), reads partner topics for their mailboxes
@@ -44,7 +47,8 @@ ADMIN = "admin"
 STAGE_PRINCIPALS = {"ingest": "sgbus-ingest", "route": "sgbus-route", "audit": "sgbus-audit",
                     "concern": "sgbus-concern", "all": "sgbus-worker"}
 GATEWAY = "sgbus-gateway"
-Role = Literal["admin", "stage", "publisher", "partner", "delivery", "gateway"]
+REPLAYER = "sgbus-replay"
+Role = Literal["admin", "stage", "publisher", "partner", "delivery", "gateway", "operator"]
 ResourceType = Literal["topic", "group", "transactional_id", "cluster"]
 Operation = Literal["read", "write", "idempotent_write", "create"]
 CLUSTER = "kafka-cluster"  # the one name Kafka gives the cluster resource
@@ -152,6 +156,8 @@ def principals(partnership: Partnership) -> list[Principal]:
         *(_topic(ingress_topic(a), "write") for a in Agency if a != Agency.BUS),
         _topic(DELIVER_PREFIX, "read", "prefixed"), _topic(DLQ, "read"),
         *_own_groups(GATEWAY_GROUP_PREFIX, transactional=False)})))
+    out.append(Principal(REPLAYER, "operator", frozenset({
+        _topic(DLQ, "read"), _topic(EVENTS, "read"), _topic(REPLAY, "read"), _topic(REPLAY, "write")})))
     for p in partnership.partners:
         # The bus's own source (agency bus) publishes only through the concern stage's principal:
         # no publisher principal exists that could write forged concerns.

@@ -58,6 +58,14 @@ def test_a_partner_principal_may_read_only_its_own_topic_and_write_nothing() -> 
         assert groups == {(f"partner.{partner.id}.", "prefixed")}
 
 
+def test_the_replay_principal_reads_what_a_replay_needs_and_writes_only_sg_replay() -> None:
+    """Noticed in review: `sgbus replay --failed` ran as the super user, which a deployment
+    (Strimzi) has no KafkaUser for."""
+    assert BY_NAME["sgbus-replay"].grants == frozenset({
+        Grant("topic", "sg.dlq", "literal", "read"), Grant("topic", "sg.events", "literal", "read"),
+        Grant("topic", "sg.replay", "literal", "read"), Grant("topic", "sg.replay", "literal", "write")})
+
+
 def test_a_publisher_may_write_only_its_agencys_ingress_topic() -> None:
     for partner in PARTNERSHIP.partners:
         if partner.agency == "bus":
@@ -99,12 +107,13 @@ def test_each_stage_uses_only_groups_and_transactional_ids_with_its_own_prefix()
     assert _topics("sgbus-ingest", "read") == {("sg.ingress.", "prefixed")}
 
 
-def test_no_principal_but_the_admin_may_put_events_on_sg_replay_and_only_the_route_stages_read_it() -> None:
+def test_only_the_replay_principal_may_put_events_on_sg_replay_and_only_it_and_the_route_stages_read_it() -> None:
     """sg.replay is routed again as it stands: a principal that could write it could have any
-    pseudonymised event shared. Only `sgbus replay` (as the admin) puts events there."""
-    for name in BY_NAME:
-        assert ("sg.replay", "literal") not in _topics(name, "write"), name
-    assert {n for n in BY_NAME if ("sg.replay", "literal") in _topics(n, "read")} == {"sgbus-route", "sgbus-worker"}
+    pseudonymised event shared. Only `sgbus replay` (its own principal, or the admin) puts
+    events there."""
+    assert {n for n in BY_NAME if ("sg.replay", "literal") in _topics(n, "write")} == {"sgbus-replay"}
+    assert {n for n in BY_NAME if ("sg.replay", "literal") in _topics(n, "read")} == {
+        "sgbus-route", "sgbus-worker", "sgbus-replay"}
     assert _topics("sgbus-route", "read") == {("sg.events", "literal"), ("sg.replay", "literal")}
 
 
@@ -154,7 +163,8 @@ def test_no_group_prefix_covers_another_principals_groups() -> None:
 def test_every_principal_name_is_unique_and_has_no_characters_scram_would_escape() -> None:
     names = [p.name for p in principals(PARTNERSHIP)]
     bus_sources = sum(1 for p in PARTNERSHIP.partners if p.agency == "bus")  # no publisher principal
-    assert len(names) == len(set(names)) == 7 + 3 * len(PARTNERSHIP.partners) - bus_sources  # admin, 5 stages, gw
+    # admin, 5 stages, the gateway, replays
+    assert len(names) == len(set(names)) == 8 + 3 * len(PARTNERSHIP.partners) - bus_sources
     assert all("," not in n and "=" not in n for n in names)
 
 
