@@ -10,7 +10,7 @@ import yaml
 from bus.concern.agent import changelog_topic_name
 from bus.ops.monitoring import JMX_EXPORTER_CONFIG
 from bus.policy.data import Partnership
-from bus.security.principals import ADMIN, Grant, Principal, principals, stage_app_id
+from bus.security.principals import ADMIN, STAGE_PRINCIPALS, Grant, Principal, principals, stage_app_id
 from bus.topics import EVENTS_PARTITIONS, TopicSpec, topic_specs
 
 API = "kafka.strimzi.io/v1"
@@ -122,7 +122,13 @@ def kafka_user(principal: Principal, namespace: str) -> dict[str, Any]:
             "metadata": {"name": principal.name, "namespace": namespace, "labels": labels}, "spec": spec}
 
 
+#: principals with no KafkaUser: the local stack's tooling `admin` (a super user there; in
+#: Kubernetes Strimzi's operators administer), and the all-in-one worker's, which the chart never
+#: runs (one process per stage): an unused password with every stage's rights is only a risk.
+NOT_IN_KUBERNETES = (ADMIN, STAGE_PRINCIPALS["all"])
+
+
 def kafka_users(partnership: Partnership, namespace: str) -> list[dict[str, Any]]:
-    """A KafkaUser with exactly the ACLs of the security model for every principal but the local
-    stack's tooling `admin` (a super user there; in Kubernetes Strimzi's operators administer)."""
-    return [kafka_user(p, namespace) for p in principals(partnership) if p.name != ADMIN]
+    """A KafkaUser with exactly the ACLs of the security model for every principal the chart's
+    pods and operators use (not NOT_IN_KUBERNETES)."""
+    return [kafka_user(p, namespace) for p in principals(partnership) if p.name not in NOT_IN_KUBERNETES]
