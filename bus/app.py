@@ -12,6 +12,7 @@ from typing import Any
 import faust
 
 from bus.agents.direct_producer import DirectProducer
+from bus.agents.replays import EventsReader
 from bus.audit.chain import AuditStore, Checkpoint
 from bus.audit.signer import AuditSigner
 from bus.audit_process import AuditProcess
@@ -98,6 +99,8 @@ class Services:
     audit_process: AuditProcess | None = None
     #: the audit chain's head published on sg.audit.heads when the worker started (SGBUS_AUDIT_ANCHOR)
     audit_anchor: Checkpoint | None = None
+    #: fetches the sg.events record a replay request names (workers with the route stage)
+    events_reader: EventsReader | None = None
 
     @property
     def keyring(self) -> Keyring:

@@ -214,9 +214,9 @@ def replay(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="report what would be replayed; send nothing")] = False,
 ) -> None:
     """Route again what the bus kept for replay. `--failed`: every allowed share whose view
-    could not be built (e.g. a key the worker lacked), unless delivered since; each event goes
-    on sg.replay, which every route agent reads, for its missed recipients only, and is decided
-    and audited again."""
+    could not be built (e.g. a key the worker lacked), unless delivered since; a request naming
+    each event on sg.events goes on sg.replay, which every route agent reads, for its missed
+    recipients only, and the event is decided and audited again."""
     from bus.exceptions import StackError
     from bus.replay import replay_failed
     from bus.security.principals import REPLAYER
@@ -234,7 +234,7 @@ def replay(
                f"{report.already_replayed} on sg.replay, not routed yet; "
                f"{verb} {report.replayed_shares} share(s) of {report.replayed_events} event(s)")
     if report.missing:
-        err(f"{len(report.missing)} event(s) no longer on sg.events or sg.replay (retention): ingest ids "
+        err(f"{len(report.missing)} event(s) no longer on sg.events (retention): ingest ids "
              + ", ".join(report.missing[:5]))
         raise typer.Exit(1)
 

@@ -71,7 +71,8 @@ class PseudonymisedEvent(Rec):
     #: present only when the declaration was verified; declared_by_role is then the registered role
     urgency: RedactedUrgency | None = None
     provenance: Provenance
-    #: when set (by `sgbus replay --failed`), route only to these recipients
+    #: set by route for an event it fetched for a ReplayRequest: route only to these recipients
+    #: (never on sg.events or sg.replay themselves)
     replay_for: list[str] | None = None
 
     @property
@@ -144,6 +145,19 @@ class AuditRecord(Rec):
     policy_revision: str
     subject_token: str
     decided_at: datetime
+
+
+class ReplayRequest(Rec):
+    """What `sgbus replay --failed` puts on sg.replay: where an event is on sg.events and which
+    recipients missed it; never the event. Route fetches the event from sg.events itself (where
+    only ingest writes), so whoever may write sg.replay cannot change an event, add an emergency
+    override to it or make one up: at most have a real event decided again for recipients the
+    policy still allows, decided and audited as any share."""
+
+    ingest_id: UUID
+    events_partition: int = Field(ge=0)
+    events_offset: int = Field(ge=0)
+    replay_for: list[str] = Field(min_length=1, max_length=100)
 
 
 class DeadLetter(Rec):

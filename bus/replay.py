@@ -1,5 +1,5 @@
-"""`sgbus replay --failed`: route again the allowed shares whose view could not be built (read
-from where the dead letter says the event is, sg.events or sg.replay; put on sg.replay)."""
+"""`sgbus replay --failed`: route again the allowed shares whose view could not be built (a
+request on sg.replay naming where the event is on sg.events; route fetches it there)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from bus.audit.chain import AuditStore
 from bus.kafka_io import committed_reader, idempotent_producer, produce_all, read_placed, read_topic
-from bus.records import PseudonymisedEvent
+from bus.records import ReplayRequest
 from bus.security.kafka_access import KafkaAccess
+from bus.security.principals import REPLAY_GROUP_PREFIX
 from bus.topics import DLQ, EVENTS, REPLAY
 
 
@@ -26,21 +27,6 @@ class ReplayReport:
     #: shares a replay not routed yet already carries (left to it)
     already_replayed: int = 0
     missing: list[str] = field(default_factory=list)
-
-
-def _event_at(consumer: Consumer, topic: str, partition: int, offset: int) -> PseudonymisedEvent | None:
-    consumer.assign([TopicPartition(topic, partition, offset)])
-    for _ in range(20):
-        msg = consumer.poll(0.5)
-        if msg is None or msg.error():
-            continue
-        if msg.offset() != offset:
-            return None  # gone (retention) or compacted away
-        try:
-            return PseudonymisedEvent.model_validate_json(msg.value() or b"")
-        except ValueError:
-            return None
-    return None
 
 
 @dataclass
@@ -89,16 +75,17 @@ Replays = dict[tuple[str, str], list[tuple[int, int]]]
 
 
 def replays_on_topic(placed: Iterable[tuple[int, int, bytes]]) -> Replays:
-    """Where each (ingest id, recipient) share was put on sg.replay."""
+    """Where each (ingest id, recipient) share was put on sg.replay, by a request. Anything else
+    there (an event put there whole by an earlier sgbus, which route now refuses) holds no
+    share back."""
     found: Replays = {}
     for partition, offset, value in placed:
         try:
-            rec = json.loads(value)
-            ingest_id = str(uuid.UUID(str(rec["ingest_id"])))
-            for r in rec.get("replay_for") or []:
-                found.setdefault((ingest_id, str(r)), []).append((partition, offset))
-        except (ValueError, KeyError, TypeError, AttributeError):
+            request = ReplayRequest.model_validate_json(value)
+        except ValueError:
             continue
+        for r in request.replay_for:
+            found.setdefault((str(request.ingest_id), r), []).append((partition, offset))
     return found
 
 
@@ -114,22 +101,44 @@ def pending(shares: FailedShares, ingest_id: str, replays: Replays) -> set[str]:
 
 #: how long replay may take to read sg.dlq, and sg.replay, each to its end
 READ_S = 60.0
+#: its consumers' group (never joined: they assign), within the sgbus-replay principal's prefix
+GROUP = REPLAY_GROUP_PREFIX + "tool"
+
+
+def original_place(place: tuple[str, int, int], ingest_id: str,
+                   on_replay: dict[tuple[int, int], bytes]) -> tuple[int, int] | None:
+    """Where on sg.events the event a dead letter names is: the place itself, or, for a replay
+    that failed again (the dead letter names its request on sg.replay), the place that request
+    names, if it is a request for this ingest id."""
+    topic, partition, offset = place
+    if topic == EVENTS:
+        return partition, offset
+    try:
+        request = ReplayRequest.model_validate_json(on_replay.get((partition, offset), b""))
+    except ValueError:
+        return None  # gone, or not a request (an event put there whole by an earlier sgbus)
+    if str(request.ingest_id) != ingest_id:
+        return None
+    return request.events_partition, request.events_offset
 
 
 def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = False) -> ReplayReport:
     """Find view_failed dead letters, skip shares the audit store shows as delivered since,
-    and put each remaining event on sg.replay (which every route agent reads) for just its
-    missed recipients."""
+    and put a request for each remaining event on sg.replay (which every route agent reads):
+    where the event is on sg.events and just its missed recipients. Route takes the event from
+    sg.events itself and checks it is the one named (bus/agents/replays.py); this reads no event."""
     report = ReplayReport()
     # Both read to their ends or not at all: a dead letter missed under-replays, a
     # pending replay missed is replayed again (delivered twice once both are routed).
-    report.failed, wanted = failed_shares(read_topic(access, DLQ, timeout_s=READ_S, whole=True))
+    report.failed, wanted = failed_shares(read_topic(access, DLQ, timeout_s=READ_S, whole=True, group=GROUP))
     failed = store.view_failed(list(wanted))
     for ingest_id, shares in wanted.items():
         shares.recipients &= {r for i, r in failed if i == ingest_id}
     delivered = store.delivered(list(wanted))
-    replays = replays_on_topic(read_placed(access, REPLAY, timeout_s=READ_S, whole=True)) if wanted else {}
-    consumer = committed_reader(access, "sgbus-replay")
+    placed = read_placed(access, REPLAY, timeout_s=READ_S, whole=True, group=GROUP) if wanted else []
+    replays = replays_on_topic(placed)
+    on_replay = {(partition, offset): value for partition, offset, value in placed}
+    consumer = committed_reader(access, GROUP)
     out: list[tuple[str, bytes, bytes]] = []
     try:
         for ingest_id, shares in sorted(wanted.items()):
@@ -140,15 +149,15 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
             todo = [r for r in todo if r not in waiting]
             if not todo:
                 continue
-            # The first place that still holds it (the original may be past its retention, a
-            # replay of it not yet); only a record with the ingest id claimed counts.
-            event = next((e for e in (_event_at(consumer, *place) for place in shares.places)
-                          if e is not None and str(e.ingest_id) == ingest_id), None)
-            if event is None:
+            # The first place still on sg.events (the original may be past its retention).
+            found = next((p for p in (original_place(place, ingest_id, on_replay) for place in shares.places)
+                          if p is not None and _still_there(consumer, *p)), None)
+            if found is None:
                 report.missing.append(ingest_id)
                 continue
-            replay = event.model_copy(update={"replay_for": todo})
-            out.append((REPLAY, event.subject_key.encode(), replay.model_dump_json().encode()))
+            request = ReplayRequest(ingest_id=uuid.UUID(ingest_id), events_partition=found[0],
+                                    events_offset=found[1], replay_for=todo)
+            out.append((REPLAY, ingest_id.encode(), request.model_dump_json().encode()))
             report.replayed_events += 1
             report.replayed_shares += len(todo)
     finally:
@@ -156,3 +165,10 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
     if out and not dry_run:
         produce_all(idempotent_producer(access), out)
     return report
+
+
+def _still_there(consumer: Consumer, partition: int, offset: int) -> bool:
+    """Whether sg.events still holds that offset (not yet past its retention): its watermarks
+    only, so this principal needs no right to read the events."""
+    low, high = consumer.get_watermark_offsets(TopicPartition(EVENTS, partition), timeout=10, cached=False)
+    return low <= offset < high

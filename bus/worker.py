@@ -13,6 +13,7 @@ import faust
 
 from bus import logs
 from bus.agents.pipeline import SHARING_STAGES, routes_at_ingest
+from bus.agents.replays import EventsReader
 from bus.app import Services, SignerSource, create_app
 from bus.audit.chain import open_audit_store, warn_if_login_can_rewrite
 from bus.audit.signer import load_signer
@@ -145,7 +146,9 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
                         signers=SignerSource(lambda: fetch_signers(opa)),
                         event_register=event_register,
                         audit_signer=audit_signer, concern_sign=concern_sign, ingest_process=ingest_process,
-                        audit_process=audit_process, audit_anchor=audit_anchor)
+                        audit_process=audit_process, audit_anchor=audit_anchor,
+                        events_reader=EventsReader(access, stage_group_prefix(stage) + "replays")
+                        if stage in ("all", "route") else None)
     app: faust.App | None = None
     try:
         app = create_app(access, services, stage)
@@ -162,6 +165,8 @@ def run_worker(settings: Settings, bootstrap: str, opa_url: str, stage: str = "a
         for helper in (ingest_process, audit_process):
             if helper is not None:
                 helper.close()
+        if services.events_reader is not None:
+            services.events_reader.close()
 
 
 def _published_audit_head(settings: Settings, access: Any, stage: str) -> Any:

@@ -17,6 +17,7 @@ from bus import logs
 from bus.agents.batching import take_ready
 from bus.agents.direct_producer import DirectProducer
 from bus.agents.guard import guarded
+from bus.agents.replays import resolve as resolve_replay
 from bus.agents.sends import BatchSends, SendFailed, SendLedger, send_dead_letter
 from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
@@ -29,7 +30,7 @@ from bus.metrics import deny_category
 from bus.records import AuditRecord, DeadLetter, PseudonymisedEvent, encode_audit_batches
 from bus.redaction.errors import RedactorUnavailable
 from bus.route import ProbeAhead, RoutePlan, delivery_latency_s
-from bus.topics import AUDIT, AUDIT_HEADS, AUDIT_HEADS_KEY, DLQ, EVENTS, ingress_topic, route_sources
+from bus.topics import AUDIT, AUDIT_HEADS, AUDIT_HEADS_KEY, DLQ, EVENTS, REPLAY, ingress_topic, route_sources
 from schemas.envelope import Agency
 
 log = logs.get("sgbus.worker")
@@ -424,6 +425,12 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 pending.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
 
+    async def _resolve_replay(raw: bytes) -> tuple[PseudonymisedEvent | None, str]:
+        reader = svc.events_reader
+        if reader is None:  # a worker without the route stage reads no sg.replay
+            return None, "replay_missing"
+        return await asyncio.to_thread(resolve_replay, raw, reader.fetch)
+
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
         async for batch in take_ready(stream, batch_size, settings.batch_window_s):
             # Every output goes out in the transaction of its own event's source partition.
@@ -433,13 +440,22 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             for ev in batch:
                 if routed_at_ingest(ev.message.headers):
                     continue  # the all-in-one worker that ingested it routed it (a replay has no such header)
-                try:
-                    event = PseudonymisedEvent.model_validate_json(ev.value)
-                except ValidationError:
-                    metrics.dlq.labels("malformed_internal").inc()
+                problem = "malformed_internal"
+                if ev.message.topic == REPLAY:  # a request naming an event on sg.events (bus/agents/replays.py)
+                    replayed, problem = await _resolve_replay(ev.value)
+                    event = replayed
+                else:
+                    try:
+                        event = PseudonymisedEvent.model_validate_json(ev.value)
+                    except ValidationError:
+                        event = None
+                if event is None:
+                    metrics.dlq.labels(problem).inc()
+                    log.warning("route_input_refused", code=problem, topic=ev.message.topic,
+                                partition=ev.message.partition, offset=ev.message.offset)
                     # Where it is (sg.events or sg.replay), so it can be found again; never its content.
                     await send(dlq, None, json.dumps({
-                        "stage": "route", "reason": "malformed_internal", "topic": ev.message.topic,
+                        "stage": "route", "reason": problem, "topic": ev.message.topic,
                         "partition": ev.message.partition, "offset": ev.message.offset}).encode(), ev.message.tp)
                     continue
                 parsed.append(event)
@@ -478,8 +494,8 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             metrics.views_failed.labels(failed.recipient).inc()
             log.error("view_failed", recipient=failed.recipient, error=failed.error)
             topic, partition, offset = await position(failed.event)
-            # Where the event is (sg.events, or sg.replay for a replay), so `sgbus replay --failed`
-            # can route it again.
+            # Where the event is (sg.events, or for a replay the request on sg.replay, which names
+            # it on sg.events), so `sgbus replay --failed` can route it again.
             await send(dlq, str(failed.event.ingest_id).encode(), json.dumps({
                 "stage": "route", "event_id": str(failed.event.event_id),
                 "ingest_id": str(failed.event.ingest_id), "recipient": failed.recipient,

@@ -22,7 +22,8 @@ NODES = 3
 REPLICAS = 3
 MIN_INSYNC = 2
 
-_OPERATION = {"read": "Read", "write": "Write", "create": "Create", "idempotent_write": "IdempotentWrite"}
+_OPERATION = {"read": "Read", "write": "Write", "describe": "Describe", "create": "Create",
+              "idempotent_write": "IdempotentWrite"}
 _RESOURCE = {"topic": "topic", "group": "group", "transactional_id": "transactionalId", "cluster": "cluster"}
 _PATTERN = {"literal": "literal", "prefixed": "prefix"}
 

@@ -33,7 +33,7 @@ MANAGED_PREFIXES = ("publisher.", "partner.", "delivery.")
 _RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
              "transactional_id": ResourceType.TRANSACTIONAL_ID, "cluster": ResourceType.BROKER}
 _PATTERN = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
-_OPERATION = {"read": AclOperation.READ, "write": AclOperation.WRITE,
+_OPERATION = {"read": AclOperation.READ, "write": AclOperation.WRITE, "describe": AclOperation.DESCRIBE,
               "idempotent_write": AclOperation.IDEMPOTENT_WRITE, "create": AclOperation.CREATE}
 
 

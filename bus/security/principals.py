@@ -10,9 +10,11 @@ One principal per job, each allowed exactly its topics, consumer groups and tran
   (`sg.audit.heads`), in groups starting `partner.<partner>.`.
 - `delivery.<partner>`: the webhook/file delivery connector for one partner: reads that
   partner's topic (groups `delivery.<partner>.`) and writes dead letters.
-- `sgbus-replay`: `sgbus replay --failed`, run by an operator: reads the dead letters, the
-  events and the replays (whole topics, outside any group) and writes `sg.replay`; nothing else,
-  so a deployment needs no super user to replay a failed view.
+- `sgbus-replay`: `sgbus replay --failed`, run by an operator: reads the dead letters and the
+  replays (whole topics, in no group it joins: groups `replay.`), sees where `sg.events` starts
+  and ends (DESCRIBE, not READ: it never reads an event) and writes `sg.replay`, requests that
+  name events on `sg.events` (route fetches them there itself): a deployment needs no super user
+  to replay a failed view, and its password can change no event.
 - `sgbus-gateway`: the HTTPS gateway, on behalf of partners it has authenticated by client
   certificate: writes ingress topics (it checks each event is the caller's own organisation's
   and signed by its key, as ingest checks again), reads partner topics for their mailboxes
@@ -50,7 +52,7 @@ GATEWAY = "sgbus-gateway"
 REPLAYER = "sgbus-replay"
 Role = Literal["admin", "stage", "publisher", "partner", "delivery", "gateway", "operator"]
 ResourceType = Literal["topic", "group", "transactional_id", "cluster"]
-Operation = Literal["read", "write", "idempotent_write", "create"]
+Operation = Literal["read", "write", "describe", "idempotent_write", "create"]
 CLUSTER = "kafka-cluster"  # the one name Kafka gives the cluster resource
 Pattern = Literal["literal", "prefixed"]
 
@@ -88,6 +90,7 @@ def stage_app_id(app_id: str, stage: str) -> str:
 
 
 GATEWAY_GROUP_PREFIX = "gateway."
+REPLAY_GROUP_PREFIX = "replay."
 
 
 def partner_group_prefix(partner_id: str) -> str:
@@ -157,7 +160,8 @@ def principals(partnership: Partnership) -> list[Principal]:
         _topic(DELIVER_PREFIX, "read", "prefixed"), _topic(DLQ, "read"),
         *_own_groups(GATEWAY_GROUP_PREFIX, transactional=False)})))
     out.append(Principal(REPLAYER, "operator", frozenset({
-        _topic(DLQ, "read"), _topic(EVENTS, "read"), _topic(REPLAY, "read"), _topic(REPLAY, "write")})))
+        _topic(DLQ, "read"), _topic(EVENTS, "describe"), _topic(REPLAY, "read"), _topic(REPLAY, "write"),
+        *_own_groups(REPLAY_GROUP_PREFIX, transactional=False)})))
     for p in partnership.partners:
         # The bus's own source (agency bus) publishes only through the concern stage's principal:
         # no publisher principal exists that could write forged concerns.

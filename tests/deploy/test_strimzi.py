@@ -80,7 +80,8 @@ def test_users_carry_exactly_the_security_models_acls() -> None:
     # password with every stage's rights would only be a risk.
     assert "sgbus-worker" not in users
     assert set(users) == set(model)
-    op = {"read": "Read", "write": "Write", "create": "Create", "idempotent_write": "IdempotentWrite"}
+    op = {"read": "Read", "write": "Write", "describe": "Describe", "create": "Create",
+          "idempotent_write": "IdempotentWrite"}
     for name, principal in model.items():
         acls = users[name]["spec"].get("authorization", {}).get("acls", [])
         got = {(a["resource"]["type"], a["resource"].get("name"), a["resource"].get("patternType"),

@@ -16,7 +16,7 @@ from bus.audit.heads import latest_head
 from bus.kafka_io import idempotent_producer, produce_all
 from bus.pseudonymise.engine import free_text_fields, pseudonymise_at_ingest
 from bus.pseudonymise.keyring import Keyring, load_keyring, save_keyring
-from bus.records import Provenance
+from bus.records import Provenance, ReplayRequest
 from bus.topics import DLQ, EVENTS, REPLAY, deliver_topic
 from schemas.registry import parse_event_dict
 from schemas.synthetic import Synth
@@ -192,6 +192,49 @@ def test_audit_verify_uses_the_public_key_and_the_published_head_to_catch_an_ins
     assert "private_key" not in public.read_text()
 
 
+def _produce_at(bus: Bus, topic: str, key: bytes, value: bytes,
+                headers: list[tuple[str, bytes]] | None = None) -> tuple[int, int]:
+    """Produce one record as the admin; (partition, offset) where it was written."""
+    placed: list[tuple[int, int]] = []
+    producer = idempotent_producer(bus.admin)
+
+    def done(err: object, msg: Any) -> None:
+        if err is None:
+            placed.append((msg.partition(), msg.offset()))
+
+    producer.produce(topic, key=key, value=value, headers=headers, on_delivery=done)
+    producer.flush(30)
+    assert len(placed) == 1
+    return placed[0]
+
+
+def test_whoever_may_write_sg_replay_cannot_have_a_made_up_event_shared(bus: Bus) -> None:
+    """Found in review: sg.replay carried whole events, routed as they stood, so the replay
+    principal's password could have any event shared (an emergency override added, say). A
+    whole event put there now is refused as malformed and shared with no one; a request naming
+    a place that holds another event is refused too."""
+    s = Synth(seed=137)
+    raw = bus.signers.sign(s.domestic_abuse_incident(s.child(min_age=5), school_urn="900001"))
+    event = pseudonymise_at_ingest(parse_event_dict(raw), load_keyring(bus.settings.keyring_path),
+                                   ingest_id=uuid.uuid4(),
+                                   provenance=Provenance(kid="x", content_sha256="0", signature="x"))
+    whole = _produce_at(bus, REPLAY, b"k", event.model_dump_json().encode())
+    elsewhere = _produce_at(bus, EVENTS, b"k", b'{"not": "this event"}', headers=[("sgbus-routed", b"ingest")])
+    named = ReplayRequest(ingest_id=event.ingest_id, events_partition=elsewhere[0], events_offset=elsewhere[1],
+                          replay_for=["northshire-csc"])
+    mismatch = _produce_at(bus, REPLAY, b"k", named.model_dump_json().encode())
+
+    def refused() -> dict[tuple[int, int], str] | None:
+        found = {(d["partition"], d["offset"]): d["reason"] for d in bus.records(DLQ, timeout_s=1.5)
+                 if d.get("stage") == "route" and d.get("topic") == REPLAY}
+        return found if {whole, mismatch} <= set(found) else None
+
+    found = wait_for(refused, 60, what="both refused as dead letters")
+    assert found[whole] == "replay_malformed" and found[mismatch] in {"replay_missing", "replay_mismatch"}
+    assert not _delivered(bus, "northshire-csc", raw["event_id"])
+    assert not any(a["event_id"] == raw["event_id"] for a in bus.audit_records())
+
+
 def test_a_share_whose_view_cannot_be_built_is_audited_as_view_failed_and_replayed(bus: Bus) -> None:
     """Regression: after `keys rotate`, a worker without the new key audited "allow" and the
     partner never got the event. Here an event sealed under a key the worker does not hold
@@ -202,10 +245,14 @@ def test_a_share_whose_view_cannot_be_built_is_audited_as_view_failed_and_replay
     raw = bus.signers.sign(s.domestic_abuse_incident(s.child(min_age=5)))
     event = pseudonymise_at_ingest(parse_event_dict(raw), foreign, ingest_id=uuid.uuid4(),
                                    provenance=Provenance(kid="x", content_sha256="0", signature="x"))
-    # Put where the all-in-one worker's route agent reads (a stage worker reads sg.events too).
-    produce_all(idempotent_producer(bus.admin), [(REPLAY, event.subject_key.encode(),
-                                                  event.model_dump_json().encode())])
-    audits = {a["recipient"]: a for a in bus.audits_for({raw["event_id"]}, 4)}
+    # On sg.events as if routed there already (marked, so that no route agent takes it from there),
+    # then a request on sg.replay, which every route agent reads: route fetches the event itself.
+    partition, offset = _produce_at(bus, EVENTS, event.subject_key.encode(), event.model_dump_json().encode(),
+                                    headers=[("sgbus-routed", b"ingest")])
+    request = ReplayRequest(ingest_id=event.ingest_id, events_partition=partition, events_offset=offset,
+                            replay_for=["northshire-csc", "oakfield-primary"])
+    produce_all(idempotent_producer(bus.admin), [(REPLAY, b"k", request.model_dump_json().encode())])
+    audits = {a["recipient"]: a for a in bus.audits_for({raw["event_id"]}, 2)}  # the request's two recipients
     assert audits["northshire-csc"]["decision"] == "view_failed"
     assert audits["oakfield-primary"]["decision"] in {"view_failed", "deny"}
     assert not _delivered(bus, "northshire-csc", raw["event_id"])

@@ -52,7 +52,10 @@ def test_malformed_dead_letters_and_other_stages_or_codes_are_ignored() -> None:
 
 
 def _replayed(offset: int, *recipients: str) -> tuple[int, int, bytes]:
-    return 0, offset, json.dumps({"ingest_id": ID, "replay_for": list(recipients)}).encode()
+    from bus.records import ReplayRequest
+
+    request = ReplayRequest(ingest_id=uuid.UUID(ID), events_partition=1, events_offset=7, replay_for=list(recipients))
+    return 0, offset, request.model_dump_json().encode()
 
 
 def test_a_share_already_on_sg_replay_and_not_routed_yet_is_not_replayed_twice() -> None:
@@ -69,6 +72,9 @@ def test_a_share_already_on_sg_replay_and_not_routed_yet_is_not_replayed_twice()
     assert pending(wanted[ID], ID, replays) == {"oakfield-primary"}  # the MASH's may go again
     assert replays_on_topic([(0, 1, b"not json"), (0, 2, json.dumps({"ingest_id": "x", "replay_for": ["a"]}).encode())
                              ]) == {}
+    # An event put there whole by an earlier sgbus (route now refuses it) holds no share back.
+    whole = json.dumps({"ingest_id": ID, "replay_for": ["northshire-csc"], "event_type": "x", "payload": {}})
+    assert replays_on_topic([(0, 3, whole.encode())]) == {}
 
 
 def test_a_dead_letter_aged_out_or_written_twice_never_holds_a_share_back_or_lets_it_go_twice() -> None:
@@ -92,3 +98,76 @@ def test_a_poisoned_dead_letter_is_skipped_not_raised() -> None:
               b'{"stage":"route","reasons":["view_failed"]}']
     count, wanted = failed_shares([*poison, _view_failed()])
     assert count == 1 and list(wanted) == [ID]
+
+
+def _stored_event() -> tuple[bytes, str]:
+    """An event as ingest writes it to sg.events (no urgency, no replay_for)."""
+    from bus.pseudonymise.keyring import Keyring
+    from schemas.registry import parse_event_dict
+    from schemas.synthetic import Synth
+    from tests.helpers import pseudonymised
+
+    s = Synth(seed=7)
+    event = pseudonymised(parse_event_dict(s.domestic_abuse_incident(s.child(5, 10), school_urn="900001")),
+                          Keyring.generate())
+    return event.model_dump_json().encode(), str(event.ingest_id)
+
+
+def test_a_replay_request_is_routed_as_the_event_sg_events_holds_for_the_recipients_named() -> None:
+    from bus.agents.replays import resolve
+    from bus.records import ReplayRequest
+
+    stored, ingest_id = _stored_event()
+    request = ReplayRequest(ingest_id=uuid.UUID(ingest_id), events_partition=2, events_offset=17,
+                            replay_for=["northshire-csc"])
+    asked: list[tuple[int, int]] = []
+
+    def fetch(partition: int, offset: int) -> bytes | None:
+        asked.append((partition, offset))
+        return stored
+
+    event, problem = resolve(request.model_dump_json().encode(), fetch)
+    assert problem == "" and asked == [(2, 17)]
+    assert event is not None and str(event.ingest_id) == ingest_id and event.replay_for == ["northshire-csc"]
+    assert event.model_copy(update={"replay_for": None}).model_dump_json().encode() == stored
+
+
+def test_whoever_may_write_sg_replay_cannot_have_a_changed_or_made_up_event_shared() -> None:
+    """Found in review: sg.replay carried whole events, routed as they stood; a holder of the
+    replay principal's password could add an emergency override to a real event (or change its
+    payload) and have it shared with every subscriber. Only requests are taken now, and the
+    event is sg.events' own."""
+    from bus.agents.replays import resolve
+    from bus.records import PseudonymisedEvent, ReplayRequest
+
+    stored, ingest_id = _stored_event()
+    forged = PseudonymisedEvent.model_validate_json(stored).model_copy(update={"replay_for": None})
+    with_override = json.loads(forged.model_dump_json())
+    with_override["urgency"] = {"declared_by_role": "designated-safeguarding-lead",
+                                "justification": "x" * 40, "declaration": "forged"}
+    # A whole event on sg.replay, however made, is not a request.
+    assert resolve(json.dumps(with_override).encode(), lambda p, o: stored) == (None, "replay_malformed")
+    assert resolve(stored, lambda p, o: stored) == (None, "replay_malformed")
+    # A request naming another event's place, or a place no longer there.
+    other = ReplayRequest(ingest_id=uuid.uuid4(), events_partition=0, events_offset=1, replay_for=["a"])
+    assert resolve(other.model_dump_json().encode(), lambda p, o: stored) == (None, "replay_mismatch")
+    mine = ReplayRequest(ingest_id=uuid.UUID(ingest_id), events_partition=0, events_offset=1, replay_for=["a"])
+    assert resolve(mine.model_dump_json().encode(), lambda p, o: None) == (None, "replay_missing")
+    # A request must name who missed it: never "everyone".
+    empty = json.loads(mine.model_dump_json()) | {"replay_for": []}
+    assert resolve(json.dumps(empty).encode(), lambda p, o: stored) == (None, "replay_malformed")
+    extra = json.loads(mine.model_dump_json()) | {"urgency": with_override["urgency"]}
+    assert resolve(json.dumps(extra).encode(), lambda p, o: stored) == (None, "replay_malformed")
+
+
+def test_a_replay_that_failed_again_is_found_on_sg_events_through_its_request() -> None:
+    from bus.records import ReplayRequest
+    from bus.replay import original_place
+
+    request = ReplayRequest(ingest_id=uuid.UUID(ID), events_partition=3, events_offset=99, replay_for=["a"])
+    on_replay = {(5, 8): request.model_dump_json().encode(), (5, 9): b'{"ingest_id": "not a request"}'}
+    assert original_place(("sg.events", 1, 2), ID, on_replay) == (1, 2)
+    assert original_place(("sg.replay", 5, 8), ID, on_replay) == (3, 99)
+    assert original_place(("sg.replay", 5, 8), str(uuid.uuid4()), on_replay) is None  # another event's request
+    assert original_place(("sg.replay", 5, 9), ID, on_replay) is None
+    assert original_place(("sg.replay", 6, 0), ID, on_replay) is None  # gone

@@ -1,0 +1,86 @@
+"""Route's side of replays: a request on sg.replay names an event on sg.events, fetched from there.
+
+`sgbus replay --failed` runs as a principal of its own (`sgbus-replay`) that may write sg.replay.
+Had it put events there (as it once did), whoever held its password could have written any
+event it liked (an emergency override added, a payload changed) and route would have shared it.
+It puts only references (bus/records.py ReplayRequest): route takes the event from sg.events,
+which only ingest writes, checks it is the one the request names, and routes it for the
+recipients named, each decided by the policy and audited as any share.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+from pydantic import ValidationError
+
+from bus.kafka_io import committed_reader
+from bus.records import PseudonymisedEvent, ReplayRequest
+from bus.security.kafka_access import KafkaAccess
+from bus.topics import EVENTS
+
+#: how long a fetch waits for the record before it counts as gone
+FETCH_S = 10.0
+
+Fetch = Callable[[int, int], bytes | None]
+
+
+class EventsReader:
+    """Single records of sg.events by position (committed records only), for replay requests.
+    One consumer per worker, used by one caller at a time; it joins no group."""
+
+    def __init__(self, access: KafkaAccess, group: str) -> None:
+        self._access, self._group = access, group
+        self._consumer: Consumer | None = None
+        self._lock = threading.Lock()
+
+    def fetch(self, partition: int, offset: int) -> bytes | None:
+        """The value at (partition, offset) of sg.events, or None when it is not there (before
+        the partition's start: retention; at or past its end)."""
+        with self._lock:
+            if self._consumer is None:
+                self._consumer = committed_reader(self._access, self._group, eof=True)
+            consumer = self._consumer
+            consumer.assign([TopicPartition(EVENTS, partition, offset)])
+            try:
+                for _ in range(int(FETCH_S / 0.5)):
+                    msg = consumer.poll(0.5)
+                    if msg is None:
+                        continue
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            return None  # past the end: no such record
+                        continue
+                    # Another offset: this one is gone (retention), and the reset moved the read on.
+                    return msg.value() if msg.offset() == offset else None
+                return None
+            finally:
+                consumer.unassign()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None
+
+
+def resolve(raw: bytes, fetch: Fetch) -> tuple[PseudonymisedEvent | None, str]:
+    """(the event to route again, '') for a replay request, or (None, why not): a dead letter's
+    code. The event is sg.events' own record, with the request's recipients."""
+    try:
+        request = ReplayRequest.model_validate_json(raw)
+    except ValidationError:
+        return None, "replay_malformed"  # an event put there whole (an earlier sgbus), or anything else
+    original = fetch(request.events_partition, request.events_offset)
+    if original is None:
+        return None, "replay_missing"
+    try:
+        event = PseudonymisedEvent.model_validate_json(original)
+    except ValidationError:
+        return None, "replay_missing"
+    if event.ingest_id != request.ingest_id or event.replay_for is not None:
+        return None, "replay_mismatch"
+    return event.model_copy(update={"replay_for": list(request.replay_for)}), ""
