@@ -114,22 +114,28 @@ _BUILDING_SUFFIX = (
 _BUILDING = rf"(?:The\s+)?(?:{_WORD}\s+){{0,3}}{_BUILDING_SUFFIX}\b"
 _ESTATE = rf"(?:{_WORD}\s+){{1,2}}Estate\b"
 _TOWN = r"(?:,\s+(?!Flat\b|Room\b|DOB\b|NHS\b|UPN\b|Mum\b|Dad\b)[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?\b(?!\s*\())?"
-# Notes typed in a hurry write addresses in lower case ("lives at 42 willow close"). Without
-# capitals the street's words are only told from a count ("2 buses down the road") by what they
-# are not: words of place, direction, time, quantity and the like never start a street's name here.
+# Notes typed in a hurry write addresses in lower case ("lives at 42 willow close"), or in
+# capitals. Without capitals to go by, the street's words are only told from a count ("2 buses down
+# the road") by what they are not: words of place, direction, time, quantity, dates, people and
+# the like never start a street's name here. Matched in any case (the capitalised forms are the
+# patterns above).
 _NOT_A_STREET_WORD = (
     r"(?:the|a|an|and|or|but|of|to|in|on|at|up|down|along|across|over|under|by|from|into|onto|near|past|"
-    r"off|round|around|through|behind|outside|inside|towards?|miles?|minutes?|mins|hours?|hrs|days?|weeks?|"
-    r"months?|years?|times?|yards?|metres?|meters?|km|feet|foot|steps?|doors?|houses?|homes?|people|"
-    r"children|kids|boys|girls|adults|men|women|cars?|buses|vans?|police|officers?|other|same|his|her|"
-    r"their|our|my|your|its|this|that|these|those|wrong|busy|quiet|dark|back|front|end|side|older|younger|"
-    r"little|big|small|brothers?|sisters?|siblings?|friends?|parents?|cousins?|aunts?|uncles?|carers?|"
-    r"teachers?|staff|pupils?|students?|dogs?|cats?)\b"
+    r"off|round|around|through|behind|outside|inside|towards?|miles?|minutes?|mins?|secs?|seconds?|hours?|"
+    r"hrs|days?|nights?|weeks?|months?|years?|times?|yards?|metres?|meters?|km|feet|foot|steps?|doors?|"
+    r"houses?|homes?|people|children|kids|boys|girls|adults|men|women|lads|youths|mates|teenagers|cars?|"
+    r"buses|vans?|cans|bottles|police|officers?|other|same|his|her|their|our|my|your|its|this|that|these|"
+    r"those|wrong|busy|quiet|dark|back|front|end|side|older|younger|little|big|small|brothers?|sisters?|"
+    r"siblings?|friends?|parents?|cousins?|aunts?|uncles?|carers?|teachers?|staff|pupils?|students?|dogs?|"
+    r"cats?|january|february|march|april|may|june|july|august|september|october|november|december|jan|feb|"
+    r"mar|apr|jun|jul|aug|sept?|oct|nov|dec|monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b"
 )
-_LOWER_STREET = (
-    rf"(?:(?!{_NOT_A_STREET_WORD})[a-z]{{3,}}(?:-[a-z]{{2,}})?\s+){{1,2}}"
-    r"(?i:road|rd|street|st|lane|close|avenue|ave|drive|crescent|gardens|terrace|grove|mews|way|walk|"
-    r"place|square|rise|court|parade)\b"
+_ANY_CASE_STREET = (
+    rf"(?i:(?:(?!{_NOT_A_STREET_WORD})(?:st\.?|[a-z]{{3,}}(?:['\u2019][a-z]+)?(?:-[a-z]{{2,}})?)\s+){{1,2}}"
+    r"(?:road|rd|street|st|lane|close|avenue|ave|drive|crescent|gardens|terrace|grove|mews|way|walk|place|"
+    r"square|rise|court|parade|row|hill|park|view|green|gate)\b"
+    # a one-word town after a comma, where the sentence or clause ends ("42 willow close, leeds.")
+    r"(?:,\s+(?!(?:mum|dad|nan|she|he|they|today|yesterday)\b)[a-z]{3,}(?=\s*(?:[.;:!?)]|$)))?)"
 )
 
 
@@ -145,9 +151,9 @@ def address_recogniser() -> PatternRecognizer:
                 rf"\b{_UNIT},?\s+{_BUILDING}(?:,\s+(?:{_NUMBER}\s+)?(?:{_STREET}|{_ESTATE}))?{_TOWN}", 0.6),
         # Ivy Cottage, Mill Lane / 2 Meadow Cottages, Long Lane / The Old Rectory, Church Lane
         Pattern("named_house_on_street", rf"\b(?:{_NUMBER}\s+)?{_BUILDING},\s+(?:{_NUMBER}\s+)?{_STREET}{_TOWN}", 0.55),
-        # 42 willow close / flat 3, 18 station road
-        Pattern("lower_case_street",
-                rf"\b(?:(?i:flat|room|apartment|unit)\s+{_NUMBER},?\s+)?{_NUMBER},?\s+{_LOWER_STREET}", 0.5),
+        # 42 willow close / flat 3, 18 station road / 42 WILLOW CLOSE / 42 st john's road
+        Pattern("any_case_street",
+                rf"\b(?:(?i:flat|room|apartment|unit)\s+{_NUMBER},?\s+)?{_NUMBER},?\s+{_ANY_CASE_STREET}", 0.5),
     ])
 
 

@@ -35,6 +35,16 @@ def test_each_kind_is_replaced_by_its_placeholder(text: str, expected: str) -> N
     ("staying at flat 3, 18 station road since june", "staying at [ADDRESS] since june"),
     ("moved to 7 high st last week", "moved to [ADDRESS] last week"),
     ("found at 12 main road", "found at [ADDRESS]"),
+    # From a second reader: mixed case, capitals, short and possessive words, more street words,
+    # and the town where the clause ends.
+    ("seen at 42 Willow close today", "seen at [ADDRESS] today"),
+    ("LIVES AT 42 WILLOW CLOSE", "LIVES AT [ADDRESS]"),
+    ("at 42 st johns road", "at [ADDRESS]"),
+    ("at 42 king's road", "at [ADDRESS]"),
+    ("moved to 5 oak row", "moved to [ADDRESS]"),
+    ("moved to 7 windmill hill", "moved to [ADDRESS]"),
+    ("she lives at 42 willow close, leeds.", "she lives at [ADDRESS]."),
+    ("at 42 willow close, mum said", "at [ADDRESS], mum said"),
 ])
 def test_a_street_address_written_in_lower_case_is_redacted(text: str, expected: str) -> None:
     """Noticed in review: notes typed in a hurry lose their capitals, and the address pattern
@@ -46,6 +56,9 @@ def test_a_street_address_written_in_lower_case_is_redacted(text: str, expected:
     "we drove 2 miles down the road", "took 2 buses down the road", "waited 10 minutes in the close",
     "his 2 older sisters drive him to school", "her 2 friends walk home", "a 20 minute walk",
     "ran 5 laps round the square", "he went 3 times to the shop on the way",
+    # From a second reader: a hearing's date, times and groups of people.
+    "hearing on 12 may court list", "listed 3 march court", "a 5 min walk", "a 20 second walk", "2 mates walk",
+    "3 youths walk", "2 lads drive", "2 cans way",
 ])
 def test_a_count_before_a_street_word_in_lower_case_is_not_taken_for_an_address(text: str) -> None:
     assert redact(text) == text
