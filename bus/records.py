@@ -155,8 +155,10 @@ class ReplayRequest(Rec):
     policy still allows, decided and audited as any share."""
 
     ingest_id: UUID
-    events_partition: int = Field(ge=0)
-    events_offset: int = Field(ge=0)
+    # Kafka's own bounds (a partition is an int32, an offset an int64): beyond them the client
+    # raises rather than answers, and one such request would stop the route worker on every start.
+    events_partition: int = Field(ge=0, le=2**31 - 1)
+    events_offset: int = Field(ge=0, le=2**63 - 1)
     replay_for: list[str] = Field(min_length=1, max_length=100)
 
 

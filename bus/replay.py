@@ -70,14 +70,14 @@ def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedSha
     return count, wanted
 
 
-#: a share put on sg.replay: (ingest id, recipient) -> where each replay of it is (partition, offset)
-Replays = dict[tuple[str, str], list[tuple[int, int]]]
+#: a share put on sg.replay: (ingest id, recipient) -> each request for it: where the request is
+#: on sg.replay (partition, offset) and where it says the event is on sg.events (partition, offset)
+Replays = dict[tuple[str, str], list[tuple[int, int, int, int]]]
 
 
 def replays_on_topic(placed: Iterable[tuple[int, int, bytes]]) -> Replays:
-    """Where each (ingest id, recipient) share was put on sg.replay, by a request. Anything else
-    there (an event put there whole by an earlier sgbus, which route now refuses) holds no
-    share back."""
+    """Each request on sg.replay, per (ingest id, recipient) share. Anything else there (an event
+    put there whole by an earlier sgbus, which route now refuses) holds no share back."""
     found: Replays = {}
     for partition, offset, value in placed:
         try:
@@ -85,18 +85,22 @@ def replays_on_topic(placed: Iterable[tuple[int, int, bytes]]) -> Replays:
         except ValueError:
             continue
         for r in request.replay_for:
-            found.setdefault((str(request.ingest_id), r), []).append((partition, offset))
+            found.setdefault((str(request.ingest_id), r), []).append(
+                (partition, offset, request.events_partition, request.events_offset))
     return found
 
 
-def pending(shares: FailedShares, ingest_id: str, replays: Replays) -> set[str]:
-    """The recipients of a share already on sg.replay and not routed yet: a replay of it that no
-    view_failed dead letter names (a replay routed and failed again is named by the dead letter
-    it caused; one delivered shows in the audit store, checked by the caller). Replaying again
-    meanwhile would deliver twice once both are routed."""
+def pending(shares: FailedShares, ingest_id: str, replays: Replays, originals: set[tuple[int, int]]) -> set[str]:
+    """The recipients of a share already requested on sg.replay and not routed yet: a request
+    for it that names the event where the view_failed dead letters say it is (`originals`, on
+    sg.events) and that no view_failed dead letter names (a request routed and failed again is
+    named by the dead letter it caused; one delivered shows in the audit store, checked by the
+    caller). Replaying again meanwhile would deliver twice once both are routed. A request
+    naming another place (anyone who may write sg.replay could leave one that route refuses)
+    holds nothing back."""
     return {r for r in shares.recipients
-            if any((r, REPLAY, partition, offset) not in shares.failed_at
-                   for partition, offset in replays.get((ingest_id, r), []))}
+            if any((r, REPLAY, partition, offset) not in shares.failed_at and (at_p, at_o) in originals
+                   for partition, offset, at_p, at_o in replays.get((ingest_id, r), []))}
 
 
 #: how long replay may take to read sg.dlq, and sg.replay, each to its end
@@ -144,14 +148,15 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
         for ingest_id, shares in sorted(wanted.items()):
             todo = sorted(r for r in shares.recipients if (ingest_id, r) not in delivered)
             report.already_delivered += len(shares.recipients) - len(todo)
-            waiting = pending(shares, ingest_id, replays)
+            originals = [p for p in (original_place(place, ingest_id, on_replay) for place in shares.places)
+                         if p is not None]
+            waiting = pending(shares, ingest_id, replays, set(originals))
             report.already_replayed += sum(1 for r in todo if r in waiting)
             todo = [r for r in todo if r not in waiting]
             if not todo:
                 continue
             # The first place still on sg.events (the original may be past its retention).
-            found = next((p for p in (original_place(place, ingest_id, on_replay) for place in shares.places)
-                          if p is not None and _still_there(consumer, *p)), None)
+            found = next((p for p in originals if _still_there(consumer, *p)), None)
             if found is None:
                 report.missing.append(ingest_id)
                 continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import faust
@@ -17,6 +18,7 @@ from bus import logs
 from bus.agents.batching import take_ready
 from bus.agents.direct_producer import DirectProducer
 from bus.agents.guard import guarded
+from bus.agents.replays import FetchUnavailable
 from bus.agents.replays import resolve as resolve_replay
 from bus.agents.sends import BatchSends, SendFailed, SendLedger, send_dead_letter
 from bus.audit.chain import IngestedCheck
@@ -56,6 +58,19 @@ def routed_at_ingest(headers: Any) -> bool:
     """Whether a record's headers (Faust gives a list of pairs or a mapping) say it was routed."""
     pairs = headers.items() if isinstance(headers, dict) else (headers or ())
     return any((k, v) in ROUTED_AT_INGEST for k, v in pairs)
+
+
+@dataclass
+class _RouteRound:
+    """Events a route batch decides together, each ingest id once: its source partition (whose
+    transaction its outputs go in) and where each event is (for a failed view's dead letter)."""
+
+    parsed: list[PseudonymisedEvent] = field(default_factory=list)
+    source: dict[str, TP] = field(default_factory=dict)
+    where: dict[int, tuple[str, int, int]] = field(default_factory=dict)
+
+    async def position(self, event: PseudonymisedEvent) -> tuple[str, int, int]:
+        return self.where[id(event)]
 
 
 def routes_at_ingest(settings: Any, stages: tuple[str, ...], exactly_once: bool) -> bool:
@@ -426,48 +441,63 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             await asyncio.gather(*unfinished, return_exceptions=True)
 
     async def _resolve_replay(raw: bytes) -> tuple[PseudonymisedEvent | None, str]:
+        """The event a replay request names, fetched from sg.events. While Kafka cannot say
+        whether it is there, hold the batch (nothing sent yet, so no transaction open) and retry:
+        a passing outage must not refuse a replay for good."""
         reader = svc.events_reader
         if reader is None:  # a worker without the route stage reads no sg.replay
             return None, "replay_missing"
-        return await asyncio.to_thread(resolve_replay, raw, reader.fetch)
+        backoff = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(resolve_replay, raw, reader.fetch)
+            except FetchUnavailable as exc:
+                log.warning("replay_fetch_unavailable_holding_batch", cause=str(exc), retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
         async for batch in take_ready(stream, batch_size, settings.batch_window_s):
-            # Every output goes out in the transaction of its own event's source partition.
-            source: dict[str, TP] = {}
-            where: dict[int, tuple[str, int, int]] = {}
-            parsed: list[PseudonymisedEvent] = []
+            # Everything is read (replays fetched) before anything is sent: a held fetch never
+            # keeps an exactly-once transaction open.
+            rounds: list[_RouteRound] = []
+            refused: list[tuple[faust.EventT[bytes], str]] = []
             for ev in batch:
                 if routed_at_ingest(ev.message.headers):
                     continue  # the all-in-one worker that ingested it routed it (a replay has no such header)
                 problem = "malformed_internal"
+                event: PseudonymisedEvent | None
                 if ev.message.topic == REPLAY:  # a request naming an event on sg.events (bus/agents/replays.py)
-                    replayed, problem = await _resolve_replay(ev.value)
-                    event = replayed
+                    event, problem = await _resolve_replay(ev.value)
                 else:
                     try:
                         event = PseudonymisedEvent.model_validate_json(ev.value)
                     except ValidationError:
                         event = None
                 if event is None:
-                    metrics.dlq.labels(problem).inc()
-                    log.warning("route_input_refused", code=problem, topic=ev.message.topic,
-                                partition=ev.message.partition, offset=ev.message.offset)
-                    # Where it is (sg.events or sg.replay), so it can be found again; never its content.
-                    await send(dlq, None, json.dumps({
-                        "stage": "route", "reason": problem, "topic": ev.message.topic,
-                        "partition": ev.message.partition, "offset": ev.message.offset}).encode(), ev.message.tp)
+                    refused.append((ev, problem))
                     continue
-                parsed.append(event)
-                source[str(event.ingest_id)] = ev.message.tp
-                where[id(event)] = (ev.message.topic, ev.message.partition, ev.message.offset)
-
-            async def position(event: PseudonymisedEvent,
-                               where: dict[int, tuple[str, int, int]] = where) -> tuple[str, int, int]:
-                return where[id(event)]
-
-            if parsed:
-                await route_events(parsed, source, position)
+                # Outputs go out with their own event's source partition, found by ingest id: an
+                # ingest id met twice in one batch (an event and a replay of it) goes in a round
+                # of its own.
+                key = str(event.ingest_id)
+                here = next((r for r in rounds if key not in r.source), None)
+                if here is None:
+                    here = _RouteRound()
+                    rounds.append(here)
+                here.parsed.append(event)
+                here.source[key] = ev.message.tp
+                here.where[id(event)] = (ev.message.topic, ev.message.partition, ev.message.offset)
+            for ev, problem in refused:
+                metrics.dlq.labels(problem).inc()
+                log.warning("route_input_refused", code=problem, topic=ev.message.topic,
+                            partition=ev.message.partition, offset=ev.message.offset)
+                # Where it is (sg.events or sg.replay), so it can be found again; never its content.
+                await send(dlq, None, json.dumps({
+                    "stage": "route", "reason": problem, "topic": ev.message.topic,
+                    "partition": ev.message.partition, "offset": ev.message.offset}).encode(), ev.message.tp)
+            for one in rounds:
+                await route_events(one.parsed, one.source, one.position)
             await commit_batch(batch)
 
     async def route_events(parsed: list[PseudonymisedEvent], source: dict[str, TP],

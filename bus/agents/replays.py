@@ -16,15 +16,22 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from pydantic import ValidationError
 
+from bus import logs
 from bus.kafka_io import committed_reader
 from bus.records import PseudonymisedEvent, ReplayRequest
 from bus.security.kafka_access import KafkaAccess
 from bus.topics import EVENTS
 
-#: how long a fetch waits for the record before it counts as gone
+#: how long a fetch waits for Kafka's answer before the batch is held and the fetch retried
 FETCH_S = 10.0
+log = logs.get("sgbus.replays")
 
 Fetch = Callable[[int, int], bytes | None]
+
+
+class FetchUnavailable(Exception):
+    """sg.events could not be read just now (the broker, a leader change): hold the batch and
+    retry; never a reason to refuse a replay for good."""
 
 
 class EventsReader:
@@ -34,15 +41,27 @@ class EventsReader:
     def __init__(self, access: KafkaAccess, group: str) -> None:
         self._access, self._group = access, group
         self._consumer: Consumer | None = None
+        self._partitions = 0
         self._lock = threading.Lock()
 
     def fetch(self, partition: int, offset: int) -> bytes | None:
-        """The value at (partition, offset) of sg.events, or None when it is not there (before
-        the partition's start: retention; at or past its end)."""
+        """The value at (partition, offset) of sg.events, or None when there is no such record
+        (no such partition; before the partition's start: retention; at or past its end).
+        Raises FetchUnavailable when Kafka does not say either way within FETCH_S."""
         with self._lock:
             if self._consumer is None:
                 self._consumer = committed_reader(self._access, self._group, eof=True)
             consumer = self._consumer
+            if partition >= self._partitions:  # checked once known, then again only for a higher number
+                try:
+                    found = consumer.list_topics(EVENTS, timeout=FETCH_S).topics.get(EVENTS)
+                except Exception as exc:
+                    raise FetchUnavailable(type(exc).__name__) from None
+                if found is None or found.error is not None:
+                    raise FetchUnavailable("sg.events not found")
+                self._partitions = len(found.partitions)
+                if partition >= self._partitions:
+                    return None  # a partition sg.events does not have: it would wait, never answer
             consumer.assign([TopicPartition(EVENTS, partition, offset)])
             try:
                 for _ in range(int(FETCH_S / 0.5)):
@@ -53,10 +72,10 @@ class EventsReader:
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
                             return None  # past the end: no such record
-                        continue
+                        continue  # librdkafka reports and retries; the deadline decides
                     # Another offset: this one is gone (retention), and the reset moved the read on.
                     return msg.value() if msg.offset() == offset else None
-                return None
+                raise FetchUnavailable("no answer from sg.events")
             finally:
                 consumer.unassign()
 
@@ -69,18 +88,25 @@ class EventsReader:
 
 def resolve(raw: bytes, fetch: Fetch) -> tuple[PseudonymisedEvent | None, str]:
     """(the event to route again, '') for a replay request, or (None, why not): a dead letter's
-    code. The event is sg.events' own record, with the request's recipients."""
+    code. The event is sg.events' own record, with the request's recipients. FetchUnavailable
+    goes up (the caller holds the batch and retries)."""
     try:
         request = ReplayRequest.model_validate_json(raw)
     except ValidationError:
         return None, "replay_malformed"  # an event put there whole (an earlier sgbus), or anything else
-    original = fetch(request.events_partition, request.events_offset)
+    try:
+        original = fetch(request.events_partition, request.events_offset)
+    except FetchUnavailable:
+        raise
+    except Exception as exc:  # a request the client cannot even ask about: refused, never a stopped worker
+        log.warning("replay_fetch_failed", error=type(exc).__name__)
+        return None, "replay_missing"
     if original is None:
         return None, "replay_missing"
     try:
         event = PseudonymisedEvent.model_validate_json(original)
     except ValidationError:
-        return None, "replay_missing"
+        return None, "replay_mismatch"  # the place holds something, not the event named
     if event.ingest_id != request.ingest_id or event.replay_for is not None:
         return None, "replay_mismatch"
     return event.model_copy(update={"replay_for": list(request.replay_for)}), ""

@@ -10,6 +10,8 @@ from typing import Any
 from bus.replay import failed_shares
 
 ID = str(uuid.uuid4())
+#: where _view_failed's dead letters (and _replayed's requests) say the event is on sg.events
+ORIGINAL = {(1, 7)}
 
 
 def _view_failed(**fields: Any) -> bytes:
@@ -62,14 +64,14 @@ def test_a_share_already_on_sg_replay_and_not_routed_yet_is_not_replayed_twice()
     from bus.replay import pending, replays_on_topic
 
     _count, wanted = failed_shares([_view_failed(), _view_failed(recipient="oakfield-primary")])
-    assert pending(wanted[ID], ID, replays_on_topic([])) == set()  # nothing replayed yet: replay both
+    assert pending(wanted[ID], ID, replays_on_topic([]), ORIGINAL) == set()  # nothing replayed yet: replay both
     # `replay --failed` ran once (both shares on sg.replay at offset 0); run again before the route took them:
     replays = replays_on_topic([_replayed(0, "northshire-csc", "oakfield-primary")])
-    assert pending(wanted[ID], ID, replays) == {"northshire-csc", "oakfield-primary"}
+    assert pending(wanted[ID], ID, replays, ORIGINAL) == {"northshire-csc", "oakfield-primary"}
     # The replay was routed and the MASH's view failed again: a dead letter names the replay's place.
     _count, wanted = failed_shares([_view_failed(), _view_failed(recipient="oakfield-primary"),
                                     _view_failed(events_topic="sg.replay", events_partition=0, events_offset=0)])
-    assert pending(wanted[ID], ID, replays) == {"oakfield-primary"}  # the MASH's may go again
+    assert pending(wanted[ID], ID, replays, ORIGINAL) == {"oakfield-primary"}  # the MASH's may go again
     assert replays_on_topic([(0, 1, b"not json"), (0, 2, json.dumps({"ingest_id": "x", "replay_for": ["a"]}).encode())
                              ]) == {}
     # An event put there whole by an earlier sgbus (route now refuses it) holds no share back.
@@ -83,10 +85,10 @@ def test_a_dead_letter_aged_out_or_written_twice_never_holds_a_share_back_or_let
     # The first dead letter (pointing into sg.events) is gone; the replay failed again and said so.
     replays = replays_on_topic([_replayed(5, "northshire-csc")])
     _count, wanted = failed_shares([_view_failed(events_topic="sg.replay", events_partition=0, events_offset=5)])
-    assert pending(wanted[ID], ID, replays) == set()
+    assert pending(wanted[ID], ID, replays, ORIGINAL) == set()
     # An at-least-once route wrote the first dead letter twice; the replay is not routed yet.
     _count, wanted = failed_shares([_view_failed(), _view_failed()])
-    assert pending(wanted[ID], ID, replays) == {"northshire-csc"}
+    assert pending(wanted[ID], ID, replays, ORIGINAL) == {"northshire-csc"}
 
 
 def test_a_poisoned_dead_letter_is_skipped_not_raised() -> None:
@@ -171,3 +173,41 @@ def test_a_replay_that_failed_again_is_found_on_sg_events_through_its_request() 
     assert original_place(("sg.replay", 5, 8), str(uuid.uuid4()), on_replay) is None  # another event's request
     assert original_place(("sg.replay", 5, 9), ID, on_replay) is None
     assert original_place(("sg.replay", 6, 0), ID, on_replay) is None  # gone
+
+
+def test_a_request_naming_another_place_holds_no_share_back() -> None:
+    """From a second reader: anyone who may write sg.replay could leave a request for a real
+    share (its ingest id is in sg.dlq) naming an impossible place; route refuses it, and the
+    share counted as on its way would never have been replayed."""
+    from bus.records import ReplayRequest
+    from bus.replay import pending, replays_on_topic
+
+    _count, wanted = failed_shares([_view_failed()])
+    decoy = ReplayRequest(ingest_id=uuid.UUID(ID), events_partition=1, events_offset=2**40,
+                          replay_for=["northshire-csc"])
+    replays = replays_on_topic([(0, 3, decoy.model_dump_json().encode())])
+    assert pending(wanted[ID], ID, replays, ORIGINAL) == set()
+    assert pending(wanted[ID], ID, replays_on_topic([_replayed(4, "northshire-csc")]), ORIGINAL) == {"northshire-csc"}
+
+
+def test_a_request_kafka_could_not_even_ask_about_is_refused_not_raised() -> None:
+    """From a second reader: a partition number past Kafka's int32 made the client raise, the
+    route worker stop, and stop again at every start on the same record."""
+    import pytest
+
+    from bus.agents.replays import FetchUnavailable, resolve
+
+    too_far = json.dumps({"ingest_id": ID, "events_partition": 2**31, "events_offset": 0, "replay_for": ["a"]})
+    assert resolve(too_far.encode(), lambda p, o: b"") == (None, "replay_malformed")
+    request = json.dumps({"ingest_id": ID, "events_partition": 0, "events_offset": 0, "replay_for": ["a"]}).encode()
+
+    def broken(partition: int, offset: int) -> bytes | None:
+        raise OverflowError("int too big")
+
+    assert resolve(request, broken) == (None, "replay_missing")
+
+    def unavailable(partition: int, offset: int) -> bytes | None:
+        raise FetchUnavailable("no answer from sg.events")
+
+    with pytest.raises(FetchUnavailable):  # held and retried by the route agent, never refused for good
+        resolve(request, unavailable)
