@@ -233,9 +233,14 @@ def replay(
     typer.echo(f"{report.failed} failed view(s) in sg.dlq; {report.already_delivered} delivered since; "
                f"{report.already_replayed} on sg.replay, not routed yet; "
                f"{verb} {report.replayed_shares} share(s) of {report.replayed_events} event(s)")
+    if report.unproven:
+        err(f"{report.unproven} share(s) dead-lettered by an earlier release carry no replay proof and cannot be "
+            "replayed with this one (README, \"Upgrading a running bus\")")
     if report.missing:
         err(f"{len(report.missing)} event(s) no longer on sg.events (retention): ingest ids "
              + ", ".join(report.missing[:5]))
+        raise typer.Exit(1)
+    if report.unproven:
         raise typer.Exit(1)
 
 

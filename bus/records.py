@@ -160,6 +160,8 @@ class ReplayRequest(Rec):
     events_partition: int = Field(ge=0, le=2**31 - 1)
     events_offset: int = Field(ge=0, le=2**63 - 1)
     replay_for: list[str] = Field(min_length=1, max_length=100)
+    #: recipient -> the proof its view_failed dead letter carried (bus/agents/replays.py)
+    proofs: dict[str, str] = Field(max_length=100)
 
 
 class DeadLetter(Rec):

@@ -26,6 +26,8 @@ class ReplayReport:
     replayed_shares: int = 0
     #: shares a replay not routed yet already carries (left to it)
     already_replayed: int = 0
+    #: shares whose dead letter carries no proof (written by an earlier release): not replayable
+    unproven: int = 0
     missing: list[str] = field(default_factory=list)
 
 
@@ -38,6 +40,8 @@ class FailedShares:
     recipients: set[str] = field(default_factory=set)
     #: where each recipient's view failed: (recipient, topic, partition, offset) of the event routed
     failed_at: set[tuple[str, str, int, int]] = field(default_factory=set)
+    #: recipient -> the proof route gave its failed view (bus/agents/replays.py); route checks it
+    proofs: dict[str, str] = field(default_factory=dict)
 
 
 def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedShares]]:
@@ -59,6 +63,8 @@ def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedSha
             topic = rec.get("events_topic", EVENTS)  # written before sg.replay existed: sg.events
             if topic not in (EVENTS, REPLAY):
                 continue
+            proof = rec.get("replay_proof")
+            proof = proof if isinstance(proof, str) and len(proof) <= 200 else None
         except Exception:  # noqa: S112 - anything can be written to sg.dlq (1e999, deep nesting): skip it
             continue
         count += 1
@@ -67,6 +73,8 @@ def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedSha
             entry.places.append((topic, partition, offset))
         entry.recipients.add(recipient)
         entry.failed_at.add((recipient, topic, partition, offset))
+        if proof is not None:
+            entry.proofs[recipient] = proof
     return count, wanted
 
 
@@ -160,8 +168,14 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
             if found is None:
                 report.missing.append(ingest_id)
                 continue
+            # A dead letter from before replay proofs (an earlier release): route would drop it.
+            report.unproven += sum(1 for r in todo if r not in shares.proofs)
+            todo = [r for r in todo if r in shares.proofs]
+            if not todo:
+                continue
             request = ReplayRequest(ingest_id=uuid.UUID(ingest_id), events_partition=found[0],
-                                    events_offset=found[1], replay_for=todo)
+                                    events_offset=found[1], replay_for=todo,
+                                    proofs={r: shares.proofs[r] for r in todo})
             out.append((REPLAY, ingest_id.encode(), request.model_dump_json().encode()))
             report.replayed_events += 1
             report.replayed_shares += len(todo)

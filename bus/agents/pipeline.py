@@ -18,7 +18,7 @@ from bus import logs
 from bus.agents.batching import take_ready
 from bus.agents.direct_producer import DirectProducer
 from bus.agents.guard import guarded
-from bus.agents.replays import FetchUnavailable
+from bus.agents.replays import FetchUnavailable, replay_proof
 from bus.agents.replays import resolve as resolve_replay
 from bus.agents.sends import BatchSends, SendFailed, SendLedger, send_dead_letter
 from bus.audit.chain import IngestedCheck
@@ -450,7 +450,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         backoff = 0.5
         while True:
             try:
-                return await asyncio.to_thread(resolve_replay, raw, reader.fetch)
+                return await asyncio.to_thread(resolve_replay, raw, reader.fetch, svc.keyring)
             except FetchUnavailable as exc:
                 log.warning("replay_fetch_unavailable_holding_batch", cause=str(exc), retry_in_s=backoff)
                 await asyncio.sleep(backoff)
@@ -530,6 +530,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 "stage": "route", "event_id": str(failed.event.event_id),
                 "ingest_id": str(failed.event.ingest_id), "recipient": failed.recipient,
                 "events_topic": topic, "events_partition": partition, "events_offset": offset,
+                "replay_proof": replay_proof(svc.keyring, str(failed.event.ingest_id), failed.recipient),
                 "reasons": [{"field": "$", "code": "view_failed", "message": failed.error}],
             }).encode(), source[str(failed.event.ingest_id)])
         try:

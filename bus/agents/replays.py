@@ -5,11 +5,16 @@ Had it put events there (as it once did), whoever held its password could have w
 event it liked (an emergency override added, a payload changed) and route would have shared it.
 It puts only references (bus/records.py ReplayRequest): route takes the event from sg.events,
 which only ingest writes, checks it is the one the request names, and routes it for the
-recipients named, each decided by the policy and audited as any share.
+recipients named, each decided by the policy and audited as any share. And only for recipients
+whose view really failed: route's view_failed dead letter carries a proof for its (ingest id,
+recipient), an HMAC under a key derived from the keyring (which the replay principal never
+holds), and a request must carry it back; without it a recipient is dropped (a partner who
+joined since could otherwise be sent an older event).
 """
 
 from __future__ import annotations
 
+import hmac
 import threading
 from collections.abc import Callable
 
@@ -18,6 +23,7 @@ from pydantic import ValidationError
 
 from bus import logs
 from bus.kafka_io import committed_reader
+from bus.pseudonymise.keyring import Keyring
 from bus.records import PseudonymisedEvent, ReplayRequest
 from bus.security.kafka_access import KafkaAccess
 from bus.topics import EVENTS
@@ -27,6 +33,27 @@ FETCH_S = 10.0
 log = logs.get("sgbus.replays")
 
 Fetch = Callable[[int, int], bytes | None]
+#: the key's domain: not a linkage domain's name (those allow no colon), so never a partner's key
+PROOF_DOMAIN = "sgbus:replay-proof"
+
+
+def replay_proof(keyring: Keyring, ingest_id: str, recipient: str, kid: str | None = None) -> str:
+    """`<kid>:<hex HMAC-SHA256>` of (ingest id, recipient): what a view_failed dead letter carries
+    and a replay request must give back for that recipient."""
+    kid, keyed = keyring.domain_mac(PROOF_DOMAIN, kid)
+    mac = keyed.copy()
+    mac.update(f"{ingest_id}\n{recipient}".encode())
+    return f"{kid}:{mac.hexdigest()}"
+
+
+def proven(keyring: Keyring, ingest_id: str, recipient: str, proof: str | None) -> bool:
+    """Whether `proof` is this share's (under any key id the keyring holds)."""
+    if not proof or ":" not in proof:
+        return False
+    kid = proof.split(":", 1)[0]
+    if kid not in keyring.token.keys:
+        return False
+    return hmac.compare_digest(proof, replay_proof(keyring, ingest_id, recipient, kid))
 
 
 class FetchUnavailable(Exception):
@@ -86,14 +113,18 @@ class EventsReader:
                 self._consumer = None
 
 
-def resolve(raw: bytes, fetch: Fetch) -> tuple[PseudonymisedEvent | None, str]:
+def resolve(raw: bytes, fetch: Fetch, keyring: Keyring) -> tuple[PseudonymisedEvent | None, str]:
     """(the event to route again, '') for a replay request, or (None, why not): a dead letter's
-    code. The event is sg.events' own record, with the request's recipients. FetchUnavailable
-    goes up (the caller holds the batch and retries)."""
+    code. The event is sg.events' own record, for the request's recipients whose proof holds.
+    FetchUnavailable goes up (the caller holds the batch and retries)."""
     try:
         request = ReplayRequest.model_validate_json(raw)
     except ValidationError:
         return None, "replay_malformed"  # an event put there whole (an earlier sgbus), or anything else
+    ingest_id = str(request.ingest_id)
+    recipients = [r for r in request.replay_for if proven(keyring, ingest_id, r, request.proofs.get(r))]
+    if not recipients:
+        return None, "replay_unproven"
     try:
         original = fetch(request.events_partition, request.events_offset)
     except FetchUnavailable:
@@ -109,4 +140,4 @@ def resolve(raw: bytes, fetch: Fetch) -> tuple[PseudonymisedEvent | None, str]:
         return None, "replay_mismatch"  # the place holds something, not the event named
     if event.ingest_id != request.ingest_id or event.replay_for is not None:
         return None, "replay_mismatch"
-    return event.model_copy(update={"replay_for": list(request.replay_for)}), ""
+    return event.model_copy(update={"replay_for": recipients}), ""

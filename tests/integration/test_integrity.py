@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bus.agents.replays import replay_proof
 from bus.audit.heads import latest_head
 from bus.kafka_io import idempotent_producer, produce_all
 from bus.pseudonymise.engine import free_text_fields, pseudonymise_at_ingest
@@ -220,17 +221,22 @@ def test_whoever_may_write_sg_replay_cannot_have_a_made_up_event_shared(bus: Bus
                                    provenance=Provenance(kid="x", content_sha256="0", signature="x"))
     whole = _produce_at(bus, REPLAY, b"k", event.model_dump_json().encode())
     elsewhere = _produce_at(bus, EVENTS, b"k", b'{"not": "this event"}', headers=[("sgbus-routed", b"ingest")])
+    # (The test holds the keyring, so it can make the proof route would have given a failed view.)
+    proof = replay_proof(load_keyring(bus.settings.keyring_path), str(event.ingest_id), "northshire-csc")
     named = ReplayRequest(ingest_id=event.ingest_id, events_partition=elsewhere[0], events_offset=elsewhere[1],
-                          replay_for=["northshire-csc"])
+                          replay_for=["northshire-csc"], proofs={"northshire-csc": proof})
     mismatch = _produce_at(bus, REPLAY, b"k", named.model_dump_json().encode())
+    # Without a proof the replay principal cannot make: no recipient is taken.
+    unproven = _produce_at(bus, REPLAY, b"k", named.model_copy(update={"proofs": {}}).model_dump_json().encode())
 
     def refused() -> dict[tuple[int, int], str] | None:
         found = {(d["partition"], d["offset"]): d["reason"] for d in bus.records(DLQ, timeout_s=1.5)
                  if d.get("stage") == "route" and d.get("topic") == REPLAY}
-        return found if {whole, mismatch} <= set(found) else None
+        return found if {whole, mismatch, unproven} <= set(found) else None
 
-    found = wait_for(refused, 60, what="both refused as dead letters")
+    found = wait_for(refused, 60, what="all three refused as dead letters")
     assert found[whole] == "replay_malformed" and found[mismatch] == "replay_mismatch"
+    assert found[unproven] == "replay_unproven"
     assert not _delivered(bus, "northshire-csc", raw["event_id"])
     assert not any(a["event_id"] == raw["event_id"] for a in bus.audit_records())
 
@@ -249,8 +255,11 @@ def test_a_share_whose_view_cannot_be_built_is_audited_as_view_failed_and_replay
     # then a request on sg.replay, which every route agent reads: route fetches the event itself.
     partition, offset = _produce_at(bus, EVENTS, event.subject_key.encode(), event.model_dump_json().encode(),
                                     headers=[("sgbus-routed", b"ingest")])
+    mine = load_keyring(bus.settings.keyring_path)
     request = ReplayRequest(ingest_id=event.ingest_id, events_partition=partition, events_offset=offset,
-                            replay_for=["northshire-csc", "oakfield-primary"])
+                            replay_for=["northshire-csc", "oakfield-primary"],
+                            proofs={r: replay_proof(mine, str(event.ingest_id), r)
+                                    for r in ("northshire-csc", "oakfield-primary")})
     produce_all(idempotent_producer(bus.admin), [(REPLAY, b"k", request.model_dump_json().encode())])
     audits = {a["recipient"]: a for a in bus.audits_for({raw["event_id"]}, 2)}  # the request's two recipients
     assert audits["northshire-csc"]["decision"] == "view_failed"

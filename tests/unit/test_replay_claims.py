@@ -7,6 +7,11 @@ import json
 import uuid
 from typing import Any
 
+import pytest
+
+from bus.agents.replays import proven, replay_proof, resolve
+from bus.pseudonymise.keyring import Keyring
+from bus.records import PseudonymisedEvent, ReplayRequest
 from bus.replay import failed_shares
 
 ID = str(uuid.uuid4())
@@ -54,10 +59,7 @@ def test_malformed_dead_letters_and_other_stages_or_codes_are_ignored() -> None:
 
 
 def _replayed(offset: int, *recipients: str) -> tuple[int, int, bytes]:
-    from bus.records import ReplayRequest
-
-    request = ReplayRequest(ingest_id=uuid.UUID(ID), events_partition=1, events_offset=7, replay_for=list(recipients))
-    return 0, offset, request.model_dump_json().encode()
+    return 0, offset, _request(ID, 1, 7, recipients)
 
 
 def test_a_share_already_on_sg_replay_and_not_routed_yet_is_not_replayed_twice() -> None:
@@ -102,33 +104,37 @@ def test_a_poisoned_dead_letter_is_skipped_not_raised() -> None:
     assert count == 1 and list(wanted) == [ID]
 
 
+KEYRING = Keyring.generate()
+
+
 def _stored_event() -> tuple[bytes, str]:
     """An event as ingest writes it to sg.events (no urgency, no replay_for)."""
-    from bus.pseudonymise.keyring import Keyring
     from schemas.registry import parse_event_dict
     from schemas.synthetic import Synth
     from tests.helpers import pseudonymised
 
     s = Synth(seed=7)
-    event = pseudonymised(parse_event_dict(s.domestic_abuse_incident(s.child(5, 10), school_urn="900001")),
-                          Keyring.generate())
+    event = pseudonymised(parse_event_dict(s.domestic_abuse_incident(s.child(5, 10), school_urn="900001")), KEYRING)
     return event.model_dump_json().encode(), str(event.ingest_id)
 
 
-def test_a_replay_request_is_routed_as_the_event_sg_events_holds_for_the_recipients_named() -> None:
-    from bus.agents.replays import resolve
-    from bus.records import ReplayRequest
+def _request(ingest_id: str, partition: int = 2, offset: int = 17, recipients: tuple[str, ...] = ("northshire-csc",),
+             proofs: dict[str, str] | None = None) -> bytes:
+    """A request as `sgbus replay --failed` makes it, each recipient with its dead letter's proof."""
+    given = proofs if proofs is not None else {r: replay_proof(KEYRING, ingest_id, r) for r in recipients}
+    return ReplayRequest(ingest_id=uuid.UUID(ingest_id), events_partition=partition, events_offset=offset,
+                         replay_for=list(recipients), proofs=given).model_dump_json().encode()
 
+
+def test_a_replay_request_is_routed_as_the_event_sg_events_holds_for_the_recipients_named() -> None:
     stored, ingest_id = _stored_event()
-    request = ReplayRequest(ingest_id=uuid.UUID(ingest_id), events_partition=2, events_offset=17,
-                            replay_for=["northshire-csc"])
     asked: list[tuple[int, int]] = []
 
     def fetch(partition: int, offset: int) -> bytes | None:
         asked.append((partition, offset))
         return stored
 
-    event, problem = resolve(request.model_dump_json().encode(), fetch)
+    event, problem = resolve(_request(ingest_id), fetch, KEYRING)
     assert problem == "" and asked == [(2, 17)]
     assert event is not None and str(event.ingest_id) == ingest_id and event.replay_for == ["northshire-csc"]
     assert event.model_copy(update={"replay_for": None}).model_dump_json().encode() == stored
@@ -139,35 +145,51 @@ def test_whoever_may_write_sg_replay_cannot_have_a_changed_or_made_up_event_shar
     replay principal's password could add an emergency override to a real event (or change its
     payload) and have it shared with every subscriber. Only requests are taken now, and the
     event is sg.events' own."""
-    from bus.agents.replays import resolve
-    from bus.records import PseudonymisedEvent, ReplayRequest
-
     stored, ingest_id = _stored_event()
     forged = PseudonymisedEvent.model_validate_json(stored).model_copy(update={"replay_for": None})
     with_override = json.loads(forged.model_dump_json())
     with_override["urgency"] = {"declared_by_role": "designated-safeguarding-lead",
                                 "justification": "x" * 40, "declaration": "forged"}
     # A whole event on sg.replay, however made, is not a request.
-    assert resolve(json.dumps(with_override).encode(), lambda p, o: stored) == (None, "replay_malformed")
-    assert resolve(stored, lambda p, o: stored) == (None, "replay_malformed")
-    # A request naming another event's place, or a place no longer there.
-    other = ReplayRequest(ingest_id=uuid.uuid4(), events_partition=0, events_offset=1, replay_for=["a"])
-    assert resolve(other.model_dump_json().encode(), lambda p, o: stored) == (None, "replay_mismatch")
-    mine = ReplayRequest(ingest_id=uuid.UUID(ingest_id), events_partition=0, events_offset=1, replay_for=["a"])
-    assert resolve(mine.model_dump_json().encode(), lambda p, o: None) == (None, "replay_missing")
+    assert resolve(json.dumps(with_override).encode(), lambda p, o: stored, KEYRING) == (None, "replay_malformed")
+    assert resolve(stored, lambda p, o: stored, KEYRING) == (None, "replay_malformed")
+    # A request naming another event's place, or a place no longer there, or one holding anything else.
+    other = str(uuid.uuid4())
+    assert resolve(_request(other), lambda p, o: stored, KEYRING) == (None, "replay_mismatch")
+    assert resolve(_request(ingest_id), lambda p, o: None, KEYRING) == (None, "replay_missing")
+    assert resolve(_request(ingest_id), lambda p, o: b'{"not": "it"}', KEYRING) == (None, "replay_mismatch")
     # A request must name who missed it: never "everyone".
-    empty = json.loads(mine.model_dump_json()) | {"replay_for": []}
-    assert resolve(json.dumps(empty).encode(), lambda p, o: stored) == (None, "replay_malformed")
-    extra = json.loads(mine.model_dump_json()) | {"urgency": with_override["urgency"]}
-    assert resolve(json.dumps(extra).encode(), lambda p, o: stored) == (None, "replay_malformed")
+    empty = json.loads(_request(ingest_id)) | {"replay_for": []}
+    assert resolve(json.dumps(empty).encode(), lambda p, o: stored, KEYRING) == (None, "replay_malformed")
+    extra = json.loads(_request(ingest_id)) | {"urgency": with_override["urgency"]}
+    assert resolve(json.dumps(extra).encode(), lambda p, o: stored, KEYRING) == (None, "replay_malformed")
+
+
+def test_only_recipients_whose_view_failed_are_replayed_to() -> None:
+    """From a second reader: replay_for could name any candidate, and the policy decides with
+    today's agreements, so a partner that joined since could be sent an older event. A recipient
+    goes only with the proof route put in its view_failed dead letter (a keyed hash the replay
+    principal cannot make)."""
+    stored, ingest_id = _stored_event()
+    proof = replay_proof(KEYRING, ingest_id, "northshire-csc")
+    both = _request(ingest_id, recipients=("northshire-csc", "new-partner"), proofs={"northshire-csc": proof})
+    event, problem = resolve(both, lambda p, o: stored, KEYRING)
+    assert problem == "" and event is not None and event.replay_for == ["northshire-csc"]
+    # A proof is for one share: not another recipient's, not another event's, not made up.
+    for proofs in ({"new-partner": proof}, {"new-partner": "k0:" + "0" * 64},
+                   {"new-partner": replay_proof(KEYRING, str(uuid.uuid4()), "new-partner")}, {}):
+        forged = _request(ingest_id, recipients=("new-partner",), proofs=proofs)
+        assert resolve(forged, lambda p, o: stored, KEYRING) == (None, "replay_unproven")
+    # A proof made under another keyring's key (the same key id) does not hold either.
+    stranger = Keyring(type(KEYRING.token)(KEYRING.token.active, {KEYRING.token.active: b"x" * 32}), KEYRING.seal)
+    assert not proven(KEYRING, ingest_id, "northshire-csc", replay_proof(stranger, ingest_id, "northshire-csc"))
+    assert proven(KEYRING, ingest_id, "northshire-csc", proof)
 
 
 def test_a_replay_that_failed_again_is_found_on_sg_events_through_its_request() -> None:
-    from bus.records import ReplayRequest
     from bus.replay import original_place
 
-    request = ReplayRequest(ingest_id=uuid.UUID(ID), events_partition=3, events_offset=99, replay_for=["a"])
-    on_replay = {(5, 8): request.model_dump_json().encode(), (5, 9): b'{"ingest_id": "not a request"}'}
+    on_replay = {(5, 8): _request(ID, 3, 99, ("a",)), (5, 9): b'{"ingest_id": "not a request"}'}
     assert original_place(("sg.events", 1, 2), ID, on_replay) == (1, 2)
     assert original_place(("sg.replay", 5, 8), ID, on_replay) == (3, 99)
     assert original_place(("sg.replay", 5, 8), str(uuid.uuid4()), on_replay) is None  # another event's request
@@ -179,13 +201,10 @@ def test_a_request_naming_another_place_holds_no_share_back() -> None:
     """From a second reader: anyone who may write sg.replay could leave a request for a real
     share (its ingest id is in sg.dlq) naming an impossible place; route refuses it, and the
     share counted as on its way would never have been replayed."""
-    from bus.records import ReplayRequest
     from bus.replay import pending, replays_on_topic
 
     _count, wanted = failed_shares([_view_failed()])
-    decoy = ReplayRequest(ingest_id=uuid.UUID(ID), events_partition=1, events_offset=2**40,
-                          replay_for=["northshire-csc"])
-    replays = replays_on_topic([(0, 3, decoy.model_dump_json().encode())])
+    replays = replays_on_topic([(0, 3, _request(ID, 1, 2**40))])
     assert pending(wanted[ID], ID, replays, ORIGINAL) == set()
     assert pending(wanted[ID], ID, replays_on_topic([_replayed(4, "northshire-csc")]), ORIGINAL) == {"northshire-csc"}
 
@@ -193,21 +212,25 @@ def test_a_request_naming_another_place_holds_no_share_back() -> None:
 def test_a_request_kafka_could_not_even_ask_about_is_refused_not_raised() -> None:
     """From a second reader: a partition number past Kafka's int32 made the client raise, the
     route worker stop, and stop again at every start on the same record."""
-    import pytest
+    from bus.agents.replays import FetchUnavailable
 
-    from bus.agents.replays import FetchUnavailable, resolve
-
-    too_far = json.dumps({"ingest_id": ID, "events_partition": 2**31, "events_offset": 0, "replay_for": ["a"]})
-    assert resolve(too_far.encode(), lambda p, o: b"") == (None, "replay_malformed")
-    request = json.dumps({"ingest_id": ID, "events_partition": 0, "events_offset": 0, "replay_for": ["a"]}).encode()
+    too_far = json.loads(_request(ID)) | {"events_partition": 2**31}
+    assert resolve(json.dumps(too_far).encode(), lambda p, o: b"", KEYRING) == (None, "replay_malformed")
 
     def broken(partition: int, offset: int) -> bytes | None:
         raise OverflowError("int too big")
 
-    assert resolve(request, broken) == (None, "replay_missing")
+    assert resolve(_request(ID), broken, KEYRING) == (None, "replay_missing")
 
     def unavailable(partition: int, offset: int) -> bytes | None:
         raise FetchUnavailable("no answer from sg.events")
 
     with pytest.raises(FetchUnavailable):  # held and retried by the route agent, never refused for good
-        resolve(request, unavailable)
+        resolve(_request(ID), unavailable, KEYRING)
+
+
+def test_the_replay_tool_carries_each_shares_proof_and_leaves_out_shares_without_one() -> None:
+    proof = replay_proof(KEYRING, ID, "northshire-csc")
+    _count, wanted = failed_shares([_view_failed(replay_proof=proof), _view_failed(recipient="oakfield-primary"),
+                                    _view_failed(recipient="x", replay_proof=["not", "a", "string"])])
+    assert wanted[ID].proofs == {"northshire-csc": proof}
