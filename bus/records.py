@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
+from bus.replay_proofs import PROOF_PATTERN
 from schemas.envelope import Source
 
 
@@ -145,6 +146,8 @@ class AuditRecord(Rec):
     policy_revision: str
     subject_token: str
     decided_at: datetime
+    #: view_failed only: what a replay request must carry back for this share (bus/replay_proofs.py)
+    replay_proof: str | None = None
 
 
 class ReplayRequest(Rec):
@@ -160,8 +163,8 @@ class ReplayRequest(Rec):
     events_partition: int = Field(ge=0, le=2**31 - 1)
     events_offset: int = Field(ge=0, le=2**63 - 1)
     replay_for: list[str] = Field(min_length=1, max_length=100)
-    #: recipient -> the proof its view_failed dead letter carried (bus/agents/replays.py)
-    proofs: dict[str, str] = Field(max_length=100)
+    #: recipient -> the proof its view_failed audit record holds (bus/replay_proofs.py)
+    proofs: dict[str, Annotated[str, StringConstraints(pattern=PROOF_PATTERN)]] = Field(max_length=100)
 
 
 class DeadLetter(Rec):

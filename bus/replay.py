@@ -26,7 +26,7 @@ class ReplayReport:
     replayed_shares: int = 0
     #: shares a replay not routed yet already carries (left to it)
     already_replayed: int = 0
-    #: shares whose dead letter carries no proof (written by an earlier release): not replayable
+    #: shares whose view_failed record holds no proof (an earlier release's): not replayable
     unproven: int = 0
     missing: list[str] = field(default_factory=list)
 
@@ -40,8 +40,6 @@ class FailedShares:
     recipients: set[str] = field(default_factory=set)
     #: where each recipient's view failed: (recipient, topic, partition, offset) of the event routed
     failed_at: set[tuple[str, str, int, int]] = field(default_factory=set)
-    #: recipient -> the proof route gave its failed view (bus/agents/replays.py); route checks it
-    proofs: dict[str, str] = field(default_factory=dict)
 
 
 def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedShares]]:
@@ -63,8 +61,6 @@ def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedSha
             topic = rec.get("events_topic", EVENTS)  # written before sg.replay existed: sg.events
             if topic not in (EVENTS, REPLAY):
                 continue
-            proof = rec.get("replay_proof")
-            proof = proof if isinstance(proof, str) and len(proof) <= 200 else None
         except Exception:  # noqa: S112 - anything can be written to sg.dlq (1e999, deep nesting): skip it
             continue
         count += 1
@@ -73,8 +69,6 @@ def failed_shares(dlq_values: Iterable[bytes]) -> tuple[int, dict[str, FailedSha
             entry.places.append((topic, partition, offset))
         entry.recipients.add(recipient)
         entry.failed_at.add((recipient, topic, partition, offset))
-        if proof is not None:
-            entry.proofs[recipient] = proof
     return count, wanted
 
 
@@ -98,16 +92,36 @@ def replays_on_topic(placed: Iterable[tuple[int, int, bytes]]) -> Replays:
     return found
 
 
-def pending(shares: FailedShares, ingest_id: str, replays: Replays, originals: set[tuple[int, int]]) -> set[str]:
+REFUSALS = ("replay_malformed", "replay_mismatch", "replay_missing", "replay_unproven", "replay_unavailable")
+
+
+def refused_requests(dlq_values: Iterable[bytes]) -> set[tuple[int, int]]:
+    """Where on sg.replay the requests route refused are (its dead letters say so): no longer on
+    their way, so their shares may be asked for again. (Anyone who may write sg.dlq could claim
+    a refusal: at worst a share is asked for twice, and route decides and audits each.)"""
+    found: set[tuple[int, int]] = set()
+    for value in dlq_values:
+        try:
+            rec = json.loads(value)
+            if rec.get("stage") == "route" and rec.get("topic") == REPLAY and rec.get("reason") in REFUSALS:
+                found.add((int(rec["partition"]), int(rec["offset"])))
+        except Exception:  # noqa: S112 - anything can be written to sg.dlq: skip it
+            continue
+    return found
+
+
+def pending(shares: FailedShares, ingest_id: str, replays: Replays, originals: set[tuple[int, int]],
+            refused: set[tuple[int, int]]) -> set[str]:
     """The recipients of a share already requested on sg.replay and not routed yet: a request
     for it that names the event where the view_failed dead letters say it is (`originals`, on
     sg.events) and that no view_failed dead letter names (a request routed and failed again is
     named by the dead letter it caused; one delivered shows in the audit store, checked by the
     caller). Replaying again meanwhile would deliver twice once both are routed. A request
-    naming another place (anyone who may write sg.replay could leave one that route refuses)
-    holds nothing back."""
+    naming another place (anyone who may write sg.replay could leave one that route refuses),
+    or one route refused (`refused`, its places on sg.replay), holds nothing back."""
     return {r for r in shares.recipients
             if any((r, REPLAY, partition, offset) not in shares.failed_at and (at_p, at_o) in originals
+                   and (partition, offset) not in refused
                    for partition, offset, at_p, at_o in replays.get((ingest_id, r), []))}
 
 
@@ -142,7 +156,11 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
     report = ReplayReport()
     # Both read to their ends or not at all: a dead letter missed under-replays, a
     # pending replay missed is replayed again (delivered twice once both are routed).
-    report.failed, wanted = failed_shares(read_topic(access, DLQ, timeout_s=READ_S, whole=True, group=GROUP))
+    dead_letters = read_topic(access, DLQ, timeout_s=READ_S, whole=True, group=GROUP)
+    report.failed, wanted = failed_shares(dead_letters)
+    refused = refused_requests(dead_letters)
+    # The audit store (which only the audit stage writes) says which views failed, and holds each
+    # one's replay proof: sg.dlq is written by other principals too.
     failed = store.view_failed(list(wanted))
     for ingest_id, shares in wanted.items():
         shares.recipients &= {r for i, r in failed if i == ingest_id}
@@ -158,7 +176,7 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
             report.already_delivered += len(shares.recipients) - len(todo)
             originals = [p for p in (original_place(place, ingest_id, on_replay) for place in shares.places)
                          if p is not None]
-            waiting = pending(shares, ingest_id, replays, set(originals))
+            waiting = pending(shares, ingest_id, replays, set(originals), refused)
             report.already_replayed += sum(1 for r in todo if r in waiting)
             todo = [r for r in todo if r not in waiting]
             if not todo:
@@ -168,14 +186,14 @@ def replay_failed(access: KafkaAccess, store: AuditStore, *, dry_run: bool = Fal
             if found is None:
                 report.missing.append(ingest_id)
                 continue
-            # A dead letter from before replay proofs (an earlier release): route would drop it.
-            report.unproven += sum(1 for r in todo if r not in shares.proofs)
-            todo = [r for r in todo if r in shares.proofs]
+            # A view_failed record of an earlier release holds no proof: route would drop it.
+            proofs = {r: proof for r in todo if (proof := failed.get((ingest_id, r))) is not None}
+            report.unproven += len(todo) - len(proofs)
+            todo = [r for r in todo if r in proofs]
             if not todo:
                 continue
             request = ReplayRequest(ingest_id=uuid.UUID(ingest_id), events_partition=found[0],
-                                    events_offset=found[1], replay_for=todo,
-                                    proofs={r: shares.proofs[r] for r in todo})
+                                    events_offset=found[1], replay_for=todo, proofs=proofs)
             out.append((REPLAY, ingest_id.encode(), request.model_dump_json().encode()))
             report.replayed_events += 1
             report.replayed_shares += len(todo)

@@ -30,6 +30,7 @@ from bus.pseudonymise.engine import (
 )
 from bus.pseudonymise.keyring import Keyring
 from bus.records import AuditRecord, DeliveredEvent, PseudonymisedEvent
+from bus.replay_proofs import replay_proof
 from bus.routing import candidates
 from bus.topics import deliver_topic
 from schemas.envelope import Envelope
@@ -365,7 +366,8 @@ class Router:
                 continue
             partner = self.partnership.partner(decision.recipient)
             if partner is None:  # policy allowed a partner this worker does not know: share nothing
-                plan.audits.append(audit_record(event, decision, view_failed="unknown_recipient"))
+                plan.audits.append(audit_record(event, decision, view_failed="unknown_recipient",
+                                                replay_proof=self._proof(event, decision.recipient)))
                 continue
             try:
                 try:
@@ -427,12 +429,19 @@ class Router:
                           override=decision.override)
         return Delivery(deliver_topic(partner.id), key, view, str(event.ingest_id))
 
-    @staticmethod
-    def _failed(plan: RoutePlan, event: PseudonymisedEvent, decision: Decision, recipient: str,
+    def _failed(self, plan: RoutePlan, event: PseudonymisedEvent, decision: Decision, recipient: str,
                 exc: BaseException) -> None:
         error = type(exc).__name__
-        plan.audits.append(audit_record(event, decision, view_failed=error))
+        plan.audits.append(audit_record(event, decision, view_failed=error, replay_proof=self._proof(event, recipient)))
         plan.failed.append(FailedView(event, recipient, error))
+
+    def _proof(self, event: PseudonymisedEvent, recipient: str) -> str | None:
+        """The failed share's replay proof, if the keyring's token key can make it (it is not
+        the key the view lacked, but a failed proof must never stop routing)."""
+        try:
+            return replay_proof(self.keyring, str(event.ingest_id), recipient)
+        except Exception:
+            return None
 
 
 def delivery_latency_s(event: DeliveredEvent) -> float:

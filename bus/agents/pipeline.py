@@ -18,7 +18,7 @@ from bus import logs
 from bus.agents.batching import take_ready
 from bus.agents.direct_producer import DirectProducer
 from bus.agents.guard import guarded
-from bus.agents.replays import FetchUnavailable, replay_proof
+from bus.agents.replays import FetchUnavailable, Resolved
 from bus.agents.replays import resolve as resolve_replay
 from bus.agents.sends import BatchSends, SendFailed, SendLedger, send_dead_letter
 from bus.audit.chain import IngestedCheck
@@ -58,6 +58,10 @@ def routed_at_ingest(headers: Any) -> bool:
     """Whether a record's headers (Faust gives a list of pairs or a mapping) say it was routed."""
     pairs = headers.items() if isinstance(headers, dict) else (headers or ())
     return any((k, v) in ROUTED_AT_INGEST for k, v in pairs)
+
+
+#: how long a route batch is held while sg.events cannot say whether a replayed event is there
+REPLAY_HOLD_S = 300.0
 
 
 @dataclass
@@ -440,42 +444,52 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 pending.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
 
-    async def _resolve_replay(raw: bytes) -> tuple[PseudonymisedEvent | None, str]:
+    async def _resolve_replay(raw: bytes) -> Resolved:
         """The event a replay request names, fetched from sg.events. While Kafka cannot say
-        whether it is there, hold the batch (nothing sent yet, so no transaction open) and retry:
-        a passing outage must not refuse a replay for good."""
+        whether it is there, hold the batch (nothing sent yet, so no transaction open) and retry,
+        for up to REPLAY_HOLD_S: a passing outage must not refuse a replay, nor a lasting one
+        (or a request naming a partition no broker leads) stop routing; refused then as
+        `replay_unavailable`, `sgbus replay --failed` may ask again."""
         reader = svc.events_reader
         if reader is None:  # a worker without the route stage reads no sg.replay
-            return None, "replay_missing"
-        backoff = 0.5
+            return Resolved(None, "replay_missing")
+        backoff, deadline = 0.5, asyncio.get_running_loop().time() + REPLAY_HOLD_S
         while True:
             try:
                 return await asyncio.to_thread(resolve_replay, raw, reader.fetch, svc.keyring)
             except FetchUnavailable as exc:
+                if asyncio.get_running_loop().time() >= deadline:
+                    return Resolved(None, "replay_unavailable")
                 log.warning("replay_fetch_unavailable_holding_batch", cause=str(exc), retry_in_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception as exc:  # a request that makes anything else fail: refused, never a stopped worker
+                log.warning("replay_request_failed", error=type(exc).__name__)
+                return Resolved(None, "replay_malformed")
 
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
         async for batch in take_ready(stream, batch_size, settings.batch_window_s):
             # Everything is read (replays fetched) before anything is sent: a held fetch never
             # keeps an exactly-once transaction open.
             rounds: list[_RouteRound] = []
-            refused: list[tuple[faust.EventT[bytes], str]] = []
+            refused: list[tuple[faust.EventT[bytes], str, list[str]]] = []
             for ev in batch:
                 if routed_at_ingest(ev.message.headers):
                     continue  # the all-in-one worker that ingested it routed it (a replay has no such header)
                 problem = "malformed_internal"
                 event: PseudonymisedEvent | None
                 if ev.message.topic == REPLAY:  # a request naming an event on sg.events (bus/agents/replays.py)
-                    event, problem = await _resolve_replay(ev.value)
+                    resolved = await _resolve_replay(ev.value)
+                    event, problem = resolved.event, resolved.problem
+                    if event is not None and resolved.unproven:  # routed for the others; these said so
+                        refused.append((ev, "replay_unproven", resolved.unproven))
                 else:
                     try:
                         event = PseudonymisedEvent.model_validate_json(ev.value)
                     except ValidationError:
                         event = None
                 if event is None:
-                    refused.append((ev, problem))
+                    refused.append((ev, problem, []))
                     continue
                 # Outputs go out with their own event's source partition, found by ingest id: an
                 # ingest id met twice in one batch (an event and a replay of it) goes in a round
@@ -488,14 +502,16 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 here.parsed.append(event)
                 here.source[key] = ev.message.tp
                 here.where[id(event)] = (ev.message.topic, ev.message.partition, ev.message.offset)
-            for ev, problem in refused:
+            for ev, problem, recipients in refused:
                 metrics.dlq.labels(problem).inc()
                 log.warning("route_input_refused", code=problem, topic=ev.message.topic,
                             partition=ev.message.partition, offset=ev.message.offset)
                 # Where it is (sg.events or sg.replay), so it can be found again; never its content.
+                # A refused request is no longer on its way: `sgbus replay --failed` may ask again.
                 await send(dlq, None, json.dumps({
                     "stage": "route", "reason": problem, "topic": ev.message.topic,
-                    "partition": ev.message.partition, "offset": ev.message.offset}).encode(), ev.message.tp)
+                    "partition": ev.message.partition, "offset": ev.message.offset,
+                    **({"recipients": recipients} if recipients else {})}).encode(), ev.message.tp)
             for one in rounds:
                 await route_events(one.parsed, one.source, one.position)
             await commit_batch(batch)
@@ -530,7 +546,6 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 "stage": "route", "event_id": str(failed.event.event_id),
                 "ingest_id": str(failed.event.ingest_id), "recipient": failed.recipient,
                 "events_topic": topic, "events_partition": partition, "events_offset": offset,
-                "replay_proof": replay_proof(svc.keyring, str(failed.event.ingest_id), failed.recipient),
                 "reasons": [{"field": "$", "code": "view_failed", "message": failed.error}],
             }).encode(), source[str(failed.event.ingest_id)])
         try:

@@ -6,17 +6,16 @@ event it liked (an emergency override added, a payload changed) and route would 
 It puts only references (bus/records.py ReplayRequest): route takes the event from sg.events,
 which only ingest writes, checks it is the one the request names, and routes it for the
 recipients named, each decided by the policy and audited as any share. And only for recipients
-whose view really failed: route's view_failed dead letter carries a proof for its (ingest id,
-recipient), an HMAC under a key derived from the keyring (which the replay principal never
-holds), and a request must carry it back; without it a recipient is dropped (a partner who
-joined since could otherwise be sent an older event).
+whose view really failed, each with the proof its view_failed audit record holds
+(bus/replay_proofs.py); without it a recipient is dropped (a partner who joined since could
+otherwise be sent an older event).
 """
 
 from __future__ import annotations
 
-import hmac
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from pydantic import ValidationError
@@ -25,6 +24,7 @@ from bus import logs
 from bus.kafka_io import committed_reader
 from bus.pseudonymise.keyring import Keyring
 from bus.records import PseudonymisedEvent, ReplayRequest
+from bus.replay_proofs import proven
 from bus.security.kafka_access import KafkaAccess
 from bus.topics import EVENTS
 
@@ -33,29 +33,6 @@ FETCH_S = 10.0
 log = logs.get("sgbus.replays")
 
 Fetch = Callable[[int, int], bytes | None]
-#: the key's domain: not a linkage domain's name (those allow no colon), so never a partner's key
-PROOF_DOMAIN = "sgbus:replay-proof"
-
-
-def replay_proof(keyring: Keyring, ingest_id: str, recipient: str, kid: str | None = None) -> str:
-    """`<kid>:<hex HMAC-SHA256>` of (ingest id, recipient): what a view_failed dead letter carries
-    and a replay request must give back for that recipient."""
-    kid, keyed = keyring.domain_mac(PROOF_DOMAIN, kid)
-    mac = keyed.copy()
-    mac.update(f"{ingest_id}\n{recipient}".encode())
-    return f"{kid}:{mac.hexdigest()}"
-
-
-def proven(keyring: Keyring, ingest_id: str, recipient: str, proof: str | None) -> bool:
-    """Whether `proof` is this share's (under any key id the keyring holds)."""
-    if not proof or ":" not in proof:
-        return False
-    kid = proof.split(":", 1)[0]
-    if kid not in keyring.token.keys:
-        return False
-    return hmac.compare_digest(proof, replay_proof(keyring, ingest_id, recipient, kid))
-
-
 class FetchUnavailable(Exception):
     """sg.events could not be read just now (the broker, a leader change): hold the batch and
     retry; never a reason to refuse a replay for good."""
@@ -113,31 +90,41 @@ class EventsReader:
                 self._consumer = None
 
 
-def resolve(raw: bytes, fetch: Fetch, keyring: Keyring) -> tuple[PseudonymisedEvent | None, str]:
-    """(the event to route again, '') for a replay request, or (None, why not): a dead letter's
-    code. The event is sg.events' own record, for the request's recipients whose proof holds.
-    FetchUnavailable goes up (the caller holds the batch and retries)."""
+@dataclass
+class Resolved:
+    """What route makes of a replay request: the event to route again (or None, and `problem`, a
+    dead letter's code), and the recipients it named without a valid proof (dropped)."""
+
+    event: PseudonymisedEvent | None
+    problem: str = ""
+    unproven: list[str] = field(default_factory=list)
+
+
+def resolve(raw: bytes, fetch: Fetch, keyring: Keyring) -> Resolved:
+    """The event a replay request names, sg.events' own record, for the request's recipients
+    whose proof holds. FetchUnavailable goes up (the caller holds the batch and retries)."""
     try:
         request = ReplayRequest.model_validate_json(raw)
     except ValidationError:
-        return None, "replay_malformed"  # an event put there whole (an earlier sgbus), or anything else
+        return Resolved(None, "replay_malformed")  # an event put there whole (an earlier sgbus), or anything else
     ingest_id = str(request.ingest_id)
     recipients = [r for r in request.replay_for if proven(keyring, ingest_id, r, request.proofs.get(r))]
+    unproven = [r for r in request.replay_for if r not in recipients]
     if not recipients:
-        return None, "replay_unproven"
+        return Resolved(None, "replay_unproven", unproven)
     try:
         original = fetch(request.events_partition, request.events_offset)
     except FetchUnavailable:
         raise
     except Exception as exc:  # a request the client cannot even ask about: refused, never a stopped worker
         log.warning("replay_fetch_failed", error=type(exc).__name__)
-        return None, "replay_missing"
+        return Resolved(None, "replay_missing")
     if original is None:
-        return None, "replay_missing"
+        return Resolved(None, "replay_missing")
     try:
         event = PseudonymisedEvent.model_validate_json(original)
     except ValidationError:
-        return None, "replay_mismatch"  # the place holds something, not the event named
+        return Resolved(None, "replay_mismatch")  # the place holds something, not the event named
     if event.ingest_id != request.ingest_id or event.replay_for is not None:
-        return None, "replay_mismatch"
-    return event.model_copy(update={"replay_for": recipients}), ""
+        return Resolved(None, "replay_mismatch")
+    return Resolved(event.model_copy(update={"replay_for": recipients}), "", unproven)

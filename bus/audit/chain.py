@@ -528,9 +528,19 @@ class AuditStore:
         """(ingest id, recipient) pairs among `ingest_ids` with an `allow` (delivered) record."""
         return self._pairs("allow", ingest_ids)
 
-    def view_failed(self, ingest_ids: list[str]) -> set[tuple[str, str]]:
-        """(ingest id, recipient) pairs among `ingest_ids` audited as view_failed."""
-        return self._pairs("view_failed", ingest_ids)
+    def view_failed(self, ingest_ids: list[str]) -> dict[tuple[str, str], str | None]:
+        """(ingest id, recipient) pairs among `ingest_ids` audited as view_failed, each with the
+        replay proof its record holds (None in a record of an earlier release)."""
+        found: dict[tuple[str, str], str | None] = {}
+        for i in range(0, len(ingest_ids), 300):
+            chunk = ingest_ids[i:i + 300]
+            marks = ",".join("?" for _ in chunk)
+            query = (f"SELECT ingest_id, recipient, body FROM audit WHERE decision = 'view_failed' "  # noqa: S608
+                     f"AND ingest_id IN ({marks})")
+            for ingest_id, recipient, body in self._execute(query, chunk):
+                proof = json.loads(body).get("replay_proof")
+                found[(str(ingest_id), str(recipient))] = proof if isinstance(proof, str) else None
+        return found
 
     def records(self, page: int = 5_000, after: int | None = None) -> Iterator[StoredRecord]:
         """Every record in chain order (or those after record `after`), read a page at a time:

@@ -10,9 +10,10 @@ from bus.pseudonymise.engine import JUSTIFICATION
 from bus.records import AuditRecord, PseudonymisedEvent
 
 
-def audit_record(event: PseudonymisedEvent, decision: Decision, *, view_failed: str | None = None) -> AuditRecord:
+def audit_record(event: PseudonymisedEvent, decision: Decision, *, view_failed: str | None = None,
+                 replay_proof: str | None = None) -> AuditRecord:
     """`view_failed`: the decision allowed the share but its view could not be built (the
-    reason); recorded as such, not as a delivery."""
+    reason); recorded as such, not as a delivery, with the proof a replay of it must carry."""
     outcome = ("allow" if view_failed is None else "view_failed") if decision.allow else "deny"
     reasons = decision.reasons if view_failed is None else [*decision.reasons, f"view_failed: {view_failed}"]
     return AuditRecord(
@@ -37,4 +38,5 @@ def audit_record(event: PseudonymisedEvent, decision: Decision, *, view_failed: 
         policy_revision=decision.revision,
         subject_token=event.subject_key,
         decided_at=datetime.now(UTC),
+        replay_proof=replay_proof if view_failed is not None else None,
     )

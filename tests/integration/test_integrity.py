@@ -12,12 +12,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bus.agents.replays import replay_proof
 from bus.audit.heads import latest_head
 from bus.kafka_io import idempotent_producer, produce_all
 from bus.pseudonymise.engine import free_text_fields, pseudonymise_at_ingest
 from bus.pseudonymise.keyring import Keyring, load_keyring, save_keyring
 from bus.records import Provenance, ReplayRequest
+from bus.replay_proofs import replay_proof
 from bus.topics import DLQ, EVENTS, REPLAY, deliver_topic
 from schemas.registry import parse_event_dict
 from schemas.synthetic import Synth
@@ -220,7 +220,9 @@ def test_whoever_may_write_sg_replay_cannot_have_a_made_up_event_shared(bus: Bus
                                    ingest_id=uuid.uuid4(),
                                    provenance=Provenance(kid="x", content_sha256="0", signature="x"))
     whole = _produce_at(bus, REPLAY, b"k", event.model_dump_json().encode())
-    elsewhere = _produce_at(bus, EVENTS, b"k", b'{"not": "this event"}', headers=[("sgbus-routed", b"ingest")])
+    # (Every reader of sg.events in the suite finds an event id in each record, this one too.)
+    elsewhere = _produce_at(bus, EVENTS, b"k", b'{"event_id": "not this event"}',
+                            headers=[("sgbus-routed", b"ingest")])
     # (The test holds the keyring, so it can make the proof route would have given a failed view.)
     proof = replay_proof(load_keyring(bus.settings.keyring_path), str(event.ingest_id), "northshire-csc")
     named = ReplayRequest(ingest_id=event.ingest_id, events_partition=elsewhere[0], events_offset=elsewhere[1],

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from bus.agents.replays import proven, replay_proof, resolve
+from bus.agents.replays import resolve
 from bus.pseudonymise.keyring import Keyring
 from bus.records import PseudonymisedEvent, ReplayRequest
 from bus.replay import failed_shares
+from bus.replay_proofs import proven, replay_proof
 
 ID = str(uuid.uuid4())
 #: where _view_failed's dead letters (and _replayed's requests) say the event is on sg.events
@@ -66,14 +67,14 @@ def test_a_share_already_on_sg_replay_and_not_routed_yet_is_not_replayed_twice()
     from bus.replay import pending, replays_on_topic
 
     _count, wanted = failed_shares([_view_failed(), _view_failed(recipient="oakfield-primary")])
-    assert pending(wanted[ID], ID, replays_on_topic([]), ORIGINAL) == set()  # nothing replayed yet: replay both
+    assert pending(wanted[ID], ID, replays_on_topic([]), ORIGINAL, set()) == set()  # nothing replayed yet: replay both
     # `replay --failed` ran once (both shares on sg.replay at offset 0); run again before the route took them:
     replays = replays_on_topic([_replayed(0, "northshire-csc", "oakfield-primary")])
-    assert pending(wanted[ID], ID, replays, ORIGINAL) == {"northshire-csc", "oakfield-primary"}
+    assert pending(wanted[ID], ID, replays, ORIGINAL, set()) == {"northshire-csc", "oakfield-primary"}
     # The replay was routed and the MASH's view failed again: a dead letter names the replay's place.
     _count, wanted = failed_shares([_view_failed(), _view_failed(recipient="oakfield-primary"),
                                     _view_failed(events_topic="sg.replay", events_partition=0, events_offset=0)])
-    assert pending(wanted[ID], ID, replays, ORIGINAL) == {"oakfield-primary"}  # the MASH's may go again
+    assert pending(wanted[ID], ID, replays, ORIGINAL, set()) == {"oakfield-primary"}  # the MASH's may go again
     assert replays_on_topic([(0, 1, b"not json"), (0, 2, json.dumps({"ingest_id": "x", "replay_for": ["a"]}).encode())
                              ]) == {}
     # An event put there whole by an earlier sgbus (route now refuses it) holds no share back.
@@ -87,10 +88,10 @@ def test_a_dead_letter_aged_out_or_written_twice_never_holds_a_share_back_or_let
     # The first dead letter (pointing into sg.events) is gone; the replay failed again and said so.
     replays = replays_on_topic([_replayed(5, "northshire-csc")])
     _count, wanted = failed_shares([_view_failed(events_topic="sg.replay", events_partition=0, events_offset=5)])
-    assert pending(wanted[ID], ID, replays, ORIGINAL) == set()
+    assert pending(wanted[ID], ID, replays, ORIGINAL, set()) == set()
     # An at-least-once route wrote the first dead letter twice; the replay is not routed yet.
     _count, wanted = failed_shares([_view_failed(), _view_failed()])
-    assert pending(wanted[ID], ID, replays, ORIGINAL) == {"northshire-csc"}
+    assert pending(wanted[ID], ID, replays, ORIGINAL, set()) == {"northshire-csc"}
 
 
 def test_a_poisoned_dead_letter_is_skipped_not_raised() -> None:
@@ -118,6 +119,11 @@ def _stored_event() -> tuple[bytes, str]:
     return event.model_dump_json().encode(), str(event.ingest_id)
 
 
+def _refusal(done: Any) -> str | None:
+    """A refused request's dead-letter code (None if something is routed)."""
+    return done.problem if done.event is None else None
+
+
 def _request(ingest_id: str, partition: int = 2, offset: int = 17, recipients: tuple[str, ...] = ("northshire-csc",),
              proofs: dict[str, str] | None = None) -> bytes:
     """A request as `sgbus replay --failed` makes it, each recipient with its dead letter's proof."""
@@ -134,8 +140,9 @@ def test_a_replay_request_is_routed_as_the_event_sg_events_holds_for_the_recipie
         asked.append((partition, offset))
         return stored
 
-    event, problem = resolve(_request(ingest_id), fetch, KEYRING)
-    assert problem == "" and asked == [(2, 17)]
+    done = resolve(_request(ingest_id), fetch, KEYRING)
+    event, problem = done.event, done.problem
+    assert problem == "" and asked == [(2, 17)] and done.unproven == []
     assert event is not None and str(event.ingest_id) == ingest_id and event.replay_for == ["northshire-csc"]
     assert event.model_copy(update={"replay_for": None}).model_dump_json().encode() == stored
 
@@ -151,18 +158,18 @@ def test_whoever_may_write_sg_replay_cannot_have_a_changed_or_made_up_event_shar
     with_override["urgency"] = {"declared_by_role": "designated-safeguarding-lead",
                                 "justification": "x" * 40, "declaration": "forged"}
     # A whole event on sg.replay, however made, is not a request.
-    assert resolve(json.dumps(with_override).encode(), lambda p, o: stored, KEYRING) == (None, "replay_malformed")
-    assert resolve(stored, lambda p, o: stored, KEYRING) == (None, "replay_malformed")
+    assert _refusal(resolve(json.dumps(with_override).encode(), lambda p, o: stored, KEYRING)) == "replay_malformed"
+    assert _refusal(resolve(stored, lambda p, o: stored, KEYRING)) == "replay_malformed"
     # A request naming another event's place, or a place no longer there, or one holding anything else.
     other = str(uuid.uuid4())
-    assert resolve(_request(other), lambda p, o: stored, KEYRING) == (None, "replay_mismatch")
-    assert resolve(_request(ingest_id), lambda p, o: None, KEYRING) == (None, "replay_missing")
-    assert resolve(_request(ingest_id), lambda p, o: b'{"not": "it"}', KEYRING) == (None, "replay_mismatch")
+    assert _refusal(resolve(_request(other), lambda p, o: stored, KEYRING)) == "replay_mismatch"
+    assert _refusal(resolve(_request(ingest_id), lambda p, o: None, KEYRING)) == "replay_missing"
+    assert _refusal(resolve(_request(ingest_id), lambda p, o: b'{"not": "it"}', KEYRING)) == "replay_mismatch"
     # A request must name who missed it: never "everyone".
     empty = json.loads(_request(ingest_id)) | {"replay_for": []}
-    assert resolve(json.dumps(empty).encode(), lambda p, o: stored, KEYRING) == (None, "replay_malformed")
+    assert _refusal(resolve(json.dumps(empty).encode(), lambda p, o: stored, KEYRING)) == "replay_malformed"
     extra = json.loads(_request(ingest_id)) | {"urgency": with_override["urgency"]}
-    assert resolve(json.dumps(extra).encode(), lambda p, o: stored, KEYRING) == (None, "replay_malformed")
+    assert _refusal(resolve(json.dumps(extra).encode(), lambda p, o: stored, KEYRING)) == "replay_malformed"
 
 
 def test_only_recipients_whose_view_failed_are_replayed_to() -> None:
@@ -173,13 +180,14 @@ def test_only_recipients_whose_view_failed_are_replayed_to() -> None:
     stored, ingest_id = _stored_event()
     proof = replay_proof(KEYRING, ingest_id, "northshire-csc")
     both = _request(ingest_id, recipients=("northshire-csc", "new-partner"), proofs={"northshire-csc": proof})
-    event, problem = resolve(both, lambda p, o: stored, KEYRING)
-    assert problem == "" and event is not None and event.replay_for == ["northshire-csc"]
+    done = resolve(both, lambda p, o: stored, KEYRING)
+    assert done.problem == "" and done.event is not None and done.event.replay_for == ["northshire-csc"]
+    assert done.unproven == ["new-partner"]  # route dead-letters it, so the tool may ask again
     # A proof is for one share: not another recipient's, not another event's, not made up.
     for proofs in ({"new-partner": proof}, {"new-partner": "k0:" + "0" * 64},
                    {"new-partner": replay_proof(KEYRING, str(uuid.uuid4()), "new-partner")}, {}):
         forged = _request(ingest_id, recipients=("new-partner",), proofs=proofs)
-        assert resolve(forged, lambda p, o: stored, KEYRING) == (None, "replay_unproven")
+        assert _refusal(resolve(forged, lambda p, o: stored, KEYRING)) == "replay_unproven"
     # A proof made under another keyring's key (the same key id) does not hold either.
     stranger = Keyring(type(KEYRING.token)(KEYRING.token.active, {KEYRING.token.active: b"x" * 32}), KEYRING.seal)
     assert not proven(KEYRING, ingest_id, "northshire-csc", replay_proof(stranger, ingest_id, "northshire-csc"))
@@ -205,8 +213,9 @@ def test_a_request_naming_another_place_holds_no_share_back() -> None:
 
     _count, wanted = failed_shares([_view_failed()])
     replays = replays_on_topic([(0, 3, _request(ID, 1, 2**40))])
-    assert pending(wanted[ID], ID, replays, ORIGINAL) == set()
-    assert pending(wanted[ID], ID, replays_on_topic([_replayed(4, "northshire-csc")]), ORIGINAL) == {"northshire-csc"}
+    assert pending(wanted[ID], ID, replays, ORIGINAL, set()) == set()
+    real = replays_on_topic([_replayed(4, "northshire-csc")])
+    assert pending(wanted[ID], ID, real, ORIGINAL, set()) == {"northshire-csc"}
 
 
 def test_a_request_kafka_could_not_even_ask_about_is_refused_not_raised() -> None:
@@ -215,12 +224,12 @@ def test_a_request_kafka_could_not_even_ask_about_is_refused_not_raised() -> Non
     from bus.agents.replays import FetchUnavailable
 
     too_far = json.loads(_request(ID)) | {"events_partition": 2**31}
-    assert resolve(json.dumps(too_far).encode(), lambda p, o: b"", KEYRING) == (None, "replay_malformed")
+    assert _refusal(resolve(json.dumps(too_far).encode(), lambda p, o: b"", KEYRING)) == "replay_malformed"
 
     def broken(partition: int, offset: int) -> bytes | None:
         raise OverflowError("int too big")
 
-    assert resolve(_request(ID), broken, KEYRING) == (None, "replay_missing")
+    assert _refusal(resolve(_request(ID), broken, KEYRING)) == "replay_missing"
 
     def unavailable(partition: int, offset: int) -> bytes | None:
         raise FetchUnavailable("no answer from sg.events")
@@ -229,8 +238,53 @@ def test_a_request_kafka_could_not_even_ask_about_is_refused_not_raised() -> Non
         resolve(_request(ID), unavailable, KEYRING)
 
 
-def test_the_replay_tool_carries_each_shares_proof_and_leaves_out_shares_without_one() -> None:
+def test_a_proof_that_is_not_one_is_refused_never_raised() -> None:
+    """From a second reader: a non-ASCII proof made hmac.compare_digest raise, and the route
+    worker stop on the same record at every start (key ids are public: they are in every token)."""
+    stored, ingest_id = _stored_event()
+    kid = KEYRING.token.active
+    for bad in (f"{kid}:\u00e9", f"{kid}:" + "\u00e9" * 64, "x" * 5000):
+        raw = json.loads(_request(ingest_id)) | {"proofs": {"northshire-csc": bad}}
+        assert _refusal(resolve(json.dumps(raw).encode(), lambda p, o: stored, KEYRING)) == "replay_malformed"
+        assert not proven(KEYRING, ingest_id, "northshire-csc", bad)
+
+
+def test_a_request_route_refused_holds_no_share_back() -> None:
+    """From a second reader: a refused request (no proof, the place gone, sg.events unreadable
+    too long) was counted as still on its way for ever, and the share never asked for again."""
+    from bus.replay import pending, refused_requests, replays_on_topic
+
+    _count, wanted = failed_shares([_view_failed()])
+    replays = replays_on_topic([_replayed(4, "northshire-csc")])
+    assert pending(wanted[ID], ID, replays, ORIGINAL, set()) == {"northshire-csc"}
+    refusals = refused_requests([
+        json.dumps({"stage": "route", "reason": "replay_unavailable", "topic": "sg.replay", "partition": 0,
+                    "offset": 4}).encode(),
+        json.dumps({"stage": "route", "reason": "view_failed", "topic": "sg.replay", "partition": 0,
+                    "offset": 5}).encode(),  # not a refusal
+        b'{"stage": "route", "reason": "replay_missing", "topic": "sg.replay", "partition": 1e999, "offset": 1}'])
+    assert refusals == {(0, 4)}
+    assert pending(wanted[ID], ID, replays, ORIGINAL, refusals) == set()
+
+
+def test_the_audit_store_holds_each_failed_views_proof_and_none_for_an_earlier_releases(tmp_path: Any) -> None:
+    from datetime import UTC, datetime
+
+    from bus.audit.chain import AuditStore
+    from bus.audit.signer import load_signer, new_audit_signer
+    from bus.records import AuditRecord
+
+    new_audit_signer(tmp_path)
+    store = AuditStore(tmp_path / "audit.db")
     proof = replay_proof(KEYRING, ID, "northshire-csc")
-    _count, wanted = failed_shares([_view_failed(replay_proof=proof), _view_failed(recipient="oakfield-primary"),
-                                    _view_failed(recipient="x", replay_proof=["not", "a", "string"])])
-    assert wanted[ID].proofs == {"northshire-csc": proof}
+
+    def record(recipient: str, decision: str, proof: str | None) -> AuditRecord:
+        return AuditRecord(audit_id=uuid.uuid4(), ingest_id=uuid.UUID(ID), event_id=uuid.uuid4(), event_type="t",
+                           source_org="NSP", source_agency="police", recipient=recipient, decision=decision,
+                           agreement=None, lawful_basis=[], purpose="p", fields_shared=[], identifier_modes={},
+                           reasons=[], policy_revision="r", subject_token="s", decided_at=datetime.now(UTC),
+                           replay_proof=proof)
+
+    store.append([record("northshire-csc", "view_failed", proof), record("old-one", "view_failed", None),
+                  record("oakfield-primary", "deny", None)], load_signer(tmp_path))
+    assert store.view_failed([ID]) == {(ID, "northshire-csc"): proof, (ID, "old-one"): None}
