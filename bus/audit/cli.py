@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -136,20 +136,26 @@ def audit_trail(
     (`sgbus audit lookups`)."""
     from bus.audit.trail import render, subject_tokens, trail
 
-    if extra:
-        fail("unexpected arguments after the options (not shown: they may be part of a child's number); "
-             "quote a value with spaces, or give --nhs-number - and type it on standard input", 2)
+    _refuse_extra(extra)
     why = reason_option(reason)
     settings = load_settings()
     tokens = _asked_tokens(settings, nhs_number, token, lambda keyring, nhs: subject_tokens(keyring, "nhs_number", nhs))
     store = open_audit(settings)
     record_or_fail(settings, store, command="audit trail", reason=why, case_ref=case_ref, tokens=tokens)
-    records = trail(store, tokens)
-    if as_json:
-        for r in records:
-            typer.echo(json.dumps(r))
-        return
-    for line in render(records):
+    _show(trail(store, tokens), as_json, render)
+
+
+def _refuse_extra(extra: list[str] | None) -> None:
+    # Caught here, not by click, whose error would print them: an unquoted `--nhs-number 943 476
+    # 5919` leaves the rest of a child's number as extra arguments.
+    if extra:
+        fail("unexpected arguments after the options (not shown: they may be part of a child's number); "
+             "quote a value with spaces, or give --nhs-number - and type it on standard input", 2)
+
+
+def _show(rows: list[dict[str, Any]], as_json: bool, render: Callable[[list[dict[str, Any]]], list[str]]) -> None:
+    """Rows as JSON lines, or as `render` words them."""
+    for line in (json.dumps(r) for r in rows) if as_json else render(rows):
         typer.echo(line)
 
 
@@ -190,9 +196,7 @@ def audit_lookups(
     from bus.audit.chain import AuditStoreError
     from bus.audit.lookups import lookups_about, render
 
-    if extra:
-        fail("unexpected arguments after the options (not shown: they may be part of a child's number); "
-             "quote a value with spaces, or give --nhs-number - and type it on standard input", 2)
+    _refuse_extra(extra)
     settings = load_settings()
     wanted: set[str] | None = None
     if nhs_number is not None or token is not None:
@@ -202,12 +206,7 @@ def audit_lookups(
         rows = lookups_about(open_audit(settings).lookups(), wanted)
     except AuditStoreError as exc:
         fail(str(exc))
-    if as_json:
-        for r in rows:
-            typer.echo(json.dumps(r))
-        return
-    for line in render(rows):
-        typer.echo(line)
+    _show(rows, as_json, render)
 
 
 def _tokens_in_every_domain(settings: Settings, keyring: Keyring, nhs: str) -> set[str]:
