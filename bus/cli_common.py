@@ -20,7 +20,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def load_settings() -> Settings:
-    return Settings()
+    from bus.security.files import untrusted_home
+
+    settings = Settings()
+    problem = untrusted_home(settings.home)
+    if problem is not None:
+        fail(f"SGBUS_HOME {settings.home} is {problem}: its keyring, credentials and keys could be someone "
+             "else's; use a directory of your own (sgbus makes it 0700)", 2)
+    return settings
 
 
 def local_stack(settings: Settings, quiet: bool = False):  # type: ignore[no-untyped-def]

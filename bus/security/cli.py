@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bus.cli_common import fail, local_stack
+from bus.cli_common import fail, load_settings, local_stack
 from bus.settings import Settings
 
 partners_app = typer.Typer(help="Kafka principals, ACLs and credentials of the partnership's members.",
@@ -22,7 +22,7 @@ def partners_sync() -> None:
     from bus.policy.data import load_partnership
     from bus.topics import check_partition_counts, create_topics, topic_specs
 
-    settings = Settings()
+    settings = load_settings()
     stack = local_stack(settings)
     partnership = load_partnership(settings.policies_dir / "data")
     created = create_topics(stack.access(), topic_specs(partnership))
@@ -52,7 +52,7 @@ def partners_principals(as_json: Annotated[bool, typer.Option("--json", help="pr
     from bus.policy.data import load_partnership
     from bus.security.principals import principals
 
-    settings = Settings()
+    settings = load_settings()
     rows: list[dict[str, Any]] = [{"principal": p.name, "role": p.role, "partner": p.partner_id,
              "grants": [f"{g.operation} {g.resource} {g.name}{'*' if g.pattern == 'prefixed' else ''}"
                         for g in sorted(p.grants)] or ["everything (super user)"]}
@@ -81,7 +81,7 @@ def partners_credentials(
     from bus.security.principals import partner_group_prefix, partner_name, publisher_name
     from bus.topics import deliver_topic, ingress_topic
 
-    settings = Settings()
+    settings = load_settings()
     partnership = load_partnership(settings.policies_dir / "data")
     partner = partnership.partner(partner_id)
     if partner is None:
@@ -147,7 +147,7 @@ def keys_issue(
     from bus.provenance.registry import LocalSigners
     from bus.security.files import write_private
 
-    settings = Settings()
+    settings = load_settings()
     partnership = load_partnership(settings.policies_dir / "data")
     partner = partnership.partner(org) or next((p for p in partnership.partners if p.org_id == org), None)
     if partner is None:
@@ -179,7 +179,7 @@ def keys_list(as_json: Annotated[bool, typer.Option("--json", help="print the re
     """The signing key register (public keys only): what recipients verify signatures with."""
     from bus.provenance.registry import LocalSigners
 
-    reg = LocalSigners(Settings().home).registry()
+    reg = LocalSigners(load_settings().home).registry()
     if as_json:
         typer.echo(reg.model_dump_json(indent=2))
         return
@@ -196,7 +196,7 @@ def keys_revoke(kid: Annotated[str, typer.Argument(help="key id from `sgbus part
     """Remove a key from the register: events (or declarations) signed with it are refused."""
     from bus.provenance.registry import LocalSigners
 
-    settings = Settings()
+    settings = load_settings()
     if not LocalSigners(settings.home).revoke(kid):
         fail(f"KID: no key {kid!r} in the register", 2)
     typer.echo(f"revoked {kid}")
@@ -219,7 +219,7 @@ def certs_issue(
     from bus.gateway.identity import PartnerCerts
     from bus.policy.data import load_partnership
 
-    settings = Settings()
+    settings = load_settings()
     if load_partnership(settings.policies_dir / "data").partner(partner_id) is None:
         fail(f"PARTNER_ID: no partner {partner_id!r} in {settings.policies_dir / 'data'}", 2)
     issued, entry = PartnerCerts(settings.home, settings.gateway_partner_certs).issue(partner_id, out)
@@ -232,7 +232,7 @@ def certs_list(as_json: Annotated[bool, typer.Option("--json", help="print JSON"
     """Registered gateway client certificates (fingerprints only)."""
     from bus.gateway.identity import PartnerCerts
 
-    settings = Settings()
+    settings = load_settings()
     certs = PartnerCerts(settings.home, settings.gateway_partner_certs).all()
     if as_json:
         typer.echo(json.dumps([c.__dict__ for c in certs], indent=2))
@@ -251,7 +251,7 @@ def certs_revoke(
     """Revoke gateway certificates: the gateway refuses them from its next request on."""
     from bus.gateway.identity import PartnerCerts
 
-    settings = Settings()
+    settings = load_settings()
     # The register the gateway reads (SGBUS_GATEWAY_PARTNER_CERTS), not only the home's copy:
     # revoking in a file the gateway never reads revoked nothing.
     register = PartnerCerts(settings.home, settings.gateway_partner_certs)

@@ -17,6 +17,23 @@ def restrict_umask() -> int:
     return os.umask(PRIVATE_UMASK)
 
 
+def untrusted_home(path: Path) -> str | None:
+    """Why `path` (an existing $SGBUS_HOME) is not to be trusted, or None: another user could
+    have put a keyring, credentials or a key register there for sgbus to use. Refused: owned by
+    another user, or writable by every user while owned by one. A directory root owns is taken
+    (a container's volume: Kubernetes makes an emptyDir 0777, and no other user runs in the pod);
+    on a shared host, never point SGBUS_HOME at one everyone may write, such as /tmp."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None  # made by sgbus itself, 0700, on first use
+    if st.st_uid not in (os.getuid(), 0):
+        return f"owned by another user (uid {st.st_uid})"
+    if st.st_uid != 0 and st.st_mode & stat.S_IWOTH:
+        return "writable by every user"
+    return None
+
+
 def private_dir(path: Path) -> Path:
     """Create `path` and its missing parents 0700 (mkdir's mode alone would leave the parents
     to the umask); an existing `path` is narrowed to 0700."""

@@ -143,3 +143,34 @@ def test_an_unquoted_nhs_number_is_refused_without_echoing_its_digits() -> None:
     result = CliRunner().invoke(app, ["audit", "trail", "--nhs-number", "943", "476", "5919"])
     assert result.exit_code == 2
     assert "476" not in result.output and "5919" not in result.output and "quote" in result.output
+
+
+def test_a_home_another_user_could_have_filled_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Noticed in review: $SGBUS_HOME was trusted whatever its owner or mode, so a directory
+    another user can write could hand sgbus a planted keyring or credentials."""
+    import os
+
+    from typer.testing import CliRunner
+
+    from bus.cli import app
+    from bus.security.files import untrusted_home
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    ok = CliRunner().invoke(app, ["audit", "lookups"], env={"SGBUS_HOME": str(home)})
+    assert "SGBUS_HOME" not in ok.output
+    if os.getuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    os.chown(home, 4242, 4242)
+    theirs = CliRunner().invoke(app, ["audit", "lookups"], env={"SGBUS_HOME": str(home)})
+    assert theirs.exit_code == 2 and "owned by another user (uid 4242)" in theirs.output
+    # As that user: their own home, but everyone may write it.
+    monkeypatch.setattr(os, "getuid", lambda: 4242)
+    assert untrusted_home(home) is None
+    os.chmod(home, 0o777)  # noqa: S103 - the point of the test
+    assert untrusted_home(home) == "writable by every user"
+    os.chmod(home, 0o770)  # noqa: S103 - group-writable: a Kubernetes volume's fsGroup
+    assert untrusted_home(home) is None
+    os.chown(home, 0, 0)  # root's (a container's volume, an emptyDir 0777)
+    os.chmod(home, 0o777)  # noqa: S103
+    assert untrusted_home(home) is None
