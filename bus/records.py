@@ -146,8 +146,10 @@ class AuditRecord(Rec):
     policy_revision: str
     subject_token: str
     decided_at: datetime
-    #: view_failed only: what a replay request must carry back for this share (bus/replay_proofs.py)
-    replay_proof: str | None = None
+    #: view_failed only: what a replay request must carry back for this share (bus/replay_proofs.py).
+    #: Left out when None, so every other record is written as an earlier release wrote it (an
+    #: earlier audit stage refuses a field it does not know).
+    replay_proof: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ReplayRequest(Rec):
@@ -162,7 +164,8 @@ class ReplayRequest(Rec):
     # raises rather than answers, and one such request would stop the route worker on every start.
     events_partition: int = Field(ge=0, le=2**31 - 1)
     events_offset: int = Field(ge=0, le=2**63 - 1)
-    replay_for: list[str] = Field(min_length=1, max_length=100)
+    replay_for: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,48}$")]] = Field(
+        min_length=1, max_length=100)  # partner ids (bus/policy/data.py): bounded, so a refusal stays small
     #: recipient -> the proof its view_failed audit record holds (bus/replay_proofs.py)
     proofs: dict[str, Annotated[str, StringConstraints(pattern=PROOF_PATTERN)]] = Field(max_length=100)
 

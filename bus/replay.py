@@ -95,23 +95,41 @@ def replays_on_topic(placed: Iterable[tuple[int, int, bytes]]) -> Replays:
 REFUSALS = ("replay_malformed", "replay_mismatch", "replay_missing", "replay_unproven", "replay_unavailable")
 
 
-def refused_requests(dlq_values: Iterable[bytes]) -> set[tuple[int, int]]:
-    """Where on sg.replay the requests route refused are (its dead letters say so): no longer on
-    their way, so their shares may be asked for again. (Anyone who may write sg.dlq could claim
-    a refusal: at worst a share is asked for twice, and route decides and audits each.)"""
-    found: set[tuple[int, int]] = set()
+#: where on sg.replay a request route refused is -> the recipients it refused (None: all of them)
+Refused = dict[tuple[int, int], frozenset[str] | None]
+
+
+def refused_requests(dlq_values: Iterable[bytes]) -> Refused:
+    """The requests route refused (its dead letters say where on sg.replay, and, when it routed
+    the request for some recipients and dropped others, which): no longer on their way for those
+    recipients, so their shares may be asked for again. Anyone who may write sg.dlq could claim
+    a refusal: at worst a share is asked for again, decided and audited again, and the partner
+    may get it twice (README, "Keys ready before use")."""
+    found: Refused = {}
     for value in dlq_values:
         try:
             rec = json.loads(value)
-            if rec.get("stage") == "route" and rec.get("topic") == REPLAY and rec.get("reason") in REFUSALS:
-                found.add((int(rec["partition"]), int(rec["offset"])))
+            if rec.get("stage") != "route" or rec.get("topic") != REPLAY or rec.get("reason") not in REFUSALS:
+                continue
+            place = (int(rec["partition"]), int(rec["offset"]))
+            named = rec.get("recipients")
+            who = frozenset(str(r) for r in named) if isinstance(named, list) else None
         except Exception:  # noqa: S112 - anything can be written to sg.dlq: skip it
             continue
+        earlier = found.get(place, frozenset())
+        found[place] = None if who is None or earlier is None else earlier | who
     return found
 
 
+def _refused_for(refused: Refused, place: tuple[int, int], recipient: str) -> bool:
+    if place not in refused:
+        return False
+    who = refused[place]
+    return who is None or recipient in who
+
+
 def pending(shares: FailedShares, ingest_id: str, replays: Replays, originals: set[tuple[int, int]],
-            refused: set[tuple[int, int]]) -> set[str]:
+            refused: Refused) -> set[str]:
     """The recipients of a share already requested on sg.replay and not routed yet: a request
     for it that names the event where the view_failed dead letters say it is (`originals`, on
     sg.events) and that no view_failed dead letter names (a request routed and failed again is
@@ -121,7 +139,7 @@ def pending(shares: FailedShares, ingest_id: str, replays: Replays, originals: s
     or one route refused (`refused`, its places on sg.replay), holds nothing back."""
     return {r for r in shares.recipients
             if any((r, REPLAY, partition, offset) not in shares.failed_at and (at_p, at_o) in originals
-                   and (partition, offset) not in refused
+                   and not _refused_for(refused, (partition, offset), r)
                    for partition, offset, at_p, at_o in replays.get((ingest_id, r), []))}
 
 

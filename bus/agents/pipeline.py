@@ -444,7 +444,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 pending.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
 
-    async def _resolve_replay(raw: bytes) -> Resolved:
+    async def _resolve_replay(raw: bytes, deadline: float) -> Resolved:
         """The event a replay request names, fetched from sg.events. While Kafka cannot say
         whether it is there, hold the batch (nothing sent yet, so no transaction open) and retry,
         for up to REPLAY_HOLD_S: a passing outage must not refuse a replay, nor a lasting one
@@ -453,7 +453,7 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
         reader = svc.events_reader
         if reader is None:  # a worker without the route stage reads no sg.replay
             return Resolved(None, "replay_missing")
-        backoff, deadline = 0.5, asyncio.get_running_loop().time() + REPLAY_HOLD_S
+        backoff = 0.5
         while True:
             try:
                 return await asyncio.to_thread(resolve_replay, raw, reader.fetch, svc.keyring)
@@ -473,13 +473,15 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
             # keeps an exactly-once transaction open.
             rounds: list[_RouteRound] = []
             refused: list[tuple[faust.EventT[bytes], str, list[str]]] = []
+            # One hold for the whole batch, however many of its requests cannot be fetched.
+            hold_until = asyncio.get_running_loop().time() + REPLAY_HOLD_S
             for ev in batch:
                 if routed_at_ingest(ev.message.headers):
                     continue  # the all-in-one worker that ingested it routed it (a replay has no such header)
                 problem = "malformed_internal"
                 event: PseudonymisedEvent | None
                 if ev.message.topic == REPLAY:  # a request naming an event on sg.events (bus/agents/replays.py)
-                    resolved = await _resolve_replay(ev.value)
+                    resolved = await _resolve_replay(ev.value, hold_until)
                     event, problem = resolved.event, resolved.problem
                     if event is not None and resolved.unproven:  # routed for the others; these said so
                         refused.append((ev, "replay_unproven", resolved.unproven))

@@ -20,16 +20,16 @@ def restrict_umask() -> int:
 def untrusted_home(path: Path) -> str | None:
     """Why `path` (an existing $SGBUS_HOME) is not to be trusted, or None: another user could
     have put a keyring, credentials or a key register there for sgbus to use. Refused: owned by
-    another user, or writable by every user while owned by one. A directory root owns is taken
-    (a container's volume: Kubernetes makes an emptyDir 0777, and no other user runs in the pod);
-    on a shared host, never point SGBUS_HOME at one everyone may write, such as /tmp."""
+    another user; writable by every user, unless root owns it without the sticky bit (a
+    container's volume: Kubernetes makes an emptyDir 0777, and no other user runs in the pod;
+    /tmp, root's but shared by every user of a host, has the sticky bit)."""
     try:
         st = path.stat()
     except FileNotFoundError:
         return None  # made by sgbus itself, 0700, on first use
     if st.st_uid not in (os.getuid(), 0):
         return f"owned by another user (uid {st.st_uid})"
-    if st.st_uid != 0 and st.st_mode & stat.S_IWOTH:
+    if st.st_mode & stat.S_IWOTH and (st.st_uid != 0 or st.st_mode & stat.S_ISVTX):
         return "writable by every user"
     return None
 

@@ -174,3 +174,5 @@ def test_a_home_another_user_could_have_filled_is_refused(tmp_path: Path, monkey
     os.chown(home, 0, 0)  # root's (a container's volume, an emptyDir 0777)
     os.chmod(home, 0o777)  # noqa: S103
     assert untrusted_home(home) is None
+    os.chmod(home, 0o1777)  # noqa: S103 - root's but shared by every user, as /tmp is
+    assert untrusted_home(home) == "writable by every user"

@@ -197,7 +197,7 @@ def test_only_recipients_whose_view_failed_are_replayed_to() -> None:
 def test_a_replay_that_failed_again_is_found_on_sg_events_through_its_request() -> None:
     from bus.replay import original_place
 
-    on_replay = {(5, 8): _request(ID, 3, 99, ("a",)), (5, 9): b'{"ingest_id": "not a request"}'}
+    on_replay = {(5, 8): _request(ID, 3, 99, ("northshire-csc",)), (5, 9): b'{"ingest_id": "not a request"}'}
     assert original_place(("sg.events", 1, 2), ID, on_replay) == (1, 2)
     assert original_place(("sg.replay", 5, 8), ID, on_replay) == (3, 99)
     assert original_place(("sg.replay", 5, 8), str(uuid.uuid4()), on_replay) is None  # another event's request
@@ -263,8 +263,49 @@ def test_a_request_route_refused_holds_no_share_back() -> None:
         json.dumps({"stage": "route", "reason": "view_failed", "topic": "sg.replay", "partition": 0,
                     "offset": 5}).encode(),  # not a refusal
         b'{"stage": "route", "reason": "replay_missing", "topic": "sg.replay", "partition": 1e999, "offset": 1}'])
-    assert refusals == {(0, 4)}
+    assert refusals == {(0, 4): None}
     assert pending(wanted[ID], ID, replays, ORIGINAL, refusals) == set()
+
+
+def test_a_request_routed_for_some_and_refused_for_others_holds_back_only_those_routed() -> None:
+    """From a second reader: a request routed for its proven recipients and refused for the rest
+    was taken as refused whole, and the routed shares asked for again (delivered twice while the
+    audit stage caught up)."""
+    from bus.replay import pending, refused_requests, replays_on_topic
+
+    _count, wanted = failed_shares([_view_failed(), _view_failed(recipient="oakfield-primary")])
+    replays = replays_on_topic([_replayed(4, "northshire-csc", "oakfield-primary")])
+    partly = refused_requests([json.dumps({"stage": "route", "reason": "replay_unproven", "topic": "sg.replay",
+                                           "partition": 0, "offset": 4, "recipients": ["oakfield-primary"]}).encode()])
+    assert partly == {(0, 4): frozenset({"oakfield-primary"})}
+    assert pending(wanted[ID], ID, replays, ORIGINAL, partly) == {"northshire-csc"}
+
+
+def test_a_request_naming_huge_or_odd_recipients_is_refused_whole_and_its_refusal_stays_small() -> None:
+    """From a second reader: recipients of any length and character were copied into the
+    refusal's dead letter; a 1 MB request made a 3 MB one, the broker refused it, and the route
+    worker stopped on the same record at every start."""
+    stored, ingest_id = _stored_event()
+    raw = json.loads(_request(ingest_id)) | {"replay_for": ["\U0001F600" * 1000] * 100, "proofs": {}}
+    assert _refusal(resolve(json.dumps(raw).encode(), lambda p, o: stored, KEYRING)) == "replay_malformed"
+
+
+def test_an_audit_record_without_a_proof_is_written_as_an_earlier_release_wrote_it() -> None:
+    """From a second reader: every record carried "replay_proof": null, which an earlier audit
+    stage refuses (a rolling upgrade would have lost audit batches)."""
+    from datetime import UTC, datetime
+
+    from bus.records import AuditRecord, encode_audit_batches
+
+    fields = dict(audit_id=uuid.uuid4(), ingest_id=uuid.UUID(ID), event_id=uuid.uuid4(), event_type="t",
+                  source_org="NSP", source_agency="police", recipient="a", decision="deny", agreement=None,
+                  lawful_basis=[], purpose="p", fields_shared=[], identifier_modes={}, reasons=[],
+                  policy_revision="r", subject_token="s", decided_at=datetime.now(UTC))
+    plain = AuditRecord(**fields)  # type: ignore[arg-type]
+    assert "replay_proof" not in plain.model_dump(mode="json")
+    assert b"replay_proof" not in encode_audit_batches([plain])[0][1]
+    failed = AuditRecord(**fields | {"decision": "view_failed", "replay_proof": "k1:" + "0" * 64})  # type: ignore[arg-type]
+    assert failed.model_dump(mode="json")["replay_proof"] == "k1:" + "0" * 64
 
 
 def test_the_audit_store_holds_each_failed_views_proof_and_none_for_an_earlier_releases(tmp_path: Any) -> None:
