@@ -18,8 +18,7 @@ from bus import logs
 from bus.agents.batching import take_ready
 from bus.agents.direct_producer import DirectProducer
 from bus.agents.guard import guarded
-from bus.agents.replays import FetchUnavailable, Resolved
-from bus.agents.replays import resolve as resolve_replay
+from bus.agents.replays import REPLAY_HOLD_S, Resolved, resolve_holding
 from bus.agents.sends import BatchSends, SendFailed, SendLedger, send_dead_letter
 from bus.audit.chain import IngestedCheck
 from bus.audit.watch import AuditWatch
@@ -58,10 +57,6 @@ def routed_at_ingest(headers: Any) -> bool:
     """Whether a record's headers (Faust gives a list of pairs or a mapping) say it was routed."""
     pairs = headers.items() if isinstance(headers, dict) else (headers or ())
     return any((k, v) in ROUTED_AT_INGEST for k, v in pairs)
-
-
-#: how long a route batch is held while sg.events cannot say whether a replayed event is there
-REPLAY_HOLD_S = 300.0
 
 
 @dataclass
@@ -444,28 +439,11 @@ def register(app: faust.App, svc: Any, stages: tuple[str, ...] = STAGES, *,
                 pending.cancel()
             await asyncio.gather(*unfinished, return_exceptions=True)
 
-    async def _resolve_replay(raw: bytes, deadline: float) -> Resolved:
-        """The event a replay request names, fetched from sg.events. While Kafka cannot say
-        whether it is there, hold the batch (nothing sent yet, so no transaction open) and retry,
-        for up to REPLAY_HOLD_S: a passing outage must not refuse a replay, nor a lasting one
-        (or a request naming a partition no broker leads) stop routing; refused then as
-        `replay_unavailable`, `sgbus replay --failed` may ask again."""
+    async def _resolve_replay(raw: bytes, hold_until: float) -> Resolved:
         reader = svc.events_reader
         if reader is None:  # a worker without the route stage reads no sg.replay
             return Resolved(None, "replay_missing")
-        backoff = 0.5
-        while True:
-            try:
-                return await asyncio.to_thread(resolve_replay, raw, reader.fetch, svc.keyring)
-            except FetchUnavailable as exc:
-                if asyncio.get_running_loop().time() >= deadline:
-                    return Resolved(None, "replay_unavailable")
-                log.warning("replay_fetch_unavailable_holding_batch", cause=str(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception as exc:  # a request that makes anything else fail: refused, never a stopped worker
-                log.warning("replay_request_failed", error=type(exc).__name__)
-                return Resolved(None, "replay_malformed")
+        return await resolve_holding(raw, reader.fetch, svc.keyring, hold_until)
 
     async def route_agent(stream: faust.StreamT[bytes]) -> None:
         async for batch in take_ready(stream, batch_size, settings.batch_window_s):

@@ -13,6 +13,7 @@ otherwise be sent an older event).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from bus.topics import EVENTS
 
 #: how long a fetch waits for Kafka's answer before the batch is held and the fetch retried
 FETCH_S = 10.0
+#: how long a route batch is held, in all, while sg.events cannot say whether a replayed event is there
+REPLAY_HOLD_S = 300.0
 log = logs.get("sgbus.replays")
 
 Fetch = Callable[[int, int], bytes | None]
@@ -128,3 +131,27 @@ def resolve(raw: bytes, fetch: Fetch, keyring: Keyring) -> Resolved:
     if event.ingest_id != request.ingest_id or event.replay_for is not None:
         return Resolved(None, "replay_mismatch")
     return Resolved(event.model_copy(update={"replay_for": recipients}), "", unproven)
+
+
+async def resolve_holding(raw: bytes, fetch: Fetch, keyring: Keyring, hold_until: float, *,
+                          first_backoff_s: float = 0.5) -> Resolved:
+    """`resolve` in a thread, off the event loop. While Kafka cannot say whether the event is
+    there, hold (the caller has sent nothing yet, so no transaction is open) and retry, until
+    `hold_until` (the event loop's clock; one deadline for the caller's whole batch): a passing
+    outage must not refuse a replay, nor a lasting one (or a request naming a partition no broker
+    leads) stop routing; refused then as `replay_unavailable`, `sgbus replay --failed` may ask
+    again. Any other failure refuses the request (`replay_malformed`), never stops the worker."""
+    loop = asyncio.get_running_loop()
+    backoff = first_backoff_s
+    while True:
+        try:
+            return await asyncio.to_thread(resolve, raw, fetch, keyring)
+        except FetchUnavailable as exc:
+            if loop.time() >= hold_until:
+                return Resolved(None, "replay_unavailable")
+            log.warning("replay_fetch_unavailable_holding_batch", cause=str(exc), retry_in_s=backoff)
+            await asyncio.sleep(min(backoff, max(0.0, hold_until - loop.time())))
+            backoff = min(backoff * 2, 5.0)
+        except Exception as exc:
+            log.warning("replay_request_failed", error=type(exc).__name__)
+            return Resolved(None, "replay_malformed")

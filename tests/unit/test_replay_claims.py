@@ -329,3 +329,41 @@ def test_the_audit_store_holds_each_failed_views_proof_and_none_for_an_earlier_r
     store.append([record("northshire-csc", "view_failed", proof), record("old-one", "view_failed", None),
                   record("oakfield-primary", "deny", None)], load_signer(tmp_path))
     assert store.view_failed([ID]) == {(ID, "northshire-csc"): proof, (ID, "old-one"): None}
+
+
+def test_a_batch_is_held_while_sg_events_cannot_answer_then_its_requests_refused_within_one_hold() -> None:
+    """From a second reader: the hold was per request, so a batch of N requests Kafka could not
+    answer held routing N times as long. One deadline for the batch: fetches that come back in
+    time are routed; after it, each remaining request is refused at once (`replay_unavailable`,
+    asked for again by `sgbus replay --failed`)."""
+    import asyncio
+
+    from bus.agents.replays import FetchUnavailable, resolve_holding
+
+    stored, ingest_id = _stored_event()
+    calls: list[int] = []
+
+    def flaky(partition: int, offset: int) -> bytes | None:  # two outages, then an answer
+        calls.append(offset)
+        if len(calls) <= 2:
+            raise FetchUnavailable("no answer from sg.events")
+        return stored
+
+    def down(partition: int, offset: int) -> bytes | None:
+        calls.append(offset)
+        raise FetchUnavailable("no answer from sg.events")
+
+    async def batch() -> tuple[list[str], list[int]]:
+        hold_until = asyncio.get_running_loop().time() + 0.3
+        problems, tries = [], []
+        for fetch in (flaky, down, down, down):
+            calls.clear()
+            done = await resolve_holding(_request(ingest_id), fetch, KEYRING, hold_until, first_backoff_s=0.01)
+            problems.append(done.problem)
+            tries.append(len(calls))
+        return problems, tries
+
+    problems, tries = asyncio.run(batch())
+    assert problems == ["", "replay_unavailable", "replay_unavailable", "replay_unavailable"]
+    assert tries[0] == 3 and tries[1] > 1  # held and retried until the batch's deadline
+    assert tries[2:] == [1, 1]  # after it: refused at once, not held again for each request
