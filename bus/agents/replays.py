@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from pydantic import ValidationError
 
 from bus import logs
-from bus.kafka_io import committed_reader
+from bus.kafka_io import committed_reader, partitions_of
 from bus.pseudonymise.keyring import Keyring
 from bus.records import PseudonymisedEvent, ReplayRequest
 from bus.replay_proofs import proven
@@ -36,6 +36,8 @@ REPLAY_HOLD_S = 300.0
 log = logs.get("sgbus.replays")
 
 Fetch = Callable[[int, int], bytes | None]
+
+
 class FetchUnavailable(Exception):
     """sg.events could not be read just now (the broker, a leader change): hold the batch and
     retry; never a reason to refuse a replay for good."""
@@ -61,12 +63,9 @@ class EventsReader:
             consumer = self._consumer
             if partition >= self._partitions:  # checked once known, then again only for a higher number
                 try:
-                    found = consumer.list_topics(EVENTS, timeout=FETCH_S).topics.get(EVENTS)
-                except Exception as exc:
+                    self._partitions = len(partitions_of(consumer, EVENTS))
+                except Exception as exc:  # the broker, or sg.events not there (yet)
                     raise FetchUnavailable(type(exc).__name__) from None
-                if found is None or found.error is not None:
-                    raise FetchUnavailable("sg.events not found")
-                self._partitions = len(found.partitions)
                 if partition >= self._partitions:
                     return None  # a partition sg.events does not have: it would wait, never answer
             consumer.assign([TopicPartition(EVENTS, partition, offset)])

@@ -514,32 +514,29 @@ class AuditStore:
                 found[str(event_id)] = IngestedCheck(str(event_id), str(digest), str(ingest_id))
         return found
 
-    def _pairs(self, decision: str, ingest_ids: list[str]) -> set[tuple[str, str]]:
-        found: set[tuple[str, str]] = set()
+    def _decided(self, decision: str, ingest_ids: list[str], *, body: bool = False) -> Iterator[tuple[str, str, str]]:
+        """(ingest id, recipient, body or '') of the records with `decision` about `ingest_ids`,
+        asked 300 ids at a time."""
+        column = "body" if body else "''"
         for i in range(0, len(ingest_ids), 300):
             chunk = ingest_ids[i:i + 300]
             marks = ",".join("?" for _ in chunk)
-            query = (f"SELECT ingest_id, recipient FROM audit WHERE decision = ? "  # noqa: S608 - marks only
+            query = (f"SELECT ingest_id, recipient, {column} FROM audit WHERE decision = ? "  # noqa: S608 - ours only
                      f"AND ingest_id IN ({marks})")
-            found.update((str(a), str(b)) for a, b in self._execute(query, [decision, *chunk]))
-        return found
+            for ingest_id, recipient, text in self._execute(query, [decision, *chunk]):
+                yield str(ingest_id), str(recipient), str(text)
 
     def delivered(self, ingest_ids: list[str]) -> set[tuple[str, str]]:
         """(ingest id, recipient) pairs among `ingest_ids` with an `allow` (delivered) record."""
-        return self._pairs("allow", ingest_ids)
+        return {(i, r) for i, r, _body in self._decided("allow", ingest_ids)}
 
     def view_failed(self, ingest_ids: list[str]) -> dict[tuple[str, str], str | None]:
         """(ingest id, recipient) pairs among `ingest_ids` audited as view_failed, each with the
         replay proof its record holds (None in a record of an earlier release)."""
         found: dict[tuple[str, str], str | None] = {}
-        for i in range(0, len(ingest_ids), 300):
-            chunk = ingest_ids[i:i + 300]
-            marks = ",".join("?" for _ in chunk)
-            query = (f"SELECT ingest_id, recipient, body FROM audit WHERE decision = 'view_failed' "  # noqa: S608
-                     f"AND ingest_id IN ({marks})")
-            for ingest_id, recipient, body in self._execute(query, chunk):
-                proof = json.loads(body).get("replay_proof")
-                found[(str(ingest_id), str(recipient))] = proof if isinstance(proof, str) else None
+        for ingest_id, recipient, body in self._decided("view_failed", ingest_ids, body=True):
+            proof = json.loads(body).get("replay_proof")
+            found[(ingest_id, recipient)] = proof if isinstance(proof, str) else None
         return found
 
     def records(self, page: int = 5_000, after: int | None = None) -> Iterator[StoredRecord]:
